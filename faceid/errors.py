@@ -1,0 +1,90 @@
+"""Exceptions raised by faceid.
+
+Every error faceid raises on purpose is a :class:`FaceIDError`; the CLI turns one into a
+single line on stderr and a non-zero exit status. The tree::
+
+    FaceIDError
+    ├── ModelError
+    │   ├── ModelNotFoundError
+    │   └── ModelIntegrityError
+    ├── ImageError (also a ValueError)
+    ├── FaceCountError
+    ├── InvalidNameError (also a ValueError)
+    ├── PersonNotFoundError (also a KeyError)
+    └── GalleryError
+        ├── GalleryCorruptError
+        ├── GalleryBusyError
+        └── ModelMismatchError
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FaceCountError",
+    "FaceIDError",
+    "GalleryBusyError",
+    "GalleryCorruptError",
+    "GalleryError",
+    "ImageError",
+    "InvalidNameError",
+    "ModelError",
+    "ModelIntegrityError",
+    "ModelMismatchError",
+    "ModelNotFoundError",
+    "PersonNotFoundError",
+]
+
+
+class FaceIDError(Exception):
+    """Base class of every error faceid raises on purpose."""
+
+
+class ModelError(FaceIDError):
+    """A model file is missing, unreadable or not the file it should be."""
+
+
+class ModelNotFoundError(ModelError):
+    """The model's weight file is not on this machine; the message names the command that gets it."""
+
+
+class ModelIntegrityError(ModelError):
+    """A model file's SHA-256 is not the one in the registry."""
+
+
+class ImageError(FaceIDError, ValueError):
+    """An image cannot be read: unreadable, truncated, unsupported, or too large."""
+
+
+class FaceCountError(FaceIDError):
+    """Enrolment expected exactly one face in a photo and found another number."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+class InvalidNameError(FaceIDError, ValueError):
+    """A person's name is empty, too long, or holds control characters."""
+
+
+class PersonNotFoundError(FaceIDError, KeyError):
+    """No person of that name is enrolled in the gallery."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class GalleryError(FaceIDError):
+    """The gallery cannot be opened or written."""
+
+
+class GalleryCorruptError(GalleryError):
+    """The gallery's files are damaged or disagree with each other; the message says how to repair."""
+
+
+class GalleryBusyError(GalleryError):
+    """Another process held the gallery's write lock for longer than the timeout."""
+
+
+class ModelMismatchError(GalleryError):
+    """The gallery's embeddings were made by another model or preprocessing than the one asked for."""

@@ -1,0 +1,144 @@
+"""Shared fixtures: temporary galleries, the committed sample photos, ../shared/data when present,
+fakes for the detector and embedder (most tests run without TensorFlow), and the real pipeline
+for tests marked ``model``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceid.detect import Detection
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "faceid" / "samples"
+
+
+def shared_data() -> Path | None:
+    """``$FACEID_DATA`` or ``../shared/data`` beside the repository, if present."""
+    env = os.environ.get("FACEID_DATA")
+    path = Path(env) if env else ROOT.parent / "shared" / "data"
+    return path if (path / "README.md").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    path = shared_data()
+    if path is None:
+        pytest.skip("../shared/data is not here (set FACEID_DATA to the evaluation data folder)")
+    return path
+
+
+@pytest.fixture
+def gallery_dir(tmp_path: Path) -> Path:
+    return tmp_path / "gallery"
+
+
+@pytest.fixture
+def gallery(gallery_dir: Path):
+    from faceid.gallery import Gallery
+
+    with Gallery(gallery_dir) as g:
+        yield g
+
+
+# -- fakes ------------------------------------------------------------------------------------------
+
+
+class FakeDetector:
+    """Finds one face per uniform-coloured tile: images are made by :func:`tile_image`.
+
+    A tile of colour (0, 0, 0) is background. Each non-background tile is one face.
+    """
+
+    settings = {"fake": True}
+
+    def __init__(self, tile: int = 40) -> None:
+        self.tile = tile
+        self.calls = 0
+
+    def detect_many(self, images):
+        self.calls += 1
+        return [self.detect(image) for image in images]
+
+    def detect(self, image):
+        out = []
+        t = self.tile
+        for y in range(0, image.shape[0] - t + 1, t):
+            for x in range(0, image.shape[1] - t + 1, t):
+                patch = image[y : y + t, x : x + t]
+                if patch.max() > 0:
+                    lm = ((x + 12, y + 15), (x + 28, y + 15), (x + 20, y + 22), (x + 14, y + 30), (x + 26, y + 30))
+                    out.append(Detection((x, y, t, t), 0.99, tuple((float(a), float(b)) for a, b in lm)))
+        return out
+
+
+class FakeEmbedder:
+    """Embeds a crop by the colour at its centre: the same colour is the same person.
+
+    The vector is a random unit vector seeded by the (quantised) colour, so different colours
+    give nearly orthogonal vectors and the same colour the same vector.
+    """
+
+    def __init__(self, dimension: int = 128, noise: float = 0.0, seed: int = 0) -> None:
+        self.dimension = dimension
+        self.input_size = 160
+        self.noise = noise
+        self.calls = 0
+
+    def embed(self, crops):
+        self.calls += 1
+        rows = []
+        for crop in crops:
+            h, w = crop.shape[:2]
+            centre = crop[h * 2 // 5 : h * 3 // 5, w * 2 // 5 : w * 3 // 5]
+            colour = tuple(int(c) // 16 for c in centre.reshape(-1, 3).mean(axis=0).round())
+            seed = int(hashlib.sha256(repr(colour).encode()).hexdigest()[:8], 16)
+            v = np.random.default_rng(seed).normal(size=self.dimension).astype(np.float32)
+            rows.append(v)
+        out = np.array(rows, dtype=np.float32).reshape(len(crops), self.dimension)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def tile_image(colours, tile: int = 40) -> np.ndarray:
+    """An image with one uniform tile per colour, left to right (one fake 'face' each)."""
+    image = np.zeros((tile, tile * max(1, len(colours)), 3), dtype=np.uint8)
+    for i, colour in enumerate(colours):
+        image[:, i * tile : (i + 1) * tile] = colour
+    return image
+
+
+def save_png(path: Path, pixels: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def fake_pipeline():
+    from faceid.pipeline import Pipeline
+
+    return Pipeline(detector=FakeDetector(), embedder=FakeEmbedder())
+
+
+# -- the real models ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_pipeline():
+    """The default MTCNN + FaceNet pipeline, loaded once per test session."""
+    from faceid.errors import ModelNotFoundError
+    from faceid.models import locate
+    from faceid.pipeline import Pipeline
+
+    try:
+        locate()
+    except ModelNotFoundError as exc:
+        pytest.skip(f"FaceNet weights are not installed ({exc})")
+    return Pipeline()
