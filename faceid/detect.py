@@ -1,0 +1,170 @@
+"""Face detection with MTCNN (mtcnn 1.0, weights inside its wheel).
+
+The only module that reads mtcnn's dicts. Photos are resized for detection so that the smallest
+face asked for is 20 px, MTCNN's own safe pyramid start, and the longer side is at most
+``max_side``; boxes and landmarks are mapped back to the original pixels. Images of the same
+size are detected together, which is several times faster per photo.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Detection", "Detector"]
+
+log = logging.getLogger(__name__)
+
+_MTCNN_FACE = 20  # min_face_size passed to mtcnn: its pyramid is known to stay valid there
+_MIN_SIDE = 24  # below this (after resizing) no face fits MTCNN's first network
+
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected face, in pixels of the image as displayed.
+
+    Attributes:
+        box: ``(x, y, width, height)``, integers, clipped to the image.
+        confidence: MTCNN's final-stage score in [0, 1].
+        landmarks: five ``(x, y)`` points: left eye, right eye, nose, left and right mouth
+            corner (left and right as seen in the image).
+    """
+
+    box: tuple[int, int, int, int]
+    confidence: float
+    landmarks: tuple[tuple[float, float], ...]
+
+    @property
+    def area(self) -> int:
+        return self.box[2] * self.box[3]
+
+    def landmark_array(self) -> np.ndarray:
+        """Landmarks as a ``(5, 2)`` float32 array."""
+        return np.asarray(self.landmarks, dtype=np.float32).reshape(5, 2)
+
+
+class Detector:
+    """MTCNN over batches of images.
+
+    Args:
+        min_face_size: smallest face to find, in pixels of the original image.
+        min_confidence: faces scored below this by MTCNN's last stage are dropped.
+        max_side: longer side of the image that detection runs on; larger photos are downscaled.
+        batch_size: how many same-sized images go into one MTCNN call.
+        thresholds: MTCNN's per-stage thresholds (PNet, RNet, ONet).
+    """
+
+    def __init__(
+        self,
+        *,
+        min_face_size: int = 20,
+        min_confidence: float = 0.8,
+        max_side: int = 1600,
+        batch_size: int = 16,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8),
+    ) -> None:
+        if min_face_size < 4:
+            raise ValueError(f"min_face_size must be at least 4 pixels, got {min_face_size}")
+        self.min_face_size = int(min_face_size)
+        self.min_confidence = float(min_confidence)
+        self.max_side = int(max_side)
+        self.batch_size = int(batch_size)
+        self.thresholds = thresholds
+        self._mtcnn = None
+
+    @property
+    def settings(self) -> dict:
+        return {
+            "min_face_size": self.min_face_size,
+            "min_confidence": self.min_confidence,
+            "max_side": self.max_side,
+            "thresholds": list(self.thresholds),
+        }
+
+    def _model(self):
+        if self._mtcnn is None:
+            from faceid._tf import quiet_tensorflow
+
+            quiet_tensorflow()
+            from mtcnn import MTCNN
+
+            self._mtcnn = MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
+        return self._mtcnn
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces in one ``(H, W, 3)`` uint8 RGB image, most confident first."""
+        return self.detect_many([image])[0]
+
+    def detect_many(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Faces in each image (same order), each list most confident first."""
+        results: list[list[Detection]] = [[] for _ in images]
+        groups: dict[tuple[int, ...], list[tuple[int, np.ndarray, float]]] = defaultdict(list)
+        for i, image in enumerate(images):
+            scale = self._scale(image.shape[0], image.shape[1])
+            small = _resize(image, scale)
+            if min(small.shape[:2]) < _MIN_SIDE:
+                continue
+            groups[small.shape].append((i, small, scale))
+        for members in groups.values():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                raw = self._run([small for _, small, _ in chunk])
+                for (i, _, scale), faces in zip(chunk, raw):
+                    h, w = images[i].shape[:2]
+                    results[i] = self._convert(faces, scale, w, h)
+        return results
+
+    def _scale(self, height: int, width: int) -> float:
+        return min(_MTCNN_FACE / self.min_face_size, self.max_side / max(height, width))
+
+    def _run(self, batch: list[np.ndarray]) -> list[list[dict]]:
+        pnet, rnet, onet = self.thresholds
+        try:
+            out = self._model().detect_faces(
+                batch if len(batch) > 1 else batch[0],
+                min_face_size=_MTCNN_FACE,
+                threshold_pnet=pnet,
+                threshold_rnet=rnet,
+                threshold_onet=onet,
+            )
+        except ValueError as exc:  # mtcnn's "empty output" when its pyramid underflows
+            if len(batch) > 1:
+                return [self._run([image])[0] for image in batch]
+            log.warning("MTCNN could not run on a %dx%d image (%s); no faces reported", *batch[0].shape[1::-1], exc)
+            return [[]]
+        if len(batch) == 1:
+            return [out]
+        return out if isinstance(out, list) and len(out) == len(batch) else [[] for _ in batch]
+
+    def _convert(self, faces: list[dict], scale: float, width: int, height: int) -> list[Detection]:
+        detections = []
+        for face in faces:
+            confidence = float(face["confidence"])
+            if confidence < self.min_confidence:
+                continue
+            x, y, w, h = (float(v) / scale for v in face["box"])
+            x0, y0 = max(0, round(x)), max(0, round(y))
+            x1, y1 = min(width, round(x + w)), min(height, round(y + h))
+            if x1 - x0 < 2 or y1 - y0 < 2 or max(w, h) < self.min_face_size:
+                continue
+            points = tuple((float(face["keypoints"][k][0]) / scale, float(face["keypoints"][k][1]) / scale) for k in LANDMARKS)
+            detections.append(Detection(box=(x0, y0, x1 - x0, y1 - y0), confidence=confidence, landmarks=points))
+        detections.sort(key=lambda d: -d.confidence)
+        return detections
+
+
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    if abs(scale - 1.0) < 1e-6:
+        return image
+    import cv2
+
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interpolation)
