@@ -1,0 +1,132 @@
+"""Run the pipeline over many image files: decode ahead in threads, detect and embed in batches,
+reuse cached results, and keep going past files that cannot be read."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faceid.cache import EmbeddingCache
+from faceid.errors import FaceIDError, ImageError
+from faceid.images import IMAGE_SUFFIXES, LoadedImage, read_image
+from faceid.pipeline import Face, Pipeline
+
+__all__ = ["Processed", "iter_image_files", "process"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Processed:
+    """One input's outcome: the decoded image and its faces, or an error message."""
+
+    source: str
+    image: LoadedImage | None
+    faces: list[Face] = field(default_factory=list)
+    error: str | None = None
+
+
+def iter_image_files(inputs: Iterable[str | os.PathLike], *, recursive: bool = True) -> Iterator[str]:
+    """Expand files and folders into image file paths, in sorted order.
+
+    Folders are walked (following no symbolic links to folders, so a link loop cannot hang it);
+    only names with an image ending are taken from folders; a file named directly is always
+    taken, so that a bad one is reported rather than skipped.
+    """
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path, followlinks=False):
+                dirs.sort()
+                if not recursive:
+                    dirs.clear()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                        yield os.path.join(root, name)
+        else:
+            yield str(path)
+
+
+def _settings(pipeline: Pipeline) -> dict:
+    return {"pipeline": pipeline.key, "detector": getattr(pipeline.detector, "settings", repr(pipeline.detector))}
+
+
+def process(
+    sources: Sequence[str | os.PathLike],
+    pipeline: Pipeline,
+    *,
+    batch_size: int = 16,
+    cache: EmbeddingCache | None = None,
+    on_done: Callable[[Processed], None] | None = None,
+) -> Iterator[Processed]:
+    """Yield a :class:`Processed` for every source, in order.
+
+    Decoding of the next batch runs in threads while the current batch is detected and embedded.
+    """
+    key = EmbeddingCache.key_of(_settings(pipeline)) if cache is not None else ""
+    names = [os.fspath(s) for s in sources]
+    batches = [names[i : i + batch_size] for i in range(0, len(names), batch_size)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [pool.submit(_load, n) for n in batches[0]] if batches else []
+        for b in range(len(batches)):
+            loaded = [f.result() for f in pending]
+            pending = [pool.submit(_load, n) for n in batches[b + 1]] if b + 1 < len(batches) else []
+            for item in _run_batch(loaded, pipeline, cache, key):
+                if on_done is not None:
+                    on_done(item)
+                yield item
+
+
+def _load(name: str) -> Processed:
+    try:
+        return Processed(name, read_image(name))
+    except ImageError as exc:
+        return Processed(name, None, error=str(exc))
+
+
+def _run_batch(loaded: list[Processed], pipeline: Pipeline, cache: EmbeddingCache | None, key: str) -> list[Processed]:
+    out: list[Processed | None] = [item if item.image is None else None for item in loaded]
+    todo = []
+    for i, item in enumerate(loaded):
+        if item.image is None:
+            continue
+        cached = cache.get(item.image.sha256, key) if cache is not None else None
+        if cached is not None:
+            out[i] = Processed(item.source, item.image, cached)
+        else:
+            todo.append(i)
+    if todo:
+        try:
+            found = pipeline.faces_many([loaded[i].image.pixels for i in todo])
+        except FaceIDError:
+            raise
+        except Exception as exc:  # one odd image must not sink the batch: retry one by one
+            if len(todo) == 1:
+                log.exception("face pipeline failed on %s", loaded[todo[0]].source)
+                found = None
+                out[todo[0]] = Processed(loaded[todo[0]].source, loaded[todo[0]].image, error=f"face pipeline failed: {exc}")
+            else:
+                found = [pipeline_safe(pipeline, loaded[i]) for i in todo]
+        if found is not None:
+            for i, faces in zip(todo, found):
+                if isinstance(faces, Processed):
+                    out[i] = faces
+                else:
+                    out[i] = Processed(loaded[i].source, loaded[i].image, faces)
+            if cache is not None:
+                cache.put_many([(loaded[i].image.sha256, f) for i, f in zip(todo, found) if not isinstance(f, Processed)], key)
+    return [item for item in out if item is not None]
+
+
+def pipeline_safe(pipeline: Pipeline, item: Processed) -> list[Face] | Processed:
+    try:
+        return pipeline.faces(item.image.pixels)
+    except FaceIDError:
+        raise
+    except Exception as exc:
+        log.exception("face pipeline failed on %s", item.source)
+        return Processed(item.source, item.image, error=f"face pipeline failed: {exc}")

@@ -1,0 +1,87 @@
+"""Cache of detections and embeddings, keyed by image content hash and everything that changes them.
+
+An evaluation or a re-run over the same photos reads faces from here instead of running the
+networks again. The cache is SQLite (no pickle): one row per (image SHA-256, pipeline key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from faceid.detect import Detection
+from faceid.pipeline import Face
+
+__all__ = ["EmbeddingCache", "default_cache_path"]
+
+
+def default_cache_path() -> Path:
+    """``$FACEID_CACHE``, else ``$XDG_CACHE_HOME/faceid/embeddings.db``."""
+    env = os.environ.get("FACEID_CACHE")
+    if env:
+        return Path(env).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "faceid" / "embeddings.db"
+
+
+class EmbeddingCache:
+    """Faces found in an image by one pipeline configuration.
+
+    Args:
+        path: the SQLite file (created owner-only if missing).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else default_cache_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS faces (image_sha256 TEXT NOT NULL, key TEXT NOT NULL, detections TEXT NOT NULL, "
+            "embeddings BLOB NOT NULL, PRIMARY KEY (image_sha256, key))"
+        )
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key_of(settings: dict) -> str:
+        """A short stable hash of a settings dict."""
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
+
+    def get(self, image_sha256: str, key: str) -> list[Face] | None:
+        row = self._db.execute(
+            "SELECT detections, embeddings FROM faces WHERE image_sha256 = ? AND key = ?", (image_sha256, key)
+        ).fetchone()
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        found = json.loads(row[0])
+        vectors = np.frombuffer(row[1], dtype=np.float32).reshape(len(found), -1) if found else np.zeros((0, 0), np.float32)
+        return [
+            Face(Detection(tuple(d["box"]), d["confidence"], tuple(tuple(p) for p in d["landmarks"])), vectors[i].copy())
+            for i, d in enumerate(found)
+        ]
+
+    def put_many(self, items: list[tuple[str, list[Face]]], key: str) -> None:
+        rows = []
+        for sha, faces in items:
+            detections = [
+                {"box": list(f.detection.box), "confidence": f.detection.confidence, "landmarks": [list(p) for p in f.detection.landmarks]}
+                for f in faces
+            ]
+            blob = np.stack([f.embedding for f in faces]).astype(np.float32).tobytes() if faces else b""
+            rows.append((sha, key, json.dumps(detections), blob))
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,165 @@
+"""Enrolment: add a person's faces to the gallery from their photos.
+
+Each photo must show exactly one face, or the caller asks for the largest one. A photo already
+enrolled (same SHA-256) is not added again. Every photo gets an :class:`EnrollResult`; the good
+ones of a person are added in one transaction, so a crash adds all of them or none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from faceid.batch import Processed, iter_image_files, process
+from faceid.errors import InvalidNameError
+from faceid.gallery import Gallery, NewFace, normalise_name
+from faceid.pipeline import Pipeline
+
+__all__ = ["ADDED", "DUPLICATE", "FAILED", "EnrollResult", "enroll", "enroll_folders", "people_folders"]
+
+log = logging.getLogger(__name__)
+
+ADDED, DUPLICATE, FAILED = "added", "duplicate", "failed"
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    """What happened to one photo: ``status`` is ``"added"``, ``"duplicate"`` or ``"failed"``."""
+
+    image: str
+    person: str
+    status: str
+    message: str
+    face_id: int | None = None
+    box: tuple[int, int, int, int] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != FAILED
+
+    def to_json(self) -> dict:
+        return {
+            "image": self.image,
+            "person": self.person,
+            "status": self.status,
+            "message": self.message,
+            "face_id": self.face_id,
+            "box": list(self.box) if self.box else None,
+        }
+
+
+def enroll(
+    gallery: Gallery,
+    name: str,
+    images: Sequence[str | os.PathLike],
+    pipeline: Pipeline | None = None,
+    *,
+    largest: bool = False,
+    progress: Callable[[Processed], None] | None = None,
+) -> list[EnrollResult]:
+    """Enrol ``name`` from ``images`` (files or folders of photos); return one result per photo.
+
+    ``progress`` is called after each photo is read and its faces found.
+
+    Raises:
+        InvalidNameError: the name is not acceptable.
+        ModelMismatchError: the gallery was built with another model or preprocessing.
+    """
+    from faceid.identify import pipeline_args_for
+
+    name = normalise_name(name)
+    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    gallery.check_embedding_key(pipeline.key)
+    results: list[EnrollResult] = []
+    staged: list[tuple[int, NewFace]] = []
+    seen: dict[str, str] = {}
+
+    for item in process(list(iter_image_files(images)), pipeline, on_done=progress):
+        result, face = _judge(item, name, gallery, seen, largest)
+        results.append(result)
+        if face is not None:
+            staged.append((len(results) - 1, face))
+    if staged:
+        ids = gallery.add_faces(name, [face for _, face in staged], embedding_key=pipeline.key)
+        for (position, _), face_id in zip(staged, ids):
+            results[position] = EnrollResult(
+                results[position].image, name, ADDED, results[position].message, face_id, results[position].box
+            )
+    return results
+
+
+def _judge(
+    item: Processed, name: str, gallery: Gallery, seen: dict[str, str], largest: bool
+) -> tuple[EnrollResult, NewFace | None]:
+    if item.error is not None or item.image is None:
+        return EnrollResult(item.source, name, FAILED, item.error or "unreadable"), None
+    sha = item.image.sha256
+    owners = gallery.find_image(sha)
+    if owners or sha in seen:
+        who = ", ".join(owners) if owners else name
+        where = f"already enrolled for {who}" if owners else f"same photo as {seen[sha]}"
+        return EnrollResult(item.source, name, DUPLICATE, f"{item.source}: {where}; not added again"), None
+    faces = item.faces
+    if not faces:
+        return EnrollResult(item.source, name, FAILED, f"{item.source}: no face found"), None
+    if len(faces) > 1 and not largest:
+        return (
+            EnrollResult(
+                item.source,
+                name,
+                FAILED,
+                f"{item.source}: {len(faces)} faces found; crop the photo to one face, or pass --largest to take the largest",
+            ),
+            None,
+        )
+    face = max(faces, key=lambda f: f.detection.area)
+    seen[sha] = item.source
+    detection = face.detection
+    note = f"{item.source}: face at {list(detection.box)}" + (f" (largest of {len(faces)})" if len(faces) > 1 else "")
+    new = NewFace(
+        embedding=face.embedding,
+        image_sha256=sha,
+        box=detection.box,
+        confidence=detection.confidence,
+        image_path=os.path.abspath(item.source),
+    )
+    return EnrollResult(item.source, name, "pending", note, None, detection.box), new
+
+
+def people_folders(root: str | os.PathLike) -> list[tuple[str, Path]]:
+    """``(name, folder)`` for each subfolder of ``root`` (one per person, named after them), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        from faceid.errors import FaceIDError
+
+        raise FaceIDError(f"{root}: not a folder")
+    return [(entry.name, entry) for entry in sorted(root.iterdir()) if entry.is_dir() and not entry.name.startswith(".")]
+
+
+def enroll_folders(
+    gallery: Gallery,
+    root: str | os.PathLike,
+    pipeline: Pipeline | None = None,
+    *,
+    largest: bool = False,
+    progress: Callable[[Processed], None] | None = None,
+) -> list[EnrollResult]:
+    """Enrol everyone in ``root``: one subfolder per person, named after them.
+
+    A folder whose name is not an acceptable person name is reported as failed and skipped.
+    """
+    from faceid.identify import pipeline_args_for
+
+    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    results = []
+    for name, folder in people_folders(root):
+        try:
+            normalise_name(name)
+        except InvalidNameError as exc:
+            results.append(EnrollResult(str(folder), name, FAILED, f"{folder}: {exc}"))
+            continue
+        results.extend(enroll(gallery, name, [folder], pipeline, largest=largest, progress=progress))
+    return results

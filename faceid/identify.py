@@ -1,0 +1,228 @@
+"""Open-set identification: name every face in an image, or say it is unknown or ambiguous.
+
+For each face the gallery returns its most similar enrolled faces; a person's score is their best
+face's similarity (cosine, higher is closer). The decision, for each face:
+
+- ``known``: the best person scores at least ``threshold`` and beats the next person by at least
+  ``margin``;
+- ``ambiguous``: the best person passes the threshold but another is within ``margin``;
+- ``unknown``: nobody passes the threshold.
+
+A person appears at most once in a photo: faces are assigned greedily, strongest match first,
+and a face whose best person was taken by a stronger face falls to its next candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceid.detect import Detection
+from faceid.gallery import Gallery
+
+__all__ = ["AMBIGUOUS", "KNOWN", "UNKNOWN", "Candidate", "FaceMatch", "Identification", "decide", "match_faces"]
+
+log = logging.getLogger(__name__)
+
+KNOWN, UNKNOWN, AMBIGUOUS = "known", "unknown", "ambiguous"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An enrolled person and their score for a face (best similarity over their faces)."""
+
+    name: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class FaceMatch:
+    """The decision for one face.
+
+    Attributes:
+        detection: where the face is.
+        status: ``"known"``, ``"unknown"`` or ``"ambiguous"``.
+        name: the person, for ``"known"`` only, else ``None``.
+        similarity: the named person's score; for other faces, the best score any person had
+            (``-1.0`` when the gallery is empty).
+        candidates: the best people for this face, best first.
+    """
+
+    detection: Detection
+    status: str
+    name: str | None
+    similarity: float
+    candidates: tuple[Candidate, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "box": list(self.detection.box),
+            "confidence": round(self.detection.confidence, 4),
+            "name": self.name,
+            "similarity": round(self.similarity, 4),
+            "status": self.status,
+            "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.detection.landmarks],
+            "candidates": [{"name": c.name, "similarity": round(c.similarity, 4)} for c in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Every face of one image, or the reason the image could not be read.
+
+    ``threshold`` and ``margin`` are the values the decision used.
+    """
+
+    image: str
+    faces: tuple[FaceMatch, ...]
+    threshold: float
+    margin: float
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    annotated: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "annotated": self.annotated,
+            "image": self.image,
+            "faces": [face.to_json() for face in self.faces],
+            "error": self.error,
+            "threshold": round(self.threshold, 4),
+            "margin": round(self.margin, 4),
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+def decide(
+    candidates: Sequence[Sequence[Candidate]], *, threshold: float, margin: float
+) -> list[tuple[str, str | None, float]]:
+    """The decision for each face of one photo from its candidates (each list best first).
+
+    Returns ``(status, name, similarity)`` per face, in input order.
+    """
+    pairs = sorted(
+        ((c.similarity, f, c.name) for f, cands in enumerate(candidates) for c in cands if c.similarity >= threshold),
+        key=lambda t: (-t[0], t[1], t[2]),
+    )
+    chosen: dict[int, tuple[str, float]] = {}
+    taken: set[str] = set()
+    for score, face, name in pairs:
+        if face in chosen or name in taken:
+            continue
+        chosen[face] = (name, score)
+        taken.add(name)
+    out = []
+    for f, cands in enumerate(candidates):
+        best_any = cands[0].similarity if cands else -1.0
+        if f not in chosen:
+            out.append((UNKNOWN, None, float(best_any)))
+            continue
+        name, score = chosen[f]
+        rivals = [c.similarity for c in cands if c.name not in taken]  # people placed elsewhere are no rivals
+        runner_up = max(rivals, default=-1.0)
+        if score - runner_up < margin:
+            out.append((AMBIGUOUS, None, float(score)))
+        else:
+            out.append((KNOWN, name, float(score)))
+    return out
+
+
+def candidates_for(gallery: Gallery, embeddings: np.ndarray, *, top: int = 5, k: int = 64) -> list[list[Candidate]]:
+    """The ``top`` best people for each ``(n, D)`` embedding row, from the gallery's nearest ``k`` faces."""
+    if len(embeddings) == 0:
+        return []
+    k = max(1, min(k, max(gallery.face_count, 1)))
+    scores, ids = gallery.search(embeddings, k)
+    owners = gallery.face_owners(ids)
+    out = []
+    for row_scores, row_ids in zip(scores, ids):
+        best: dict[str, float] = {}
+        for score, fid in zip(row_scores, row_ids):
+            name = owners.get(int(fid))
+            if name is not None and score > best.get(name, -np.inf):
+                best[name] = float(score)
+        ranked = sorted(best.items(), key=lambda t: (-t[1], t[0]))[:top]
+        out.append([Candidate(n, s) for n, s in ranked])
+    return out
+
+
+def match_faces(
+    gallery: Gallery,
+    detections: Sequence[Detection],
+    embeddings: np.ndarray,
+    *,
+    threshold: float,
+    margin: float,
+    top: int = 5,
+) -> tuple[FaceMatch, ...]:
+    """Decide every face of one photo (see the module docstring)."""
+    cands = candidates_for(gallery, embeddings, top=top)
+    decisions = decide(cands, threshold=threshold, margin=margin)
+    return tuple(
+        FaceMatch(detection=d, status=status, name=name, similarity=sim, candidates=tuple(c))
+        for d, c, (status, name, sim) in zip(detections, cands, decisions)
+    )
+
+
+def identify(
+    sources: Sequence,
+    gallery: Gallery,
+    pipeline=None,
+    *,
+    threshold: float | None = None,
+    margin: float | None = None,
+    batch_size: int = 16,
+    cache=None,
+    annotate_dir=None,
+    on_done=None,
+):
+    """Identify every face in each source (paths, bytes or arrays); yield one :class:`Identification` each.
+
+    ``threshold`` and ``margin`` default to the gallery's calibrated values, else to the model's
+    defaults for a gallery of this size (:func:`faceid.thresholds.threshold_for`). An unreadable
+    source yields an ``Identification`` with ``error`` set and no faces; the run goes on.
+    With ``annotate_dir``, an annotated copy of each image is written there (see :mod:`faceid.draw`).
+    """
+    from faceid.batch import process
+    from faceid.pipeline import Pipeline
+    from faceid.thresholds import decision_params
+
+    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    gallery.check_embedding_key(pipeline.key)
+    threshold, margin = decision_params(gallery, threshold=threshold, margin=margin)
+    for item in process(sources, pipeline, batch_size=batch_size, cache=cache):
+        if item.error is not None or item.image is None:
+            result = Identification(item.source, (), threshold, margin, error=item.error)
+        else:
+            detections = [f.detection for f in item.faces]
+            vectors = np.stack([f.embedding for f in item.faces]) if item.faces else np.zeros((0, 1), np.float32)
+            faces = match_faces(gallery, detections, vectors, threshold=threshold, margin=margin)
+            faces = tuple(sorted(faces, key=lambda m: (m.detection.box[0], m.detection.box[1])))
+            result = Identification(
+                item.source, faces, threshold, margin, width=item.image.width, height=item.image.height
+            )
+            if annotate_dir is not None:
+                from faceid.draw import save_annotated
+
+                written = save_annotated(item.image.pixels, result, annotate_dir, item.source)
+                result = dataclasses.replace(result, annotated=str(written))
+        if on_done is not None:
+            on_done(result)
+        yield result
+
+
+def pipeline_args_for(gallery: Gallery) -> dict:
+    """Pipeline settings that reproduce the gallery's embeddings (the defaults for a new gallery)."""
+    key = gallery.embedding_key
+    if not key:
+        return {}
+    args = {"model": key["model"], "align": key["align"], "mirror": key["mirror"]}
+    if key.get("margin") is not None:
+        args["margin"] = key["margin"]
+    return args
