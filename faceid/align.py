@@ -39,7 +39,7 @@ def crop_margin(image: np.ndarray, box: Sequence[int], *, margin: float = 0.2, s
     y0 = int(max(0, np.floor(y - margin * h / 2)))
     x1 = int(min(width, np.ceil(x + w + margin * w / 2)))
     y1 = int(min(height, np.ceil(y + h + margin * h / 2)))
-    patch = image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+    patch = image[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
     interpolation = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
     return np.ascontiguousarray(cv2.resize(patch, (size, size), interpolation=interpolation))
 

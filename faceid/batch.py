@@ -89,8 +89,8 @@ def _load(name: str) -> Processed:
 
 
 def _run_batch(loaded: list[Processed], pipeline: Pipeline, cache: EmbeddingCache | None, key: str) -> list[Processed]:
-    out: list[Processed | None] = [item if item.image is None else None for item in loaded]
-    todo = []
+    out: list[Processed] = list(loaded)  # unreadable ones stay as they are
+    todo: list[tuple[int, LoadedImage]] = []
     for i, item in enumerate(loaded):
         if item.image is None:
             continue
@@ -98,35 +98,32 @@ def _run_batch(loaded: list[Processed], pipeline: Pipeline, cache: EmbeddingCach
         if cached is not None:
             out[i] = Processed(item.source, item.image, cached)
         else:
-            todo.append(i)
-    if todo:
-        try:
-            found = pipeline.faces_many([loaded[i].image.pixels for i in todo])
-        except FaceIDError:
-            raise
-        except Exception as exc:  # one odd image must not sink the batch: retry one by one
-            if len(todo) == 1:
-                log.exception("face pipeline failed on %s", loaded[todo[0]].source)
-                found = None
-                out[todo[0]] = Processed(loaded[todo[0]].source, loaded[todo[0]].image, error=f"face pipeline failed: {exc}")
-            else:
-                found = [pipeline_safe(pipeline, loaded[i]) for i in todo]
-        if found is not None:
-            for i, faces in zip(todo, found):
-                if isinstance(faces, Processed):
-                    out[i] = faces
-                else:
-                    out[i] = Processed(loaded[i].source, loaded[i].image, faces)
-            if cache is not None:
-                cache.put_many([(loaded[i].image.sha256, f) for i, f in zip(todo, found) if not isinstance(f, Processed)], key)
-    return [item for item in out if item is not None]
-
-
-def pipeline_safe(pipeline: Pipeline, item: Processed) -> list[Face] | Processed:
+            todo.append((i, item.image))
+    if not todo:
+        return out
     try:
-        return pipeline.faces(item.image.pixels)
+        found: list[list[Face] | None] = list(pipeline.faces_many([image.pixels for _, image in todo]))
     except FaceIDError:
         raise
-    except Exception as exc:
-        log.exception("face pipeline failed on %s", item.source)
-        return Processed(item.source, item.image, error=f"face pipeline failed: {exc}")
+    except Exception:  # one odd image must not sink the batch: run them one by one
+        found = [_faces_or_none(pipeline, image, loaded[i].source) for i, image in todo]
+    fresh = []
+    for (i, image), faces in zip(todo, found):
+        if faces is None:
+            out[i] = Processed(loaded[i].source, image, error=f"{loaded[i].source}: the face pipeline failed on it")
+        else:
+            out[i] = Processed(loaded[i].source, image, faces)
+            fresh.append((image.sha256, faces))
+    if cache is not None and fresh:
+        cache.put_many(fresh, key)
+    return out
+
+
+def _faces_or_none(pipeline: Pipeline, image: LoadedImage, source: str) -> list[Face] | None:
+    try:
+        return pipeline.faces(image.pixels)
+    except FaceIDError:
+        raise
+    except Exception:
+        log.exception("face pipeline failed on %s", source)
+        return None

@@ -44,7 +44,8 @@ class EmbeddingCache:
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS faces (image_sha256 TEXT NOT NULL, key TEXT NOT NULL, detections TEXT NOT NULL, "
+            "CREATE TABLE IF NOT EXISTS faces (image_sha256 TEXT NOT NULL, key TEXT NOT NULL, "
+            "detections TEXT NOT NULL, "
             "embeddings BLOB NOT NULL, PRIMARY KEY (image_sha256, key))"
         )
         self.hits = 0
@@ -64,9 +65,13 @@ class EmbeddingCache:
             return None
         self.hits += 1
         found = json.loads(row[0])
-        vectors = np.frombuffer(row[1], dtype=np.float32).reshape(len(found), -1) if found else np.zeros((0, 0), np.float32)
+        vectors = (
+            np.frombuffer(row[1], dtype=np.float32).reshape(len(found), -1) if found else np.zeros((0, 0), np.float32)
+        )
         return [
-            Face(Detection(tuple(d["box"]), d["confidence"], tuple(tuple(p) for p in d["landmarks"])), vectors[i].copy())
+            Face(
+                Detection(tuple(d["box"]), d["confidence"], tuple(tuple(p) for p in d["landmarks"])), vectors[i].copy()
+            )
             for i, d in enumerate(found)
         ]
 
@@ -74,7 +79,11 @@ class EmbeddingCache:
         rows = []
         for sha, faces in items:
             detections = [
-                {"box": list(f.detection.box), "confidence": f.detection.confidence, "landmarks": [list(p) for p in f.detection.landmarks]}
+                {
+                    "box": list(f.detection.box),
+                    "confidence": f.detection.confidence,
+                    "landmarks": [list(p) for p in f.detection.landmarks],
+                }
                 for f in faces
             ]
             blob = np.stack([f.embedding for f in faces]).astype(np.float32).tobytes() if faces else b""

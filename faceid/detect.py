@@ -89,12 +89,7 @@ class Detector:
 
     def _model(self):
         if self._mtcnn is None:
-            from faceid._tf import quiet_tensorflow
-
-            quiet_tensorflow()
-            from mtcnn import MTCNN
-
-            self._mtcnn = MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
+            self._mtcnn = _shared_mtcnn()
         return self._mtcnn
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -153,10 +148,28 @@ class Detector:
             x1, y1 = min(width, round(x + w)), min(height, round(y + h))
             if x1 - x0 < 2 or y1 - y0 < 2 or max(w, h) < self.min_face_size:
                 continue
-            points = tuple((float(face["keypoints"][k][0]) / scale, float(face["keypoints"][k][1]) / scale) for k in LANDMARKS)
+            points = tuple(
+                (float(face["keypoints"][k][0]) / scale, float(face["keypoints"][k][1]) / scale) for k in LANDMARKS
+            )
             detections.append(Detection(box=(x0, y0, x1 - x0, y1 - y0), confidence=confidence, landmarks=points))
         detections.sort(key=lambda d: -d.confidence)
         return detections
+
+
+_MTCNN = None
+
+
+def _shared_mtcnn():
+    """One MTCNN per process: its three networks are stateless and take seconds to build."""
+    global _MTCNN
+    if _MTCNN is None:
+        from faceid._tf import quiet_tensorflow
+
+        quiet_tensorflow()
+        from mtcnn import MTCNN
+
+        _MTCNN = MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
+    return _MTCNN
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:

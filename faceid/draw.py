@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceid._files import atomic_write_bytes
 from faceid.identify import AMBIGUOUS, KNOWN, Identification
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["COLOURS", "annotate", "save_annotated"]
 
@@ -25,7 +29,7 @@ def _label(face) -> str:
     return f"unknown ({face.similarity:.2f})" if face.similarity > -1 else "unknown"
 
 
-def annotate(pixels: np.ndarray, result: Identification) -> "Image.Image":  # noqa: F821
+def annotate(pixels: np.ndarray, result: Identification) -> Image.Image:  # noqa: F821
     """A PIL image of ``pixels`` with every face of ``result`` boxed and labelled."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -43,7 +47,12 @@ def annotate(pixels: np.ndarray, result: Identification) -> "Image.Image":  # no
         tw, th = right - left, bottom - top
         ty = y - th - 2 * width if y - th - 2 * width >= 0 else y + h
         draw.rectangle([x, ty, x + tw + 2 * width, ty + th + 2 * width], fill=colour)
-        draw.text((x + width - left, ty + width - top), text, fill=(0, 0, 0) if face.status != "unknown" else (255, 255, 255), font=font)
+        draw.text(
+            (x + width - left, ty + width - top),
+            text,
+            fill=(0, 0, 0) if face.status != "unknown" else (255, 255, 255),
+            font=font,
+        )
     return image
 
 

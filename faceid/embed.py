@@ -7,6 +7,7 @@ faceid's one similarity score, in [-1, 1], higher is closer.
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -58,37 +59,12 @@ class Embedder:
         return self.spec.input_size
 
     def _load(self):
-        if self._forward is not None:
-            return self._forward
-        weights = load_weights(self.spec.name)  # verifies the SHA-256 first
-        from faceid._tf import quiet_tensorflow
-
-        quiet_tensorflow()
-        import tensorflow as tf
-        from keras_facenet.inception_resnet_v1 import InceptionResNetV1
-
-        size = self.spec.input_size
-        network = InceptionResNetV1(input_shape=(size, size, 3), classes=self.spec.dimension)
-        loaded = 0
-        for layer in network.layers:
-            if not layer.weights:
-                continue
-            try:
-                layer.set_weights([weights[f"{layer.name}/{w.name}"] for w in layer.weights])
-            except KeyError as exc:
-                from faceid.errors import ModelError
-
-                raise ModelError(f"model {self.spec.name}: weight {exc.args[0]} missing from the weight file") from None
-            loaded += 1
-        log.info("loaded %d weight layers of %s", loaded, self.spec.name)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True)
-        def forward(batch):
-            return network(batch, training=False)
-
-        self._network = network
-        self._forward = forward
-        return forward
+        if self._forward is None:
+            with _LOCK:
+                if self.spec.name not in _FORWARD:
+                    _FORWARD[self.spec.name] = _build(self.spec)
+            self._forward = _FORWARD[self.spec.name]
+        return self._forward
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """Embeddings of ``(N, S, S, 3)`` uint8 crops as ``(N, D)`` float32 unit rows."""
@@ -107,6 +83,42 @@ class Embedder:
                 out = out + forward(np.ascontiguousarray(x[:, :, ::-1, :])).numpy()
             rows.append(out)
         return _normalise(np.concatenate(rows).astype(np.float32))
+
+
+# One network per model per process, shared by every Embedder: loading costs seconds.
+_FORWARD: dict = {}
+_LOCK = threading.Lock()
+
+
+def _build(spec):
+    """Build keras-facenet's InceptionResNetV1 and load the verified weights by layer name."""
+    weights = load_weights(spec.name)  # verifies the SHA-256 first
+    from faceid._tf import quiet_tensorflow
+
+    quiet_tensorflow()
+    import tensorflow as tf
+    from keras_facenet.inception_resnet_v1 import InceptionResNetV1
+
+    size = spec.input_size
+    network = InceptionResNetV1(input_shape=(size, size, 3), classes=spec.dimension)
+    loaded = 0
+    for layer in network.layers:
+        if not layer.weights:
+            continue
+        try:
+            layer.set_weights([weights[f"{layer.name}/{w.name}"] for w in layer.weights])
+        except KeyError as exc:
+            from faceid.errors import ModelError
+
+            raise ModelError(f"model {spec.name}: weight {exc.args[0]} missing from the weight file") from None
+        loaded += 1
+    log.info("loaded %d weight layers of %s", loaded, spec.name)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True)
+    def forward(batch):
+        return network(batch, training=False)
+
+    return forward
 
 
 def _normalise(rows: np.ndarray) -> np.ndarray:

@@ -111,7 +111,8 @@ def _judge(
                 item.source,
                 name,
                 FAILED,
-                f"{item.source}: {len(faces)} faces found; crop the photo to one face, or pass --largest to take the largest",
+                f"{item.source}: {len(faces)} faces found; crop the photo to one face, "
+                "or pass --largest to take the largest",
             ),
             None,
         )
@@ -136,7 +137,9 @@ def people_folders(root: str | os.PathLike) -> list[tuple[str, Path]]:
         from faceid.errors import FaceIDError
 
         raise FaceIDError(f"{root}: not a folder")
-    return [(entry.name, entry) for entry in sorted(root.iterdir()) if entry.is_dir() and not entry.name.startswith(".")]
+    return [
+        (entry.name, entry) for entry in sorted(root.iterdir()) if entry.is_dir() and not entry.name.startswith(".")
+    ]
 
 
 def enroll_folders(

@@ -19,13 +19,13 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -197,15 +197,16 @@ class Gallery:
                 self._create_schema()
         except sqlite3.DatabaseError as exc:
             raise GalleryCorruptError(
-                f"{db}: not a readable SQLite database ({exc}); restore it from a backup, or move it away to start a new gallery"
+                f"{db}: not a readable SQLite database ({exc}); restore it from a backup, "
+                "or move it away to start a new gallery"
             ) from None
         schema = self._meta("schema")
         if schema != str(SCHEMA_VERSION):
             raise GalleryError(f"{db}: gallery schema {schema}, this faceid reads {SCHEMA_VERSION}")
         self._lock = threading.Lock()
-        self._index = None
+        self._closed = False
+        self._index: Any = None  # a faiss index, or None until first searched
         self._index_generation: int | None = None
-        self._index_person: np.ndarray | None = None
 
     def _create_schema(self) -> None:
         try:
@@ -231,7 +232,7 @@ class Gallery:
 
     def close(self) -> None:
         """Write the index cache if it is current, and close the database."""
-        if getattr(self, "_db", None) is None:
+        if getattr(self, "_closed", True):
             return
         try:
             if self._index is not None and self._index_generation == self.generation:
@@ -239,7 +240,7 @@ class Gallery:
         except Exception as exc:  # a cache write failing must never lose data
             log.warning("could not write the index cache: %s", exc)
         self._db.close()
-        self._db = None
+        self._closed = True
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -250,7 +251,8 @@ class Gallery:
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise GalleryBusyError(
-                    f"{self.path}: another process has been writing to the gallery for over {self.timeout:g} s; try again"
+                    f"{self.path}: another process has been writing to the gallery for over "
+                    f"{self.timeout:g} s; try again"
                 ) from None
             raise
         try:
@@ -363,7 +365,8 @@ class Gallery:
     def find_image(self, sha256: str) -> list[str]:
         """Names of the people who have a face enrolled from the image with this SHA-256."""
         rows = self._db.execute(
-            "SELECT DISTINCT p.name FROM faces f JOIN people p ON p.id = f.person_id WHERE f.image_sha256 = ?", (sha256,)
+            "SELECT DISTINCT p.name FROM faces f JOIN people p ON p.id = f.person_id WHERE f.image_sha256 = ?",
+            (sha256,),
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -389,7 +392,9 @@ class Gallery:
         with self._write():
             self.check_embedding_key(embedding_key)
             if self.embedding_key is None:
-                self._db.execute("INSERT INTO meta VALUES ('embedding_key', ?)", (json.dumps(embedding_key, sort_keys=True),))
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('embedding_key', ?)", (json.dumps(embedding_key, sort_keys=True),)
+                )
             pid = self._person_id(name)
             created = pid is None
             if created:
@@ -397,7 +402,8 @@ class Gallery:
             ids = []
             for vector, face in rows:
                 cursor = self._db.execute(
-                    "INSERT INTO faces (person_id, embedding, image_path, image_sha256, box, confidence, model, created_at) "
+                    "INSERT INTO faces (person_id, embedding, image_path, image_sha256, box, confidence, model, "
+                    "created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         pid,
@@ -410,7 +416,7 @@ class Gallery:
                         _now(),
                     ),
                 )
-                ids.append(int(cursor.lastrowid))
+                ids.append(int(cursor.lastrowid or 0))
             self._audit(
                 "enroll",
                 name,
@@ -571,7 +577,9 @@ class Gallery:
         problems = []
         result = self._db.execute("PRAGMA integrity_check").fetchall()
         if [r[0] for r in result] != ["ok"]:
-            problems.append(f"{self.path / DB_NAME}: SQLite integrity check failed: {'; '.join(r[0] for r in result[:5])}")
+            problems.append(
+                f"{self.path / DB_NAME}: SQLite integrity check failed: {'; '.join(r[0] for r in result[:5])}"
+            )
         orphans = self._db.execute(
             "SELECT COUNT(*) FROM faces WHERE person_id NOT IN (SELECT id FROM people)"
         ).fetchone()[0]

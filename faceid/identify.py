@@ -117,7 +117,7 @@ def decide(
             continue
         chosen[face] = (name, score)
         taken.add(name)
-    out = []
+    out: list[tuple[str, str | None, float]] = []
     for f, cands in enumerate(candidates):
         best_any = cands[0].similarity if cands else -1.0
         if f not in chosen:

@@ -16,7 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -35,7 +35,10 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
 )
 
-ImageSource = Union[str, os.PathLike, bytes, np.ndarray, "PIL.Image.Image"]  # noqa: F821
+if TYPE_CHECKING:
+    from PIL import Image
+
+ImageSource = Union[str, os.PathLike, bytes, np.ndarray, "Image.Image"]
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             raise ImageError(f"{name}: cannot decode ({exc})") from None
 
 
-def _pil_to_rgb(image: "Image.Image", name: str, max_pixels: int) -> np.ndarray:  # noqa: F821
+def _pil_to_rgb(image: Image.Image, name: str, max_pixels: int) -> np.ndarray:  # noqa: F821
     from PIL import Image, ImageOps
 
     width, height = image.size

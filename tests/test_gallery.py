@@ -23,7 +23,9 @@ def unit(rng, n, d=8):
 
 
 def faces(vectors, tag="x"):
-    return [NewFace(v, f"{tag}{i:060d}"[-64:], (1, 2, 3, 4), 0.99, f"/photos/{tag}{i}.jpg") for i, v in enumerate(vectors)]
+    return [
+        NewFace(v, f"{tag}{i:060d}"[-64:], (1, 2, 3, 4), 0.99, f"/photos/{tag}{i}.jpg") for i, v in enumerate(vectors)
+    ]
 
 
 def test_add_search_matches_brute_force_oracle(gallery):

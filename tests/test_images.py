@@ -68,7 +68,9 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("side", [20_000, 60_000])
@@ -182,12 +184,25 @@ def test_corrupted_and_truncated_images_fail_cleanly(fmt, position, value, trunc
 # -- the awkward set in ../shared/data -----------------------------------------------------------------
 
 AWKWARD_OK = [
-    "pillow_tests/hopper.jpg", "pillow_tests/hopper.png", "pillow_tests/hopper.bmp", "pillow_tests/hopper.gif",
-    "pillow_tests/hopper.tif", "pillow_tests/hopper.webp", "pillow_tests/hopper_gray.jpg",
-    "pillow_tests/hopper_16bit.pgm", "pillow_tests/hopper_1bit.pbm", "pillow_tests/uncompressed_la.png",
-    "pillow_tests/pil_sample_cmyk.jpg", "pillow_tests/tiff_tiled_cmyk_jpeg.tif", "pillow_tests/pil123rgba.png",
-    "pillow_tests/tiny.png", "pillow_tests/tRNS_null_1x1.png", "pillow_tests/orientation_rectangle.jpg",
-    "skimage_data/no_time_for_that_tiny.gif", "skimage_data/camera.png", "skimage_data/horse.png",
+    "pillow_tests/hopper.jpg",
+    "pillow_tests/hopper.png",
+    "pillow_tests/hopper.bmp",
+    "pillow_tests/hopper.gif",
+    "pillow_tests/hopper.tif",
+    "pillow_tests/hopper.webp",
+    "pillow_tests/hopper_gray.jpg",
+    "pillow_tests/hopper_16bit.pgm",
+    "pillow_tests/hopper_1bit.pbm",
+    "pillow_tests/uncompressed_la.png",
+    "pillow_tests/pil_sample_cmyk.jpg",
+    "pillow_tests/tiff_tiled_cmyk_jpeg.tif",
+    "pillow_tests/pil123rgba.png",
+    "pillow_tests/tiny.png",
+    "pillow_tests/tRNS_null_1x1.png",
+    "pillow_tests/orientation_rectangle.jpg",
+    "skimage_data/no_time_for_that_tiny.gif",
+    "skimage_data/camera.png",
+    "skimage_data/horse.png",
 ]
 
 

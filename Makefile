@@ -1,0 +1,43 @@
+# One entry point for setting up, running and checking faceid. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+MODEL := models/facenet-20170512-110547.safetensors
+
+.PHONY: help setup demo test lint eval-lfw bench clean
+
+help:
+	@echo "make demo      set up (venv, packages, verified model) and run the demo"
+	@echo "make test      set up and run the test suite"
+	@echo "make lint      ruff and mypy"
+	@echo "make eval-lfw  LFW verification on $(DATA)/lfw"
+
+$(BIN)/faceid: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(MODEL): | $(BIN)/faceid
+	$(BIN)/faceid models pull
+
+setup: $(BIN)/faceid $(MODEL)
+	$(BIN)/faceid models verify
+
+demo: setup
+	$(BIN)/faceid demo --out out/demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/faceid
+	$(BIN)/ruff check faceid tests
+	$(BIN)/ruff format --check faceid tests
+	$(BIN)/mypy faceid
+
+eval-lfw: setup
+	$(BIN)/faceid eval lfw --data $(DATA)/lfw --plots out/eval-lfw
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

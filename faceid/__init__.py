@@ -1,0 +1,105 @@
+"""faceid: find every face in a photo and name the people you enrolled, or say "unknown".
+
+The pipeline: MTCNN detection -> crop -> FaceNet embedding (unit vectors; similarity is their
+cosine, higher is closer) -> gallery search (SQLite + FAISS) -> open-set decision.
+
+    >>> import faceid
+    >>> with faceid.Gallery("gallery") as gallery:
+    ...     faceid.enroll(gallery, "penny", ["penny1.jpg", "penny2.jpg"])
+    ...     for result in faceid.identify(["party.jpg"], gallery):
+    ...         print([(face.name, face.status) for face in result.faces])
+
+Importing faceid is cheap: TensorFlow, mtcnn and FAISS load when a model or index is first used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from faceid.errors import (
+    FaceCountError,
+    FaceIDError,
+    GalleryBusyError,
+    GalleryCorruptError,
+    GalleryError,
+    ImageError,
+    InvalidNameError,
+    ModelError,
+    ModelIntegrityError,
+    ModelMismatchError,
+    ModelNotFoundError,
+    PersonNotFoundError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Candidate",
+    "Detection",
+    "Detector",
+    "EnrollResult",
+    "Embedder",
+    "Face",
+    "FaceCountError",
+    "FaceIDError",
+    "FaceMatch",
+    "Gallery",
+    "GalleryBusyError",
+    "GalleryCorruptError",
+    "GalleryError",
+    "Identification",
+    "ImageError",
+    "InvalidNameError",
+    "ModelError",
+    "ModelIntegrityError",
+    "ModelMismatchError",
+    "ModelNotFoundError",
+    "PersonNotFoundError",
+    "Pipeline",
+    "enroll",
+    "enroll_folders",
+    "identify",
+    "load_image",
+]
+
+# name -> module; resolved on first use so that `import faceid` stays light.
+_LAZY = {
+    "Candidate": "faceid.identify",
+    "Detection": "faceid.detect",
+    "Detector": "faceid.detect",
+    "EnrollResult": "faceid.enroll",
+    "Embedder": "faceid.embed",
+    "Face": "faceid.pipeline",
+    "FaceMatch": "faceid.identify",
+    "Gallery": "faceid.gallery",
+    "Identification": "faceid.identify",
+    "Pipeline": "faceid.pipeline",
+    "enroll": "faceid.enroll",
+    "enroll_folders": "faceid.enroll",
+    "identify": "faceid.identify",
+    "load_image": "faceid.images",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'faceid' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from faceid.detect import Detection, Detector
+    from faceid.embed import Embedder
+    from faceid.enroll import EnrollResult, enroll, enroll_folders
+    from faceid.gallery import Gallery
+    from faceid.identify import Candidate, FaceMatch, Identification, identify
+    from faceid.images import load_image
+    from faceid.pipeline import Face, Pipeline

