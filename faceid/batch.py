@@ -51,8 +51,12 @@ def iter_image_files(inputs: Iterable[str | os.PathLike], *, recursive: bool = T
             yield str(path)
 
 
+def _detector_settings(pipeline: Pipeline) -> dict:
+    return {"detector": getattr(pipeline.detector, "settings", repr(pipeline.detector))}
+
+
 def _settings(pipeline: Pipeline) -> dict:
-    return {"pipeline": pipeline.key, "detector": getattr(pipeline.detector, "settings", repr(pipeline.detector))}
+    return {"pipeline": pipeline.key, **_detector_settings(pipeline)}
 
 
 def process(
@@ -68,6 +72,7 @@ def process(
     Decoding of the next batch runs in threads while the current batch is detected and embedded.
     """
     key = EmbeddingCache.key_of(_settings(pipeline)) if cache is not None else ""
+    detector_key = EmbeddingCache.key_of(_detector_settings(pipeline)) if cache is not None else ""
     names = [os.fspath(s) for s in sources]
     batches = [names[i : i + batch_size] for i in range(0, len(names), batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -75,7 +80,7 @@ def process(
         for b in range(len(batches)):
             loaded = [f.result() for f in pending]
             pending = [pool.submit(_load, n) for n in batches[b + 1]] if b + 1 < len(batches) else []
-            for item in _run_batch(loaded, pipeline, cache, key):
+            for item in _run_batch(loaded, pipeline, cache, key, detector_key):
                 if on_done is not None:
                     on_done(item)
                 yield item
@@ -88,7 +93,9 @@ def _load(name: str) -> Processed:
         return Processed(name, None, error=str(exc))
 
 
-def _run_batch(loaded: list[Processed], pipeline: Pipeline, cache: EmbeddingCache | None, key: str) -> list[Processed]:
+def _run_batch(
+    loaded: list[Processed], pipeline: Pipeline, cache: EmbeddingCache | None, key: str, detector_key: str = ""
+) -> list[Processed]:
     out: list[Processed] = list(loaded)  # unreadable ones stay as they are
     todo: list[tuple[int, LoadedImage]] = []
     for i, item in enumerate(loaded):
@@ -102,7 +109,9 @@ def _run_batch(loaded: list[Processed], pipeline: Pipeline, cache: EmbeddingCach
     if not todo:
         return out
     try:
-        found: list[list[Face] | None] = list(pipeline.faces_many([image.pixels for _, image in todo]))
+        found: list[list[Face] | None] = list(
+            _detect_and_embed(pipeline, [image for _, image in todo], cache, detector_key)
+        )
     except FaceIDError:
         raise
     except Exception:  # one odd image must not sink the batch: run them one by one
@@ -117,6 +126,21 @@ def _run_batch(loaded: list[Processed], pipeline: Pipeline, cache: EmbeddingCach
     if cache is not None and fresh:
         cache.put_many(fresh, key)
     return out
+
+
+def _detect_and_embed(
+    pipeline: Pipeline, images: list[LoadedImage], cache: EmbeddingCache | None, detector_key: str
+) -> list[list[Face]]:
+    """Faces of each image, reusing cached detections where a cache has them."""
+    known = [cache.get_detections(image.sha256, detector_key) if cache is not None else None for image in images]
+    missing = [i for i, found in enumerate(known) if found is None]
+    if missing:
+        fresh = pipeline.detect_many([images[i].pixels for i in missing])
+        for i, found in zip(missing, fresh):
+            known[i] = found
+        if cache is not None:
+            cache.put_detections([(images[i].sha256, known[i] or []) for i in missing], detector_key)
+    return pipeline.embed_many([image.pixels for image in images], [found or [] for found in known])
 
 
 def _faces_or_none(pipeline: Pipeline, image: LoadedImage, source: str) -> list[Face] | None:

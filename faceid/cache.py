@@ -48,6 +48,10 @@ class EmbeddingCache:
             "detections TEXT NOT NULL, "
             "embeddings BLOB NOT NULL, PRIMARY KEY (image_sha256, key))"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS detections (image_sha256 TEXT NOT NULL, key TEXT NOT NULL, "
+            "detections TEXT NOT NULL, PRIMARY KEY (image_sha256, key))"
+        )
         self.hits = 0
         self.misses = 0
 
@@ -65,32 +69,47 @@ class EmbeddingCache:
             return None
         self.hits += 1
         found = json.loads(row[0])
+        detections = _detections_from_json(found)
         vectors = (
             np.frombuffer(row[1], dtype=np.float32).reshape(len(found), -1) if found else np.zeros((0, 0), np.float32)
         )
-        return [
-            Face(
-                Detection(tuple(d["box"]), d["confidence"], tuple(tuple(p) for p in d["landmarks"])), vectors[i].copy()
-            )
-            for i, d in enumerate(found)
-        ]
+        return [Face(d, vectors[i].copy()) for i, d in enumerate(detections)]
 
     def put_many(self, items: list[tuple[str, list[Face]]], key: str) -> None:
         rows = []
         for sha, faces in items:
-            detections = [
-                {
-                    "box": list(f.detection.box),
-                    "confidence": f.detection.confidence,
-                    "landmarks": [list(p) for p in f.detection.landmarks],
-                }
-                for f in faces
-            ]
+            detections = _detections_to_json([f.detection for f in faces])
             blob = np.stack([f.embedding for f in faces]).astype(np.float32).tobytes() if faces else b""
-            rows.append((sha, key, json.dumps(detections), blob))
+            rows.append((sha, key, detections, blob))
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?)", rows)
 
+    def get_detections(self, image_sha256: str, key: str) -> list[Detection] | None:
+        """Detections alone, shared by pipelines that differ only after detection (crop, mirror)."""
+        row = self._db.execute(
+            "SELECT detections FROM detections WHERE image_sha256 = ? AND key = ?", (image_sha256, key)
+        ).fetchone()
+        return _detections_from_json(json.loads(row[0])) if row else None
+
+    def put_detections(self, items: list[tuple[str, list[Detection]]], key: str) -> None:
+        rows = [(sha, key, _detections_to_json(found)) for sha, found in items]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO detections VALUES (?, ?, ?)", rows)
+
     def close(self) -> None:
         self._db.close()
+
+
+def _detections_to_json(detections: list[Detection]) -> str:
+    return json.dumps(
+        [
+            {"box": list(d.box), "confidence": d.confidence, "landmarks": [list(p) for p in d.landmarks]}
+            for d in detections
+        ]
+    )
+
+
+def _detections_from_json(found: list[dict]) -> list[Detection]:
+    return [Detection(tuple(d["box"]), d["confidence"], tuple(tuple(p) for p in d["landmarks"])) for d in found]

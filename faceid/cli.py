@@ -207,7 +207,7 @@ def identify(
     ] = None,
     threshold: Annotated[
         Optional[float],
-        typer.Option(help="Similarity a match needs [default: the gallery's calibrated or size-based value]."),
+        typer.Option(help="Decision score a match needs [default: the gallery's calibrated value, else measured]."),
     ] = None,
     margin: Annotated[Optional[float], typer.Option(help="How far the best person must lead the next.")] = None,
     gallery: GalleryOpt = None,
@@ -238,14 +238,20 @@ def _print_identification(result) -> None:
         _err(f"faceid: error: {result.error}")
         return
     faces = result.faces
-    head = f"{result.image}: {len(faces)} face{'s' if len(faces) != 1 else ''} (threshold {result.threshold:.3f})"
+    params = result.params
+    head = (
+        f"{result.image}: {len(faces)} face{'s' if len(faces) != 1 else ''} "
+        f"(threshold {params.threshold:.3f}, {params.source})"
+    )
     typer.echo(head + (f" -> {result.annotated}" if result.annotated else ""))
     for face in faces:
         who = face.name if face.status == "known" else face.status
         hint = ""
         if face.status != "known" and face.candidates:
             hint = f", closest {face.candidates[0].name}"
-        typer.echo(f"  {who:20} similarity {face.similarity:.3f}{hint}  box {list(face.detection.box)}")
+        typer.echo(
+            f"  {who:20} similarity {face.similarity:.3f} score {face.score:.3f}{hint}  box {list(face.detection.box)}"
+        )
 
 
 # -- gallery management ----------------------------------------------------------------------------

@@ -36,8 +36,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Fallback face box for 250x250 LFW images where MTCNN finds nothing (x, y, w, h): the median
-#: MTCNN box over LFW.
-LFW_CENTRE_BOX = (75, 64, 100, 124)
+#: MTCNN box over the 7,701 images of LFW's pairs.txt.
+LFW_CENTRE_BOX = (79, 65, 91, 123)
 
 
 def lfw_path(root: Path, name: str, number: int) -> Path:

@@ -83,7 +83,10 @@ class Pipeline:
 
     def faces_many(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Every face of every image, embedded in one batch across the images."""
-        detections = self.detect_many(images)
+        return self.embed_many(images, self.detect_many(images))
+
+    def embed_many(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]) -> list[list[Face]]:
+        """Embed the given faces of each image, in one batch across the images."""
         crops = [
             crop_faces(image, found, method=self.align, margin=self.margin, size=self.spec.input_size)
             for image, found in zip(images, detections)

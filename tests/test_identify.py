@@ -9,7 +9,8 @@ import pytest
 
 from faceid.enroll import ADDED, DUPLICATE, FAILED, enroll, enroll_folders
 from faceid.errors import ModelMismatchError
-from faceid.identify import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, decide, identify
+from faceid.identify import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, Decision, decide, identify
+from faceid.thresholds import DecisionParams
 from tests.conftest import save_png, tile_image
 
 RED, GREEN, BLUE, GREY = (200, 30, 30), (30, 200, 30), (30, 30, 200), (120, 120, 120)
@@ -19,42 +20,59 @@ def c(*pairs):
     return [Candidate(n, s) for n, s in pairs]
 
 
+def run(faces, threshold, margin=0.0, beta=0.0):
+    """(status, name, similarity) per face, with the plain similarity as score (beta 0)."""
+    return [(d.status, d.name, d.similarity) for d in decide(faces, DecisionParams(threshold, margin, beta))]
+
+
 def test_known_unknown_by_threshold():
-    out = decide([c(("a", 0.8)), c(("b", 0.3))], threshold=0.5, margin=0.0)
+    out = run([c(("a", 0.8)), c(("b", 0.3))], 0.5, 0.0)
     assert out == [(KNOWN, "a", 0.8), (UNKNOWN, None, 0.3)]
 
 
 def test_threshold_is_inclusive():
-    assert decide([c(("a", 0.5))], threshold=0.5, margin=0.0)[0][0] == KNOWN
+    assert run([c(("a", 0.5))], 0.5, 0.0)[0][0] == KNOWN
 
 
 def test_ambiguous_when_runner_up_is_close():
-    out = decide([c(("a", 0.80), ("b", 0.78))], threshold=0.5, margin=0.05)
+    out = run([c(("a", 0.80), ("b", 0.78))], 0.5, 0.05)
     assert out == [(AMBIGUOUS, None, 0.80)]
-    out = decide([c(("a", 0.80), ("b", 0.70))], threshold=0.5, margin=0.05)
+    out = run([c(("a", 0.80), ("b", 0.70))], 0.5, 0.05)
     assert out == [(KNOWN, "a", 0.80)]
 
 
 def test_one_person_once_weaker_face_falls_to_next_candidate():
     faces = [c(("a", 0.70), ("b", 0.60)), c(("a", 0.90))]
-    out = decide(faces, threshold=0.5, margin=0.0)
+    out = run(faces, 0.5, 0.0)
     assert out == [(KNOWN, "b", 0.60), (KNOWN, "a", 0.90)]
 
 
 def test_one_person_once_weaker_face_falls_to_unknown():
     faces = [c(("a", 0.70), ("b", 0.40)), c(("a", 0.90))]
-    out = decide(faces, threshold=0.5, margin=0.0)
+    out = run(faces, 0.5, 0.0)
     assert out == [(UNKNOWN, None, 0.70), (KNOWN, "a", 0.90)]
 
 
 def test_person_placed_elsewhere_is_no_rival():
     faces = [c(("a", 0.70), ("b", 0.68)), c(("a", 0.90))]
-    out = decide(faces, threshold=0.5, margin=0.05)
+    out = run(faces, 0.5, 0.05)
     assert out[0] == (KNOWN, "b", 0.68)
 
 
+def test_score_discounts_a_face_that_resembles_several_people():
+    (d,) = decide([c(("a", 0.60), ("b", 0.50))], DecisionParams(0.35, 0.0, 0.6))
+    assert d == Decision(UNKNOWN, None, 0.60, pytest.approx(0.60 - 0.6 * 0.50))
+    (d,) = decide([c(("a", 0.60), ("b", 0.10))], DecisionParams(0.35, 0.0, 0.6))
+    assert d == Decision(KNOWN, "a", 0.60, pytest.approx(0.60 - 0.6 * 0.10))
+
+
+def test_negative_rivals_do_not_raise_the_score():
+    (d,) = decide([c(("a", 0.40), ("b", -0.30))], DecisionParams(0.41, 0.0, 0.6))
+    assert d.status == UNKNOWN and d.score == pytest.approx(0.40)
+
+
 def test_empty_gallery_everyone_unknown():
-    assert decide([[], []], threshold=0.5, margin=0.0) == [(UNKNOWN, None, -1.0), (UNKNOWN, None, -1.0)]
+    assert run([[], []], 0.5, 0.0) == [(UNKNOWN, None, -1.0), (UNKNOWN, None, -1.0)]
 
 
 # -- with fake models --------------------------------------------------------------------------------
@@ -75,7 +93,7 @@ def test_enroll_folders_then_identify_group(tmp_path, gallery, people, fake_pipe
     group = save_png(tmp_path / "group.png", tile_image([GREEN, GREY, RED]))
     (result,) = identify([group], gallery, fake_pipeline, threshold=0.5)
     assert [(f.name, f.status) for f in result.faces] == [("green", KNOWN), (None, UNKNOWN), ("red", KNOWN)]
-    assert result.error is None and result.threshold == 0.5
+    assert result.error is None and result.params.threshold == 0.5
     known = result.faces[0]
     assert known.similarity == pytest.approx(1.0, abs=1e-5)
     as_json = json.loads(json.dumps(result.to_json()))
@@ -160,7 +178,7 @@ def test_calibrated_threshold_is_used(tmp_path, gallery, people, fake_pipeline):
     gallery.set_setting("threshold", 0.99)
     photo = save_png(tmp_path / "p.png", tile_image([BLUE]))
     (result,) = identify([photo], gallery, fake_pipeline)
-    assert result.threshold == 0.99
+    assert result.params.threshold == 0.99 and result.params.source == "calibrated"
 
 
 def test_annotated_image_is_written(tmp_path, gallery, people, fake_pipeline):
