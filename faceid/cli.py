@@ -330,6 +330,39 @@ def gallery_rebuild(gallery: GalleryOpt = None) -> None:
     typer.echo(f"index rebuilt: {count} faces")
 
 
+@app.command()
+def calibrate(
+    enrolled: Annotated[Path, typer.Argument(help="Photos to enrol: one subfolder per person.")],
+    probes: Annotated[Path, typer.Argument(help="Other photos of the same people, same layout.")],
+    strangers: Annotated[Path, typer.Argument(help="Photos of people who are not enrolled.")],
+    fpir: Annotated[float, typer.Option(help="Target share of strangers wrongly named.")] = 0.01,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the result, do not store the threshold.")] = False,
+    gallery: GalleryOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pick the threshold for a target false-identification rate from your own photos, and store it."""
+    from faceid.batch import iter_image_files
+    from faceid.calibrate import calibrate as run
+
+    with _errors(), _gallery(gallery) as g:
+        total = len(list(iter_image_files([enrolled, probes, strangers])))
+        with _progress(total, "calibrating", not quiet and not as_json) as tick:
+            report = run(g, enrolled, probes, strangers, target_fpir=fpir, store=not dry_run, progress=tick)
+    for warning in report.warnings:
+        _err(f"faceid: warning: {warning}")
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+        return
+    typer.echo(f"{report.probes} probe faces of enrolled people, {report.strangers} stranger faces")
+    typer.echo(f"{'threshold':>10} {'strangers named':>16} {'people named right':>19} {'named wrong':>12}")
+    for row in report.table:
+        mark = "  <- chosen" if row["threshold"] == report.threshold else ""
+        typer.echo(f"{row['threshold']:>10.4f} {row['fpir']:>16.2%} {row['dir']:>19.2%} {row['wrong']:>12.2%}{mark}")
+    verb = "stored in the gallery" if report.stored else "not stored (--dry-run)"
+    typer.echo(f"threshold {report.threshold:.4f} for FPIR <= {report.target_fpir:g}: {verb}")
+
+
 # -- evaluation ------------------------------------------------------------------------------------
 
 DataOpt = Annotated[
@@ -362,6 +395,40 @@ def eval_lfw(
         store = None if no_cache else EmbeddingCache(cache)
         with _progress(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
             report = evaluate_lfw(data, Pipeline(), cache=store, folds=chosen, plots=plots, progress=tick)
+    typer.echo(json.dumps(report.to_json()))
+
+
+@eval_app.command("lfw-openset")
+def eval_lfw_openset(
+    data: DataOpt,
+    enrol: Annotated[int, typer.Option(help="Enrol each known person with up to this many of their first images.")] = 1,
+    people: Annotated[Optional[int], typer.Option(help="Use a random subset of this many enrolled people.")] = None,
+    strangers: Annotated[Optional[int], typer.Option(help="Use a random subset of this many unknown people.")] = None,
+    sizes: Annotated[
+        bool, typer.Option("--sizes", help="Measure the 1%-FPIR threshold per gallery size instead.")
+    ] = False,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """LFW open-set identification: rank-1, DIR at FPIR 1% and 0.1% (one JSON line)."""
+    from faceid.cache import EmbeddingCache
+    from faceid.evaluate import evaluate_openset, lfw_people, threshold_by_size
+    from faceid.pipeline import Pipeline
+
+    with _errors():
+        try:
+            total = sum(len(v) for v in lfw_people(data).values())
+        except OSError as exc:
+            raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
+        store = EmbeddingCache(cache)
+        with _progress(total if people is None else 0, "embedding LFW", not quiet) as tick:
+            if sizes:
+                for row in threshold_by_size(data, Pipeline(), cache=store, progress=tick):
+                    typer.echo(json.dumps(row))
+                return
+            report = evaluate_openset(
+                data, Pipeline(), enrol=enrol, cache=store, max_people=people, max_strangers=strangers, progress=tick
+            )
     typer.echo(json.dumps(report.to_json()))
 
 

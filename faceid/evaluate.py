@@ -256,3 +256,249 @@ def write_plots(scores: np.ndarray, same: np.ndarray, folder: Path, *, title: st
     fig.savefig(hist, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return [roc, hist]
+
+
+# -- open-set identification ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenSetProtocol:
+    """Who is enrolled with which photos, and who probes.
+
+    The LFW open-set protocol: people with at least two images are enrolled with their first
+    ``enrol`` images (at most all but one, so each still has a probe); their remaining images are
+    the known probes; people with a single image are the unknown probes.
+    """
+
+    enrolled: list[tuple[str, str]]  # (person, path)
+    known: list[tuple[str, str]]  # (person, path)
+    unknown: list[str]  # paths
+
+
+def lfw_people(root: Path) -> dict[str, list[str]]:
+    """Every LFW person and their image paths, sorted."""
+    folder = Path(root) / "lfw-deepfunneled"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    people = {}
+    for person in sorted(p for p in folder.iterdir() if p.is_dir()):
+        images = sorted(str(p) for p in person.glob("*.jpg"))
+        if images:
+            people[person.name] = images
+    return people
+
+
+def openset_protocol(
+    people: dict[str, list[str]],
+    *,
+    enrol: int = 1,
+    max_people: int | None = None,
+    max_strangers: int | None = None,
+    seed: int = 0,
+) -> OpenSetProtocol:
+    """The protocol over ``people``; ``max_people``/``max_strangers`` draw a seeded random subset (for quick runs)."""
+    rng = np.random.default_rng(seed)
+    multi = sorted(n for n, imgs in people.items() if len(imgs) >= 2)
+    single = sorted(n for n, imgs in people.items() if len(imgs) == 1)
+    if max_people is not None and max_people < len(multi):
+        multi = sorted(rng.choice(multi, max_people, replace=False).tolist())
+    if max_strangers is not None and max_strangers < len(single):
+        single = sorted(rng.choice(single, max_strangers, replace=False).tolist())
+    enrolled, known = [], []
+    for name in multi:
+        images = people[name]
+        k = min(enrol, len(images) - 1)
+        enrolled += [(name, p) for p in images[:k]]
+        known += [(name, p) for p in images[k:]]
+    return OpenSetProtocol(enrolled, known, [people[n][0] for n in single])
+
+
+@dataclass(frozen=True)
+class OpenSetReport:
+    """Open-set identification figures.
+
+    ``dir_at_fpir[x]`` is the detection-and-identification rate (known probes named correctly)
+    at the threshold where a share ``x`` of unknown probes is named (FPIR); ``at_default`` gives
+    both rates at the model's default threshold for a gallery of this size.
+    """
+
+    enrol: int
+    people: int
+    gallery_faces: int
+    known_probes: int
+    unknown_probes: int
+    rank1: float
+    dir_at_fpir: dict[str, dict[str, float]]
+    at_default: dict[str, float]
+    beta: float
+    no_face: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def threshold_at_fpir(unknown_scores: np.ndarray, fpir: float) -> float:
+    """The lowest threshold at which at most ``fpir`` of the unknown probes pass (score >= threshold)."""
+    ranked = np.sort(np.asarray(unknown_scores, dtype=np.float64))[::-1]
+    allowed = int(np.floor(fpir * len(ranked)))
+    if allowed >= len(ranked):
+        return float(ranked[-1]) if len(ranked) else 0.0
+    return float(np.nextafter(ranked[allowed], np.inf))
+
+
+def top_scores(candidates: Sequence[Sequence], beta: float) -> tuple[list[str | None], np.ndarray]:
+    """Each probe's best person and that person's decision score (a one-face photo's decision)."""
+    from faceid.identify import decision_score
+
+    names: list[str | None] = []
+    scores = np.empty(len(candidates), dtype=np.float64)
+    for i, cands in enumerate(candidates):
+        if not cands:
+            names.append(None)
+            scores[i] = -np.inf
+            continue
+        second = cands[1].similarity if len(cands) > 1 else 0.0
+        names.append(cands[0].name)
+        scores[i] = decision_score(cands[0].similarity, second, beta)
+    return names, scores
+
+
+def evaluate_openset(
+    root: Path,
+    pipeline: Pipeline,
+    *,
+    enrol: int = 1,
+    cache: EmbeddingCache | None = None,
+    max_people: int | None = None,
+    max_strangers: int | None = None,
+    seed: int = 0,
+    progress: Callable[[object], None] | None = None,
+) -> OpenSetReport:
+    """Run the open-set protocol through a real (temporary) gallery and faceid's own decision score."""
+    import tempfile
+
+    from faceid.gallery import Gallery, NewFace
+    from faceid.identify import candidates_for
+    from faceid.thresholds import BETA, threshold_for
+
+    protocol = openset_protocol(
+        lfw_people(root), enrol=enrol, max_people=max_people, max_strangers=max_strangers, seed=seed
+    )
+    images = sorted({p for _, p in protocol.enrolled} | {p for _, p in protocol.known} | set(protocol.unknown))
+    embedded = embed_lfw_images(images, pipeline, cache=cache, progress=progress)
+    row = {p: i for i, p in enumerate(embedded.paths)}
+    vectors = embedded.embeddings
+    with tempfile.TemporaryDirectory(prefix="faceid-openset-") as tmp, Gallery(tmp) as gallery:
+        by_person: dict[str, list] = {}
+        for name, path in protocol.enrolled:
+            by_person.setdefault(name, []).append(
+                NewFace(vectors[row[path]], hashlib_hex(path), LFW_CENTRE_BOX, 1.0, path)
+            )
+        for name, faces in by_person.items():
+            gallery.add_faces(name, faces, embedding_key=pipeline.key)
+        known_names, known_scores = top_scores(
+            candidates_for(gallery, vectors[[row[p] for _, p in protocol.known]], top=2), BETA
+        )
+        _, unknown_scores = top_scores(
+            candidates_for(gallery, vectors[[row[p] for p in protocol.unknown]], top=2), BETA
+        )
+        people = len(gallery)
+    correct = np.array([n == truth for n, (truth, _) in zip(known_names, protocol.known)])
+    figures = {}
+    for fpir in (0.01, 0.001):
+        t = threshold_at_fpir(unknown_scores, fpir)
+        figures[str(fpir)] = {
+            "threshold": round(t, 4),
+            "dir": float(np.mean(correct & (known_scores >= t))),
+            "fpir": float(np.mean(unknown_scores >= t)),
+        }
+    default = threshold_for(pipeline.spec.name, people)
+    return OpenSetReport(
+        enrol=enrol,
+        people=people,
+        gallery_faces=len(protocol.enrolled),
+        known_probes=len(protocol.known),
+        unknown_probes=len(protocol.unknown),
+        rank1=float(np.mean(correct)),
+        dir_at_fpir=figures,
+        at_default={
+            "threshold": round(default, 4),
+            "dir": float(np.mean(correct & (known_scores >= default))),
+            "fpir": float(np.mean(unknown_scores >= default)),
+        },
+        beta=BETA,
+        no_face=len(embedded.no_face),
+    )
+
+
+def hashlib_hex(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def threshold_by_size(
+    root: Path,
+    pipeline: Pipeline,
+    *,
+    sizes: Sequence[int] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 1680),
+    draws: int = 10,
+    fpir: float = 0.01,
+    cache: EmbeddingCache | None = None,
+    seed: int = 0,
+    progress: Callable[[object], None] | None = None,
+) -> list[dict]:
+    """The threshold holding ``fpir`` for galleries of each size: random galleries of N enrolled
+    people (first image each), all single-image people as strangers; mean and spread over draws.
+
+    Exact search in numpy (the same decision score as :mod:`faceid.identify`), since hundreds of
+    galleries are scored.
+    """
+    from faceid.identify import decision_score
+    from faceid.thresholds import BETA
+
+    people = lfw_people(root)
+    full = openset_protocol(people, enrol=1)
+    images = sorted({p for _, p in full.enrolled} | {p for _, p in full.known} | set(full.unknown))
+    embedded = embed_lfw_images(images, pipeline, cache=cache, progress=progress)
+    row = {p: i for i, p in enumerate(embedded.paths)}
+    vectors = embedded.embeddings
+    enrolled = {name: vectors[row[path]] for name, path in full.enrolled}
+    known = [(name, vectors[row[path]]) for name, path in full.known]
+    strangers = vectors[[row[p] for p in full.unknown]]
+    names = sorted(enrolled)
+    rng = np.random.default_rng(seed)
+    score = np.vectorize(lambda s1, s2: decision_score(s1, s2, BETA))
+    table = []
+    for n in sizes:
+        thresholds, rates = [], []
+        for _ in range(draws if n < len(names) else 1):
+            chosen = sorted(rng.choice(names, n, replace=False).tolist()) if n < len(names) else names
+            gallery = np.stack([enrolled[c] for c in chosen])
+            s_unknown = _best_two(strangers @ gallery.T)
+            t = threshold_at_fpir(score(*s_unknown), fpir)
+            members = set(chosen)
+            probes = [(name, v) for name, v in known if name in members]
+            sims = np.stack([v for _, v in probes]) @ gallery.T
+            best = np.argmax(sims, axis=1)
+            right = np.array([chosen[b] == name for b, (name, _) in zip(best, probes)])
+            rates.append(float(np.mean(right & (score(*_best_two(sims)) >= t))))
+            thresholds.append(t)
+        table.append(
+            {
+                "people": n,
+                "threshold": round(float(np.mean(thresholds)), 4),
+                "spread": round(float(np.std(thresholds)), 4),
+                "dir": round(float(np.mean(rates)), 4),
+                "draws": len(thresholds),
+            }
+        )
+    return table
+
+
+def _best_two(similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best and second-best value of each row (second is 0 where there is one column)."""
+    if similarities.shape[1] == 1:
+        return similarities[:, 0], np.zeros(len(similarities))
+    part = -np.partition(-similarities, 1, axis=1)[:, :2]
+    return part[:, 0], part[:, 1]

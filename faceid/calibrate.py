@@ -1,0 +1,169 @@
+"""Calibrate the decision threshold on the user's own photos.
+
+Given people enrolled from one folder (one subfolder per person), probe photos of the same
+people (same layout) and photos of people who are not enrolled, measure how often strangers
+would be named (FPIR) and how often the enrolled people are named correctly (DIR) at each
+threshold, and recommend the lowest threshold whose FPIR is at most the target. Scores are
+faceid's decision scores (:mod:`faceid.identify`), so the result means exactly what
+``identify`` will do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from faceid.batch import Processed, iter_image_files, process
+from faceid.enroll import EnrollResult, enroll_folders, people_folders
+from faceid.errors import FaceIDError
+from faceid.evaluate import threshold_at_fpir, top_scores
+from faceid.gallery import Gallery
+from faceid.identify import candidates_for
+from faceid.pipeline import Pipeline
+from faceid.thresholds import BETA, threshold_for
+
+__all__ = ["CalibrationReport", "calibrate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """The recommended threshold and the trade-off it was chosen from.
+
+    ``table`` rows: ``threshold``, ``fpir`` (share of stranger faces named), ``dir`` (share of
+    probe faces named as the right person), ``wrong`` (share of probe faces named as someone
+    else). ``resolution`` is the smallest FPIR the stranger count can show (1 / strangers).
+    """
+
+    target_fpir: float
+    threshold: float
+    fpir: float
+    dir: float
+    probes: int
+    strangers: int
+    resolution: float
+    missed_probes: int
+    enrolment_failures: int
+    table: list[dict]
+    stored: bool
+    warnings: list[str]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _faces(outcomes: list[Processed], *, largest: bool) -> tuple[list[np.ndarray], int]:
+    vectors, missed = [], 0
+    for item in outcomes:
+        if item.error or not item.faces:
+            missed += 1
+            continue
+        chosen = [max(item.faces, key=lambda f: f.detection.area)] if largest else item.faces
+        vectors += [f.embedding for f in chosen]
+    return vectors, missed
+
+
+def calibrate(
+    gallery: Gallery,
+    enrolled: str | os.PathLike,
+    probes: str | os.PathLike,
+    strangers: str | os.PathLike,
+    pipeline: Pipeline | None = None,
+    *,
+    target_fpir: float = 0.01,
+    store: bool = True,
+    progress: Callable[[object], None] | None = None,
+) -> CalibrationReport:
+    """Enrol ``enrolled``, score ``probes`` and ``strangers``, pick the threshold and (if ``store``) save it.
+
+    Raises:
+        FaceIDError: a folder is missing, a probe folder names nobody enrolled, or no face was found
+            among the probes or the strangers.
+    """
+    from faceid.identify import pipeline_args_for
+
+    if not 0 < target_fpir < 1:
+        raise FaceIDError(f"the target false-identification rate must be between 0 and 1, got {target_fpir}")
+    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    results: list[EnrollResult] = enroll_folders(gallery, enrolled, pipeline, progress=progress)
+    warnings = [r.message for r in results if not r.ok]
+    truth: list[str] = []
+    probe_vectors: list[np.ndarray] = []
+    missed = 0
+    for name, folder in people_folders(probes):
+        if name not in gallery:
+            raise FaceIDError(f"{folder}: {name!r} is not enrolled; probe folders must be named after enrolled people")
+        outcomes = list(process(list(iter_image_files([folder])), pipeline, on_done=progress))
+        vectors, lost = _faces(outcomes, largest=True)
+        probe_vectors += vectors
+        truth += [gallery.person(name).name] * len(vectors)
+        missed += lost
+    if not Path(strangers).is_dir():
+        raise FaceIDError(f"{strangers}: not a folder")
+    stranger_outcomes = list(process(list(iter_image_files([strangers])), pipeline, on_done=progress))
+    stranger_vectors, _ = _faces(stranger_outcomes, largest=False)
+    if not probe_vectors:
+        raise FaceIDError(f"{probes}: no face found in any probe photo")
+    if not stranger_vectors:
+        raise FaceIDError(f"{strangers}: no face found in any photo of a stranger")
+    names, known_scores = top_scores(candidates_for(gallery, np.stack(probe_vectors), top=2), BETA)
+    _, unknown_scores = top_scores(candidates_for(gallery, np.stack(stranger_vectors), top=2), BETA)
+    right = np.array([n == t for n, t in zip(names, truth)])
+    threshold = threshold_at_fpir(unknown_scores, target_fpir)
+    resolution = 1.0 / len(unknown_scores)
+    if resolution > target_fpir:
+        warnings.append(
+            f"only {len(unknown_scores)} stranger faces: the smallest false-identification rate they can show is "
+            f"{resolution:.3g}, above the target {target_fpir:g}; the threshold is the one that names none of them. "
+            f"Add photos of at least {int(np.ceil(1 / target_fpir))} strangers for a reliable figure."
+        )
+
+    def row(t: float) -> dict:
+        named = known_scores >= t
+        return {
+            "threshold": round(float(t), 4),
+            "fpir": float(np.mean(unknown_scores >= t)),
+            "dir": float(np.mean(right & named)),
+            "wrong": float(np.mean(~right & named)),
+        }
+
+    points = {threshold_at_fpir(unknown_scores, x) for x in (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)}
+    key = gallery.embedding_key
+    if key:
+        points.add(threshold_for(key["model"], len(gallery)))
+    table = [row(t) for t in sorted(points)]
+    chosen = row(threshold)
+    if store:
+        gallery.set_setting("threshold", round(threshold, 4))
+        gallery.set_setting(
+            "calibration",
+            {
+                "target_fpir": target_fpir,
+                "probes": len(known_scores),
+                "strangers": len(unknown_scores),
+                "fpir": chosen["fpir"],
+                "dir": chosen["dir"],
+                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+    return CalibrationReport(
+        target_fpir=target_fpir,
+        threshold=round(threshold, 4),
+        fpir=chosen["fpir"],
+        dir=chosen["dir"],
+        probes=len(known_scores),
+        strangers=len(unknown_scores),
+        resolution=resolution,
+        missed_probes=missed,
+        enrolment_failures=sum(not r.ok for r in results),
+        table=table,
+        stored=store,
+        warnings=warnings,
+    )
