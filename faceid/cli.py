@@ -368,6 +368,24 @@ def calibrate(
 DataOpt = Annotated[
     Path, typer.Option("--data", help="LFW folder holding lfw-deepfunneled/ and protocol/.", show_default=False)
 ]
+AlignOpt = Annotated[Optional[str], typer.Option(help="Crop method: margin or similarity [default: faceid's].")]
+MarginOpt = Annotated[Optional[float], typer.Option("--crop-margin", help="Crop margin, a fraction of the box.")]
+MirrorOpt = Annotated[Optional[bool], typer.Option("--mirror/--no-mirror", help="Average with the mirror image.")]
+
+
+def _eval_pipeline(align: str | None, crop_margin: float | None, mirror: bool | None):
+    from faceid.pipeline import Pipeline
+
+    args: dict = {}
+    if align is not None:
+        args["align"] = align
+    if crop_margin is not None:
+        args["margin"] = crop_margin
+    if mirror is not None:
+        args["mirror"] = mirror
+    return Pipeline(**args)
+
+
 CacheOpt = Annotated[
     Optional[Path],
     typer.Option(
@@ -381,6 +399,9 @@ def eval_lfw(
     data: DataOpt,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to use (1-10) [default: all].")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write roc.png and similarities.png here.")] = None,
+    align: AlignOpt = None,
+    crop_margin: MarginOpt = None,
+    mirror: MirrorOpt = None,
     cache: CacheOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every embedding.")] = False,
     quiet: QuietOpt = False,
@@ -388,13 +409,14 @@ def eval_lfw(
     """LFW verification: 10-fold accuracy, ROC AUC, TAR at FAR 1e-2 and 1e-3 (one JSON line)."""
     from faceid.cache import EmbeddingCache
     from faceid.evaluate import evaluate_lfw
-    from faceid.pipeline import Pipeline
 
     chosen = [int(f) - 1 for f in folds.split(",")] if folds else None
     with _errors():
         store = None if no_cache else EmbeddingCache(cache)
         with _progress(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
-            report = evaluate_lfw(data, Pipeline(), cache=store, folds=chosen, plots=plots, progress=tick)
+            report = evaluate_lfw(
+                data, _eval_pipeline(align, crop_margin, mirror), cache=store, folds=chosen, plots=plots, progress=tick
+            )
     typer.echo(json.dumps(report.to_json()))
 
 
@@ -407,13 +429,15 @@ def eval_lfw_openset(
     sizes: Annotated[
         bool, typer.Option("--sizes", help="Measure the 1%-FPIR threshold per gallery size instead.")
     ] = False,
+    align: AlignOpt = None,
+    crop_margin: MarginOpt = None,
+    mirror: MirrorOpt = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """LFW open-set identification: rank-1, DIR at FPIR 1% and 0.1% (one JSON line)."""
     from faceid.cache import EmbeddingCache
     from faceid.evaluate import evaluate_openset, lfw_people, threshold_by_size
-    from faceid.pipeline import Pipeline
 
     with _errors():
         try:
@@ -421,13 +445,14 @@ def eval_lfw_openset(
         except OSError as exc:
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         store = EmbeddingCache(cache)
+        pipeline = _eval_pipeline(align, crop_margin, mirror)
         with _progress(total if people is None else 0, "embedding LFW", not quiet) as tick:
             if sizes:
-                for row in threshold_by_size(data, Pipeline(), cache=store, progress=tick):
+                for row in threshold_by_size(data, pipeline, cache=store, progress=tick):
                     typer.echo(json.dumps(row))
                 return
             report = evaluate_openset(
-                data, Pipeline(), enrol=enrol, cache=store, max_people=people, max_strangers=strangers, progress=tick
+                data, pipeline, enrol=enrol, cache=store, max_people=people, max_strangers=strangers, progress=tick
             )
     typer.echo(json.dumps(report.to_json()))
 
