@@ -58,10 +58,21 @@ def _errors():
         raise typer.Exit(130) from None
 
 
+_options = {"timeout": 30.0}  # set by the top-level options, for every command
+
+
+@contextmanager
 def _gallery(path: Path | None, *, create: bool = True):
+    """The open gallery; afterwards, one warning line on stderr for each problem it found in its files."""
     from faceid.gallery import Gallery
 
-    return Gallery(path, create=create)
+    g = Gallery(path, create=create, timeout=_options["timeout"])
+    try:
+        with g:
+            yield g
+    finally:
+        for problem in g.problems:
+            _err(f"faceid: warning: {problem}")
 
 
 @contextmanager
@@ -86,7 +97,16 @@ def _progress(total: int, label: str, enabled: bool):
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what faceid does.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what faceid does.")] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FACEID_TIMEOUT", min=0, help="Seconds to wait while another process holds the gallery's lock."
+        ),
+    ] = 30.0,
+) -> None:
+    _options["timeout"] = timeout
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -167,6 +187,11 @@ def enroll(
     if folders is not None and (name is not None or photos):
         _err("faceid: error: --folders takes no NAME or PHOTOS")
         raise typer.Exit(2)
+    if name is not None:
+        from faceid.gallery import normalise_name
+
+        with _errors():  # before a gallery is created for nothing
+            normalise_name(name)
     with _errors(), _gallery(gallery) as g:
         args = pipeline_args_for(g) or ({"model": model} if model else {})
         if model and args.get("model") != model:
