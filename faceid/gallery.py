@@ -889,7 +889,7 @@ class Gallery:
                 "SELECT COUNT(*) FROM faces WHERE person_id NOT IN (SELECT id FROM people)"
             ).fetchone()[0]
             if orphans:
-                problems.append(f"{db}: {orphans} faces belong to no person")
+                problems.append(f"{db}: {_faces(orphans)} belong to no person")
             dim = self.dimension
             if dim is not None:
                 bad = self._db.execute("SELECT COUNT(*) FROM faces WHERE length(embedding) != ?", (4 * dim,))
@@ -950,15 +950,19 @@ class Gallery:
         db = self.path / DB_NAME
         if missing:
             problems.append(
-                f"{db}: {missing} faces the audit log records as enrolled are missing (deleted outside faceid?); "
+                f"{db}: {_faces(missing)} the audit log records as enrolled missing (deleted outside faceid?); "
                 "restore gallery.db from a backup"
             )
         if extra:
             problems.append(
-                f"{db}: {extra} faces have no enrolment in the audit log (added or moved outside faceid?); "
+                f"{db}: {_faces(extra)} with no enrolment in the audit log (added or moved outside faceid?); "
                 "restore gallery.db from a backup"
             )
         return problems
+
+
+def _faces(n: int) -> str:
+    return f"{n} face{'s' if n != 1 else ''}"
 
 
 def _build_index(ids: np.ndarray, vectors: np.ndarray, dimension: int):
@@ -995,8 +999,11 @@ def _parse_index(data: bytes, ids: np.ndarray, vectors: np.ndarray, dimension: i
     empty, per_face = _index_size(dimension)
     expected = empty + per_face * len(ids)
     if len(data) != expected:
+        rows, rest = divmod(len(data) - empty, per_face)
+        if len(data) >= empty and rest == 0:
+            return None, f"holds other faces than the database ({rows} in the index, {len(ids)} in the database)"
         what = "truncated" if len(data) < expected else "too long"
-        return None, f"{what} or not this gallery's index ({len(data)} bytes, expected {expected} for {len(ids)} faces)"
+        return None, f"{what} or not an index ({len(data)} bytes; {expected} expected for {_faces(len(ids))})"
     try:
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except (RuntimeError, MemoryError) as exc:
