@@ -16,9 +16,12 @@ so no process reads a file while another overwrites it. Waiting for another proc
 at most ``timeout`` seconds, then :class:`GalleryBusyError`; SQLite's own errors never leave this
 module (busy -> :class:`GalleryBusyError`, a damaged database -> :class:`GalleryCorruptError`).
 
-Deleted rows are overwritten (``secure_delete``). Every change is recorded in an append-only
-audit table: when, which OS user, what, to whom, and face ids; never embeddings, image paths or
-image hashes, so nothing of a removed person's photos stays behind but their name.
+Deleted rows are overwritten (``secure_delete``), and after a removal the database file is
+rewritten (``VACUUM``): SQLite moves rows between pages as the tables change and leaves the old
+copies in unused parts of pages, where ``secure_delete`` does not reach them. Every change is
+recorded in an append-only audit table: when, which OS user, what, to whom, and face ids; never
+embeddings, image paths or image hashes, so nothing of a removed person's photos stays behind
+but their name.
 
 Scores are cosine similarities of unit vectors (inner products), higher is closer.
 """
@@ -278,6 +281,7 @@ class Gallery:
         try:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA secure_delete = ON")
+            self._db.execute("PRAGMA temp_store = MEMORY")  # VACUUM's copy of the gallery stays out of /tmp
             self._db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             if self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'audit'").fetchone()[0] == 0:
                 self._create_schema()
@@ -296,6 +300,8 @@ class Gallery:
             raise GalleryError(f"{db}: gallery schema {schema}, this faceid reads {SCHEMA_VERSION}")
         try:
             self._clear_stale_journal()
+            if self._compaction_pending():  # a process was killed between a removal and its VACUUM
+                self._compact(wait=False)
             self._sweep_if_needed()
         except BaseException:
             self.close()
@@ -645,9 +651,13 @@ class Gallery:
     def remove(self, name: str) -> int:
         """Remove a person and every face of theirs; return how many faces went.
 
-        The rows are overwritten in the database file (``secure_delete``) and the index cache is
-        rewritten without them (older index files are overwritten and deleted), so the embeddings,
-        image paths and hashes cannot be read back from the gallery's files.
+        The rows are overwritten in the database file (``secure_delete``), the file is then
+        rewritten (``VACUUM``) so that no stale copy of them stays in an unused part of a page, and
+        the index cache is rewritten without them (older index files are overwritten and
+        deleted): the embeddings, image paths and hashes cannot be read back from the gallery's
+        files. The rewrite waits for other processes' reads (up to ``timeout``); if they keep
+        the gallery busy, the removal still stands, it is noted in :attr:`problems`, and the
+        rewrite happens when the gallery is next opened.
         """
         name_n = normalise_name(name)
         with self._write():
@@ -658,6 +668,16 @@ class Gallery:
             self._db.execute("DELETE FROM faces WHERE person_id = ?", (pid,))
             self._db.execute("DELETE FROM people WHERE id = ?", (pid,))
             self._audit("remove", name_n, faces=int(count))
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('removals', "
+                "CAST(COALESCE((SELECT value FROM meta WHERE key = 'removals'), 0) AS INTEGER) + 1)"
+            )
+        if not self._compact(wait=True):
+            self._report(
+                f"{self.path}: {name_n!r} is removed, but other processes kept the gallery busy, so "
+                "old copies of the removed rows may stay in unused parts of gallery.db until faceid "
+                "next opens the gallery while no one else uses it"
+            )
         try:
             self._refresh_index()
         except (GalleryError, OSError) as exc:  # the removal is committed; the next open sweeps old files
@@ -666,6 +686,54 @@ class Gallery:
                 "run `faceid gallery rebuild-index`"
             )
         return int(count)
+
+    @_guarded
+    def _compaction_pending(self) -> bool:
+        row = self._db.execute(
+            "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'removals'), "
+            "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'compacted')"
+        ).fetchone()
+        return (row[0] or 0) > (row[1] or 0)
+
+    @_guarded
+    def _compact(self, *, wait: bool) -> bool:
+        """Rewrite the database file (``VACUUM``) so no page keeps an old copy of a removed row.
+
+        ``removals`` counts removals and ``compacted`` the removals a finished VACUUM covers, so a
+        process killed in between leaves the work for the next open. Returns ``False`` if another
+        process kept the database busy (without waiting, at once; else after ``timeout``).
+        """
+        if not wait:
+            self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            removals = self._meta("removals") or "0"
+            self._db.execute("VACUUM")
+            with self._unversioned_write():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('compacted', "
+                    "MAX(?, CAST(COALESCE((SELECT value FROM meta WHERE key = 'compacted'), 0) AS INTEGER)))",
+                    (int(removals),),
+                )
+            return True
+        except sqlite3.OperationalError as exc:
+            if _sqlite_kind(exc) != "busy":
+                raise
+            return False
+        finally:
+            if not wait:
+                self._db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+
+    @contextmanager
+    def _unversioned_write(self) -> Iterator[None]:
+        """A write transaction for bookkeeping that changes no data: no new generation, no audit entry."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     @_guarded
     def audit_log(self) -> list[AuditEntry]:
