@@ -15,6 +15,7 @@ import inspect
 import os
 import random
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -338,10 +339,10 @@ def test_cli_says_busy_in_one_line(populated):
     assert result.stderr.count("\n") == 1 and "busy" in result.stderr and "locked" not in result.stderr
 
 
-@pytest.mark.slow
+@workers.stress
 def test_more_writers_and_photos(tmp_path, fake_pipeline, monkeypatch):
-    monkeypatch.setattr(__import__(__name__), "WRITERS", 8)
-    monkeypatch.setattr(__import__(__name__), "PHOTOS", 100)
+    monkeypatch.setattr(sys.modules[__name__], "WRITERS", max(WRITERS, 8))
+    monkeypatch.setattr(sys.modules[__name__], "PHOTOS", max(PHOTOS, 100))
     test_writers_readers_and_a_remover_at_once(tmp_path, fake_pipeline)
 
 

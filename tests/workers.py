@@ -19,6 +19,15 @@ DIM = 32
 KEY = {"model": "facenet-20170512-110547", "dimension": DIM, "align": "margin", "margin": 0.2, "mirror": False}
 
 
+def stress(test):
+    """Mark a heavier variant: ``slow``, and skipped unless ``FACEID_STRESS=1`` (``make stress`` sets it),
+    so that no selection of the default suite (``-m "not model"``, say) runs it by accident."""
+    import pytest
+
+    skip = pytest.mark.skipif(not os.environ.get("FACEID_STRESS"), reason="a stress variant: run by `make stress`")
+    return pytest.mark.slow(skip(test))
+
+
 def forkserver():
     """The multiprocessing context the tests use: a forkserver with the heavy modules preloaded."""
     import multiprocessing
