@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 MODEL := models/facenet-20170512-110547.safetensors
 
-.PHONY: help setup demo test lint eval-lfw bench clean
+.PHONY: help setup demo test stress lint eval-lfw bench clean
 
 help:
 	@echo "make demo      set up (venv, packages, verified model) and run the demo"
 	@echo "make test      set up and run the test suite"
+	@echo "make stress    the heavier crash and concurrency tests (400 kills, 8 writers)"
 	@echo "make lint      ruff and mypy"
 	@echo "make eval-lfw  LFW verification on $(DATA)/lfw"
 
@@ -30,6 +31,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+stress: $(BIN)/faceid
+	FACEID_STRESS=1 $(BIN)/python -m pytest -m slow -s tests/test_crash.py tests/test_concurrency.py
 
 lint: $(BIN)/faceid
 	$(BIN)/ruff check faceid tests

@@ -33,22 +33,48 @@ class Processed:
 def iter_image_files(inputs: Iterable[str | os.PathLike], *, recursive: bool = True) -> Iterator[str]:
     """Expand files and folders into image file paths, in sorted order.
 
-    Folders are walked (following no symbolic links to folders, so a link loop cannot hang it);
-    only names with an image ending are taken from folders; a file named directly is always
-    taken, so that a bad one is reported rather than skipped.
+    Folders are walked depth first without recursion (any depth) and without following symbolic
+    links to folders, so a link loop cannot hang it; a folder that cannot be listed is logged and
+    skipped. Only names with an image ending are taken from folders; a file named directly is
+    always taken, so that a bad one is reported rather than skipped.
     """
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path, followlinks=False):
-                dirs.sort()
-                if not recursive:
-                    dirs.clear()
-                for name in sorted(files):
-                    if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                        yield os.path.join(root, name)
+        try:
+            is_dir = path.is_dir()
+        except (OSError, ValueError):  # a name too long, say: reading it will report why
+            is_dir = False
+        if is_dir:
+            yield from _walk(str(path), recursive)
         else:
             yield str(path)
+
+
+def _walk(top: str, recursive: bool) -> Iterator[str]:
+    """Image files under ``top``: a folder's files (sorted), then each subfolder's (sorted), like ``os.walk``."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(entry.path)
+                    continue
+                if entry.is_symlink() and entry.is_dir():  # a link to a folder: not followed
+                    continue
+            except OSError:  # a link loop or a vanished entry: reading it reports why
+                pass
+            if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith("."):
+                yield entry.path
+        if recursive:
+            stack.extend(reversed(subfolders))
 
 
 def _detector_settings(pipeline: Pipeline) -> dict:

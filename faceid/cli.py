@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -42,8 +43,32 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output: 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
+_KEPT = {"\t", "\u200c", "\u200d"}  # tab separates columns; joiners belong to names and emoji
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and format characters escaped, so one message stays one line.
+
+    File names may hold newlines or a right-to-left override; printed raw they would split a
+    message or make a line read as something it is not.
+    """
+    out = []
+    for c in text:
+        if c not in _KEPT and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(
+                {"\n": "\\n", "\r": "\\r"}.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+            )
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _say(message: str) -> None:
+    typer.echo(_printable(message))
+
+
 def _err(message: str) -> None:
-    typer.echo(message, err=True)
+    typer.echo(_printable(message), err=True)
 
 
 @contextmanager
@@ -58,19 +83,32 @@ def _errors():
         raise typer.Exit(130) from None
 
 
+_options = {"timeout": 30.0}  # set by the top-level options, for every command
+
+
+@contextmanager
 def _gallery(path: Path | None, *, create: bool = True):
+    """The open gallery; afterwards, one warning line on stderr for each problem it found in its files."""
     from faceid.gallery import Gallery
 
-    return Gallery(path, create=create)
+    g = Gallery(path, create=create, timeout=_options["timeout"])
+    try:
+        with g:
+            yield g
+    finally:
+        for problem in g.problems:
+            _err(f"faceid: warning: {problem}")
 
 
 @contextmanager
 def _progress(total: int, label: str, enabled: bool):
     """A rich progress bar on stderr; yields the function to call once per finished item."""
-    if not enabled or total <= 1:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or total <= 1 or not console.is_terminal:  # no bar, and no stray line, in a pipe or a log
         yield lambda *_: None
         return
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
@@ -78,7 +116,7 @@ def _progress(total: int, label: str, enabled: bool):
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     ) as bar:
         task = bar.add_task(label, total=total)
@@ -86,7 +124,16 @@ def _progress(total: int, label: str, enabled: bool):
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what faceid does.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what faceid does.")] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FACEID_TIMEOUT", min=0, help="Seconds to wait while another process holds the gallery's lock."
+        ),
+    ] = 30.0,
+) -> None:
+    _options["timeout"] = timeout
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -107,7 +154,7 @@ def models_pull(
 
     with _errors():
         path = models.pull(name, archive=archive)
-    typer.echo(f"{name}: verified {path}")
+    _say(f"{name}: verified {path}")
 
 
 @models_app.command("list")
@@ -124,7 +171,7 @@ def models_list(as_json: JsonOpt = False) -> None:
             typer.echo(json.dumps({"name": name, "dimension": spec.dimension, "path": path, "state": state}))
         else:
             default = " (default)" if name == models.DEFAULT_MODEL else ""
-            typer.echo(f"{name}{default}: {spec.dimension}-d, {state.split(':')[0]}{f' at {path}' if path else ''}")
+            _say(f"{name}{default}: {spec.dimension}-d, {state.split(':')[0]}{f' at {path}' if path else ''}")
 
 
 @models_app.command("verify")
@@ -134,7 +181,7 @@ def models_verify(name: Annotated[str, typer.Argument()] = "facenet-20170512-110
 
     with _errors():
         path = models.locate(name)
-    typer.echo(f"{name}: {path} verified")
+    _say(f"{name}: {path} verified")
 
 
 # -- enrolment -------------------------------------------------------------------------------------
@@ -167,6 +214,11 @@ def enroll(
     if folders is not None and (name is not None or photos):
         _err("faceid: error: --folders takes no NAME or PHOTOS")
         raise typer.Exit(2)
+    if name is not None:
+        from faceid.gallery import normalise_name
+
+        with _errors():  # before a gallery is created for nothing
+            normalise_name(name)
     with _errors(), _gallery(gallery) as g:
         args = pipeline_args_for(g) or ({"model": model} if model else {})
         if model and args.get("model") != model:
@@ -188,7 +240,7 @@ def enroll(
             typer.echo(json.dumps(r.to_json(), ensure_ascii=False))
         else:
             line = f"{r.status:9} {r.person}: {r.message}"
-            typer.echo(line, err=not r.ok)
+            (_say if r.ok else _err)(line)
     if not results:
         _err("faceid: error: no photos found")
     if not results or not all(r.ok for r in results):
@@ -220,6 +272,8 @@ def identify(
 
     with _errors(), _gallery(gallery, create=False) as g:
         sources = list(iter_image_files(inputs))
+        if not sources:
+            raise FaceIDError("no photos found (folders are searched for .jpg, .png, .webp, ... files)")
         failed = 0
         with _progress(len(sources), "identifying", not quiet and not as_json) as tick:
             for result in run(sources, g, threshold=threshold, margin=margin, annotate_dir=annotate, on_done=tick):
@@ -243,13 +297,13 @@ def _print_identification(result) -> None:
         f"{result.image}: {len(faces)} face{'s' if len(faces) != 1 else ''} "
         f"(threshold {params.threshold:.3f}, {params.source})"
     )
-    typer.echo(head + (f" -> {result.annotated}" if result.annotated else ""))
+    _say(head + (f" -> {result.annotated}" if result.annotated else ""))
     for face in faces:
         who = face.name if face.status == "known" else face.status
         hint = ""
         if face.status != "known" and face.candidates:
             hint = f", closest {face.candidates[0].name}"
-        typer.echo(
+        _say(
             f"  {who:20} similarity {face.similarity:.3f} score {face.score:.3f}{hint}  box {list(face.detection.box)}"
         )
 
@@ -266,7 +320,7 @@ def people(gallery: GalleryOpt = None, as_json: JsonOpt = False) -> None:
         if as_json:
             typer.echo(json.dumps({"name": p.name, "faces": p.faces, "created_at": p.created_at}, ensure_ascii=False))
         else:
-            typer.echo(f"{p.name}\t{p.faces} face{'s' if p.faces != 1 else ''}")
+            _say(f"{p.name}\t{p.faces} face{'s' if p.faces != 1 else ''}")
     if not as_json and not everyone:
         _err("no one is enrolled")
 
@@ -280,7 +334,7 @@ def rename(
     """Rename a person; their faces stay enrolled."""
     with _errors(), _gallery(gallery, create=False) as g:
         g.rename(old, new)
-    typer.echo(f"renamed {old} -> {new}")
+    _say(f"renamed {old} -> {new}")
 
 
 @app.command()
@@ -288,7 +342,7 @@ def remove(name: Annotated[str, typer.Argument(help="Person to remove.")], galle
     """Remove a person and every face of theirs (overwritten, not just unlinked)."""
     with _errors(), _gallery(gallery, create=False) as g:
         count = g.remove(name)
-    typer.echo(f"removed {name} ({count} face{'s' if count != 1 else ''})")
+    _say(f"removed {name} ({count} face{'s' if count != 1 else ''})")
 
 
 @app.command("log")
@@ -305,9 +359,7 @@ def audit_log(gallery: GalleryOpt = None, as_json: JsonOpt = False) -> None:
                 )
             )
         else:
-            typer.echo(
-                f"{e.at}  {e.user:10} {e.action:8} {e.person or '-'}  {json.dumps(e.detail, ensure_ascii=False)}"
-            )
+            _say(f"{e.at}  {e.user:10} {e.action:8} {e.person or '-'}  {json.dumps(e.detail, ensure_ascii=False)}")
 
 
 @gallery_app.command("check")
@@ -319,7 +371,7 @@ def gallery_check(gallery: GalleryOpt = None) -> None:
         _err(f"problem: {p}")
     if problems:
         raise typer.Exit(1)
-    typer.echo("gallery is sound")
+    _say("gallery is sound")
 
 
 @gallery_app.command("rebuild-index")
@@ -327,7 +379,7 @@ def gallery_rebuild(gallery: GalleryOpt = None) -> None:
     """Rebuild the search index from the database."""
     with _errors(), _gallery(gallery, create=False) as g:
         count = g.rebuild_index()
-    typer.echo(f"index rebuilt: {count} faces")
+    _say(f"index rebuilt: {count} faces")
 
 
 @app.command()

@@ -83,11 +83,17 @@ def enroll(
         if face is not None:
             staged.append((len(results) - 1, face))
     if staged:
-        ids = gallery.add_faces(name, [face for _, face in staged], embedding_key=pipeline.key)
-        for (position, _), face_id in zip(staged, ids):
-            results[position] = EnrollResult(
-                results[position].image, name, ADDED, results[position].message, face_id, results[position].box
-            )
+        # The duplicate test above is repeated inside the transaction: another process may have
+        # enrolled the same photo meanwhile, and a photo must land exactly once.
+        ids = gallery.add_faces(name, [face for _, face in staged], embedding_key=pipeline.key, skip_known_images=True)
+        for (position, face), face_id in zip(staged, ids):
+            before = results[position]
+            if face_id is None:
+                owners = ", ".join(gallery.find_image(face.image_sha256)) or "someone else"
+                message = f"{before.image}: already enrolled for {owners}; not added again"
+                results[position] = EnrollResult(before.image, name, DUPLICATE, message)
+            else:
+                results[position] = EnrollResult(before.image, name, ADDED, before.message, face_id, before.box)
     return results
 
 
@@ -132,14 +138,16 @@ def _judge(
 
 def people_folders(root: str | os.PathLike) -> list[tuple[str, Path]]:
     """``(name, folder)`` for each subfolder of ``root`` (one per person, named after them), sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        from faceid.errors import FaceIDError
+    from faceid.errors import FaceIDError
 
-        raise FaceIDError(f"{root}: not a folder")
-    return [
-        (entry.name, entry) for entry in sorted(root.iterdir()) if entry.is_dir() and not entry.name.startswith(".")
-    ]
+    root = Path(root)
+    try:
+        if not root.is_dir():
+            raise FaceIDError(f"{root}: not a folder")
+        entries = sorted(root.iterdir())
+    except OSError as exc:
+        raise FaceIDError(f"{root}: cannot list ({exc.strerror or exc})") from None
+    return [(entry.name, entry) for entry in entries if entry.is_dir() and not entry.name.startswith(".")]
 
 
 def enroll_folders(
