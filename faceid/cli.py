@@ -484,6 +484,7 @@ def eval_lfw_openset(
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
+    beta: Annotated[Optional[float], typer.Option(help="Weight of the runner-up in the decision score.")] = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -504,7 +505,14 @@ def eval_lfw_openset(
                     typer.echo(json.dumps(row))
                 return
             report = evaluate_openset(
-                data, pipeline, enrol=enrol, cache=store, max_people=people, max_strangers=strangers, progress=tick
+                data,
+                pipeline,
+                enrol=enrol,
+                cache=store,
+                max_people=people,
+                max_strangers=strangers,
+                beta=beta,
+                progress=tick,
             )
     typer.echo(json.dumps(report.to_json()))
 

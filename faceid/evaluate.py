@@ -372,15 +372,18 @@ def evaluate_openset(
     max_people: int | None = None,
     max_strangers: int | None = None,
     seed: int = 0,
+    beta: float | None = None,
     progress: Callable[[object], None] | None = None,
 ) -> OpenSetReport:
-    """Run the open-set protocol through a real (temporary) gallery and faceid's own decision score."""
+    """Run the open-set protocol through a real (temporary) gallery and faceid's own decision score
+    (``beta`` overrides :data:`faceid.thresholds.BETA`, to measure it)."""
     import tempfile
 
     from faceid.gallery import Gallery, NewFace
     from faceid.identify import candidates_for
     from faceid.thresholds import BETA, threshold_for
 
+    beta = BETA if beta is None else float(beta)
     protocol = openset_protocol(
         lfw_people(root), enrol=enrol, max_people=max_people, max_strangers=max_strangers, seed=seed
     )
@@ -397,10 +400,10 @@ def evaluate_openset(
         for name, faces in by_person.items():
             gallery.add_faces(name, faces, embedding_key=pipeline.key)
         known_names, known_scores = top_scores(
-            candidates_for(gallery, vectors[[row[p] for _, p in protocol.known]], top=2), BETA
+            candidates_for(gallery, vectors[[row[p] for _, p in protocol.known]], top=2), beta
         )
         _, unknown_scores = top_scores(
-            candidates_for(gallery, vectors[[row[p] for p in protocol.unknown]], top=2), BETA
+            candidates_for(gallery, vectors[[row[p] for p in protocol.unknown]], top=2), beta
         )
         people = len(gallery)
     correct = np.array([n == truth for n, (truth, _) in zip(known_names, protocol.known)])
@@ -426,7 +429,7 @@ def evaluate_openset(
             "dir": float(np.mean(correct & (known_scores >= default))),
             "fpir": float(np.mean(unknown_scores >= default)),
         },
-        beta=BETA,
+        beta=beta,
         no_face=len(embedded.no_face),
     )
 

@@ -20,7 +20,7 @@ __all__ = ["DEFAULT_ALIGN", "DEFAULT_MARGIN", "DEFAULT_MIRROR", "Face", "Pipelin
 
 #: Defaults chosen by measurement on LFW (README, "Choosing the defaults").
 DEFAULT_ALIGN = "margin"
-DEFAULT_MARGIN = 0.2
+DEFAULT_MARGIN = 0.1
 DEFAULT_MIRROR = False
 
 

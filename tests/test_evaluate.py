@@ -47,7 +47,7 @@ def test_lfw_one_fold(data, real_pipeline, tmp_path):
 
     report = evaluate_lfw(data / "lfw", real_pipeline, folds=[0], plots=tmp_path)
     assert report.pairs == 600 and report.images == 807 and report.unreadable == 0
-    assert report.accuracy >= 0.98  # measured 0.9967 on this fold
+    assert report.accuracy >= 0.98  # measured 0.9933 on this fold
     assert report.auc >= 0.995
     assert (tmp_path / "roc.png").stat().st_size > 1000 and (tmp_path / "similarities.png").is_file()
 
