@@ -197,6 +197,12 @@ def enroll(
     ] = None,
     largest: Annotated[bool, typer.Option("--largest", help="In photos with several faces, take the largest.")] = False,
     model: Annotated[Optional[str], typer.Option(help="Embedding model, for a new gallery.")] = None,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror", help="For a new gallery: also embed each face's mirror image (more accurate, slower)."
+        ),
+    ] = False,
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -220,12 +226,11 @@ def enroll(
         with _errors():  # before a gallery is created for nothing
             normalise_name(name)
     with _errors(), _gallery(gallery) as g:
-        args = pipeline_args_for(g) or ({"model": model} if model else {})
-        if model and args.get("model") != model:
-            from faceid.errors import ModelMismatchError
-
-            raise ModelMismatchError(f"{g.path}: its embeddings were made with {args['model']}, not {model}")
+        wanted = {k: v for k, v in (("model", model), ("mirror", mirror or None)) if v is not None}
+        args = pipeline_args_for(g) or wanted
         pipeline = Pipeline(**args)
+        if wanted:  # asked for settings the existing gallery does not have: refuse, naming them
+            g.check_embedding_key(Pipeline(**{**args, **wanted}).key)
         if folders is not None:
             total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
             with _progress(total, "enrolling", not quiet and not as_json) as tick:

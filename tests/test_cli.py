@@ -130,3 +130,10 @@ def test_enroll_refuses_group_photo_without_largest(tmp_path, real_pipeline):
     assert result.exit_code == 0
     result = invoke("enroll", "someone", group, "--largest", "--gallery", gallery)
     assert result.exit_code == 0 and "duplicate" in result.stdout
+
+
+def test_enroll_mirror_into_a_plain_gallery_is_refused(small_gallery):
+    photo = SAMPLES / "people" / "grace_hopper" / "hopper.jpg"
+    result = invoke("enroll", "grace", photo, "--mirror", "--gallery", small_gallery)
+    assert result.exit_code == 1 and "mirror" in result.stderr and "refusing to mix" in result.stderr
+    assert "grace" not in invoke("people", "--gallery", small_gallery).stdout
