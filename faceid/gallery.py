@@ -488,9 +488,18 @@ class Gallery:
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
         if queries.shape[1] != index.d:
             raise ModelMismatchError(f"queries have {queries.shape[1]} dimensions, the gallery {index.d}")
-        scores, ids = index.search(queries, k)
+        from faceid.index import search
+
+        scores, ids = search(index, queries, k)
         scores[ids < 0] = -np.inf
         return scores, ids
+
+    @property
+    def index_spec(self):
+        """The kind of search index in use (:class:`faceid.index.IndexSpec`): exact or approximate, chosen by size."""
+        from faceid.index import spec_of
+
+        return spec_of(self._current_index())
 
     def face_owners(self, face_ids: np.ndarray) -> dict[int, str]:
         """Map face ids to the names of the people they belong to (ids not found are left out)."""
@@ -520,6 +529,8 @@ class Gallery:
     def _load_or_build_index(self) -> None:
         import faiss
 
+        from faceid import index as faiss_index
+
         self._db.execute("BEGIN")  # one snapshot: the generation and the rows it names
         try:
             generation = self.generation
@@ -527,20 +538,27 @@ class Gallery:
         finally:
             self._db.execute("COMMIT")
         path = self._index_file(generation)
-        index = None
-        if path.is_file():
+        # Start from this generation's file, else the index in memory, else the newest stale file:
+        # sync() makes any of them hold exactly the database's faces, and saves retraining a large
+        # approximate index after every enrolment.
+        start, origin = None, ""
+        candidates = [path] if path.is_file() else []
+        if self._index is None:
+            candidates += sorted(self.path.glob("index-*.faiss"), key=_mtime, reverse=True)
+        for candidate in candidates:
             try:
-                index = faiss.read_index(str(path))
-                if not _index_matches(index, ids):
-                    log.warning("%s does not match the database; rebuilding it", path)
-                    index = None
+                start, origin = faiss.read_index(str(candidate)), candidate.name
+                break
             except RuntimeError as exc:
-                log.warning("%s is unreadable (%s); rebuilding it", path, exc)
-                index = None
-        if index is None:
-            index = _build_index(ids, vectors, self.dimension or (vectors.shape[1] if vectors.size else 0))
+                log.warning("%s is unreadable (%s); rebuilding it", candidate, exc)
+        if start is None and self._index is not None:
+            start = self._index
+        dimension = self.dimension or (vectors.shape[1] if vectors.size else 0)
+        index, changed = faiss_index.sync(start, ids, vectors, dimension)
+        if changed and origin == path.name:
+            log.warning("%s does not match the database; rebuilt it", path)
         self._index, self._index_generation = index, generation
-        if not path.is_file():
+        if changed or not path.is_file():
             self._save_index()
 
     def _refresh_index(self, *, force_write: bool = False) -> None:
@@ -596,13 +614,16 @@ class Gallery:
             import faiss
 
             try:
+                from faceid.index import contents
+
                 index = faiss.read_index(str(path))
                 ids, _, vectors = self.embeddings()
-                if not _index_matches(index, ids):
+                held_ids, held = contents(index)
+                if not np.array_equal(held_ids, ids):
                     problems.append(f"{path}: holds other faces than the database; run `faceid gallery rebuild-index`")
-                elif len(ids) and not np.allclose(_reconstruct(index, ids), vectors, atol=1e-6):
+                elif len(ids) and not np.allclose(held, vectors, atol=1e-6):
                     problems.append(f"{path}: vectors differ from the database; run `faceid gallery rebuild-index`")
-            except RuntimeError as exc:
+            except (RuntimeError, ValueError) as exc:
                 problems.append(f"{path}: unreadable ({exc}); run `faceid gallery rebuild-index`")
         stale = [p.name for p in self.path.glob("index-*.faiss") if p != path]
         if stale:
@@ -610,31 +631,11 @@ class Gallery:
         return problems
 
 
-def _build_index(ids: np.ndarray, vectors: np.ndarray, dimension: int):
-    import faiss
-
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(max(1, dimension)))
-    if len(ids):
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
-    return index
-
-
-def _index_ids(index) -> np.ndarray:
-    import faiss
-
-    return faiss.vector_to_array(index.id_map).astype(np.int64)
-
-
-def _index_matches(index, ids: np.ndarray) -> bool:
+def _mtime(path: Path) -> float:
     try:
-        held = _index_ids(index)
-    except AttributeError:
-        return False
-    return index.ntotal == len(ids) and np.array_equal(np.sort(held), ids)
-
-
-def _reconstruct(index, ids: np.ndarray) -> np.ndarray:
-    return np.stack([index.reconstruct(int(i)) for i in ids])
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _shred(path: Path) -> None:
