@@ -73,6 +73,12 @@ class Pipeline:
             "mirror": self.mirror,
         }
 
+    def expect(self, images: int) -> None:
+        """Told that a run of ``images`` photos is coming, so the embedder can prepare for it."""
+        expect = getattr(self.embedder, "expect", None)
+        if expect is not None:
+            expect(images)
+
     def detect_many(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         return self.detector.detect_many(images)
 
