@@ -1,0 +1,617 @@
+"""``faceid bench``: speed figures, measured side by side in one run, one JSON-able dict per figure.
+
+Every figure carries the machine's load average when it was taken (``load``): on a shared
+machine a comparison is only fair inside one run, so comparisons are reported as ratios of
+figures measured next to each other.
+
+Figures (``part`` names select them):
+
+- ``machine``: CPU, cores, versions.
+- ``embedding``: FaceNet faces/s at batch 1, 8, 32, 64, as GFLOP/s (FLOPs counted from the
+  model's convolutions and dense layer) and as a share of numpy's float32 matrix-multiply rate,
+  measured just before and after each batch size.
+- ``detection``: MTCNN milliseconds per image at 250x250, 640x480 and 1920x1080, one image per
+  call, and 250x250 photos 16 per call.
+- ``identify``: warm latency of :func:`faceid.identify.identify` on a one-face 640x480 JPEG, with
+  its parts (decode, detect, embed, search and decide).
+- ``cli``: the command line end to end on a folder (the first ``images`` LFW photos in sorted
+  path order, and the Big Bang photos), cold start included: ``faceid enroll --folders`` of the
+  seven Big Bang people and ``faceid identify``, against face_recognition's command line
+  (dlib HOG + ResNet, ``--cpus 2``) with the same seven known people, and the ratio of photos per
+  second; and the cold start of ``faceid identify`` to the first result on one photo.
+- ``gallery``: enrolment (index build) time, memory per face, search latency (one query alone,
+  and per query in a batch of 1,000) for the exact and the approximate index at each size, on
+  clustered synthetic embeddings (identities with five noisy faces each, same-person cosine
+  about 0.7), with recall@1 of the approximate index against the exact one for queries of
+  enrolled people ("known") and of strangers ("unknown"); and enrolment through the SQLite
+  gallery at the smallest size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PARTS", "default_data", "run"]
+
+log = logging.getLogger(__name__)
+
+PARTS = ("machine", "embedding", "detection", "identify", "cli", "gallery")
+SAMPLES = Path(__file__).resolve().parent / "samples"
+DIMENSION = 128
+
+
+def default_data() -> Path | None:
+    """``$FACEID_DATA``, else ``../shared/data`` from the current folder, if it exists."""
+    env = os.environ.get("FACEID_DATA")
+    path = Path(env) if env else Path("..") / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+def _load() -> list[float]:
+    try:
+        return [round(float(v), 2) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
+
+
+def _figure(name: str, **values: Any) -> dict:
+    return {"figure": name, **values, "load": _load()}
+
+
+def _best(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls, in seconds."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _rss() -> int:
+    """Resident memory of this process in bytes (0 where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run(
+    parts: Sequence[str] = PARTS,
+    *,
+    data: str | os.PathLike | None = None,
+    images: int = 500,
+    sizes: Sequence[int] = (10_000, 100_000, 1_000_000),
+    tiny: bool = False,
+    workdir: str | os.PathLike | None = None,
+) -> Iterator[dict]:
+    """Measure the chosen ``parts`` (see the module docstring) and yield one dict per figure.
+
+    Args:
+        data: the evaluation data folder (holding ``lfw/`` and ``bigbang/``); ``None`` uses only
+            the sample photos shipped with faceid.
+        images: how many LFW photos the command-line comparison reads.
+        sizes: gallery sizes for the index figures.
+        tiny: a quick run that checks every part works (a few photos, one repetition); its
+            numbers mean little.
+        workdir: where temporary galleries and photo folders go (a new temporary folder by default).
+    """
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown benchmark parts {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    data_path = Path(data) if data is not None else None
+    repeats = 1 if tiny else 3
+    with tempfile.TemporaryDirectory(prefix="faceid-bench-", dir=workdir) as tmp:
+        work = Path(tmp)
+        if "machine" in parts:
+            yield _machine()
+        if "embedding" in parts:
+            yield from _embedding(batches=(1, 8) if tiny else (1, 8, 32, 64), repeats=repeats, quick=tiny)
+        if "detection" in parts:
+            yield from _detection(data_path, repeats=repeats)
+        if "identify" in parts:
+            yield from _identify(work, repeats=1 if tiny else 7)
+        if "cli" in parts:
+            yield from _cli(work, data_path, images=images, compare=not tiny)
+        if "gallery" in parts:
+            yield from _gallery(work, sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200)
+
+
+# -- machine ---------------------------------------------------------------------------------------
+
+
+def _machine() -> dict:
+    import faiss
+
+    cpu = platform.processor()
+    flags: list[str] = []
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), cpu)
+        line = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+        flags = sorted(f for f in line.split() if f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"))
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__}
+    for name in ("tensorflow", "keras", "mtcnn", "dlib"):
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name if name != "dlib" else "dlib-bin")
+        except Exception:
+            pass
+    return _figure("machine", cpu=cpu, cores=os.cpu_count(), flags=flags, versions=versions)
+
+
+# -- embedding ------------------------------------------------------------------------------------
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """numpy float32 ``n x n`` matrix-multiply rate in GFLOP/s, best of ``repeats``."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    return 2 * n**3 / _best(lambda: a @ b, repeats) / 1e9
+
+
+def _embedding(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[dict]:
+    from faceid.embed import Embedder, model_flops
+
+    embedder = Embedder()
+    crops = np.random.default_rng(0).integers(0, 256, (max(batches), 160, 160, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    embedder.embed(crops[:1])
+    first = time.perf_counter() - start
+    flops = model_flops(embedder.spec)
+    graphs = (False,) if quick else (False, True)
+    freeze = None
+    if True in graphs:
+        embedder.frozen = True
+        start = time.perf_counter()
+        embedder.embed(crops[:1])
+        freeze = round(time.perf_counter() - start, 2)
+    yield _figure(
+        "embedding_model",
+        gflop_per_face=round(flops / 1e9, 3),
+        load_and_first_call_s=round(first, 2),
+        freeze_and_first_call_s=freeze,
+    )
+    for frozen in graphs:
+        embedder.frozen = frozen
+        for batch in batches:
+            embedder.batch_size = batch
+            before = matmul_gflops(repeats=repeats + 2)
+            count = batch if batch > 1 else 8  # one face at a time, 8 times
+            x = crops[:count]
+            embedder.embed(x)
+            seconds = _best(partial(embedder.embed, x), repeats)
+            after = matmul_gflops(repeats=repeats + 2)
+            rate = count / seconds
+            matmul = max(before, after)
+            yield _figure(
+                "embedding",
+                graph="frozen (runs of 2,000+ photos)" if frozen else "keras tf.function (default)",
+                batch=batch,
+                faces_per_s=round(rate, 1),
+                ms_per_face=round(1000 / rate, 2),
+                gflops=round(rate * flops / 1e9, 1),
+                matmul_gflops=round(matmul, 1),
+                share_of_matmul=round(rate * flops / 1e9 / matmul, 3),
+            )
+
+
+# -- detection ------------------------------------------------------------------------------------
+
+
+def _photo(width: int, height: int, source: Path) -> np.ndarray:
+    import cv2
+
+    from faceid.images import load_image
+
+    return np.ascontiguousarray(cv2.resize(load_image(source), (width, height), interpolation=cv2.INTER_AREA))
+
+
+def _lfw_files(data: Path | None, count: int) -> list[Path]:
+    root = data / "lfw" / "lfw-deepfunneled" if data is not None else None
+    if root is None or not root.is_dir():
+        return []
+    from faceid.batch import iter_image_files
+
+    out = []
+    for path in iter_image_files([root]):
+        out.append(Path(path))
+        if len(out) >= count:
+            break
+    return out
+
+
+def _detection(data: Path | None, repeats: int) -> Iterator[dict]:
+    from faceid.detect import Detector
+    from faceid.images import load_image
+
+    detector = Detector()
+    pair = SAMPLES / "photos" / "obama_and_biden.jpg"
+    lfw = _lfw_files(data, 16)
+    small = load_image(lfw[0]) if lfw else _photo(250, 250, SAMPLES / "photos" / "astronaut.jpg")
+    for label, image in (
+        ("250x250", small),
+        ("640x480", _photo(640, 480, pair)),
+        ("1920x1080", _photo(1920, 1080, pair)),
+    ):
+        found = detector.detect(image)
+        seconds = _best(partial(detector.detect, image), repeats)
+        yield _figure("detection", size=label, per_call=1, ms_per_image=round(seconds * 1000, 1), faces=len(found))
+    batch = [load_image(p) for p in lfw] if len(lfw) >= 2 else [small] * 16
+    detector.detect_many(batch)
+    seconds = _best(lambda: detector.detect_many(batch), repeats)
+    yield _figure("detection", size="250x250", per_call=len(batch), ms_per_image=round(seconds * 1000 / len(batch), 1))
+
+
+# -- identify, warm -------------------------------------------------------------------------------
+
+
+def _one_face_640x480(path: Path) -> Path:
+    """The astronaut sample (one face) centred on a 640x480 grey canvas, as a JPEG."""
+    import cv2
+    from PIL import Image
+
+    from faceid.images import load_image
+
+    canvas = np.full((480, 640, 3), 128, dtype=np.uint8)
+    face = cv2.resize(load_image(SAMPLES / "photos" / "astronaut.jpg"), (480, 480), interpolation=cv2.INTER_LINEAR)
+    canvas[:, 80:560] = face
+    Image.fromarray(canvas).save(path, quality=92)
+    return path
+
+
+def _sample_gallery(path: Path, pipeline=None):
+    from faceid.enroll import enroll_folders
+    from faceid.gallery import Gallery
+
+    gallery = Gallery(path)
+    results = enroll_folders(gallery, SAMPLES / "people", pipeline)
+    if not all(r.ok for r in results):
+        raise RuntimeError("benchmark gallery: " + "; ".join(r.message for r in results if not r.ok))
+    return gallery
+
+
+def _identify(work: Path, repeats: int) -> Iterator[dict]:
+    from faceid.identify import identify, match_faces
+    from faceid.images import read_image
+    from faceid.pipeline import Pipeline
+    from faceid.thresholds import decision_params
+
+    pipeline = Pipeline()
+    photo = _one_face_640x480(work / "one-face-640x480.jpg")
+    with _sample_gallery(work / "identify-gallery", pipeline) as gallery:
+        threshold, margin = decision_params(gallery)
+
+        def once():
+            return list(identify([photo], gallery, pipeline))
+
+        for _ in range(2):
+            (result,) = once()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - start)
+        # the parts, one by one
+        decode = _best(lambda: read_image(photo), repeats)
+        pixels = read_image(photo).pixels
+        detections = pipeline.detector.detect(pixels)
+        detect = _best(lambda: pipeline.detector.detect(pixels), repeats)
+        embed = _best(lambda: pipeline.embed(pixels, detections), repeats)
+        vectors = pipeline.embed(pixels, detections)
+        match = _best(lambda: match_faces(gallery, detections, vectors, threshold=threshold, margin=margin), repeats)
+    yield _figure(
+        "identify_warm",
+        image="640x480, one face",
+        faces=len(result.faces),
+        ms_median=round(statistics.median(times) * 1000, 1),
+        ms_best=round(min(times) * 1000, 1),
+        parts_ms={
+            "decode": round(decode * 1000, 1),
+            "detect": round(detect * 1000, 1),
+            "embed": round(embed * 1000, 1),
+            "search_and_decide": round(match * 1000, 2),
+        },
+    )
+
+
+# -- the command line, end to end -----------------------------------------------------------------
+
+
+def _script(name: str) -> Path | None:
+    """A console script installed beside this Python, else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.is_file():
+        return here
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def _timed(command: list[str], **kwargs) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    return time.perf_counter() - start, done
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        link.symlink_to(target.resolve())
+    except OSError:
+        shutil.copyfile(target, link)
+
+
+def _cli_inputs(work: Path, data: Path | None, images: int) -> tuple[Path, Path, Path, int, str]:
+    """A flat folder of photos, the known people as per-person folders (faceid) and as one folder
+    of ``<name>.jpg`` (face_recognition), the photo count and a description."""
+    photos, known_faceid, known_fr = work / "photos", work / "known-faceid", work / "known-fr"
+    photos.mkdir()
+    lfw = _lfw_files(data, images)
+    bigbang = data / "bigbang" if data is not None and (data / "bigbang").is_dir() else None
+    count = 0
+    for i, path in enumerate(lfw):
+        _link(path, photos / f"lfw{i:05d}_{path.name}")
+        count += 1
+    if bigbang is not None:
+        for path in sorted([*bigbang.glob("faces/*"), *bigbang.glob("group/*")]):
+            if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                _link(path, photos / f"bigbang_{path.parent.name}_{path.name}")
+                count += 1
+        people = sorted(p for p in (bigbang / "faces").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    else:
+        people = sorted((SAMPLES / "people").glob("*/*.jpg"))
+    if count == 0:
+        for path in sorted((SAMPLES / "photos").glob("*.jpg")):
+            _link(path, photos / path.name)
+            count += 1
+    for path in people:
+        name = path.stem if bigbang is not None else path.parent.name
+        _link(path, known_faceid / name / path.name)
+        _link(path, known_fr / f"{name}{path.suffix.lower()}")
+    what = f"first {len(lfw)} LFW photos (sorted paths)" if lfw else "sample photos"
+    if bigbang is not None:
+        what += " and the Big Bang photos"
+    return photos, known_faceid, known_fr, count, what
+
+
+def _face_recognition_ready() -> str | None:
+    """``None`` if face_recognition's command line can run here, else why not."""
+    import importlib.util
+
+    for module in ("face_recognition", "face_recognition_models", "dlib"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (make bench-setup)"
+    import face_recognition_models
+
+    if not Path(face_recognition_models.face_recognition_model_location()).is_file():
+        return "face_recognition_models has no model files"
+    if _script("face_recognition") is None:
+        return "the face_recognition command is not installed (make bench-setup)"
+    return None
+
+
+def _cli(work: Path, data: Path | None, images: int, compare: bool) -> Iterator[dict]:
+    photos, known_faceid, known_fr, count, what = _cli_inputs(work, data, images)
+    faceid = _script("faceid")
+    base = [str(faceid)] if faceid is not None else [sys.executable, "-m", "faceid"]
+    gallery = work / "cli-gallery"
+    if compare:
+        enroll_s, enrolled = _timed(
+            [*base, "enroll", "--folders", str(known_faceid), "-g", str(gallery), "--json", "-q"]
+        )
+        if enrolled.returncode != 0:
+            raise RuntimeError(f"faceid enroll failed: {enrolled.stderr.strip()[-500:]}")
+    else:  # the quick run enrols in this process, saving one start-up of the models
+        from faceid.enroll import enroll_folders
+        from faceid.gallery import Gallery
+
+        start = time.perf_counter()
+        with Gallery(gallery) as g:
+            enroll_folders(g, known_faceid)
+        enroll_s = time.perf_counter() - start
+    identify_s, found = _timed([*base, "identify", str(photos), "-g", str(gallery), "--json", "-q"])
+    lines = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
+    if found.returncode != 0 or len(lines) != count:
+        raise RuntimeError(f"faceid identify failed on {count} photos: {found.stderr.strip()[-500:]}")
+    total = enroll_s + identify_s
+    mine = {
+        "photos": count,
+        "enroll_s": round(enroll_s, 2),
+        "identify_s": round(identify_s, 2),
+        "photos_per_s": round(count / total, 2),
+        "photos_per_s_identify_only": round(count / identify_s, 2),
+        "photos_without_face": sum(1 for r in lines if not r["faces"]),
+        "faces": sum(len(r["faces"]) for r in lines),
+    }
+    yield _figure("cli_faceid", input=what, known_people=len(list(known_faceid.iterdir())), **mine)
+    if not compare:  # the quick run: checks that the command line works, measures no more
+        return
+    single = next(iter(sorted(photos.iterdir())))
+    cold_s, first = _timed([*base, "identify", str(single), "-g", str(gallery), "--json", "-q"])
+    if first.returncode != 0:
+        raise RuntimeError(f"faceid identify failed: {first.stderr.strip()[-500:]}")
+    help_s, _ = _timed([*base, "--help"])
+    yield _figure("cold_start", command="faceid identify ONE_PHOTO", seconds=round(cold_s, 2), help_s=round(help_s, 2))
+    why = _face_recognition_ready()
+    if why is not None:
+        yield _figure("cli_face_recognition", skipped=why)
+        return
+    script = _script("face_recognition")
+    fr_s, theirs = _timed([str(script), "--cpus", "2", str(known_fr), str(photos)])
+    if theirs.returncode != 0:
+        yield _figure("cli_face_recognition", skipped=f"face_recognition failed: {theirs.stderr.strip()[-300:]}")
+        return
+    rows = [line.split(",") for line in theirs.stdout.splitlines() if "," in line]
+    by_photo: dict[str, list[str]] = {}
+    for row in rows:
+        by_photo.setdefault(row[0], []).append(row[1])
+    yield _figure(
+        "cli_face_recognition",
+        command="face_recognition --cpus 2 KNOWN PHOTOS",
+        photos=count,
+        seconds=round(fr_s, 2),
+        photos_per_s=round(count / fr_s, 2),
+        photos_answered=len(by_photo),
+        photos_without_face=sum(1 for names in by_photo.values() if names == ["no_persons_found"]),
+    )
+    yield _figure(
+        "cli_ratio",
+        faceid_over_face_recognition=round(fr_s / total, 2),
+        identify_only_over_face_recognition=round(fr_s / identify_s, 2),
+        note="photos/s of faceid (enroll + identify, each a cold start) over face_recognition's; "
+        "identify_only: with the gallery already enrolled",
+    )
+
+
+# -- gallery ----------------------------------------------------------------------------------------
+
+
+def synthetic_faces(people: int, per: int = 5, *, noise: float = 0.65, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(centres (people, 128), faces (people * per, 128))``: unit float32 rows, ``per`` noisy faces each.
+
+    Two faces of one identity have cosine about ``1 / (1 + noise**2)`` (0.7 at the default), as
+    two FaceNet embeddings of one person typically do; different identities are random.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((people, DIMENSION), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    faces = np.empty((people * per, DIMENSION), dtype=np.float32)
+    step = 100_000
+    for start in range(0, len(faces), step):
+        rows = np.arange(start, min(len(faces), start + step)) // per
+        block = centres[rows] + (noise / np.sqrt(DIMENSION)) * rng.standard_normal(
+            (len(rows), DIMENSION), dtype=np.float32
+        )
+        faces[start : start + len(rows)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return centres, faces
+
+
+def _noisy(centres: np.ndarray, rng: np.random.Generator, noise: float = 0.65) -> np.ndarray:
+    rows = centres + (noise / np.sqrt(DIMENSION)) * rng.standard_normal(centres.shape, dtype=np.float32)
+    return np.ascontiguousarray(rows / np.linalg.norm(rows, axis=1, keepdims=True), dtype=np.float32)
+
+
+def _gallery(work: Path, sizes: Sequence[int], queries: int, alone: int) -> Iterator[dict]:
+    import faiss
+
+    from faceid import index as gi
+
+    per = 5
+    for n in sizes:
+        people = max(1, n // per)
+        centres, faces = synthetic_faces(people, per)
+        ids = np.arange(1, len(faces) + 1, dtype=np.int64)
+        rng = np.random.default_rng(1)
+        known = _noisy(centres[rng.integers(0, people, queries)], rng)
+        strangers = _noisy(synthetic_faces(queries, 1, seed=2)[0], rng)
+        exact_results = {}
+        for kind in (gi.EXACT, gi.APPROXIMATE):
+            spec = gi.IndexSpec(gi.EXACT) if kind == gi.EXACT else gi.choose(max(n, gi.EXACT_LIMIT), DIMENSION)
+            before = _rss()
+            start = time.perf_counter()
+            index = gi.build(ids, faces, DIMENSION, spec)
+            build_s = time.perf_counter() - start
+            grown = _rss() - before
+            size = faiss.serialize_index(index).nbytes
+            singles = []
+            for q in known[:alone]:
+                t = time.perf_counter()
+                gi.search(index, q[None], 10)
+                singles.append(time.perf_counter() - t)
+            start = time.perf_counter()
+            k_scores, k_ids = gi.search(index, known, 10)
+            batch_s = time.perf_counter() - start
+            u_scores, u_ids = gi.search(index, strangers, 10)
+            figure = {
+                "faces": len(faces),
+                "index": kind,
+                "spec": spec.to_json(),
+                "enrol_s": round(build_s, 2),
+                "bytes_per_face_file": round(size / len(faces), 1),
+                "bytes_per_face_memory": round(grown / len(faces), 1),
+                "search_alone_ms_median": round(statistics.median(singles) * 1000, 3),
+                "search_alone_ms_p95": round(float(np.percentile(singles, 95)) * 1000, 3),
+                "search_batch_ms_per_query": round(batch_s / len(known) * 1000, 4),
+                "batch": len(known),
+            }
+            if kind == gi.EXACT:
+                exact_results = {"known": (k_scores, k_ids), "unknown": (u_scores, u_ids)}
+            else:
+                for label, (scores, found) in (("known", (k_scores, k_ids)), ("unknown", (u_scores, u_ids))):
+                    want_scores, want_ids = exact_results[label]
+                    figure[f"recall_at_1_{label}"] = round(float(np.mean(found[:, 0] == want_ids[:, 0])), 4)
+                    figure[f"top1_similarity_gap_{label}_max"] = round(
+                        float(np.max(want_scores[:, 0] - scores[:, 0])), 4
+                    )
+            del index
+            yield _figure("gallery_index", data="clustered synthetic, 5 faces per identity", **figure)
+        del faces
+    yield from _gallery_sqlite(work, min(sizes))
+
+
+def _gallery_sqlite(work: Path, n: int) -> Iterator[dict]:
+    """Enrolment through the SQLite gallery (one transaction per person of five faces), then the first search."""
+    from faceid.gallery import Gallery, NewFace
+
+    key = {
+        "model": "facenet-20170512-110547",
+        "dimension": DIMENSION,
+        "align": "margin",
+        "margin": 0.2,
+        "mirror": False,
+    }
+    per = 5
+    centres, faces = synthetic_faces(max(1, n // per), per, seed=3)
+    path = work / f"sqlite-gallery-{n}"
+    with Gallery(path) as gallery:
+        start = time.perf_counter()
+        for p in range(len(centres)):
+            rows = faces[p * per : (p + 1) * per]
+            gallery.add_faces(
+                f"person {p}",
+                [NewFace(v, f"{p:032d}{j:032d}", (0, 0, 100, 100), 0.99) for j, v in enumerate(rows)],
+                embedding_key=key,
+            )
+        enrol_s = time.perf_counter() - start
+        start = time.perf_counter()
+        gallery.search(faces[:1], 10)
+        first_s = time.perf_counter() - start
+        start = time.perf_counter()
+        gallery.search(faces[:1], 10)
+        warm_s = time.perf_counter() - start
+        kind = gallery.index_spec.kind
+    db = (path / "gallery.db").stat().st_size
+    yield _figure(
+        "gallery_sqlite",
+        faces=len(faces),
+        people=len(centres),
+        enrol_s=round(enrol_s, 2),
+        faces_per_s=round(len(faces) / enrol_s, 1),
+        first_search_s=round(first_s, 3),
+        search_ms=round(warm_s * 1000, 3),
+        index=kind,
+        db_bytes_per_face=round(db / len(faces), 1),
+    )
