@@ -440,7 +440,10 @@ def _face_recognition_ready() -> str | None:
     return None
 
 
-def _cli(work: Path, data: Path | None, images: int, compare: bool) -> Iterator[dict]:
+def _cli(work: Path, data: Path | None, images: int, compare: bool, rounds: int = 2) -> Iterator[dict]:
+    """The command lines end to end. With ``compare``, faceid identify and face_recognition run
+    ``rounds`` times, alternately, and each keeps its best: on a shared machine both then get its
+    quieter moments."""
     photos, known_faceid, known_fr, count, what = _cli_inputs(work, data, images)
     faceid = _script("faceid")
     base = [str(faceid)] if faceid is not None else [sys.executable, "-m", "faceid"]
@@ -459,21 +462,42 @@ def _cli(work: Path, data: Path | None, images: int, compare: bool) -> Iterator[
         with Gallery(gallery) as g:
             enroll_folders(g, known_faceid)
         enroll_s = time.perf_counter() - start
-    identify_s, found = _timed([*base, "identify", str(photos), "-g", str(gallery), "--json", "-q"])
-    lines = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
-    if found.returncode != 0 or len(lines) != count:
-        raise RuntimeError(f"faceid identify failed on {count} photos: {found.stderr.strip()[-500:]}")
-    total = enroll_s + identify_s
-    mine = {
-        "photos": count,
-        "enroll_s": round(enroll_s, 2),
-        "identify_s": round(identify_s, 2),
-        "photos_per_s": round(count / total, 2),
-        "photos_per_s_identify_only": round(count / identify_s, 2),
-        "photos_without_face": sum(1 for r in lines if not r["faces"]),
-        "faces": sum(len(r["faces"]) for r in lines),
-    }
-    yield _figure("cli_faceid", input=what, known_people=len(list(known_faceid.iterdir())), **mine)
+    why = _face_recognition_ready() if compare else "not compared in the quick run"
+    script = _script("face_recognition")
+    mine: list[float] = []
+    theirs: list[float] = []
+    lines: list[dict] = []
+    by_photo: dict[str, list[str]] = {}
+    for _ in range(rounds if compare else 1):
+        seconds, found = _timed([*base, "identify", str(photos), "-g", str(gallery), "--json", "-q"])
+        lines = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
+        if found.returncode != 0 or len(lines) != count:
+            raise RuntimeError(f"faceid identify failed on {count} photos: {found.stderr.strip()[-500:]}")
+        mine.append(seconds)
+        if why is None and script is not None:
+            seconds, done = _timed([str(script), "--cpus", "2", str(known_fr), str(photos)])
+            if done.returncode != 0:
+                why = f"face_recognition failed: {done.stderr.strip()[-300:]}"
+                continue
+            theirs.append(seconds)
+            by_photo = {}
+            for row in (line.split(",") for line in done.stdout.splitlines() if "," in line):
+                by_photo.setdefault(row[0], []).append(row[1])
+    identify_s = min(mine)
+    yield _figure(
+        "cli_faceid",
+        command="faceid identify PHOTOS --json -q (gallery enrolled by faceid enroll --folders KNOWN)",
+        input=what,
+        known_people=len(list(known_faceid.iterdir())),
+        photos=count,
+        enroll_s=round(enroll_s, 2),
+        identify_s=round(identify_s, 2),
+        identify_s_each_round=[round(v, 2) for v in mine],
+        photos_per_s=round(count / identify_s, 2),
+        photos_per_s_with_enroll=round(count / (enroll_s + identify_s), 2),
+        photos_without_face=sum(1 for r in lines if not r["faces"]),
+        faces=sum(len(r["faces"]) for r in lines),
+    )
     if not compare:  # the quick run: checks that the command line works, measures no more
         return
     single = next(iter(sorted(photos.iterdir())))
@@ -482,34 +506,27 @@ def _cli(work: Path, data: Path | None, images: int, compare: bool) -> Iterator[
         raise RuntimeError(f"faceid identify failed: {first.stderr.strip()[-500:]}")
     help_s, _ = _timed([*base, "--help"])
     yield _figure("cold_start", command="faceid identify ONE_PHOTO", seconds=round(cold_s, 2), help_s=round(help_s, 2))
-    why = _face_recognition_ready()
-    if why is not None:
-        yield _figure("cli_face_recognition", skipped=why)
+    if why is not None or not theirs:
+        yield _figure("cli_face_recognition", skipped=why or "face_recognition is not installed")
         return
-    script = _script("face_recognition")
-    fr_s, theirs = _timed([str(script), "--cpus", "2", str(known_fr), str(photos)])
-    if theirs.returncode != 0:
-        yield _figure("cli_face_recognition", skipped=f"face_recognition failed: {theirs.stderr.strip()[-300:]}")
-        return
-    rows = [line.split(",") for line in theirs.stdout.splitlines() if "," in line]
-    by_photo: dict[str, list[str]] = {}
-    for row in rows:
-        by_photo.setdefault(row[0], []).append(row[1])
+    fr_s = min(theirs)
     yield _figure(
         "cli_face_recognition",
         command="face_recognition --cpus 2 KNOWN PHOTOS",
         photos=count,
         seconds=round(fr_s, 2),
+        seconds_each_round=[round(v, 2) for v in theirs],
         photos_per_s=round(count / fr_s, 2),
         photos_answered=len(by_photo),
         photos_without_face=sum(1 for names in by_photo.values() if names == ["no_persons_found"]),
     )
     yield _figure(
         "cli_ratio",
-        faceid_over_face_recognition=round(fr_s / total, 2),
-        identify_only_over_face_recognition=round(fr_s / identify_s, 2),
-        note="photos/s of faceid (enroll + identify, each a cold start) over face_recognition's; "
-        "identify_only: with the gallery already enrolled",
+        faceid_identify_over_face_recognition=round(fr_s / identify_s, 2),
+        with_faceid_enroll_over_face_recognition=round(fr_s / (enroll_s + identify_s), 2),
+        note="photos/s of faceid identify (cold start included, gallery already enrolled) over "
+        "face_recognition's (which reads its known people on every run); with_faceid_enroll adds "
+        "the one-off faceid enroll, a second cold start, to faceid's time",
     )
 
 
