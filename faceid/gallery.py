@@ -529,8 +529,6 @@ class Gallery:
     def _load_or_build_index(self) -> None:
         import faiss
 
-        from faceid import index as faiss_index
-
         self._db.execute("BEGIN")  # one snapshot: the generation and the rows it names
         try:
             generation = self.generation
@@ -538,27 +536,21 @@ class Gallery:
         finally:
             self._db.execute("COMMIT")
         path = self._index_file(generation)
-        # Start from this generation's file, else the index in memory, else the newest stale file:
-        # sync() makes any of them hold exactly the database's faces, and saves retraining a large
-        # approximate index after every enrolment.
-        start, origin = None, ""
-        candidates = [path] if path.is_file() else []
-        if self._index is None:
-            candidates += sorted(self.path.glob("index-*.faiss"), key=_mtime, reverse=True)
-        for candidate in candidates:
+        index = None
+        if path.is_file():
             try:
-                start, origin = faiss.read_index(str(candidate)), candidate.name
-                break
+                index = faiss.read_index(str(path))
+                if not _index_matches(index, ids):
+                    log.warning("%s does not match the database; rebuilding it", path)
+                    index = None
             except RuntimeError as exc:
-                log.warning("%s is unreadable (%s); rebuilding it", candidate, exc)
-        if start is None and self._index is not None:
-            start = self._index
-        dimension = self.dimension or (vectors.shape[1] if vectors.size else 0)
-        index, changed = faiss_index.sync(start, ids, vectors, dimension)
-        if changed and origin == path.name:
-            log.warning("%s does not match the database; rebuilt it", path)
+                log.warning("%s is unreadable (%s); rebuilding it", path, exc)
+                index = None
+        if index is None:
+            dimension = self.dimension or (vectors.shape[1] if vectors.size else 0)
+            index = _build_index(ids, vectors, dimension, self._index)
         self._index, self._index_generation = index, generation
-        if changed or not path.is_file():
+        if not path.is_file():
             self._save_index()
 
     def _refresh_index(self, *, force_write: bool = False) -> None:
@@ -614,16 +606,13 @@ class Gallery:
             import faiss
 
             try:
-                from faceid.index import contents
-
                 index = faiss.read_index(str(path))
                 ids, _, vectors = self.embeddings()
-                held_ids, held = contents(index)
-                if not np.array_equal(held_ids, ids):
+                if not _index_matches(index, ids):
                     problems.append(f"{path}: holds other faces than the database; run `faceid gallery rebuild-index`")
-                elif len(ids) and not np.allclose(held, vectors, atol=1e-6):
+                elif len(ids) and not np.allclose(_index_contents(index)[1], vectors, atol=1e-6):
                     problems.append(f"{path}: vectors differ from the database; run `faceid gallery rebuild-index`")
-            except (RuntimeError, ValueError) as exc:
+            except RuntimeError as exc:
                 problems.append(f"{path}: unreadable ({exc}); run `faceid gallery rebuild-index`")
         stale = [p.name for p in self.path.glob("index-*.faiss") if p != path]
         if stale:
@@ -631,11 +620,41 @@ class Gallery:
         return problems
 
 
-def _mtime(path: Path) -> float:
+def _build_index(ids: np.ndarray, vectors: np.ndarray, dimension: int, previous=None):
+    """The search index for these faces: exact or approximate by their number (:mod:`faceid.index`).
+
+    ``previous`` (the index in use, if any) keeps the kind near the switch-over size.
+    """
+    from faceid import index as search_index
+
+    current = None
+    if previous is not None:
+        try:
+            current = search_index.spec_of(previous)
+        except ValueError:
+            current = None
+    spec = search_index.choose(len(ids), max(1, dimension), current)
+    return search_index.build(ids, vectors, dimension, spec)
+
+
+def _index_contents(index) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors)`` held by a gallery index, sorted by id; empty for anything else."""
+    from faceid.index import contents
+
     try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
+        return contents(index)
+    except ValueError:
+        return np.zeros(0, np.int64), np.zeros((0, max(1, int(index.d))), np.float32)
+
+
+def _index_matches(index, ids: np.ndarray) -> bool:
+    try:
+        from faceid.index import spec_of
+
+        spec_of(index)
+    except ValueError:
+        return False
+    return index.ntotal == len(ids) and np.array_equal(_index_contents(index)[0], ids)
 
 
 def _shred(path: Path) -> None:
