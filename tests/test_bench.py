@@ -32,7 +32,7 @@ def test_gallery_part_without_the_models(tmp_path):
     for f in index:
         assert f["search_alone_ms_median"] > 0 and f["bytes_per_face_file"] > 512 and f["faces"] == 1000
     (sqlite,) = [f for f in figures if f["figure"] == "gallery_sqlite"]
-    assert sqlite["faces"] == 1000 and sqlite["index"] == "exact"
+    assert sqlite["faces"] == 1000 and sqlite["index"] == "exact" and sqlite["remove_person_s"] >= 0
     assert all("load" in f for f in figures)
 
 
