@@ -7,24 +7,24 @@ figures measured next to each other.
 Figures (``part`` names select them):
 
 - ``machine``: CPU, cores, versions.
-- ``embedding``: FaceNet faces/s at batch 1, 8, 32, 64, as GFLOP/s (FLOPs counted from the
-  model's convolutions and dense layer) and as a share of numpy's float32 matrix-multiply rate,
-  measured just before and after each batch size.
+- ``embedding``: FaceNet faces/s at batch 1, 8, 32, 64, for the Keras ``tf.function`` and the
+  frozen graph, as GFLOP/s (FLOPs counted from the model's convolutions and dense layer) and as
+  a share of numpy's float32 matrix-multiply rate, the two measured alternately (best of each).
 - ``detection``: MTCNN milliseconds per image at 250x250, 640x480 and 1920x1080, one image per
   call, and 250x250 photos 16 per call.
 - ``identify``: warm latency of :func:`faceid.identify.identify` on a one-face 640x480 JPEG, with
-  its parts (decode, detect, embed, search and decide).
+  its parts (decode, detect, embed, search and decide), and with the frozen graph.
 - ``cli``: the command line end to end on a folder (the first ``images`` LFW photos in sorted
-  path order, and the Big Bang photos), cold start included: ``faceid enroll --folders`` of the
-  seven Big Bang people and ``faceid identify``, against face_recognition's command line
-  (dlib HOG + ResNet, ``--cpus 2``) with the same seven known people, and the ratio of photos per
-  second; and the cold start of ``faceid identify`` to the first result on one photo.
+  path order, and the Big Bang photos), cold start included: ``faceid identify`` against
+  face_recognition's command line (dlib HOG + ResNet, ``--cpus 2``) with the same seven known
+  people (enrolled once by ``faceid enroll --folders``), alternately over two rounds, and the
+  ratio of photos per second; and the cold start of ``faceid identify`` on one photo.
 - ``gallery``: enrolment (index build) time, memory per face, search latency (one query alone,
   and per query in a batch of 1,000) for the exact and the approximate index at each size, on
   clustered synthetic embeddings (identities with five noisy faces each, same-person cosine
   about 0.7), with recall@1 of the approximate index against the exact one for queries of
-  enrolled people ("known") and of strangers ("unknown"); and enrolment through the SQLite
-  gallery at the smallest size.
+  enrolled people ("known") and of strangers ("unknown"); and the whole gallery (SQLite and
+  index file: enrolment, first search, search, removal) at the smallest and largest size.
 """
 
 from __future__ import annotations
