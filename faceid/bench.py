@@ -13,7 +13,7 @@ Figures (``part`` names select them):
 - ``detection``: MTCNN milliseconds per image at 250x250, 640x480 and 1920x1080, one image per
   call, and 250x250 photos 16 per call.
 - ``identify``: warm latency of :func:`faceid.identify.identify` on a one-face 640x480 JPEG, with
-  its parts (decode, detect, embed, search and decide), and with the frozen graph.
+  its parts (decode, detect, embed, search), and with the frozen graph.
 - ``cli``: the command line end to end on a folder (the first ``images`` LFW photos in sorted
   path order, and the Big Bang photos), cold start included: ``faceid identify`` against
   face_recognition's command line (dlib HOG + ResNet, ``--cpus 2``) with the same seven known
@@ -312,15 +312,13 @@ def _sample_gallery(path: Path, pipeline=None):
 
 
 def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
-    from faceid.identify import identify, match_faces
+    from faceid.identify import candidates_for, identify
     from faceid.images import read_image
     from faceid.pipeline import Pipeline
-    from faceid.thresholds import decision_params
 
     pipeline = Pipeline()
     photo = _one_face_640x480(work / "one-face-640x480.jpg")
     with _sample_gallery(work / "identify-gallery", pipeline) as gallery:
-        threshold, margin = decision_params(gallery)
 
         def once():
             return list(identify([photo], gallery, pipeline))
@@ -339,7 +337,7 @@ def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
         detect = _best(lambda: pipeline.detector.detect(pixels), repeats)
         embed = _best(lambda: pipeline.embed(pixels, detections), repeats)
         vectors = pipeline.embed(pixels, detections)
-        match = _best(lambda: match_faces(gallery, detections, vectors, threshold=threshold, margin=margin), repeats)
+        search = _best(lambda: candidates_for(gallery, vectors), repeats)
         frozen_times = []
         if not quick:  # a long-running process (Embedder(frozen=True), or a run of 2,000+ photos)
             pipeline.embedder.frozen = True
@@ -359,7 +357,7 @@ def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
             "decode": round(decode * 1000, 1),
             "detect": round(detect * 1000, 1),
             "embed": round(embed * 1000, 1),
-            "search_and_decide": round(match * 1000, 2),
+            "search": round(search * 1000, 2),
         },
         ms_median_frozen_graph=round(statistics.median(frozen_times) * 1000, 1) if frozen_times else None,
     )
