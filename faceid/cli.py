@@ -321,8 +321,7 @@ def gallery_rebuild(gallery: GalleryOpt = None) -> None:
     """Rebuild the search index from the database."""
     with _errors(), _gallery(gallery, create=False) as g:
         count = g.rebuild_index()
-        kind = g.index_spec.kind
-    typer.echo(f"index rebuilt: {count} faces, {kind} search")
+    typer.echo(f"index rebuilt: {count} faces")
 
 
 # -- evaluation ------------------------------------------------------------------------------------
