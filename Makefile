@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 MODEL := models/facenet-20170512-110547.safetensors
 
-.PHONY: help setup demo test stress lint eval-lfw bench clean
+.PHONY: help setup demo test stress lint eval-lfw bench bench-setup bench-tiny clean
 
 help:
 	@echo "make demo      set up (venv, packages, verified model) and run the demo"
@@ -13,6 +13,7 @@ help:
 	@echo "make stress    the heavier crash and concurrency tests (400 kills, 8 writers)"
 	@echo "make lint      ruff and mypy"
 	@echo "make eval-lfw  LFW verification on $(DATA)/lfw"
+	@echo "make bench     speed figures side by side with face_recognition (README, Speed)"
 
 $(BIN)/faceid: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,22 @@ lint: $(BIN)/faceid
 
 eval-lfw: setup
 	$(BIN)/faceid eval lfw --data $(DATA)/lfw --plots out/eval-lfw
+
+# face_recognition (the comparison in `make bench`): dlib-bin and the models from the extra,
+# face_recognition itself without its dependencies (it would pull dlib's source build).
+bench-setup: setup
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --no-deps 'face-recognition==1.3.0'
+	$(BIN)/python -c "import os, face_recognition, face_recognition_models as m; \
+		assert os.path.isfile(m.face_recognition_model_location()), 'face_recognition models missing'; \
+		print('face_recognition ready, models in', os.path.dirname(m.face_recognition_model_location()))"
+
+bench: bench-setup
+	mkdir -p out
+	$(BIN)/faceid bench --data $(DATA) --images 1000 | tee out/bench.jsonl
+
+bench-tiny: setup
+	$(BIN)/faceid bench --tiny --data $(DATA)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

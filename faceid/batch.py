@@ -100,6 +100,7 @@ def process(
     key = EmbeddingCache.key_of(_settings(pipeline)) if cache is not None else ""
     detector_key = EmbeddingCache.key_of(_detector_settings(pipeline)) if cache is not None else ""
     names = [os.fspath(s) for s in sources]
+    pipeline.expect(len(names))
     batches = [names[i : i + batch_size] for i in range(0, len(names), batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending = [pool.submit(_load, n) for n in batches[0]] if batches else []

@@ -532,6 +532,49 @@ def _lfw_image_count(data: Path, folds) -> int:
     return len({p for (pair, k) in zip(pairs, fold) if folds is None or k in folds for p in pair})
 
 
+# -- benchmark -------------------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    data: Annotated[
+        Optional[Path],
+        typer.Option(help="Evaluation data folder with lfw/ and bigbang/ [default: $FACEID_DATA or ../shared/data]."),
+    ] = None,
+    images: Annotated[int, typer.Option(help="LFW photos for the command-line comparison.")] = 500,
+    sizes: Annotated[str, typer.Option(help="Gallery sizes for the index figures, comma-separated.")] = (
+        "10000,100000,1000000"
+    ),
+    only: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Comma-separated parts: machine, embedding, detection, identify, cli, gallery [default: all]."
+        ),
+    ] = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,
+) -> None:
+    """Measure speed side by side in one run (against face_recognition too, if installed): one JSON line per figure."""
+    from faceid import bench as benchmark
+
+    parts = [p.strip() for p in only.split(",") if p.strip()] if only else list(benchmark.PARTS)
+    try:
+        counts = [int(v) for v in sizes.split(",") if v.strip()]
+    except ValueError:
+        _err(f"faceid: error: --sizes takes comma-separated integers, got {sizes!r}")
+        raise typer.Exit(2) from None
+    if tiny:
+        images, counts = min(images, 3), [1000, 2000]
+    with _errors():
+        try:
+            for figure in benchmark.run(
+                parts, data=data or benchmark.default_data(), images=images, sizes=counts, tiny=tiny
+            ):
+                typer.echo(json.dumps(figure))
+        except ValueError as exc:
+            _err(f"faceid: error: {exc}")
+            raise typer.Exit(2) from None
+
+
 # -- demo ------------------------------------------------------------------------------------------
 
 

@@ -160,16 +160,86 @@ _MTCNN = None
 
 
 def _shared_mtcnn():
-    """One MTCNN per process: its three networks are stateless and take seconds to build."""
+    """One MTCNN per process: its three networks are stateless and take seconds to build.
+
+    Two changes to how mtcnn 1.0 runs them, neither changing what they compute (detections
+    agree to float rounding; ``faceid bench`` measures the gain):
+
+    - each network is a ``tf.function`` over any image size, instead of an eager Keras call per
+      pyramid level and stage, whose per-call overhead dominated small photos;
+    - the image pyramid is resized with OpenCV's area interpolation instead of TensorFlow's
+      (the same area average, equal within 4e-5 on [-1, 1] pixels, several times faster).
+    """
     global _MTCNN
     if _MTCNN is None:
         from faceid._tf import quiet_tensorflow
 
         quiet_tensorflow()
+        import tensorflow as tf
         from mtcnn import MTCNN
+        from mtcnn.stages import StageONet, StageRNet
 
-        _MTCNN = MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
+        mtcnn = MTCNN(stages=[_pnet_stage_class()(), StageRNet(), StageONet()], device="CPU:0")
+        for stage in mtcnn.stages:
+            stage._model = tf.function(
+                stage._model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], reduce_retracing=True
+            )
+        _MTCNN = mtcnn
     return _MTCNN
+
+
+def _pnet_stage_class():
+    """mtcnn's PNet stage with the pyramid resized by OpenCV (defined here so mtcnn loads only when used)."""
+    from mtcnn.stages import StagePNet
+    from mtcnn.utils.bboxes import generate_bounding_box, resize_to_square, smart_nms_from_bboxes, upscale_bboxes
+    from mtcnn.utils.images import build_scale_pyramid
+
+    class PNetStage(StagePNet):
+        def __call__(
+            self,
+            images_normalized,
+            images_oshapes,
+            min_face_size=20,
+            min_size=12,
+            scale_factor=0.709,
+            threshold_pnet=0.6,
+            nms_pnet1=0.5,
+            nms_pnet2=0.7,
+            **kwargs,
+        ):
+            # As mtcnn.stages.stage_pnet.StagePNet.__call__, but for the resize of each level.
+            scales_groups = [
+                build_scale_pyramid(shape[1], shape[0], min_face_size=min_face_size, scale_factor=scale_factor)
+                for shape in images_oshapes
+            ]
+            scales = scales_groups[int(np.argmax([x.shape[0] for x in scales_groups]))]
+            batch = np.asarray(images_normalized)
+            batch_size = batch.shape[0]
+            outputs = [self._model(_area_resize(batch, scale)) for scale in scales]
+            proposals = [generate_bounding_box(out[0], out[1], threshold_pnet) for out in outputs]
+            upscaled = [upscale_bboxes(b, np.asarray([scale] * batch_size)) for b, scale in zip(proposals, scales)]
+            per_scale = [
+                smart_nms_from_bboxes(b, threshold=nms_pnet1, method="union", initial_sort=False) for b in upscaled
+            ]
+            bboxes = np.concatenate(per_scale, axis=0) if per_scale else np.empty((0, 6))
+            bboxes = smart_nms_from_bboxes(bboxes, threshold=nms_pnet2, method="union", initial_sort=True)
+            return resize_to_square(bboxes)
+
+    return PNetStage
+
+
+def _area_resize(batch: np.ndarray, scale: float) -> np.ndarray:
+    """``(B, H, W, 3)`` images scaled by ``scale`` with area averaging, as float32.
+
+    The size is truncated as ``tf.image.resize`` truncates mtcnn's float sizes.
+    """
+    import cv2
+
+    height, width = (int(v) for v in np.asarray(batch.shape[1:3]) * scale)
+    out = np.empty((batch.shape[0], height, width, 3), dtype=np.float32)
+    for i, image in enumerate(batch):
+        out[i] = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return out
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:

@@ -775,9 +775,19 @@ class Gallery:
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
         if queries.shape[1] != index.d:
             raise ModelMismatchError(f"queries have {queries.shape[1]} dimensions, the gallery {index.d}")
-        scores, ids = index.search(queries, k)
+        from faceid.index import search
+
+        scores, ids = search(index, queries, k)
         scores[ids < 0] = -np.inf
         return scores, ids
+
+    @property
+    @_guarded
+    def index_spec(self):
+        """The kind of search index in use (:class:`faceid.index.IndexSpec`): exact or approximate, chosen by size."""
+        from faceid.index import spec_of
+
+        return spec_of(self._current_index())
 
     @_guarded
     def face_owners(self, face_ids: np.ndarray) -> dict[int, str]:
@@ -1034,39 +1044,50 @@ def _faces(n: int) -> str:
 
 
 def _build_index(ids: np.ndarray, vectors: np.ndarray, dimension: int):
-    import faiss
+    """The search index for these faces: exact or approximate by their number (:mod:`faceid.index`)."""
+    from faceid import index as search_index
 
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(max(1, dimension)))
-    if len(ids):
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
-    return index
+    return search_index.build(ids, vectors, max(1, dimension))
 
 
 @functools.lru_cache(maxsize=8)
 def _index_size(dimension: int) -> tuple[int, int]:
-    """Bytes of a serialised index of ``dimension``: ``(empty, per face)``."""
+    """Bytes of a serialised exact index of ``dimension``: ``(empty, per face)``."""
     import faiss
 
     empty = len(
-        faiss.serialize_index(_build_index(np.zeros(0, np.int64), np.zeros((0, dimension), np.float32), dimension))
+        faiss.serialize_index(_flat_index(np.zeros(0, np.int64), np.zeros((0, dimension), np.float32), dimension))
     )
     one = len(
-        faiss.serialize_index(_build_index(np.zeros(1, np.int64), np.zeros((1, dimension), np.float32), dimension))
+        faiss.serialize_index(_flat_index(np.zeros(1, np.int64), np.zeros((1, dimension), np.float32), dimension))
     )
     return empty, one - empty
+
+
+def _flat_index(ids: np.ndarray, vectors: np.ndarray, dimension: int):
+    from faceid import index as search_index
+
+    return search_index.build(ids, vectors, dimension, search_index.IndexSpec(search_index.EXACT))
 
 
 def _parse_index(data: bytes, ids: np.ndarray, vectors: np.ndarray, dimension: int):
     """``(index, None)`` if ``data`` is an index holding exactly ``ids`` with ``vectors``, else ``(None, problem)``.
 
     The size is checked before anything is decoded, so a damaged header cannot make FAISS
-    allocate without bound.
+    allocate without bound: exactly the exact index's size, or at most the approximate one's
+    (its product-quantiser codebooks, and per face a code besides the vector and id).
     """
     import faiss
 
+    from faceid import index as search_index
+
     empty, per_face = _index_size(dimension)
     expected = empty + per_face * len(ids)
-    if len(data) != expected:
+    # An approximate index is larger: codebooks, and a code per face besides the vector and id.
+    # Only a gallery big enough to hold one may have one.
+    approximate = len(ids) >= search_index.EXACT_LIMIT // 2
+    approximate_max = empty + 65536 + (per_face + dimension) * (len(ids) + 32)
+    if len(data) != expected and not (approximate and expected < len(data) <= approximate_max):
         rows, rest = divmod(len(data) - empty, per_face)
         if len(data) >= empty and rest == 0:
             return None, f"holds other faces than the database ({rows} in the index, {len(ids)} in the database)"
@@ -1076,14 +1097,16 @@ def _parse_index(data: bytes, ids: np.ndarray, vectors: np.ndarray, dimension: i
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except (RuntimeError, MemoryError) as exc:
         return None, f"unreadable ({str(exc).splitlines()[0][:120]})"
-    if not isinstance(index, faiss.IndexIDMap2) or index.d != dimension:
+    try:
+        search_index.spec_of(index)
+    except ValueError:
         return None, "not an index of this gallery's kind"
-    held = faiss.vector_to_array(index.id_map).astype(np.int64)
-    if index.ntotal != len(ids) or not np.array_equal(np.sort(held), ids):
+    if index.d != dimension:
+        return None, "not an index of this gallery's kind"
+    held, stored = search_index.contents(index)
+    if index.ntotal != len(ids) or not np.array_equal(held, ids):
         return None, f"holds other faces than the database ({index.ntotal} in the index, {len(ids)} in the database)"
     if len(ids):
-        order = np.argsort(held, kind="stable")
-        stored = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)[order]
         differ = int(np.count_nonzero((stored != vectors).any(axis=1)))
         if differ:
             return None, (

@@ -32,6 +32,12 @@ def data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def optional_data() -> Path | None:
+    """The evaluation data folder if present, else ``None`` (for tests that also work without it)."""
+    return shared_data()
+
+
 @pytest.fixture
 def gallery_dir(tmp_path: Path) -> Path:
     return tmp_path / "gallery"

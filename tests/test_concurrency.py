@@ -213,6 +213,7 @@ CALLS = {
     "audit_log": lambda g: g.audit_log(),
     "embeddings": lambda g: g.embeddings(),
     "search": lambda g: g.search(_unit(1), 2),
+    "index_spec": lambda g: g.index_spec,
     "face_owners": lambda g: g.face_owners(np.array([1, 2])),
     "check": lambda g: g.check(),
     "generation": lambda g: g.generation,

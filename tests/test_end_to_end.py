@@ -128,3 +128,39 @@ def test_large_photo_is_detected_downscaled_and_boxes_map_back(real_pipeline):
     assert max(big.shape) > real_pipeline.detector.max_side
     for u, v in zip(a.box, b.box):
         assert abs(u * 4 - v) <= 12
+
+
+def test_frozen_graph_embeds_as_the_keras_model(real_pipeline):
+    """The frozen graph that long runs use computes the same embeddings as the Keras model."""
+    import numpy as np
+
+    from faceid.align import crop_faces
+    from faceid.embed import Embedder
+    from faceid.images import load_image
+
+    images = [load_image(p) for p in sorted((SAMPLES / "people").glob("*/*.jpg"))]
+    crops = np.concatenate([crop_faces(im, real_pipeline.detector.detect(im)) for im in images])
+    plain = Embedder().embed(crops)
+    frozen = Embedder(frozen=True).embed(crops)
+    assert plain.shape == (3, 128)
+    np.testing.assert_allclose(frozen, plain, atol=1e-5)
+
+
+@pytest.mark.shared
+def test_detections_match_stock_mtcnn(data, real_pipeline):
+    """faceid runs MTCNN's networks as tf.functions over an OpenCV pyramid: the same faces as stock mtcnn."""
+    import numpy as np
+    from mtcnn import MTCNN
+
+    from faceid.detect import Detector
+    from faceid.images import load_image
+
+    stock = Detector()
+    stock._mtcnn = MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
+    paths = [*sorted((data / "bigbang").glob("*/*.jp*g")), *sorted((SAMPLES / "photos").glob("*.jpg"))]
+    images = [load_image(p) for p in paths]
+    for ours, theirs in zip(real_pipeline.detect_many(images), stock.detect_many(images)):
+        assert [d.box for d in ours] == [d.box for d in theirs]
+        for a, b in zip(ours, theirs):
+            assert abs(a.confidence - b.confidence) < 1e-4
+            np.testing.assert_allclose(a.landmark_array(), b.landmark_array(), atol=0.05)

@@ -1,0 +1,682 @@
+"""``faceid bench``: speed figures, measured side by side in one run, one JSON-able dict per figure.
+
+Every figure carries the machine's load average when it was taken (``load``): on a shared
+machine a comparison is only fair inside one run, so comparisons are reported as ratios of
+figures measured next to each other.
+
+Figures (``part`` names select them):
+
+- ``machine``: CPU, cores, versions.
+- ``embedding``: FaceNet faces/s at batch 1, 8, 32, 64, for the Keras ``tf.function`` and the
+  frozen graph, as GFLOP/s (FLOPs counted from the model's convolutions and dense layer) and as
+  a share of numpy's float32 matrix-multiply rate, the two measured alternately (best of each).
+- ``detection``: MTCNN milliseconds per image at 250x250, 640x480 and 1920x1080, one image per
+  call, and 250x250 photos 16 per call.
+- ``identify``: warm latency of :func:`faceid.identify.identify` on a one-face 640x480 JPEG, with
+  its parts (decode, detect, embed, search), and with the frozen graph.
+- ``cli``: the command line end to end on a folder (the first ``images`` LFW photos in sorted
+  path order, and the Big Bang photos), cold start included: ``faceid identify`` against
+  face_recognition's command line (dlib HOG + ResNet, ``--cpus 2``) with the same seven known
+  people (enrolled once by ``faceid enroll --folders``), alternately over two rounds, and the
+  ratio of photos per second; and the cold start of ``faceid identify`` on one photo.
+- ``gallery``: enrolment (index build) time, memory per face, search latency (one query alone,
+  and per query in a batch of 1,000) for the exact and the approximate index at each size, on
+  clustered synthetic embeddings (identities with five noisy faces each, same-person cosine
+  about 0.7), with recall@1 of the approximate index against the exact one for queries of
+  enrolled people ("known") and of strangers ("unknown"); and the whole gallery (SQLite and
+  index file: enrolment, first search, search, removal) at the smallest and largest size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PARTS", "default_data", "run"]
+
+log = logging.getLogger(__name__)
+
+PARTS = ("machine", "embedding", "detection", "identify", "cli", "gallery")
+SAMPLES = Path(__file__).resolve().parent / "samples"
+DIMENSION = 128
+
+
+def default_data() -> Path | None:
+    """``$FACEID_DATA``, else ``../shared/data`` from the current folder, if it exists."""
+    env = os.environ.get("FACEID_DATA")
+    path = Path(env) if env else Path("..") / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+def _load() -> list[float]:
+    try:
+        return [round(float(v), 2) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
+
+
+def _figure(name: str, **values: Any) -> dict:
+    return {"figure": name, **values, "load": _load()}
+
+
+def _best(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls, in seconds."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _rss() -> int:
+    """Resident memory of this process in bytes (0 where /proc is missing), after handing freed
+    heap memory back to the system (glibc), so that a growth measures new allocations."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run(
+    parts: Sequence[str] = PARTS,
+    *,
+    data: str | os.PathLike | None = None,
+    images: int = 500,
+    sizes: Sequence[int] = (10_000, 100_000, 1_000_000),
+    tiny: bool = False,
+    workdir: str | os.PathLike | None = None,
+) -> Iterator[dict]:
+    """Measure the chosen ``parts`` (see the module docstring) and yield one dict per figure.
+
+    Args:
+        data: the evaluation data folder (holding ``lfw/`` and ``bigbang/``); ``None`` uses only
+            the sample photos shipped with faceid.
+        images: how many LFW photos the command-line comparison reads.
+        sizes: gallery sizes for the index figures.
+        tiny: a quick run that checks every part works (a few photos, one repetition); its
+            numbers mean little.
+        workdir: where temporary galleries and photo folders go (a new temporary folder by default).
+    """
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown benchmark parts {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    data_path = Path(data) if data is not None else None
+    repeats = 1 if tiny else 3
+    with tempfile.TemporaryDirectory(prefix="faceid-bench-", dir=workdir) as tmp:
+        work = Path(tmp)
+        if "machine" in parts:
+            yield _machine()
+        if "embedding" in parts:
+            yield from _embedding(batches=(1, 8) if tiny else (1, 8, 32, 64), repeats=repeats, quick=tiny)
+        if "detection" in parts:
+            yield from _detection(data_path, repeats=repeats)
+        if "identify" in parts:
+            yield from _identify(work, repeats=1 if tiny else 7, quick=tiny)
+        if "cli" in parts:
+            yield from _cli(work, data_path, images=images, compare=not tiny)
+        if "gallery" in parts:
+            yield from _gallery(work, sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200)
+
+
+# -- machine ---------------------------------------------------------------------------------------
+
+
+def _machine() -> dict:
+    import faiss
+
+    cpu = platform.processor()
+    flags: list[str] = []
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), cpu)
+        line = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+        flags = sorted(f for f in line.split() if f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"))
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name, dists in (
+        ("tensorflow", ("tensorflow-cpu", "tensorflow")),
+        ("keras", ("keras",)),
+        ("mtcnn", ("mtcnn",)),
+        ("dlib", ("dlib-bin", "dlib")),
+        ("face_recognition", ("face-recognition",)),
+    ):
+        for dist in dists:
+            try:
+                versions[name] = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
+    return _figure("machine", cpu=cpu, cores=os.cpu_count(), flags=flags, versions=versions)
+
+
+# -- embedding ------------------------------------------------------------------------------------
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """numpy float32 ``n x n`` matrix-multiply rate in GFLOP/s, best of ``repeats``."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    return 2 * n**3 / _best(lambda: a @ b, repeats) / 1e9
+
+
+def _embedding(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[dict]:
+    from faceid.embed import Embedder, model_flops
+
+    embedder = Embedder()
+    crops = np.random.default_rng(0).integers(0, 256, (max(batches), 160, 160, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    embedder.embed(crops[:1])
+    first = time.perf_counter() - start
+    flops = model_flops(embedder.spec)
+    graphs = (False,) if quick else (False, True)
+    freeze = None
+    if True in graphs:
+        embedder.frozen = True
+        start = time.perf_counter()
+        embedder.embed(crops[:1])
+        freeze = round(time.perf_counter() - start, 2)
+    yield _figure(
+        "embedding_model",
+        gflop_per_face=round(flops / 1e9, 3),
+        load_and_first_call_s=round(first, 2),
+        freeze_and_first_call_s=freeze,
+    )
+    for frozen in graphs:
+        embedder.frozen = frozen
+        for batch in batches:
+            embedder.batch_size = batch
+            count = batch if batch > 1 else 8  # one face at a time, 8 times
+            x = crops[:count]
+            embedder.embed(x)
+            # Alternate the two measurements and keep the best of each: on a shared machine both
+            # then see its least loaded moments, and their ratio is fair.
+            seconds, matmul = float("inf"), 0.0
+            for _ in range(repeats + 2):
+                matmul = max(matmul, matmul_gflops(repeats=2))
+                seconds = min(seconds, _best(partial(embedder.embed, x), 1))
+            rate = count / seconds
+            yield _figure(
+                "embedding",
+                graph="frozen (runs of 2,000+ photos)" if frozen else "keras tf.function (default)",
+                batch=batch,
+                faces_per_s=round(rate, 1),
+                ms_per_face=round(1000 / rate, 2),
+                gflops=round(rate * flops / 1e9, 1),
+                matmul_gflops=round(matmul, 1),
+                share_of_matmul=round(rate * flops / 1e9 / matmul, 3),
+            )
+
+
+# -- detection ------------------------------------------------------------------------------------
+
+
+def _photo(width: int, height: int, source: Path) -> np.ndarray:
+    import cv2
+
+    from faceid.images import load_image
+
+    return np.ascontiguousarray(cv2.resize(load_image(source), (width, height), interpolation=cv2.INTER_AREA))
+
+
+def _lfw_files(data: Path | None, count: int) -> list[Path]:
+    root = data / "lfw" / "lfw-deepfunneled" if data is not None else None
+    if root is None or not root.is_dir():
+        return []
+    from faceid.batch import iter_image_files
+
+    out = []
+    for path in iter_image_files([root]):
+        out.append(Path(path))
+        if len(out) >= count:
+            break
+    return out
+
+
+def _detection(data: Path | None, repeats: int) -> Iterator[dict]:
+    from faceid.detect import Detector
+    from faceid.images import load_image
+
+    detector = Detector()
+    pair = SAMPLES / "photos" / "obama_and_biden.jpg"
+    lfw = _lfw_files(data, 16)
+    small = load_image(lfw[0]) if lfw else _photo(250, 250, SAMPLES / "photos" / "astronaut.jpg")
+    for label, image in (
+        ("250x250", small),
+        ("640x480", _photo(640, 480, pair)),
+        ("1920x1080", _photo(1920, 1080, pair)),
+    ):
+        found = detector.detect(image)
+        seconds = _best(partial(detector.detect, image), repeats)
+        yield _figure("detection", size=label, per_call=1, ms_per_image=round(seconds * 1000, 1), faces=len(found))
+    batch = [load_image(p) for p in lfw] if len(lfw) >= 2 else [small] * 16
+    detector.detect_many(batch)
+    seconds = _best(lambda: detector.detect_many(batch), repeats)
+    yield _figure("detection", size="250x250", per_call=len(batch), ms_per_image=round(seconds * 1000 / len(batch), 1))
+
+
+# -- identify, warm -------------------------------------------------------------------------------
+
+
+def _one_face_640x480(path: Path) -> Path:
+    """The astronaut sample (one face) centred on a 640x480 grey canvas, as a JPEG."""
+    import cv2
+    from PIL import Image
+
+    from faceid.images import load_image
+
+    canvas = np.full((480, 640, 3), 128, dtype=np.uint8)
+    face = cv2.resize(load_image(SAMPLES / "photos" / "astronaut.jpg"), (480, 480), interpolation=cv2.INTER_LINEAR)
+    canvas[:, 80:560] = face
+    Image.fromarray(canvas).save(path, quality=92)
+    return path
+
+
+def _sample_gallery(path: Path, pipeline=None):
+    from faceid.enroll import enroll_folders
+    from faceid.gallery import Gallery
+
+    gallery = Gallery(path)
+    results = enroll_folders(gallery, SAMPLES / "people", pipeline)
+    if not all(r.ok for r in results):
+        raise RuntimeError("benchmark gallery: " + "; ".join(r.message for r in results if not r.ok))
+    return gallery
+
+
+def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
+    from faceid.identify import candidates_for, identify
+    from faceid.images import read_image
+    from faceid.pipeline import Pipeline
+
+    pipeline = Pipeline()
+    photo = _one_face_640x480(work / "one-face-640x480.jpg")
+    with _sample_gallery(work / "identify-gallery", pipeline) as gallery:
+
+        def once():
+            return list(identify([photo], gallery, pipeline))
+
+        for _ in range(2):
+            (result,) = once()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - start)
+        # the parts, one by one
+        decode = _best(lambda: read_image(photo), repeats)
+        pixels = read_image(photo).pixels
+        detections = pipeline.detector.detect(pixels)
+        detect = _best(lambda: pipeline.detector.detect(pixels), repeats)
+        embed = _best(lambda: pipeline.embed(pixels, detections), repeats)
+        vectors = pipeline.embed(pixels, detections)
+        search = _best(lambda: candidates_for(gallery, vectors), repeats)
+        frozen_times = []
+        if not quick:  # a long-running process (Embedder(frozen=True), or a run of 2,000+ photos)
+            pipeline.embedder.frozen = True
+            once()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                once()
+                frozen_times.append(time.perf_counter() - start)
+            pipeline.embedder.frozen = False
+    yield _figure(
+        "identify_warm",
+        image="640x480, one face",
+        faces=len(result.faces),
+        ms_median=round(statistics.median(times) * 1000, 1),
+        ms_best=round(min(times) * 1000, 1),
+        parts_ms={
+            "decode": round(decode * 1000, 1),
+            "detect": round(detect * 1000, 1),
+            "embed": round(embed * 1000, 1),
+            "search": round(search * 1000, 2),
+        },
+        ms_median_frozen_graph=round(statistics.median(frozen_times) * 1000, 1) if frozen_times else None,
+    )
+
+
+# -- the command line, end to end -----------------------------------------------------------------
+
+
+def _script(name: str) -> Path | None:
+    """A console script installed beside this Python, else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.is_file():
+        return here
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def _timed(command: list[str], **kwargs) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    return time.perf_counter() - start, done
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        link.symlink_to(target.resolve())
+    except OSError:
+        shutil.copyfile(target, link)
+
+
+def _cli_inputs(work: Path, data: Path | None, images: int) -> tuple[Path, Path, Path, int, str]:
+    """A flat folder of photos, the known people as per-person folders (faceid) and as one folder
+    of ``<name>.jpg`` (face_recognition), the photo count and a description."""
+    photos, known_faceid, known_fr = work / "photos", work / "known-faceid", work / "known-fr"
+    photos.mkdir()
+    lfw = _lfw_files(data, images)
+    bigbang = data / "bigbang" if data is not None and (data / "bigbang").is_dir() else None
+    count = 0
+    for i, path in enumerate(lfw):
+        _link(path, photos / f"lfw{i:05d}_{path.name}")
+        count += 1
+    if bigbang is not None:
+        for path in sorted([*bigbang.glob("faces/*"), *bigbang.glob("group/*")]):
+            if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                _link(path, photos / f"bigbang_{path.parent.name}_{path.name}")
+                count += 1
+        people = sorted(p for p in (bigbang / "faces").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    else:
+        people = sorted((SAMPLES / "people").glob("*/*.jpg"))
+    if count == 0:
+        for path in sorted((SAMPLES / "photos").glob("*.jpg")):
+            _link(path, photos / path.name)
+            count += 1
+    for path in people:
+        name = path.stem if bigbang is not None else path.parent.name
+        _link(path, known_faceid / name / path.name)
+        _link(path, known_fr / f"{name}{path.suffix.lower()}")
+    what = f"first {len(lfw)} LFW photos (sorted paths)" if lfw else "sample photos"
+    if bigbang is not None:
+        what += " and the Big Bang photos"
+    return photos, known_faceid, known_fr, count, what
+
+
+def _face_recognition_ready() -> str | None:
+    """``None`` if face_recognition's command line can run here, else why not."""
+    import importlib.util
+
+    for module in ("face_recognition", "face_recognition_models", "dlib"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (make bench-setup)"
+    import face_recognition_models
+
+    if not Path(face_recognition_models.face_recognition_model_location()).is_file():
+        return "face_recognition_models has no model files"
+    if _script("face_recognition") is None:
+        return "the face_recognition command is not installed (make bench-setup)"
+    return None
+
+
+def _cli(work: Path, data: Path | None, images: int, compare: bool, rounds: int = 2) -> Iterator[dict]:
+    """The command lines end to end. With ``compare``, faceid identify and face_recognition run
+    ``rounds`` times, alternately, and each keeps its best: on a shared machine both then get its
+    quieter moments."""
+    photos, known_faceid, known_fr, count, what = _cli_inputs(work, data, images)
+    faceid = _script("faceid")
+    base = [str(faceid)] if faceid is not None else [sys.executable, "-m", "faceid"]
+    gallery = work / "cli-gallery"
+    if compare:
+        enroll_s, enrolled = _timed(
+            [*base, "enroll", "--folders", str(known_faceid), "-g", str(gallery), "--json", "-q"]
+        )
+        if enrolled.returncode != 0:
+            raise RuntimeError(f"faceid enroll failed: {enrolled.stderr.strip()[-500:]}")
+    else:  # the quick run enrols in this process, saving one start-up of the models
+        from faceid.enroll import enroll_folders
+        from faceid.gallery import Gallery
+
+        start = time.perf_counter()
+        with Gallery(gallery) as g:
+            enroll_folders(g, known_faceid)
+        enroll_s = time.perf_counter() - start
+    why = _face_recognition_ready() if compare else "not compared in the quick run"
+    script = _script("face_recognition")
+    mine: list[float] = []
+    theirs: list[float] = []
+    lines: list[dict] = []
+    by_photo: dict[str, list[str]] = {}
+    for _ in range(rounds if compare else 1):
+        seconds, found = _timed([*base, "identify", str(photos), "-g", str(gallery), "--json", "-q"])
+        lines = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
+        if found.returncode != 0 or len(lines) != count:
+            raise RuntimeError(f"faceid identify failed on {count} photos: {found.stderr.strip()[-500:]}")
+        mine.append(seconds)
+        if why is None and script is not None:
+            seconds, done = _timed([str(script), "--cpus", "2", str(known_fr), str(photos)])
+            if done.returncode != 0:
+                why = f"face_recognition failed: {done.stderr.strip()[-300:]}"
+                continue
+            theirs.append(seconds)
+            by_photo = {}
+            for row in (line.split(",") for line in done.stdout.splitlines() if "," in line):
+                by_photo.setdefault(row[0], []).append(row[1])
+    identify_s = min(mine)
+    yield _figure(
+        "cli_faceid",
+        command="faceid identify PHOTOS --json -q (gallery enrolled by faceid enroll --folders KNOWN)",
+        input=what,
+        known_people=len(list(known_faceid.iterdir())),
+        photos=count,
+        enroll_s=round(enroll_s, 2),
+        identify_s=round(identify_s, 2),
+        identify_s_each_round=[round(v, 2) for v in mine],
+        photos_per_s=round(count / identify_s, 2),
+        photos_per_s_with_enroll=round(count / (enroll_s + identify_s), 2),
+        photos_without_face=sum(1 for r in lines if not r["faces"]),
+        faces=sum(len(r["faces"]) for r in lines),
+    )
+    if not compare:  # the quick run: checks that the command line works, measures no more
+        return
+    single = next(iter(sorted(photos.iterdir())))
+    cold_s, first = _timed([*base, "identify", str(single), "-g", str(gallery), "--json", "-q"])
+    if first.returncode != 0:
+        raise RuntimeError(f"faceid identify failed: {first.stderr.strip()[-500:]}")
+    help_s, _ = _timed([*base, "--help"])
+    yield _figure("cold_start", command="faceid identify ONE_PHOTO", seconds=round(cold_s, 2), help_s=round(help_s, 2))
+    if why is not None or not theirs:
+        yield _figure("cli_face_recognition", skipped=why or "face_recognition is not installed")
+        return
+    fr_s = min(theirs)
+    yield _figure(
+        "cli_face_recognition",
+        command="face_recognition --cpus 2 KNOWN PHOTOS",
+        photos=count,
+        seconds=round(fr_s, 2),
+        seconds_each_round=[round(v, 2) for v in theirs],
+        photos_per_s=round(count / fr_s, 2),
+        photos_answered=len(by_photo),
+        photos_without_face=sum(1 for names in by_photo.values() if names == ["no_persons_found"]),
+    )
+    yield _figure(
+        "cli_ratio",
+        faceid_identify_over_face_recognition=round(fr_s / identify_s, 2),
+        with_faceid_enroll_over_face_recognition=round(fr_s / (enroll_s + identify_s), 2),
+        note="photos/s of faceid identify (cold start included, gallery already enrolled) over "
+        "face_recognition's (which reads its known people on every run); with_faceid_enroll adds "
+        "the one-off faceid enroll, a second cold start, to faceid's time",
+    )
+
+
+# -- gallery ----------------------------------------------------------------------------------------
+
+
+def synthetic_faces(people: int, per: int = 5, *, noise: float = 0.65, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(centres (people, 128), faces (people * per, 128))``: unit float32 rows, ``per`` noisy faces each.
+
+    Two faces of one identity have cosine about ``1 / (1 + noise**2)`` (0.7 at the default), as
+    two FaceNet embeddings of one person typically do; different identities are random.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((people, DIMENSION), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    faces = np.empty((people * per, DIMENSION), dtype=np.float32)
+    step = 100_000
+    for start in range(0, len(faces), step):
+        rows = np.arange(start, min(len(faces), start + step)) // per
+        block = centres[rows] + (noise / np.sqrt(DIMENSION)) * rng.standard_normal(
+            (len(rows), DIMENSION), dtype=np.float32
+        )
+        faces[start : start + len(rows)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return centres, faces
+
+
+def _noisy(centres: np.ndarray, rng: np.random.Generator, noise: float = 0.65) -> np.ndarray:
+    rows = centres + (noise / np.sqrt(DIMENSION)) * rng.standard_normal(centres.shape, dtype=np.float32)
+    return np.ascontiguousarray(rows / np.linalg.norm(rows, axis=1, keepdims=True), dtype=np.float32)
+
+
+def _gallery(work: Path, sizes: Sequence[int], queries: int, alone: int) -> Iterator[dict]:
+    import faiss
+
+    from faceid import index as gi
+
+    per = 5
+    for n in sizes:
+        people = max(1, n // per)
+        centres, faces = synthetic_faces(people, per)
+        ids = np.arange(1, len(faces) + 1, dtype=np.int64)
+        rng = np.random.default_rng(1)
+        known = _noisy(centres[rng.integers(0, people, queries)], rng)
+        strangers = _noisy(synthetic_faces(queries, 1, seed=2)[0], rng)
+        exact_results = {}
+        for kind in (gi.EXACT, gi.APPROXIMATE):
+            spec = gi.IndexSpec(gi.EXACT) if kind == gi.EXACT else gi.choose(max(n, gi.EXACT_LIMIT), DIMENSION)
+            before = _rss()
+            start = time.perf_counter()
+            index = gi.build(ids, faces, DIMENSION, spec)
+            build_s = time.perf_counter() - start
+            grown = _rss() - before
+            size = faiss.serialize_index(index).nbytes
+            singles = []
+            for q in known[:alone]:
+                t = time.perf_counter()
+                gi.search(index, q[None], 10)
+                singles.append(time.perf_counter() - t)
+            start = time.perf_counter()
+            k_scores, k_ids = gi.search(index, known, 10)
+            batch_s = time.perf_counter() - start
+            u_scores, u_ids = gi.search(index, strangers, 10)
+            figure = {
+                "faces": len(faces),
+                "index": kind,
+                "spec": spec.to_json(),
+                "enrol_s": round(build_s, 2),
+                "bytes_per_face_file": round(size / len(faces), 1),
+                "bytes_per_face_memory": round(grown / len(faces), 1),
+                "search_alone_ms_median": round(statistics.median(singles) * 1000, 3),
+                "search_alone_ms_p95": round(float(np.percentile(singles, 95)) * 1000, 3),
+                "search_batch_ms_per_query": round(batch_s / len(known) * 1000, 4),
+                "batch": len(known),
+            }
+            if kind == gi.EXACT:
+                exact_results = {"known": (k_scores, k_ids), "unknown": (u_scores, u_ids)}
+            else:
+                for label, (scores, found) in (("known", (k_scores, k_ids)), ("unknown", (u_scores, u_ids))):
+                    want_scores, want_ids = exact_results[label]
+                    figure[f"recall_at_1_{label}"] = round(float(np.mean(found[:, 0] == want_ids[:, 0])), 4)
+                    figure[f"top1_similarity_gap_{label}_max"] = round(
+                        float(np.max(want_scores[:, 0] - scores[:, 0])), 4
+                    )
+            del index
+            yield _figure("gallery_index", data="clustered synthetic, 5 faces per identity", **figure)
+        del faces
+    yield from _gallery_sqlite(work, min(sizes), per_transaction=5)
+    if max(sizes) > min(sizes):
+        yield from _gallery_sqlite(work, max(sizes), per_transaction=1000)
+
+
+def _gallery_sqlite(work: Path, n: int, per_transaction: int) -> Iterator[dict]:
+    """The whole gallery (SQLite + index file): enrolment in transactions of ``per_transaction``
+    faces (one person each), the first search (reading the embeddings, building the index and
+    writing its file), searches with the 64 candidates ``identify`` asks for, and removing one
+    person (rebuild, rewrite, shred the old file)."""
+    import shutil
+
+    from faceid.gallery import Gallery, NewFace
+
+    key = {
+        "model": "facenet-20170512-110547",
+        "dimension": DIMENSION,
+        "align": "margin",
+        "margin": 0.2,
+        "mirror": False,
+    }
+    per = 5
+    centres, faces = synthetic_faces(max(1, n // per), per, seed=3)
+    path = work / f"sqlite-gallery-{n}"
+    rng = np.random.default_rng(4)
+    queries = _noisy(centres[rng.integers(0, len(centres), 200)], rng)
+    with Gallery(path) as gallery:
+        start = time.perf_counter()
+        for first in range(0, len(faces), per_transaction):
+            rows = faces[first : first + per_transaction]
+            gallery.add_faces(
+                f"person {first}",
+                [NewFace(v, f"{first + j:064d}", (0, 0, 100, 100), 0.99) for j, v in enumerate(rows)],
+                embedding_key=key,
+            )
+        enrol_s = time.perf_counter() - start
+        start = time.perf_counter()
+        gallery.search(queries[:1], 64)
+        first_s = time.perf_counter() - start
+        alone = []
+        for q in queries[:50]:
+            start = time.perf_counter()
+            gallery.search(q[None], 64)
+            alone.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        gallery.search(queries, 64)
+        batch_s = time.perf_counter() - start
+        kind = gallery.index_spec.kind
+        start = time.perf_counter()
+        gallery.remove("person 0")
+        remove_s = time.perf_counter() - start
+    sizes = {p.name: p.stat().st_size for p in path.iterdir()}
+    db = sizes.get("gallery.db", 0)
+    index_file = sum(v for k, v in sizes.items() if k.startswith("index-"))
+    shutil.rmtree(path, ignore_errors=True)
+    yield _figure(
+        "gallery_sqlite",
+        faces=len(faces),
+        faces_per_transaction=per_transaction,
+        enrol_s=round(enrol_s, 2),
+        faces_per_s=round(len(faces) / enrol_s, 1),
+        first_search_s=round(first_s, 3),
+        search_alone_ms_median_k64=round(statistics.median(alone) * 1000, 3),
+        search_batch_ms_per_query_k64=round(batch_s / len(queries) * 1000, 4),
+        remove_person_s=round(remove_s, 2),
+        index=kind,
+        db_bytes_per_face=round(db / len(faces), 1),
+        index_file_bytes_per_face=round(index_file / len(faces), 1),
+    )

@@ -1,0 +1,187 @@
+"""The gallery's search index, chosen by size: exact below :data:`EXACT_LIMIT` faces, approximate above.
+
+Both take ``(n, D)`` float32 unit rows, search by inner product (cosine similarity, higher is
+closer), use face ids as ids, and return ``-1`` for "no result".
+
+- ``"exact"``: ``IndexIDMap2(IndexFlatIP)``: every query is compared with every face. One query
+  costs time in proportion to the gallery (tens of milliseconds at a million faces).
+- ``"approximate"``: ``IndexIDMap2(IndexRefineFlat(IndexPQFastScan))``: every face is also kept
+  as a 16-byte product-quantised code (32 sub-vectors of 4 bits) that SIMD "fast scan" compares
+  with a query (one query over a million faces: 0.9 ms, against 44 ms for the float vectors);
+  the ``k * k_factor`` best codes are then re-scored exactly from the float vectors. So every
+  similarity it returns is exact, and it can only miss a face whose code scored outside that
+  short list.
+
+Why not IVF or HNSW: on clustered synthetic faces (identities with several noisy faces each,
+same-person cosine about 0.7, the spread of FaceNet's), an IVF index with 4,096 cells over a
+million faces found the exact nearest face for 74% of queries at nprobe 32 (83% at 64), and
+HNSW (M 16, efSearch 128) over 200,000 for 92%: in 128 dimensions a face and its nearest
+neighbours often fall in different cells or graph neighbourhoods. The fast-scan + re-rank index
+found it for 100% at a million faces, in under a millisecond per query in a batch, trains in
+seconds and costs about 540 bytes per face (``faceid bench``, README "Speed").
+
+The gallery rebuilds its index from the database whenever the database changes (about 2.4 s
+for a million faces, training included), so a removed face's vector is in no index, and in no
+index file the gallery writes after the removal.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "APPROXIMATE",
+    "EXACT",
+    "EXACT_LIMIT",
+    "IndexSpec",
+    "build",
+    "choose",
+    "contents",
+    "search",
+    "spec_of",
+]
+
+log = logging.getLogger(__name__)
+
+EXACT, APPROXIMATE = "exact", "approximate"
+
+#: A gallery switches to the approximate index when it reaches this many faces, and back to the
+#: exact one when it shrinks below half of it (so that it does not flip at the boundary).
+#: Measured here (``faceid bench --only gallery``, 2 cores, load 4-5): one exact query costs
+#: 0.28 ms at 10k faces, 0.53 ms at 20k, 1.4 ms at 50k, 3.0 ms at 100k, 9.9 ms at 200k, growing
+#: with the gallery; the approximate one 0.03-0.24 ms over the same sizes. Up to 50k faces exact
+#: search stays near a millisecond, about 1% of identifying a photo (detection and embedding
+#: take 100+ ms), so it is kept there: it never misses. Above, it would soon dominate.
+EXACT_LIMIT = 50_000
+#: Product quantiser of the approximate index: dimensions per sub-vector, bits per sub-vector
+#: (128-d FaceNet vectors become 32 sub-vectors of 4 bits: 16 bytes).
+PQ_DSUB, PQ_BITS = 4, 4
+#: The approximate index re-scores ``k * K_FACTOR`` candidates exactly. At a million faces,
+#: factors 2 to 16 all found the exact nearest face for every query of an enrolled person; for
+#: strangers (whose nearest face is one of many near-equal ones) 8 found it for 85% of queries
+#: at k 64, against 76% for 4, at the same cost within measurement noise.
+K_FACTOR = 8
+#: Faces sampled to train the product quantiser.
+TRAIN_SAMPLE = 65_536
+#: Queries up to this many are searched on one thread: starting a second one costs more than it
+#: saves, and far more when the other core is busy.
+SINGLE_THREAD_QUERIES = 4
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which index: ``kind`` ``"exact"`` or ``"approximate"``, and the latter's code size and re-rank factor."""
+
+    kind: str
+    pq_m: int = 0
+    pq_bits: int = 0
+    k_factor: int = 0
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "pq_m": self.pq_m, "pq_bits": self.pq_bits, "k_factor": self.k_factor}
+
+
+def choose(n: int, dimension: int, current: IndexSpec | None = None) -> IndexSpec:
+    """The index for ``n`` faces of ``dimension``; ``current`` (the one in use) is kept while it still fits."""
+    if n >= EXACT_LIMIT or (current is not None and current.kind == APPROXIMATE and n >= EXACT_LIMIT // 2):
+        if current is not None and current.kind == APPROXIMATE:
+            return current
+        m = max(1, dimension // PQ_DSUB)
+        while dimension % m:
+            m -= 1
+        return IndexSpec(APPROXIMATE, m, PQ_BITS, K_FACTOR)
+    return IndexSpec(EXACT)
+
+
+def build(ids: np.ndarray, vectors: np.ndarray, dimension: int, spec: IndexSpec | None = None) -> Any:
+    """A new index holding ``vectors`` ``(n, D)`` float32 under ``ids`` ``(n,)`` int64.
+
+    ``spec`` defaults to :func:`choose` for ``n``. The quantiser of the approximate index is
+    trained on a seeded sample, so the same faces give the same index.
+    """
+    import faiss
+
+    dimension = max(1, int(dimension))
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), dimension)
+    spec = spec if spec is not None else choose(len(ids), dimension)
+    if spec.kind == EXACT:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+    elif spec.kind == APPROXIMATE:
+        codes = faiss.IndexPQFastScan(dimension, spec.pq_m, spec.pq_bits, faiss.METRIC_INNER_PRODUCT)
+        refine = faiss.IndexRefineFlat(codes)
+        refine.k_factor = float(spec.k_factor)
+        index = faiss.IndexIDMap2(refine)
+        take = min(len(ids), TRAIN_SAMPLE)
+        sample = vectors
+        if take < len(ids):
+            sample = vectors[np.sort(np.random.default_rng(0).choice(len(ids), take, replace=False))]
+        log.info("training the approximate index's quantiser on %d of %d faces", len(sample), len(ids))
+        index.train(sample)
+    else:
+        raise ValueError(f"unknown index kind {spec.kind!r}")
+    if len(ids):
+        index.add_with_ids(vectors, ids)
+    return index
+
+
+def spec_of(index: Any) -> IndexSpec:
+    """The :class:`IndexSpec` of an index made by :func:`build`; ``ValueError`` for any other index."""
+    import faiss
+
+    outer: Any = faiss.downcast_index(index)  # a view: ``index`` keeps owning the object
+    if isinstance(outer, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        inner = faiss.downcast_index(outer.index)
+        if isinstance(inner, faiss.IndexFlat):
+            return IndexSpec(EXACT)
+        if isinstance(inner, faiss.IndexRefine):
+            codes = faiss.downcast_index(inner.base_index)
+            if isinstance(codes, faiss.IndexPQFastScan) and isinstance(
+                faiss.downcast_index(inner.refine_index), faiss.IndexFlat
+            ):
+                return IndexSpec(APPROXIMATE, int(codes.pq.M), int(codes.pq.nbits), round(inner.k_factor))
+    raise ValueError(f"not a gallery index: {type(outer).__name__}")
+
+
+def _flat_of(index: Any) -> Any:
+    """The ``IndexFlat`` holding the float vectors of a gallery index."""
+    import faiss
+
+    outer: Any = faiss.downcast_index(index)
+    inner = faiss.downcast_index(outer.index)
+    return faiss.downcast_index(inner.refine_index) if isinstance(inner, faiss.IndexRefine) else inner
+
+
+def contents(index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """What a gallery index holds: ``(ids (n,) int64, vectors (n, D) float32)``, sorted by id."""
+    import faiss
+
+    spec_of(index)  # raises for anything else
+    outer: Any = faiss.downcast_index(index)  # a view: ``index`` keeps owning the object
+    ids = faiss.vector_to_array(outer.id_map).astype(np.int64)
+    d = int(outer.d)
+    flat = _flat_of(outer)
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), len(ids) * d).copy().reshape(len(ids), d) if len(ids) else None
+    if vectors is None:
+        vectors = np.zeros((0, d), np.float32)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], vectors[order]
+
+
+def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores (n, k) float32, ids (n, k) int64)`` of the ``k`` best faces for each ``(n, D)`` query row."""
+    import faiss
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if len(queries) > SINGLE_THREAD_QUERIES:
+        return index.search(queries, k)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(queries, k)
+    finally:
+        faiss.omp_set_num_threads(threads)

@@ -1,0 +1,62 @@
+"""``faceid bench`` works: every part runs in its tiny mode and prints well-formed figures.
+
+Timing is not tested here (it is what the benchmark prints, not a property of the code)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from faceid import bench
+from faceid.cli import app
+
+
+def test_synthetic_faces_look_like_face_embeddings():
+    centres, faces = bench.synthetic_faces(200, 5)
+    assert faces.shape == (1000, 128) and faces.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(faces, axis=1), 1, atol=1e-5)
+    same = np.mean([faces[5 * p] @ faces[5 * p + 1] for p in range(200)])
+    other = np.mean([faces[5 * p] @ faces[5 * p + 5] for p in range(199)])
+    assert 0.6 < same < 0.8 and abs(other) < 0.05
+
+
+def test_gallery_part_without_the_models(tmp_path):
+    figures = list(bench.run(["gallery"], sizes=[1000], tiny=True, workdir=tmp_path))
+    index = [f for f in figures if f["figure"] == "gallery_index"]
+    assert [f["index"] for f in index] == ["exact", "approximate"]
+    approximate = index[1]
+    assert approximate["recall_at_1_known"] >= 0.99 and approximate["spec"]["kind"] == "approximate"
+    for f in index:
+        assert f["search_alone_ms_median"] > 0 and f["bytes_per_face_file"] > 512 and f["faces"] == 1000
+    (sqlite,) = [f for f in figures if f["figure"] == "gallery_sqlite"]
+    assert sqlite["faces"] == 1000 and sqlite["index"] == "exact" and sqlite["remove_person_s"] >= 0
+    assert all("load" in f for f in figures)
+
+
+def test_cli_prints_one_json_line_per_figure():
+    result = CliRunner().invoke(app, ["bench", "--tiny", "--only", "machine,gallery"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    figures = [json.loads(line) for line in result.stdout.splitlines()]
+    assert figures[0]["figure"] == "machine" and {f["figure"] for f in figures} >= {"gallery_index"}
+
+
+def test_unknown_part_is_refused():
+    result = CliRunner().invoke(app, ["bench", "--only", "warp-drive"])
+    assert result.exit_code == 2 and "warp-drive" in result.output
+
+
+@pytest.mark.model
+def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
+    figures = list(bench.run(bench.PARTS, data=optional_data, images=2, sizes=[1000], tiny=True, workdir=tmp_path))
+    names = {f["figure"] for f in figures}
+    assert names >= {"machine", "embedding_model", "embedding", "detection", "identify_warm", "cli_faceid"}
+    assert {f["batch"] for f in figures if f["figure"] == "embedding"} == {1, 8}
+    assert {f["size"] for f in figures if f["figure"] == "detection"} == {"250x250", "640x480", "1920x1080"}
+    (warm,) = [f for f in figures if f["figure"] == "identify_warm"]
+    assert warm["faces"] == 1
+    (cli,) = [f for f in figures if f["figure"] == "cli_faceid"]
+    assert cli["photos"] >= 2 and cli["photos_without_face"] == 0
+    json.dumps(figures)  # every figure is plain JSON
