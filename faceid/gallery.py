@@ -393,11 +393,13 @@ class Gallery:
     # -- transactions ---------------------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, versioned: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction; ``versioned=False`` for bookkeeping that changes no data (no new generation)."""
         self._db.execute("BEGIN IMMEDIATE")  # waits up to `timeout` for other writers
         try:
             yield self._db
-            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            if versioned:
+                self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -708,7 +710,7 @@ class Gallery:
         try:
             removals = self._meta("removals") or "0"
             self._db.execute("VACUUM")
-            with self._unversioned_write():
+            with self._write(versioned=False):
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('compacted', "
                     "MAX(?, CAST(COALESCE((SELECT value FROM meta WHERE key = 'compacted'), 0) AS INTEGER)))",
@@ -722,18 +724,6 @@ class Gallery:
         finally:
             if not wait:
                 self._db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-
-    @contextmanager
-    def _unversioned_write(self) -> Iterator[None]:
-        """A write transaction for bookkeeping that changes no data: no new generation, no audit entry."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     @_guarded
     def audit_log(self) -> list[AuditEntry]:
