@@ -1,7 +1,8 @@
 """Cache of detections and embeddings, keyed by image content hash and everything that changes them.
 
 An evaluation or a re-run over the same photos reads faces from here instead of running the
-networks again. The cache is SQLite (no pickle): one row per (image SHA-256, pipeline key).
+networks again. The cache is SQLite holding only JSON and raw float32 bytes: one row per
+(image SHA-256, pipeline key).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def unit(seed: int, n: int) -> np.ndarray:
 
 def person_faces(tag: str, vectors: np.ndarray) -> list[NewFace]:
     return [
-        NewFace(v, f"{tag}{i:04d}".ljust(64, "f"), (i, 2 * i, 30, 30), 0.98, f"/home/u/photos/{tag}-secret-{i}.jpg")
+        NewFace(v, f"{tag}{i:04d}".ljust(64, "f"), (i, 2 * i, 30, 30), 0.98, f"/data/u/photos/{tag}-secret-{i}.jpg")
         for i, v in enumerate(vectors)
     ]
 
