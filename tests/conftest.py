@@ -89,10 +89,9 @@ class FakeEmbedder:
     give nearly orthogonal vectors and the same colour the same vector.
     """
 
-    def __init__(self, dimension: int = 128, noise: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, dimension: int = 128) -> None:
         self.dimension = dimension
         self.input_size = 160
-        self.noise = noise
         self.calls = 0
 
     def embed(self, crops):
@@ -124,6 +123,28 @@ def save_png(path: Path, pixels: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
     return path
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """Every Pipeline the CLI or library makes gets the fake detector and embedder."""
+    import faceid.pipeline
+
+    real = faceid.pipeline.Pipeline
+    monkeypatch.setattr(
+        faceid.pipeline, "Pipeline", lambda *a, **kw: real(*a, **kw, detector=FakeDetector(), embedder=FakeEmbedder())
+    )
+
+
+def cli(*args):
+    """Run the CLI in-process; fail the test on a traceback, return the result."""
+    from typer.testing import CliRunner
+
+    from faceid.cli import app
+
+    result = CliRunner().invoke(app, [os.fspath(a) if isinstance(a, Path) else a for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+    return result
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeDetector, FakeEmbedder, save_png, tile_image
-from typer.testing import CliRunner
+from conftest import cli, save_png, tile_image
 
-from faceid.cli import app
 from faceid.errors import GalleryCorruptError
 from faceid.gallery import Gallery, NewFace
 
@@ -28,22 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def unit(seed: int, n: int) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=(n, 128)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-@pytest.fixture
-def fake_models(monkeypatch):
-    import faceid.pipeline
-
-    real = faceid.pipeline.Pipeline
-    monkeypatch.setattr(
-        faceid.pipeline, "Pipeline", lambda *a, **kw: real(*a, **kw, detector=FakeDetector(), embedder=FakeEmbedder())
-    )
 
 
 @pytest.fixture
