@@ -395,7 +395,7 @@ def evaluate_openset(
         by_person: dict[str, list] = {}
         for name, path in protocol.enrolled:
             by_person.setdefault(name, []).append(
-                NewFace(vectors[row[path]], hashlib_hex(path), LFW_CENTRE_BOX, 1.0, path)
+                NewFace(vectors[row[path]], _text_sha256(path), LFW_CENTRE_BOX, 1.0, path)
             )
         for name, faces in by_person.items():
             gallery.add_faces(name, faces, embedding_key=pipeline.key)
@@ -434,7 +434,8 @@ def evaluate_openset(
     )
 
 
-def hashlib_hex(text: str) -> str:
+def _text_sha256(text: str) -> str:
+    """A stand-in image hash for a path (protocol galleries are built from embeddings, not files)."""
     import hashlib
 
     return hashlib.sha256(text.encode()).hexdigest()
