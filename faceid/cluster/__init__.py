@@ -337,8 +337,8 @@ def attach(
     for photo, group in centroids.photo_group:
         if int(photo) in wanted:
             photo_groups.setdefault(int(photo), set()).add(int(group))
-    for i in np.flatnonzero(p >= 0):
-        barred.setdefault(int(i), set()).update(photo_groups.get(int(p[i]), ()))
+    for face in np.flatnonzero(p >= 0).tolist():
+        barred.setdefault(face, set()).update(photo_groups.get(int(p[face]), ()))
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.ascontiguousarray(centroids.sums / np.maximum(centroids.sizes, 1)[:, None], dtype=np.float32)
     means[centroids.sizes == 0] = 0.0
@@ -364,12 +364,12 @@ def attach(
     ok = (best >= 0) & (scores >= bar) & (scores - runner >= params.margin)
     # two new faces of one photo never join one group: the higher score keeps it
     taken: set[tuple[int, int]] = set()
-    for i in sorted(np.flatnonzero(ok).tolist(), key=lambda i: (-float(scores[i]), i)):
-        key = (int(p[i]), int(best[i]))
-        if p[i] >= 0 and key in taken:
+    for face in sorted(np.flatnonzero(ok).tolist(), key=lambda f: (-float(scores[f]), f)):
+        key = (int(p[face]), int(best[face]))
+        if p[face] >= 0 and key in taken:
             continue
         taken.add(key)
-        groups[i] = best[i]
+        groups[face] = best[face]
     return Attachment(groups, best, scores, runner)
 
 

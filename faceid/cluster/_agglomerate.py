@@ -120,7 +120,7 @@ def agglomerate(
     return root
 
 
-def needed(sa: np.ndarray, sb: np.ndarray, threshold: float, floor: float) -> np.ndarray:
+def needed(sa: np.ndarray | float, sb: np.ndarray | float, threshold: float, floor: float) -> np.ndarray:
     """The average link two groups of ``sa`` and ``sb`` faces need to merge: ``threshold`` for two
     single faces, falling towards ``floor`` as ``(sa * sb) ** -0.25`` (an average over more pairs
     is a steadier estimate, so it may be trusted at a lower value)."""

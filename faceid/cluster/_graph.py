@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,7 @@ def knn_graph(x: np.ndarray, k: int, *, exact: bool | None = None, nprobe: int =
     if exact is None:
         exact = n <= EXACT_GRAPH_LIMIT
     want = min(k + 1, n)
+    index: Any
     if exact or n < 4 * 1024:
         index = faiss.IndexFlatIP(d)
         exact = True
