@@ -517,6 +517,52 @@ def eval_lfw_openset(
     typer.echo(json.dumps(report.to_json()))
 
 
+@eval_app.command("cluster")
+def eval_cluster(
+    data: DataOpt,
+    subset: Annotated[
+        str, typer.Option(help="People to group: all, A-M (where the settings were chosen) or N-Z.")
+    ] = "all",
+    baselines: Annotated[
+        bool, typer.Option("--baselines/--no-baselines", help="Also run the baselines (about a minute).")
+    ] = True,
+    filters: Annotated[
+        bool,
+        typer.Option(
+            "--filters", help="Instead: measure minimum face size and confidence for keeping (one line per row)."
+        ),
+    ] = False,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """LFW grouping: every face kept as unknown and grouped with the defaults; pairwise and BCubed
+    precision, recall, F, groups, faces left ungrouped, seconds (one JSON line), plus baselines."""
+    from faceid.cache import EmbeddingCache
+    from faceid.cluster.lfw import BASELINES, evaluate_grouping, filter_table, lfw_detections, lfw_faces
+    from faceid.evaluate import lfw_people
+
+    with _errors():
+        try:
+            total = sum(len(v) for v in lfw_people(data).values())
+        except OSError as exc:
+            raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
+        if subset.lower() != "all" and subset.upper() not in ("A-M", "N-Z"):
+            raise FaceIDError(f"--subset takes all, A-M or N-Z, got {subset!r}")
+        if filters:
+            with _progress(total, "embedding LFW", not quiet) as tick:
+                detections = lfw_detections(
+                    data, _eval_pipeline(None, None, None), cache=EmbeddingCache(cache), progress=tick
+                )
+            for row in filter_table(detections):
+                typer.echo(json.dumps(row))
+            return
+        with _progress(total, "embedding LFW", not quiet) as tick:
+            faces = lfw_faces(data, _eval_pipeline(None, None, None), cache=EmbeddingCache(cache), progress=tick)
+        reports = evaluate_grouping(faces, baselines=BASELINES if baselines else (), subset=subset)
+    first, *rest = [r.to_json() for r in reports]
+    typer.echo(json.dumps({**first, "subset": subset, "left_out_no_face": faces.left_out, "baselines": rest}))
+
+
 def _lfw_image_count(data: Path, folds) -> int:
     from faceid.evaluate import read_pairs
 

@@ -368,3 +368,22 @@ def test_lfw_subset_is_grouped_purely(data, real_pipeline):
     (report,) = evaluate_grouping(faces, baselines=())
     s = report.scores
     assert s.bcubed_precision >= 0.98 and s.bcubed_f >= 0.95, s
+
+
+def test_cli_eval_cluster_refuses_a_folder_that_is_not_lfw(tmp_path):
+    from tests.conftest import cli
+
+    result = cli("eval", "cluster", "--data", tmp_path / "nowhere", "--quiet")
+    assert result.exit_code == 1
+    assert "not an LFW folder" in result.output and "Traceback" not in result.output
+
+
+def test_group_sums_in_blocks_equal_a_plain_sum(monkeypatch):
+    import faceid.cluster as fc
+
+    monkeypatch.setattr(fc, "SUM_BLOCK", 3)
+    x, _ = people(10, 3, dim=8)
+    labels = np.random.default_rng(1).integers(-1, 9, len(x))
+    want = np.zeros((9, 8))
+    np.add.at(want, labels[labels >= 0], x[labels >= 0].astype(np.float64))
+    np.testing.assert_allclose(fc._group_sums(x, labels, 9), want, atol=1e-12)

@@ -52,8 +52,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Faces whose detection box's shorter side is below this many pixels are not kept for grouping.
+#: Measured on every face MTCNN finds in LFW (``faceid eval cluster --filters``): background
+#: faces smaller than 20 px ended in a group 100% of the time, 20-30 px 89%, 30-40 px 66%, and
+#: from 40 px up a flat 38-43% (the rate of genuine repeats): below 40 px they make junk groups.
+#: No central LFW face is under 50 px.
 MIN_FACE_SIZE = 40
-#: Faces detected with less confidence than this are not kept for grouping.
+#: Faces detected with less confidence than this are not kept for grouping. On LFW, 0.95 drops
+#: 62 of the 13,232 central faces (0.5%) and raises BCubed precision of grouping every face
+#: (background ones as strangers) from 0.9405 to 0.9475 at 40 px; 0.99 would drop 1,017 (7.7%).
 MIN_CONFIDENCE = 0.95
 
 
@@ -236,9 +242,8 @@ class GroupCentroids:
         if len(labels) != len(x):
             raise ValueError(f"labels has {len(labels)} entries for {len(x)} faces")
         g = int(labels.max()) + 1 if len(labels) else 0
-        sums = np.zeros((g, x.shape[1]), dtype=np.float64)
         grouped = labels >= 0
-        np.add.at(sums, labels[grouped], x[grouped].astype(np.float64))
+        sums = _group_sums(x, labels, g)
         sizes = np.bincount(labels[grouped], minlength=g).astype(np.int64)
         photo_group = np.zeros((0, 2), np.int64)
         if photos is not None:
@@ -253,8 +258,7 @@ class GroupCentroids:
         """A copy with the faces that :func:`attach` placed added to their groups."""
         x = _check_rows(embeddings)
         placed = attachment.groups >= 0
-        sums = self.sums.copy()
-        np.add.at(sums, attachment.groups[placed], x[placed].astype(np.float64))
+        sums = self.sums + _group_sums(x, attachment.groups, len(self.sizes))
         sizes = self.sizes + np.bincount(attachment.groups[placed], minlength=len(self.sizes))
         photo_group = self.photo_group
         if photos is not None:
@@ -263,6 +267,28 @@ class GroupCentroids:
             rows = np.stack([p[ok], attachment.groups[ok]], axis=1)
             photo_group = np.unique(np.concatenate([photo_group, rows]), axis=0)
         return GroupCentroids(sums, sizes, photo_group)
+
+
+#: Groups summed per block by :func:`_group_sums`.
+SUM_BLOCK = 65_536
+
+
+def _group_sums(x: np.ndarray, labels: np.ndarray, groups: int) -> np.ndarray:
+    """``(groups, D)`` float64 sums of the rows of ``x`` by ``labels`` (``-1`` rows left out)."""
+    sums = np.zeros((groups, x.shape[1]), dtype=np.float64)
+    rows = np.flatnonzero(labels >= 0)
+    if len(rows) == 0:
+        return sums
+    rows = rows[np.argsort(labels[rows], kind="stable")]
+    sorted_labels = labels[rows]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    step = SUM_BLOCK
+    for first in range(0, len(starts), step):  # groups in blocks: bounded float64 scratch
+        lo = starts[first]
+        hi = starts[first + step] if first + step < len(starts) else len(rows)
+        block = x[rows[lo:hi]].astype(np.float64)
+        sums[sorted_labels[starts[first : first + step]]] = np.add.reduceat(block, starts[first : first + step] - lo)
+    return sums
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from faceid.cluster import GroupingParams, group_faces
+from faceid.cluster import GroupingParams, group_faces, keep_for_grouping
 from faceid.cluster.metrics import ClusterScores, cluster_scores
 
-__all__ = ["BASELINES", "GroupingReport", "LfwFaces", "evaluate_grouping", "lfw_faces"]
+__all__ = [
+    "BASELINES",
+    "GroupingReport",
+    "LfwDetections",
+    "LfwFaces",
+    "evaluate_grouping",
+    "filter_table",
+    "lfw_detections",
+    "lfw_faces",
+]
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +158,114 @@ def evaluate_grouping(
         reports.append(GroupingReport(name, len(x), people, cluster_scores(truth, labels), time.perf_counter() - start))
         log.info("%s done", name)
     return reports
+
+
+@dataclass(frozen=True)
+class LfwDetections:
+    """Every face MTCNN finds in LFW: ``embeddings`` ``(N, D)`` float32, ``boxes`` ``(N, 4)`` int
+    ``(x, y, w, h)``, ``confidences`` ``(N,)``, ``photos`` ``(N,)`` int64 image index, ``people``
+    ``(N,)`` int64 for the central face of each image, ``-1`` for the others (background faces,
+    whose identity LFW does not give)."""
+
+    embeddings: np.ndarray
+    boxes: np.ndarray
+    confidences: np.ndarray
+    photos: np.ndarray
+    people: np.ndarray
+
+
+def lfw_detections(root: Path, pipeline=None, *, cache=None, progress=None) -> LfwDetections:
+    """All faces of all LFW images (the central one and background ones), through the cache."""
+    from faceid.batch import process
+    from faceid.evaluate import lfw_people
+    from faceid.pipeline import Pipeline
+
+    pipeline = pipeline or Pipeline()
+    everyone = lfw_people(Path(root))
+    paths, who = [], []
+    for i, images in enumerate(everyone.values()):
+        paths += images
+        who += [i] * len(images)
+    rows, boxes, conf, photos, people = [], [], [], [], []
+    for i, item in enumerate(process(paths, pipeline, batch_size=32, cache=cache, on_done=progress)):
+        if item.image is None or not item.faces:
+            continue
+        cx, cy = item.image.width / 2, item.image.height / 2
+        central = min(
+            range(len(item.faces)),
+            key=lambda j: (
+                (item.faces[j].detection.box[0] + item.faces[j].detection.box[2] / 2 - cx) ** 2
+                + (item.faces[j].detection.box[1] + item.faces[j].detection.box[3] / 2 - cy) ** 2
+            ),
+        )
+        for j, face in enumerate(item.faces):
+            rows.append(face.embedding)
+            boxes.append(face.detection.box)
+            conf.append(face.detection.confidence)
+            photos.append(i)
+            people.append(who[i] if j == central else -1)
+    return LfwDetections(
+        np.asarray(rows, dtype=np.float32).reshape(len(rows), -1),
+        np.asarray(boxes, dtype=np.int64).reshape(-1, 4),
+        np.asarray(conf, dtype=np.float64),
+        np.asarray(photos, dtype=np.int64),
+        np.asarray(people, dtype=np.int64),
+    )
+
+
+#: Face sizes (shorter box side, pixels) and confidences :func:`filter_table` tries.
+FILTER_SIZES = (0, 20, 30, 40, 50, 60)
+FILTER_CONFIDENCES = (0.0, 0.9, 0.95, 0.99)
+SIZE_BUCKETS = (0, 20, 30, 40, 50, 60, 80, 10_000)
+
+
+def filter_table(faces: LfwDetections, params: GroupingParams | None = None) -> list[dict]:
+    """Where to draw the line for keeping faces: rows of figures (JSON-able dicts).
+
+    Every LFW face is grouped (faces of one image cannot-link); background faces count as
+    strangers (each its own person: an upper bound on their errors, since a background face
+    may be someone seen again). ``"bucket"`` rows: per box-size bucket, how many background
+    faces end up in a group (junk groups grow as faces shrink). ``"keep"`` rows: grouping only
+    the faces that pass ``min_size`` and ``min_confidence``: central faces lost, background faces
+    kept and grouped, BCubed precision, recall, F.
+    """
+    n = len(faces.people)
+    central = faces.people >= 0
+    truth = np.where(central, faces.people, faces.people.max(initial=0) + 1 + np.arange(n))
+    side = np.minimum(faces.boxes[:, 2], faces.boxes[:, 3])
+    rows: list[dict] = []
+    everything = group_faces(faces.embeddings, photos=faces.photos, params=params)
+    grouped = everything.labels >= 0
+    for lo, hi in zip(SIZE_BUCKETS[:-1], SIZE_BUCKETS[1:]):
+        m = (side >= lo) & (side < hi)
+        background = m & ~central
+        rows.append(
+            {
+                "row": "bucket",
+                "min_side": int(lo),
+                "max_side": int(hi),
+                "faces": int(m.sum()),
+                "central": int((m & central).sum()),
+                "background": int(background.sum()),
+                "background_grouped": round(float(grouped[background].mean()), 3) if background.any() else None,
+            }
+        )
+    for min_size in FILTER_SIZES:
+        for min_conf in FILTER_CONFIDENCES:
+            keep = keep_for_grouping(faces.boxes, faces.confidences, min_size=min_size, min_confidence=min_conf)
+            g = group_faces(faces.embeddings[keep], photos=faces.photos[keep], params=params)
+            s = cluster_scores(truth[keep], g.labels)
+            rows.append(
+                {
+                    "row": "keep",
+                    "min_size": min_size,
+                    "min_confidence": min_conf,
+                    "central_lost": int((central & ~keep).sum()),
+                    "background_kept": int((~central & keep).sum()),
+                    "background_grouped": int(np.sum((g.labels >= 0) & ~central[keep])),
+                    "bcubed_precision": round(s.bcubed_precision, 4),
+                    "bcubed_recall": round(s.bcubed_recall, 4),
+                    "bcubed_f": round(s.bcubed_f, 4),
+                }
+            )
+    return rows
