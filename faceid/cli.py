@@ -538,7 +538,14 @@ def eval_cluster(
     """LFW grouping: every face kept as unknown and grouped with the defaults; pairwise and BCubed
     precision, recall, F, groups, faces left ungrouped, seconds (one JSON line), plus baselines."""
     from faceid.cache import EmbeddingCache
-    from faceid.cluster.lfw import BASELINES, evaluate_grouping, filter_table, lfw_detections, lfw_faces
+    from faceid.cluster.lfw import (
+        BASELINES,
+        evaluate_attach,
+        evaluate_grouping,
+        filter_table,
+        lfw_detections,
+        lfw_faces,
+    )
     from faceid.evaluate import lfw_people
 
     with _errors():
@@ -559,8 +566,10 @@ def eval_cluster(
         with _progress(total, "embedding LFW", not quiet) as tick:
             faces = lfw_faces(data, _eval_pipeline(None, None, None), cache=EmbeddingCache(cache), progress=tick)
         reports = evaluate_grouping(faces, baselines=BASELINES if baselines else (), subset=subset)
+        incremental = evaluate_attach(faces) if subset.lower() == "all" else None
     first, *rest = [r.to_json() for r in reports]
-    typer.echo(json.dumps({**first, "subset": subset, "left_out_no_face": faces.left_out, "baselines": rest}))
+    line = {**first, "subset": subset, "left_out_no_face": faces.left_out, "attach": incremental, "baselines": rest}
+    typer.echo(json.dumps(line))
 
 
 def _lfw_image_count(data: Path, folds) -> int:

@@ -72,14 +72,17 @@ class GroupingParams:
     ``floor + (threshold - floor) * (a * b) ** -0.25``; a new face joining a group of ``b`` the
     same with ``a = 1``). ``k``: neighbours per face in the graph. ``min_group``: smallest group
     reported; smaller ones are left ungrouped. ``margin``: how far a new face's best group must
-    lead the runner-up for :func:`attach` to join it.
+    lead the runner-up for :func:`attach` to join it (on LFW, ``faceid eval cluster``'s ``attach``
+    figures: margin 0.05 attached 762 held-out faces right, 5 wrong and 23 strangers; 0.10
+    attached 752 right, 3 wrong, 16 strangers: a face left out is grouped at the next
+    re-grouping, a wrong one mixes a group, so 0.10).
     """
 
     threshold: float = 0.68
     floor: float = 0.60
     k: int = 32
     min_group: int = 2
-    margin: float = 0.05
+    margin: float = 0.10
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:

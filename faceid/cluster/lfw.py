@@ -25,6 +25,7 @@ __all__ = [
     "GroupingReport",
     "LfwDetections",
     "LfwFaces",
+    "evaluate_attach",
     "evaluate_grouping",
     "filter_table",
     "lfw_detections",
@@ -269,3 +270,43 @@ def filter_table(faces: LfwDetections, params: GroupingParams | None = None) -> 
                 }
             )
     return rows
+
+
+def evaluate_attach(faces: LfwFaces, *, params: GroupingParams | None = None) -> dict:
+    """The incremental protocol: hold out the last image of every person with 3 or more images
+    ("known": their person has other faces) and every second person with a single image
+    ("strangers"), group the rest, then :func:`faceid.cluster.attach` the held-out faces.
+
+    A known face is attached right when it joins a group whose most common person is its own.
+    """
+    from faceid.cluster import GroupCentroids, attach
+
+    x, who = faces.embeddings, faces.people
+    counts = np.bincount(who)
+    held = np.zeros(len(who), dtype=bool)
+    for person in np.flatnonzero(counts >= 3):
+        held[np.flatnonzero(who == person)[-1]] = True
+    held[np.flatnonzero(counts[who] == 1)[::2]] = True
+    start = time.perf_counter()
+    grouping = group_faces(x[~held], params=params)
+    old = who[~held]
+    majority = np.array(
+        [np.bincount(old[grouping.labels == g]).argmax() for g in range(grouping.groups)], dtype=np.int64
+    )
+    centroids = GroupCentroids.from_labels(x[~held], grouping.labels)
+    t = time.perf_counter()
+    placed = attach(x[held], centroids, params=params)
+    attach_s = time.perf_counter() - t
+    new = who[held]
+    known = counts[new] >= 3
+    joined = placed.groups >= 0
+    right = joined & (majority[np.maximum(placed.groups, 0)] == new)
+    return {
+        "known_new": int(known.sum()),
+        "known_attached_right": int(np.sum(known & right)),
+        "known_attached_wrong": int(np.sum(known & joined & ~right)),
+        "strangers_new": int((~known).sum()),
+        "strangers_attached": int(np.sum(~known & joined)),
+        "attach_s": round(attach_s, 3),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
