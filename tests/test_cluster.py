@@ -387,3 +387,15 @@ def test_group_sums_in_blocks_equal_a_plain_sum(monkeypatch):
     want = np.zeros((9, 8))
     np.add.at(want, labels[labels >= 0], x[labels >= 0].astype(np.float64))
     np.testing.assert_allclose(fc._group_sums(x, labels, 9), want, atol=1e-12)
+
+
+def test_bench_cluster_part(tmp_path):
+    from faceid import bench
+
+    figures = list(bench.run(["cluster"], sizes=[2000], tiny=True, workdir=tmp_path))
+    group, attached = figures
+    assert group["figure"] == "cluster_group" and group["faces"] == 2000 and group["graph_exact"]
+    assert group["bcubed_precision"] == 1.0 and group["graph_recall_strong"] == 1.0 and "load" in group
+    assert attached["figure"] == "cluster_attach" and attached["new_faces"] == 100
+    assert attached["known_attached_elsewhere"] == 0 and attached["strangers_attached"] == 0
+    assert attached["known_attached"] > 40
