@@ -35,7 +35,9 @@ from faceid.errors import (
     ModelIntegrityError,
     ModelMismatchError,
     ModelNotFoundError,
+    OptionError,
     PersonNotFoundError,
+    PipelineError,
 )
 
 __version__ = "0.1.0"
@@ -61,8 +63,10 @@ __all__ = [
     "ModelIntegrityError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "OptionError",
     "PersonNotFoundError",
     "Pipeline",
+    "PipelineError",
     "enroll",
     "enroll_folders",
     "identify",

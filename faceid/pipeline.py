@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from faceid.align import crop_faces
+from faceid import _check
+from faceid.align import ALIGN_METHODS, crop_faces
 from faceid.detect import Detection, Detector
 from faceid.embed import Embedder
-from faceid.models import DEFAULT_MODEL, get_spec
+from faceid.errors import OptionError
+from faceid.models import DEFAULT_MODEL, ModelSpec, get_spec
 
 __all__ = ["DEFAULT_ALIGN", "DEFAULT_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline"]
 
@@ -22,6 +24,8 @@ __all__ = ["DEFAULT_ALIGN", "DEFAULT_MARGIN", "DEFAULT_MIRROR", "Face", "Pipelin
 DEFAULT_ALIGN = "margin"
 DEFAULT_MARGIN = 0.1
 DEFAULT_MIRROR = False
+#: Largest crop margin accepted: the box grown to twice its size (README measures 0 to 0.3).
+MAX_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,17 @@ class Pipeline:
     Args:
         model: embedding model name (see ``faceid models list``).
         align: ``"margin"`` or ``"similarity"`` (see :mod:`faceid.align`).
-        margin: crop margin for ``"margin"``, a fraction of the box.
+        margin: crop margin for ``"margin"``, a fraction of the box, 0 to :data:`MAX_MARGIN`.
         mirror: average each face's embedding with its mirror image's.
         frozen: run FaceNet as a frozen graph from the start: a few seconds more to load, about
             25% faster per face; for long-lived processes (runs of 2,000+ photos switch to it anyway).
         detector, embedder: replace the MTCNN detector or the FaceNet embedder (tests use fakes);
-            anything with the same methods will do.
+            anything with the same methods will do (an embedder's ``dimension``, ``input_size``
+            and ``mirror``, where it has them, must agree with ``model`` and ``mirror``).
+
+    Raises:
+        OptionError: an option is unknown or out of range (checked here, not on the first image).
+        ModelError: ``model`` is not a registered model.
     """
 
     def __init__(
@@ -59,11 +68,14 @@ class Pipeline:
         embedder: Embedder | None = None,
     ) -> None:
         self.spec = get_spec(model)
-        self.align = align
-        self.margin = float(margin)
-        self.mirror = bool(mirror)
+        self.align = _check.choice("Pipeline", "align", align, ALIGN_METHODS)
+        self.margin = _check.number("Pipeline", "margin", margin, low=0.0, high=MAX_MARGIN)
+        self.mirror = _check.boolean("Pipeline", "mirror", mirror)
+        _check.integer("Pipeline", "min_face_size", min_face_size, low=4)
+        _check.boolean("Pipeline", "frozen", frozen)
         self.detector = detector if detector is not None else Detector(min_face_size=min_face_size)
-        self.embedder = embedder if embedder is not None else Embedder(model, mirror=mirror, frozen=frozen)
+        self.embedder = embedder if embedder is not None else Embedder(model, mirror=self.mirror, frozen=frozen)
+        _check_embedder(self.embedder, self.spec, self.mirror)
 
     @property
     def key(self) -> dict:
@@ -112,3 +124,13 @@ class Pipeline:
     def faces(self, image: np.ndarray) -> list[Face]:
         """Every face of one ``(H, W, 3)`` uint8 image, most confident first."""
         return self.faces_many([image])[0]
+
+
+def _check_embedder(embedder: object, spec: ModelSpec, mirror: bool) -> None:
+    """Refuse an embedder whose vectors would not be what the pipeline's key says."""
+    for name, wanted in (("dimension", spec.dimension), ("input_size", spec.input_size), ("mirror", mirror)):
+        got = getattr(embedder, name, wanted)
+        if got != wanted:
+            raise OptionError(
+                f"Pipeline: the embedder's {name} is {got!r}, but model {spec.name} with these options needs {wanted!r}"
+            )
