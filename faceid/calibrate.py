@@ -40,6 +40,8 @@ class CalibrationReport:
     ``table`` rows: ``threshold``, ``fpir`` (share of stranger faces named), ``dir`` (share of
     probe faces named as the right person), ``wrong`` (share of probe faces named as someone
     else). ``resolution`` is the smallest FPIR the stranger count can show (1 / strangers).
+    ``missed_probes``: probe photos without a face, unreadable, or that the pipeline failed on;
+    each unreadable or failed photo (probe or stranger) also has its line in ``warnings``.
     """
 
     target_fpir: float
@@ -101,6 +103,7 @@ def calibrate(
         if name not in gallery:
             raise FaceIDError(f"{folder}: {name!r} is not enrolled; probe folders must be named after enrolled people")
         outcomes = list(process(list(iter_image_files([folder])), pipeline, on_done=progress))
+        warnings += [item.error for item in outcomes if item.error]  # unreadable or failed: said, not just missed
         vectors, lost = _faces(outcomes, largest=True)
         probe_vectors += vectors
         truth += [gallery.person(name).name] * len(vectors)
@@ -108,6 +111,7 @@ def calibrate(
     if not Path(strangers).is_dir():
         raise FaceIDError(f"{strangers}: not a folder")
     stranger_outcomes = list(process(list(iter_image_files([strangers])), pipeline, on_done=progress))
+    warnings += [item.error for item in stranger_outcomes if item.error]
     stranger_vectors, _ = _faces(stranger_outcomes, largest=False)
     if not probe_vectors:
         raise FaceIDError(f"{probes}: no face found in any probe photo")
