@@ -90,11 +90,11 @@ class Gallery:
         self._store = Store(self.path, create=create, timeout=self.timeout)
         self._db = self._store.db  # the connection (tests trace its statements)
         self._closed = False
-        self._files = IndexFiles(
+        files = IndexFiles(
             self.path, generation=self._store.generation, timeout=self.timeout, busy=self._store.busy_error
         )
         self._search = SearchIndex(
-            self._files, contents=self._contents, generation=self._store.generation, report=self._report
+            files, contents=self._contents, generation=self._store.generation, report=self._report
         )
         try:
             self._recover()
@@ -108,7 +108,7 @@ class Gallery:
         deletion.clear_stale_journal(self._store)
         if self._compaction_pending():
             self._compact(wait=False)
-        self._files.sweep_if_needed()
+        self._search.tidy()
 
     def _report(self, problem: str) -> None:
         """Record damage found while using the gallery (once per message)."""
@@ -419,5 +419,5 @@ class Gallery:
             ids, _, vectors = self.embeddings()
             problems += audit.problems(self._db, where)
         problems += people.vector_problems(vectors, where)
-        problems += self._files.problems(generation, ids, vectors, dimension or 1)
+        problems += self._search.problems(generation, ids, vectors, dimension or 1)
         return problems

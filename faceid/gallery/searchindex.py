@@ -84,6 +84,14 @@ class SearchIndex:
         if self._index is not None and not self._saved and self._generation == self._generation_now():
             self._save()
 
+    def tidy(self) -> None:
+        """Delete what killed processes left: index files of other generations, temp files (on open)."""
+        self._files.sweep_if_needed()
+
+    def problems(self, generation: int, ids: np.ndarray, vectors: np.ndarray, dimension: int) -> list[str]:
+        """What is wrong with the stored index of ``generation`` for these faces (for ``check``)."""
+        return self._files.problems(generation, ids, vectors, dimension)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, face_ids)``, both ``(n, k)``, for ``(n, D)`` float32 unit ``queries``; see Gallery.search."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
