@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from conftest import cli, save_png, tile_image
 
+from faceid.embedding_key import EmbeddingKey
 from faceid.errors import GalleryCorruptError
 from faceid.gallery import Gallery, NewFace
 
-KEY = {"model": "facenet-20170512-110547", "dimension": 128, "align": "margin", "margin": 0.2, "mirror": False}
+KEY = EmbeddingKey.for_model()
 RED, GREEN = (200, 40, 40), (40, 200, 40)
 ROOT = Path(__file__).resolve().parent.parent
 

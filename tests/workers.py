@@ -15,8 +15,10 @@ import traceback
 
 import numpy as np
 
-DIM = 32
-KEY = {"model": "facenet-20170512-110547", "dimension": DIM, "align": "margin", "margin": 0.2, "mirror": False}
+from faceid.embedding_key import EmbeddingKey
+
+DIM = 128
+KEY = EmbeddingKey.for_model()
 
 
 def stress(test):

@@ -29,7 +29,15 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from faceid.errors import GalleryError, InvalidNameError, ModelMismatchError, PersonNotFoundError
+from faceid.embedding_key import EmbeddingKey
+from faceid.errors import (
+    EmbeddingKeyError,
+    GalleryCorruptError,
+    GalleryError,
+    InvalidNameError,
+    ModelMismatchError,
+    PersonNotFoundError,
+)
 from faceid.gallery import audit, deletion, people
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.indexfiles import IndexFiles
@@ -143,27 +151,37 @@ class Gallery:
 
     @property
     @guarded
-    def embedding_key(self) -> dict[str, Any] | None:
-        """The model and preprocessing that made this gallery's embeddings, or ``None`` while empty of them."""
+    def embedding_key(self) -> EmbeddingKey | None:
+        """The model and preprocessing that made this gallery's embeddings, or ``None`` while empty of them.
+
+        Raises:
+            GalleryCorruptError: the stored key is not a valid embedding key.
+        """
         value = self._store.meta("embedding_key")
-        return json.loads(value) if value else None
+        if not value:
+            return None
+        try:
+            return EmbeddingKey.from_json(value)
+        except EmbeddingKeyError as exc:
+            raise GalleryCorruptError(f"{self.path}: the stored {exc}; restore the gallery from a backup") from None
 
     @guarded
-    def check_embedding_key(self, key: dict[str, Any]) -> None:
+    def check_embedding_key(self, key: EmbeddingKey) -> None:
         """Raise :class:`ModelMismatchError` unless ``key`` is this gallery's (or it has none yet)."""
+        if not isinstance(key, EmbeddingKey):
+            raise TypeError(f"an EmbeddingKey is needed, not {type(key).__name__}")
         mine = self.embedding_key
         if mine is not None and mine != key:
-            differing = sorted(k for k in set(mine) | set(key) if mine.get(k) != key.get(k))
             raise ModelMismatchError(
-                f"{self.path}: its embeddings were made with {json.dumps(mine, sort_keys=True)}; refusing to mix in "
-                f"embeddings made with {json.dumps(key, sort_keys=True)} (differs in {', '.join(differing)}). "
+                f"{self.path}: its embeddings were made with {mine.describe()}; refusing to mix in embeddings "
+                f"made with {key.describe()} (differs in {', '.join(mine.differences(key))}). "
                 "Use the gallery's settings, or enrol into a new gallery (--gallery DIR)."
             )
 
     @property
     def dimension(self) -> int | None:
         key = self.embedding_key
-        return int(key["dimension"]) if key else None
+        return key.dimension if key else None
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -237,18 +255,18 @@ class Gallery:
         name: str,
         faces: Sequence[NewFace],
         *,
-        embedding_key: dict[str, Any],
+        embedding_key: EmbeddingKey,
         skip_known_images: Literal[False] = False,
     ) -> list[int]: ...
 
     @overload
     def add_faces(
-        self, name: str, faces: Sequence[NewFace], *, embedding_key: dict[str, Any], skip_known_images: Literal[True]
+        self, name: str, faces: Sequence[NewFace], *, embedding_key: EmbeddingKey, skip_known_images: Literal[True]
     ) -> list[int | None]: ...
 
     @guarded
     def add_faces(
-        self, name: str, faces: Sequence[NewFace], *, embedding_key: dict[str, Any], skip_known_images: bool = False
+        self, name: str, faces: Sequence[NewFace], *, embedding_key: EmbeddingKey, skip_known_images: bool = False
     ) -> list[int] | list[int | None]:
         """Enrol ``faces`` for ``name`` (created if new) in one transaction; return the new face ids.
 
@@ -261,8 +279,10 @@ class Gallery:
             InvalidNameError: the name is not acceptable (see :func:`normalise_name`).
             ValueError: an embedding has the wrong shape or is not finite and unit-length.
         """
+        if not isinstance(embedding_key, EmbeddingKey):
+            raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
         name = normalise_name(name)
-        vectors = people.unit_vectors(faces, int(embedding_key["dimension"]))
+        vectors = people.unit_vectors(faces, embedding_key.dimension)
         if not vectors:
             return []
         ids: list[int | None] = [None] * len(vectors)
@@ -277,15 +297,13 @@ class Gallery:
                 if not todo:
                     raise Unchanged
                 if self.embedding_key is None:
-                    db.execute(
-                        "INSERT INTO meta VALUES ('embedding_key', ?)", (json.dumps(embedding_key, sort_keys=True),)
-                    )
+                    db.execute("INSERT INTO meta VALUES ('embedding_key', ?)", (embedding_key.dumps(),))
                 pid = people.person_id(db, name)
                 created = pid is None
                 if pid is None:
                     pid = people.add_person(db, name)
                 for i in todo:
-                    ids[i] = people.add_face(db, pid, vectors[i], faces[i], embedding_key["model"])
+                    ids[i] = people.add_face(db, pid, vectors[i], faces[i], embedding_key.model)
                 # who, when, what: face ids only. Image paths and hashes stay in the faces rows, which
                 # `remove` overwrites, so the audit log keeps nothing of a removed person's photos.
                 audit.record(db, "enroll", name, new_person=created, faces=[ids[i] for i in todo])

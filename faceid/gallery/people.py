@@ -109,7 +109,7 @@ def unit_vectors(faces: Sequence[NewFace], dimension: int) -> list[np.ndarray]:
     for face in faces:
         vector = np.asarray(face.embedding, dtype=np.float32).reshape(-1)
         if vector.shape != (dimension,) or not np.all(np.isfinite(vector)):
-            raise ValueError(f"embedding of shape {vector.shape} for a {dimension}-d gallery")
+            raise ValueError(f"embedding of shape {vector.shape} for a key of {dimension}-d embeddings")
         if abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3:
             raise ValueError("embeddings must be L2-normalised")
         out.append(vector)
