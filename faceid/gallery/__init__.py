@@ -302,8 +302,9 @@ class Gallery:
                 created = pid is None
                 if pid is None:
                     pid = people.add_person(db, name)
-                for i in todo:
-                    ids[i] = people.add_face(db, pid, vectors[i], faces[i], embedding_key.model)
+                for i, face_id in zip(todo, people.new_ids(db, "faces", len(todo))):
+                    people.add_face(db, face_id, pid, vectors[i], faces[i], embedding_key.model)
+                    ids[i] = face_id
                 # who, when, what: face ids only. Image paths and hashes stay in the faces rows, which
                 # `remove` overwrites, so the audit log keeps nothing of a removed person's photos.
                 audit.record(db, "enroll", name, new_person=created, faces=[ids[i] for i in todo])

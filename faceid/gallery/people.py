@@ -3,6 +3,11 @@
 Functions over an open connection; the caller chooses the transaction
 (:meth:`~faceid.gallery.store.Store.write` or :meth:`~faceid.gallery.store.Store.snapshot`).
 Embeddings are stored as ``D`` float32 values in native byte order.
+
+Ids are never reused. They name faces and people to users and in the audit log, so an id once
+given is not given again, even after its row is removed: SQLite would hand the largest rowid out
+again once it is deleted, so ids come from a counter in ``meta`` (``last_id:<table>``) that only
+grows (a gallery made before the counter starts it at its largest id).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normali
 __all__ = [
     "add_face",
     "add_person",
+    "new_ids",
     "delete_person",
     "embeddings",
     "face_owners",
@@ -116,17 +122,32 @@ def unit_vectors(faces: Sequence[NewFace], dimension: int) -> list[np.ndarray]:
     return out
 
 
+def new_ids(db: sqlite3.Connection, table: str, count: int = 1) -> list[int]:
+    """``count`` ids for new rows of ``table`` (``"people"`` or ``"faces"``) that no row of it ever had."""
+    if table not in ("people", "faces"):
+        raise ValueError(f"no id counter for table {table!r}")
+    key = f"last_id:{table}"
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    largest = db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
+    last = max(int(row[0]) if row else 0, int(largest))
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(last + count)))
+    return list(range(last + 1, last + count + 1))
+
+
 def add_person(db: sqlite3.Connection, name: str) -> int:
     """Insert a person (``name`` already normalised); return their id."""
-    return int(db.execute("INSERT INTO people (name, created_at) VALUES (?, ?)", (name, utc_now())).lastrowid or 0)
+    (pid,) = new_ids(db, "people")
+    db.execute("INSERT INTO people (id, name, created_at) VALUES (?, ?, ?)", (pid, name, utc_now()))
+    return pid
 
 
-def add_face(db: sqlite3.Connection, person: int, vector: np.ndarray, face: NewFace, model: str) -> int:
-    """Insert one face of ``person`` with its float32 ``vector``; return its id."""
-    cursor = db.execute(
-        "INSERT INTO faces (person_id, embedding, image_path, image_sha256, box, confidence, model, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+def add_face(db: sqlite3.Connection, face_id: int, person: int, vector: np.ndarray, face: NewFace, model: str) -> None:
+    """Insert face ``face_id`` (from :func:`new_ids`) of ``person`` with its float32 ``vector``."""
+    db.execute(
+        "INSERT INTO faces (id, person_id, embedding, image_path, image_sha256, box, confidence, model, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
+            face_id,
             person,
             vector.tobytes(),
             face.image_path,
@@ -137,7 +158,6 @@ def add_face(db: sqlite3.Connection, person: int, vector: np.ndarray, face: NewF
             utc_now(),
         ),
     )
-    return int(cursor.lastrowid or 0)
 
 
 def delete_person(db: sqlite3.Connection, person: int) -> int:
