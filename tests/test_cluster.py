@@ -115,6 +115,13 @@ def test_approximate_knn_graph_finds_the_same_person_neighbours():
     )
 
 
+def test_approximate_knn_graph_is_deterministic():
+    x, _ = people(1000, 5, noise=0.65, dim=64, seed=2)
+    a, b = knn_graph(x, 8, exact=False), knn_graph(x.copy(), 8, exact=False)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
 # -- agglomeration against scipy -----------------------------------------------------------------
 
 

@@ -83,6 +83,8 @@ def agglomerate(
             break
         best = _best_choice(a[eligible], b[eligible], link[eligible], n)
         mutual = eligible & (best[a] == b) & (best[b] == a)
+        if not mutual.any():  # cannot happen: the smallest group on a best edge and its pick choose each other
+            break
         if len(cl):
             ca, cb = root[cl[:, 0]], root[cl[:, 1]]
             blocked_keys = np.minimum(ca, cb) * n + np.maximum(ca, cb)
