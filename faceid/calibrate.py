@@ -87,11 +87,11 @@ def calibrate(
         FaceIDError: a folder is missing, a probe folder names nobody enrolled, or no face was found
             among the probes or the strangers.
     """
-    from faceid.identify import pipeline_args_for
+    from faceid.identify import pipeline_for
 
     if not 0 < target_fpir < 1:
         raise FaceIDError(f"the target false-identification rate must be between 0 and 1, got {target_fpir}")
-    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    pipeline = pipeline if pipeline is not None else pipeline_for(gallery)
     results: list[EnrollResult] = enroll_folders(gallery, enrolled, pipeline, progress=progress)
     warnings = [r.message for r in results if not r.ok]
     truth: list[str] = []

@@ -86,6 +86,21 @@ def _errors():
 _options = {"timeout": 30.0}  # set by the top-level options, for every command
 
 
+def _new_pipeline(ctx: typer.Context, **settings):
+    """Every :class:`~faceid.pipeline.Pipeline` a command uses is made here, and only here.
+
+    The maker is ``Pipeline`` itself unless the command runs with a context object: a callable
+    taking the same keyword arguments (``app(obj=maker)``, or ``CliRunner().invoke(app, args,
+    obj=maker)``: the tests pass one that makes pipelines with fake models).
+    """
+    maker = ctx.obj
+    if maker is None:
+        from faceid.pipeline import Pipeline
+
+        maker = Pipeline
+    return maker(**settings)
+
+
 @contextmanager
 def _gallery(path: Path | None, *, create: bool = True):
     """The open gallery; afterwards, one warning line on stderr for each problem it found in its files."""
@@ -189,6 +204,7 @@ def models_verify(name: Annotated[str, typer.Argument()] = "facenet-20170512-110
 
 @app.command()
 def enroll(
+    ctx: typer.Context,
     name: Annotated[Optional[str], typer.Argument(help="The person's name (free text).", show_default=False)] = None,
     photos: Annotated[Optional[list[Path]], typer.Argument(help="Photos (or folders of photos) of them.")] = None,
     folders: Annotated[
@@ -212,7 +228,6 @@ def enroll(
     from faceid.enroll import enroll as enroll_person
     from faceid.enroll import enroll_folders, people_folders
     from faceid.identify import pipeline_args_for
-    from faceid.pipeline import Pipeline
 
     if folders is None and (name is None or not photos):
         _err("faceid: error: give a NAME and PHOTOS, or --folders DIR")
@@ -228,9 +243,9 @@ def enroll(
     with _errors(), _gallery(gallery) as g:
         wanted = {k: v for k, v in (("model", model), ("mirror", mirror or None)) if v is not None}
         args = pipeline_args_for(g) or wanted
-        pipeline = Pipeline(**args)
+        pipeline = _new_pipeline(ctx, **args)
         if wanted:  # asked for settings the existing gallery does not have: refuse, naming them
-            g.check_embedding_key(Pipeline(**{**args, **wanted}).key)
+            g.check_embedding_key(_new_pipeline(ctx, **{**args, **wanted}).key)
         if folders is not None:
             total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
             with _progress(total, "enrolling", not quiet and not as_json) as tick:
@@ -257,6 +272,7 @@ def enroll(
 
 @app.command()
 def identify(
+    ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(help="Photos and folders of photos.")],
     annotate: Annotated[
         Optional[Path],
@@ -274,14 +290,18 @@ def identify(
     """Find every face and name it, or say unknown / ambiguous."""
     from faceid.batch import iter_image_files
     from faceid.identify import identify as run
+    from faceid.identify import pipeline_args_for
 
     with _errors(), _gallery(gallery, create=False) as g:
         sources = list(iter_image_files(inputs))
         if not sources:
             raise FaceIDError("no photos found (folders are searched for .jpg, .png, .webp, ... files)")
+        pipeline = _new_pipeline(ctx, **pipeline_args_for(g))
         failed = 0
         with _progress(len(sources), "identifying", not quiet and not as_json) as tick:
-            for result in run(sources, g, threshold=threshold, margin=margin, annotate_dir=annotate, on_done=tick):
+            for result in run(
+                sources, g, pipeline, threshold=threshold, margin=margin, annotate_dir=annotate, on_done=tick
+            ):
                 failed += result.error is not None
                 if as_json:
                     typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
@@ -389,6 +409,7 @@ def gallery_rebuild(gallery: GalleryOpt = None) -> None:
 
 @app.command()
 def calibrate(
+    ctx: typer.Context,
     enrolled: Annotated[Path, typer.Argument(help="Photos to enrol: one subfolder per person.")],
     probes: Annotated[Path, typer.Argument(help="Other photos of the same people, same layout.")],
     strangers: Annotated[Path, typer.Argument(help="Photos of people who are not enrolled.")],
@@ -401,11 +422,13 @@ def calibrate(
     """Pick the threshold for a target false-identification rate from your own photos, and store it."""
     from faceid.batch import iter_image_files
     from faceid.calibrate import calibrate as run
+    from faceid.identify import pipeline_args_for
 
     with _errors(), _gallery(gallery) as g:
         total = len(list(iter_image_files([enrolled, probes, strangers])))
+        pipeline = _new_pipeline(ctx, **pipeline_args_for(g))
         with _progress(total, "calibrating", not quiet and not as_json) as tick:
-            report = run(g, enrolled, probes, strangers, target_fpir=fpir, store=not dry_run, progress=tick)
+            report = run(g, enrolled, probes, strangers, pipeline, target_fpir=fpir, store=not dry_run, progress=tick)
     for warning in report.warnings:
         _err(f"faceid: warning: {warning}")
     if as_json:
@@ -430,9 +453,7 @@ MarginOpt = Annotated[Optional[float], typer.Option("--crop-margin", help="Crop 
 MirrorOpt = Annotated[Optional[bool], typer.Option("--mirror/--no-mirror", help="Average with the mirror image.")]
 
 
-def _eval_pipeline(align: str | None, crop_margin: float | None, mirror: bool | None):
-    from faceid.pipeline import Pipeline
-
+def _eval_pipeline(ctx: typer.Context, align: str | None, crop_margin: float | None, mirror: bool | None):
     args: dict = {}
     if align is not None:
         args["align"] = align
@@ -440,7 +461,7 @@ def _eval_pipeline(align: str | None, crop_margin: float | None, mirror: bool | 
         args["margin"] = crop_margin
     if mirror is not None:
         args["mirror"] = mirror
-    return Pipeline(**args)
+    return _new_pipeline(ctx, **args)
 
 
 CacheOpt = Annotated[
@@ -453,6 +474,7 @@ CacheOpt = Annotated[
 
 @eval_app.command("lfw")
 def eval_lfw(
+    ctx: typer.Context,
     data: DataOpt,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to use (1-10) [default: all].")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write roc.png and similarities.png here.")] = None,
@@ -470,15 +492,15 @@ def eval_lfw(
     chosen = [int(f) - 1 for f in folds.split(",")] if folds else None
     with _errors():
         store = None if no_cache else EmbeddingCache(cache)
+        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror)
         with _progress(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
-            report = evaluate_lfw(
-                data, _eval_pipeline(align, crop_margin, mirror), cache=store, folds=chosen, plots=plots, progress=tick
-            )
+            report = evaluate_lfw(data, pipeline, cache=store, folds=chosen, plots=plots, progress=tick)
     typer.echo(json.dumps(report.to_json()))
 
 
 @eval_app.command("lfw-openset")
 def eval_lfw_openset(
+    ctx: typer.Context,
     data: DataOpt,
     enrol: Annotated[int, typer.Option(help="Enrol each known person with up to this many of their first images.")] = 1,
     people: Annotated[Optional[int], typer.Option(help="Use a random subset of this many enrolled people.")] = None,
@@ -503,7 +525,7 @@ def eval_lfw_openset(
         except OSError as exc:
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         store = EmbeddingCache(cache)
-        pipeline = _eval_pipeline(align, crop_margin, mirror)
+        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror)
         with _progress(total if people is None else 0, "embedding LFW", not quiet) as tick:
             if sizes:
                 for row in threshold_by_size(data, pipeline, cache=store, progress=tick):
@@ -580,6 +602,7 @@ def bench(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Folder for the annotated photos.")] = Path("out/demo"),
     gallery: Annotated[
         Optional[Path], typer.Option("--gallery", "-g", help="Gallery for the demo [default: a fresh one inside OUT].")
@@ -587,9 +610,14 @@ def demo(
 ) -> None:
     """Enrol the sample people shipped with faceid, then name the faces in the sample photos."""
     from faceid.demo import run_demo
+    from faceid.identify import pipeline_args_for
 
     with _errors():
-        results = run_demo(out, gallery)
+        settings: dict = {}
+        if gallery is not None:  # an existing gallery's settings, as for `faceid enroll`
+            with _gallery(gallery) as g:
+                settings = pipeline_args_for(g)
+        results = run_demo(out, gallery, _new_pipeline(ctx, **settings))
     for result in results:
         _print_identification(result)
 

@@ -12,11 +12,14 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faceid.batch import Processed, iter_image_files, process
 from faceid.errors import InvalidNameError
 from faceid.gallery import Gallery, NewFace, normalise_name
-from faceid.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from faceid.pipeline import Pipeline
 
 __all__ = ["ADDED", "DUPLICATE", "FAILED", "EnrollResult", "enroll", "enroll_folders", "people_folders"]
 
@@ -68,10 +71,10 @@ def enroll(
         InvalidNameError: the name is not acceptable.
         ModelMismatchError: the gallery was built with another model or preprocessing.
     """
-    from faceid.identify import pipeline_args_for
+    from faceid.identify import pipeline_for
 
     name = normalise_name(name)
-    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    pipeline = pipeline if pipeline is not None else pipeline_for(gallery)
     gallery.check_embedding_key(pipeline.key)
     results: list[EnrollResult] = []
     staged: list[tuple[int, NewFace]] = []
@@ -162,9 +165,9 @@ def enroll_folders(
 
     A folder whose name is not an acceptable person name is reported as failed and skipped.
     """
-    from faceid.identify import pipeline_args_for
+    from faceid.identify import pipeline_for
 
-    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    pipeline = pipeline if pipeline is not None else pipeline_for(gallery)
     results = []
     for name, folder in people_folders(root):
         try:

@@ -45,6 +45,7 @@ __all__ = [
     "decision_score",
     "identify",
     "match_faces",
+    "pipeline_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -240,10 +241,9 @@ def identify(
     With ``annotate_dir``, an annotated copy of each image is written there (see :mod:`faceid.draw`).
     """
     from faceid.batch import process
-    from faceid.pipeline import Pipeline
     from faceid.thresholds import decision_params
 
-    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    pipeline = pipeline if pipeline is not None else pipeline_for(gallery)
     gallery.check_embedding_key(pipeline.key)
     params = decision_params(gallery, threshold=threshold, margin=margin)
     for item in process(sources, pipeline, batch_size=batch_size, cache=cache):
@@ -263,6 +263,17 @@ def identify(
         if on_done is not None:
             on_done(result)
         yield result
+
+
+def pipeline_for(gallery: Gallery):
+    """A new :class:`~faceid.pipeline.Pipeline` that reproduces the gallery's embeddings.
+
+    What :func:`identify`, :func:`faceid.enroll.enroll` and :func:`faceid.calibrate.calibrate` use
+    when they are given no ``pipeline``; pass one to choose the models (tests pass fakes).
+    """
+    from faceid.pipeline import Pipeline
+
+    return Pipeline(**pipeline_args_for(gallery))
 
 
 def pipeline_args_for(gallery: Gallery) -> dict:

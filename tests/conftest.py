@@ -125,33 +125,56 @@ def save_png(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-@pytest.fixture
-def fake_models(monkeypatch):
-    """Every Pipeline the CLI or library makes gets the fake detector and embedder."""
-    import faceid.pipeline
+def make_fake_pipeline(**settings):
+    """A :class:`~faceid.pipeline.Pipeline` with these settings and the fake detector and embedder.
 
-    real = faceid.pipeline.Pipeline
-    monkeypatch.setattr(
-        faceid.pipeline, "Pipeline", lambda *a, **kw: real(*a, **kw, detector=FakeDetector(), embedder=FakeEmbedder())
-    )
+    The pipeline maker to hand the CLI (its context object, see ``faceid.cli._new_pipeline``) or
+    to call where a library function takes a ``pipeline``.
+    """
+    from faceid.pipeline import Pipeline
 
-
-def cli(*args):
-    """Run the CLI in-process; fail the test on a traceback, return the result."""
-    from typer.testing import CliRunner
-
-    from faceid.cli import app
-
-    result = CliRunner().invoke(app, [os.fspath(a) if isinstance(a, Path) else a for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
-    return result
+    return Pipeline(**settings, detector=FakeDetector(), embedder=FakeEmbedder())
 
 
 @pytest.fixture
 def fake_pipeline():
-    from faceid.pipeline import Pipeline
+    return make_fake_pipeline()
 
-    return Pipeline(detector=FakeDetector(), embedder=FakeEmbedder())
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def cli(*args, models=None):
+    """Run the CLI in-process; fail the test on a traceback, return the result.
+
+    ``models``: the pipeline maker the commands use (None: ``Pipeline``, the real models).
+    """
+    from typer.testing import CliRunner
+
+    from faceid.cli import app
+
+    result = CliRunner().invoke(app, [os.fspath(a) if isinstance(a, Path) else a for a in args], obj=models)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+    return result
+
+
+def fake_cli(*args):
+    """Run the CLI in-process with the fake models (see :func:`cli`)."""
+    return cli(*args, models=make_fake_pipeline)
+
+
+# -- embeddings ---------------------------------------------------------------------------------------
+
+#: What a gallery records for embeddings of the default model, cropped with margin 0.2: the key
+#: of tests that add vectors straight to a gallery.
+KEY = {"model": "facenet-20170512-110547", "dimension": 128, "align": "margin", "margin": 0.2, "mirror": False}
+
+
+def unit_vectors(seed, n: int, dimension: int = 128) -> np.ndarray:
+    """``(n, dimension)`` float32 random unit rows; the same for the same seed (an int or a Generator)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    v = rng.normal(size=(n, dimension)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 # -- the real models ----------------------------------------------------------------------------------
