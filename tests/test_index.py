@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import KEY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faceid import index as gi
 from faceid.gallery import Gallery, NewFace
 
-D = 128
-KEY = {"model": "facenet-20170512-110547", "dimension": D, "align": "margin", "margin": 0.2, "mirror": False}
+D = KEY["dimension"]
 
 
 def unit(rows):
@@ -138,6 +138,26 @@ def test_gallery_goes_back_to_exact_when_it_shrinks(small_limit, gallery_dir):
         assert g.index_spec.kind == gi.EXACT
         want_scores, want_ids = oracle(ids, vectors, queries, 5)
         np.testing.assert_array_equal(found, want_ids)
+
+
+@pytest.mark.xfail(strict=True, reason="hysteresis lost in the full-rebuild change; issue 11 restores it")
+def test_gallery_keeps_the_approximate_index_until_it_shrinks_below_half_the_limit(small_limit, gallery_dir):
+    """The README's promise (Speed, "How the gallery chooses"): switched to approximate at the
+    limit, a gallery goes back to exact only below half of it, so it does not flip at the boundary."""
+    rng = np.random.default_rng(7)
+    query = unit(rng.standard_normal((1, D)))
+    with Gallery(gallery_dir) as g:
+        enrol(g, rng, 45, 10, "p")  # 450 faces, above the limit of 400
+        g.search(query, 1)
+        assert g.index_spec.kind == gi.APPROXIMATE
+        for p in range(20):  # 250 faces: below the limit, above half of it
+            g.remove(f"p {p}")
+        g.search(query, 1)
+        assert len(g.faces()) == 250 and g.index_spec.kind == gi.APPROXIMATE
+        for p in range(20, 26):  # 190 faces: below half
+            g.remove(f"p {p}")
+        g.search(query, 1)
+        assert len(g.faces()) == 190 and g.index_spec.kind == gi.EXACT
 
 
 @settings(max_examples=8, deadline=None)
