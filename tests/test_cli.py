@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import KEY, cli, unit_vectors
+from conftest import KEY, cli, save_png, tile_image, unit_vectors
 
 from faceid.cli import app
+from faceid.errors import FaceIDError
 from faceid.gallery import Gallery, NewFace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,3 +131,32 @@ def test_enroll_mirror_into_a_plain_gallery_is_refused(small_gallery):
     result = cli("enroll", "grace", photo, "--mirror", "--gallery", small_gallery)
     assert result.exit_code == 1 and "mirror" in result.stderr and "refusing to mix" in result.stderr
     assert "grace" not in cli("people", "--gallery", small_gallery).stdout
+
+
+def test_every_command_that_runs_the_models_gets_them_from_the_context(small_gallery, tmp_path):
+    """The one seam for models: each command asks the context's pipeline maker (the tests' fakes
+    come in this way), with the gallery's settings where there is a gallery."""
+    asked = []
+
+    def maker(**settings):
+        asked.append(settings)
+        raise FaceIDError("no models in this test")
+
+    photo = save_png(tmp_path / "photo.png", tile_image([(200, 40, 40)]))
+    save_png(tmp_path / "lfw" / "lfw-deepfunneled" / "A" / "A_0001.jpg", tile_image([(200, 40, 40)]))
+    for folder in ("enrolled", "probes", "strangers"):
+        (tmp_path / folder).mkdir()
+    cache = ("--cache", tmp_path / "cache.db")
+    commands = {
+        "enroll": ("enroll", "ann", photo, "--gallery", tmp_path / "new"),
+        "identify": ("identify", photo, "--gallery", small_gallery),
+        "calibrate": ("calibrate", *(tmp_path / f for f in ("enrolled", "probes", "strangers")), "-g", small_gallery),
+        "eval lfw": ("eval", "lfw", "--data", tmp_path / "lfw", *cache),
+        "eval lfw-openset": ("eval", "lfw-openset", "--data", tmp_path / "lfw", *cache),
+        "demo": ("demo", "--out", tmp_path / "demo"),
+    }
+    for name, args in commands.items():
+        result = cli(*args, models=maker)
+        assert result.exit_code == 1 and "no models in this test" in result.stderr, (name, result.output)
+    small = {"model": KEY["model"], "align": KEY["align"], "margin": KEY["margin"], "mirror": KEY["mirror"]}
+    assert asked == [{}, small, small, {}, {}, {}]

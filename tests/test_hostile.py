@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import fake_cli, save_png, tile_image
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -369,8 +369,7 @@ def test_generated_file_names(base_gallery, tmp_path_factory, stem, suffix):
     """Photos under any file name are read (or the name is refused by the OS before we get it)."""
     folder = tmp_path_factory.mktemp("files")
     name = stem + suffix
-    if name in (".", "..") or len(os.fsencode(name)) > 255:
-        return
+    assume(name not in (".", "..") and len(os.fsencode(name)) <= 255)  # names no file system takes
     path = folder / name
     Image.fromarray(tile_image([RED])).save(path, format="PNG")  # ann's photo, whatever the ending says
     result = fake_cli("identify", "--json", "--gallery", base_gallery, "--", path)
