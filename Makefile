@@ -34,7 +34,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 stress: $(BIN)/faceid
-	FACEID_STRESS=1 $(BIN)/python -m pytest -m slow -s tests/test_crash.py tests/test_concurrency.py
+	FACEID_STRESS=1 $(BIN)/python -m pytest -m stress -s tests/test_crash.py tests/test_concurrency.py
 
 lint: $(BIN)/faceid
 	$(BIN)/ruff check faceid tests

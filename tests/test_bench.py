@@ -22,6 +22,7 @@ def test_synthetic_faces_look_like_face_embeddings():
     assert 0.6 < same < 0.8 and abs(other) < 0.05
 
 
+@pytest.mark.slow
 def test_gallery_part_without_the_models(tmp_path):
     """The figures that follow from what was built, not from the clock: file sizes, recall, and
     times in the unit their name says."""
@@ -47,6 +48,7 @@ def test_gallery_part_without_the_models(tmp_path):
     assert all(len(f["load"]) == 3 for f in figures)
 
 
+@pytest.mark.slow
 def test_cli_prints_one_json_line_per_figure():
     result = cli("bench", "--tiny", "--only", "machine,gallery")
     assert result.exit_code == 0, result.output

@@ -63,6 +63,7 @@ def _batches(photos: list[str], person_of, sizes: list[int]) -> list[tuple[str, 
     return out
 
 
+@pytest.mark.slow
 def test_writers_readers_and_a_remover_at_once(tmp_path, fake_pipeline):
     started = time.perf_counter()
     gallery_dir = tmp_path / "gallery"

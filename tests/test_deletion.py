@@ -182,6 +182,7 @@ def replay(g: Gallery, ops: str) -> tuple[dict[str, list], list]:
     return enrolled, removed
 
 
+@pytest.mark.slow
 def test_no_stale_copy_of_a_moved_row_survives_its_removal(tmp_path):
     folder = tmp_path / "g"
     with Gallery(folder) as g:
@@ -194,6 +195,7 @@ def test_no_stale_copy_of_a_moved_row_survives_its_removal(tmp_path):
         assert g.check() == [] and len(g.faces()) == sum(len(f) for f in enrolled.values())
 
 
+@pytest.mark.slow
 def test_a_removal_whose_compaction_was_cut_short_is_compacted_on_open(tmp_path, monkeypatch):
     folder = tmp_path / "g"
     with Gallery(folder) as g:
@@ -210,6 +212,7 @@ def test_a_removal_whose_compaction_was_cut_short_is_compacted_on_open(tmp_path,
     assert_gone(folder, removed)
 
 
+@pytest.mark.slow
 def test_a_compaction_kept_busy_by_a_reader_is_noted_and_done_later(tmp_path, monkeypatch):
     import sqlite3
 

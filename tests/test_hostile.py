@@ -90,6 +90,7 @@ def odd_images(draw):
     return buffer.getvalue(), (h, w), fmt
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=FIXTURE_HEALTH)
 @given(odd_images())
 def test_any_shape_goes_through_the_whole_pipeline(tmp_path_factory, fake_pipeline, image):
@@ -226,6 +227,7 @@ def deep_tree():
         _remove_tree(root)
 
 
+@pytest.mark.slow
 def test_a_folder_tree_deeper_than_the_recursion_limit(base_gallery, tmp_path, deep_tree):
     bottom = deep_tree(tmp_path / "deep", 1100)  # os.walk recursed on Python < 3.12: RecursionError
     save_png(bottom / "ann.png", tile_image([RED]))
@@ -256,6 +258,7 @@ def test_symlink_loops_terminate(base_gallery, tmp_path):
     assert result.exit_code == 1 and dump(base_gallery) == before
 
 
+@pytest.mark.slow
 def test_enroll_folders_with_hostile_folder_names(base_gallery, tmp_path, deep_tree):
     root = tmp_path / "people"
     colours = iter([(10 + 16 * i, 120, 60) for i in range(10)])
@@ -331,6 +334,7 @@ def test_hostile_person_names_through_the_cli(base_gallery, tmp_path, name):
     assert dump(base_gallery)[0][:2] == before[0][:2]  # people and faces as before; the audit grew
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=FIXTURE_HEALTH)
 @given(st.text(max_size=300))
 def test_generated_person_names(base_gallery, tmp_path_factory, name):
@@ -363,6 +367,7 @@ def _file_name_chars():
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=FIXTURE_HEALTH)
 @given(st.text(_file_name_chars(), min_size=1, max_size=120), st.sampled_from([".png", ".jpg", ""]))
 def test_generated_file_names(base_gallery, tmp_path_factory, stem, suffix):

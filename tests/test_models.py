@@ -111,6 +111,7 @@ def test_installed_weights_verify_and_load():
     assert weights["Bottleneck/kernel"].shape == (1792, 128)
 
 
+@pytest.mark.slow
 def test_converted_weights_are_byte_identical_across_processes():
     """The converted file's SHA-256 is a registry constant, so conversion must not vary by run."""
     import subprocess

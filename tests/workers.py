@@ -23,12 +23,12 @@ KEY = {**conftest.KEY, "dimension": DIM}
 
 
 def stress(test):
-    """Mark a heavier variant: ``slow``, and skipped unless ``FACEID_STRESS=1`` (``make stress`` sets it),
-    so that no selection of the default suite (``-m "not model"``, say) runs it by accident."""
+    """Mark a stress variant: ``stress`` and ``slow``, and skipped unless ``FACEID_STRESS=1``
+    (``make stress`` sets it), so that no selection of the default suite runs it by accident."""
     import pytest
 
     skip = pytest.mark.skipif(not os.environ.get("FACEID_STRESS"), reason="a stress variant: run by `make stress`")
-    return pytest.mark.slow(skip(test))
+    return pytest.mark.stress(pytest.mark.slow(skip(test)))
 
 
 def forkserver():
