@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from faceid.errors import (
+    EmbeddingKeyError,
     FaceCountError,
     FaceIDError,
     GalleryBusyError,
@@ -36,6 +37,7 @@ from faceid.errors import (
     ModelMismatchError,
     ModelNotFoundError,
     PersonNotFoundError,
+    UncalibratedError,
 )
 
 __version__ = "0.1.0"
@@ -46,6 +48,8 @@ __all__ = [
     "Detector",
     "EnrollResult",
     "Embedder",
+    "EmbeddingKey",
+    "EmbeddingKeyError",
     "Face",
     "FaceCountError",
     "FaceIDError",
@@ -63,6 +67,7 @@ __all__ = [
     "ModelNotFoundError",
     "PersonNotFoundError",
     "Pipeline",
+    "UncalibratedError",
     "enroll",
     "enroll_folders",
     "identify",
@@ -76,6 +81,7 @@ _LAZY = {
     "Detector": "faceid.detect",
     "EnrollResult": "faceid.enroll",
     "Embedder": "faceid.embed",
+    "EmbeddingKey": "faceid.embedding_key",
     "Face": "faceid.pipeline",
     "FaceMatch": "faceid.identify",
     "Gallery": "faceid.gallery",
@@ -104,6 +110,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from faceid.detect import Detection, Detector
     from faceid.embed import Embedder
+    from faceid.embedding_key import EmbeddingKey
     from faceid.enroll import EnrollResult, enroll, enroll_folders
     from faceid.gallery import Gallery
     from faceid.identify import Candidate, FaceMatch, Identification, identify

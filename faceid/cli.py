@@ -13,11 +13,15 @@ import sys
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from faceid.errors import FaceIDError
+
+if TYPE_CHECKING:
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.pipeline import Pipeline
 
 app = typer.Typer(
     name="faceid",
@@ -86,19 +90,20 @@ def _errors():
 _options = {"timeout": 30.0}  # set by the top-level options, for every command
 
 
-def _new_pipeline(ctx: typer.Context, **settings):
+def _new_pipeline(ctx: typer.Context, key: EmbeddingKey | None = None) -> Pipeline:
     """Every :class:`~faceid.pipeline.Pipeline` a command uses is made here, and only here.
 
-    The maker is ``Pipeline`` itself unless the command runs with a context object: a callable
-    taking the same keyword arguments (``app(obj=maker)``, or ``CliRunner().invoke(app, args,
-    obj=maker)``: the tests pass one that makes pipelines with fake models).
+    ``key``: the embeddings wanted (``None``: faceid's defaults, for a new gallery). The maker is
+    :meth:`Pipeline.from_key <faceid.pipeline.Pipeline.from_key>` unless the command runs with a
+    context object: a callable taking the key (``app(obj=maker)``, or ``CliRunner().invoke(app,
+    args, obj=maker)``: the tests pass one that makes pipelines with fake models).
     """
     maker = ctx.obj
     if maker is None:
         from faceid.pipeline import Pipeline
 
-        maker = Pipeline
-    return maker(**settings)
+        maker = Pipeline.from_key
+    return maker(key)
 
 
 @contextmanager
@@ -226,8 +231,7 @@ def enroll(
     """Enrol a person from photos, or everyone in a folder of per-person folders."""
     from faceid.batch import iter_image_files
     from faceid.enroll import enroll as enroll_person
-    from faceid.enroll import enroll_folders, people_folders
-    from faceid.identify import pipeline_args_for
+    from faceid.enroll import enroll_folders, enrolment_key, people_folders
 
     if folders is None and (name is None or not photos):
         _err("faceid: error: give a NAME and PHOTOS, or --folders DIR")
@@ -241,11 +245,7 @@ def enroll(
         with _errors():  # before a gallery is created for nothing
             normalise_name(name)
     with _errors(), _gallery(gallery) as g:
-        wanted = {k: v for k, v in (("model", model), ("mirror", mirror or None)) if v is not None}
-        args = pipeline_args_for(g) or wanted
-        pipeline = _new_pipeline(ctx, **args)
-        if wanted:  # asked for settings the existing gallery does not have: refuse, naming them
-            g.check_embedding_key(_new_pipeline(ctx, **{**args, **wanted}).key)
+        pipeline = _new_pipeline(ctx, enrolment_key(g, model=model, mirror=mirror or None))
         if folders is not None:
             total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
             with _progress(total, "enrolling", not quiet and not as_json) as tick:
@@ -290,13 +290,12 @@ def identify(
     """Find every face and name it, or say unknown / ambiguous."""
     from faceid.batch import iter_image_files
     from faceid.identify import identify as run
-    from faceid.identify import pipeline_args_for
 
     with _errors(), _gallery(gallery, create=False) as g:
         sources = list(iter_image_files(inputs))
         if not sources:
             raise FaceIDError("no photos found (folders are searched for .jpg, .png, .webp, ... files)")
-        pipeline = _new_pipeline(ctx, **pipeline_args_for(g))
+        pipeline = _new_pipeline(ctx, g.embedding_key)
         failed = 0
         with _progress(len(sources), "identifying", not quiet and not as_json) as tick:
             for result in run(
@@ -422,11 +421,10 @@ def calibrate(
     """Pick the threshold for a target false-identification rate from your own photos, and store it."""
     from faceid.batch import iter_image_files
     from faceid.calibrate import calibrate as run
-    from faceid.identify import pipeline_args_for
 
     with _errors(), _gallery(gallery) as g:
         total = len(list(iter_image_files([enrolled, probes, strangers])))
-        pipeline = _new_pipeline(ctx, **pipeline_args_for(g))
+        pipeline = _new_pipeline(ctx, g.embedding_key)
         with _progress(total, "calibrating", not quiet and not as_json) as tick:
             report = run(g, enrolled, probes, strangers, pipeline, target_fpir=fpir, store=not dry_run, progress=tick)
     for warning in report.warnings:
@@ -454,14 +452,14 @@ MirrorOpt = Annotated[Optional[bool], typer.Option("--mirror/--no-mirror", help=
 
 
 def _eval_pipeline(ctx: typer.Context, align: str | None, crop_margin: float | None, mirror: bool | None):
-    args: dict = {}
-    if align is not None:
-        args["align"] = align
-    if crop_margin is not None:
-        args["margin"] = crop_margin
-    if mirror is not None:
-        args["mirror"] = mirror
-    return _new_pipeline(ctx, **args)
+    from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
+
+    key = EmbeddingKey.for_model(
+        align=DEFAULT_ALIGN if align is None else align,
+        crop_margin=DEFAULT_CROP_MARGIN if crop_margin is None else crop_margin,
+        mirror=DEFAULT_MIRROR if mirror is None else mirror,
+    )
+    return _new_pipeline(ctx, key)
 
 
 CacheOpt = Annotated[
@@ -610,14 +608,13 @@ def demo(
 ) -> None:
     """Enrol the sample people shipped with faceid, then name the faces in the sample photos."""
     from faceid.demo import run_demo
-    from faceid.identify import pipeline_args_for
 
     with _errors():
-        settings: dict = {}
-        if gallery is not None:  # an existing gallery's settings, as for `faceid enroll`
+        key = None
+        if gallery is not None:  # an existing gallery's embeddings, as for `faceid enroll`
             with _gallery(gallery) as g:
-                settings = pipeline_args_for(g)
-        results = run_demo(out, gallery, _new_pipeline(ctx, **settings))
+                key = g.embedding_key
+        results = run_demo(out, gallery, _new_pipeline(ctx, key))
     for result in results:
         _print_identification(result)
 

@@ -31,9 +31,9 @@ def run_demo(
     where = Path(gallery) if gallery is not None else Path(tempfile.mkdtemp(prefix="gallery-", dir=out))
     with Gallery(where) as g:
         if pipeline is None:
-            from faceid.identify import pipeline_for
+            from faceid.pipeline import Pipeline
 
-            pipeline = pipeline_for(g)
+            pipeline = Pipeline.from_key(g.embedding_key)
         failed = [r for r in enroll_folders(g, SAMPLES / "people", pipeline) if not r.ok]
         if failed:
             from faceid.errors import FaceIDError

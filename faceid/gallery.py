@@ -48,7 +48,9 @@ from typing import Any, Literal, TypeVar, overload
 import numpy as np
 
 from faceid._files import atomic_write_bytes, fsync_dir
+from faceid.embedding_key import EmbeddingKey
 from faceid.errors import (
+    EmbeddingKeyError,
     GalleryBusyError,
     GalleryCorruptError,
     GalleryError,
@@ -439,27 +441,37 @@ class Gallery:
 
     @property
     @_guarded
-    def embedding_key(self) -> dict | None:
-        """The model and preprocessing that made this gallery's embeddings, or ``None`` while empty of them."""
+    def embedding_key(self) -> EmbeddingKey | None:
+        """The model and preprocessing that made this gallery's embeddings, or ``None`` while empty of them.
+
+        Raises:
+            GalleryCorruptError: the stored key is not a valid embedding key.
+        """
         value = self._meta("embedding_key")
-        return json.loads(value) if value else None
+        if not value:
+            return None
+        try:
+            return EmbeddingKey.from_json(value)
+        except EmbeddingKeyError as exc:
+            raise GalleryCorruptError(f"{self.path}: the stored {exc}; restore the gallery from a backup") from None
 
     @_guarded
-    def check_embedding_key(self, key: dict) -> None:
+    def check_embedding_key(self, key: EmbeddingKey) -> None:
         """Raise :class:`ModelMismatchError` unless ``key`` is this gallery's (or it has none yet)."""
+        if not isinstance(key, EmbeddingKey):
+            raise TypeError(f"an EmbeddingKey is needed, not {type(key).__name__}")
         mine = self.embedding_key
         if mine is not None and mine != key:
-            differing = sorted(k for k in set(mine) | set(key) if mine.get(k) != key.get(k))
             raise ModelMismatchError(
-                f"{self.path}: its embeddings were made with {json.dumps(mine, sort_keys=True)}; refusing to mix in "
-                f"embeddings made with {json.dumps(key, sort_keys=True)} (differs in {', '.join(differing)}). "
+                f"{self.path}: its embeddings were made with {mine.describe()}; refusing to mix in embeddings "
+                f"made with {key.describe()} (differs in {', '.join(mine.differences(key))}). "
                 "Use the gallery's settings, or enrol into a new gallery (--gallery DIR)."
             )
 
     @property
     def dimension(self) -> int | None:
         key = self.embedding_key
-        return int(key["dimension"]) if key else None
+        return key.dimension if key else None
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -554,18 +566,18 @@ class Gallery:
         name: str,
         faces: Sequence[NewFace],
         *,
-        embedding_key: dict,
+        embedding_key: EmbeddingKey,
         skip_known_images: Literal[False] = False,
     ) -> list[int]: ...
 
     @overload
     def add_faces(
-        self, name: str, faces: Sequence[NewFace], *, embedding_key: dict, skip_known_images: Literal[True]
+        self, name: str, faces: Sequence[NewFace], *, embedding_key: EmbeddingKey, skip_known_images: Literal[True]
     ) -> list[int | None]: ...
 
     @_guarded
     def add_faces(
-        self, name: str, faces: Sequence[NewFace], *, embedding_key: dict, skip_known_images: bool = False
+        self, name: str, faces: Sequence[NewFace], *, embedding_key: EmbeddingKey, skip_known_images: bool = False
     ) -> list[int] | list[int | None]:
         """Enrol ``faces`` for ``name`` (created if new) in one transaction; return the new face ids.
 
@@ -578,12 +590,16 @@ class Gallery:
             InvalidNameError: the name is not acceptable (see :func:`normalise_name`).
             ValueError: an embedding has the wrong shape or is not finite and unit-length.
         """
+        if not isinstance(embedding_key, EmbeddingKey):
+            raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
         name = normalise_name(name)
         rows = []
         for face in faces:
             vector = np.asarray(face.embedding, dtype=np.float32).reshape(-1)
-            if vector.shape != (int(embedding_key["dimension"]),) or not np.all(np.isfinite(vector)):
-                raise ValueError(f"embedding of shape {vector.shape} for a {embedding_key['dimension']}-d gallery")
+            if vector.shape != (embedding_key.dimension,) or not np.all(np.isfinite(vector)):
+                raise ValueError(
+                    f"embedding of shape {vector.shape} for a key of {embedding_key.dimension}-d embeddings"
+                )
             if abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3:
                 raise ValueError("embeddings must be L2-normalised")
             rows.append((vector, face))
@@ -601,9 +617,7 @@ class Gallery:
                 if not todo:
                     raise _Unchanged
                 if self.embedding_key is None:
-                    self._db.execute(
-                        "INSERT INTO meta VALUES ('embedding_key', ?)", (json.dumps(embedding_key, sort_keys=True),)
-                    )
+                    self._db.execute("INSERT INTO meta VALUES ('embedding_key', ?)", (embedding_key.dumps(),))
                 pid = self._person_id(name)
                 created = pid is None
                 if created:
@@ -623,7 +637,7 @@ class Gallery:
                             face.image_sha256,
                             json.dumps([int(v) for v in face.box]),
                             float(face.confidence),
-                            embedding_key["model"],
+                            embedding_key.model,
                             _now(),
                         ),
                     )

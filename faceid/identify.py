@@ -18,12 +18,19 @@ grows with the size of the gallery (README, "Accuracy"). For each face:
 
 A person appears at most once in a photo: faces are assigned greedily, highest score first, and a
 face whose best person was taken by a stronger face falls to its next candidate.
+
+:func:`decide` is the only implementation of this rule. Calibration and evaluation need the rule
+at every threshold at once; :func:`naming_thresholds` gets that from :func:`decide` itself: lowering
+the threshold never takes a name away (it only adds lower-scored pairs after the ones already
+placed, and fewer people remain as rivals), so each face has one threshold at and below which it is
+named, and one name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,11 +48,13 @@ __all__ = [
     "Decision",
     "FaceMatch",
     "Identification",
+    "Naming",
     "decide",
     "decision_score",
     "identify",
     "match_faces",
-    "pipeline_for",
+    "naming_thresholds",
+    "photo_namings",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,6 +192,37 @@ def decide(candidates: Sequence[Sequence[Candidate]], params: DecisionParams) ->
     return out
 
 
+@dataclass(frozen=True)
+class Naming:
+    """Who :func:`decide` names a face as, and up to which threshold.
+
+    ``name`` is the person the face is named as at every threshold up to and including
+    ``threshold``, and at no higher one; ``None`` with ``threshold = -inf`` for a face no threshold
+    names (no candidates, or always ambiguous).
+    """
+
+    name: str | None
+    threshold: float
+
+
+def naming_thresholds(candidates: Sequence[Sequence[Candidate]], params: DecisionParams) -> list[Naming]:
+    """For each face of one photo, the name and the highest threshold at which :func:`decide` names it.
+
+    ``params.threshold`` is ignored; the margin, beta and the one-person-per-photo rule apply as in
+    :func:`decide`, which this calls at each distinct candidate score of the photo, highest first.
+    """
+    out: list[Naming | None] = [None] * len(candidates)
+    levels = sorted({s for cands in candidates for s in _scores(cands, params.beta)}, reverse=True)
+    for level in levels:
+        for f, decision in enumerate(decide(candidates, dataclasses.replace(params, threshold=level))):
+            if out[f] is None and decision.status == KNOWN:
+                out[f] = Naming(decision.name, level)
+        if all(n is not None for n in out):
+            break
+    never = Naming(None, -math.inf)
+    return [n if n is not None else never for n in out]
+
+
 def candidates_for(gallery: Gallery, embeddings: np.ndarray, *, top: int = 5, k: int = 64) -> list[list[Candidate]]:
     """The ``top`` best people for each ``(n, D)`` embedding row, from the gallery's nearest ``k`` faces."""
     if len(embeddings) == 0:
@@ -199,6 +239,22 @@ def candidates_for(gallery: Gallery, embeddings: np.ndarray, *, top: int = 5, k:
                 best[name] = float(score)
         ranked = sorted(best.items(), key=lambda t: (-t[1], t[0]))[:top]
         out.append([Candidate(n, s) for n, s in ranked])
+    return out
+
+
+def photo_namings(
+    gallery: Gallery, photos: Sequence[np.ndarray], params: DecisionParams, *, top: int = 5
+) -> list[list[Naming]]:
+    """:func:`naming_thresholds` for the faces of each photo (one ``(n_i, D)`` array of embeddings each),
+    searched in one batch: what :func:`identify` would name each face as, at every threshold."""
+    sizes = [len(p) for p in photos]
+    if not sum(sizes):
+        return [[] for _ in photos]
+    cands = candidates_for(gallery, np.concatenate([p for p in photos if len(p)]), top=top)
+    out, start = [], 0
+    for n in sizes:
+        out.append(naming_thresholds(cands[start : start + n], params))
+        start += n
     return out
 
 
@@ -241,9 +297,10 @@ def identify(
     With ``annotate_dir``, an annotated copy of each image is written there (see :mod:`faceid.draw`).
     """
     from faceid.batch import process
+    from faceid.pipeline import Pipeline
     from faceid.thresholds import decision_params
 
-    pipeline = pipeline if pipeline is not None else pipeline_for(gallery)
+    pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     gallery.check_embedding_key(pipeline.key)
     params = decision_params(gallery, threshold=threshold, margin=margin)
     for item in process(sources, pipeline, batch_size=batch_size, cache=cache):
@@ -263,25 +320,3 @@ def identify(
         if on_done is not None:
             on_done(result)
         yield result
-
-
-def pipeline_for(gallery: Gallery):
-    """A new :class:`~faceid.pipeline.Pipeline` that reproduces the gallery's embeddings.
-
-    What :func:`identify`, :func:`faceid.enroll.enroll` and :func:`faceid.calibrate.calibrate` use
-    when they are given no ``pipeline``; pass one to choose the models (tests pass fakes).
-    """
-    from faceid.pipeline import Pipeline
-
-    return Pipeline(**pipeline_args_for(gallery))
-
-
-def pipeline_args_for(gallery: Gallery) -> dict:
-    """Pipeline settings that reproduce the gallery's embeddings (the defaults for a new gallery)."""
-    key = gallery.embedding_key
-    if not key:
-        return {}
-    args = {"model": key["model"], "align": key["align"], "mirror": key["mirror"]}
-    if key.get("margin") is not None:
-        args["margin"] = key["margin"]
-    return args

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from faceid.detect import Detection
+from faceid.embedding_key import EmbeddingKey
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "faceid" / "samples"
@@ -125,15 +126,15 @@ def save_png(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-def make_fake_pipeline(**settings):
-    """A :class:`~faceid.pipeline.Pipeline` with these settings and the fake detector and embedder.
+def make_fake_pipeline(key=None):
+    """:meth:`Pipeline.from_key <faceid.pipeline.Pipeline.from_key>` with the fake detector and embedder.
 
-    The pipeline maker to hand the CLI (its context object, see ``faceid.cli._new_pipeline``) or
-    to call where a library function takes a ``pipeline``.
+    The pipeline maker to hand the CLI (its context object, see ``faceid.cli._new_pipeline``), or
+    to call for a library function's ``pipeline`` argument; ``key`` an ``EmbeddingKey`` or None.
     """
     from faceid.pipeline import Pipeline
 
-    return Pipeline(**settings, detector=FakeDetector(), embedder=FakeEmbedder())
+    return Pipeline.from_key(key, detector=FakeDetector(), embedder=FakeEmbedder())
 
 
 @pytest.fixture
@@ -147,7 +148,7 @@ def fake_pipeline():
 def cli(*args, models=None):
     """Run the CLI in-process; fail the test on a traceback, return the result.
 
-    ``models``: the pipeline maker the commands use (None: ``Pipeline``, the real models).
+    ``models``: the pipeline maker the commands use (None: ``Pipeline.from_key``, the real models).
     """
     from typer.testing import CliRunner
 
@@ -165,12 +166,12 @@ def fake_cli(*args):
 
 # -- embeddings ---------------------------------------------------------------------------------------
 
-#: What a gallery records for embeddings of the default model, cropped with margin 0.2: the key
-#: of tests that add vectors straight to a gallery.
-KEY = {"model": "facenet-20170512-110547", "dimension": 128, "align": "margin", "margin": 0.2, "mirror": False}
+#: The embedding key of faceid's default model and settings: the key of tests that add vectors
+#: straight to a gallery.
+KEY = EmbeddingKey.for_model()
 
 
-def unit_vectors(seed, n: int, dimension: int = 128) -> np.ndarray:
+def unit_vectors(seed, n: int, dimension: int = KEY.dimension) -> np.ndarray:
     """``(n, dimension)`` float32 random unit rows; the same for the same seed (an int or a Generator)."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     v = rng.normal(size=(n, dimension)).astype(np.float32)

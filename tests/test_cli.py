@@ -11,6 +11,7 @@ import pytest
 from conftest import KEY, cli, save_png, tile_image, unit_vectors
 
 from faceid.cli import app
+from faceid.embedding_key import EmbeddingKey
 from faceid.errors import FaceIDError
 from faceid.gallery import Gallery, NewFace
 
@@ -138,8 +139,8 @@ def test_every_command_that_runs_the_models_gets_them_from_the_context(small_gal
     come in this way), with the gallery's settings where there is a gallery."""
     asked = []
 
-    def maker(**settings):
-        asked.append(settings)
+    def maker(key):
+        asked.append(key)
         raise FaceIDError("no models in this test")
 
     photo = save_png(tmp_path / "photo.png", tile_image([(200, 40, 40)]))
@@ -158,5 +159,5 @@ def test_every_command_that_runs_the_models_gets_them_from_the_context(small_gal
     for name, args in commands.items():
         result = cli(*args, models=maker)
         assert result.exit_code == 1 and "no models in this test" in result.stderr, (name, result.output)
-    small = {"model": KEY["model"], "align": KEY["align"], "margin": KEY["margin"], "mirror": KEY["mirror"]}
-    assert asked == [{}, small, small, {}, {}, {}]
+    default = EmbeddingKey.for_model()
+    assert asked == [default, KEY, KEY, default, default, None]  # a new gallery; the gallery's; faceid's defaults

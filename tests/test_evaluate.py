@@ -186,7 +186,7 @@ def test_eval_lfw_cli_on_the_sample_photos(tmp_path, real_pipeline):
     same_scores = [embedding(n, a) @ embedding(n, b) for n, a, b in same]
     other_scores = [embedding(n, a) @ embedding(m, b) for n, a, m, b in different]
     assert min(same_scores) > max(other_scores)
-    result = cli("eval", "lfw", "--data", root, "--no-cache", "--quiet", models=lambda **settings: real_pipeline)
+    result = cli("eval", "lfw", "--data", root, "--no-cache", "--quiet", models=lambda key: real_pipeline)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["pairs"] == 6 and report["images"] == 6 and report["no_face"] == 0 and report["unreadable"] == 0

@@ -12,6 +12,7 @@ from conftest import KEY, unit_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from faceid.embedding_key import EmbeddingKey
 from faceid.errors import GalleryCorruptError, InvalidNameError, ModelMismatchError, PersonNotFoundError
 from faceid.gallery import Gallery, NewFace, normalise_name
 
@@ -96,7 +97,7 @@ def test_rename_to_taken_name_is_refused(gallery):
 def test_other_model_is_refused_and_nothing_is_written(gallery):
     rng = np.random.default_rng(5)
     gallery.add_faces("a", faces(unit_vectors(rng, 1)), embedding_key=KEY)
-    other = dict(KEY, align="similarity", margin=None)
+    other = EmbeddingKey.for_model(align="similarity")
     with pytest.raises(ModelMismatchError, match="align"):
         gallery.add_faces("b", faces(unit_vectors(rng, 1), "b"), embedding_key=other)
     assert [p.name for p in gallery.people()] == ["a"]

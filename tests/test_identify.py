@@ -164,8 +164,10 @@ def test_identify_goes_on_past_a_bad_file(tmp_path, gallery, people, fake_pipeli
 def test_gallery_refuses_another_pipeline(tmp_path, gallery, people, fake_pipeline):
     from conftest import make_fake_pipeline
 
+    from faceid.embedding_key import EmbeddingKey
+
     enroll_folders(gallery, people, fake_pipeline)
-    other = make_fake_pipeline(align="similarity")
+    other = make_fake_pipeline(EmbeddingKey.for_model(align="similarity"))
     with pytest.raises(ModelMismatchError):
         enroll(gallery, "x", [save_png(tmp_path / "x.png", tile_image([GREY]))], other)
     with pytest.raises(ModelMismatchError):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from faceid import index as gi
 from faceid.gallery import Gallery, NewFace
 
-D = KEY["dimension"]
+D = KEY.dimension
 
 
 def unit(rows):

@@ -16,10 +16,8 @@ import traceback
 import conftest
 import numpy as np
 
-#: 32, not the model's 128: tests/test_deletion.py replays a case shrunk from a stress failure,
-#: and its page layout (a stale copy of a moved row) depends on the size of the rows.
-DIM = 32
-KEY = {**conftest.KEY, "dimension": DIM}
+KEY = conftest.KEY
+DIM = KEY.dimension
 
 
 def stress(test):
