@@ -31,14 +31,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceid.detect import Detection
 from faceid.gallery import Gallery
+from faceid.results import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, FaceMatch, Identification
 from faceid.thresholds import DecisionParams
+
+if TYPE_CHECKING:
+    from faceid.cache import EmbeddingCache
+    from faceid.pipeline import Pipeline
 
 __all__ = [
     "AMBIGUOUS",
@@ -58,80 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-KNOWN, UNKNOWN, AMBIGUOUS = "known", "unknown", "ambiguous"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """An enrolled person and their score for a face (best similarity over their faces)."""
-
-    name: str
-    similarity: float
-
-
-@dataclass(frozen=True)
-class FaceMatch:
-    """The decision for one face.
-
-    Attributes:
-        detection: where the face is.
-        status: ``"known"``, ``"unknown"`` or ``"ambiguous"``.
-        name: the person, for ``"known"`` only, else ``None``.
-        similarity: the named person's similarity; for other faces, the best similarity any person
-            had (``-1.0`` when the gallery is empty).
-        score: the decision score (see the module docstring) of that same person.
-        candidates: the best people for this face, best first.
-    """
-
-    detection: Detection
-    status: str
-    name: str | None
-    similarity: float
-    score: float
-    candidates: tuple[Candidate, ...]
-
-    def to_json(self) -> dict:
-        return {
-            "box": list(self.detection.box),
-            "confidence": round(self.detection.confidence, 4),
-            "name": self.name,
-            "similarity": round(self.similarity, 4),
-            "score": round(self.score, 4),
-            "status": self.status,
-            "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.detection.landmarks],
-            "candidates": [{"name": c.name, "similarity": round(c.similarity, 4)} for c in self.candidates],
-        }
-
-
-@dataclass(frozen=True)
-class Identification:
-    """Every face of one image, or the reason the image could not be read.
-
-    ``params`` are the threshold, margin and beta the decision used, and where they came from.
-    """
-
-    image: str
-    faces: tuple[FaceMatch, ...]
-    params: DecisionParams
-    error: str | None = None
-    width: int | None = None
-    height: int | None = None
-    annotated: str | None = None
-
-    def to_json(self) -> dict:
-        return {
-            "annotated": self.annotated,
-            "image": self.image,
-            "faces": [face.to_json() for face in self.faces],
-            "error": self.error,
-            "threshold": round(self.params.threshold, 4),
-            "margin": round(self.params.margin, 4),
-            "beta": round(self.params.beta, 4),
-            "threshold_source": self.params.source,
-            "width": self.width,
-            "height": self.height,
-        }
 
 
 @dataclass(frozen=True)
@@ -278,18 +211,18 @@ def match_faces(
 
 
 def identify(
-    sources: Sequence,
+    sources: Sequence[str | os.PathLike[str]],
     gallery: Gallery,
-    pipeline=None,
+    pipeline: Pipeline | None = None,
     *,
     threshold: float | None = None,
     margin: float | None = None,
     batch_size: int = 16,
-    cache=None,
-    annotate_dir=None,
-    on_done=None,
-):
-    """Identify every face in each source (paths, bytes or arrays); yield one :class:`Identification` each.
+    cache: EmbeddingCache | None = None,
+    annotate_dir: str | os.PathLike[str] | None = None,
+    on_done: Callable[[Identification], None] | None = None,
+) -> Iterator[Identification]:
+    """Identify every face in each image file of ``sources``; yield one :class:`Identification` each, in order.
 
     ``threshold`` and ``margin`` default to the gallery's calibrated values, else to the model's
     measured defaults for a gallery of this size (:func:`faceid.thresholds.decision_params`). An unreadable

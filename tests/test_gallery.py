@@ -208,3 +208,20 @@ def test_check_finds_a_foreign_index_and_rebuild_repairs_it(tmp_path):
         assert (ids >= 0).sum() == 2
         assert a.rebuild_index() == 2
         assert a.check() == []
+
+
+def test_ids_of_removed_faces_and_people_are_never_given_again(tmp_path):
+    """Face ids name faces in the audit log and to users: SQLite would reuse the largest one."""
+    rng = np.random.default_rng(15)
+    with Gallery(tmp_path / "g") as g:
+        first = g.add_faces("ann", faces(unit_vectors(rng, 3), "a"), embedding_key=KEY)
+        ann = g.person("ann").id
+        g.remove("ann")
+        second = g.add_faces("bob", faces(unit_vectors(rng, 2), "b"), embedding_key=KEY)
+        assert set(second).isdisjoint(first) and min(second) > max(first)
+        assert g.person("bob").id != ann
+    with Gallery(tmp_path / "g") as g:  # the counter is in the database, not the process
+        g.remove("bob")
+        third = g.add_faces("cy", faces(unit_vectors(rng, 1), "c"), embedding_key=KEY)
+        assert min(third) > max(second)
+        assert g.check() == []

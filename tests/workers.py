@@ -214,7 +214,7 @@ def reader(gallery_dir: str, stable: dict, batches: list, shared: list, vector_t
                 listed = [f.image_sha256 for f in g.faces()]
                 counts["faces"] += 1
                 violations += _half_written("faces()", listed, batches, shared)
-                index = g._current_index()
+                index = g._search.current()
                 held = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
                 tags = [vector_tags.get(row.tobytes(), "?") for row in held]
                 counts["index"] += 1
