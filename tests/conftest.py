@@ -119,10 +119,11 @@ def tile_image(colours, tile: int = 40) -> np.ndarray:
 
 
 def save_png(path: Path, pixels: np.ndarray) -> Path:
+    """``pixels`` as a PNG file (lossless) at ``path``, whatever its name ends with."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
+    Image.fromarray(pixels).save(path, format="PNG")
     return path
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, FakeEmbedder, cli, fake_cli, save_png, tile_image
+from conftest import SAMPLES, FakeEmbedder, cli, fake_cli, make_fake_pipeline, save_png, tile_image
 
 from faceid.evaluate import best_threshold, openset_protocol, tar_at_far, threshold_at_fpir
 
@@ -192,3 +192,36 @@ def test_eval_lfw_cli_on_the_sample_photos(tmp_path, real_pipeline):
     assert report["pairs"] == 6 and report["images"] == 6 and report["no_face"] == 0 and report["unreadable"] == 0
     assert report["accuracy"] == 1.0 and report["auc"] == 1.0 and report["tar_at_far"] == {"1e-2": 1.0, "1e-3": 1.0}
     assert report["best_threshold"] == pytest.approx((min(same_scores) + max(other_scores)) / 2, abs=1e-4)
+
+
+def test_threshold_by_size_on_a_small_fixture(tmp_path):
+    """Four people with two photos of one colour each (the probe is the enrolled face, similarity 1)
+    and ten strangers of other colours: every probe is named at every size, and with the whole
+    gallery (one draw) the threshold is the one that names one stranger in ten, from an oracle
+    that scores each stranger against the four people itself."""
+    from faceid.evaluate import threshold_by_size
+    from faceid.identify import Candidate, naming_thresholds
+    from faceid.thresholds import BETA, DECISION_MARGIN, DecisionParams
+
+    rng = np.random.default_rng(3)
+    people = {f"P{i}": [tuple(int(c) for c in rng.integers(40, 250, 3))] * 2 for i in range(4)}
+    strangers = {f"S{i:02d}": [tuple(int(c) for c in rng.integers(40, 250, 3))] for i in range(10)}
+    for name, colours in {**people, **strangers}.items():
+        for k, colour in enumerate(colours, 1):
+            save_png(tmp_path / "lfw" / "lfw-deepfunneled" / name / f"{name}_{k:04d}.jpg", tile_image([colour]))
+
+    rows = threshold_by_size(tmp_path / "lfw", make_fake_pipeline(), sizes=(1, 2, 4), draws=3, fpir=0.1)
+    assert [(r["people"], r["draws"], r["dir"]) for r in rows] == [(1, 3, 1.0), (2, 3, 1.0), (4, 1, 1.0)]
+
+    embedder = FakeEmbedder()
+    gallery = {n: embedder.embed(np.full((1, 160, 160, 3), c[0], np.uint8))[0] for n, c in people.items()}
+    params = DecisionParams(threshold=np.inf, margin=DECISION_MARGIN, beta=BETA, source="test")
+    levels = []
+    for (colour,) in strangers.values():
+        v = embedder.embed(np.full((1, 160, 160, 3), colour, np.uint8))[0]
+        best = sorted(((float(v @ g), n) for n, g in gallery.items()), reverse=True)[:2]
+        (naming,) = naming_thresholds([[Candidate(n, s) for s, n in best]], params)
+        levels.append(naming.threshold)
+    want = threshold_at_fpir(np.array(levels), 0.1)
+    assert np.mean(np.array(levels) >= want) <= 0.1
+    assert rows[2]["threshold"] == pytest.approx(want, abs=5e-5) and rows[2]["spread"] == 0.0
