@@ -448,15 +448,22 @@ def calibrate(
 DataOpt = Annotated[
     Path, typer.Option("--data", help="LFW folder holding lfw-deepfunneled/ and protocol/.", show_default=False)
 ]
-AlignOpt = Annotated[Optional[str], typer.Option(help="Crop method: margin or similarity [default: faceid's].")]
+AlignOpt = Annotated[
+    Optional[str], typer.Option(help="Crop method: margin, similarity or arcface-112 [default: the model's].")
+]
 MarginOpt = Annotated[Optional[float], typer.Option("--crop-margin", help="Crop margin, a fraction of the box.")]
 MirrorOpt = Annotated[Optional[bool], typer.Option("--mirror/--no-mirror", help="Average with the mirror image.")]
+ModelOpt = Annotated[
+    Optional[str], typer.Option("--model", help="Embedding model (see `faceid models list`) [default: faceid's].")
+]
 
 
-def _eval_pipeline(align: str | None, crop_margin: float | None, mirror: bool | None):
+def _eval_pipeline(align: str | None, crop_margin: float | None, mirror: bool | None, model: str | None = None):
     from faceid.pipeline import Pipeline
 
     args: dict = {}
+    if model is not None:
+        args["model"] = model
     if align is not None:
         args["align"] = align
     if crop_margin is not None:
@@ -479,6 +486,7 @@ def eval_lfw(
     data: DataOpt,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to use (1-10) [default: all].")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write roc.png and similarities.png here.")] = None,
+    model: ModelOpt = None,
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
@@ -495,7 +503,12 @@ def eval_lfw(
         store = None if no_cache else EmbeddingCache(cache)
         with _progress(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
             report = evaluate_lfw(
-                data, _eval_pipeline(align, crop_margin, mirror), cache=store, folds=chosen, plots=plots, progress=tick
+                data,
+                _eval_pipeline(align, crop_margin, mirror, model),
+                cache=store,
+                folds=chosen,
+                plots=plots,
+                progress=tick,
             )
     typer.echo(json.dumps(report.to_json()))
 
@@ -509,6 +522,7 @@ def eval_lfw_openset(
     sizes: Annotated[
         bool, typer.Option("--sizes", help="Measure the 1%-FPIR threshold per gallery size instead.")
     ] = False,
+    model: ModelOpt = None,
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
@@ -526,7 +540,7 @@ def eval_lfw_openset(
         except OSError as exc:
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         store = EmbeddingCache(cache)
-        pipeline = _eval_pipeline(align, crop_margin, mirror)
+        pipeline = _eval_pipeline(align, crop_margin, mirror, model)
         with _progress(total if people is None else 0, "embedding LFW", not quiet) as tick:
             if sizes:
                 for row in threshold_by_size(data, pipeline, cache=store, progress=tick):

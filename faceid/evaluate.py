@@ -319,7 +319,8 @@ class OpenSetReport:
 
     ``dir_at_fpir[x]`` is the detection-and-identification rate (known probes named correctly)
     at the threshold where a share ``x`` of unknown probes is named (FPIR); ``at_default`` gives
-    both rates at the model's default threshold for a gallery of this size.
+    both rates at the model's default threshold for a gallery of this size (empty for a model
+    with no threshold table yet).
     """
 
     enrol: int
@@ -415,7 +416,10 @@ def evaluate_openset(
             "dir": float(np.mean(correct & (known_scores >= t))),
             "fpir": float(np.mean(unknown_scores >= t)),
         }
-    default = threshold_for(pipeline.spec.name, people)
+    try:
+        default: float | None = threshold_for(pipeline.spec.name, people)
+    except KeyError:  # a model with no measured table yet (`--sizes` measures it)
+        default = None
     return OpenSetReport(
         enrol=enrol,
         people=people,
@@ -424,7 +428,9 @@ def evaluate_openset(
         unknown_probes=len(protocol.unknown),
         rank1=float(np.mean(correct)),
         dir_at_fpir=figures,
-        at_default={
+        at_default={}
+        if default is None
+        else {
             "threshold": round(default, 4),
             "dir": float(np.mean(correct & (known_scores >= default))),
             "fpir": float(np.mean(unknown_scores >= default)),
