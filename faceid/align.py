@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from faceid.detect import Detection
+from faceid.embedding_key import ALIGN_METHODS
 
 __all__ = [
     "ALIGN_METHODS",
@@ -35,7 +36,6 @@ __all__ = [
     "similarity_transform",
 ]
 
-ALIGN_METHODS = ("margin", "similarity", "arcface-112")
 
 #: The five landmarks (left eye, right eye, nose, left and right mouth corner, as seen in the
 #: image) in a 112x112 ArcFace crop, in pixels: the template InsightFace and OpenCV's SFace align to.

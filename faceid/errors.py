@@ -8,6 +8,8 @@ single line on stderr and a non-zero exit status. The tree::
     │   ├── ModelNotFoundError
     │   ├── ModelIntegrityError
     │   └── ModelLicenceError
+    ├── EmbeddingKeyError (also a ValueError)
+    ├── UncalibratedError
     ├── ImageError (also a ValueError)
     ├── FaceCountError
     ├── InvalidNameError (also a ValueError)
@@ -25,6 +27,7 @@ __all__ = [
     "FaceIDError",
     "GalleryBusyError",
     "GalleryCorruptError",
+    "EmbeddingKeyError",
     "GalleryError",
     "ImageError",
     "InvalidNameError",
@@ -34,6 +37,7 @@ __all__ = [
     "ModelMismatchError",
     "ModelNotFoundError",
     "PersonNotFoundError",
+    "UncalibratedError",
 ]
 
 
@@ -55,6 +59,14 @@ class ModelIntegrityError(ModelError):
 
 class ModelLicenceError(ModelError):
     """A model's licence restricts its use and was not accepted when pulling it."""
+
+
+class EmbeddingKeyError(FaceIDError, ValueError):
+    """An embedding key has an invalid field, or disagrees with the registered model it names."""
+
+
+class UncalibratedError(FaceIDError):
+    """No threshold is known for a gallery: none was measured for its embedding key, none calibrated."""
 
 
 class ImageError(FaceIDError, ValueError):

