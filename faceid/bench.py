@@ -11,7 +11,8 @@ Figures (``part`` names select them):
   frozen graph, as GFLOP/s (FLOPs counted from the model's convolutions and dense layer) and as
   a share of numpy's float32 matrix-multiply rate, the two measured alternately (best of each);
   then every installed onnxruntime model (SFace, ArcFace) at the same batches, with 1 thread and
-  with the default thread count (:func:`faceid.embed_onnx.default_threads`).
+  with the default thread count (:func:`faceid.embed_onnx.default_threads`), as wall time and as
+  CPU time per face (the process's CPU seconds: on a busy machine the steadier of the two).
 - ``detection``: MTCNN milliseconds per image at 250x250, 640x480 and 1920x1080, one image per
   call, and 250x250 photos 16 per call.
 - ``identify``: warm latency of :func:`faceid.identify.identify` on a one-face 640x480 JPEG, with
@@ -278,7 +279,12 @@ def _embedding_onnx(batches: Sequence[int], repeats: int, quick: bool) -> Iterat
                 count = batch if batch > 1 else 8
                 x = crops[:count]
                 embedder.embed(x)
-                seconds = min(_best(partial(embedder.embed, x), 1) for _ in range(repeats + 2))
+                seconds, cpu = float("inf"), float("inf")
+                for _ in range(repeats + 2):
+                    wall, used = time.perf_counter(), time.process_time()
+                    embedder.embed(x)
+                    seconds = min(seconds, time.perf_counter() - wall)
+                    cpu = min(cpu, time.process_time() - used)
                 rate = count / seconds
                 yield _figure(
                     "embedding",
@@ -289,6 +295,7 @@ def _embedding_onnx(batches: Sequence[int], repeats: int, quick: bool) -> Iterat
                     batch=batch,
                     faces_per_s=round(rate, 1),
                     ms_per_face=round(1000 / rate, 2),
+                    cpu_ms_per_face=round(1000 * cpu / count, 2),
                 )
 
 
