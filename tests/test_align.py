@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from faceid.align import TEMPLATE_160, crop_similarity, similarity_transform
+from faceid.align import (
+    ARCFACE_TEMPLATE_112,
+    TEMPLATE_160,
+    crop_arcface,
+    crop_faces,
+    crop_similarity,
+    landmarks_from_box,
+    similarity_transform,
+)
+from faceid.detect import Detection
 
 #: Five landmarks of a face, roughly (eyes, nose, mouth corners), in pixels.
 POINTS = np.array([[30.0, 40.0], [70.0, 42.0], [50.0, 60.0], [35.0, 80.0], [66.0, 81.0]])
@@ -73,3 +82,54 @@ def test_crop_similarity_puts_the_landmarks_on_the_template():
         patch = crop[int(ty) - 4 : int(ty) + 5, int(tx) - 4 : int(tx) + 5]
         assert patch.max() > 100, (tx, ty)
     assert crop.shape == (160, 160, 3) and crop.dtype == np.uint8
+
+
+# -- the 112x112 ArcFace crop (SFace, ArcFace) -----------------------------------------------
+
+
+def _moved(points: np.ndarray, angle_deg: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
+    a = np.deg2rad(angle_deg)
+    rotation = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return scale * points @ rotation.T + np.asarray(shift)
+
+
+def test_arcface_crop_puts_each_landmark_on_the_template():
+    """Dots of five colours drawn at rotated, scaled landmarks land on the template's pixels."""
+    landmarks = _moved(ARCFACE_TEMPLATE_112, 20.0, 2.0, (150.0, 90.0))
+    image = np.zeros((400, 400, 3), dtype=np.uint8)
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
+    for (x, y), colour in zip(landmarks, colours):
+        image[int(round(y)) - 3 : int(round(y)) + 4, int(round(x)) - 3 : int(round(x)) + 4] = colour
+    crop = crop_arcface(image, landmarks, size=112)
+    assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
+    for (tx, ty), colour in zip(ARCFACE_TEMPLATE_112, colours):
+        pixel = crop[int(round(ty)), int(round(tx))]
+        assert np.abs(pixel.astype(int) - colour).max() < 40, (tx, ty, pixel, colour)
+
+
+def test_arcface_crop_is_black_outside_the_photo():
+    image = np.full((60, 60, 3), 200, dtype=np.uint8)
+    landmarks = ARCFACE_TEMPLATE_112 * 0.3 - 10  # crop pixel (x, y) shows photo pixel (0.3x - 10, 0.3y - 10)
+    crop = crop_arcface(image, landmarks, size=112)
+    assert crop[0, 0].tolist() == [0, 0, 0]
+    assert crop[100, 100].tolist() == [200, 200, 200]
+
+
+def test_crop_faces_arcface_and_a_box_without_landmarks():
+    image = np.random.default_rng(1).integers(0, 256, (250, 250, 3), dtype=np.uint8)
+    landmarks = _moved(ARCFACE_TEMPLATE_112, 0.0, 1.0, (70.0, 60.0))
+    with_points = Detection((80, 70, 100, 120), 0.99, tuple(map(tuple, landmarks.tolist())))
+    fallback = Detection((79, 65, 91, 123), 0.0, ((0.0, 0.0),) * 5)
+    crops = crop_faces(image, [with_points, fallback], method="arcface-112", size=112)
+    assert crops.shape == (2, 112, 112, 3)
+    np.testing.assert_array_equal(crops[0], image[60:172, 70:182])  # a pure shift: the pixels themselves
+    guessed = landmarks_from_box(fallback.box)
+    x, y, w, h = fallback.box
+    assert (guessed[:, 0] > x).all() and (guessed[:, 0] < x + w).all()
+    assert guessed[0, 0] < guessed[1, 0] and guessed[2, 1] < guessed[3, 1]  # eyes left-right, nose above mouth
+    assert crops[1].std() > 10  # a real crop of the box, not a degenerate transform
+
+
+def test_unknown_crop_method():
+    with pytest.raises(ValueError, match="arcface-112"):
+        crop_faces(np.zeros((10, 10, 3), np.uint8), [], method="nope")

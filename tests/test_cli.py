@@ -86,7 +86,10 @@ def test_enroll_needs_name_and_photos():
 def test_models_list_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEID_MODELS", str(tmp_path))
     result = cli("models", "list")
-    assert result.exit_code == 0 and "facenet-20170512-110547 (default): 128-d, missing" in result.stdout
+    assert result.exit_code == 0
+    facenet = next(line for line in result.stdout.splitlines() if line.startswith("facenet-20170512-110547"))
+    assert facenet.startswith("facenet-20170512-110547 (default): 128-d, tensorflow, licence: MIT")
+    assert facenet.endswith("missing; get it with `faceid models pull`")
 
 
 @pytest.mark.model

@@ -168,8 +168,8 @@ def test_identify_reports_a_failed_image_and_exits_non_zero(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"align": "typo"}, "unknown crop method 'typo'; choose one of margin, similarity"),
-        ({"align": None}, "unknown crop method None"),
+        ({"align": "typo"}, "unknown crop method 'typo'; choose one of margin, similarity, arcface-112"),
+        ({"align": 3}, "unknown crop method 3"),  # None is the model's own crop
         ({"crop_margin": -0.1}, "crop margin must be between 0 and 1"),
         ({"crop_margin": float("nan")}, "crop margin must be between 0 and 1"),
         ({"crop_margin": "0.1"}, "crop margin must be between 0 and 1"),
@@ -224,7 +224,7 @@ def test_the_cli_reports_a_bad_option_in_one_line(tmp_path):
     result = cli("eval", "lfw", "--data", tiny_lfw(tmp_path / "lfw"), "--align", "typo", "--no-cache")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        "faceid: error: embedding key: unknown crop method 'typo'; choose one of margin, similarity"
+        "faceid: error: embedding key: unknown crop method 'typo'; choose one of margin, similarity, arcface-112"
     ]
     result = cli("eval", "lfw", "--data", tmp_path / "lfw", "--folds", "0")
     assert (result.exit_code, result.stderr.strip()) == (1, "faceid: error: --folds takes fold numbers 1-10, got '0'")

