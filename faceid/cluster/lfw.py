@@ -47,13 +47,15 @@ BASELINES = (
 @dataclass(frozen=True)
 class LfwFaces:
     """LFW faces: ``embeddings`` ``(N, D)`` float32 unit rows, ``people`` ``(N,)`` int64 person
-    index, ``names`` of the people, ``paths`` of the images; ``left_out``: images with no face."""
+    index, ``names`` of the people, ``paths`` of the images; ``left_out``: images with no face;
+    ``errors``: images that could not be read or that the pipeline failed on, with their message."""
 
     embeddings: np.ndarray
     people: np.ndarray
     names: list[str]
     paths: list[str]
     left_out: int
+    errors: dict[str, str]
 
 
 def lfw_faces(
@@ -76,14 +78,16 @@ def lfw_faces(
         paths += everyone[name]
         who += [i] * len(everyone[name])
     embedded = embed_lfw_images(paths, pipeline or Pipeline(), cache=cache, progress=progress)
-    missing = set(embedded.no_face) | set(embedded.unreadable)
+    failed = embedded.missing
+    missing = set(embedded.no_face) | failed
     keep = np.array([p not in missing for p in embedded.paths], dtype=bool)
     return LfwFaces(
         np.ascontiguousarray(embedded.embeddings[keep], dtype=np.float32),
         np.asarray(who, dtype=np.int64)[keep],
         chosen,
         [p for p, k in zip(embedded.paths, keep) if k],
-        int(np.sum(~keep)),
+        len(set(embedded.no_face) - failed),
+        {p: embedded.errors.get(p, "could not be read") for p in sorted(failed)},
     )
 
 
@@ -166,13 +170,15 @@ class LfwDetections:
     """Every face MTCNN finds in LFW: ``embeddings`` ``(N, D)`` float32, ``boxes`` ``(N, 4)`` int
     ``(x, y, w, h)``, ``confidences`` ``(N,)``, ``photos`` ``(N,)`` int64 image index, ``people``
     ``(N,)`` int64 for the central face of each image, ``-1`` for the others (background faces,
-    whose identity LFW does not give)."""
+    whose identity LFW does not give); ``errors``: images that could not be read or that the
+    pipeline failed on, with their message."""
 
     embeddings: np.ndarray
     boxes: np.ndarray
     confidences: np.ndarray
     photos: np.ndarray
     people: np.ndarray
+    errors: dict[str, str]
 
 
 def lfw_detections(root: Path, pipeline=None, *, cache=None, progress=None) -> LfwDetections:
@@ -188,8 +194,12 @@ def lfw_detections(root: Path, pipeline=None, *, cache=None, progress=None) -> L
         paths += images
         who += [i] * len(images)
     rows, boxes, conf, photos, people = [], [], [], [], []
+    errors: dict[str, str] = {}
     for i, item in enumerate(process(paths, pipeline, batch_size=32, cache=cache, on_done=progress)):
-        if item.image is None or not item.faces:
+        if item.image is None or item.error:
+            errors[item.source] = item.error or "could not be read"
+            continue
+        if not item.faces:
             continue
         cx, cy = item.image.width / 2, item.image.height / 2
         central = min(
@@ -211,6 +221,7 @@ def lfw_detections(root: Path, pipeline=None, *, cache=None, progress=None) -> L
         np.asarray(conf, dtype=np.float64),
         np.asarray(photos, dtype=np.int64),
         np.asarray(people, dtype=np.int64),
+        errors,
     )
 
 
