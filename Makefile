@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 MODEL := models/facenet-20170512-110547.safetensors
+GRAPH := models/facenet-20170512-110547.graph.pb
 
 .PHONY: help setup demo test stress lint eval-lfw bench bench-setup bench-tiny clean
 
@@ -24,7 +25,11 @@ $(BIN)/faceid: pyproject.toml
 $(MODEL): | $(BIN)/faceid
 	$(BIN)/faceid models pull
 
-setup: $(BIN)/faceid $(MODEL)
+# the frozen graph made from the weights (faster start); `faceid models pull` makes it
+$(GRAPH): $(MODEL)
+	$(BIN)/faceid models pull
+
+setup: $(BIN)/faceid $(MODEL) $(GRAPH)
 	$(BIN)/faceid models verify
 
 demo: setup

@@ -174,7 +174,7 @@ def _shared_mtcnn():
     if _MTCNN is None:
         from faceid._tf import quiet_tensorflow
 
-        quiet_tensorflow()
+        quiet_tensorflow("mtcnn")
         import tensorflow as tf
         from mtcnn import MTCNN
         from mtcnn.stages import StageONet, StageRNet
