@@ -217,8 +217,7 @@ def enroll(
     """Enrol a person from photos, or everyone in a folder of per-person folders."""
     from faceid.batch import iter_image_files
     from faceid.enroll import enroll as enroll_person
-    from faceid.enroll import enroll_folders, people_folders
-    from faceid.identify import pipeline_args_for
+    from faceid.enroll import enroll_folders, enrolment_key, people_folders
     from faceid.pipeline import Pipeline
 
     if folders is None and (name is None or not photos):
@@ -233,11 +232,7 @@ def enroll(
         with _errors():  # before a gallery is created for nothing
             normalise_name(name)
     with _errors(), _gallery(gallery) as g:
-        wanted = {k: v for k, v in (("model", model), ("mirror", mirror or None)) if v is not None}
-        args = pipeline_args_for(g) or wanted
-        pipeline = Pipeline(**args)
-        if wanted:  # asked for settings the existing gallery does not have: refuse, naming them
-            g.check_embedding_key(Pipeline(**{**args, **wanted}).key)
+        pipeline = Pipeline.from_key(enrolment_key(g, model=model, mirror=mirror or None))
         if folders is not None:
             total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
             with _progress(total, "enrolling", not quiet and not as_json) as tick:
@@ -295,7 +290,7 @@ def identify(
                 else:
                     _print_identification(result)
     if failed:
-        _err(f"faceid: {failed} of {len(sources)} inputs could not be read")
+        _err(f"faceid: {failed} of {len(sources)} inputs failed (unreadable, or the face pipeline failed on them)")
         raise typer.Exit(1)
 
 
@@ -444,7 +439,7 @@ def _eval_pipeline(align: str | None, crop_margin: float | None, mirror: bool | 
     if align is not None:
         args["align"] = align
     if crop_margin is not None:
-        args["margin"] = crop_margin
+        args["crop_margin"] = crop_margin
     if mirror is not None:
         args["mirror"] = mirror
     return Pipeline(**args)
@@ -474,14 +469,38 @@ def eval_lfw(
     from faceid.cache import EmbeddingCache
     from faceid.evaluate import evaluate_lfw
 
-    chosen = [int(f) - 1 for f in folds.split(",")] if folds else None
     with _errors():
+        chosen = _folds(folds)
         store = None if no_cache else EmbeddingCache(cache)
         with _progress(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
             report = evaluate_lfw(
                 data, _eval_pipeline(align, crop_margin, mirror), cache=store, folds=chosen, plots=plots, progress=tick
             )
     typer.echo(json.dumps(report.to_json()))
+    _eval_failures(report)
+
+
+def _folds(text: str | None) -> list[int] | None:
+    """``--folds 1,3`` as 0-based fold numbers."""
+    if not text:
+        return None
+    try:
+        chosen = [int(f) for f in text.split(",")]
+    except ValueError:
+        raise FaceIDError(f"--folds takes comma-separated fold numbers 1-10, got {text!r}") from None
+    if not all(1 <= f <= 10 for f in chosen):
+        raise FaceIDError(f"--folds takes fold numbers 1-10, got {text!r}")
+    return [f - 1 for f in chosen]
+
+
+def _eval_failures(report) -> None:
+    """After an evaluation's JSON: one stderr line per image that could not be read or that the
+    pipeline failed on, and a non-zero exit if there was any (the figures count them, see the README)."""
+    for message in report.errors:
+        _err(f"faceid: error: {message}")
+    if report.unreadable or report.failed:
+        _err(f"faceid: {report.unreadable} images unreadable and {report.failed} failed; the figures count them")
+        raise typer.Exit(1)
 
 
 @eval_app.command("lfw-openset")
@@ -527,6 +546,7 @@ def eval_lfw_openset(
                 progress=tick,
             )
     typer.echo(json.dumps(report.to_json()))
+    _eval_failures(report)
 
 
 def _lfw_image_count(data: Path, folds) -> int:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from faceid._files import atomic_write_bytes
-from faceid.identify import AMBIGUOUS, KNOWN, Identification
+from faceid.results import AMBIGUOUS, KNOWN, FaceMatch, Identification
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -20,7 +20,7 @@ __all__ = ["COLOURS", "annotate", "save_annotated"]
 COLOURS = {KNOWN: (40, 200, 80), AMBIGUOUS: (255, 170, 0), "unknown": (230, 40, 40)}
 
 
-def _label(face) -> str:
+def _label(face: FaceMatch) -> str:
     if face.status == KNOWN:
         return f"{face.name} ({face.similarity:.2f})"
     if face.status == AMBIGUOUS:
@@ -56,7 +56,7 @@ def annotate(pixels: np.ndarray, result: Identification) -> Image.Image:  # noqa
     return image
 
 
-def save_annotated(pixels: np.ndarray, result: Identification, out_dir: str | os.PathLike, source: str) -> Path:
+def save_annotated(pixels: np.ndarray, result: Identification, out_dir: str | os.PathLike[str], source: str) -> Path:
     """Write the annotated image into ``out_dir`` (atomically) and return its path.
 
     The file is named after the source; ``out_dir`` is created if missing. JPEG sources give JPEG,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceid import models
+from faceid import _check, models
 from faceid.models import DEFAULT_MODEL, get_spec, load_weights
 
 __all__ = ["Embedder", "graph_bytes", "model_flops", "standardise"]
@@ -63,10 +63,10 @@ class Embedder:
         graph_file: bool = True,
     ) -> None:
         self.spec = get_spec(model)
-        self.batch_size = int(batch_size)
-        self.mirror = bool(mirror)
-        self.frozen = bool(frozen)
-        self.graph_file = bool(graph_file)
+        self.batch_size = _check.integer("Embedder", "batch_size", batch_size, low=1)
+        self.mirror = _check.boolean("Embedder", "mirror", mirror)
+        self.frozen = _check.boolean("Embedder", "frozen", frozen)
+        self.graph_file = _check.boolean("Embedder", "graph_file", graph_file)
         self._forward: Callable[[np.ndarray], np.ndarray] | None = None
         self._forward_key: tuple | None = None
         self._preload: threading.Thread | None = None

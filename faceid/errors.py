@@ -7,7 +7,11 @@ single line on stderr and a non-zero exit status. The tree::
     ├── ModelError
     │   ├── ModelNotFoundError
     │   └── ModelIntegrityError
+    ├── EmbeddingKeyError (also a ValueError)
+    ├── UncalibratedError
     ├── ImageError (also a ValueError)
+    ├── OptionError (also a ValueError)
+    ├── PipelineError
     ├── FaceCountError
     ├── InvalidNameError (also a ValueError)
     ├── PersonNotFoundError (also a KeyError)
@@ -24,6 +28,7 @@ __all__ = [
     "FaceIDError",
     "GalleryBusyError",
     "GalleryCorruptError",
+    "EmbeddingKeyError",
     "GalleryError",
     "ImageError",
     "InvalidNameError",
@@ -31,7 +36,10 @@ __all__ = [
     "ModelIntegrityError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "OptionError",
     "PersonNotFoundError",
+    "PipelineError",
+    "UncalibratedError",
 ]
 
 
@@ -51,8 +59,25 @@ class ModelIntegrityError(ModelError):
     """A model file's SHA-256 is not the one in the registry."""
 
 
+class EmbeddingKeyError(FaceIDError, ValueError):
+    """An embedding key has an invalid field, or disagrees with the registered model it names."""
+
+
+class UncalibratedError(FaceIDError):
+    """No threshold is known for a gallery: none was measured for its embedding key, none calibrated."""
+
+
 class ImageError(FaceIDError, ValueError):
     """An image cannot be read: unreadable, truncated, unsupported, or too large."""
+
+
+class OptionError(FaceIDError, ValueError):
+    """An option (of a pipeline, detector, embedder...) is unknown or out of range; raised when it is given."""
+
+
+class PipelineError(FaceIDError):
+    """The face pipeline failed on an image it had decoded (for example, the detector returned a
+    result that does not fit); a batch reports it against that image and goes on."""
 
 
 class FaceCountError(FaceIDError):

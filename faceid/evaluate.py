@@ -7,15 +7,25 @@ second run over the same images does not run the networks again. Metrics come fr
 LFW image policy: the face used is the detection nearest the image centre (LFW photos are
 centred on their subject); where MTCNN finds no face, a fixed central box (the median MTCNN box
 of LFW) is embedded instead, and the count of such images is reported.
+
+Failures are not missing faces. An image that cannot be read (``unreadable``) or that the face
+pipeline failed on (``failed``) gets no embedding, not the fallback box; each is counted and its
+message reported apart from ``no_face``. In LFW verification a pair with such an image counts as
+wrong in every measure (:func:`pair_scores`): leaving it out would flatter the figures with the
+very images faceid could not handle. In the open-set protocol such an image is left out (a
+person whose every enrolment photo failed is not enrolled, so their probes count as misses) and
+the count is reported.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +33,11 @@ from faceid.batch import process
 from faceid.cache import EmbeddingCache
 from faceid.detect import Detection
 from faceid.pipeline import Pipeline
+
+if TYPE_CHECKING:  # pragma: no cover
+    from faceid.gallery import Gallery
+    from faceid.identify import Naming
+    from faceid.thresholds import DecisionParams
 
 __all__ = [
     "LFW_CENTRE_BOX",
@@ -71,12 +86,24 @@ def read_pairs(root: Path, protocol: str = "pairs.txt") -> tuple[list[tuple[Path
 
 @dataclass
 class EmbeddedSet:
-    """Embeddings of a list of images (one face each) and how each face was found."""
+    """Embeddings of a list of images (one face each) and how each face was found.
+
+    ``no_face``: the pipeline found no face; the fallback box was embedded. ``unreadable`` and
+    ``failed``: the file could not be read, or the pipeline failed on it; their rows are NaN and
+    ``errors`` maps each of them to its one-line message.
+    """
 
     paths: list[str]
     embeddings: np.ndarray
     no_face: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> set[str]:
+        """Images without an embedding: unreadable or failed."""
+        return set(self.unreadable) | set(self.failed)
 
 
 def _central(detections: Sequence, width: int, height: int):
@@ -97,13 +124,16 @@ def embed_lfw_images(
     cache: EmbeddingCache | None = None,
     progress: Callable[[object], None] | None = None,
 ) -> EmbeddedSet:
-    """One embedding per image: the central face, or the fallback box where none was found."""
+    """One embedding per image: the central face, or the fallback box where none was found; none
+    (a NaN row) for an image that cannot be read or that the pipeline failed on."""
     names = [os.fspath(p) for p in paths]
     rows = np.zeros((len(names), pipeline.spec.dimension), dtype=np.float32)
     result = EmbeddedSet(names, rows)
     for i, item in enumerate(process(names, pipeline, batch_size=32, cache=cache, on_done=progress)):
-        if item.image is None:
-            result.unreadable.append(item.source)
+        if item.image is None or item.error is not None:
+            (result.unreadable if item.image is None else result.failed).append(item.source)
+            result.errors[item.source] = item.error or f"{item.source}: unreadable"
+            log.warning("%s", result.errors[item.source])
             rows[i] = np.nan
             continue
         if item.faces:
@@ -120,7 +150,12 @@ def embed_lfw_images(
 
 @dataclass(frozen=True)
 class VerificationReport:
-    """LFW verification figures (``accuracy`` = mean over folds, threshold chosen on the others)."""
+    """LFW verification figures (``accuracy`` = mean over folds, threshold chosen on the others).
+
+    ``no_face``: images where no face was found (the fallback box was embedded). ``unreadable``
+    and ``failed``: images that could not be read, or that the pipeline failed on; the
+    ``failed_pairs`` pairs holding one count as wrong in every figure; ``errors`` has their messages.
+    """
 
     pairs: int
     folds: int
@@ -134,7 +169,11 @@ class VerificationReport:
     images: int
     no_face: int
     unreadable: int
+    failed: int
+    failed_pairs: int
+    errors: list[str]
     fallback: str = "central box (LFW_CENTRE_BOX) embedded where MTCNN found no face"
+    failures: str = "a pair with an unreadable or failed image counts as wrong"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -163,9 +202,12 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
 
 
 def verification_report(
-    scores: np.ndarray, same: np.ndarray, fold: np.ndarray, embedded: EmbeddedSet
+    scores: np.ndarray, same: np.ndarray, fold: np.ndarray, embedded: EmbeddedSet, *, failed_pairs: int = 0
 ) -> VerificationReport:
-    """10-fold accuracy (threshold from the other folds), ROC AUC and TAR at FAR 1e-2 and 1e-3."""
+    """10-fold accuracy (threshold from the other folds), ROC AUC and TAR at FAR 1e-2 and 1e-3.
+
+    ``failed_pairs``: how many of the pairs hold an image without an embedding (already scored as
+    wrong by :func:`pair_scores`), for the report."""
     from sklearn.metrics import accuracy_score, roc_auc_score
 
     accuracies, thresholds = [], []
@@ -191,15 +233,28 @@ def verification_report(
         images=len(embedded.paths),
         no_face=len(embedded.no_face),
         unreadable=len(embedded.unreadable),
+        failed=len(embedded.failed),
+        failed_pairs=int(failed_pairs),
+        errors=sorted(embedded.errors.values()),
     )
 
 
-def pair_scores(pairs: Sequence[tuple[Path, Path]], embedded: EmbeddedSet) -> np.ndarray:
-    """Cosine similarity of each pair's two embeddings."""
+#: Score of a pair holding an image without an embedding (unreadable, or the pipeline failed on
+#: it): outside the cosine range and on the wrong side of every threshold, so that accuracy, ROC
+#: AUC and TAR all count the pair as wrong.
+WRONG_SAME, WRONG_DIFFERENT = -2.0, 2.0
+
+
+def pair_scores(pairs: Sequence[tuple[Path, Path]], embedded: EmbeddedSet, same: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each pair's two embeddings; :data:`WRONG_SAME` / :data:`WRONG_DIFFERENT`
+    for a pair with an image that has none (``same``: ``(N,)`` bool, the pairs' truth)."""
     position = {p: i for i, p in enumerate(embedded.paths)}
     a = embedded.embeddings[[position[os.fspath(p)] for p, _ in pairs]]
     b = embedded.embeddings[[position[os.fspath(q)] for _, q in pairs]]
-    return np.nan_to_num(np.einsum("ij,ij->i", a, b), nan=-1.0)
+    scores = np.einsum("ij,ij->i", a, b)
+    missing = np.isnan(scores)
+    scores[missing] = np.where(np.asarray(same, dtype=bool)[missing], WRONG_SAME, WRONG_DIFFERENT)
+    return scores
 
 
 def evaluate_lfw(
@@ -219,8 +274,10 @@ def evaluate_lfw(
         same, fold = same[keep], fold[keep]
     images = sorted({os.fspath(p) for pair in pairs for p in pair})
     embedded = embed_lfw_images(images, pipeline, cache=cache, progress=progress)
-    scores = pair_scores(pairs, embedded)
-    report = verification_report(scores, same, fold, embedded)
+    scores = pair_scores(pairs, embedded, same)
+    lost = embedded.missing
+    failed_pairs = sum(os.fspath(p) in lost or os.fspath(q) in lost for p, q in pairs)
+    report = verification_report(scores, same, fold, embedded, failed_pairs=failed_pairs)
     if plots is not None:
         write_plots(scores, same, plots, title=f"LFW, {pipeline.spec.name}")
     return report
@@ -319,7 +376,11 @@ class OpenSetReport:
 
     ``dir_at_fpir[x]`` is the detection-and-identification rate (known probes named correctly)
     at the threshold where a share ``x`` of unknown probes is named (FPIR); ``at_default`` gives
-    both rates at the model's default threshold for a gallery of this size.
+    both rates at the default threshold for a gallery of this size (``None`` where no table is
+    measured for the embedding key). ``unreadable`` and ``failed`` images are left out of the
+    protocol (``excluded``: how many of its photos that removed; a person whose every enrolment
+    photo failed is not enrolled and their probes count as misses); ``errors`` has their messages.
+    The probe counts are those that were scored.
     """
 
     enrol: int
@@ -329,9 +390,13 @@ class OpenSetReport:
     unknown_probes: int
     rank1: float
     dir_at_fpir: dict[str, dict[str, float]]
-    at_default: dict[str, float]
+    at_default: dict[str, float] | None
     beta: float
     no_face: int
+    unreadable: int = 0
+    failed: int = 0
+    excluded: int = 0
+    errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -346,21 +411,19 @@ def threshold_at_fpir(unknown_scores: np.ndarray, fpir: float) -> float:
     return float(np.nextafter(ranked[allowed], np.inf))
 
 
-def top_scores(candidates: Sequence[Sequence], beta: float) -> tuple[list[str | None], np.ndarray]:
-    """Each probe's best person and that person's decision score (a one-face photo's decision)."""
-    from faceid.identify import decision_score
+def naming_arrays(namings: Sequence[Naming]) -> tuple[list[str | None], np.ndarray]:
+    """Names and naming thresholds of one-face photos as ``(names, (N,) float64)``."""
+    return [n.name for n in namings], np.array([n.threshold for n in namings], dtype=np.float64)
 
-    names: list[str | None] = []
-    scores = np.empty(len(candidates), dtype=np.float64)
-    for i, cands in enumerate(candidates):
-        if not cands:
-            names.append(None)
-            scores[i] = -np.inf
-            continue
-        second = cands[1].similarity if len(cands) > 1 else 0.0
-        names.append(cands[0].name)
-        scores[i] = decision_score(cands[0].similarity, second, beta)
-    return names, scores
+
+def single_face_namings(
+    gallery: Gallery, vectors: np.ndarray, params: DecisionParams
+) -> tuple[list[str | None], np.ndarray]:
+    """What identify names each of these one-face photos as, and up to which threshold."""
+    from faceid.identify import photo_namings
+
+    namings = photo_namings(gallery, [v[None] for v in vectors], params)
+    return naming_arrays([n[0] for n in namings])
 
 
 def evaluate_openset(
@@ -375,20 +438,27 @@ def evaluate_openset(
     beta: float | None = None,
     progress: Callable[[object], None] | None = None,
 ) -> OpenSetReport:
-    """Run the open-set protocol through a real (temporary) gallery and faceid's own decision score
-    (``beta`` overrides :data:`faceid.thresholds.BETA`, to measure it)."""
+    """Run the open-set protocol through a real (temporary) gallery and :func:`faceid.identify.decide`
+    itself, margin included (``beta`` overrides :data:`faceid.thresholds.BETA`, to measure it).
+
+    A probe counts as named at threshold ``t`` exactly when ``identify`` would name it there: its
+    naming threshold (:func:`faceid.identify.naming_thresholds`) is at least ``t``.
+    """
     import tempfile
 
+    from faceid.errors import UncalibratedError
     from faceid.gallery import Gallery, NewFace
     from faceid.identify import candidates_for
-    from faceid.thresholds import BETA, threshold_for
+    from faceid.thresholds import BETA, DECISION_MARGIN, DecisionParams, threshold_for
 
     beta = BETA if beta is None else float(beta)
+    params = DecisionParams(threshold=math.inf, margin=DECISION_MARGIN, beta=beta, source="evaluation")
     protocol = openset_protocol(
         lfw_people(root), enrol=enrol, max_people=max_people, max_strangers=max_strangers, seed=seed
     )
     images = sorted({p for _, p in protocol.enrolled} | {p for _, p in protocol.known} | set(protocol.unknown))
     embedded = embed_lfw_images(images, pipeline, cache=cache, progress=progress)
+    protocol, excluded = _without_missing(protocol, embedded)
     row = {p: i for i, p in enumerate(embedded.paths)}
     vectors = embedded.embeddings
     with tempfile.TemporaryDirectory(prefix="faceid-openset-") as tmp, Gallery(tmp) as gallery:
@@ -399,14 +469,14 @@ def evaluate_openset(
             )
         for name, faces in by_person.items():
             gallery.add_faces(name, faces, embedding_key=pipeline.key)
-        known_names, known_scores = top_scores(
-            candidates_for(gallery, vectors[[row[p] for _, p in protocol.known]], top=2), beta
-        )
-        _, unknown_scores = top_scores(
-            candidates_for(gallery, vectors[[row[p] for p in protocol.unknown]], top=2), beta
-        )
+        known_vectors = vectors[[row[p] for _, p in protocol.known]]
+        known_names, known_scores = single_face_namings(gallery, known_vectors, params)
+        # rank-1: the most similar person is the right one, whatever the threshold and margin say
+        best = [c[0].name if c else None for c in candidates_for(gallery, known_vectors, top=1)]
+        _, unknown_scores = single_face_namings(gallery, vectors[[row[p] for p in protocol.unknown]], params)
         people = len(gallery)
     correct = np.array([n == truth for n, (truth, _) in zip(known_names, protocol.known)])
+    rank1 = float(np.mean([b == truth for b, (truth, _) in zip(best, protocol.known)]))
     figures = {}
     for fpir in (0.01, 0.001):
         t = threshold_at_fpir(unknown_scores, fpir)
@@ -415,23 +485,49 @@ def evaluate_openset(
             "dir": float(np.mean(correct & (known_scores >= t))),
             "fpir": float(np.mean(unknown_scores >= t)),
         }
-    default = threshold_for(pipeline.spec.name, people)
+    try:
+        default: float | None = threshold_for(pipeline.key, people)
+    except UncalibratedError:
+        default = None
     return OpenSetReport(
         enrol=enrol,
         people=people,
         gallery_faces=len(protocol.enrolled),
         known_probes=len(protocol.known),
         unknown_probes=len(protocol.unknown),
-        rank1=float(np.mean(correct)),
+        rank1=rank1,
         dir_at_fpir=figures,
-        at_default={
+        at_default=None
+        if default is None
+        else {
             "threshold": round(default, 4),
             "dir": float(np.mean(correct & (known_scores >= default))),
             "fpir": float(np.mean(unknown_scores >= default)),
         },
         beta=beta,
         no_face=len(embedded.no_face),
+        unreadable=len(embedded.unreadable),
+        failed=len(embedded.failed),
+        excluded=excluded,
+        errors=sorted(embedded.errors.values()),
     )
+
+
+def _without_missing(protocol: OpenSetProtocol, embedded: EmbeddedSet) -> tuple[OpenSetProtocol, int]:
+    """``protocol`` without the photos that have no embedding (unreadable or failed), and how many
+    photos that removed."""
+    gone = embedded.missing
+    if not gone:
+        return protocol, 0
+    kept = OpenSetProtocol(
+        [(n, p) for n, p in protocol.enrolled if p not in gone],
+        [(n, p) for n, p in protocol.known if p not in gone],
+        [p for p in protocol.unknown if p not in gone],
+    )
+    removed = len(protocol.enrolled) + len(protocol.known) + len(protocol.unknown)
+    removed -= len(kept.enrolled) + len(kept.known) + len(kept.unknown)
+    log.warning("%d photos of the open-set protocol have no embedding and are left out", removed)
+    return kept, removed
 
 
 def _text_sha256(text: str) -> str:
@@ -455,16 +551,19 @@ def threshold_by_size(
     """The threshold holding ``fpir`` for galleries of each size: random galleries of N enrolled
     people (first image each), all single-image people as strangers; mean and spread over draws.
 
-    Exact search in numpy (the same decision score as :mod:`faceid.identify`), since hundreds of
-    galleries are scored.
+    Exact search in numpy, since hundreds of galleries are scored, then
+    :func:`faceid.identify.naming_thresholds` (the decision itself, margin included) on each probe's
+    two best people, which are all the decision of a one-face photo looks at.
     """
-    from faceid.identify import decision_score
-    from faceid.thresholds import BETA
+    from faceid.identify import Candidate, naming_thresholds
+    from faceid.thresholds import BETA, DECISION_MARGIN, DecisionParams
 
+    params = DecisionParams(threshold=math.inf, margin=DECISION_MARGIN, beta=BETA, source="evaluation")
     people = lfw_people(root)
     full = openset_protocol(people, enrol=1)
     images = sorted({p for _, p in full.enrolled} | {p for _, p in full.known} | set(full.unknown))
     embedded = embed_lfw_images(images, pipeline, cache=cache, progress=progress)
+    full, _ = _without_missing(full, embedded)
     row = {p: i for i, p in enumerate(embedded.paths)}
     vectors = embedded.embeddings
     enrolled = {name: vectors[row[path]] for name, path in full.enrolled}
@@ -472,21 +571,28 @@ def threshold_by_size(
     strangers = vectors[[row[p] for p in full.unknown]]
     names = sorted(enrolled)
     rng = np.random.default_rng(seed)
-    score = np.vectorize(lambda s1, s2: decision_score(s1, s2, BETA))
+
+    def namings(similarities: np.ndarray, chosen: list[str]) -> tuple[list[str | None], np.ndarray]:
+        top = np.argsort(-similarities, axis=1, kind="stable")[:, :2]
+        out = [
+            naming_thresholds([[Candidate(chosen[j], float(sims[j])) for j in best]], params)[0]
+            for sims, best in zip(similarities, top)
+        ]
+        return [n.name for n in out], np.array([n.threshold for n in out])
+
     table = []
     for n in sizes:
         thresholds, rates = [], []
         for _ in range(draws if n < len(names) else 1):
             chosen = sorted(rng.choice(names, n, replace=False).tolist()) if n < len(names) else names
             gallery = np.stack([enrolled[c] for c in chosen])
-            s_unknown = _best_two(strangers @ gallery.T)
-            t = threshold_at_fpir(score(*s_unknown), fpir)
+            _, unknown_levels = namings(strangers @ gallery.T, chosen)
+            t = threshold_at_fpir(unknown_levels, fpir)
             members = set(chosen)
             probes = [(name, v) for name, v in known if name in members]
-            sims = np.stack([v for _, v in probes]) @ gallery.T
-            best = np.argmax(sims, axis=1)
-            right = np.array([chosen[b] == name for b, (name, _) in zip(best, probes)])
-            rates.append(float(np.mean(right & (score(*_best_two(sims)) >= t))))
+            named, levels = namings(np.stack([v for _, v in probes]) @ gallery.T, chosen)
+            right = np.array([got == name for got, (name, _) in zip(named, probes)])
+            rates.append(float(np.mean(right & (levels >= t))))
             thresholds.append(t)
         table.append(
             {
@@ -498,11 +604,3 @@ def threshold_by_size(
             }
         )
     return table
-
-
-def _best_two(similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best and second-best value of each row (second is 0 where there is one column)."""
-    if similarities.shape[1] == 1:
-        return similarities[:, 0], np.zeros(len(similarities))
-    part = -np.partition(-similarities, 1, axis=1)[:, :2]
-    return part[:, 0], part[:, 1]
