@@ -61,6 +61,7 @@ def test_corrupt_graph_file_is_refused(tmp_path, monkeypatch):
     assert spec.graph_sha256 in str(info.value) and "was not loaded" in str(info.value)
 
 
+@pytest.mark.model  # imports TensorFlow: seconds, not milliseconds
 def test_tensorflow_import_leaves_sklearn_importable():
     """faceid keeps Keras from importing scikit-learn while TensorFlow loads (a cold-start
     saving), and leaves it importable afterwards."""
