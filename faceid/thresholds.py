@@ -59,6 +59,48 @@ TABLES: dict[EmbeddingKey, Sequence[tuple[int, float]]] = {
         (1000, 0.3712),
         (1680, 0.3758),
     ),
+    # `enroll --mirror`: the same measurement with `faceid eval lfw-openset --sizes --mirror`
+    EmbeddingKey.for_model("facenet-20170512-110547", crop_margin=0.1, mirror=True): (
+        (1, 0.3497),
+        (2, 0.3841),
+        (5, 0.366),
+        (10, 0.367),
+        (20, 0.383),
+        (50, 0.3802),
+        (100, 0.3681),
+        (200, 0.371),
+        (500, 0.3698),
+        (1000, 0.3713),
+        (1680, 0.3707),
+    ),
+    # `faceid eval lfw-openset --sizes --model sface`
+    EmbeddingKey.for_model("sface"): (
+        (1, 0.2981),
+        (2, 0.2755),
+        (5, 0.2475),
+        (10, 0.243),
+        (20, 0.2392),
+        (50, 0.2391),
+        (100, 0.2398),
+        (200, 0.2424),
+        (500, 0.2454),
+        (1000, 0.2487),
+        (1680, 0.2538),
+    ),
+    # `faceid eval lfw-openset --sizes --model arcface-mbf`
+    EmbeddingKey.for_model("arcface-mbf"): (
+        (1, 0.1629),
+        (2, 0.1697),
+        (5, 0.1719),
+        (10, 0.1722),
+        (20, 0.172),
+        (50, 0.1754),
+        (100, 0.1784),
+        (200, 0.1822),
+        (500, 0.1903),
+        (1000, 0.1977),
+        (1680, 0.2059),
+    ),
 }
 
 
