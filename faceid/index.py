@@ -45,6 +45,7 @@ __all__ = [
     "choose",
     "contents",
     "erase",
+    "ids",
     "remove",
     "search",
     "spec_of",
@@ -204,6 +205,14 @@ def _parts(index: Any) -> tuple[Any, Any, Any | None]:
     return outer, inner, None
 
 
+def ids(index: Any) -> np.ndarray:
+    """The face ids ``(n,)`` int64 a gallery index holds, in its internal order (a copy)."""
+    import faiss
+
+    outer: Any = faiss.downcast_index(index)
+    return faiss.rev_swig_ptr(outer.id_map.data(), int(outer.ntotal)).copy() if outer.ntotal else np.zeros(0, np.int64)
+
+
 def add(index: Any, ids: np.ndarray, vectors: np.ndarray) -> None:
     """Add ``vectors`` ``(n, D)`` float32 under new ``ids`` ``(n,)`` int64 to ``index``, in place.
 
@@ -349,7 +358,8 @@ def erase(path: Any, ids: np.ndarray) -> int:
             handle.write(zeros)
         if "codes" in where:
             bbs = where["bbs"]
-            packer = faiss.IndexPQFastScan(d, where["m"], 4, faiss.METRIC_INNER_PRODUCT, bbs).get_CodePacker()
+            codes: Any = faiss.IndexPQFastScan(d, where["m"], 4, faiss.METRIC_INNER_PRODUCT, bbs)
+            packer = codes.get_CodePacker()
             block = int(packer.block_size)
             code = np.zeros(int(packer.code_size), np.uint8)
             for first in sorted({place // bbs for place in places.tolist()}):

@@ -13,6 +13,7 @@ the audit log. Scores are cosine similarities of unit vectors (inner products), 
 - :mod:`~faceid.gallery.audit`: the append-only audit log and its replay;
 - :mod:`~faceid.gallery.deletion`: secure deletion (VACUUM, shredding files);
 - :mod:`~faceid.gallery.indexfiles`: index files on disk, their locks and validation;
+- :mod:`~faceid.gallery.changes`: the log of removed faces, which lets an index catch up in place;
 - :mod:`~faceid.gallery.searchindex`: the search index kept in step with the database;
 - :mod:`~faceid.gallery.records`: the dataclasses handed in and out, and the rule for names.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +40,7 @@ from faceid.errors import (
     ModelMismatchError,
     PersonNotFoundError,
 )
-from faceid.gallery import audit, deletion, people
+from faceid.gallery import audit, changes, deletion, people
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.indexfiles import IndexFiles
 from faceid.gallery.records import (
@@ -49,7 +51,7 @@ from faceid.gallery.records import (
     default_gallery_dir,
     normalise_name,
 )
-from faceid.gallery.searchindex import Contents, SearchIndex
+from faceid.gallery.searchindex import Changes, SearchIndex
 from faceid.gallery.store import DB_NAME, SCHEMA_VERSION, Store, Unchanged, guarded
 
 __all__ = [
@@ -101,9 +103,7 @@ class Gallery:
         files = IndexFiles(
             self.path, generation=self._store.generation, timeout=self.timeout, busy=self._store.busy_error
         )
-        self._search = SearchIndex(
-            files, contents=self._contents, generation=self._store.generation, report=self._report
-        )
+        self._search = SearchIndex(files, changes=self._changes, generation=self._store.generation, report=self._report)
         try:
             self._recover()
         except BaseException:
@@ -112,8 +112,17 @@ class Gallery:
 
     @guarded
     def _recover(self) -> None:
-        """Finish what a killed process left: a stale journal, a removal not yet compacted, old index files."""
+        """Finish what a killed process left: a stale journal, a removal not yet compacted, old index files;
+        give a gallery made before the log of removed faces that log."""
         deletion.clear_stale_journal(self._store)
+        if not changes.exists(self._db):
+            try:
+                with self._store.write(versioned=False) as db:
+                    if not changes.exists(db):
+                        changes.create(db, self._store.generation())
+            except sqlite3.OperationalError as exc:  # read-only: its index is rebuilt after each change
+                if "readonly" not in str(exc):
+                    raise
         if self._compaction_pending():
             self._compact(wait=False)
         self._search.tidy()
@@ -343,6 +352,8 @@ class Gallery:
             pid = people.person_id(db, name_n)
             if pid is None:
                 raise self._not_found(name_n)
+            gone = np.array([r[0] for r in db.execute("SELECT id FROM faces WHERE person_id = ?", (pid,))], np.int64)
+            changes.note_removed(db, pid, self._store.generation() + 1)  # the generation this commits as
             count = people.delete_person(db, pid)
             audit.record(db, "remove", name_n, faces=count)
             deletion.note_removal(db)
@@ -353,7 +364,7 @@ class Gallery:
                 "next opens the gallery while no one else uses it"
             )
         try:
-            self._search.refresh()
+            self._search.removed(gone)
         except (GalleryError, OSError) as exc:  # the removal is committed; the next open sweeps old files
             self._report(
                 f"{self.path}: the index cache could not be rewritten after removing {name_n!r} ({exc}); "
@@ -381,11 +392,16 @@ class Gallery:
         """All enrolled faces as ``(face_ids (N,) int64, person_ids (N,) int64, embeddings (N, D) float32)``."""
         return people.embeddings(self._db, self.dimension or 0, self._store.file)
 
-    def _contents(self) -> Contents:
-        with self._store.snapshot():  # the generation and the rows it names
+    @guarded
+    def _changes(self, since: int | None, after: int) -> Changes:
+        """The faces with ids above ``after`` and those removed after generation ``since``, in one snapshot."""
+        with self._store.snapshot():
             generation = self.generation
-            ids, _, vectors = self.embeddings()
-            return generation, ids, vectors, self.dimension or 1
+            dimension = self.dimension or 0
+            removed = changes.removed_since(self._db, since) if since is not None else np.zeros(0, np.int64)
+            ids, _, vectors = people.embeddings(self._db, dimension, self._store.file, after=after)
+            count, id_sum = self._db.execute("SELECT COUNT(*), COALESCE(SUM(id), 0) FROM faces").fetchone()
+        return Changes(generation, max(1, dimension), ids, vectors, removed, int(count), int(id_sum))
 
     @guarded
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -434,9 +450,8 @@ class Gallery:
             problems, fatal = people.row_problems(self._db, dimension, where)
             if fatal:
                 return problems
-            generation = self.generation
             ids, _, vectors = self.embeddings()
             problems += audit.problems(self._db, where)
         problems += people.vector_problems(vectors, where)
-        problems += self._search.problems(generation, ids, vectors, dimension or 1)
+        problems += self._search.problems()
         return problems
