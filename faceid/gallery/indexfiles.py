@@ -138,6 +138,23 @@ class IndexFiles:
             except OSError as exc:  # a read-only gallery still reads
                 log.info("could not delete old index files in %s: %s", self.folder, exc)
 
+    def holds(self, generation: int, ids: np.ndarray) -> bool:
+        """Whether the index file of ``generation`` may still hold any of the faces ``ids`` (read without the lock).
+
+        Only the ids at the end of the file are read: its other parts may change under a process
+        erasing faces in it, its ids only from a face's id to :data:`faceid.index.ERASED`.
+        """
+        from faceid import index as search_index
+
+        if not len(ids):
+            return False
+        try:
+            return bool(np.isin(search_index.file_ids(self.file(generation)), ids).any())
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            return True  # not readable as an index: erase() deals with it
+
     def erase(self, generation: int, ids: np.ndarray) -> None:
         """Overwrite the vectors and codes of the faces ``ids`` in the index file of ``generation``, in place.
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from faceid._files import fsync_dir
 from faceid.errors import ModelMismatchError
 from faceid.gallery.deletion import shred
 from faceid.gallery.indexfiles import IndexFiles, build, compare, parse
@@ -141,7 +142,7 @@ class SearchIndex:
         base = self._files.newest()
         if base is not None:
             removed = self._changes(base, _ALL).removed_ids
-            if removed is None or len(removed):
+            if removed is None or self._files.holds(base, removed):
                 try:
                     with self._files.lock(exclusive=True):
                         self._erase_locked(base, removed)
@@ -261,7 +262,7 @@ class SearchIndex:
         index, problem = parse(data, now.dimension, now.count + len(removed))
         if index is None:
             return None, problem, 0
-        applied = gi.remove(index, removed)
+        applied = gi.remove(index, np.append(removed, gi.ERASED))
         held = gi.ids(index)
         top = int(held.max()) if len(held) else _NO_ID
         old = int(np.searchsorted(now.added_ids, top, side="right"))  # faces the file must hold
@@ -296,14 +297,14 @@ class SearchIndex:
 
     def _erase(self, face_ids: np.ndarray) -> None:
         base = self._files.newest()
-        if base is None:
-            return
-        with self._files.lock(exclusive=True):
-            self._erase_locked(base, face_ids)
+        if base is not None and self._files.holds(base, face_ids):
+            with self._files.lock(exclusive=True):
+                self._erase_locked(base, face_ids)
 
     def _erase_locked(self, base: int, face_ids: np.ndarray | None) -> None:
         """Overwrite ``face_ids`` in the file of ``base``; delete the file if they are unknown (``None``)."""
         if face_ids is None:  # the log of removals does not reach back to the file: it may hold anyone
             shred(self._files.file(base))
+            fsync_dir(self._files.folder)
         else:
             self._files.erase(base, face_ids)
