@@ -209,6 +209,8 @@ def _flat_index(ids: np.ndarray, vectors: np.ndarray, dimension: int) -> Any:
 def parse(data: bytes, dimension: int, most: int) -> tuple[Any, str | None]:
     """``(index, None)`` if ``data`` is a gallery index of ``dimension``, at most ``most`` faces; else ``(None, why)``.
 
+    ``(None, None)`` for an empty index of another dimension (written before the first face).
+
     The size is checked before anything is decoded, so a damaged header cannot make FAISS
     allocate without bound: exactly the exact index's size for the faces its header counts, or
     at most the approximate one's (its product-quantiser codebooks, and per face a code besides
@@ -242,6 +244,8 @@ def parse(data: bytes, dimension: int, most: int) -> tuple[Any, str | None]:
     except ValueError:
         return None, "not an index of this gallery's kind"
     if index.d != dimension:
+        if index.ntotal == 0:  # written while the gallery had no faces, so no dimension: not damage
+            return None, None
         return None, "not an index of this gallery's kind"
     return index, None
 

@@ -260,7 +260,7 @@ class SearchIndex:
 
         removed = now.removed_ids if now.removed_ids is not None else np.zeros(0, np.int64)
         index, problem = parse(data, now.dimension, now.count + len(removed))
-        if index is None:
+        if index is None:  # damaged, or (no problem) an empty index from before the first face
             return None, problem, 0
         applied = gi.remove(index, np.append(removed, gi.ERASED))
         held = gi.ids(index)
