@@ -327,9 +327,8 @@ def test_index_files_lock_is_bounded_too(populated):
             g.close()
             pytest.fail("opening did not wait for the index files lock")
         (populated / ".index-99.faiss.x1.tmp").unlink()
-        with Gallery(populated, timeout=0.2) as g:  # nothing to sweep: opens at once
-            with pytest.raises(GalleryBusyError, match="busy"):
-                g.search(_unit(1), 1)  # reading the index file waits, then says busy
+        with Gallery(populated, timeout=0.2) as g, pytest.raises(GalleryBusyError, match="busy"):
+            g.search(_unit(1), 1)  # nothing to sweep, so it opens at once; reading the index file waits
     finally:
         os.close(fd)
 
