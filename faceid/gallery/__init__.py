@@ -400,8 +400,8 @@ class Gallery:
             dimension = self.dimension or 0
             removed = changes.removed_since(self._db, since) if since is not None else np.zeros(0, np.int64)
             ids, _, vectors = people.embeddings(self._db, dimension, self._store.file, after=after)
-            count, id_sum = self._db.execute("SELECT COUNT(*), COALESCE(SUM(id), 0) FROM faces").fetchone()
-        return Changes(generation, max(1, dimension), ids, vectors, removed, int(count), int(id_sum))
+            (count,) = self._db.execute("SELECT COUNT(*) FROM faces").fetchone()
+        return Changes(generation, max(1, dimension), ids, vectors, removed, int(count))
 
     @guarded
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
