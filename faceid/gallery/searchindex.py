@@ -159,7 +159,10 @@ class SearchIndex:
             return [f"{path}: cannot read ({exc.strerror or exc}); run `faceid gallery rebuild-index`"]
         if data is None:
             return []
-        _, problem, _ = self._from_file(data, self._changes(base, _NO_ID))
+        now = self._changes(base, _NO_ID)
+        if now.removed_ids is None:  # too old to bring up to date: replaced on the next search, not damage
+            return []
+        _, problem, _ = self._from_file(data, now)
         if problem is None:
             return []
         return [
@@ -287,6 +290,10 @@ class SearchIndex:
         import faiss
 
         if self._index is None or self._generation is None:
+            return
+        if self._generation in self._damaged:  # the damaged file stays for the repair: nothing to write
+            with self._files.lock(exclusive=True):
+                self._files.sweep()
             return
         data = faiss.serialize_index(self._index).tobytes()
         with self._files.lock(exclusive=True):
