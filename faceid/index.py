@@ -52,6 +52,7 @@ __all__ = [
     "reserve",
     "search",
     "spec_of",
+    "view",
 ]
 
 log = logging.getLogger(__name__)
@@ -168,19 +169,23 @@ def _flat_of(index: Any) -> Any:
 
 
 def contents(index: Any) -> tuple[np.ndarray, np.ndarray]:
-    """What a gallery index holds: ``(ids (n,) int64, vectors (n, D) float32)``, sorted by id."""
+    """What a gallery index holds: ``(ids (n,) int64, vectors (n, D) float32)``, sorted by id (copies)."""
+    ids, vectors = view(index)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], vectors[order]
+
+
+def view(index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids (n,), vectors (n, D))`` of a gallery index in its internal order: views, valid while it is unchanged."""
     import faiss
 
     spec_of(index)  # raises for anything else
     outer: Any = faiss.downcast_index(index)  # a view: ``index`` keeps owning the object
-    ids = faiss.vector_to_array(outer.id_map).astype(np.int64)
-    d = int(outer.d)
-    flat = _flat_of(outer)
-    vectors = faiss.rev_swig_ptr(flat.get_xb(), len(ids) * d).copy().reshape(len(ids), d) if len(ids) else None
-    if vectors is None:
-        vectors = np.zeros((0, d), np.float32)
-    order = np.argsort(ids, kind="stable")
-    return ids[order], vectors[order]
+    n, d = int(outer.ntotal), int(outer.d)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros((0, d), np.float32)
+    ids = faiss.rev_swig_ptr(outer.id_map.data(), n)
+    return ids, faiss.rev_swig_ptr(_flat_of(outer).get_xb(), n * d).reshape(n, d)
 
 
 def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

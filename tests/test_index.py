@@ -382,3 +382,22 @@ def test_an_older_index_file_is_brought_up_to_date_and_keeps_no_removed_face(gal
     with Gallery(gallery_dir) as g:
         check_against_oracle(g, rng, removed)
         assert builds == [100] and g.check() == [] and g.problems == []
+
+
+def test_compare_finds_a_changed_vector_in_an_index_changed_in_place():
+    from faceid.gallery.indexfiles import compare
+
+    rng = np.random.default_rng(11)
+    _, vectors = clustered(rng, 20, 5)
+    ids = np.arange(1, 101, dtype=np.int64)
+    index = gi.build(ids, vectors, D)
+    assert compare(index, ids, vectors) is None
+    gi.remove(index, ids[[0, 10, 50]])  # the last faces move into their places: no longer in id order
+    assert not np.array_equal(gi.ids(index), np.sort(gi.ids(index)))
+    keep = np.setdiff1d(np.arange(100), [0, 10, 50])
+    assert compare(index, ids[keep], vectors[keep]) is None
+    edited = vectors[keep].copy()
+    edited[-1, 0] += 1e-3
+    assert compare(index, ids[keep], edited).startswith("1 of its 97 vectors differ")
+    assert "holds other faces" in compare(index, ids[keep[:-1]], vectors[keep[:-1]])
+    assert "holds other faces" in compare(index, ids[keep] + 1, vectors[keep])

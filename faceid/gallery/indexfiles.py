@@ -251,17 +251,32 @@ def parse(data: bytes, dimension: int, most: int) -> tuple[Any, str | None]:
 
 
 def compare(index: Any, ids: np.ndarray, vectors: np.ndarray) -> str | None:
-    """What differs between ``index`` and the database's ``ids`` ``(N,)`` and ``vectors`` ``(N, D)``, or ``None``."""
+    """What differs between ``index`` and the database's ``ids`` ``(N,)`` (ascending) and ``vectors`` ``(N, D)``.
+
+    ``None`` if nothing does. An index built from the rows holds them in that order and is compared
+    as it is, without copying it; one changed in place is compared through its ids' order.
+    """
     from faceid import index as search_index
 
-    held, stored = search_index.contents(index)
-    if len(held) != len(ids) or not np.array_equal(held, ids):
-        return f"holds other faces than the database ({len(held)} in the index, {len(ids)} in the database)"
-    if len(ids):
-        differ = int(np.count_nonzero((stored != vectors).any(axis=1)))
-        if differ:
-            return (
-                f"{differ} of its {len(ids)} vectors differ from the database's (the database was edited "
-                "outside faceid, or the index damaged)"
-            )
+    held, stored = search_index.view(index)
+    other = f"holds other faces than the database ({len(held)} in the index, {len(ids)} in the database)"
+    if len(held) != len(ids):
+        return other
+    expected = vectors
+    if not np.array_equal(held, ids):
+        order = np.argsort(held, kind="stable")
+        if not np.array_equal(held[order], ids):
+            return other
+        expected = np.empty_like(vectors)
+        expected[order] = vectors  # the database's vectors in the index's order
+    step = 1 << 16
+    differ = sum(
+        int(np.count_nonzero((stored[i : i + step] != expected[i : i + step]).any(axis=1)))
+        for i in range(0, len(ids), step)
+    )
+    if differ:
+        return (
+            f"{differ} of its {len(ids)} vectors differ from the database's (the database was edited "
+            "outside faceid, or the index damaged)"
+        )
     return None
