@@ -42,8 +42,11 @@ log = logging.getLogger(__name__)
 
 #: A new index file is written when the faces added and removed since the file on disk reach
 #: this share of the gallery (and at least one). Below it a process that loads the file applies
-#: those changes from the database (reading 1% of a million faces back costs about 0.1 s, against
-#: several seconds to write the file); the file's removed faces are overwritten, never kept.
+#: those changes from the database. Measured at a million faces (load 15 on 2 cores): a new
+#: process's first search took 24 s with the file 10,000 changes behind and 27.6 s with it
+#: current (the changes are lost in the noise of reading every embedding back to check the
+#: file), while writing the 536 MB file took 8.6 s. The file's removed faces are overwritten at
+#: once, whatever the share.
 REBASE_SHARE = 0.01
 
 _NO_ID = -1
