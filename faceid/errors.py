@@ -6,7 +6,8 @@ single line on stderr and a non-zero exit status. The tree::
     FaceIDError
     ├── ModelError
     │   ├── ModelNotFoundError
-    │   └── ModelIntegrityError
+    │   ├── ModelIntegrityError
+    │   └── ModelLicenceError
     ├── EmbeddingKeyError (also a ValueError)
     ├── UncalibratedError
     ├── ImageError (also a ValueError)
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidNameError",
     "ModelError",
     "ModelIntegrityError",
+    "ModelLicenceError",
     "ModelMismatchError",
     "ModelNotFoundError",
     "OptionError",
@@ -57,6 +59,10 @@ class ModelNotFoundError(ModelError):
 
 class ModelIntegrityError(ModelError):
     """A model file's SHA-256 is not the one in the registry."""
+
+
+class ModelLicenceError(ModelError):
+    """A model's licence restricts its use and was not accepted when pulling it."""
 
 
 class EmbeddingKeyError(FaceIDError, ValueError):
