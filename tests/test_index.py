@@ -402,3 +402,49 @@ def test_compare_finds_a_changed_vector_in_an_index_changed_in_place():
     assert compare(index, ids[keep], edited).startswith("1 of its 97 vectors differ")
     assert "holds other faces" in compare(index, ids[keep[:-1]], vectors[keep[:-1]])
     assert "holds other faces" in compare(index, ids[keep] + 1, vectors[keep])
+
+
+def test_an_index_older_than_the_log_of_removals_is_rebuilt_and_its_file_deleted(gallery_dir, builds, monkeypatch):
+    """The log keeps the last KEEP removed faces: an index, or a file, from before them cannot be
+    brought up to date (it may hold anyone removed since), so it is rebuilt, and the file deleted."""
+    from faceid.gallery import changes, searchindex
+
+    monkeypatch.setattr(changes, "KEEP", 6)
+    monkeypatch.setattr(searchindex, "REBASE_SHARE", 100.0)
+    rng = np.random.default_rng(12)
+    with Gallery(gallery_dir) as reader, Gallery(gallery_dir) as writer:
+        enrol(writer, rng, 10, 3, "p")
+        check_against_oracle(reader, rng)  # builds, and writes the file
+        (written,) = gallery_dir.glob("index-*.faiss")
+        removed = []
+        for p in range(4):  # 12 faces removed: the log keeps the last 6
+            removed += [f.id for f in writer.faces(f"p {p}")]
+            writer.remove(f"p {p}")
+        assert len(writer._db.execute("SELECT face_id FROM removed_faces").fetchall()) <= 6
+        check_against_oracle(reader, rng, removed)  # too far behind: rebuilt, not updated
+        assert builds == [30, 18]
+        assert not written.exists()  # replaced by the rebuilt index's file, and overwritten
+    with Gallery(gallery_dir) as g:
+        check_against_oracle(g, rng, removed)
+        assert g.check() == [] and builds == [30, 18]  # the new file was used
+
+
+def test_opening_deletes_an_index_file_older_than_the_log_of_removals(gallery_dir, monkeypatch):
+    from faceid.gallery import changes, searchindex
+
+    monkeypatch.setattr(changes, "KEEP", 6)
+    monkeypatch.setattr(searchindex, "REBASE_SHARE", 100.0)
+    rng = np.random.default_rng(13)
+    with Gallery(gallery_dir) as g:
+        enrol(g, rng, 10, 3, "p")
+        g.search(unit(rng.standard_normal((1, D))), 1)
+        (written,) = gallery_dir.glob("index-*.faiss")
+    monkeypatch.setattr(Gallery, "_recover", lambda self: None)  # as if the removing process never opened it
+    with Gallery(gallery_dir) as g:
+        for p in range(4):
+            g.remove(f"p {p}")
+    monkeypatch.undo()
+    monkeypatch.setattr(changes, "KEEP", 6)
+    with Gallery(gallery_dir) as g:
+        assert not written.exists()  # it might hold anyone removed since: deleted on open
+        check_against_oracle(g, rng)
