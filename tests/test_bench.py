@@ -41,8 +41,11 @@ def test_gallery_part_without_the_models(tmp_path):
         assert 0.001 <= f["search_alone_ms_median"] <= f["search_alone_ms_p95"] < 1000
     (sqlite,) = [f for f in figures if f["figure"] == "gallery_sqlite"]
     assert sqlite["faces"] == 1000 and sqlite["index"] == "exact"
-    # after removing one person (5 faces) the only index file holds the 995 others
-    assert 995 * 520 / 1000 <= sqlite["index_file_bytes_per_face"] <= 995 * 521 / 1000
+    # 5 people of 5 faces enrolled and 3 people of 5 removed: the only index file holds 1,010 faces
+    assert 1010 * 520 / 1000 <= sqlite["index_file_bytes_per_face"] <= 1010 * 521 / 1000
+    assert len(sqlite["enrol_5_and_search_ms"]) == 5 and all(0 < t < 10_000 for t in sqlite["enrol_5_and_search_ms"])
+    removals, vacuums = sqlite["remove_person_s_oldest_new_new"], sqlite["of_which_vacuum_s"]
+    assert len(removals) == len(vacuums) == 3 and all(0 < v <= r for v, r in zip(vacuums, removals))
     assert sqlite["db_bytes_per_face"] >= 512  # each embedding's 512 bytes are in the database
     assert sqlite["remove_person_s"] < 10 and sqlite["first_search_s"] < 10  # seconds, not milliseconds
     assert all(len(f["load"]) == 3 for f in figures)
@@ -66,11 +69,21 @@ def test_unknown_part_is_refused():
 def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
     figures = list(bench.run(bench.PARTS, data=optional_data, images=2, sizes=[1000], tiny=True, workdir=tmp_path))
     names = {f["figure"] for f in figures}
-    assert names >= {"machine", "embedding_model", "embedding", "detection", "identify_warm", "cli_faceid"}
+    assert names >= {
+        "machine",
+        "embedding_model",
+        "embedding",
+        "detection",
+        "identify_warm",
+        "cli_faceid",
+        "cold_start",
+    }
     assert {f["batch"] for f in figures if f["figure"] == "embedding"} == {1, 8}
     assert {f["size"] for f in figures if f["figure"] == "detection"} == {"250x250", "640x480", "1920x1080"}
     (warm,) = [f for f in figures if f["figure"] == "identify_warm"]
     assert warm["faces"] == 1
     (cli,) = [f for f in figures if f["figure"] == "cli_faceid"]
     assert cli["photos"] >= 2 and cli["photos_without_face"] == 0
+    (cold,) = [f for f in figures if f["figure"] == "cold_start"]
+    assert 0 < cold["first_line_s"] <= cold["exit_s"] and cold["cpu_s"] > 0
     json.dumps(figures)  # every figure is plain JSON
