@@ -49,6 +49,7 @@ import numpy as np
 
 from faceid._files import atomic_write_bytes, fsync_dir
 from faceid.errors import (
+    FaceNotFoundError,
     GalleryBusyError,
     GalleryCorruptError,
     GalleryError,
@@ -169,6 +170,8 @@ class NewFace:
     box: tuple[int, int, int, int]
     confidence: float
     image_path: str | None = None
+    #: a small JPEG of the face (biometric data: stored beside the embedding, removed with it)
+    thumbnail: bytes | None = None
 
 
 def _now() -> str:
@@ -260,6 +263,9 @@ class Gallery:
         self._index_generation: int | None = None
         self._index_saved = False  # the index in memory is the one in its file
         self._damaged: set[int] = set()  # generations whose index file was found damaged
+        #: who makes the changes, for the audit log (for example ``"key:phone-app"`` in the server);
+        #: ``None`` records the OS user
+        self.actor: str | None = None
         db = self.path / DB_NAME
         try:
             if not db.exists():
@@ -422,7 +428,7 @@ class Gallery:
     def _audit(self, action: str, person: str | None, **detail) -> None:
         self._db.execute(
             "INSERT INTO audit (at, user, action, person, detail) VALUES (?, ?, ?, ?, ?)",
-            (_now(), _user(), action, person, json.dumps(detail, sort_keys=True)),
+            (_now(), self.actor or _user(), action, person, json.dumps(detail, sort_keys=True)),
         )
 
     def _meta(self, key: str) -> str | None:
@@ -627,7 +633,10 @@ class Gallery:
                             _now(),
                         ),
                     )
-                    ids[i] = int(cursor.lastrowid or 0)
+                    face_id = int(cursor.lastrowid or 0)
+                    ids[i] = face_id
+                    if face.thumbnail is not None:
+                        self._store_thumbnail(face_id, face.thumbnail)
                 # who, when, what: face ids only. Image paths and hashes stay in the faces rows, which
                 # `remove` overwrites, so the audit log keeps nothing of a removed person's photos.
                 self._audit("enroll", name, new_person=created, faces=[ids[i] for i in todo])
@@ -674,9 +683,14 @@ class Gallery:
                 "INSERT OR REPLACE INTO meta VALUES ('removals', "
                 "CAST(COALESCE((SELECT value FROM meta WHERE key = 'removals'), 0) AS INTEGER) + 1)"
             )
+        self._scrub_after_removal(repr(name_n))
+        return int(count)
+
+    def _scrub_after_removal(self, what: str) -> None:
+        """After a committed removal: rewrite the database file and the index cache (see :meth:`remove`)."""
         if not self._compact(wait=True):
             self._report(
-                f"{self.path}: {name_n!r} is removed, but other processes kept the gallery busy, so "
+                f"{self.path}: {what} is removed, but other processes kept the gallery busy, so "
                 "old copies of the removed rows may stay in unused parts of gallery.db until faceid "
                 "next opens the gallery while no one else uses it"
             )
@@ -684,10 +698,61 @@ class Gallery:
             self._refresh_index()
         except (GalleryError, OSError) as exc:  # the removal is committed; the next open sweeps old files
             self._report(
-                f"{self.path}: the index cache could not be rewritten after removing {name_n!r} ({exc}); "
+                f"{self.path}: the index cache could not be rewritten after removing {what} ({exc}); "
                 "run `faceid gallery rebuild-index`"
             )
-        return int(count)
+
+    # -- single faces and their thumbnails ----------------------------------------------------------
+
+    @_guarded
+    def face(self, face_id: int) -> FaceRecord:
+        """One enrolled face by id; :class:`FaceNotFoundError` if there is none."""
+        row = self._db.execute(
+            "SELECT f.id, p.name, f.image_path, f.image_sha256, f.box, f.confidence, f.created_at "
+            "FROM faces f JOIN people p ON p.id = f.person_id WHERE f.id = ?",
+            (int(face_id),),
+        ).fetchone()
+        if row is None:
+            raise FaceNotFoundError(f"no face with id {int(face_id)} in {self.path}")
+        return FaceRecord(row[0], row[1], row[2], row[3], tuple(json.loads(row[4])), row[5], row[6])
+
+    @_guarded
+    def remove_face(self, face_id: int) -> str:
+        """Remove one face (securely, as :meth:`remove` does); return whose it was. The person stays."""
+        face_id = int(face_id)
+        with self._write():
+            row = self._db.execute(
+                "SELECT p.name FROM faces f JOIN people p ON p.id = f.person_id WHERE f.id = ?", (face_id,)
+            ).fetchone()
+            if row is None:
+                raise FaceNotFoundError(f"no face with id {face_id} in {self.path}")
+            self._db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
+            self._audit("remove-face", row[0], faces=[face_id])
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('removals', "
+                "CAST(COALESCE((SELECT value FROM meta WHERE key = 'removals'), 0) AS INTEGER) + 1)"
+            )
+        self._scrub_after_removal(f"face {face_id}")
+        return str(row[0])
+
+    def _store_thumbnail(self, face_id: int, jpeg: bytes) -> None:
+        """Inside a write transaction: keep ``jpeg`` as the face's thumbnail (deleted with the face)."""
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS face_thumbnails ("
+            "face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE, jpeg BLOB NOT NULL)"
+        )
+        self._db.execute("INSERT OR REPLACE INTO face_thumbnails VALUES (?, ?)", (int(face_id), bytes(jpeg)))
+
+    @_guarded
+    def face_thumbnail(self, face_id: int) -> bytes | None:
+        """The small JPEG stored for a face when it was enrolled, or ``None`` (enrolled before thumbnails)."""
+        try:
+            row = self._db.execute("SELECT jpeg FROM face_thumbnails WHERE face_id = ?", (int(face_id),)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        return bytes(row[0]) if row else None
 
     @_guarded
     def _compaction_pending(self) -> bool:
@@ -1009,6 +1074,8 @@ class Gallery:
                 expected[person] = expected.get(person, set()) | moved
             elif entry.action == "remove":
                 expected.pop(person, None)
+            elif entry.action == "remove-face":
+                expected.get(person, set()).difference_update(int(i) for i in entry.detail.get("faces", []))
         actual: dict[str, set[int]] = {}
         for fid, name in self._db.execute("SELECT f.id, p.name FROM faces f JOIN people p ON p.id = f.person_id"):
             actual.setdefault(name.translate(_ASCII_LOWER), set()).add(int(fid))
