@@ -44,7 +44,8 @@ def bomb_png(side: int = 60_000) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
 
 
 def fake_pipeline():
@@ -97,14 +98,16 @@ def test_enrol_identify_annotate_like_the_cli(client, gallery_dir, tmp_path, fak
     r = enrol(client, "Alice", RED)
     assert r.status_code == 200
     [entry] = r.json()["results"]
-    assert entry["status"] == "added" and entry["image"] == "a.png" and entry["message"] == "a.png: face at [0, 0, 40, 40]"
+    assert entry["status"] == "added" and entry["image"] == "a.png"
+    assert entry["message"] == "a.png: face at [0, 0, 40, 40]"
     assert enrol(client, "Bob", GREEN, "b.png").json()["results"][0]["status"] == "added"
 
     group = tile_image([GREEN, BLUE, RED])
     r = client.post("/v1/identify", files=files(("group.png", png(group))), params={"annotate": "true"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [(f["status"], f["name"]) for f in body["faces"]] == [("known", "Bob"), ("unknown", None), ("known", "Alice")]
+    named = [(f["status"], f["name"]) for f in body["faces"]]
+    assert named == [("known", "Bob"), ("unknown", None), ("known", "Alice")]
     assert body["width"] == 120 and body["height"] == 40 and body["error"] is None
     jpg = client.get(body["annotated"])
     assert jpg.status_code == 200 and jpg.headers["content-type"] == "image/jpeg" and jpg.content[:2] == b"\xff\xd8"
@@ -191,7 +194,8 @@ def test_body_and_pixel_limits(gallery_dir):
         big = np.random.default_rng(1).integers(0, 255, (200, 200, 3), dtype=np.uint8)
         assert "request body" in error_of(c.post("/v1/identify", files=files(("big.png", png(big)))), 413)
         wide = png(tile_image([RED] * 8))  # 320 x 40 = 12,800 pixels > 10,000
-        assert "more than the 10000 faceid decodes" in error_of(c.post("/v1/identify", files=files(("w.png", wide))), 413)
+        too_many = error_of(c.post("/v1/identify", files=files(("w.png", wide))), 413)
+        assert "more than the 10000 faceid decodes" in too_many
         assert c.post("/v1/identify", files=files(("ok.png", png(tile_image([RED]))))).status_code == 200
 
 
