@@ -4,8 +4,9 @@ face; unknown faces red, ambiguous amber, known green."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from faceid.identify import AMBIGUOUS, KNOWN, Identification
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["COLOURS", "annotate", "face_thumbnail", "layout_labels", "save_annotated"]
+__all__ = ["COLOURS", "Label", "annotate", "face_thumbnail", "layout_labels", "plan_labels", "save_annotated"]
 
 COLOURS = {KNOWN: (40, 200, 80), AMBIGUOUS: (255, 170, 0), "unknown": (230, 40, 40)}
 
@@ -76,39 +77,60 @@ def layout_labels(boxes: list[Rect], sizes: list[tuple[int, int]], width: int, h
     return out
 
 
-def annotate(pixels: np.ndarray, result: Identification) -> Image.Image:  # noqa: F821
-    """A PIL image of ``pixels`` with every face of ``result`` boxed and labelled (see :func:`layout_labels`)."""
+@dataclass(frozen=True)
+class Label:
+    """Where one face's label goes: its text and rectangle ``(left, top, right, bottom)``."""
+
+    text: str
+    rect: Rect
+    offset: tuple[int, int]  # the font's own offset of the text's ink inside its box
+
+
+def plan_labels(size: tuple[int, int], result: Identification) -> tuple[Any, int, list[Label]]:
+    """The font, line width and label of each face of ``result`` on an image of ``size`` (:func:`layout_labels`)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    image = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(image)
-    side = max(image.size)
-    width = max(2, round(side / 400))
-    size = max(12, round(side / 55))
+    width, height = size
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = max(2, round(max(size) / 400))
+    font_size = max(12, round(max(size) / 55))
     texts = [_label(face) for face in result.faces]
-    widest = max((draw.textbbox((0, 0), t, font=ImageFont.load_default(size=size))[2] for t in texts), default=0)
-    if widest + 2 * width > image.width:  # a label wider than the photo: a smaller font, down to 8 px
-        size = max(8, int(size * image.width / (widest + 2 * width)))
-    font = ImageFont.load_default(size=size)
+    widest = max((draw.textbbox((0, 0), t, font=ImageFont.load_default(size=font_size))[2] for t in texts), default=0)
+    if widest + 2 * line > width:  # a label wider than the photo: a smaller font, down to 8 px
+        font_size = max(8, int(font_size * width / (widest + 2 * line)))
+    font = ImageFont.load_default(size=font_size)
     boxes: list[Rect] = []
     sizes: list[tuple[int, int]] = []
-    offsets = []
+    offsets: list[tuple[int, int]] = []
     for face, text in zip(result.faces, texts):
         x, y, w, h = (int(v) for v in face.detection.box)
         boxes.append((x, y, x + w, y + h))
         left, top, right, bottom = (int(v) for v in draw.textbbox((0, 0), text, font=font))
         offsets.append((left, top))
-        sizes.append((right - left + 2 * width, bottom - top + 2 * width))
-    for face, (x0, y0, x1, y1) in zip(result.faces, boxes):
-        colour = COLOURS.get(face.status, COLOURS["unknown"])
-        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
-    places = layout_labels(boxes, sizes, image.width, image.height)
-    for face, text, (lx, ly), (tw, th), (left, top) in zip(result.faces, texts, places, sizes, offsets):
-        colour = COLOURS.get(face.status, COLOURS["unknown"])
-        draw.rectangle([lx, ly, lx + tw - 1, ly + th - 1], fill=colour)
+        sizes.append((right - left + 2 * line, bottom - top + 2 * line))
+    places = layout_labels(boxes, sizes, width, height)
+    labels = [
+        Label(text, (x, y, x + w, y + h), offset) for text, (x, y), (w, h), offset in zip(texts, places, sizes, offsets)
+    ]
+    return font, line, labels
+
+
+def annotate(pixels: np.ndarray, result: Identification) -> Image.Image:  # noqa: F821
+    """A PIL image of ``pixels`` with every face of ``result`` boxed and labelled (see :func:`layout_labels`)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    font, line, labels = plan_labels(image.size, result)
+    for face in result.faces:
+        x, y, w, h = (int(v) for v in face.detection.box)
+        draw.rectangle([x, y, x + w, y + h], outline=COLOURS.get(face.status, COLOURS["unknown"]), width=line)
+    for face, label in zip(result.faces, labels):
+        x0, y0, x1, y1 = label.rect
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=COLOURS.get(face.status, COLOURS["unknown"]))
         draw.text(
-            (lx + width - left, ly + width - top),
-            text,
+            (x0 + line - label.offset[0], y0 + line - label.offset[1]),
+            label.text,
             fill=(0, 0, 0) if face.status != "unknown" else (255, 255, 255),
             font=font,
         )

@@ -400,3 +400,30 @@ def test_a_stalled_upload_is_cut_off(gallery_dir):
     asyncio.run(Limits(app, Settings(request_timeout=0.2))(scope, receive, send))
     assert sent[0]["status"] == 408
     assert b"did not arrive within 0.2 s" in sent[1]["body"]
+
+
+# -- the real models ----------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_real_models_through_the_api_answer_as_the_cli(real_pipeline, gallery_dir):
+    import json
+
+    from conftest import SAMPLES
+    from fastapi.testclient import TestClient
+
+    from faceid.server import create_app
+
+    with TestClient(create_app(gallery_dir, pipeline=real_pipeline)) as c:
+        for folder in sorted((SAMPLES / "people").iterdir()):
+            photos = [(p.name, p.read_bytes()) for p in sorted(folder.iterdir())]
+            r = c.post(f"/v1/people/{folder.name}/faces", files=files(*photos))
+            assert r.status_code == 200 and {e["status"] for e in r.json()["results"]} == {"added"}, r.text
+        group = SAMPLES / "photos" / "obama_and_biden.jpg"
+        r = c.post("/v1/identify", files=files((group.name, group.read_bytes())))
+        assert r.status_code == 200
+        api = r.json()
+    assert [f["name"] for f in api["faces"]] == ["barack_obama", "joe_biden"]
+    out = cli("identify", group, "--json", "--gallery", gallery_dir)
+    line = json.loads(out.stdout.splitlines()[0])
+    assert {**api, "image": line["image"]} == line  # the same object, number for number
