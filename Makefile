@@ -10,7 +10,7 @@ MODEL := models/facenet-20170512-110547.safetensors
 help:
 	@echo "make demo      set up (venv, packages, verified model) and run the demo"
 	@echo "make test      set up and run the test suite"
-	@echo "make stress    the heavier crash and concurrency tests (400 kills, 8 writers)"
+	@echo "make stress    the heavier crash, concurrency and API fuzz tests (400 kills, 8 writers, 4,400 requests)"
 	@echo "make lint      ruff and mypy"
 	@echo "make eval-lfw  LFW verification on $(DATA)/lfw"
 	@echo "make bench     speed figures side by side with face_recognition (README, Speed)"
@@ -35,6 +35,7 @@ test: setup
 
 stress: $(BIN)/faceid
 	FACEID_STRESS=1 $(BIN)/python -m pytest -m slow -s tests/test_crash.py tests/test_concurrency.py
+	FACEID_STRESS=1 $(BIN)/python -m pytest -s tests/test_api_fuzz.py
 
 lint: $(BIN)/faceid
 	$(BIN)/ruff check faceid tests

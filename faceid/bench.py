@@ -25,6 +25,7 @@ Figures (``part`` names select them):
   about 0.7), with recall@1 of the approximate index against the exact one for queries of
   enrolled people ("known") and of strangers ("unknown"); and the whole gallery (SQLite and
   index file: enrolment, first search, search, removal) at the smallest and largest size.
+- ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ __all__ = ["PARTS", "default_data", "run"]
 
 log = logging.getLogger(__name__)
 
-PARTS = ("machine", "embedding", "detection", "identify", "cli", "gallery")
+PARTS = ("machine", "embedding", "detection", "identify", "cli", "gallery", "serve")
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
 
@@ -140,6 +141,12 @@ def run(
             yield from _cli(work, data_path, images=images, compare=not tiny)
         if "gallery" in parts:
             yield from _gallery(work, sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200)
+        if "serve" in parts:  # faceid serve under load: faceid/server/loadtest.py
+            from faceid.server import require_server_packages
+            from faceid.server.loadtest import serve_figures
+
+            require_server_packages()
+            yield from serve_figures(work, tiny=tiny)
 
 
 # -- machine ---------------------------------------------------------------------------------------

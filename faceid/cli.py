@@ -655,7 +655,7 @@ def bench(
     only: Annotated[
         Optional[str],
         typer.Option(
-            help="Comma-separated parts: machine, embedding, detection, identify, cli, gallery [default: all]."
+            help="Comma-separated parts: machine, embedding, detection, identify, cli, gallery, serve [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

@@ -93,6 +93,7 @@ class _State:
         self.settings = settings
         self.annotated: OrderedDict[str, bytes] = OrderedDict()
         self.touched: dict[str, float] = {}
+        self.coming = 0  # requests read or decoded now, whose images the batcher will get soon
 
     @contextmanager
     def use(self, caller: Optional[Caller] = None):
@@ -288,11 +289,14 @@ def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> _Sta
                 pipeline = Pipeline(**pipeline_args_for(gallery), frozen=True)
         pipeline.faces_many([np.full((160, 160, 3), 127, np.uint8)])  # warm: the first request pays nothing
         log.info("models loaded; gallery %s", gallery.path)
-        batcher = Batcher(pipeline, wait=settings.batch_wait_ms / 1000.0, max_batch=settings.max_batch)
+        state = _State(gallery, None, pipeline, settings)
+        state.batcher = Batcher(
+            pipeline, wait=settings.batch_wait_ms / 1000.0, max_batch=settings.max_batch, coming=lambda: state.coming
+        )
     except BaseException:
         gallery.close()
         raise
-    return _State(gallery, batcher, pipeline, settings)
+    return state
 
 
 def _stop(state: _State) -> None:
@@ -453,8 +457,12 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         """Every face in the image, named, or unknown / ambiguous: what `faceid identify --json` prints."""
         state = _state(request)
         name = _upload_name(file)
-        data = await file.read()
-        image = await run_in_threadpool(_decode, data, name, state.settings)
+        state.coming += 1
+        try:
+            data = await file.read()
+            image = await run_in_threadpool(_decode, data, name, state.settings)
+        finally:
+            state.coming -= 1
         faces = (await _faces_of(state, [image.pixels]))[0]
         result = await run_in_threadpool(_identify, state, caller, image, faces, threshold, margin)
         if annotate:

@@ -1,8 +1,10 @@
 """Micro-batching: identify and enrol jobs that arrive together are detected and embedded together.
 
 One worker thread owns the pipeline (the models are not shared between threads). It takes the
-first waiting job, then waits up to ``wait`` seconds for more, never past ``max_batch`` images,
-and runs detection and embedding for all of them in one call (:meth:`Pipeline.faces_many`).
+first waiting job and everything queued behind it; if more requests are on their way (``coming``:
+requests received and still being read or decoded), it waits for them up to ``wait`` seconds,
+never past ``max_batch`` images; then it runs detection and embedding for all of them in one call
+(:meth:`Pipeline.faces_many`). A request that is alone is never kept waiting.
 A batch that fails is retried job by job, so one bad image fails only its own request.
 """
 
@@ -12,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -40,8 +42,11 @@ class Batcher:
         batches, images: how many batches have run and how many images they held (for tests and figures).
     """
 
-    def __init__(self, pipeline, *, wait: float = 0.005, max_batch: int = 16) -> None:
+    def __init__(
+        self, pipeline, *, wait: float = 0.005, max_batch: int = 16, coming: Callable[[], int] | None = None
+    ) -> None:
         self.pipeline = pipeline
+        self.coming = coming if coming is not None else (lambda: 1)
         self.wait = float(wait)
         self.max_batch = max(1, int(max_batch))
         self.batches = 0
@@ -79,7 +84,10 @@ class Batcher:
             while count < self.max_batch:
                 left = deadline - time.monotonic()
                 try:
-                    job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                    if left > 0 and self._queue.empty() and self.coming() > 0:
+                        job = self._queue.get(timeout=left)  # company is on its way: wait for it
+                    else:
+                        job = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if job is None:

@@ -1,0 +1,264 @@
+"""``faceid bench --only serve``: the server under load, on loopback, bounded in count and time.
+
+Figures (each with the machine's load average):
+
+- ``serve_in_process``: the server's work for one request (decode a one-face 640x480 JPEG,
+  detect and embed, decide) in this process with the pipeline the server uses (frozen graph),
+  the baseline for the HTTP figure; also :func:`faceid.identify.identify` on it, and how much
+  faster 8 photos run as one batch than one by one (the ceiling of micro-batching here).
+- ``serve_cold_vs_warm``: ``faceid identify`` on that photo as a new process (cold start) beside
+  one warm HTTP answer from ``faceid serve``.
+- ``serve_load``: N identify requests of that photo from 1 and from 8 concurrent clients (each on
+  its own keep-alive connection): errors, p50/p95 latency, requests/s, and the server's resident
+  memory before and after; the ratios the README quotes.
+
+The server is a real ``faceid serve`` subprocess on 127.0.0.1 and a free port, stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from faceid.images import read_image
+
+__all__ = ["serve_figures"]
+
+
+def _load() -> list[float]:
+    try:
+        return [round(float(v), 2) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def _figure(name: str, **values) -> dict:
+    return {"figure": name, **values, "load": _load()}
+
+
+def _rss_of(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "faceidbench7f3a"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _clients(port: int, body: bytes, content_type: str, clients: int, total: int, limit_s: float) -> dict:
+    """``total`` requests shared by ``clients`` threads; latencies, errors and requests/s."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    left = [total]
+    deadline = time.monotonic() + limit_s
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            while True:
+                with lock:
+                    if left[0] <= 0 or time.monotonic() > deadline:
+                        return
+                    left[0] -= 1
+                start = time.perf_counter()
+                try:
+                    connection.request("POST", "/v1/identify", body=body, headers={"Content-Type": content_type})
+                    response = connection.getresponse()
+                    payload = response.read()
+                    ok = response.status == 200 and len(json.loads(payload)["faces"]) == 1
+                    problem = None if ok else f"{response.status} {payload[:200]!r}"
+                except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                    connection.close()
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                elapsed = time.perf_counter() - start
+                with lock:
+                    if problem is None:
+                        latencies.append(elapsed)
+                    else:
+                        errors.append(problem)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    done = len(latencies)
+    return {
+        "clients": clients,
+        "requests": done + len(errors),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "ms_p50": round(_percentile(latencies, 0.5) * 1000, 1) if latencies else None,
+        "ms_p95": round(_percentile(latencies, 0.95) * 1000, 1) if latencies else None,
+        "requests_per_s": round(done / wall, 2) if wall > 0 else None,
+        "seconds": round(wall, 2),
+    }
+
+
+def _median_of(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls, after two untimed ones."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _server_path(photo: Path, gallery, pipeline) -> None:
+    from faceid.identify import match_faces
+    from faceid.thresholds import decision_params
+
+    image = read_image(photo.read_bytes(), name=photo.name)
+    faces = pipeline.faces_many([image.pixels])[0]
+    vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
+    match_faces(gallery, [f.detection for f in faces], vectors, decision_params(gallery))
+
+
+def serve_figures(work: Path, *, requests: int = 120, tiny: bool = False, limit_s: float = 300.0) -> Iterator[dict]:
+    """Measure the server (see the module docstring); ``requests`` per client count, at most ``limit_s`` each."""
+    from faceid.bench import _one_face_640x480, _sample_gallery
+    from faceid.identify import identify
+    from faceid.pipeline import Pipeline
+
+    if tiny:
+        requests = min(requests, 8)
+    photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
+    gallery_dir = work / "serve-gallery"
+    pipeline = Pipeline(frozen=True)  # what the server runs
+    with _sample_gallery(gallery_dir, pipeline) as gallery:
+        times = _median_of(lambda: list(identify([photo], gallery, pipeline)), 5 if tiny else 21)
+        # what the server does per request, without HTTP: decode, detect + embed, decide
+        path = _median_of(lambda: _server_path(photo, gallery, pipeline), 5 if tiny else 21)
+        pixels = read_image(photo).pixels
+        alone = _median_of(lambda: pipeline.faces_many([pixels]), 3 if tiny else 9)
+        batch = _median_of(lambda: pipeline.faces_many([pixels] * 8), 3 if tiny else 9)
+    in_process_ms = path * 1000
+    yield _figure(
+        "serve_in_process",
+        image="640x480, one face",
+        ms_median=round(in_process_ms, 1),
+        ms_median_identify=round(times * 1000, 1),
+        batch_of_8_over_8_alone=round(8 * alone / batch, 2),
+        note="warm, frozen graph, in this process: ms_median is the server's work per request "
+        "(decode, detect + embed, decide), ms_median_identify faceid.identify.identify; "
+        "batch_of_8_over_8_alone is how much faster Pipeline.faces_many runs 8 photos at once "
+        "than one by one here: the most micro-batching can give",
+    )
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")) if p),
+    }
+    command = [sys.executable, "-m", "faceid"]
+    start = time.perf_counter()
+    cold = subprocess.run(
+        [*command, "identify", str(photo), "-g", str(gallery_dir), "--json", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    cold_s = time.perf_counter() - start
+    if cold.returncode != 0:
+        raise RuntimeError(f"faceid identify failed: {cold.stderr.strip()[-500:]}")
+
+    port = _free_port()
+    log = open(work / "serve.log", "wb")  # noqa: SIM115 - closed below
+    start = time.perf_counter()
+    server = subprocess.Popen(
+        [*command, "serve", "--gallery", str(gallery_dir), "--port", str(port)], stdout=log, stderr=log, env=env
+    )
+    try:
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"faceid serve exited: {(work / 'serve.log').read_text()[-500:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if time.perf_counter() - start > 300:
+                    raise RuntimeError("faceid serve did not start within 300 s") from None
+                time.sleep(0.2)
+        startup_s = time.perf_counter() - start
+        body, content_type = _multipart(photo.name, photo.read_bytes())
+        warmup = _clients(port, body, content_type, 1, 5, limit_s)
+        first = _clients(port, body, content_type, 1, 1, limit_s)
+        rss_before = _rss_of(server.pid)
+        one = _clients(port, body, content_type, 1, requests, limit_s)
+        eight = _clients(port, body, content_type, 8, requests, limit_s)
+        one_again = _clients(port, body, content_type, 1, max(1, requests // 2), limit_s)
+        rss_after = _rss_of(server.pid)
+        server.send_signal(signal.SIGTERM)
+        exit_code = server.wait(60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        log.close()
+    yield _figure(
+        "serve_cold_vs_warm",
+        cli_cold_s=round(cold_s, 2),
+        server_startup_s=round(startup_s, 2),
+        server_warm_ms=first["ms_p50"],
+        note="faceid identify ONE_PHOTO as a new process, beside one HTTP request to a warm faceid serve",
+    )
+    http_ms = one["ms_p50"]
+    yield _figure(
+        "serve_load",
+        image="640x480, one face",
+        one_client=one,
+        eight_clients=eight,
+        one_client_again=one_again,
+        warmup_errors=warmup["errors"],
+        server_rss_mb_before=round(rss_before / 2**20, 1),
+        server_rss_mb_after=round(rss_after / 2**20, 1),
+        http_median_over_in_process=round(http_ms / in_process_ms, 2) if http_ms else None,
+        eight_over_one_throughput=(
+            round(eight["requests_per_s"] / one["requests_per_s"], 2)
+            if eight["requests_per_s"] and one["requests_per_s"]
+            else None
+        ),
+        sigterm_exit_code=exit_code,
+    )
