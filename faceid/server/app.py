@@ -287,7 +287,7 @@ def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> _Sta
                 from faceid.pipeline import Pipeline
 
                 pipeline = Pipeline(**pipeline_args_for(gallery), frozen=True)
-        pipeline.faces_many([np.full((160, 160, 3), 127, np.uint8)])  # warm: the first request pays nothing
+            _warm(pipeline, settings)  # a pipeline handed in ready (tests) is the caller's to warm
         log.info("models loaded; gallery %s", gallery.path)
         state = _State(gallery, None, pipeline, settings)
         state.batcher = Batcher(
@@ -297,6 +297,20 @@ def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> _Sta
         gallery.close()
         raise
     return state
+
+
+def _warm(pipeline, settings: Settings) -> None:
+    """Run every batch size the batcher may use once, on a sample photo with a face: TensorFlow
+    prepares each new input shape on first use, and no request should pay for that."""
+    from faceid.images import load_image
+
+    sample = Path(__file__).resolve().parent.parent / "samples" / "photos" / "astronaut.jpg"
+    try:
+        image = load_image(sample)
+    except FaceIDError:  # the samples are missing from this installation
+        image = np.full((160, 160, 3), 127, np.uint8)
+    for n in range(1, min(settings.max_batch, 8) + 1):
+        pipeline.faces_many([image] * n)
 
 
 def _stop(state: _State) -> None:
