@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # FAISS's OpenMP threads spin while they wait for work by default. On a machine whose other cores
 # are busy that spinning steals them: measured here with the other core loaded, building a small
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from faceid.errors import (
+    EmbeddingKeyError,
     FaceCountError,
     FaceIDError,
     GalleryBusyError,
@@ -36,6 +37,7 @@ from faceid.errors import (
     ModelMismatchError,
     ModelNotFoundError,
     PersonNotFoundError,
+    UncalibratedError,
 )
 
 __version__ = "0.1.0"
@@ -46,6 +48,8 @@ __all__ = [
     "Detector",
     "EnrollResult",
     "Embedder",
+    "EmbeddingKey",
+    "EmbeddingKeyError",
     "Face",
     "FaceCountError",
     "FaceIDError",
@@ -63,6 +67,7 @@ __all__ = [
     "ModelNotFoundError",
     "PersonNotFoundError",
     "Pipeline",
+    "UncalibratedError",
     "enroll",
     "enroll_folders",
     "identify",
@@ -71,15 +76,16 @@ __all__ = [
 
 # name -> module; resolved on first use so that `import faceid` stays light.
 _LAZY = {
-    "Candidate": "faceid.identify",
+    "Candidate": "faceid.results",
     "Detection": "faceid.detect",
     "Detector": "faceid.detect",
     "EnrollResult": "faceid.enroll",
     "Embedder": "faceid.embed",
+    "EmbeddingKey": "faceid.embedding_key",
     "Face": "faceid.pipeline",
-    "FaceMatch": "faceid.identify",
+    "FaceMatch": "faceid.results",
     "Gallery": "faceid.gallery",
-    "Identification": "faceid.identify",
+    "Identification": "faceid.results",
     "Pipeline": "faceid.pipeline",
     "enroll": "faceid.enroll",
     "enroll_folders": "faceid.enroll",
@@ -88,7 +94,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'faceid' has no attribute {name!r}")
@@ -104,8 +110,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from faceid.detect import Detection, Detector
     from faceid.embed import Embedder
+    from faceid.embedding_key import EmbeddingKey
     from faceid.enroll import EnrollResult, enroll, enroll_folders
     from faceid.gallery import Gallery
-    from faceid.identify import Candidate, FaceMatch, Identification, identify
+    from faceid.identify import identify
     from faceid.images import load_image
     from faceid.pipeline import Face, Pipeline
+    from faceid.results import Candidate, FaceMatch, Identification

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from faceid.errors import FaceIDError, InvalidNameError
-from faceid.gallery import Gallery, _now, normalise_name
+from faceid.gallery import Gallery, audit, normalise_name
+from faceid.gallery.records import utc_now
 
 __all__ = ["ADMIN", "READ_ONLY", "SCOPES", "ApiKey", "KeyExistsError", "KeyNotFoundError", "ApiKeys"]
 
@@ -63,7 +64,11 @@ def _digest(token: str) -> str:
 
 
 class ApiKeys:
-    """The keys of one gallery. Uses the gallery's connection and its write transactions."""
+    """The keys of one gallery, in its ``api_keys`` table (made with the first key).
+
+    Uses the gallery's connection, its write transactions and its audit log: the keys live in
+    the same SQLite file, under the same lock and crash guarantees.
+    """
 
     def __init__(self, gallery: Gallery) -> None:
         self.gallery = gallery
@@ -74,19 +79,19 @@ class ApiKeys:
         try:
             yield
         except sqlite3.Error as exc:
-            translated = self.gallery._translate(exc)
+            translated = self.gallery._store.translate(exc)
             if translated is None:
                 raise
             raise translated from exc
 
     def _rows(self, query: str, args: tuple = ()) -> list[tuple]:
-        try:
-            with self._guard():
-                return self.gallery._db.execute(query, args).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # no key was ever made in this gallery
+        """Rows of a query on the keys; none while no key was ever made (the table is looked up in the
+        file, not SQLite's cached schema, so a table another process made since is seen)."""
+        db = self.gallery._db
+        with self._guard(), self.gallery._store.snapshot():
+            if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'api_keys'").fetchone()[0] == 0:
                 return []
-            raise
+            return db.execute(query, args).fetchall()
 
     def create(self, name: str, scope: str = ADMIN) -> tuple[ApiKey, str]:
         """Make a key; return it and its token (shown once: only its hash is kept)."""
@@ -94,9 +99,9 @@ class ApiKeys:
         if scope not in SCOPES:
             raise InvalidNameError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        key = ApiKey(name, scope, _now(), None)
+        key = ApiKey(name, scope, utc_now(), None)
         g = self.gallery
-        with self._guard(), g._write(versioned=False):
+        with self._guard(), g._store.write(versioned=False):
             g._db.execute(_TABLE)
             if g._db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
                 raise KeyExistsError(f"a key named {name!r} exists already; revoke it first or choose another name")
@@ -104,7 +109,7 @@ class ApiKeys:
                 "INSERT INTO api_keys (name, hash, scope, created_at) VALUES (?, ?, ?, ?)",
                 (name, _digest(token), scope, key.created_at),
             )
-            g._audit("key-create", None, key=name, scope=scope)
+            audit.record(g._db, "key-create", None, actor=g.actor, key=name, scope=scope)
         return key, token
 
     def list(self) -> list[ApiKey]:
@@ -118,11 +123,11 @@ class ApiKeys:
     def revoke(self, name: str) -> None:
         name = normalise_name(name)
         g = self.gallery
-        with self._guard(), g._write(versioned=False):
+        with self._guard(), g._store.write(versioned=False):
             g._db.execute(_TABLE)
             if g._db.execute("DELETE FROM api_keys WHERE name = ?", (name,)).rowcount == 0:
                 raise KeyNotFoundError(f"no key named {name!r} in {g.path}")
-            g._audit("key-revoke", None, key=name)
+            audit.record(g._db, "key-revoke", None, actor=g.actor, key=name)
 
     def check(self, token: str) -> ApiKey | None:
         """The key whose token this is, or ``None``."""
@@ -139,5 +144,5 @@ class ApiKeys:
     def touch(self, name: str) -> None:
         """Record that a key was used now (bookkeeping: no new generation, not audited)."""
         g = self.gallery
-        with self._guard(), g._write(versioned=False):
-            g._db.execute("UPDATE api_keys SET last_used = ? WHERE name = ?", (_now(), name))
+        with self._guard(), g._store.write(versioned=False):
+            g._db.execute("UPDATE api_keys SET last_used = ? WHERE name = ?", (utc_now(), name))

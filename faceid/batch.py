@@ -82,7 +82,7 @@ def _detector_settings(pipeline: Pipeline) -> dict:
 
 
 def _settings(pipeline: Pipeline) -> dict:
-    return {"pipeline": pipeline.key, **_detector_settings(pipeline)}
+    return {"pipeline": pipeline.key.to_json(), **_detector_settings(pipeline)}
 
 
 def process(

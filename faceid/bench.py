@@ -146,7 +146,8 @@ def run(
             from faceid.server.loadtest import serve_figures
 
             require_server_packages()
-            yield from serve_figures(work, tiny=tiny)
+            photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
+            yield from serve_figures(work, photo, _sample_gallery, tiny=tiny)
 
 
 # -- machine ---------------------------------------------------------------------------------------
@@ -630,15 +631,11 @@ def _gallery_sqlite(work: Path, n: int, per_transaction: int) -> Iterator[dict]:
     person (rebuild, rewrite, shred the old file)."""
     import shutil
 
+    from faceid.embedding_key import EmbeddingKey
     from faceid.gallery import Gallery, NewFace
 
-    key = {
-        "model": "facenet-20170512-110547",
-        "dimension": DIMENSION,
-        "align": "margin",
-        "margin": 0.2,
-        "mirror": False,
-    }
+    key = EmbeddingKey.for_model()
+    assert key.dimension == DIMENSION
     per = 5
     centres, faces = synthetic_faces(max(1, n // per), per, seed=3)
     path = work / f"sqlite-gallery-{n}"

@@ -10,6 +10,7 @@ faceid's decision scores (:mod:`faceid.identify`), so the result means exactly w
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -21,12 +22,12 @@ import numpy as np
 
 from faceid.batch import Processed, iter_image_files, process
 from faceid.enroll import EnrollResult, enroll_folders, people_folders
-from faceid.errors import FaceIDError
-from faceid.evaluate import threshold_at_fpir, top_scores
+from faceid.errors import FaceIDError, UncalibratedError
+from faceid.evaluate import naming_arrays, threshold_at_fpir
 from faceid.gallery import Gallery
-from faceid.identify import candidates_for
+from faceid.identify import Naming, photo_namings
 from faceid.pipeline import Pipeline
-from faceid.thresholds import BETA, threshold_for
+from faceid.thresholds import decision_params, threshold_for
 
 __all__ = ["CalibrationReport", "calibrate"]
 
@@ -59,15 +60,16 @@ class CalibrationReport:
         return asdict(self)
 
 
-def _faces(outcomes: list[Processed], *, largest: bool) -> tuple[list[np.ndarray], int]:
-    vectors, missed = [], 0
+def _photos(outcomes: list[Processed]) -> tuple[list[np.ndarray], list[int], int]:
+    """Each photo's ``(n, D)`` embeddings, the index of its largest face, and how many photos had no face."""
+    photos, largest, missed = [], [], 0
     for item in outcomes:
         if item.error or not item.faces:
             missed += 1
             continue
-        chosen = [max(item.faces, key=lambda f: f.detection.area)] if largest else item.faces
-        vectors += [f.embedding for f in chosen]
-    return vectors, missed
+        photos.append(np.stack([f.embedding for f in item.faces]))
+        largest.append(max(range(len(item.faces)), key=lambda i: item.faces[i].detection.area))
+    return photos, largest, missed
 
 
 def calibrate(
@@ -87,34 +89,36 @@ def calibrate(
         FaceIDError: a folder is missing, a probe folder names nobody enrolled, or no face was found
             among the probes or the strangers.
     """
-    from faceid.identify import pipeline_args_for
-
     if not 0 < target_fpir < 1:
         raise FaceIDError(f"the target false-identification rate must be between 0 and 1, got {target_fpir}")
-    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     results: list[EnrollResult] = enroll_folders(gallery, enrolled, pipeline, progress=progress)
     warnings = [r.message for r in results if not r.ok]
+    # identify's margin and beta for this gallery; the threshold is what is being measured
+    params = dataclasses.replace(decision_params(gallery, threshold=np.inf), source="calibration")
     truth: list[str] = []
-    probe_vectors: list[np.ndarray] = []
+    probe_namings: list[Naming] = []
     missed = 0
     for name, folder in people_folders(probes):
         if name not in gallery:
             raise FaceIDError(f"{folder}: {name!r} is not enrolled; probe folders must be named after enrolled people")
         outcomes = list(process(list(iter_image_files([folder])), pipeline, on_done=progress))
-        vectors, lost = _faces(outcomes, largest=True)
-        probe_vectors += vectors
-        truth += [gallery.person(name).name] * len(vectors)
+        photos, largest, lost = _photos(outcomes)
+        # A probe photo shows its person as its largest face; the others still take part in the
+        # decision (one person per photo), as they would in identify.
+        probe_namings += [faces[i] for faces, i in zip(photo_namings(gallery, photos, params), largest)]
+        truth += [gallery.person(name).name] * len(photos)
         missed += lost
     if not Path(strangers).is_dir():
         raise FaceIDError(f"{strangers}: not a folder")
     stranger_outcomes = list(process(list(iter_image_files([strangers])), pipeline, on_done=progress))
-    stranger_vectors, _ = _faces(stranger_outcomes, largest=False)
-    if not probe_vectors:
+    stranger_photos, _, _ = _photos(stranger_outcomes)
+    if not probe_namings:
         raise FaceIDError(f"{probes}: no face found in any probe photo")
-    if not stranger_vectors:
+    if not stranger_photos:
         raise FaceIDError(f"{strangers}: no face found in any photo of a stranger")
-    names, known_scores = top_scores(candidates_for(gallery, np.stack(probe_vectors), top=2), BETA)
-    _, unknown_scores = top_scores(candidates_for(gallery, np.stack(stranger_vectors), top=2), BETA)
+    names, known_scores = naming_arrays(probe_namings)
+    _, unknown_scores = naming_arrays([n for faces in photo_namings(gallery, stranger_photos, params) for n in faces])
     right = np.array([n == t for n, t in zip(names, truth)])
     threshold = threshold_at_fpir(unknown_scores, target_fpir)
     resolution = 1.0 / len(unknown_scores)
@@ -136,8 +140,11 @@ def calibrate(
 
     points = {threshold_at_fpir(unknown_scores, x) for x in (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)}
     key = gallery.embedding_key
-    if key:
-        points.add(threshold_for(key["model"], len(gallery)))
+    if key is not None:
+        try:
+            points.add(threshold_for(key, len(gallery)))
+        except UncalibratedError:
+            pass  # no default to compare with
     table = [row(t) for t in sorted(points)]
     chosen = row(threshold)
     if store:

@@ -212,8 +212,7 @@ def enroll(
     """Enrol a person from photos, or everyone in a folder of per-person folders."""
     from faceid.batch import iter_image_files
     from faceid.enroll import enroll as enroll_person
-    from faceid.enroll import enroll_folders, people_folders
-    from faceid.identify import pipeline_args_for
+    from faceid.enroll import enroll_folders, enrolment_key, people_folders
     from faceid.pipeline import Pipeline
 
     if folders is None and (name is None or not photos):
@@ -228,11 +227,7 @@ def enroll(
         with _errors():  # before a gallery is created for nothing
             normalise_name(name)
     with _errors(), _gallery(gallery) as g:
-        wanted = {k: v for k, v in (("model", model), ("mirror", mirror or None)) if v is not None}
-        args = pipeline_args_for(g) or wanted
-        pipeline = Pipeline(**args)
-        if wanted:  # asked for settings the existing gallery does not have: refuse, naming them
-            g.check_embedding_key(Pipeline(**{**args, **wanted}).key)
+        pipeline = Pipeline.from_key(enrolment_key(g, model=model, mirror=mirror or None))
         if folders is not None:
             total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
             with _progress(total, "enrolling", not quiet and not as_json) as tick:
@@ -544,7 +539,7 @@ def _eval_pipeline(align: str | None, crop_margin: float | None, mirror: bool | 
     if align is not None:
         args["align"] = align
     if crop_margin is not None:
-        args["margin"] = crop_margin
+        args["crop_margin"] = crop_margin
     if mirror is not None:
         args["mirror"] = mirror
     return Pipeline(**args)

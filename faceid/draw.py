@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faceid._files import atomic_write_bytes
-from faceid.identify import AMBIGUOUS, KNOWN, Identification
+from faceid.results import AMBIGUOUS, KNOWN, FaceMatch, Identification
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -21,7 +21,7 @@ __all__ = ["COLOURS", "Label", "annotate", "face_thumbnail", "layout_labels", "p
 COLOURS = {KNOWN: (40, 200, 80), AMBIGUOUS: (255, 170, 0), "unknown": (230, 40, 40)}
 
 
-def _label(face) -> str:
+def _label(face: FaceMatch) -> str:
     if face.status == KNOWN:
         return f"{face.name} ({face.similarity:.2f})"
     if face.status == AMBIGUOUS:
@@ -156,7 +156,7 @@ def face_thumbnail(pixels: np.ndarray, box: tuple[int, int, int, int], *, size: 
     return buffer.getvalue()
 
 
-def save_annotated(pixels: np.ndarray, result: Identification, out_dir: str | os.PathLike, source: str) -> Path:
+def save_annotated(pixels: np.ndarray, result: Identification, out_dir: str | os.PathLike[str], source: str) -> Path:
     """Write the annotated image into ``out_dir`` (atomically) and return its path.
 
     The file is named after the source; ``out_dir`` is created if missing. JPEG sources give JPEG,

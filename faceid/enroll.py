@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceid.batch import Processed, iter_image_files, process
+from faceid.embedding_key import EmbeddingKey
 from faceid.errors import InvalidNameError
 from faceid.gallery import Gallery, NewFace, normalise_name
 from faceid.pipeline import Pipeline
@@ -26,6 +27,7 @@ __all__ = [
     "enroll",
     "enroll_folders",
     "enroll_processed",
+    "enrolment_key",
     "people_folders",
 ]
 
@@ -60,6 +62,26 @@ class EnrollResult:
         }
 
 
+def enrolment_key(gallery: Gallery, *, model: str | None = None, mirror: bool | None = None) -> EmbeddingKey:
+    """The embedding key to enrol into ``gallery`` with: the gallery's own, or for a new gallery faceid's
+    defaults with ``model`` and ``mirror`` where given.
+
+    Raises:
+        ModelMismatchError: ``model`` or ``mirror`` disagree with the gallery's embeddings.
+    """
+    mine = gallery.embedding_key
+    if mine is None:
+        return EmbeddingKey.for_model(model, mirror=bool(mirror))
+    wanted = EmbeddingKey.for_model(
+        model or mine.model,
+        align=mine.align,
+        crop_margin=mine.crop_margin,
+        mirror=mine.mirror if mirror is None else mirror,
+    )
+    gallery.check_embedding_key(wanted)
+    return mine
+
+
 def enroll(
     gallery: Gallery,
     name: str,
@@ -77,10 +99,8 @@ def enroll(
         InvalidNameError: the name is not acceptable.
         ModelMismatchError: the gallery was built with another model or preprocessing.
     """
-    from faceid.identify import pipeline_args_for
-
     name = normalise_name(name)
-    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     gallery.check_embedding_key(pipeline.key)
     items = process(list(iter_image_files(images)), pipeline, on_done=progress)
     return enroll_processed(gallery, name, items, pipeline.key, largest=largest)
@@ -90,7 +110,7 @@ def enroll_processed(
     gallery: Gallery,
     name: str,
     items: Iterable[Processed],
-    embedding_key: dict,
+    embedding_key: EmbeddingKey,
     *,
     largest: bool = False,
     paths: bool = True,
@@ -193,9 +213,7 @@ def enroll_folders(
 
     A folder whose name is not an acceptable person name is reported as failed and skipped.
     """
-    from faceid.identify import pipeline_args_for
-
-    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     results = []
     for name, folder in people_folders(root):
         try:

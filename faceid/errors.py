@@ -7,6 +7,8 @@ single line on stderr and a non-zero exit status. The tree::
     ├── ModelError
     │   ├── ModelNotFoundError
     │   └── ModelIntegrityError
+    ├── EmbeddingKeyError (also a ValueError)
+    ├── UncalibratedError
     ├── ImageError (also a ValueError)
     ├── FaceCountError
     ├── InvalidNameError (also a ValueError)
@@ -26,6 +28,7 @@ __all__ = [
     "FaceNotFoundError",
     "GalleryBusyError",
     "GalleryCorruptError",
+    "EmbeddingKeyError",
     "GalleryError",
     "ImageError",
     "InvalidNameError",
@@ -34,6 +37,7 @@ __all__ = [
     "ModelMismatchError",
     "ModelNotFoundError",
     "PersonNotFoundError",
+    "UncalibratedError",
 ]
 
 
@@ -51,6 +55,14 @@ class ModelNotFoundError(ModelError):
 
 class ModelIntegrityError(ModelError):
     """A model file's SHA-256 is not the one in the registry."""
+
+
+class EmbeddingKeyError(FaceIDError, ValueError):
+    """An embedding key has an invalid field, or disagrees with the registered model it names."""
+
+
+class UncalibratedError(FaceIDError):
+    """No threshold is known for a gallery: none was measured for its embedding key, none calibrated."""
 
 
 class ImageError(FaceIDError, ValueError):

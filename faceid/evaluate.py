@@ -12,10 +12,12 @@ of LFW) is embedded instead, and the count of such images is reported.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +25,11 @@ from faceid.batch import process
 from faceid.cache import EmbeddingCache
 from faceid.detect import Detection
 from faceid.pipeline import Pipeline
+
+if TYPE_CHECKING:  # pragma: no cover
+    from faceid.gallery import Gallery
+    from faceid.identify import Naming
+    from faceid.thresholds import DecisionParams
 
 __all__ = [
     "LFW_CENTRE_BOX",
@@ -319,7 +326,8 @@ class OpenSetReport:
 
     ``dir_at_fpir[x]`` is the detection-and-identification rate (known probes named correctly)
     at the threshold where a share ``x`` of unknown probes is named (FPIR); ``at_default`` gives
-    both rates at the model's default threshold for a gallery of this size.
+    both rates at the default threshold for a gallery of this size (``None`` where no table is
+    measured for the embedding key).
     """
 
     enrol: int
@@ -329,7 +337,7 @@ class OpenSetReport:
     unknown_probes: int
     rank1: float
     dir_at_fpir: dict[str, dict[str, float]]
-    at_default: dict[str, float]
+    at_default: dict[str, float] | None
     beta: float
     no_face: int
 
@@ -346,21 +354,19 @@ def threshold_at_fpir(unknown_scores: np.ndarray, fpir: float) -> float:
     return float(np.nextafter(ranked[allowed], np.inf))
 
 
-def top_scores(candidates: Sequence[Sequence], beta: float) -> tuple[list[str | None], np.ndarray]:
-    """Each probe's best person and that person's decision score (a one-face photo's decision)."""
-    from faceid.identify import decision_score
+def naming_arrays(namings: Sequence[Naming]) -> tuple[list[str | None], np.ndarray]:
+    """Names and naming thresholds of one-face photos as ``(names, (N,) float64)``."""
+    return [n.name for n in namings], np.array([n.threshold for n in namings], dtype=np.float64)
 
-    names: list[str | None] = []
-    scores = np.empty(len(candidates), dtype=np.float64)
-    for i, cands in enumerate(candidates):
-        if not cands:
-            names.append(None)
-            scores[i] = -np.inf
-            continue
-        second = cands[1].similarity if len(cands) > 1 else 0.0
-        names.append(cands[0].name)
-        scores[i] = decision_score(cands[0].similarity, second, beta)
-    return names, scores
+
+def single_face_namings(
+    gallery: Gallery, vectors: np.ndarray, params: DecisionParams
+) -> tuple[list[str | None], np.ndarray]:
+    """What identify names each of these one-face photos as, and up to which threshold."""
+    from faceid.identify import photo_namings
+
+    namings = photo_namings(gallery, [v[None] for v in vectors], params)
+    return naming_arrays([n[0] for n in namings])
 
 
 def evaluate_openset(
@@ -375,15 +381,21 @@ def evaluate_openset(
     beta: float | None = None,
     progress: Callable[[object], None] | None = None,
 ) -> OpenSetReport:
-    """Run the open-set protocol through a real (temporary) gallery and faceid's own decision score
-    (``beta`` overrides :data:`faceid.thresholds.BETA`, to measure it)."""
+    """Run the open-set protocol through a real (temporary) gallery and :func:`faceid.identify.decide`
+    itself, margin included (``beta`` overrides :data:`faceid.thresholds.BETA`, to measure it).
+
+    A probe counts as named at threshold ``t`` exactly when ``identify`` would name it there: its
+    naming threshold (:func:`faceid.identify.naming_thresholds`) is at least ``t``.
+    """
     import tempfile
 
+    from faceid.errors import UncalibratedError
     from faceid.gallery import Gallery, NewFace
     from faceid.identify import candidates_for
-    from faceid.thresholds import BETA, threshold_for
+    from faceid.thresholds import BETA, DECISION_MARGIN, DecisionParams, threshold_for
 
     beta = BETA if beta is None else float(beta)
+    params = DecisionParams(threshold=math.inf, margin=DECISION_MARGIN, beta=beta, source="evaluation")
     protocol = openset_protocol(
         lfw_people(root), enrol=enrol, max_people=max_people, max_strangers=max_strangers, seed=seed
     )
@@ -399,14 +411,14 @@ def evaluate_openset(
             )
         for name, faces in by_person.items():
             gallery.add_faces(name, faces, embedding_key=pipeline.key)
-        known_names, known_scores = top_scores(
-            candidates_for(gallery, vectors[[row[p] for _, p in protocol.known]], top=2), beta
-        )
-        _, unknown_scores = top_scores(
-            candidates_for(gallery, vectors[[row[p] for p in protocol.unknown]], top=2), beta
-        )
+        known_vectors = vectors[[row[p] for _, p in protocol.known]]
+        known_names, known_scores = single_face_namings(gallery, known_vectors, params)
+        # rank-1: the most similar person is the right one, whatever the threshold and margin say
+        best = [c[0].name if c else None for c in candidates_for(gallery, known_vectors, top=1)]
+        _, unknown_scores = single_face_namings(gallery, vectors[[row[p] for p in protocol.unknown]], params)
         people = len(gallery)
     correct = np.array([n == truth for n, (truth, _) in zip(known_names, protocol.known)])
+    rank1 = float(np.mean([b == truth for b, (truth, _) in zip(best, protocol.known)]))
     figures = {}
     for fpir in (0.01, 0.001):
         t = threshold_at_fpir(unknown_scores, fpir)
@@ -415,16 +427,21 @@ def evaluate_openset(
             "dir": float(np.mean(correct & (known_scores >= t))),
             "fpir": float(np.mean(unknown_scores >= t)),
         }
-    default = threshold_for(pipeline.spec.name, people)
+    try:
+        default: float | None = threshold_for(pipeline.key, people)
+    except UncalibratedError:
+        default = None
     return OpenSetReport(
         enrol=enrol,
         people=people,
         gallery_faces=len(protocol.enrolled),
         known_probes=len(protocol.known),
         unknown_probes=len(protocol.unknown),
-        rank1=float(np.mean(correct)),
+        rank1=rank1,
         dir_at_fpir=figures,
-        at_default={
+        at_default=None
+        if default is None
+        else {
             "threshold": round(default, 4),
             "dir": float(np.mean(correct & (known_scores >= default))),
             "fpir": float(np.mean(unknown_scores >= default)),
@@ -455,12 +472,14 @@ def threshold_by_size(
     """The threshold holding ``fpir`` for galleries of each size: random galleries of N enrolled
     people (first image each), all single-image people as strangers; mean and spread over draws.
 
-    Exact search in numpy (the same decision score as :mod:`faceid.identify`), since hundreds of
-    galleries are scored.
+    Exact search in numpy, since hundreds of galleries are scored, then
+    :func:`faceid.identify.naming_thresholds` (the decision itself, margin included) on each probe's
+    two best people, which are all the decision of a one-face photo looks at.
     """
-    from faceid.identify import decision_score
-    from faceid.thresholds import BETA
+    from faceid.identify import Candidate, naming_thresholds
+    from faceid.thresholds import BETA, DECISION_MARGIN, DecisionParams
 
+    params = DecisionParams(threshold=math.inf, margin=DECISION_MARGIN, beta=BETA, source="evaluation")
     people = lfw_people(root)
     full = openset_protocol(people, enrol=1)
     images = sorted({p for _, p in full.enrolled} | {p for _, p in full.known} | set(full.unknown))
@@ -472,21 +491,28 @@ def threshold_by_size(
     strangers = vectors[[row[p] for p in full.unknown]]
     names = sorted(enrolled)
     rng = np.random.default_rng(seed)
-    score = np.vectorize(lambda s1, s2: decision_score(s1, s2, BETA))
+
+    def namings(similarities: np.ndarray, chosen: list[str]) -> tuple[list[str | None], np.ndarray]:
+        top = np.argsort(-similarities, axis=1, kind="stable")[:, :2]
+        out = [
+            naming_thresholds([[Candidate(chosen[j], float(sims[j])) for j in best]], params)[0]
+            for sims, best in zip(similarities, top)
+        ]
+        return [n.name for n in out], np.array([n.threshold for n in out])
+
     table = []
     for n in sizes:
         thresholds, rates = [], []
         for _ in range(draws if n < len(names) else 1):
             chosen = sorted(rng.choice(names, n, replace=False).tolist()) if n < len(names) else names
             gallery = np.stack([enrolled[c] for c in chosen])
-            s_unknown = _best_two(strangers @ gallery.T)
-            t = threshold_at_fpir(score(*s_unknown), fpir)
+            _, unknown_levels = namings(strangers @ gallery.T, chosen)
+            t = threshold_at_fpir(unknown_levels, fpir)
             members = set(chosen)
             probes = [(name, v) for name, v in known if name in members]
-            sims = np.stack([v for _, v in probes]) @ gallery.T
-            best = np.argmax(sims, axis=1)
-            right = np.array([chosen[b] == name for b, (name, _) in zip(best, probes)])
-            rates.append(float(np.mean(right & (score(*_best_two(sims)) >= t))))
+            named, levels = namings(np.stack([v for _, v in probes]) @ gallery.T, chosen)
+            right = np.array([got == name for got, (name, _) in zip(named, probes)])
+            rates.append(float(np.mean(right & (levels >= t))))
             thresholds.append(t)
         table.append(
             {
@@ -498,11 +524,3 @@ def threshold_by_size(
             }
         )
     return table
-
-
-def _best_two(similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best and second-best value of each row (second is 0 where there is one column)."""
-    if similarities.shape[1] == 1:
-        return similarities[:, 0], np.zeros(len(similarities))
-    part = -np.partition(-similarities, 1, axis=1)[:, :2]
-    return part[:, 0], part[:, 1]

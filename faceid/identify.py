@@ -18,20 +18,34 @@ grows with the size of the gallery (README, "Accuracy"). For each face:
 
 A person appears at most once in a photo: faces are assigned greedily, highest score first, and a
 face whose best person was taken by a stronger face falls to its next candidate.
+
+:func:`decide` is the only implementation of this rule. Calibration and evaluation need the rule
+at every threshold at once; :func:`naming_thresholds` gets that from :func:`decide` itself: lowering
+the threshold never takes a name away (it only adds lower-scored pairs after the ones already
+placed, and fewer people remain as rivals), so each face has one threshold at and below which it is
+named, and one name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceid.detect import Detection
 from faceid.gallery import Gallery
+from faceid.results import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, FaceMatch, Identification
 from faceid.thresholds import DecisionParams
+
+if TYPE_CHECKING:
+    from faceid.cache import EmbeddingCache
+    from faceid.pipeline import Pipeline
 
 __all__ = [
     "AMBIGUOUS",
@@ -41,87 +55,16 @@ __all__ = [
     "Decision",
     "FaceMatch",
     "Identification",
+    "Naming",
     "decide",
     "decision_score",
     "identify",
     "match_faces",
+    "naming_thresholds",
+    "photo_namings",
 ]
 
 log = logging.getLogger(__name__)
-
-KNOWN, UNKNOWN, AMBIGUOUS = "known", "unknown", "ambiguous"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """An enrolled person and their score for a face (best similarity over their faces)."""
-
-    name: str
-    similarity: float
-
-
-@dataclass(frozen=True)
-class FaceMatch:
-    """The decision for one face.
-
-    Attributes:
-        detection: where the face is.
-        status: ``"known"``, ``"unknown"`` or ``"ambiguous"``.
-        name: the person, for ``"known"`` only, else ``None``.
-        similarity: the named person's similarity; for other faces, the best similarity any person
-            had (``-1.0`` when the gallery is empty).
-        score: the decision score (see the module docstring) of that same person.
-        candidates: the best people for this face, best first.
-    """
-
-    detection: Detection
-    status: str
-    name: str | None
-    similarity: float
-    score: float
-    candidates: tuple[Candidate, ...]
-
-    def to_json(self) -> dict:
-        return {
-            "box": list(self.detection.box),
-            "confidence": round(self.detection.confidence, 4),
-            "name": self.name,
-            "similarity": round(self.similarity, 4),
-            "score": round(self.score, 4),
-            "status": self.status,
-            "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.detection.landmarks],
-            "candidates": [{"name": c.name, "similarity": round(c.similarity, 4)} for c in self.candidates],
-        }
-
-
-@dataclass(frozen=True)
-class Identification:
-    """Every face of one image, or the reason the image could not be read.
-
-    ``params`` are the threshold, margin and beta the decision used, and where they came from.
-    """
-
-    image: str
-    faces: tuple[FaceMatch, ...]
-    params: DecisionParams
-    error: str | None = None
-    width: int | None = None
-    height: int | None = None
-    annotated: str | None = None
-
-    def to_json(self) -> dict:
-        return {
-            "annotated": self.annotated,
-            "image": self.image,
-            "faces": [face.to_json() for face in self.faces],
-            "error": self.error,
-            "threshold": round(self.params.threshold, 4),
-            "margin": round(self.params.margin, 4),
-            "beta": round(self.params.beta, 4),
-            "threshold_source": self.params.source,
-            "width": self.width,
-            "height": self.height,
-        }
 
 
 @dataclass(frozen=True)
@@ -182,6 +125,37 @@ def decide(candidates: Sequence[Sequence[Candidate]], params: DecisionParams) ->
     return out
 
 
+@dataclass(frozen=True)
+class Naming:
+    """Who :func:`decide` names a face as, and up to which threshold.
+
+    ``name`` is the person the face is named as at every threshold up to and including
+    ``threshold``, and at no higher one; ``None`` with ``threshold = -inf`` for a face no threshold
+    names (no candidates, or always ambiguous).
+    """
+
+    name: str | None
+    threshold: float
+
+
+def naming_thresholds(candidates: Sequence[Sequence[Candidate]], params: DecisionParams) -> list[Naming]:
+    """For each face of one photo, the name and the highest threshold at which :func:`decide` names it.
+
+    ``params.threshold`` is ignored; the margin, beta and the one-person-per-photo rule apply as in
+    :func:`decide`, which this calls at each distinct candidate score of the photo, highest first.
+    """
+    out: list[Naming | None] = [None] * len(candidates)
+    levels = sorted({s for cands in candidates for s in _scores(cands, params.beta)}, reverse=True)
+    for level in levels:
+        for f, decision in enumerate(decide(candidates, dataclasses.replace(params, threshold=level))):
+            if out[f] is None and decision.status == KNOWN:
+                out[f] = Naming(decision.name, level)
+        if all(n is not None for n in out):
+            break
+    never = Naming(None, -math.inf)
+    return [n if n is not None else never for n in out]
+
+
 def candidates_for(gallery: Gallery, embeddings: np.ndarray, *, top: int = 5, k: int = 64) -> list[list[Candidate]]:
     """The ``top`` best people for each ``(n, D)`` embedding row, from the gallery's nearest ``k`` faces."""
     if len(embeddings) == 0:
@@ -198,6 +172,22 @@ def candidates_for(gallery: Gallery, embeddings: np.ndarray, *, top: int = 5, k:
                 best[name] = float(score)
         ranked = sorted(best.items(), key=lambda t: (-t[1], t[0]))[:top]
         out.append([Candidate(n, s) for n, s in ranked])
+    return out
+
+
+def photo_namings(
+    gallery: Gallery, photos: Sequence[np.ndarray], params: DecisionParams, *, top: int = 5
+) -> list[list[Naming]]:
+    """:func:`naming_thresholds` for the faces of each photo (one ``(n_i, D)`` array of embeddings each),
+    searched in one batch: what :func:`identify` would name each face as, at every threshold."""
+    sizes = [len(p) for p in photos]
+    if not sum(sizes):
+        return [[] for _ in photos]
+    cands = candidates_for(gallery, np.concatenate([p for p in photos if len(p)]), top=top)
+    out, start = [], 0
+    for n in sizes:
+        out.append(naming_thresholds(cands[start : start + n], params))
+        start += n
     return out
 
 
@@ -221,18 +211,18 @@ def match_faces(
 
 
 def identify(
-    sources: Sequence,
+    sources: Sequence[str | os.PathLike[str]],
     gallery: Gallery,
-    pipeline=None,
+    pipeline: Pipeline | None = None,
     *,
     threshold: float | None = None,
     margin: float | None = None,
     batch_size: int = 16,
-    cache=None,
-    annotate_dir=None,
-    on_done=None,
-):
-    """Identify every face in each source (paths, bytes or arrays); yield one :class:`Identification` each.
+    cache: EmbeddingCache | None = None,
+    annotate_dir: str | os.PathLike[str] | None = None,
+    on_done: Callable[[Identification], None] | None = None,
+) -> Iterator[Identification]:
+    """Identify every face in each image file of ``sources``; yield one :class:`Identification` each, in order.
 
     ``threshold`` and ``margin`` default to the gallery's calibrated values, else to the model's
     measured defaults for a gallery of this size (:func:`faceid.thresholds.decision_params`). An unreadable
@@ -243,7 +233,7 @@ def identify(
     from faceid.pipeline import Pipeline
     from faceid.thresholds import decision_params
 
-    pipeline = pipeline if pipeline is not None else Pipeline(**pipeline_args_for(gallery))
+    pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     gallery.check_embedding_key(pipeline.key)
     params = decision_params(gallery, threshold=threshold, margin=margin)
     for item in process(sources, pipeline, batch_size=batch_size, cache=cache):
@@ -263,14 +253,3 @@ def identify(
         if on_done is not None:
             on_done(result)
         yield result
-
-
-def pipeline_args_for(gallery: Gallery) -> dict:
-    """Pipeline settings that reproduce the gallery's embeddings (the defaults for a new gallery)."""
-    key = gallery.embedding_key
-    if not key:
-        return {}
-    args = {"model": key["model"], "align": key["align"], "mirror": key["mirror"]}
-    if key.get("margin") is not None:
-        args["margin"] = key["margin"]
-    return args

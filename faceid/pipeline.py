@@ -1,7 +1,9 @@
 """Detection, alignment and embedding as one object that keeps its models loaded.
 
-``Pipeline.key`` names everything that changes an embedding (model, crop method and margin,
-mirror averaging); a gallery stores it with its first embedding and refuses others.
+``Pipeline.key`` (an :class:`~faceid.embedding_key.EmbeddingKey`) names everything that changes an
+embedding (model and weights, crop method and crop margin, mirror averaging); a gallery stores it
+with its first embedding and refuses others, and :meth:`Pipeline.from_key` rebuilds the pipeline
+that made a gallery's embeddings.
 """
 
 from __future__ import annotations
@@ -14,14 +16,10 @@ import numpy as np
 from faceid.align import crop_faces
 from faceid.detect import Detection, Detector
 from faceid.embed import Embedder
+from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
 from faceid.models import DEFAULT_MODEL, get_spec
 
-__all__ = ["DEFAULT_ALIGN", "DEFAULT_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline"]
-
-#: Defaults chosen by measurement on LFW (README, "Choosing the defaults").
-DEFAULT_ALIGN = "margin"
-DEFAULT_MARGIN = 0.1
-DEFAULT_MIRROR = False
+__all__ = ["DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,8 @@ class Pipeline:
     Args:
         model: embedding model name (see ``faceid models list``).
         align: ``"margin"`` or ``"similarity"`` (see :mod:`faceid.align`).
-        margin: crop margin for ``"margin"``, a fraction of the box.
+        crop_margin: for ``"margin"``, how far the crop extends past the detected box, a fraction of
+            the box (not the decision margin of :mod:`faceid.identify`).
         mirror: average each face's embedding with its mirror image's.
         frozen: run FaceNet as a frozen graph from the start: a few seconds more to load, about
             25% faster per face; for long-lived processes (runs of 2,000+ photos switch to it anyway).
@@ -51,7 +50,7 @@ class Pipeline:
         model: str = DEFAULT_MODEL,
         *,
         align: str = DEFAULT_ALIGN,
-        margin: float = DEFAULT_MARGIN,
+        crop_margin: float = DEFAULT_CROP_MARGIN,
         mirror: bool = DEFAULT_MIRROR,
         min_face_size: int = 20,
         frozen: bool = False,
@@ -59,22 +58,23 @@ class Pipeline:
         embedder: Embedder | None = None,
     ) -> None:
         self.spec = get_spec(model)
-        self.align = align
-        self.margin = float(margin)
-        self.mirror = bool(mirror)
+        self.key = EmbeddingKey.for_model(model, align=align, crop_margin=crop_margin, mirror=mirror)
+        self.align = self.key.align
+        self.crop_margin = self.key.crop_margin if self.key.crop_margin is not None else DEFAULT_CROP_MARGIN
+        self.mirror = self.key.mirror
         self.detector = detector if detector is not None else Detector(min_face_size=min_face_size)
         self.embedder = embedder if embedder is not None else Embedder(model, mirror=mirror, frozen=frozen)
 
-    @property
-    def key(self) -> dict:
-        """What made this pipeline's embeddings; galleries refuse to mix keys."""
-        return {
-            "model": self.spec.name,
-            "dimension": self.spec.dimension,
-            "align": self.align,
-            "margin": self.margin if self.align == "margin" else None,
-            "mirror": self.mirror,
-        }
+    @classmethod
+    def from_key(cls, key: EmbeddingKey | None, **options) -> Pipeline:
+        """The pipeline that makes embeddings of ``key`` (faceid's defaults for ``None``, a new gallery).
+
+        ``options`` are the other keyword arguments of :class:`Pipeline` (``frozen``, ``detector``, ...).
+        """
+        if key is None:
+            return cls(**options)
+        margin = key.crop_margin if key.crop_margin is not None else DEFAULT_CROP_MARGIN
+        return cls(key.model, align=key.align, crop_margin=margin, mirror=key.mirror, **options)
 
     def expect(self, images: int) -> None:
         """Told that a run of ``images`` photos is coming, so the embedder can prepare for it."""
@@ -87,7 +87,7 @@ class Pipeline:
 
     def embed(self, image: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
         """``(len(detections), D)`` float32 embeddings of the given faces of one image."""
-        crops = crop_faces(image, detections, method=self.align, margin=self.margin, size=self.spec.input_size)
+        crops = crop_faces(image, detections, method=self.align, margin=self.crop_margin, size=self.spec.input_size)
         return self.embedder.embed(crops)
 
     def faces_many(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
@@ -97,7 +97,7 @@ class Pipeline:
     def embed_many(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]) -> list[list[Face]]:
         """Embed the given faces of each image, in one batch across the images."""
         crops = [
-            crop_faces(image, found, method=self.align, margin=self.margin, size=self.spec.input_size)
+            crop_faces(image, found, method=self.align, margin=self.crop_margin, size=self.spec.input_size)
             for image, found in zip(images, detections)
         ]
         size = self.spec.input_size

@@ -1,17 +1,19 @@
 """How high a face's decision score must be to be named: calibrated per gallery, else measured.
 
 The decision score (see :mod:`faceid.identify`) is ``similarity - BETA * max(0, best other
-person's similarity)``. For each model, the table below holds the threshold at which 1% of
+person's similarity)``. For each embedding key (model, weights, crop, mirror:
+:class:`~faceid.embedding_key.EmbeddingKey`), the tables below hold the threshold at which 1% of
 unknown faces are wrongly named (FPIR = 1%) in galleries of several sizes, measured on LFW's
-open-set protocol (README, "Accuracy"; ``faceid eval lfw-openset --sizes``): random galleries of
-N people with one enrolled photo each, the 4,069 single-image LFW people as strangers, 10 draws
-per size. With the raw similarity that threshold climbs with N (an unknown face meets more
-impostors: 0.75 at 1,680 people); with this score it stays near 0.37 from 2 to 1,680 people, so
-one small table serves galleries of any size. Each value is the mean over the draws; between
-sizes it is interpolated in log N; beyond the table it is held.
+open-set protocol with :func:`faceid.identify.decide` itself, margin and all (README, "Accuracy";
+``faceid eval lfw-openset --sizes``): random galleries of N people with one enrolled photo each,
+the 4,069 single-image LFW people as strangers, 10 draws per size. With the raw similarity that
+threshold climbs with N (an unknown face meets more impostors: 0.75 at 1,680 people); with this
+score it stays near 0.37 from 2 to 1,680 people, so one small table serves galleries of any size.
+Each value is the mean over the draws; between sizes it is interpolated in log N; beyond the table it is held.
 
 Precedence: a value passed in, then the gallery's calibrated value (``faceid calibrate``), then
-the table.
+the table of the gallery's key. A key with no table (another crop margin, say) has no default:
+:class:`~faceid.errors.UncalibratedError` names the two ways to give one.
 """
 
 from __future__ import annotations
@@ -19,8 +21,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["BETA", "DEFAULT_MARGIN", "TABLES", "DecisionParams", "decision_params", "threshold_for"]
+from faceid.embedding_key import EmbeddingKey
+from faceid.errors import UncalibratedError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from faceid.gallery import Gallery
+
+__all__ = ["BETA", "DECISION_MARGIN", "TABLES", "DecisionParams", "decision_params", "threshold_for"]
 
 #: Weight of the best other person's similarity in the decision score. Measured on LFW open-set
 #: with one enrolled photo: DIR at FPIR 1% 0.709 / 0.799 / 0.820 / 0.829 / 0.824 / 0.814 and at
@@ -33,11 +42,11 @@ BETA = 0.6
 #: score above, a face that passes the threshold rarely has a runner-up this close: on LFW
 #: open-set the 1%-FPIR figures are the same with 0.05 as with no margin to within 0.001 (in an
 #: exploratory sweep, not a shipped command), while 0.1 began to cost correct names.
-DEFAULT_MARGIN = 0.05
+DECISION_MARGIN = 0.05
 
-#: model -> ((people enrolled, threshold at FPIR 1%), ...), increasing in people.
-TABLES: dict[str, Sequence[tuple[int, float]]] = {
-    "facenet-20170512-110547": (
+#: embedding key -> ((people enrolled, threshold at FPIR 1%), ...), increasing in people.
+TABLES: dict[EmbeddingKey, Sequence[tuple[int, float]]] = {
+    EmbeddingKey.for_model("facenet-20170512-110547", crop_margin=0.1): (
         (1, 0.350),
         (2, 0.386),
         (5, 0.364),
@@ -63,11 +72,18 @@ class DecisionParams:
     source: str = "explicit"
 
 
-def threshold_for(model: str, people: int) -> float:
-    """The default threshold for a gallery of ``people`` enrolled people made by ``model``."""
-    table = TABLES.get(model)
+def threshold_for(key: EmbeddingKey, people: int) -> float:
+    """The default threshold for a gallery of ``people`` enrolled people whose embeddings have ``key``.
+
+    Raises:
+        UncalibratedError: no table was measured for ``key``.
+    """
+    table = TABLES.get(key)
     if not table:
-        raise KeyError(f"no measured thresholds for model {model!r}; run `faceid calibrate` or pass --threshold")
+        raise UncalibratedError(
+            f"no default threshold is measured for embeddings of {key.describe()}: run `faceid calibrate` "
+            "on your own photos, or pass --threshold"
+        )
     n = max(1, int(people))
     if n <= table[0][0]:
         return table[0][1]
@@ -78,19 +94,19 @@ def threshold_for(model: str, people: int) -> float:
     return table[-1][1]
 
 
-def decision_params(gallery, *, threshold: float | None = None, margin: float | None = None) -> DecisionParams:
+def decision_params(gallery: Gallery, *, threshold: float | None = None, margin: float | None = None) -> DecisionParams:
     """The parameters an identification in ``gallery`` uses (see the module docstring)."""
     source = "explicit"
     if threshold is None:
-        threshold = gallery.get_setting("threshold")
-        source = "calibrated"
+        stored = gallery.get_setting("threshold")
+        if stored is not None:
+            threshold, source = float(stored), "calibrated"  # type: ignore[arg-type]
     if threshold is None:
         key = gallery.embedding_key
         people = len(gallery)
-        threshold = threshold_for(key["model"], people) if key else 1.0
+        threshold = threshold_for(key, people) if key else 1.0
         source = f"default for {people} {'person' if people == 1 else 'people'}"
     if margin is None:
-        margin = gallery.get_setting("margin")
-    if margin is None:
-        margin = DEFAULT_MARGIN
+        stored = gallery.get_setting("margin")
+        margin = DECISION_MARGIN if stored is None else float(stored)  # type: ignore[arg-type]
     return DecisionParams(float(threshold), float(margin), BETA, source)

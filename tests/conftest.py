@@ -130,10 +130,11 @@ def fake_models(monkeypatch):
     """Every Pipeline the CLI or library makes gets the fake detector and embedder."""
     import faceid.pipeline
 
-    real = faceid.pipeline.Pipeline
-    monkeypatch.setattr(
-        faceid.pipeline, "Pipeline", lambda *a, **kw: real(*a, **kw, detector=FakeDetector(), embedder=FakeEmbedder())
-    )
+    class FakePipeline(faceid.pipeline.Pipeline):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs, detector=FakeDetector(), embedder=FakeEmbedder())
+
+    monkeypatch.setattr(faceid.pipeline, "Pipeline", FakePipeline)
 
 
 def cli(*args):

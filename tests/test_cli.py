@@ -11,11 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from faceid.cli import app
+from faceid.embedding_key import EmbeddingKey
 from faceid.gallery import Gallery, NewFace
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "faceid" / "samples"
-KEY = {"model": "facenet-20170512-110547", "dimension": 128, "align": "margin", "margin": 0.2, "mirror": False}
+KEY = EmbeddingKey.for_model()
 
 runner = CliRunner()
 

@@ -24,6 +24,7 @@ import pytest
 import workers
 from conftest import save_png, tile_image
 
+from faceid.embedding_key import EmbeddingKey
 from faceid.enroll import enroll
 from faceid.errors import GalleryBusyError
 from faceid.gallery import Gallery
@@ -166,11 +167,11 @@ def test_writers_readers_and_a_remover_at_once(tmp_path, fake_pipeline):
 
 # -- the bounded wait ------------------------------------------------------------------------------------
 
-KEY = {"model": "facenet-20170512-110547", "dimension": 8, "align": "margin", "margin": 0.2, "mirror": False}
+KEY = EmbeddingKey.for_model()
 
 
 def _unit(seed: int, n: int = 1) -> np.ndarray:
-    v = np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
+    v = np.random.default_rng(seed).normal(size=(n, 128)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
@@ -226,8 +227,17 @@ CALLS = {
     "remove": lambda g: g.remove("bob"),
     "set_setting": lambda g: g.set_setting("threshold", 0.5),
     "rebuild_index": lambda g: g.rebuild_index(),
+    "face": lambda g: g.face(1),
+    "face_thumbnail": lambda g: g.face_thumbnail(1),
+    "remove_face": lambda g: g.remove_face(3),
 }
-WRITES = {"add_faces", "rename", "remove", "set_setting"}  # change the database (rebuild_index only reads it)
+WRITES = {
+    "add_faces",
+    "rename",
+    "remove",
+    "remove_face",
+    "set_setting",
+}  # change the database (rebuild_index only reads it)
 NOT_DATABASE = {"close"}  # works without the database lock
 
 

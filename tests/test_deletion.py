@@ -14,10 +14,11 @@ from conftest import save_png, tile_image
 from typer.testing import CliRunner
 
 from faceid.cli import app
+from faceid.embedding_key import EmbeddingKey
 from faceid.enroll import enroll
 from faceid.gallery import Gallery, NewFace
 
-KEY = {"model": "facenet-20170512-110547", "dimension": 128, "align": "margin", "margin": 0.2, "mirror": False}
+KEY = EmbeddingKey.for_model()
 
 
 def unit(seed: int, n: int) -> np.ndarray:

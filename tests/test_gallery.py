@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from faceid.embedding_key import EmbeddingKey
 from faceid.errors import GalleryCorruptError, InvalidNameError, ModelMismatchError, PersonNotFoundError
 from faceid.gallery import Gallery, NewFace, normalise_name
 
-KEY = {"model": "facenet-20170512-110547", "dimension": 8, "align": "margin", "margin": 0.2, "mirror": False}
+KEY = EmbeddingKey.for_model()
 
 
-def unit(rng, n, d=8):
+def unit(rng, n, d=128):
     v = rng.normal(size=(n, d)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
@@ -102,7 +103,7 @@ def test_rename_to_taken_name_is_refused(gallery):
 def test_other_model_is_refused_and_nothing_is_written(gallery):
     rng = np.random.default_rng(5)
     gallery.add_faces("a", faces(unit(rng, 1)), embedding_key=KEY)
-    other = dict(KEY, align="similarity", margin=None)
+    other = EmbeddingKey.for_model(align="similarity")
     with pytest.raises(ModelMismatchError, match="align"):
         gallery.add_faces("b", faces(unit(rng, 1), "b"), embedding_key=other)
     assert [p.name for p in gallery.people()] == ["a"]
@@ -110,7 +111,7 @@ def test_other_model_is_refused_and_nothing_is_written(gallery):
 
 def test_bad_embeddings_are_refused(gallery):
     with pytest.raises(ValueError, match="L2"):
-        gallery.add_faces("a", [NewFace(np.ones(8, np.float32), "0" * 64, (0, 0, 1, 1), 1.0)], embedding_key=KEY)
+        gallery.add_faces("a", [NewFace(np.ones(128, np.float32), "0" * 64, (0, 0, 1, 1), 1.0)], embedding_key=KEY)
     with pytest.raises(ValueError, match="shape"):
         gallery.add_faces("a", [NewFace(np.ones(4, np.float32) / 2, "0" * 64, (0, 0, 1, 1), 1.0)], embedding_key=KEY)
     assert gallery.people() == []
@@ -213,3 +214,20 @@ def test_check_finds_a_foreign_index_and_rebuild_repairs_it(tmp_path):
         assert (ids >= 0).sum() == 2
         assert a.rebuild_index() == 2
         assert a.check() == []
+
+
+def test_ids_of_removed_faces_and_people_are_never_given_again(tmp_path):
+    """Face ids name faces in the audit log and to users: SQLite would reuse the largest one."""
+    rng = np.random.default_rng(15)
+    with Gallery(tmp_path / "g") as g:
+        first = g.add_faces("ann", faces(unit(rng, 3), "a"), embedding_key=KEY)
+        ann = g.person("ann").id
+        g.remove("ann")
+        second = g.add_faces("bob", faces(unit(rng, 2), "b"), embedding_key=KEY)
+        assert set(second).isdisjoint(first) and min(second) > max(first)
+        assert g.person("bob").id != ann
+    with Gallery(tmp_path / "g") as g:  # the counter is in the database, not the process
+        g.remove("bob")
+        third = g.add_faces("cy", faces(unit(rng, 1), "c"), embedding_key=KEY)
+        assert min(third) > max(second)
+        assert g.check() == []

@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faceid import index as gi
+from faceid.embedding_key import EmbeddingKey
 from faceid.gallery import Gallery, NewFace
 
 D = 128
-KEY = {"model": "facenet-20170512-110547", "dimension": D, "align": "margin", "margin": 0.2, "mirror": False}
+KEY = EmbeddingKey.for_model()
 
 
 def unit(rows):

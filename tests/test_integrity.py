@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from conftest import cli, save_png, tile_image
 
+from faceid.embedding_key import EmbeddingKey
 from faceid.errors import GalleryCorruptError
 from faceid.gallery import Gallery, NewFace
 
-KEY = {"model": "facenet-20170512-110547", "dimension": 128, "align": "margin", "margin": 0.2, "mirror": False}
+KEY = EmbeddingKey.for_model()
 RED, GREEN = (200, 40, 40), (40, 200, 40)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -221,7 +222,7 @@ def test_files_are_owner_only_whatever_the_umask_including_journals_and_temp_fil
     try:
         with Gallery(tmp_path / "g") as g:
             g.add_faces("a", [NewFace(unit(1, 1)[0], "a", (0, 0, 1, 1), 0.9)], embedding_key=KEY)
-            with g._write():  # a write in progress: SQLite's journal exists now
+            with g._store.write():  # a write in progress: SQLite's journal exists now
                 g._db.execute("INSERT INTO people (name, created_at) VALUES ('b', 'now')")
                 journal = tmp_path / "g" / "gallery.db-journal"
                 seen[journal.name] = stat.S_IMODE(journal.stat().st_mode)

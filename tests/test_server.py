@@ -427,3 +427,11 @@ def test_real_models_through_the_api_answer_as_the_cli(real_pipeline, gallery_di
     out = cli("identify", group, "--json", "--gallery", gallery_dir)
     line = json.loads(out.stdout.splitlines()[0])
     assert {**api, "image": line["image"]} == line  # the same object, number for number
+
+
+def test_a_key_made_while_the_server_runs_is_required_at_once(client, gallery_dir):
+    assert client.get("/v1/people").status_code == 200  # loopback, no keys yet: open
+    key = cli("keys", "create", "late", "--gallery", gallery_dir).stdout.strip().splitlines()[-1]
+    error_of(client.get("/v1/people"), 401)
+    assert client.get("/v1/people", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert client.get("/healthz").json()["auth"] is True

@@ -15,8 +15,10 @@ import traceback
 
 import numpy as np
 
-DIM = 32
-KEY = {"model": "facenet-20170512-110547", "dimension": DIM, "align": "margin", "margin": 0.2, "mirror": False}
+from faceid.embedding_key import EmbeddingKey
+
+DIM = 128
+KEY = EmbeddingKey.for_model()
 
 
 def stress(test):
@@ -218,7 +220,7 @@ def reader(gallery_dir: str, stable: dict, batches: list, shared: list, vector_t
                 listed = [f.image_sha256 for f in g.faces()]
                 counts["faces"] += 1
                 violations += _half_written("faces()", listed, batches, shared)
-                index = g._current_index()
+                index = g._search.current()
                 held = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
                 tags = [vector_tags.get(row.tobytes(), "?") for row in held]
                 counts["index"] += 1

@@ -283,10 +283,9 @@ def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> _Sta
             if pipeline_factory is not None:
                 pipeline = pipeline_factory(gallery)
             else:
-                from faceid.identify import pipeline_args_for
                 from faceid.pipeline import Pipeline
 
-                pipeline = Pipeline(**pipeline_args_for(gallery), frozen=True)
+                pipeline = Pipeline.from_key(gallery.embedding_key, frozen=True)
             _warm(pipeline, settings)  # a pipeline handed in ready (tests) is the caller's to warm
         log.info("models loaded; gallery %s", gallery.path)
         state = _State(gallery, None, pipeline, settings)
@@ -580,9 +579,9 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         state = _state(request)
 
         def read():
-            with state.use() as gallery, gallery._snapshot():
+            with state.use() as gallery:
                 p = gallery.person(name)
-                faces = gallery.faces(p.name)
+                faces = gallery.faces(p.name)  # renamed by another process in between: 404, as it should
             return {
                 "name": p.name,
                 "created_at": p.created_at,
@@ -653,7 +652,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 
 
 def _identify(state: _State, caller: Caller, image: LoadedImage, faces, threshold, margin):
-    from faceid.identify import Identification, match_faces
+    from faceid.identify import match_faces
+    from faceid.results import Identification
     from faceid.thresholds import decision_params
 
     with state.use() as gallery:

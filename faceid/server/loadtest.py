@@ -28,11 +28,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from faceid.gallery import Gallery
 from faceid.images import read_image
 
 __all__ = ["serve_figures"]
@@ -157,18 +158,26 @@ def _server_path(photo: Path, gallery, pipeline) -> None:
     match_faces(gallery, [f.detection for f in faces], vectors, decision_params(gallery))
 
 
-def serve_figures(work: Path, *, requests: int = 120, tiny: bool = False, limit_s: float = 300.0) -> Iterator[dict]:
-    """Measure the server (see the module docstring); ``requests`` per client count, at most ``limit_s`` each."""
-    from faceid.bench import _one_face_640x480, _sample_gallery
+def serve_figures(
+    work: Path,
+    photo: Path,
+    make_gallery: Callable[..., Gallery],
+    *,
+    requests: int = 120,
+    tiny: bool = False,
+    limit_s: float = 300.0,
+) -> Iterator[dict]:
+    """Measure the server (see the module docstring) on ``photo`` (one face, 640x480) against the
+    gallery ``make_gallery(path, pipeline)`` enrols; ``requests`` per client count, at most
+    ``limit_s`` seconds each."""
     from faceid.identify import identify
     from faceid.pipeline import Pipeline
 
     if tiny:
         requests = min(requests, 8)
-    photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
     gallery_dir = work / "serve-gallery"
     pipeline = Pipeline(frozen=True)  # what the server runs
-    with _sample_gallery(gallery_dir, pipeline) as gallery:
+    with make_gallery(gallery_dir, pipeline) as gallery:
         times = _median_of(lambda: list(identify([photo], gallery, pipeline)), 5 if tiny else 21)
         # what the server does per request, without HTTP: decode, detect + embed, decide
         path = _median_of(lambda: _server_path(photo, gallery, pipeline), 5 if tiny else 21)

@@ -1,0 +1,92 @@
+"""What the gallery stores and hands out: people, faces, names, timestamps.
+
+Frozen dataclasses out (:class:`Person`, :class:`FaceRecord`), one in (:class:`NewFace`), and the
+rule for names (:func:`normalise_name`). Nothing here touches a file.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from faceid.errors import InvalidNameError
+
+__all__ = ["MAX_NAME_LENGTH", "FaceRecord", "NewFace", "Person", "default_gallery_dir", "normalise_name"]
+
+MAX_NAME_LENGTH = 200
+
+
+def default_gallery_dir() -> Path:
+    """``$FACEID_GALLERY``, else ``./gallery``."""
+    return Path(os.environ.get("FACEID_GALLERY") or "gallery")
+
+
+def normalise_name(name: str) -> str:
+    """A person's name as stored: NFC, surrounding white space removed.
+
+    Names are free text (spaces, accents, any script) and live only inside SQLite, never in a
+    file path. Raises :class:`InvalidNameError` for empty names, names over
+    ``MAX_NAME_LENGTH`` characters, and names with control characters (NUL, newlines, ...).
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError(f"a name must be text, got {type(name).__name__}")
+    cleaned = unicodedata.normalize("NFC", name).strip()
+    if not cleaned:
+        raise InvalidNameError("a name cannot be empty")
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise InvalidNameError(f"a name can have at most {MAX_NAME_LENGTH} characters, this one has {len(cleaned)}")
+    bad = [c for c in cleaned if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") and c != "\u200d"]
+    if bad:
+        raise InvalidNameError(f"a name cannot hold control characters (found {', '.join(repr(c) for c in bad[:3])})")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class Person:
+    """An enrolled person: ``name``, how many faces, and when they were first enrolled (UTC, ISO 8601)."""
+
+    id: int
+    name: str
+    faces: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One enrolled face, without its embedding."""
+
+    id: int
+    person: str
+    image_path: str | None
+    image_sha256: str
+    box: tuple[int, int, int, int]
+    confidence: float
+    created_at: str
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """A face to enrol: its ``(D,)`` float32 unit embedding and where it came from."""
+
+    embedding: np.ndarray
+    image_sha256: str
+    box: tuple[int, int, int, int]
+    confidence: float
+    image_path: str | None = None
+    #: a small JPEG of the face (biometric data: stored beside the embedding, removed with it)
+    thumbnail: bytes | None = None
+
+
+def utc_now() -> str:
+    """The time as stored: UTC, ISO 8601, milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def n_faces(n: int) -> str:
+    """``"1 face"``, ``"3 faces"``: for messages."""
+    return f"{n} face{'s' if n != 1 else ''}"
