@@ -220,6 +220,18 @@ def test_the_page_asks_for_a_key_when_one_is_needed(server, browser):
     )
 
 
+def test_the_api_docs_render_offline(server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    external: list[str] = []
+    page.on("request", lambda r: external.append(r.url) if not r.url.startswith(server.url) else None)
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock-summary-path >> text=/v1/identify", timeout=60_000)
+    assert "faceid" in page.inner_text(".swagger-ui .info .title")
+    shot(page, "9-api-docs")
+    assert [u for u in external if not u.startswith(("data:", "blob:"))] == []  # nothing from elsewhere
+    page.close()
+
+
 def test_sigterm_finishes_requests_in_flight_and_exits_0(server):
     photo = (SAMPLES / "photos" / "obama_and_biden.jpg").read_bytes()
     boundary = "faceidboundary"

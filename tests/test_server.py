@@ -435,3 +435,14 @@ def test_a_key_made_while_the_server_runs_is_required_at_once(client, gallery_di
     error_of(client.get("/v1/people"), 401)
     assert client.get("/v1/people", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     assert client.get("/healthz").json()["auth"] is True
+
+
+def test_docs_and_schema_are_served_without_the_internet(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/identify", "/v1/people", "/v1/people/{name}", "/v1/people/{name}/faces"} <= set(schema["paths"])
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in page.text
+    assert "https://" not in page.text and "http://" not in page.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    index = client.get("/")
+    assert index.status_code == 200 and "https://" not in index.text and "http://" not in index.text

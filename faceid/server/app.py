@@ -254,18 +254,50 @@ def create_app(
         finally:
             await run_in_threadpool(_stop, state)
 
+    assets = _swagger_ui_assets()
     app = FastAPI(
         title="faceid",
         summary="Name the faces in photos against a gallery of enrolled people.",
         version=_version(),
         lifespan=lifespan,
         responses=_ERRORS,
+        docs_url=None if assets else "/docs",  # else FastAPI's page, which fetches Swagger UI from a CDN
+        redoc_url=None,
     )
     app.add_middleware(Limits, settings=settings)
     _add_error_handlers(app)
     _add_routes(app, settings)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
+    if assets:
+        _add_offline_docs(app, assets)
     return app
+
+
+def _swagger_ui_assets() -> Optional[Path]:
+    """Swagger UI's files from the swagger-ui-bundle-v2 package (the serve extra), if installed."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    path = Path(swagger_ui_path)
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
+
+
+def _add_offline_docs(app: FastAPI, assets: Path) -> None:
+    """``/docs`` served with Swagger UI's own files, so the API docs work offline too."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="faceid API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def _version() -> str:

@@ -2,15 +2,14 @@
 
 Figures (each with the machine's load average):
 
-- ``serve_in_process``: the server's work for one request (decode a one-face 640x480 JPEG,
-  detect and embed, decide) in this process with the pipeline the server uses (frozen graph),
-  the baseline for the HTTP figure; also :func:`faceid.identify.identify` on it, and how much
-  faster 8 photos run as one batch than one by one (the ceiling of micro-batching here).
-- ``serve_cold_vs_warm``: ``faceid identify`` on that photo as a new process (cold start) beside
-  one warm HTTP answer from ``faceid serve``.
-- ``serve_load``: N identify requests of that photo from 1 and from 8 concurrent clients (each on
-  its own keep-alive connection): errors, p50/p95 latency, requests/s, and the server's resident
-  memory before and after; the ratios the README quotes.
+- ``serve_cold_vs_warm``: ``faceid identify`` on a one-face 640x480 JPEG as a new process (cold
+  start) beside one warm HTTP answer from ``faceid serve``.
+- ``serve_load``: in rounds, side by side: the server's work for one request in this process
+  (decode, detect and embed, decide; the pipeline the server uses, frozen graph), then identify
+  requests of that photo from 1 and from 8 concurrent clients (each on its own keep-alive
+  connection): errors, p50/p95 latency, requests/s; the ratios within each round and their
+  medians; how much faster 8 photos run as one batch than one by one in this process (the
+  ceiling of micro-batching here); the server's resident memory before and after.
 
 The server is a real ``faceid serve`` subprocess on 127.0.0.1 and a free port, stopped with SIGTERM.
 """
@@ -30,6 +29,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +80,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def _clients(port: int, body: bytes, content_type: str, clients: int, total: int, limit_s: float) -> dict:
+def _clients(port: int, body: bytes, content_type: str, clients: int, total: int, limit_s: float) -> dict[str, Any]:
     """``total`` requests shared by ``clients`` threads; latencies, errors and requests/s."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -164,88 +164,95 @@ def serve_figures(
     make_gallery: Callable[..., Gallery],
     *,
     requests: int = 120,
+    rounds: int = 3,
     tiny: bool = False,
     limit_s: float = 300.0,
 ) -> Iterator[dict]:
     """Measure the server (see the module docstring) on ``photo`` (one face, 640x480) against the
-    gallery ``make_gallery(path, pipeline)`` enrols; ``requests`` per client count, at most
-    ``limit_s`` seconds each."""
-    from faceid.identify import identify
+    gallery ``make_gallery(path, pipeline)`` enrols.
+
+    On a shared machine the load moves from minute to minute, so what is compared is measured
+    side by side, in ``rounds`` rounds: each round times the in-process work, then
+    ``requests / rounds`` requests from 1 client, then as many from 8 clients, and each ratio is
+    taken within a round (the figures give the median over rounds, and every round).
+    """
     from faceid.pipeline import Pipeline
 
     if tiny:
-        requests = min(requests, 8)
+        requests, rounds = min(requests, 8), 1
+    per_round = max(1, requests // rounds)
     gallery_dir = work / "serve-gallery"
     pipeline = Pipeline(frozen=True)  # what the server runs
-    with make_gallery(gallery_dir, pipeline) as gallery:
-        times = _median_of(lambda: list(identify([photo], gallery, pipeline)), 5 if tiny else 21)
-        # what the server does per request, without HTTP: decode, detect + embed, decide
-        path = _median_of(lambda: _server_path(photo, gallery, pipeline), 5 if tiny else 21)
-        pixels = read_image(photo).pixels
-        alone = _median_of(lambda: pipeline.faces_many([pixels]), 3 if tiny else 9)
-        batch = _median_of(lambda: pipeline.faces_many([pixels] * 8), 3 if tiny else 9)
-    in_process_ms = path * 1000
-    yield _figure(
-        "serve_in_process",
-        image="640x480, one face",
-        ms_median=round(in_process_ms, 1),
-        ms_median_identify=round(times * 1000, 1),
-        batch_of_8_over_8_alone=round(8 * alone / batch, 2),
-        note="warm, frozen graph, in this process: ms_median is the server's work per request "
-        "(decode, detect + embed, decide), ms_median_identify faceid.identify.identify; "
-        "batch_of_8_over_8_alone is how much faster Pipeline.faces_many runs 8 photos at once "
-        "than one by one here: the most micro-batching can give",
-    )
-
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")) if p),
-    }
-    command = [sys.executable, "-m", "faceid"]
-    start = time.perf_counter()
-    cold = subprocess.run(
-        [*command, "identify", str(photo), "-g", str(gallery_dir), "--json", "-q"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    cold_s = time.perf_counter() - start
-    if cold.returncode != 0:
-        raise RuntimeError(f"faceid identify failed: {cold.stderr.strip()[-500:]}")
-
-    port = _free_port()
-    log = open(work / "serve.log", "wb")  # noqa: SIM115 - closed below
-    start = time.perf_counter()
-    server = subprocess.Popen(
-        [*command, "serve", "--gallery", str(gallery_dir), "--port", str(port)], stdout=log, stderr=log, env=env
-    )
+    gallery = make_gallery(gallery_dir, pipeline)
     try:
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"faceid serve exited: {(work / 'serve.log').read_text()[-500:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if time.perf_counter() - start > 300:
-                    raise RuntimeError("faceid serve did not start within 300 s") from None
-                time.sleep(0.2)
-        startup_s = time.perf_counter() - start
-        body, content_type = _multipart(photo.name, photo.read_bytes())
-        warmup = _clients(port, body, content_type, 1, 5, limit_s)
-        first = _clients(port, body, content_type, 1, 1, limit_s)
-        rss_before = _rss_of(server.pid)
-        one = _clients(port, body, content_type, 1, requests, limit_s)
-        eight = _clients(port, body, content_type, 8, requests, limit_s)
-        one_again = _clients(port, body, content_type, 1, max(1, requests // 2), limit_s)
-        rss_after = _rss_of(server.pid)
-        server.send_signal(signal.SIGTERM)
-        exit_code = server.wait(60)
+        pixels = read_image(photo).pixels
+        alone = _median_of(lambda: pipeline.faces_many([pixels]), 3 if tiny else 7)
+        batch = _median_of(lambda: pipeline.faces_many([pixels] * 8), 3 if tiny else 7)
+        gallery.close()  # the server and the CLI open it; this process reopens it per round
+
+        here = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+        command = [sys.executable, "-m", "faceid"]
+        start = time.perf_counter()
+        cold = subprocess.run(
+            [*command, "identify", str(photo), "-g", str(gallery_dir), "--json", "-q"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        cold_s = time.perf_counter() - start
+        if cold.returncode != 0:
+            raise RuntimeError(f"faceid identify failed: {cold.stderr.strip()[-500:]}")
+
+        port = _free_port()
+        log = open(work / "serve.log", "wb")  # noqa: SIM115 - closed below
+        start = time.perf_counter()
+        server = subprocess.Popen(
+            [*command, "serve", "--gallery", str(gallery_dir), "--port", str(port)], stdout=log, stderr=log, env=env
+        )
+        try:
+            _wait_for(server, port, work, start)
+            startup_s = time.perf_counter() - start
+            body, content_type = _multipart(photo.name, photo.read_bytes())
+            warmup = _clients(port, body, content_type, 8, 16, limit_s)
+            first = _clients(port, body, content_type, 1, 1, limit_s)
+            rss_before = _rss_of(server.pid)
+            rounds_out: list[dict[str, Any]] = []
+            for _ in range(rounds):
+                with Gallery(gallery_dir) as g:
+                    in_process = _median_of(lambda g=g: _server_path(photo, g, pipeline), 3 if tiny else 9)
+                one = _clients(port, body, content_type, 1, per_round, limit_s)
+                eight = _clients(port, body, content_type, 8, per_round, limit_s)
+                rounds_out.append(
+                    {
+                        "in_process_ms": round(in_process * 1000, 1),
+                        "one_client": one,
+                        "eight_clients": eight,
+                        "http_p50_over_in_process": round(one["ms_p50"] / (in_process * 1000), 2)
+                        if one["ms_p50"]
+                        else None,
+                        "eight_over_one_throughput": round(eight["requests_per_s"] / one["requests_per_s"], 2)
+                        if eight["requests_per_s"] and one["requests_per_s"]
+                        else None,
+                        "load": _load(),
+                    }
+                )
+            rss_after = _rss_of(server.pid)
+            server.send_signal(signal.SIGTERM)
+            exit_code = server.wait(60)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+            log.close()
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        log.close()
+        gallery.close()
+
+    def median(key: str, sub: str | None = None) -> float | None:
+        values = [r[key][sub] if sub else r[key] for r in rounds_out]
+        values = [v for v in values if v is not None]
+        return round(statistics.median(values), 2) if values else None
+
     yield _figure(
         "serve_cold_vs_warm",
         cli_cold_s=round(cold_s, 2),
@@ -253,21 +260,39 @@ def serve_figures(
         server_warm_ms=first["ms_p50"],
         note="faceid identify ONE_PHOTO as a new process, beside one HTTP request to a warm faceid serve",
     )
-    http_ms = one["ms_p50"]
     yield _figure(
         "serve_load",
         image="640x480, one face",
-        one_client=one,
-        eight_clients=eight,
-        one_client_again=one_again,
-        warmup_errors=warmup["errors"],
+        requests_per_round=per_round,
+        rounds=rounds_out,
+        errors=sum(r["one_client"]["errors"] + r["eight_clients"]["errors"] for r in rounds_out) + warmup["errors"],
+        in_process_ms_median=median("in_process_ms"),
+        one_client_ms_p50_median=median("one_client", "ms_p50"),
+        one_client_ms_p95_median=median("one_client", "ms_p95"),
+        eight_clients_ms_p50_median=median("eight_clients", "ms_p50"),
+        eight_clients_ms_p95_median=median("eight_clients", "ms_p95"),
+        one_client_requests_per_s_median=median("one_client", "requests_per_s"),
+        eight_clients_requests_per_s_median=median("eight_clients", "requests_per_s"),
+        http_p50_over_in_process=median("http_p50_over_in_process"),
+        eight_over_one_throughput=median("eight_over_one_throughput"),
+        batch_of_8_over_8_alone=round(8 * alone / batch, 2),
         server_rss_mb_before=round(rss_before / 2**20, 1),
         server_rss_mb_after=round(rss_after / 2**20, 1),
-        http_median_over_in_process=round(http_ms / in_process_ms, 2) if http_ms else None,
-        eight_over_one_throughput=(
-            round(eight["requests_per_s"] / one["requests_per_s"], 2)
-            if eight["requests_per_s"] and one["requests_per_s"]
-            else None
-        ),
         sigterm_exit_code=exit_code,
+        note="ratios are medians of per-round ratios; in_process is the server's work per request "
+        "(decode, detect + embed, decide) in this process, frozen graph; batch_of_8_over_8_alone: how "
+        "much faster Pipeline.faces_many runs 8 photos at once than one by one, the most batching can give",
     )
+
+
+def _wait_for(server: subprocess.Popen, port: int, work: Path, start: float) -> None:
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"faceid serve exited: {(work / 'serve.log').read_text()[-500:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return
+        except OSError:
+            if time.perf_counter() - start > 300:
+                raise RuntimeError("faceid serve did not start within 300 s") from None
+            time.sleep(0.2)
