@@ -85,7 +85,7 @@ def test_killing_the_server_mid_enrolment_loses_nothing(tmp_path, kills):
         process, url = _start(gallery)
         stop = threading.Event()
 
-        def enrol_until_stopped(url=url):
+        def enrol_until_stopped(url: str = url, stop: threading.Event = stop) -> None:
             nonlocal n
             session = requests.Session()
             while not stop.is_set():
