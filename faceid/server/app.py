@@ -93,7 +93,12 @@ class _State:
         self.settings = settings
         self.annotated: OrderedDict[str, bytes] = OrderedDict()
         self.touched: dict[str, float] = {}
-        self.coming = 0  # requests read or decoded now, whose images the batcher will get soon
+        self.coming = 0  # requests being decoded now, whose images the batcher will get soon
+        self._coming_lock = threading.Lock()
+
+    def arriving(self, change: int) -> None:
+        with self._coming_lock:
+            self.coming += change
 
     @contextmanager
     def use(self, caller: Optional[Caller] = None):
@@ -502,14 +507,10 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         """Every face in the image, named, or unknown / ambiguous: what `faceid identify --json` prints."""
         state = _state(request)
         name = _upload_name(file)
-        state.coming += 1
-        try:
-            data = await file.read()
-            image = await run_in_threadpool(_decode, data, name, state.settings)
-        finally:
-            state.coming -= 1
-        faces = (await _faces_of(state, [image.pixels]))[0]
-        result = await run_in_threadpool(_identify, state, caller, image, faces, threshold, margin)
+        data = await file.read()
+        # decode, detect + embed (in the batcher's thread, with whatever else arrived) and decide,
+        # all in one worker thread: each hand-over between threads costs on a busy machine
+        image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin)
         if annotate:
             from faceid.draw import annotate as draw
 
@@ -683,7 +684,22 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         return await run_in_threadpool(write)
 
 
-def _identify(state: _State, caller: Caller, image: LoadedImage, faces, threshold, margin):
+def _identify_upload(state: _State, data: bytes, name: str, threshold, margin):
+    """``(image, Identification)`` of one uploaded image; runs in a worker thread."""
+    state.arriving(+1)
+    try:
+        image = _decode(data, name, state.settings)
+    finally:
+        state.arriving(-1)
+    future = state.batcher.submit([image.pixels])
+    try:
+        faces = future.result()[0]
+    except RuntimeError as exc:
+        raise ApiError(503 if "stopping" in str(exc) else 500, str(exc)) from None
+    return image, _identify(state, image, faces, threshold, margin)
+
+
+def _identify(state: _State, image: LoadedImage, faces, threshold, margin):
     from faceid.identify import match_faces
     from faceid.results import Identification
     from faceid.thresholds import decision_params
