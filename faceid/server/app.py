@@ -489,7 +489,11 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         def look() -> HealthOut:
             with state.use():
                 auth = state.settings.auth and not (state.settings.loopback and state.keys.count() == 0)
-            return HealthOut(status="ok", auth=auth, model=getattr(getattr(state.pipeline, "spec", None), "name", None))
+            model = getattr(getattr(state.pipeline, "spec", None), "name", None)
+            batcher = state.batcher
+            return HealthOut(
+                status="ok", auth=auth, model=model, batches=batcher.batches, batched_images=batcher.images
+            )
 
         return await run_in_threadpool(look)
 

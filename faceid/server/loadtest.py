@@ -222,7 +222,11 @@ def serve_figures(
                 with Gallery(gallery_dir) as g:
                     in_process = _median_of(lambda g=g: _server_path(photo, g, pipeline), 3 if tiny else 9)
                 one = _clients(port, body, content_type, 1, per_round, limit_s)
+                before = _batches(port)
                 eight = _clients(port, body, content_type, 8, per_round, limit_s)
+                after = _batches(port)
+                runs, images = after[0] - before[0], after[1] - before[1]
+                eight["mean_batch"] = round(images / runs, 2) if runs else None
                 rounds_out.append(
                     {
                         "in_process_ms": round(in_process * 1000, 1),
@@ -273,6 +277,7 @@ def serve_figures(
         eight_clients_ms_p95_median=median("eight_clients", "ms_p95"),
         one_client_requests_per_s_median=median("one_client", "requests_per_s"),
         eight_clients_requests_per_s_median=median("eight_clients", "requests_per_s"),
+        eight_clients_mean_batch_median=median("eight_clients", "mean_batch"),
         http_p50_over_in_process=median("http_p50_over_in_process"),
         eight_over_one_throughput=median("eight_over_one_throughput"),
         batch_of_8_over_8_alone=round(8 * alone / batch, 2),
@@ -283,6 +288,13 @@ def serve_figures(
         "(decode, detect + embed, decide) in this process, frozen graph; batch_of_8_over_8_alone: how "
         "much faster Pipeline.faces_many runs 8 photos at once than one by one, the most batching can give",
     )
+
+
+def _batches(port: int) -> tuple[int, int]:
+    """The server's batch counters: ``(batches, images)`` so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+        health = json.load(r)
+    return int(health["batches"]), int(health["batched_images"])
 
 
 def _wait_for(server: subprocess.Popen, port: int, work: Path, start: float) -> None:

@@ -34,6 +34,8 @@ class HealthOut(BaseModel):
     status: str
     auth: bool = Field(description="Whether requests need an API key.")
     model: Optional[str] = Field(None, description="The embedding model in use.")
+    batches: int = Field(0, description="Detection + embedding batches run since the start.")
+    batched_images: int = Field(0, description="Images those batches held (over batches: the mean batch size).")
 
 
 class CandidateOut(BaseModel):
