@@ -225,7 +225,7 @@ def test_the_api_docs_render_offline(server, browser):
     external: list[str] = []
     page.on("request", lambda r: external.append(r.url) if not r.url.startswith(server.url) else None)
     page.goto(server.url + "/docs")
-    page.wait_for_selector(".swagger-ui .opblock-summary-path >> text=/v1/identify", timeout=60_000)
+    page.locator(".swagger-ui .opblock-summary-path", has_text="/v1/identify").first.wait_for(timeout=60_000)
     assert "faceid" in page.inner_text(".swagger-ui .info .title")
     shot(page, "9-api-docs")
     assert [u for u in external if not u.startswith(("data:", "blob:"))] == []  # nothing from elsewhere
