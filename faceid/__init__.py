@@ -36,7 +36,9 @@ from faceid.errors import (
     ModelIntegrityError,
     ModelMismatchError,
     ModelNotFoundError,
+    OptionError,
     PersonNotFoundError,
+    PipelineError,
     UncalibratedError,
 )
 
@@ -65,8 +67,10 @@ __all__ = [
     "ModelIntegrityError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "OptionError",
     "PersonNotFoundError",
     "Pipeline",
+    "PipelineError",
     "UncalibratedError",
     "enroll",
     "enroll_folders",

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faceid import _check
 from faceid.cache import EmbeddingCache
-from faceid.errors import FaceIDError, ImageError
+from faceid.errors import ImageError, PipelineError
 from faceid.images import IMAGE_SUFFIXES, LoadedImage, read_image
 from faceid.pipeline import Face, Pipeline
 
@@ -22,12 +24,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Processed:
-    """One input's outcome: the decoded image and its faces, or an error message."""
+    """One input's outcome: the decoded image and its faces, or an error message.
+
+    ``image is None`` with an ``error``: the file could not be read. An ``image`` with an
+    ``error``: the face pipeline failed on it (see :attr:`failed`). No error and no faces: the
+    pipeline ran and found no face.
+    """
 
     source: str
     image: LoadedImage | None
     faces: list[Face] = field(default_factory=list)
     error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The image was read, but the face pipeline failed on it."""
+        return self.image is not None and self.error is not None
 
 
 def iter_image_files(inputs: Iterable[str | os.PathLike], *, recursive: bool = True) -> Iterator[str]:
@@ -96,7 +108,10 @@ def process(
     """Yield a :class:`Processed` for every source, in order.
 
     Decoding of the next batch runs in threads while the current batch is detected and embedded.
+    A file that cannot be read, or that the pipeline fails on, gets an ``error`` (one line naming
+    it and the reason) and the run goes on; a bug in the pipeline propagates (see :func:`_image_failures`).
     """
+    batch_size = _check.integer("process", "batch_size", batch_size, low=1)
     key = EmbeddingCache.key_of(_settings(pipeline)) if cache is not None else ""
     detector_key = EmbeddingCache.key_of(_detector_settings(pipeline)) if cache is not None else ""
     names = [os.fspath(s) for s in sources]
@@ -135,18 +150,16 @@ def _run_batch(
             todo.append((i, item.image))
     if not todo:
         return out
+    found: list[list[Face] | str]
     try:
-        found: list[list[Face] | None] = list(
-            _detect_and_embed(pipeline, [image for _, image in todo], cache, detector_key)
-        )
-    except FaceIDError:
-        raise
-    except Exception:  # one odd image must not sink the batch: run them one by one
-        found = [_faces_or_none(pipeline, image, loaded[i].source) for i, image in todo]
+        found = list(_detect_and_embed(pipeline, [image for _, image in todo], cache, detector_key))
+    except _image_failures() as exc:  # which image? run them one by one, so that only it is reported
+        log.warning("a batch of %d images failed (%s: %s); running them one by one", len(todo), type(exc).__name__, exc)
+        found = [_faces_or_error(pipeline, image, loaded[i].source) for i, image in todo]
     fresh = []
     for (i, image), faces in zip(todo, found):
-        if faces is None:
-            out[i] = Processed(loaded[i].source, image, error=f"{loaded[i].source}: the face pipeline failed on it")
+        if isinstance(faces, str):
+            out[i] = Processed(loaded[i].source, image, error=faces)
         else:
             out[i] = Processed(loaded[i].source, image, faces)
             fresh.append((image.sha256, faces))
@@ -170,11 +183,32 @@ def _detect_and_embed(
     return pipeline.embed_many([image.pixels for image in images], [found or [] for found in known])
 
 
-def _faces_or_none(pipeline: Pipeline, image: LoadedImage, source: str) -> list[Face] | None:
+def _image_failures() -> tuple[type[BaseException], ...]:
+    """What the pipeline raises because of one image: faceid's :class:`PipelineError`, running out
+    of memory, and the numerical libraries' errors about their input (OpenCV's, TensorFlow's op
+    errors), for those already loaded.
+
+    Anything else is a bug (a TypeError, an AttributeError, a KeyError...): it propagates and stops
+    the run with its traceback. A bug would give every image the same failure, and reporting it
+    image by image would make a broken faceid look like a folder of bad photos.
+    """
+    kinds: list[type[BaseException]] = [PipelineError, MemoryError]
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and isinstance(getattr(cv2, "error", None), type):
+        kinds.append(cv2.error)
+    tf_errors = sys.modules.get("tensorflow.python.framework.errors_impl")
+    if tf_errors is not None:
+        kinds.append(tf_errors.OpError)
+    return tuple(kinds)
+
+
+def _faces_or_error(pipeline: Pipeline, image: LoadedImage, source: str) -> list[Face] | str:
+    """The faces of one image, or one line saying why the pipeline failed on it (logged with its traceback)."""
     try:
         return pipeline.faces(image.pixels)
-    except FaceIDError:
-        raise
-    except Exception:
-        log.exception("face pipeline failed on %s", source)
-        return None
+    except _image_failures() as exc:
+        log.error("the face pipeline failed on %s", source, exc_info=True)
+        reason = " ".join(str(exc).split())[:300]
+        if not isinstance(exc, PipelineError):
+            reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        return f"{source}: the face pipeline failed on it: {reason}"

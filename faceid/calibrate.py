@@ -41,6 +41,8 @@ class CalibrationReport:
     ``table`` rows: ``threshold``, ``fpir`` (share of stranger faces named), ``dir`` (share of
     probe faces named as the right person), ``wrong`` (share of probe faces named as someone
     else). ``resolution`` is the smallest FPIR the stranger count can show (1 / strangers).
+    ``missed_probes``: probe photos without a face, unreadable, or that the pipeline failed on;
+    each unreadable or failed photo (probe or stranger) also has its line in ``warnings``.
     """
 
     target_fpir: float
@@ -103,6 +105,7 @@ def calibrate(
         if name not in gallery:
             raise FaceIDError(f"{folder}: {name!r} is not enrolled; probe folders must be named after enrolled people")
         outcomes = list(process(list(iter_image_files([folder])), pipeline, on_done=progress))
+        warnings += [item.error for item in outcomes if item.error]  # unreadable or failed: said, not just missed
         photos, largest, lost = _photos(outcomes)
         # A probe photo shows its person as its largest face; the others still take part in the
         # decision (one person per photo), as they would in identify.
@@ -112,6 +115,7 @@ def calibrate(
     if not Path(strangers).is_dir():
         raise FaceIDError(f"{strangers}: not a folder")
     stranger_outcomes = list(process(list(iter_image_files([strangers])), pipeline, on_done=progress))
+    warnings += [item.error for item in stranger_outcomes if item.error]
     stranger_photos, _, _ = _photos(stranger_outcomes)
     if not probe_namings:
         raise FaceIDError(f"{probes}: no face found in any probe photo")

@@ -285,7 +285,7 @@ def identify(
                 else:
                     _print_identification(result)
     if failed:
-        _err(f"faceid: {failed} of {len(sources)} inputs could not be read")
+        _err(f"faceid: {failed} of {len(sources)} inputs failed (unreadable, or the face pipeline failed on them)")
         raise typer.Exit(1)
 
 
@@ -569,14 +569,38 @@ def eval_lfw(
     from faceid.cache import EmbeddingCache
     from faceid.evaluate import evaluate_lfw
 
-    chosen = [int(f) - 1 for f in folds.split(",")] if folds else None
     with _errors():
+        chosen = _folds(folds)
         store = None if no_cache else EmbeddingCache(cache)
         with _progress(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
             report = evaluate_lfw(
                 data, _eval_pipeline(align, crop_margin, mirror), cache=store, folds=chosen, plots=plots, progress=tick
             )
     typer.echo(json.dumps(report.to_json()))
+    _eval_failures(report)
+
+
+def _folds(text: str | None) -> list[int] | None:
+    """``--folds 1,3`` as 0-based fold numbers."""
+    if not text:
+        return None
+    try:
+        chosen = [int(f) for f in text.split(",")]
+    except ValueError:
+        raise FaceIDError(f"--folds takes comma-separated fold numbers 1-10, got {text!r}") from None
+    if not all(1 <= f <= 10 for f in chosen):
+        raise FaceIDError(f"--folds takes fold numbers 1-10, got {text!r}")
+    return [f - 1 for f in chosen]
+
+
+def _eval_failures(report) -> None:
+    """After an evaluation's JSON: one stderr line per image that could not be read or that the
+    pipeline failed on, and a non-zero exit if there was any (the figures count them, see the README)."""
+    for message in report.errors:
+        _err(f"faceid: error: {message}")
+    if report.unreadable or report.failed:
+        _err(f"faceid: {report.unreadable} images unreadable and {report.failed} failed; the figures count them")
+        raise typer.Exit(1)
 
 
 @eval_app.command("lfw-openset")
@@ -622,6 +646,7 @@ def eval_lfw_openset(
                 progress=tick,
             )
     typer.echo(json.dumps(report.to_json()))
+    _eval_failures(report)
 
 
 def _lfw_image_count(data: Path, folds) -> int:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from faceid import _check
+from faceid.errors import OptionError, PipelineError
+
 __all__ = ["Detection", "Detector"]
 
 log = logging.getLogger(__name__)
@@ -69,13 +72,15 @@ class Detector:
         batch_size: int = 16,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8),
     ) -> None:
-        if min_face_size < 4:
-            raise ValueError(f"min_face_size must be at least 4 pixels, got {min_face_size}")
-        self.min_face_size = int(min_face_size)
-        self.min_confidence = float(min_confidence)
-        self.max_side = int(max_side)
-        self.batch_size = int(batch_size)
-        self.thresholds = thresholds
+        owner = "Detector"
+        self.min_face_size = _check.integer(owner, "min_face_size", min_face_size, low=4)
+        self.min_confidence = _check.number(owner, "min_confidence", min_confidence, low=0.0, high=1.0)
+        self.max_side = _check.integer(owner, "max_side", max_side, low=_MIN_SIDE)
+        self.batch_size = _check.integer(owner, "batch_size", batch_size, low=1)
+        if not isinstance(thresholds, (tuple, list)) or len(thresholds) != 3:
+            raise OptionError(f"{owner}: thresholds must be three numbers (PNet, RNet, ONet), got {thresholds!r}")
+        pnet, rnet, onet = (_check.number(owner, "thresholds", t, low=0.0, high=1.0) for t in thresholds)
+        self.thresholds = (pnet, rnet, onet)
         self._mtcnn = None
 
     @property
@@ -119,7 +124,15 @@ class Detector:
         return min(_MTCNN_FACE / self.min_face_size, self.max_side / max(height, width))
 
     def _run(self, batch: list[np.ndarray]) -> list[list[dict]]:
+        """mtcnn's faces for each image of ``batch`` (same-sized images).
+
+        Raises:
+            PipelineError: mtcnn raised a ValueError, or returned something other than one list of
+                face dicts per image. Its empty pyramid is not one of these: faceid's PNet stage
+                returns no boxes for it, and images below ``_MIN_SIDE`` are not run at all.
+        """
         pnet, rnet, onet = self.thresholds
+        size = "{}x{}".format(*batch[0].shape[1::-1])
         try:
             out = self._model().detect_faces(
                 batch if len(batch) > 1 else batch[0],
@@ -128,14 +141,17 @@ class Detector:
                 threshold_rnet=rnet,
                 threshold_onet=onet,
             )
-        except ValueError as exc:  # mtcnn's "empty output" when its pyramid underflows
-            if len(batch) > 1:
-                return [self._run([image])[0] for image in batch]
-            log.warning("MTCNN could not run on a %dx%d image (%s); no faces reported", *batch[0].shape[1::-1], exc)
-            return [[]]
-        if len(batch) == 1:
-            return [out]
-        return out if isinstance(out, list) and len(out) == len(batch) else [[] for _ in batch]
+        except ValueError as exc:
+            log.error("MTCNN failed on %d %s image(s)", len(batch), size, exc_info=True)
+            raise PipelineError(f"MTCNN failed on a {size} image: {exc}") from exc
+        result = [out] if len(batch) == 1 else out
+        problem = _malformed(result, len(batch))
+        if problem:
+            log.error(
+                "MTCNN returned a result that does not fit a batch of %d %s image(s): %s", len(batch), size, problem
+            )
+            raise PipelineError(f"MTCNN returned a result that does not fit ({problem}) for a {size} image")
+        return result
 
     def _convert(self, faces: list[dict], scale: float, width: int, height: int) -> list[Detection]:
         detections = []
@@ -154,6 +170,28 @@ class Detector:
             detections.append(Detection(box=(x0, y0, x1 - x0, y1 - y0), confidence=confidence, landmarks=points))
         detections.sort(key=lambda d: -d.confidence)
         return detections
+
+
+def _malformed(result: object, images: int) -> str:
+    """What is wrong with mtcnn's result for ``images`` images ("" if nothing): it must be one list
+    of face dicts (box, confidence, keypoints) per image."""
+    if not isinstance(result, list) or len(result) != images:
+        got = (
+            f"{type(result).__name__} of {len(result)}" if isinstance(result, (list, tuple)) else type(result).__name__
+        )
+        return f"expected a list of {images} face lists, got a {got}"
+    for faces in result:
+        if not isinstance(faces, list):
+            return f"expected a list of faces per image, got a {type(faces).__name__}"
+        for face in faces:
+            if not isinstance(face, dict) or not {"box", "confidence", "keypoints"} <= face.keys():
+                return f"a face without box, confidence and keypoints: {str(face)[:80]}"
+            box, points = face["box"], face["keypoints"]
+            if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4:
+                return f"a face whose box is not 4 numbers: {str(face)[:80]}"
+            if not isinstance(points, dict) or not set(LANDMARKS) <= points.keys():
+                return f"a face without the five landmarks: {str(face)[:80]}"
+    return ""
 
 
 _MTCNN = None

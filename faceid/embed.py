@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 
+from faceid import _check
 from faceid.models import DEFAULT_MODEL, get_spec, load_weights
 
 __all__ = ["Embedder", "model_flops", "standardise"]
@@ -49,9 +50,9 @@ class Embedder:
         self, model: str = DEFAULT_MODEL, *, batch_size: int = 32, mirror: bool = False, frozen: bool = False
     ) -> None:
         self.spec = get_spec(model)
-        self.batch_size = int(batch_size)
-        self.mirror = bool(mirror)
-        self.frozen = bool(frozen)
+        self.batch_size = _check.integer("Embedder", "batch_size", batch_size, low=1)
+        self.mirror = _check.boolean("Embedder", "mirror", mirror)
+        self.frozen = _check.boolean("Embedder", "frozen", frozen)
         self._forward = None
         self._forward_frozen: bool | None = None
 

@@ -10,6 +10,8 @@ single line on stderr and a non-zero exit status. The tree::
     ├── EmbeddingKeyError (also a ValueError)
     ├── UncalibratedError
     ├── ImageError (also a ValueError)
+    ├── OptionError (also a ValueError)
+    ├── PipelineError
     ├── FaceCountError
     ├── InvalidNameError (also a ValueError)
     ├── PersonNotFoundError (also a KeyError)
@@ -36,7 +38,9 @@ __all__ = [
     "ModelIntegrityError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "OptionError",
     "PersonNotFoundError",
+    "PipelineError",
     "UncalibratedError",
 ]
 
@@ -67,6 +71,15 @@ class UncalibratedError(FaceIDError):
 
 class ImageError(FaceIDError, ValueError):
     """An image cannot be read: unreadable, truncated, unsupported, or too large."""
+
+
+class OptionError(FaceIDError, ValueError):
+    """An option (of a pipeline, detector, embedder...) is unknown or out of range; raised when it is given."""
+
+
+class PipelineError(FaceIDError):
+    """The face pipeline failed on an image it had decoded (for example, the detector returned a
+    result that does not fit); a batch reports it against that image and goes on."""
 
 
 class FaceCountError(FaceIDError):

@@ -7,6 +7,14 @@ second run over the same images does not run the networks again. Metrics come fr
 LFW image policy: the face used is the detection nearest the image centre (LFW photos are
 centred on their subject); where MTCNN finds no face, a fixed central box (the median MTCNN box
 of LFW) is embedded instead, and the count of such images is reported.
+
+Failures are not missing faces. An image that cannot be read (``unreadable``) or that the face
+pipeline failed on (``failed``) gets no embedding, not the fallback box; each is counted and its
+message reported apart from ``no_face``. In LFW verification a pair with such an image counts as
+wrong in every measure (:func:`pair_scores`): leaving it out would flatter the figures with the
+very images faceid could not handle. In the open-set protocol such an image is left out (a
+person whose every enrolment photo failed is not enrolled, so their probes count as misses) and
+the count is reported.
 """
 
 from __future__ import annotations
@@ -78,12 +86,24 @@ def read_pairs(root: Path, protocol: str = "pairs.txt") -> tuple[list[tuple[Path
 
 @dataclass
 class EmbeddedSet:
-    """Embeddings of a list of images (one face each) and how each face was found."""
+    """Embeddings of a list of images (one face each) and how each face was found.
+
+    ``no_face``: the pipeline found no face; the fallback box was embedded. ``unreadable`` and
+    ``failed``: the file could not be read, or the pipeline failed on it; their rows are NaN and
+    ``errors`` maps each of them to its one-line message.
+    """
 
     paths: list[str]
     embeddings: np.ndarray
     no_face: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> set[str]:
+        """Images without an embedding: unreadable or failed."""
+        return set(self.unreadable) | set(self.failed)
 
 
 def _central(detections: Sequence, width: int, height: int):
@@ -104,13 +124,16 @@ def embed_lfw_images(
     cache: EmbeddingCache | None = None,
     progress: Callable[[object], None] | None = None,
 ) -> EmbeddedSet:
-    """One embedding per image: the central face, or the fallback box where none was found."""
+    """One embedding per image: the central face, or the fallback box where none was found; none
+    (a NaN row) for an image that cannot be read or that the pipeline failed on."""
     names = [os.fspath(p) for p in paths]
     rows = np.zeros((len(names), pipeline.spec.dimension), dtype=np.float32)
     result = EmbeddedSet(names, rows)
     for i, item in enumerate(process(names, pipeline, batch_size=32, cache=cache, on_done=progress)):
-        if item.image is None:
-            result.unreadable.append(item.source)
+        if item.image is None or item.error is not None:
+            (result.unreadable if item.image is None else result.failed).append(item.source)
+            result.errors[item.source] = item.error or f"{item.source}: unreadable"
+            log.warning("%s", result.errors[item.source])
             rows[i] = np.nan
             continue
         if item.faces:
@@ -127,7 +150,12 @@ def embed_lfw_images(
 
 @dataclass(frozen=True)
 class VerificationReport:
-    """LFW verification figures (``accuracy`` = mean over folds, threshold chosen on the others)."""
+    """LFW verification figures (``accuracy`` = mean over folds, threshold chosen on the others).
+
+    ``no_face``: images where no face was found (the fallback box was embedded). ``unreadable``
+    and ``failed``: images that could not be read, or that the pipeline failed on; the
+    ``failed_pairs`` pairs holding one count as wrong in every figure; ``errors`` has their messages.
+    """
 
     pairs: int
     folds: int
@@ -141,7 +169,11 @@ class VerificationReport:
     images: int
     no_face: int
     unreadable: int
+    failed: int
+    failed_pairs: int
+    errors: list[str]
     fallback: str = "central box (LFW_CENTRE_BOX) embedded where MTCNN found no face"
+    failures: str = "a pair with an unreadable or failed image counts as wrong"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -170,9 +202,12 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
 
 
 def verification_report(
-    scores: np.ndarray, same: np.ndarray, fold: np.ndarray, embedded: EmbeddedSet
+    scores: np.ndarray, same: np.ndarray, fold: np.ndarray, embedded: EmbeddedSet, *, failed_pairs: int = 0
 ) -> VerificationReport:
-    """10-fold accuracy (threshold from the other folds), ROC AUC and TAR at FAR 1e-2 and 1e-3."""
+    """10-fold accuracy (threshold from the other folds), ROC AUC and TAR at FAR 1e-2 and 1e-3.
+
+    ``failed_pairs``: how many of the pairs hold an image without an embedding (already scored as
+    wrong by :func:`pair_scores`), for the report."""
     from sklearn.metrics import accuracy_score, roc_auc_score
 
     accuracies, thresholds = [], []
@@ -198,15 +233,28 @@ def verification_report(
         images=len(embedded.paths),
         no_face=len(embedded.no_face),
         unreadable=len(embedded.unreadable),
+        failed=len(embedded.failed),
+        failed_pairs=int(failed_pairs),
+        errors=sorted(embedded.errors.values()),
     )
 
 
-def pair_scores(pairs: Sequence[tuple[Path, Path]], embedded: EmbeddedSet) -> np.ndarray:
-    """Cosine similarity of each pair's two embeddings."""
+#: Score of a pair holding an image without an embedding (unreadable, or the pipeline failed on
+#: it): outside the cosine range and on the wrong side of every threshold, so that accuracy, ROC
+#: AUC and TAR all count the pair as wrong.
+WRONG_SAME, WRONG_DIFFERENT = -2.0, 2.0
+
+
+def pair_scores(pairs: Sequence[tuple[Path, Path]], embedded: EmbeddedSet, same: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each pair's two embeddings; :data:`WRONG_SAME` / :data:`WRONG_DIFFERENT`
+    for a pair with an image that has none (``same``: ``(N,)`` bool, the pairs' truth)."""
     position = {p: i for i, p in enumerate(embedded.paths)}
     a = embedded.embeddings[[position[os.fspath(p)] for p, _ in pairs]]
     b = embedded.embeddings[[position[os.fspath(q)] for _, q in pairs]]
-    return np.nan_to_num(np.einsum("ij,ij->i", a, b), nan=-1.0)
+    scores = np.einsum("ij,ij->i", a, b)
+    missing = np.isnan(scores)
+    scores[missing] = np.where(np.asarray(same, dtype=bool)[missing], WRONG_SAME, WRONG_DIFFERENT)
+    return scores
 
 
 def evaluate_lfw(
@@ -226,8 +274,10 @@ def evaluate_lfw(
         same, fold = same[keep], fold[keep]
     images = sorted({os.fspath(p) for pair in pairs for p in pair})
     embedded = embed_lfw_images(images, pipeline, cache=cache, progress=progress)
-    scores = pair_scores(pairs, embedded)
-    report = verification_report(scores, same, fold, embedded)
+    scores = pair_scores(pairs, embedded, same)
+    lost = embedded.missing
+    failed_pairs = sum(os.fspath(p) in lost or os.fspath(q) in lost for p, q in pairs)
+    report = verification_report(scores, same, fold, embedded, failed_pairs=failed_pairs)
     if plots is not None:
         write_plots(scores, same, plots, title=f"LFW, {pipeline.spec.name}")
     return report
@@ -327,7 +377,10 @@ class OpenSetReport:
     ``dir_at_fpir[x]`` is the detection-and-identification rate (known probes named correctly)
     at the threshold where a share ``x`` of unknown probes is named (FPIR); ``at_default`` gives
     both rates at the default threshold for a gallery of this size (``None`` where no table is
-    measured for the embedding key).
+    measured for the embedding key). ``unreadable`` and ``failed`` images are left out of the
+    protocol (``excluded``: how many of its photos that removed; a person whose every enrolment
+    photo failed is not enrolled and their probes count as misses); ``errors`` has their messages.
+    The probe counts are those that were scored.
     """
 
     enrol: int
@@ -340,6 +393,10 @@ class OpenSetReport:
     at_default: dict[str, float] | None
     beta: float
     no_face: int
+    unreadable: int = 0
+    failed: int = 0
+    excluded: int = 0
+    errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -401,6 +458,7 @@ def evaluate_openset(
     )
     images = sorted({p for _, p in protocol.enrolled} | {p for _, p in protocol.known} | set(protocol.unknown))
     embedded = embed_lfw_images(images, pipeline, cache=cache, progress=progress)
+    protocol, excluded = _without_missing(protocol, embedded)
     row = {p: i for i, p in enumerate(embedded.paths)}
     vectors = embedded.embeddings
     with tempfile.TemporaryDirectory(prefix="faceid-openset-") as tmp, Gallery(tmp) as gallery:
@@ -448,7 +506,28 @@ def evaluate_openset(
         },
         beta=beta,
         no_face=len(embedded.no_face),
+        unreadable=len(embedded.unreadable),
+        failed=len(embedded.failed),
+        excluded=excluded,
+        errors=sorted(embedded.errors.values()),
     )
+
+
+def _without_missing(protocol: OpenSetProtocol, embedded: EmbeddedSet) -> tuple[OpenSetProtocol, int]:
+    """``protocol`` without the photos that have no embedding (unreadable or failed), and how many
+    photos that removed."""
+    gone = embedded.missing
+    if not gone:
+        return protocol, 0
+    kept = OpenSetProtocol(
+        [(n, p) for n, p in protocol.enrolled if p not in gone],
+        [(n, p) for n, p in protocol.known if p not in gone],
+        [p for p in protocol.unknown if p not in gone],
+    )
+    removed = len(protocol.enrolled) + len(protocol.known) + len(protocol.unknown)
+    removed -= len(kept.enrolled) + len(kept.known) + len(kept.unknown)
+    log.warning("%d photos of the open-set protocol have no embedding and are left out", removed)
+    return kept, removed
 
 
 def _text_sha256(text: str) -> str:
@@ -484,6 +563,7 @@ def threshold_by_size(
     full = openset_protocol(people, enrol=1)
     images = sorted({p for _, p in full.enrolled} | {p for _, p in full.known} | set(full.unknown))
     embedded = embed_lfw_images(images, pipeline, cache=cache, progress=progress)
+    full, _ = _without_missing(full, embedded)
     row = {p: i for i, p in enumerate(embedded.paths)}
     vectors = embedded.embeddings
     enrolled = {name: vectors[row[path]] for name, path in full.enrolled}

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from faceid import _check
 from faceid.align import crop_faces
 from faceid.detect import Detection, Detector
 from faceid.embed import Embedder
 from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
-from faceid.models import DEFAULT_MODEL, get_spec
+from faceid.errors import OptionError
+from faceid.models import DEFAULT_MODEL, ModelSpec, get_spec
 
 __all__ = ["DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline"]
 
@@ -42,7 +44,15 @@ class Pipeline:
         frozen: run FaceNet as a frozen graph from the start: a few seconds more to load, about
             25% faster per face; for long-lived processes (runs of 2,000+ photos switch to it anyway).
         detector, embedder: replace the MTCNN detector or the FaceNet embedder (tests use fakes);
-            anything with the same methods will do.
+            anything with the same methods will do (an embedder's ``dimension``, ``input_size``
+            and ``mirror``, where it has them, must agree with ``model`` and ``mirror``).
+
+    Raises:
+        EmbeddingKeyError: an unknown crop method, or a crop margin outside 0-1 (checked by the key).
+        OptionError: another option is out of range or of the wrong kind.
+        ModelError: ``model`` is not a registered model.
+
+    Every option is checked here, not on the first image.
     """
 
     def __init__(
@@ -58,12 +68,16 @@ class Pipeline:
         embedder: Embedder | None = None,
     ) -> None:
         self.spec = get_spec(model)
+        _check.boolean("Pipeline", "mirror", mirror)  # before the key, which would take bool("no")
+        _check.boolean("Pipeline", "frozen", frozen)
+        _check.integer("Pipeline", "min_face_size", min_face_size, low=4)
         self.key = EmbeddingKey.for_model(model, align=align, crop_margin=crop_margin, mirror=mirror)
         self.align = self.key.align
         self.crop_margin = self.key.crop_margin if self.key.crop_margin is not None else DEFAULT_CROP_MARGIN
         self.mirror = self.key.mirror
         self.detector = detector if detector is not None else Detector(min_face_size=min_face_size)
-        self.embedder = embedder if embedder is not None else Embedder(model, mirror=mirror, frozen=frozen)
+        self.embedder = embedder if embedder is not None else Embedder(model, mirror=self.mirror, frozen=frozen)
+        _check_embedder(self.embedder, self.spec, self.mirror)
 
     @classmethod
     def from_key(cls, key: EmbeddingKey | None, **options) -> Pipeline:
@@ -112,3 +126,13 @@ class Pipeline:
     def faces(self, image: np.ndarray) -> list[Face]:
         """Every face of one ``(H, W, 3)`` uint8 image, most confident first."""
         return self.faces_many([image])[0]
+
+
+def _check_embedder(embedder: object, spec: ModelSpec, mirror: bool) -> None:
+    """Refuse an embedder whose vectors would not be what the pipeline's key says."""
+    for name, wanted in (("dimension", spec.dimension), ("input_size", spec.input_size), ("mirror", mirror)):
+        got = getattr(embedder, name, wanted)
+        if got != wanted:
+            raise OptionError(
+                f"Pipeline: the embedder's {name} is {got!r}, but model {spec.name} with these options needs {wanted!r}"
+            )

@@ -120,6 +120,8 @@ def test_a_gallery_of_the_old_key_form_opens_with_the_same_key(tmp_path):
 def test_threshold_tables_are_per_key():
     default = EmbeddingKey.for_model()
     assert default in TABLES
+    assert EmbeddingKey.for_model(mirror=True) in TABLES
+    assert threshold_for(default, 1680) != threshold_for(EmbeddingKey.for_model(mirror=True), 1680)
     for key in (EmbeddingKey.for_model(crop_margin=0.3), EmbeddingKey.for_model(align="similarity")):
         with pytest.raises(UncalibratedError, match=r"faceid calibrate.*--threshold"):
             threshold_for(key, 10)

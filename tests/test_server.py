@@ -446,3 +446,39 @@ def test_docs_and_schema_are_served_without_the_internet(client):
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     index = client.get("/")
     assert index.status_code == 200 and "https://" not in index.text and "http://" not in index.text
+
+
+class PickyDetector(FakeDetector):
+    """Fails on images whose first pixel is pure blue: a PipelineError (a bad image), or a TypeError (a bug)."""
+
+    def __init__(self, failure: type[Exception]) -> None:
+        super().__init__()
+        self.failure = failure
+
+    def detect_many(self, images):
+        if any(tuple(image[0, 0]) == (0, 0, 255) for image in images):
+            raise self.failure("the detector's answer does not fit")
+        return super().detect_many(images)
+
+
+@pytest.mark.parametrize("failure", ["image", "bug"])
+def test_a_pipeline_failure_is_named_never_called_no_face(gallery_dir, failure):
+    from fastapi.testclient import TestClient
+
+    from faceid.errors import PipelineError
+    from faceid.pipeline import Pipeline
+    from faceid.server import create_app
+
+    kind = PipelineError if failure == "image" else TypeError
+    pipeline = Pipeline(detector=PickyDetector(kind), embedder=FakeEmbedder())
+    with TestClient(create_app(gallery_dir, pipeline=pipeline), raise_server_exceptions=False) as c:
+        bad = files(("blue.png", png(tile_image([(0, 0, 255)]))))
+        r = c.post("/v1/identify", files=bad)
+        if failure == "image":
+            assert error_of(r, 422).startswith("blue.png: the face pipeline failed on it: the detector's answer")
+            r = c.post("/v1/people/Al/faces", files=[*bad, *files(("ok.png", png(tile_image([RED]))))])
+            assert [e["status"] for e in r.json()["results"]] == ["failed", "added"]
+            assert r.json()["results"][0]["message"].startswith("blue.png: the face pipeline failed on it")
+        else:  # a bug: a 500 in one line, not a bad photo, not "no face"
+            assert "internal error (TypeError)" in error_of(r, 500)
+        assert c.post("/v1/identify", files=files(("ok.png", png(tile_image([RED]))))).status_code == 200

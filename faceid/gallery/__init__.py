@@ -141,7 +141,7 @@ class Gallery:
             return
         try:
             self._search.save_if_pending()
-        except Exception as exc:  # a cache write failing must never lose data
+        except (OSError, GalleryError) as exc:  # a full disk or a busy lock: the cache is rebuilt next time
             log.warning("could not write the index cache: %s", exc)
         self._store.close()
         self._closed = True

@@ -58,7 +58,7 @@ def os_user() -> str:
     """The user this process runs as: the actor of a change made through the library or CLI."""
     try:
         return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
+    except (KeyError, OSError, ImportError):  # no passwd entry (containers), no pwd module
         return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
 
 

@@ -447,14 +447,6 @@ def _upload_name(file: UploadFile, i: int = 0) -> str:
     return _one_line(name)[:200] or f"upload-{i + 1}"
 
 
-async def _faces_of(state: _State, images: list[np.ndarray]):
-    future = state.batcher.submit(images)
-    try:
-        return await asyncio.wrap_future(future)
-    except RuntimeError as exc:
-        raise ApiError(503 if "stopping" in str(exc) else 500, str(exc)) from None
-
-
 def _parse_box(box: Optional[str]) -> Optional[tuple[int, int, int, int]]:
     if box is None:
         return None
@@ -575,8 +567,13 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             except ImageError as exc:
                 items.append(Processed(source, None, error=str(exc)))
         readable = [(i, item.image.pixels) for i, item in enumerate(items) if item.image is not None]
-        found = await _faces_of(state, [pixels for _, pixels in readable]) if readable else []
+        pixels = [p for _, p in readable]
+        names = [items[i].source for i, _ in readable]
+        found = await run_in_threadpool(_image_faces, state, pixels, names) if readable else []
         for (i, _), faces in zip(readable, found):
+            if isinstance(faces, str):
+                items[i] = replace(items[i], error=faces)
+                continue
             if wanted is not None:
                 scored = sorted(((_iou(f.detection.box, wanted), f) for f in faces), key=lambda t: -t[0])
                 if not scored or scored[0][0] < 0.3:
@@ -695,12 +692,29 @@ def _identify_upload(state: _State, data: bytes, name: str, threshold, margin):
         image = _decode(data, name, state.settings)
     finally:
         state.arriving(-1)
-    future = state.batcher.submit([image.pixels])
-    try:
-        faces = future.result()[0]
-    except RuntimeError as exc:
-        raise ApiError(503 if "stopping" in str(exc) else 500, str(exc)) from None
+    faces = _image_faces(state, [image.pixels], [name])[0]
+    if isinstance(faces, str):
+        raise ApiError(422, faces)
     return image, _identify(state, image, faces, threshold, margin)
+
+
+def _image_faces(state: _State, images: list[np.ndarray], names: list[str]) -> list:
+    """The faces of each image through the batcher (call from a worker thread), or for an image the
+    pipeline failed on, one line saying so, worded as the command line words it. A bug (any other
+    exception) propagates: a 500, logged with its traceback, not a bad photo."""
+    from faceid.batch import _image_failures
+    from faceid.server.batching import BatcherStopped
+
+    try:
+        return list(state.batcher.submit(images).result())
+    except BatcherStopped as exc:
+        raise ApiError(503, str(exc)) from None
+    except _image_failures() as exc:
+        if len(images) > 1:  # which one? each alone
+            return [_image_faces(state, [image], [name])[0] for image, name in zip(images, names)]
+        log.error("the face pipeline failed on %s", names[0], exc_info=True)
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        return [f"{names[0]}: the face pipeline failed on it: {reason}"]
 
 
 def _identify(state: _State, image: LoadedImage, faces, threshold, margin):

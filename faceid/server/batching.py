@@ -5,7 +5,8 @@ first waiting job and everything queued behind it; if more requests are on their
 requests received and still being read or decoded), it waits for them up to ``wait`` seconds,
 never past ``max_batch`` images; then it runs detection and embedding for all of them in one call
 (:meth:`Pipeline.faces_many`). A request that is alone is never kept waiting.
-A batch that fails is retried job by job, so one bad image fails only its own request.
+A batch that fails is retried job by job, so one bad image fails only its own request; the job
+that fails gets the exception itself (see :func:`faceid.server.app._image_faces`).
 """
 
 from __future__ import annotations
@@ -104,12 +105,11 @@ class Batcher:
         images = [image for job in jobs for image in job.images]
         try:
             found = self.pipeline.faces_many(images) if images else []
-        except Exception:
-            if len(jobs) == 1:
-                log.exception("face pipeline failed on a job of %d images", len(images))
-                jobs[0].future.set_exception(RuntimeError("the face pipeline failed on this image"))
+        except Exception as exc:
+            if len(jobs) == 1:  # the job's own failure (or a bug): its request reports it
+                jobs[0].future.set_exception(exc)
                 return
-            for job in jobs:  # one bad image must not fail the others
+            for job in jobs:  # one job's bad image must not fail the others
                 self._run_batch([job])
             return
         self.batches += 1
