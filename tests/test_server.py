@@ -178,6 +178,8 @@ def test_every_error_is_one_json_line_with_the_right_status(client):
     error_of(client.get("/v1/people/Nobody"), 404)
     error_of(client.delete("/v1/faces/999"), 404)
     error_of(client.get("/v1/faces/999/thumbnail"), 404)
+    error_of(client.get(f"/v1/faces/{2**70}/thumbnail"), 400)  # too large for SQLite (found by the fuzz)
+    error_of(client.delete("/v1/faces/-1"), 400)
     error_of(client.get("/v1/nothing-here"), 404)
     error_of(client.patch("/v1/people/Alice", json={"name": "bob"}), 409)  # taken (names ignore ASCII case)
     assert "not an image" in error_of(client.post("/v1/identify", files=files(("t.txt", b"hello"))), 415)

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Optional
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Query, Request, Security, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -431,6 +432,7 @@ def admin(request: Request, credentials: Credentials) -> Caller:
     return caller
 
 
+FaceId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="A face's id.")]
 Reader = Annotated[Caller, Depends(reader)]
 Admin = Annotated[Caller, Depends(admin)]
 
@@ -667,14 +669,14 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         responses={200: {"content": {"image/jpeg": {}}, "description": "A small JPEG of the face."}},
         tags=["people"],
     )
-    async def thumbnail(request: Request, caller: Reader, face_id: int):
+    async def thumbnail(request: Request, caller: Reader, face_id: FaceId):
         """A small JPEG of one enrolled face."""
         state = _state(request)
         jpeg = await run_in_threadpool(_thumbnail, state, face_id)
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
 
     @app.delete("/v1/faces/{face_id}", response_model=RemovedFaceOut, tags=["people"])
-    async def remove_face(request: Request, caller: Admin, face_id: int):
+    async def remove_face(request: Request, caller: Admin, face_id: FaceId):
         """Remove one face, securely; the person stays."""
         state = _state(request)
 
