@@ -10,7 +10,7 @@ MODEL := models/facenet-20170512-110547.safetensors
 help:
 	@echo "make demo      set up (venv, packages, verified model) and run the demo"
 	@echo "make test      set up and run the test suite"
-	@echo "make stress    the heavier crash, concurrency and API fuzz tests (400 kills, 8 writers, 4,400 requests)"
+	@echo "make stress    the heavier crash, concurrency and API fuzz tests (400 kills, 8 writers, ~3,600 API requests)"
 	@echo "make lint      ruff and mypy"
 	@echo "make eval-lfw  LFW verification on $(DATA)/lfw"
 	@echo "make bench     speed figures side by side with face_recognition (README, Speed)"
