@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 MODEL := models/facenet-20170512-110547.safetensors
+SFACE := models/sface-2021dec-float32.onnx
 
 .PHONY: help setup demo test stress lint eval-lfw bench bench-setup bench-tiny clean
 
@@ -24,8 +25,12 @@ $(BIN)/faceid: pyproject.toml
 $(MODEL): | $(BIN)/faceid
 	$(BIN)/faceid models pull
 
-setup: $(BIN)/faceid $(MODEL)
+$(SFACE): | $(BIN)/faceid
+	$(BIN)/faceid models pull sface
+
+setup: $(BIN)/faceid $(MODEL) $(SFACE)
 	$(BIN)/faceid models verify
+	$(BIN)/faceid models verify sface
 
 demo: setup
 	$(BIN)/faceid demo --out out/demo
@@ -34,7 +39,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 stress: $(BIN)/faceid
-	FACEID_STRESS=1 $(BIN)/python -m pytest -m slow -s tests/test_crash.py tests/test_concurrency.py
+	FACEID_STRESS=1 $(BIN)/python -m pytest -m stress -s tests/test_crash.py tests/test_concurrency.py
 	FACEID_STRESS=1 $(BIN)/python -m pytest -s tests/test_api_fuzz.py
 
 lint: $(BIN)/faceid

@@ -9,7 +9,11 @@ Figures (``part`` names select them):
 - ``machine``: CPU, cores, versions.
 - ``embedding``: FaceNet faces/s at batch 1, 8, 32, 64, for the Keras ``tf.function`` and the
   frozen graph, as GFLOP/s (FLOPs counted from the model's convolutions and dense layer) and as
-  a share of numpy's float32 matrix-multiply rate, the two measured alternately (best of each).
+  a share of numpy's float32 matrix-multiply rate, the two measured alternately (best of each),
+  and as CPU time per face (all of TensorFlow's threads);
+  then every installed onnxruntime model (SFace, ArcFace) at the same batches, with 1 thread and
+  with the default thread count (:func:`faceid.embed_onnx.default_threads`), as wall time and as
+  CPU time per face (the process's CPU seconds: on a busy machine the steadier of the two).
 - ``detection``: MTCNN milliseconds per image at 250x250, 640x480 and 1920x1080, one image per
   call, and 250x250 photos 16 per call.
 - ``identify``: warm latency of :func:`faceid.identify.identify` on a one-face 640x480 JPEG, with
@@ -197,6 +201,11 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def _embedding(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[dict]:
+    yield from _embedding_facenet(batches, repeats, quick)
+    yield from _embedding_onnx(batches, repeats, quick)
+
+
+def _embedding_facenet(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[dict]:
     from faceid.embed import Embedder, model_flops
 
     embedder = Embedder()
@@ -214,6 +223,8 @@ def _embedding(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[di
         freeze = round(time.perf_counter() - start, 2)
     yield _figure(
         "embedding_model",
+        model=embedder.spec.name,
+        runtime=embedder.spec.runtime,
         gflop_per_face=round(flops / 1e9, 3),
         load_and_first_call_s=round(first, 2),
         freeze_and_first_call_s=freeze,
@@ -227,21 +238,78 @@ def _embedding(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[di
             embedder.embed(x)
             # Alternate the two measurements and keep the best of each: on a shared machine both
             # then see its least loaded moments, and their ratio is fair.
-            seconds, matmul = float("inf"), 0.0
+            seconds, cpu, matmul = float("inf"), float("inf"), 0.0
             for _ in range(repeats + 2):
                 matmul = max(matmul, matmul_gflops(repeats=2))
-                seconds = min(seconds, _best(partial(embedder.embed, x), 1))
+                wall, used = time.perf_counter(), time.process_time()
+                embedder.embed(x)
+                seconds = min(seconds, time.perf_counter() - wall)
+                cpu = min(cpu, time.process_time() - used)
             rate = count / seconds
             yield _figure(
                 "embedding",
+                model=embedder.spec.name,
                 graph="frozen (runs of 2,000+ photos)" if frozen else "keras tf.function (default)",
                 batch=batch,
                 faces_per_s=round(rate, 1),
                 ms_per_face=round(1000 / rate, 2),
+                cpu_ms_per_face=round(1000 * cpu / count, 2),
                 gflops=round(rate * flops / 1e9, 1),
                 matmul_gflops=round(matmul, 1),
                 share_of_matmul=round(rate * flops / 1e9 / matmul, 3),
             )
+
+
+def _embedding_onnx(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[dict]:
+    """Every onnxruntime model that is installed here, at 1 thread and at the default thread count."""
+    from faceid.embed_onnx import OnnxEmbedder, default_threads
+    from faceid.errors import ModelNotFoundError
+    from faceid.models import MODELS, locate
+
+    for spec in MODELS.values():
+        if spec.runtime != "onnxruntime":
+            continue
+        try:
+            locate(spec.name)
+        except ModelNotFoundError:
+            yield _figure("embedding_model", model=spec.name, skipped=f"not installed: run `{spec.pull_command}`")
+            continue
+        size = spec.input_size
+        crops = np.random.default_rng(0).integers(0, 256, (max(batches), size, size, 3), dtype=np.uint8)
+        for threads in sorted({1, default_threads()}):
+            embedder = OnnxEmbedder(spec.name, threads=threads)
+            start = time.perf_counter()
+            embedder.embed(crops[:1])
+            yield _figure(
+                "embedding_model",
+                model=spec.name,
+                runtime=spec.runtime,
+                threads=threads,
+                load_and_first_call_s=round(time.perf_counter() - start, 2),
+            )
+            for batch in batches:
+                embedder.batch_size = batch
+                count = batch if batch > 1 else 8
+                x = crops[:count]
+                embedder.embed(x)
+                seconds, cpu = float("inf"), float("inf")
+                for _ in range(repeats + 2):
+                    wall, used = time.perf_counter(), time.process_time()
+                    embedder.embed(x)
+                    seconds = min(seconds, time.perf_counter() - wall)
+                    cpu = min(cpu, time.process_time() - used)
+                rate = count / seconds
+                yield _figure(
+                    "embedding",
+                    model=spec.name,
+                    runtime=spec.runtime,
+                    threads=threads,
+                    default_threads=threads == default_threads(),
+                    batch=batch,
+                    faces_per_s=round(rate, 1),
+                    ms_per_face=round(1000 / rate, 2),
+                    cpu_ms_per_face=round(1000 * cpu / count, 2),
+                )
 
 
 # -- detection ------------------------------------------------------------------------------------
@@ -320,6 +388,7 @@ def _sample_gallery(path: Path, pipeline=None):
 
 
 def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
+    from faceid.embed import Embedder
     from faceid.identify import candidates_for, identify
     from faceid.images import read_image
     from faceid.pipeline import Pipeline
@@ -347,14 +416,15 @@ def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
         vectors = pipeline.embed(pixels, detections)
         search = _best(lambda: candidates_for(gallery, vectors), repeats)
         frozen_times = []
-        if not quick:  # a long-running process (Embedder(frozen=True), or a run of 2,000+ photos)
-            pipeline.embedder.frozen = True
+        embedder = pipeline.embedder
+        if not quick and isinstance(embedder, Embedder):  # a long-running process (frozen graph)
+            embedder.frozen = True
             once()
             for _ in range(repeats):
                 start = time.perf_counter()
                 once()
                 frozen_times.append(time.perf_counter() - start)
-            pipeline.embedder.frozen = False
+            embedder.frozen = False
     yield _figure(
         "identify_warm",
         image="640x480, one face",

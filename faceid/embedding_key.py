@@ -21,8 +21,8 @@ from faceid.errors import EmbeddingKeyError
 
 __all__ = ["ALIGN_METHODS", "DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIRROR", "EmbeddingKey"]
 
-#: Crop methods (see :mod:`faceid.align`).
-ALIGN_METHODS = ("margin", "similarity")
+#: Crop methods (see :mod:`faceid.align`); a model's spec names the one it was trained with.
+ALIGN_METHODS = ("margin", "similarity", "arcface-112")
 
 #: Defaults chosen by measurement on LFW (README, "Choosing the defaults").
 DEFAULT_ALIGN = "margin"
@@ -44,7 +44,8 @@ class EmbeddingKey:
         model: registry id of the embedding model (``faceid models list``).
         weights_sha256: SHA-256 of the weight file the model runs.
         dimension: length of the embedding rows.
-        align: crop method, ``"margin"`` or ``"similarity"``.
+        align: crop method, ``"margin"``, ``"similarity"`` or ``"arcface-112"`` (the 112x112
+            ArcFace template that SFace and ArcFace take).
         crop_margin: for ``"margin"``, how far the crop extends past the detected box, as a fraction
             of the box; ``None`` for ``"similarity"``, whose framing is fixed.
         mirror: each face's embedding is averaged with its mirror image's.
@@ -96,17 +97,19 @@ class EmbeddingKey:
         cls,
         model: str | None = None,
         *,
-        align: str = DEFAULT_ALIGN,
+        align: str | None = None,
         crop_margin: float | None = DEFAULT_CROP_MARGIN,
         mirror: bool = DEFAULT_MIRROR,
     ) -> EmbeddingKey:
         """The key of a registered model (default: faceid's) with these crop settings.
 
-        ``crop_margin`` is ignored for crop methods that have none.
+        ``align`` defaults to the model's own crop (``spec.alignment``); ``crop_margin`` is ignored
+        for crop methods that have none.
         """
         from faceid.models import DEFAULT_MODEL, get_spec
 
         spec = get_spec(model or DEFAULT_MODEL)
+        align = align if align is not None else spec.alignment
         return cls(
             spec.name,
             spec.sha256,

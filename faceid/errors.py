@@ -6,7 +6,8 @@ single line on stderr and a non-zero exit status. The tree::
     FaceIDError
     ├── ModelError
     │   ├── ModelNotFoundError
-    │   └── ModelIntegrityError
+    │   ├── ModelIntegrityError
+    │   └── ModelLicenceError
     ├── EmbeddingKeyError (also a ValueError)
     ├── UncalibratedError
     ├── ImageError (also a ValueError)
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidNameError",
     "ModelError",
     "ModelIntegrityError",
+    "ModelLicenceError",
     "ModelMismatchError",
     "ModelNotFoundError",
     "OptionError",
@@ -59,6 +61,10 @@ class ModelNotFoundError(ModelError):
 
 class ModelIntegrityError(ModelError):
     """A model file's SHA-256 is not the one in the registry."""
+
+
+class ModelLicenceError(ModelError):
+    """A model's licence restricts its use and was not accepted when pulling it."""
 
 
 class EmbeddingKeyError(FaceIDError, ValueError):

@@ -17,11 +17,12 @@ from faceid import _check
 from faceid.align import crop_faces
 from faceid.detect import Detection, Detector
 from faceid.embed import Embedder
+from faceid.embed_onnx import OnnxEmbedder
 from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
 from faceid.errors import OptionError
 from faceid.models import DEFAULT_MODEL, ModelSpec, get_spec
 
-__all__ = ["DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline"]
+__all__ = ["DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline", "make_embedder"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,21 @@ class Face:
     embedding: np.ndarray = field(repr=False)
 
 
+def make_embedder(model: str = DEFAULT_MODEL, *, mirror: bool = False, frozen: bool = False) -> Embedder | OnnxEmbedder:
+    """The embedder the model's spec asks for: FaceNet's TensorFlow one or the onnxruntime one."""
+    if get_spec(model).runtime == "onnxruntime":
+        return OnnxEmbedder(model, mirror=mirror)
+    return Embedder(model, mirror=mirror, frozen=frozen)
+
+
 class Pipeline:
     """Find faces in images and embed them.
 
     Args:
-        model: embedding model name (see ``faceid models list``).
-        align: ``"margin"`` or ``"similarity"`` (see :mod:`faceid.align`).
+        model: embedding model name (see ``faceid models list``); its spec says which runtime
+            runs it (TensorFlow for FaceNet, onnxruntime for SFace and ArcFace).
+        align: ``"margin"``, ``"similarity"`` or ``"arcface-112"`` (see :mod:`faceid.align`)
+            [default: the model's own, ``spec.alignment``].
         crop_margin: for ``"margin"``, how far the crop extends past the detected box, a fraction of
             the box (not the decision margin of :mod:`faceid.identify`).
         mirror: average each face's embedding with its mirror image's.
@@ -59,13 +69,13 @@ class Pipeline:
         self,
         model: str = DEFAULT_MODEL,
         *,
-        align: str = DEFAULT_ALIGN,
+        align: str | None = None,
         crop_margin: float = DEFAULT_CROP_MARGIN,
         mirror: bool = DEFAULT_MIRROR,
         min_face_size: int = 20,
         frozen: bool = False,
         detector: Detector | None = None,
-        embedder: Embedder | None = None,
+        embedder: Embedder | OnnxEmbedder | None = None,
     ) -> None:
         self.spec = get_spec(model)
         _check.boolean("Pipeline", "mirror", mirror)  # before the key, which would take bool("no")
@@ -76,7 +86,7 @@ class Pipeline:
         self.crop_margin = self.key.crop_margin if self.key.crop_margin is not None else DEFAULT_CROP_MARGIN
         self.mirror = self.key.mirror
         self.detector = detector if detector is not None else Detector(min_face_size=min_face_size)
-        self.embedder = embedder if embedder is not None else Embedder(model, mirror=self.mirror, frozen=frozen)
+        self.embedder = embedder if embedder is not None else make_embedder(model, mirror=self.mirror, frozen=frozen)
         _check_embedder(self.embedder, self.spec, self.mirror)
 
     @classmethod

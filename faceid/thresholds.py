@@ -73,6 +73,34 @@ TABLES: dict[EmbeddingKey, Sequence[tuple[int, float]]] = {
         (1000, 0.3713),
         (1680, 0.3707),
     ),
+    # `faceid eval lfw-openset --sizes --model sface`
+    EmbeddingKey.for_model("sface"): (
+        (1, 0.2981),
+        (2, 0.2755),
+        (5, 0.2475),
+        (10, 0.243),
+        (20, 0.2392),
+        (50, 0.2391),
+        (100, 0.2398),
+        (200, 0.2424),
+        (500, 0.2454),
+        (1000, 0.2487),
+        (1680, 0.2538),
+    ),
+    # `faceid eval lfw-openset --sizes --model arcface-mbf`
+    EmbeddingKey.for_model("arcface-mbf"): (
+        (1, 0.1629),
+        (2, 0.1697),
+        (5, 0.1719),
+        (10, 0.1722),
+        (20, 0.172),
+        (50, 0.1754),
+        (100, 0.1784),
+        (200, 0.1822),
+        (500, 0.1903),
+        (1000, 0.1977),
+        (1680, 0.2059),
+    ),
 }
 
 

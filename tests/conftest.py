@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from faceid.detect import Detection
+from faceid.embedding_key import EmbeddingKey
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "faceid" / "samples"
@@ -118,41 +119,64 @@ def tile_image(colours, tile: int = 40) -> np.ndarray:
 
 
 def save_png(path: Path, pixels: np.ndarray) -> Path:
+    """``pixels`` as a PNG file (lossless) at ``path``, whatever its name ends with."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
+    Image.fromarray(pixels).save(path, format="PNG")
     return path
 
 
-@pytest.fixture
-def fake_models(monkeypatch):
-    """Every Pipeline the CLI or library makes gets the fake detector and embedder."""
-    import faceid.pipeline
+def make_fake_pipeline(key=None):
+    """:meth:`Pipeline.from_key <faceid.pipeline.Pipeline.from_key>` with the fake detector and embedder.
 
-    class FakePipeline(faceid.pipeline.Pipeline):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs, detector=FakeDetector(), embedder=FakeEmbedder())
+    The pipeline maker to hand the CLI (its context object, see ``faceid.cli._new_pipeline``), or
+    to call for a library function's ``pipeline`` argument; ``key`` an ``EmbeddingKey`` or None.
+    """
+    from faceid.pipeline import Pipeline
 
-    monkeypatch.setattr(faceid.pipeline, "Pipeline", FakePipeline)
-
-
-def cli(*args):
-    """Run the CLI in-process; fail the test on a traceback, return the result."""
-    from typer.testing import CliRunner
-
-    from faceid.cli import app
-
-    result = CliRunner().invoke(app, [os.fspath(a) if isinstance(a, Path) else a for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
-    return result
+    return Pipeline.from_key(key, detector=FakeDetector(), embedder=FakeEmbedder())
 
 
 @pytest.fixture
 def fake_pipeline():
-    from faceid.pipeline import Pipeline
+    return make_fake_pipeline()
 
-    return Pipeline(detector=FakeDetector(), embedder=FakeEmbedder())
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def cli(*args, models=None):
+    """Run the CLI in-process; fail the test on a traceback, return the result.
+
+    ``models``: the pipeline maker the commands use (None: ``Pipeline.from_key``, the real models).
+    """
+    from typer.testing import CliRunner
+
+    from faceid.cli import app
+
+    result = CliRunner().invoke(app, [os.fspath(a) if isinstance(a, Path) else a for a in args], obj=models)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+    return result
+
+
+def fake_cli(*args):
+    """Run the CLI in-process with the fake models (see :func:`cli`)."""
+    return cli(*args, models=make_fake_pipeline)
+
+
+# -- embeddings ---------------------------------------------------------------------------------------
+
+#: The embedding key of faceid's default model and settings: the key of tests that add vectors
+#: straight to a gallery.
+KEY = EmbeddingKey.for_model()
+
+
+def unit_vectors(seed, n: int, dimension: int = KEY.dimension) -> np.ndarray:
+    """``(n, dimension)`` float32 random unit rows; the same for the same seed (an int or a Generator)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    v = rng.normal(size=(n, dimension)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 # -- the real models ----------------------------------------------------------------------------------

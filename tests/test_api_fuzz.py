@@ -15,6 +15,7 @@ import time
 import pytest
 
 pytest.importorskip("fastapi")
+pytestmark = pytest.mark.slow  # hundreds of requests through uvicorn
 schemathesis = pytest.importorskip("schemathesis")
 
 from conftest import FakeDetector, FakeEmbedder, tile_image  # noqa: E402

@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import cli, save_png, tile_image
 
 from faceid.calibrate import calibrate
 from faceid.errors import FaceIDError
 from faceid.identify import identify
-from tests.conftest import save_png, tile_image
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
@@ -61,8 +60,6 @@ def test_probe_folder_of_someone_not_enrolled(folders, gallery, fake_pipeline):
 
 @pytest.mark.model
 def test_cli_calibrate_json(tmp_path, real_pipeline, data):
-    from faceid.cli import app
-
     lfw = data / "lfw" / "lfw-deepfunneled"
     for person in ("Ann_Veneman", "Colin_Powell", "Tony_Blair"):
         images = sorted((lfw / person).glob("*.jpg"))
@@ -74,19 +71,12 @@ def test_cli_calibrate_json(tmp_path, real_pipeline, data):
     for image in sorted(lfw.glob("A*/*_0001.jpg"))[:12]:
         if image.parent.name not in ("Ann_Veneman",):
             (tmp_path / "strangers" / image.name).write_bytes(image.read_bytes())
-    result = CliRunner().invoke(
-        app,
-        [
-            "calibrate",
-            str(tmp_path / "enrolled"),
-            str(tmp_path / "probes"),
-            str(tmp_path / "strangers"),
-            "--gallery",
-            str(tmp_path / "g"),
-            "--json",
-            "--fpir",
-            "0.1",
-        ],
+    result = cli(
+        "calibrate",
+        tmp_path / "enrolled",
+        tmp_path / "probes",
+        tmp_path / "strangers",
+        *("--gallery", tmp_path / "g", "--json", "--fpir", "0.1"),
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

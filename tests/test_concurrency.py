@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import workers
-from conftest import save_png, tile_image
+from conftest import KEY, cli, save_png, tile_image, unit_vectors
 
-from faceid.embedding_key import EmbeddingKey
 from faceid.enroll import enroll
 from faceid.errors import GalleryBusyError
 from faceid.gallery import Gallery
@@ -64,6 +63,7 @@ def _batches(photos: list[str], person_of, sizes: list[int]) -> list[tuple[str, 
     return out
 
 
+@pytest.mark.slow
 def test_writers_readers_and_a_remover_at_once(tmp_path, fake_pipeline):
     started = time.perf_counter()
     gallery_dir = tmp_path / "gallery"
@@ -167,12 +167,9 @@ def test_writers_readers_and_a_remover_at_once(tmp_path, fake_pipeline):
 
 # -- the bounded wait ------------------------------------------------------------------------------------
 
-KEY = EmbeddingKey.for_model()
-
 
 def _unit(seed: int, n: int = 1) -> np.ndarray:
-    v = np.random.default_rng(seed).normal(size=(n, 128)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    return unit_vectors(seed, n)
 
 
 def _faces(tag: str, n: int = 1):
@@ -336,17 +333,13 @@ def test_index_files_lock_is_bounded_too(populated):
 
 
 def test_cli_says_busy_in_one_line(populated):
-    from typer.testing import CliRunner
-
-    from faceid.cli import app
-
     con = _locked(populated, "EXCLUSIVE")
     try:
-        result = CliRunner().invoke(app, ["--timeout", "0.2", "people", "--gallery", str(populated)])
+        result = cli("--timeout", "0.2", "people", "--gallery", populated)
     finally:
         con.execute("ROLLBACK")
         con.close()
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "busy" in result.stderr and "locked" not in result.stderr
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 import workers
 
 from faceid.gallery import Gallery
@@ -235,6 +236,7 @@ def kill_many(tmp_path: Path, kills: int, seed: int) -> dict:
     return dict(stats)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_or_half_applies(tmp_path):
     started = time.perf_counter()
     stats = kill_many(tmp_path, KILLS, SEED)

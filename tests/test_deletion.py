@@ -10,20 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_png, tile_image
-from typer.testing import CliRunner
+from conftest import KEY, cli, save_png, tile_image, unit_vectors
 
-from faceid.cli import app
-from faceid.embedding_key import EmbeddingKey
 from faceid.enroll import enroll
 from faceid.gallery import Gallery, NewFace
-
-KEY = EmbeddingKey.for_model()
-
-
-def unit(seed: int, n: int) -> np.ndarray:
-    v = np.random.default_rng(seed).normal(size=(n, 128)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def person_faces(tag: str, vectors: np.ndarray) -> list[NewFace]:
@@ -60,15 +50,15 @@ def assert_gone(folder: Path, faces: list[NewFace]) -> None:
 def gallery_with_many(tmp_path):
     """keep (3 faces) and gone (40 faces), the index written, gallery closed."""
     folder = tmp_path / "g"
-    gone = person_faces("gone", unit(1, 40))
-    keep = person_faces("keep", unit(2, 3))
+    gone = person_faces("gone", unit_vectors(1, 40))
+    keep = person_faces("keep", unit_vectors(2, 3))
     with Gallery(folder) as g:
         g.add_faces("keep", keep[:2], embedding_key=KEY)
         g.add_faces("gone", gone[:25], embedding_key=KEY)
-        g.search(unit(3, 1), 3)
+        g.search(unit_vectors(3, 1), 3)
         g.add_faces("gone", gone[25:], embedding_key=KEY)  # two enrolments, two index generations
         g.add_faces("keep", keep[2:], embedding_key=KEY)
-        g.search(unit(3, 1), 3)
+        g.search(unit_vectors(3, 1), 3)
     files = raw_files(folder)
     assert all(any(t in data for data in files.values()) for t in traces(gone))  # it was all there
     return folder, gone, keep
@@ -76,7 +66,7 @@ def gallery_with_many(tmp_path):
 
 def test_remove_via_cli_leaves_nothing_of_a_person_with_many_faces(gallery_with_many):
     folder, gone, keep = gallery_with_many
-    result = CliRunner().invoke(app, ["remove", "gone", "--gallery", str(folder)])
+    result = cli("remove", "gone", "--gallery", folder)
     assert result.exit_code == 0 and result.stdout == "removed gone (40 faces)\n"
     assert_gone(folder, gone)
     with Gallery(folder) as g:
@@ -89,8 +79,8 @@ def test_remove_via_cli_leaves_nothing_of_a_person_with_many_faces(gallery_with_
 
 def test_audit_log_keeps_who_when_what_but_nothing_of_the_photos(gallery_with_many):
     folder, gone, _ = gallery_with_many
-    assert CliRunner().invoke(app, ["remove", "gone", "--gallery", str(folder)]).exit_code == 0
-    log = CliRunner().invoke(app, ["log", "--json", "--gallery", str(folder)]).stdout
+    assert cli("remove", "gone", "--gallery", folder).exit_code == 0
+    log = cli("log", "--json", "--gallery", folder).stdout
     entries = [json.loads(line) for line in log.splitlines()]
     assert [(e["action"], e["person"]) for e in entries] == [
         ("enroll", "keep"),
@@ -115,13 +105,13 @@ def test_repeated_enrol_and_remove_leaves_no_trace_of_any_removed(tmp_path):
     removed: list[NewFace] = []
     with Gallery(folder) as g:
         for round_ in range(12):
-            batch = person_faces(f"p{round_}-", unit(100 + round_, 1 + round_ % 5))
+            batch = person_faces(f"p{round_}-", unit_vectors(100 + round_, 1 + round_ % 5))
             g.add_faces(f"person {round_}", batch, embedding_key=KEY)
-            g.search(unit(round_, 1), 2)
+            g.search(unit_vectors(round_, 1), 2)
             if round_ % 3 == 2:  # remove the oldest still there
                 name = sorted(p.name for p in g.people())[0]
                 oldest = int(name.split()[1])
-                removed += person_faces(f"p{oldest}-", unit(100 + oldest, 1 + oldest % 5))
+                removed += person_faces(f"p{oldest}-", unit_vectors(100 + oldest, 1 + oldest % 5))
                 g.remove(name)
                 assert_gone(folder, removed)
     assert_gone(folder, removed)
@@ -142,7 +132,7 @@ def test_remove_after_enrolling_from_real_files(tmp_path, fake_pipeline):
         NewFace(v, f.image_sha256, f.box, f.confidence, f.image_path) for f, v in zip(enrolled, vectors, strict=True)
     ]
     assert all(os.path.abspath(p) in {f.image_path for f in gone} for p in photos)
-    result = CliRunner().invoke(app, ["remove", "Private Person", "--gallery", str(folder)])
+    result = cli("remove", "Private Person", "--gallery", folder)
     assert result.exit_code == 0
     assert_gone(folder, gone)
     assert b"holiday" not in b"".join(raw_files(folder).values())
@@ -151,7 +141,7 @@ def test_remove_after_enrolling_from_real_files(tmp_path, fake_pipeline):
 def test_a_failed_remove_changes_nothing(gallery_with_many):
     folder = gallery_with_many[0]
     before = raw_files(folder)
-    result = CliRunner().invoke(app, ["remove", "nobody", "--gallery", str(folder)])
+    result = cli("remove", "nobody", "--gallery", folder)
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert raw_files(folder) == before
 
@@ -192,6 +182,7 @@ def replay(g: Gallery, ops: str) -> tuple[dict[str, list], list]:
     return enrolled, removed
 
 
+@pytest.mark.slow
 def test_no_stale_copy_of_a_moved_row_survives_its_removal(tmp_path):
     folder = tmp_path / "g"
     with Gallery(folder) as g:
@@ -204,6 +195,7 @@ def test_no_stale_copy_of_a_moved_row_survives_its_removal(tmp_path):
         assert g.check() == [] and len(g.faces()) == sum(len(f) for f in enrolled.values())
 
 
+@pytest.mark.slow
 def test_a_removal_whose_compaction_was_cut_short_is_compacted_on_open(tmp_path, monkeypatch):
     folder = tmp_path / "g"
     with Gallery(folder) as g:
@@ -220,6 +212,7 @@ def test_a_removal_whose_compaction_was_cut_short_is_compacted_on_open(tmp_path,
     assert_gone(folder, removed)
 
 
+@pytest.mark.slow
 def test_a_compaction_kept_busy_by_a_reader_is_noted_and_done_later(tmp_path, monkeypatch):
     import sqlite3
 

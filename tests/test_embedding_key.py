@@ -127,20 +127,21 @@ def test_threshold_tables_are_per_key():
             threshold_for(key, 10)
 
 
-def test_identify_without_a_table_for_the_key_is_one_line_naming_the_fixes(tmp_path, fake_models):
-    from conftest import FakeDetector, FakeEmbedder, cli, save_png, tile_image
+def test_identify_without_a_table_for_the_key_is_one_line_naming_the_fixes(tmp_path):
+    from conftest import fake_cli, make_fake_pipeline, save_png, tile_image
+
+    from faceid.enroll import enroll
 
     photo = save_png(tmp_path / "ann.png", tile_image([(200, 30, 30)]))
     key = EmbeddingKey.for_model(crop_margin=0.3)  # no measured table for this crop
-    pipeline = Pipeline.from_key(key, detector=FakeDetector(), embedder=FakeEmbedder())
-    from faceid.enroll import enroll
+    pipeline = make_fake_pipeline(key)
 
     with Gallery(tmp_path / "g") as g:
         assert [r.status for r in enroll(g, "ann", [photo], pipeline)] == ["added"]
-    result = cli("identify", photo, "--gallery", tmp_path / "g")
+    result = fake_cli("identify", photo, "--gallery", tmp_path / "g")
     assert result.exit_code != 0
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "faceid calibrate" in lines[0] and "--threshold" in lines[0], result.output
-    result = cli("identify", photo, "--gallery", tmp_path / "g", "--threshold", "0.3", "--json")
+    result = fake_cli("identify", photo, "--gallery", tmp_path / "g", "--threshold", "0.3", "--json")
     assert result.exit_code == 0
     assert json.loads(result.output)["faces"][0]["name"] == "ann"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeDetector, FakeEmbedder, cli, save_png, tile_image
+from conftest import FakeDetector, FakeEmbedder, cli, fake_cli, save_png, tile_image
 
 from faceid.batch import process
 from faceid.detect import Detector
@@ -106,15 +106,10 @@ class FailingDetector(FakeDetector):
         return super().detect(image)
 
 
-def failing_models(monkeypatch) -> None:
-    """Every Pipeline the CLI or library makes gets the fake embedder and a detector failing on red."""
-    import faceid.pipeline
-
-    class FailingPipeline(faceid.pipeline.Pipeline):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs, detector=FailingDetector(PipelineError("odd")), embedder=FakeEmbedder())
-
-    monkeypatch.setattr(faceid.pipeline, "Pipeline", FailingPipeline)
+def failing_models(key=None) -> Pipeline:
+    """A pipeline maker for the CLI (``cli(..., models=failing_models)``): the fake embedder and a
+    detector failing on red."""
+    return Pipeline.from_key(key, detector=FailingDetector(PipelineError("odd")), embedder=FakeEmbedder())
 
 
 def photos(folder: Path) -> list[str]:
@@ -156,11 +151,11 @@ def test_a_bug_in_the_pipeline_is_not_dressed_up_as_a_bad_image(tmp_path, bug):
         list(process(photos(tmp_path), pipeline))
 
 
-def test_identify_reports_a_failed_image_and_exits_non_zero(tmp_path, monkeypatch):
-    failing_models(monkeypatch)
+def test_identify_reports_a_failed_image_and_exits_non_zero(tmp_path):
     gallery = tmp_path / "g"
-    assert cli("enroll", "green", photos(tmp_path / "p")[0], "--gallery", gallery, "--quiet").exit_code == 0
-    result = cli("identify", tmp_path / "p", "--gallery", gallery, "--quiet")
+    enrolled = cli("enroll", "green", photos(tmp_path / "p")[0], "--gallery", gallery, "--quiet", models=failing_models)
+    assert enrolled.exit_code == 0
+    result = cli("identify", tmp_path / "p", "--gallery", gallery, "--quiet", models=failing_models)
     assert result.exit_code == 1
     assert f"{tmp_path / 'p' / 'b.png'}: the face pipeline failed on it: odd" in result.stderr
     assert "1 of 4 inputs failed" in result.stderr
@@ -173,8 +168,8 @@ def test_identify_reports_a_failed_image_and_exits_non_zero(tmp_path, monkeypatc
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"align": "typo"}, "unknown crop method 'typo'; choose one of margin, similarity"),
-        ({"align": None}, "unknown crop method None"),
+        ({"align": "typo"}, "unknown crop method 'typo'; choose one of margin, similarity, arcface-112"),
+        ({"align": 3}, "unknown crop method 3"),  # None is the model's own crop
         ({"crop_margin": -0.1}, "crop margin must be between 0 and 1"),
         ({"crop_margin": float("nan")}, "crop margin must be between 0 and 1"),
         ({"crop_margin": "0.1"}, "crop margin must be between 0 and 1"),
@@ -229,7 +224,7 @@ def test_the_cli_reports_a_bad_option_in_one_line(tmp_path):
     result = cli("eval", "lfw", "--data", tiny_lfw(tmp_path / "lfw"), "--align", "typo", "--no-cache")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        "faceid: error: embedding key: unknown crop method 'typo'; choose one of margin, similarity"
+        "faceid: error: embedding key: unknown crop method 'typo'; choose one of margin, similarity, arcface-112"
     ]
     result = cli("eval", "lfw", "--data", tmp_path / "lfw", "--folds", "0")
     assert (result.exit_code, result.stderr.strip()) == (1, "faceid: error: --folds takes fold numbers 1-10, got '0'")
@@ -287,10 +282,9 @@ def test_pair_scores_count_a_pair_without_embedding_as_wrong():
     assert scores.tolist() == [1.0, -2.0, 2.0]
 
 
-def test_faceid_eval_shows_the_counts_and_exits_non_zero_on_a_failure(tmp_path, monkeypatch):
-    failing_models(monkeypatch)
+def test_faceid_eval_shows_the_counts_and_exits_non_zero_on_a_failure(tmp_path):
     root = tiny_lfw(tmp_path / "lfw")
-    result = cli("eval", "lfw", "--data", root, "--no-cache", "--quiet")
+    result = cli("eval", "lfw", "--data", root, "--no-cache", "--quiet", models=failing_models)
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert (report["failed"], report["failed_pairs"], report["no_face"], report["unreadable"]) == (1, 2, 1, 0)
@@ -299,9 +293,9 @@ def test_faceid_eval_shows_the_counts_and_exits_non_zero_on_a_failure(tmp_path, 
     assert "0 images unreadable and 1 failed" in result.stderr
 
 
-def test_faceid_eval_exits_zero_without_failures(tmp_path, fake_models):
+def test_faceid_eval_exits_zero_without_failures(tmp_path):
     root = tiny_lfw(tmp_path / "lfw")
-    result = cli("eval", "lfw", "--data", root, "--no-cache", "--quiet")
+    result = fake_cli("eval", "lfw", "--data", root, "--no-cache", "--quiet")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["failed"], report["failed_pairs"], report["no_face"], report["errors"]) == (0, 0, 1, [])

@@ -8,19 +8,13 @@ import stat
 
 import numpy as np
 import pytest
+from conftest import KEY, unit_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import GalleryCorruptError, InvalidNameError, ModelMismatchError, PersonNotFoundError
 from faceid.gallery import Gallery, NewFace, normalise_name
-
-KEY = EmbeddingKey.for_model()
-
-
-def unit(rng, n, d=128):
-    v = rng.normal(size=(n, d)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def faces(vectors, tag="x"):
@@ -33,10 +27,10 @@ def test_add_search_matches_brute_force_oracle(gallery):
     rng = np.random.default_rng(0)
     stored = {}
     for p in range(20):
-        vectors = unit(rng, 3)
+        vectors = unit_vectors(rng, 3)
         ids = gallery.add_faces(f"person {p}", faces(vectors, f"p{p}-"), embedding_key=KEY)
         stored.update(zip(ids, vectors))
-    queries = unit(rng, 50)
+    queries = unit_vectors(rng, 50)
     scores, ids = gallery.search(queries, k=5)
     all_ids = np.array(sorted(stored))
     matrix = np.stack([stored[i] for i in all_ids])
@@ -49,19 +43,19 @@ def test_add_search_matches_brute_force_oracle(gallery):
 
 def test_search_pads_with_minus_one(gallery):
     rng = np.random.default_rng(1)
-    gallery.add_faces("a", faces(unit(rng, 2)), embedding_key=KEY)
-    scores, ids = gallery.search(unit(rng, 1), k=4)
+    gallery.add_faces("a", faces(unit_vectors(rng, 2)), embedding_key=KEY)
+    scores, ids = gallery.search(unit_vectors(rng, 1), k=4)
     assert list(ids[0, 2:]) == [-1, -1] and np.all(np.isneginf(scores[0, 2:]))
 
 
 def test_empty_gallery_search(gallery):
-    scores, ids = gallery.search(np.zeros((2, 8), np.float32), k=3)
+    scores, ids = gallery.search(np.zeros((2, 128), np.float32), k=3)
     assert ids.shape == (2, 3) and np.all(ids == -1)
 
 
 def test_persists_across_reopen_and_index_cache_is_tied_to_generation(gallery_dir):
     rng = np.random.default_rng(2)
-    vectors = unit(rng, 4)
+    vectors = unit_vectors(rng, 4)
     with Gallery(gallery_dir) as g:
         g.add_faces("ann", faces(vectors[:2]), embedding_key=KEY)
         g.search(vectors[:1], 1)  # builds the index
@@ -77,7 +71,7 @@ def test_persists_across_reopen_and_index_cache_is_tied_to_generation(gallery_di
 
 def test_rename_keeps_faces_and_remove_forgets(gallery):
     rng = np.random.default_rng(3)
-    v = unit(rng, 3)
+    v = unit_vectors(rng, 3)
     gallery.add_faces("penny", faces(v[:2]), embedding_key=KEY)
     gallery.add_faces("amy", faces(v[2:], "a"), embedding_key=KEY)
     gallery.rename("penny", "Penny H.")
@@ -93,8 +87,8 @@ def test_rename_keeps_faces_and_remove_forgets(gallery):
 
 def test_rename_to_taken_name_is_refused(gallery):
     rng = np.random.default_rng(4)
-    gallery.add_faces("a", faces(unit(rng, 1)), embedding_key=KEY)
-    gallery.add_faces("b", faces(unit(rng, 1), "b"), embedding_key=KEY)
+    gallery.add_faces("a", faces(unit_vectors(rng, 1)), embedding_key=KEY)
+    gallery.add_faces("b", faces(unit_vectors(rng, 1), "b"), embedding_key=KEY)
     with pytest.raises(InvalidNameError, match="already enrolled"):
         gallery.rename("a", "B")  # names are unique regardless of case
     assert sorted(p.name for p in gallery.people()) == ["a", "b"]
@@ -102,10 +96,10 @@ def test_rename_to_taken_name_is_refused(gallery):
 
 def test_other_model_is_refused_and_nothing_is_written(gallery):
     rng = np.random.default_rng(5)
-    gallery.add_faces("a", faces(unit(rng, 1)), embedding_key=KEY)
+    gallery.add_faces("a", faces(unit_vectors(rng, 1)), embedding_key=KEY)
     other = EmbeddingKey.for_model(align="similarity")
     with pytest.raises(ModelMismatchError, match="align"):
-        gallery.add_faces("b", faces(unit(rng, 1), "b"), embedding_key=other)
+        gallery.add_faces("b", faces(unit_vectors(rng, 1), "b"), embedding_key=other)
     assert [p.name for p in gallery.people()] == ["a"]
 
 
@@ -120,7 +114,7 @@ def test_bad_embeddings_are_refused(gallery):
 @pytest.mark.parametrize("bad", ["", "   ", "a\x00b", "line\nbreak", "x" * 201, "tab\there"])
 def test_bad_names(gallery, bad):
     with pytest.raises(InvalidNameError):
-        gallery.add_faces(bad, faces(unit(np.random.default_rng(6), 1)), embedding_key=KEY)
+        gallery.add_faces(bad, faces(unit_vectors(np.random.default_rng(6), 1)), embedding_key=KEY)
 
 
 @settings(max_examples=60, deadline=None)
@@ -133,7 +127,7 @@ def test_free_text_names_round_trip(tmp_path_factory, name):
     """Spaces, accents, quotes, SQL, path separators and '..' are just names."""
     path = tmp_path_factory.mktemp("g")
     with Gallery(path) as g:
-        g.add_faces(name, faces(unit(np.random.default_rng(7), 1)), embedding_key=KEY)
+        g.add_faces(name, faces(unit_vectors(np.random.default_rng(7), 1)), embedding_key=KEY)
         assert [p.name for p in g.people()] == [normalise_name(name)]
         assert normalise_name(name) in g
     assert sorted(os.listdir(path)) in (["gallery.db"], ["gallery.db", "gallery.db-journal"])
@@ -141,8 +135,8 @@ def test_free_text_names_round_trip(tmp_path_factory, name):
 
 @pytest.mark.parametrize("name", ["Robert'); DROP TABLE people;--", "../../etc/passwd", "Zoë Ω 李", "a/b\\c", "%_*"])
 def test_hostile_names_are_stored_verbatim(gallery, name):
-    gallery.add_faces(name, faces(unit(np.random.default_rng(8), 1)), embedding_key=KEY)
-    gallery.add_faces("other", faces(unit(np.random.default_rng(9), 1), "o"), embedding_key=KEY)
+    gallery.add_faces(name, faces(unit_vectors(np.random.default_rng(8), 1)), embedding_key=KEY)
+    gallery.add_faces("other", faces(unit_vectors(np.random.default_rng(9), 1), "o"), embedding_key=KEY)
     assert sorted(p.name for p in gallery.people()) == sorted([name, "other"])
     gallery.remove(name)
     assert [p.name for p in gallery.people()] == ["other"]
@@ -150,8 +144,8 @@ def test_hostile_names_are_stored_verbatim(gallery, name):
 
 def test_files_are_owner_only(gallery_dir):
     with Gallery(gallery_dir) as g:
-        g.add_faces("a", faces(unit(np.random.default_rng(10), 1)), embedding_key=KEY)
-        g.search(unit(np.random.default_rng(11), 1), 1)
+        g.add_faces("a", faces(unit_vectors(np.random.default_rng(10), 1)), embedding_key=KEY)
+        g.search(unit_vectors(np.random.default_rng(11), 1), 1)
     assert stat.S_IMODE(gallery_dir.stat().st_mode) == 0o700
     for f in gallery_dir.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
@@ -159,9 +153,9 @@ def test_files_are_owner_only(gallery_dir):
 
 def test_removed_embeddings_are_not_left_in_any_file(gallery_dir):
     rng = np.random.default_rng(12)
-    secret = unit(rng, 1)
+    secret = unit_vectors(rng, 1)
     with Gallery(gallery_dir) as g:
-        g.add_faces("keep", faces(unit(rng, 3), "k"), embedding_key=KEY)
+        g.add_faces("keep", faces(unit_vectors(rng, 3), "k"), embedding_key=KEY)
         g.add_faces("gone", faces(secret, "g"), embedding_key=KEY)
         g.search(secret, 2)
         g.close()
@@ -176,7 +170,7 @@ def test_removed_embeddings_are_not_left_in_any_file(gallery_dir):
 
 def test_audit_log_records_changes_without_embeddings(gallery):
     rng = np.random.default_rng(13)
-    v = unit(rng, 1)
+    v = unit_vectors(rng, 1)
     gallery.add_faces("a", faces(v), embedding_key=KEY)
     gallery.rename("a", "b")
     gallery.remove("b")
@@ -199,10 +193,10 @@ def test_garbage_database_is_reported(gallery_dir):
 def test_check_finds_a_foreign_index_and_rebuild_repairs_it(tmp_path):
     rng = np.random.default_rng(14)
     with Gallery(tmp_path / "one") as a, Gallery(tmp_path / "two") as b:
-        a.add_faces("x", faces(unit(rng, 2)), embedding_key=KEY)
-        b.add_faces("y", faces(unit(rng, 3), "y"), embedding_key=KEY)
-        a.search(unit(rng, 1), 1)
-        b.search(unit(rng, 1), 1)
+        a.add_faces("x", faces(unit_vectors(rng, 2)), embedding_key=KEY)
+        b.add_faces("y", faces(unit_vectors(rng, 3), "y"), embedding_key=KEY)
+        a.search(unit_vectors(rng, 1), 1)
+        b.search(unit_vectors(rng, 1), 1)
         generation = a.generation
     foreign = next((tmp_path / "two").glob("index-*.faiss"))
     target = tmp_path / "one" / f"index-{generation}.faiss"
@@ -210,7 +204,7 @@ def test_check_finds_a_foreign_index_and_rebuild_repairs_it(tmp_path):
     with Gallery(tmp_path / "one") as a:
         problems = a.check()
         assert problems and "rebuild-index" in problems[0]
-        scores, ids = a.search(unit(rng, 1), 5)  # never silently uses it: rebuilt from SQLite
+        scores, ids = a.search(unit_vectors(rng, 1), 5)  # never silently uses it: rebuilt from SQLite
         assert (ids >= 0).sum() == 2
         assert a.rebuild_index() == 2
         assert a.check() == []
@@ -220,14 +214,14 @@ def test_ids_of_removed_faces_and_people_are_never_given_again(tmp_path):
     """Face ids name faces in the audit log and to users: SQLite would reuse the largest one."""
     rng = np.random.default_rng(15)
     with Gallery(tmp_path / "g") as g:
-        first = g.add_faces("ann", faces(unit(rng, 3), "a"), embedding_key=KEY)
+        first = g.add_faces("ann", faces(unit_vectors(rng, 3), "a"), embedding_key=KEY)
         ann = g.person("ann").id
         g.remove("ann")
-        second = g.add_faces("bob", faces(unit(rng, 2), "b"), embedding_key=KEY)
+        second = g.add_faces("bob", faces(unit_vectors(rng, 2), "b"), embedding_key=KEY)
         assert set(second).isdisjoint(first) and min(second) > max(first)
         assert g.person("bob").id != ann
     with Gallery(tmp_path / "g") as g:  # the counter is in the database, not the process
         g.remove("bob")
-        third = g.add_faces("cy", faces(unit(rng, 1), "c"), embedding_key=KEY)
+        third = g.add_faces("cy", faces(unit_vectors(rng, 1), "c"), embedding_key=KEY)
         assert min(third) > max(second)
         assert g.check() == []

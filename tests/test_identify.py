@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import save_png, tile_image
 
 from faceid.enroll import ADDED, DUPLICATE, FAILED, enroll, enroll_folders
 from faceid.errors import ModelMismatchError
 from faceid.identify import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, Decision, decide, identify
 from faceid.thresholds import DecisionParams
-from tests.conftest import save_png, tile_image
 
 RED, GREEN, BLUE, GREY = (200, 30, 30), (30, 200, 30), (30, 30, 200), (120, 120, 120)
 
@@ -162,11 +162,12 @@ def test_identify_goes_on_past_a_bad_file(tmp_path, gallery, people, fake_pipeli
 
 
 def test_gallery_refuses_another_pipeline(tmp_path, gallery, people, fake_pipeline):
-    from faceid.pipeline import Pipeline
-    from tests.conftest import FakeDetector, FakeEmbedder
+    from conftest import make_fake_pipeline
+
+    from faceid.embedding_key import EmbeddingKey
 
     enroll_folders(gallery, people, fake_pipeline)
-    other = Pipeline(align="similarity", detector=FakeDetector(), embedder=FakeEmbedder())
+    other = make_fake_pipeline(EmbeddingKey.for_model(align="similarity"))
     with pytest.raises(ModelMismatchError):
         enroll(gallery, "x", [save_png(tmp_path / "x.png", tile_image([GREY]))], other)
     with pytest.raises(ModelMismatchError):

@@ -5,7 +5,7 @@ import faceid
 
 
 def test_import_is_light():
-    heavy = "('tensorflow', 'mtcnn', 'faiss', 'keras')"
+    heavy = "('tensorflow', 'mtcnn', 'faiss', 'keras', 'onnxruntime', 'onnx')"
     code = f"import sys, faceid; faceid.Gallery; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from conftest import KEY
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from faceid import index as gi
-from faceid.embedding_key import EmbeddingKey
 from faceid.gallery import Gallery, NewFace
 
-D = 128
-KEY = EmbeddingKey.for_model()
+D = KEY.dimension
 
 
 def unit(rows):
@@ -141,11 +140,32 @@ def test_gallery_goes_back_to_exact_when_it_shrinks(small_limit, gallery_dir):
         np.testing.assert_array_equal(found, want_ids)
 
 
+@pytest.mark.xfail(strict=True, reason="hysteresis lost in the full-rebuild change; issue 11 restores it")
+def test_gallery_keeps_the_approximate_index_until_it_shrinks_below_half_the_limit(small_limit, gallery_dir):
+    """The README's promise (Speed, "How the gallery chooses"): switched to approximate at the
+    limit, a gallery goes back to exact only below half of it, so it does not flip at the boundary."""
+    rng = np.random.default_rng(7)
+    query = unit(rng.standard_normal((1, D)))
+    with Gallery(gallery_dir) as g:
+        enrol(g, rng, 45, 10, "p")  # 450 faces, above the limit of 400
+        g.search(query, 1)
+        assert g.index_spec.kind == gi.APPROXIMATE
+        for p in range(20):  # 250 faces: below the limit, above half of it
+            g.remove(f"p {p}")
+        g.search(query, 1)
+        assert len(g.faces()) == 250 and g.index_spec.kind == gi.APPROXIMATE
+        for p in range(20, 26):  # 190 faces: below half
+            g.remove(f"p {p}")
+        g.search(query, 1)
+        assert len(g.faces()) == 190 and g.index_spec.kind == gi.EXACT
+
+
 @settings(max_examples=8, deadline=None)
 @given(
     st.lists(st.tuples(st.sampled_from(["add", "remove", "rename"]), st.integers(1, 60)), min_size=1, max_size=6),
     st.integers(0, 2**16),
 )
+@example([("add", 1), ("remove", 1), ("add", 1)], 0)  # the new face once took the removed one's id
 def test_gallery_search_agrees_with_the_oracle_after_any_changes(tmp_path_factory, changes, seed):
     """Enrolments, removals and renames, across the switch between kinds (at 200 faces here):
     search finds exactly what a brute-force search of the database finds, and never a removed face."""
@@ -174,7 +194,8 @@ def test_gallery_search_agrees_with_the_oracle_after_any_changes(tmp_path_factor
                 queries = vectors[rng.choice(len(ids), min(10, len(ids)), replace=False)]
                 scores, found = g.search(queries, 5)
                 want_scores, want_ids = oracle(ids, vectors, queries, min(5, len(ids)))
-                assert not removed & set(found.reshape(-1).tolist())
+                returned = set(found.reshape(-1).tolist()) - {-1}  # faces in the database, none removed
+                assert returned <= set(ids.tolist()) and not removed & returned
                 np.testing.assert_array_equal(found[:, 0], want_ids[:, 0])  # a stored face finds itself
                 if g.index_spec.kind == gi.EXACT:
                     np.testing.assert_array_equal(found[:, : want_ids.shape[1]], want_ids)

@@ -13,30 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, save_png, tile_image
+from conftest import KEY, fake_cli, save_png, tile_image, unit_vectors
 
-from faceid.embedding_key import EmbeddingKey
 from faceid.errors import GalleryCorruptError
 from faceid.gallery import Gallery, NewFace
 
-KEY = EmbeddingKey.for_model()
 RED, GREEN = (200, 40, 40), (40, 200, 40)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def unit(seed: int, n: int) -> np.ndarray:
-    v = np.random.default_rng(seed).normal(size=(n, 128)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
 @pytest.fixture
-def sound(tmp_path, fake_models):
+def sound(tmp_path):
     """A gallery of ann (red) and bob (green) enrolled through the CLI, searched once (index written)."""
     photos = tmp_path / "photos"
     for name, colour in (("ann", RED), ("bob", GREEN)):
         save_png(photos / f"{name}.png", tile_image([colour]))
-        assert cli("enroll", name, photos / f"{name}.png", "--gallery", tmp_path / "g").exit_code == 0
-    assert cli("identify", photos / "ann.png", "--gallery", tmp_path / "g").exit_code == 0
+        assert fake_cli("enroll", name, photos / f"{name}.png", "--gallery", tmp_path / "g").exit_code == 0
+    assert fake_cli("identify", photos / "ann.png", "--gallery", tmp_path / "g").exit_code == 0
     with Gallery(tmp_path / "g") as g:
         assert g.check() == []
         index = tmp_path / "g" / f"index-{g.generation}.faiss"
@@ -45,7 +38,7 @@ def sound(tmp_path, fake_models):
 
 
 def identify_ann(gallery: Path, photos: Path):
-    result = cli("identify", "--json", photos / "ann.png", "--gallery", gallery)
+    result = fake_cli("identify", "--json", photos / "ann.png", "--gallery", gallery)
     assert result.exit_code == 0, result.stderr
     return result
 
@@ -63,10 +56,10 @@ def test_truncated_index_is_reported_not_used_and_repaired(sound):
     (warning,) = warnings_of(result)
     assert "truncated" in warning and "faceid gallery check" in warning and "rebuild-index" in warning
     assert index.read_bytes() == data[: len(data) // 2]  # left for the repair, not silently replaced
-    check = cli("gallery", "check", "--gallery", gallery)
+    check = fake_cli("gallery", "check", "--gallery", gallery)
     assert check.exit_code == 1 and "truncated" in check.stderr and "rebuild-index" in check.stderr
-    assert cli("gallery", "rebuild-index", "--gallery", gallery).stdout == "index rebuilt: 2 faces\n"
-    assert cli("gallery", "check", "--gallery", gallery).stdout == "gallery is sound\n"
+    assert fake_cli("gallery", "rebuild-index", "--gallery", gallery).stdout == "index rebuilt: 2 faces\n"
+    assert fake_cli("gallery", "check", "--gallery", gallery).stdout == "gallery is sound\n"
     assert warnings_of(identify_ann(gallery, photos)) == []
 
 
@@ -79,7 +72,7 @@ def test_index_of_wrong_size_is_caught_before_faiss_reads_it(sound, size):
     )
     index.write_bytes(cut)
     with Gallery(gallery) as g:
-        scores, ids = g.search(unit(0, 1), 2)
+        scores, ids = g.search(unit_vectors(0, 1), 2)
         assert (ids >= 0).sum() == 2 and len(g.problems) == 1
     with Gallery(gallery) as g:
         assert any("expected" in p for p in g.check())
@@ -89,9 +82,9 @@ def test_index_from_another_gallery_of_the_same_size(sound, tmp_path):
     gallery, index, photos = sound
     with Gallery(tmp_path / "other") as other:  # the same face ids (1, 2), other vectors
         other.add_faces(
-            "x", [NewFace(v, f"x{i}", (0, 0, 1, 1), 0.9) for i, v in enumerate(unit(9, 2))], embedding_key=KEY
+            "x", [NewFace(v, f"x{i}", (0, 0, 1, 1), 0.9) for i, v in enumerate(unit_vectors(9, 2))], embedding_key=KEY
         )
-        other.search(unit(9, 1), 1)
+        other.search(unit_vectors(9, 1), 1)
         foreign = next((tmp_path / "other").glob("index-*.faiss")).read_bytes()
     assert len(foreign) == len(index.read_bytes())
     index.write_bytes(foreign)
@@ -99,15 +92,15 @@ def test_index_from_another_gallery_of_the_same_size(sound, tmp_path):
     assert '"name": "ann"' in result.stdout
     (warning,) = warnings_of(result)
     assert "2 of its 2 vectors differ" in warning
-    check = cli("gallery", "check", "--gallery", gallery)
+    check = fake_cli("gallery", "check", "--gallery", gallery)
     assert check.exit_code == 1 and "vectors differ" in check.stderr
 
 
 def test_an_embedding_edited_in_the_database(sound):
     gallery, index, photos = sound
     with sqlite3.connect(gallery / "gallery.db") as con:  # behind faceid's back: no new generation
-        con.execute("UPDATE faces SET embedding = ? WHERE id = 2", (unit(5, 1)[0].tobytes(),))
-    check = cli("gallery", "check", "--gallery", gallery)
+        con.execute("UPDATE faces SET embedding = ? WHERE id = 2", (unit_vectors(5, 1)[0].tobytes(),))
+    check = fake_cli("gallery", "check", "--gallery", gallery)
     assert check.exit_code == 1
     assert "1 of its 2 vectors differ from the database's" in check.stderr and "edited" in check.stderr
     result = identify_ann(gallery, photos)
@@ -126,7 +119,7 @@ def test_an_embedding_edited_to_garbage(sound):
     with Gallery(gallery) as g:
         assert any("do not have 128 float32 values" in p for p in g.check())
         with pytest.raises(GalleryCorruptError, match="gallery check"):
-            g.search(unit(0, 1), 1)
+            g.search(unit_vectors(0, 1), 1)
 
 
 @pytest.mark.parametrize("index_file", [True, False])
@@ -136,7 +129,7 @@ def test_a_faces_row_deleted_behind_faceids_back(sound, index_file):
         index.unlink()
     with sqlite3.connect(gallery / "gallery.db") as con:
         con.execute("DELETE FROM faces WHERE id = 2")
-    result = cli("gallery", "check", "--gallery", gallery)
+    result = fake_cli("gallery", "check", "--gallery", gallery)
     assert result.exit_code == 1
     assert "1 face the audit log records as enrolled missing" in result.stderr  # with or without an index
     assert ("holds other faces than the database" in result.stderr) == index_file
@@ -148,28 +141,30 @@ def test_a_faces_row_added_behind_faceids_back(sound):
         con.execute(
             "INSERT INTO faces (person_id, embedding, image_path, image_sha256, box, confidence, model, created_at) "
             "VALUES (1, ?, NULL, 'x', '[0,0,1,1]', 1.0, 'm', 'now')",
-            (unit(6, 1)[0].tobytes(),),
+            (unit_vectors(6, 1)[0].tobytes(),),
         )
-    result = cli("gallery", "check", "--gallery", gallery)
+    result = fake_cli("gallery", "check", "--gallery", gallery)
     assert result.exit_code == 1 and "1 face with no enrolment in the audit log" in result.stderr
 
 
 def test_renames_and_removals_keep_the_audit_replay_consistent(tmp_path):
     with Gallery(tmp_path / "g") as g:
         for i, name in enumerate(["Ann", "bob", "Cy"]):
-            g.add_faces(name, [NewFace(unit(i, 1)[0], f"s{i}", (0, 0, 1, 1), 0.9)], embedding_key=KEY)
-        g.add_faces("ann", [NewFace(unit(7, 1)[0], "s7", (0, 0, 1, 1), 0.9)], embedding_key=KEY)  # Ann, any case
+            g.add_faces(name, [NewFace(unit_vectors(i, 1)[0], f"s{i}", (0, 0, 1, 1), 0.9)], embedding_key=KEY)
+        g.add_faces(
+            "ann", [NewFace(unit_vectors(7, 1)[0], "s7", (0, 0, 1, 1), 0.9)], embedding_key=KEY
+        )  # Ann, any case
         g.rename("ANN", "anne")
         g.rename("bob", "Ann")  # a name that was someone else's
         g.remove("cy")
-        g.add_faces("CY", [NewFace(unit(8, 1)[0], "s8", (0, 0, 1, 1), 0.9)], embedding_key=KEY)
+        g.add_faces("CY", [NewFace(unit_vectors(8, 1)[0], "s8", (0, 0, 1, 1), 0.9)], embedding_key=KEY)
         assert g.check() == []
 
 
 def test_a_database_that_is_not_sqlite(tmp_path):
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "gallery.db").write_bytes(b"not sqlite at all" * 300)
-    result = cli("people", "--gallery", tmp_path / "g")
+    result = fake_cli("people", "--gallery", tmp_path / "g")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert "not a readable SQLite database" in result.stderr and "backup" in result.stderr
 
@@ -180,7 +175,7 @@ def test_a_database_cut_short(sound):
     data = db.read_bytes()
     db.write_bytes(data[: len(data) // 2])
     for args in (["people"], ["log"], ["gallery", "check"], ["identify", photos / "ann.png"], ["remove", "ann"]):
-        result = cli(*args, "--gallery", gallery)
+        result = fake_cli(*args, "--gallery", gallery)
         assert result.exit_code == 1, (args, result.stdout)
         lines = [line for line in result.stderr.splitlines() if line]
         assert len(lines) == 1 and ("damaged" in lines[0] or "integrity" in lines[0] or "readable" in lines[0]), lines
@@ -221,12 +216,12 @@ def test_files_are_owner_only_whatever_the_umask_including_journals_and_temp_fil
     old_umask = os.umask(0)
     try:
         with Gallery(tmp_path / "g") as g:
-            g.add_faces("a", [NewFace(unit(1, 1)[0], "a", (0, 0, 1, 1), 0.9)], embedding_key=KEY)
+            g.add_faces("a", [NewFace(unit_vectors(1, 1)[0], "a", (0, 0, 1, 1), 0.9)], embedding_key=KEY)
             with g._store.write():  # a write in progress: SQLite's journal exists now
                 g._db.execute("INSERT INTO people (name, created_at) VALUES ('b', 'now')")
                 journal = tmp_path / "g" / "gallery.db-journal"
                 seen[journal.name] = stat.S_IMODE(journal.stat().st_mode)
-            g.search(unit(2, 1), 1)
+            g.search(unit_vectors(2, 1), 1)
             g.remove("b")
     finally:
         os.umask(old_umask)

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 
-from conftest import FakeDetector, FakeEmbedder, cli, save_png, tile_image  # noqa: E402
+from conftest import FakeDetector, FakeEmbedder, cli, fake_cli, save_png, tile_image  # noqa: E402
 
 RED, GREEN, BLUE, GREY = (200, 0, 0), (0, 200, 0), (0, 0, 200), (120, 120, 120)
 
@@ -94,7 +94,7 @@ def test_healthz_once_models_are_loaded(client):
     assert r.json()["status"] == "ok" and r.json()["auth"] is False  # loopback, no keys yet
 
 
-def test_enrol_identify_annotate_like_the_cli(client, gallery_dir, tmp_path, fake_models):
+def test_enrol_identify_annotate_like_the_cli(client, gallery_dir, tmp_path):
     r = enrol(client, "Alice", RED)
     assert r.status_code == 200
     [entry] = r.json()["results"]
@@ -116,7 +116,7 @@ def test_enrol_identify_annotate_like_the_cli(client, gallery_dir, tmp_path, fak
     import json
 
     path = save_png(tmp_path / "group.png", group)
-    out = cli("identify", path, "--json", "--gallery", gallery_dir)
+    out = fake_cli("identify", path, "--json", "--gallery", gallery_dir)
     line = json.loads(out.stdout.splitlines()[0])
     api = {**body, "annotated": None, "image": line["image"]}
     assert api == line
@@ -269,10 +269,10 @@ def test_serve_refuses_a_network_address_without_keys(gallery_dir):
 # -- the gallery underneath -------------------------------------------------------------------------
 
 
-def test_changes_by_the_cli_are_seen_without_a_restart(client, gallery_dir, tmp_path, fake_models):
+def test_changes_by_the_cli_are_seen_without_a_restart(client, gallery_dir, tmp_path):
     enrol(client, "Alice", RED)
     photo = save_png(tmp_path / "bob" / "bob.png", tile_image([GREEN]))
-    assert cli("enroll", "Bob", photo, "--gallery", gallery_dir).exit_code == 0
+    assert fake_cli("enroll", "Bob", photo, "--gallery", gallery_dir).exit_code == 0
     r = client.post("/v1/identify", files=files(("g.png", png(tile_image([GREEN, RED])))))
     assert [f["name"] for f in r.json()["faces"]] == ["Bob", "Alice"]
     assert cli("remove", "Alice", "--gallery", gallery_dir).exit_code == 0

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
+pytestmark = pytest.mark.slow  # child processes, killed
 
 from conftest import ROOT, tile_image  # noqa: E402
 

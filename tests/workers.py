@@ -13,21 +13,20 @@ import signal
 import time
 import traceback
 
+import conftest
 import numpy as np
 
-from faceid.embedding_key import EmbeddingKey
-
-DIM = 128
-KEY = EmbeddingKey.for_model()
+KEY = conftest.KEY
+DIM = KEY.dimension
 
 
 def stress(test):
-    """Mark a heavier variant: ``slow``, and skipped unless ``FACEID_STRESS=1`` (``make stress`` sets it),
-    so that no selection of the default suite (``-m "not model"``, say) runs it by accident."""
+    """Mark a stress variant: ``stress`` and ``slow``, and skipped unless ``FACEID_STRESS=1``
+    (``make stress`` sets it), so that no selection of the default suite runs it by accident."""
     import pytest
 
     skip = pytest.mark.skipif(not os.environ.get("FACEID_STRESS"), reason="a stress variant: run by `make stress`")
-    return pytest.mark.slow(skip(test))
+    return pytest.mark.stress(pytest.mark.slow(skip(test)))
 
 
 def forkserver():
@@ -44,8 +43,7 @@ def forkserver():
 
 def vectors_for(seed: int, n: int, dim: int = DIM) -> np.ndarray:
     """``n`` random unit vectors, the same for the same seed in every process."""
-    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    return conftest.unit_vectors(seed, n, dim)
 
 
 def face_sha(tag: str, i: int) -> str:
@@ -146,11 +144,7 @@ def _report(queue, role: str, body) -> None:
 
 
 def fake_pipeline():
-    from conftest import FakeDetector, FakeEmbedder
-
-    from faceid.pipeline import Pipeline
-
-    return Pipeline(detector=FakeDetector(), embedder=FakeEmbedder())
+    return conftest.make_fake_pipeline()
 
 
 def writer(gallery_dir: str, batches: list, queue, start) -> None:
