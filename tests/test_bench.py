@@ -41,8 +41,11 @@ def test_gallery_part_without_the_models(tmp_path):
         assert 0.001 <= f["search_alone_ms_median"] <= f["search_alone_ms_p95"] < 1000
     (sqlite,) = [f for f in figures if f["figure"] == "gallery_sqlite"]
     assert sqlite["faces"] == 1000 and sqlite["index"] == "exact"
-    # after removing one person (5 faces) the only index file holds the 995 others
-    assert 995 * 520 / 1000 <= sqlite["index_file_bytes_per_face"] <= 995 * 521 / 1000
+    # 5 people of 5 faces enrolled and 3 people of 5 removed: the only index file holds 1,010 faces
+    assert 1010 * 520 / 1000 <= sqlite["index_file_bytes_per_face"] <= 1010 * 521 / 1000
+    assert len(sqlite["enrol_5_and_search_ms"]) == 5 and all(0 < t < 10_000 for t in sqlite["enrol_5_and_search_ms"])
+    removals, vacuums = sqlite["remove_person_s_oldest_new_new"], sqlite["of_which_vacuum_s"]
+    assert len(removals) == len(vacuums) == 3 and all(0 < v <= r for v, r in zip(vacuums, removals))
     assert sqlite["db_bytes_per_face"] >= 512  # each embedding's 512 bytes are in the database
     assert sqlite["remove_person_s"] < 10 and sqlite["first_search_s"] < 10  # seconds, not milliseconds
     assert all(len(f["load"]) == 3 for f in figures)

@@ -318,16 +318,23 @@ def test_opening_a_locked_gallery_says_busy_not_corrupt(populated):
 def test_index_files_lock_is_bounded_too(populated):
     with Gallery(populated) as g:
         g.search(_unit(1), 1)
-        g.add_faces("cy", _faces("c"), embedding_key=KEY)  # the index file is stale now
+        g.add_faces("cy", _faces("c"), embedding_key=KEY)  # the index file is one generation behind now
+        g.remove("cy")  # ... and cy's faces are erased from it in place
+        g.search(_unit(1), 1)  # a file of the current generation replaces it: nothing left to do on open
+    (populated / ".index-99.faiss.x1.tmp").write_bytes(b"left by a killed writer")
     fd = os.open(populated, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as a process writing index files would
     try:
-        g = Gallery(populated, timeout=0.2)  # opening sweeps the stale file: waits, then says busy
-    except GalleryBusyError:
-        pass
-    else:
-        g.close()
-        pytest.fail("opening did not wait for the index files lock")
+        try:
+            g = Gallery(populated, timeout=0.2)  # opening sweeps the temp file: waits, then says busy
+        except GalleryBusyError:
+            pass
+        else:
+            g.close()
+            pytest.fail("opening did not wait for the index files lock")
+        (populated / ".index-99.faiss.x1.tmp").unlink()
+        with Gallery(populated, timeout=0.2) as g, pytest.raises(GalleryBusyError, match="busy"):
+            g.search(_unit(1), 1)  # nothing to sweep, so it opens at once; reading the index file waits
     finally:
         os.close(fd)
 

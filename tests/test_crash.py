@@ -3,6 +3,10 @@ rebuilds the index, and is killed with SIGKILL at a random moment; then the gall
 pass every check, agree with its index, hold each change fully or not at all, have lost nothing
 that was reported done, and keep nothing of anyone removed.
 
+Half the children write a new index file after every change (as a small gallery does), half
+never while one exists (as a large one does between rewrites): they update the index in place,
+load an older file and bring it up to date, and erase removed faces in that file in place.
+
 Three kinds of kill, chosen at random (seeded) for each cycle: a timer in the parent, uniform
 over the child's run, which lands anywhere (inside SQLite's commit, between statements, in
 Python); the child killing itself at a random numbered event (each SQL statement, and before and
@@ -100,11 +104,19 @@ def plan(model: Model, rng: random.Random, counter: list[int]) -> list[tuple]:
     return ops
 
 
-def run_cycle(ctx, gallery_dir: Path, ops: list, *, delay: float | None, event: tuple[str, int] | None):
-    """Run one child; kill it after ``delay`` seconds, or let it kill itself at ``event`` (see workers)."""
+def run_cycle(
+    ctx, gallery_dir: Path, ops: list, *, delay: float | None, event: tuple[str, int] | None, rebase: float = 0.01
+):
+    """Run one child; kill it after ``delay`` seconds, or let it kill itself at ``event`` (see workers).
+
+    ``rebase``: the child's REBASE_SHARE (100: it never writes a new index file while one exists,
+    so it updates the index in place, loads older files and erases removed faces in them).
+    """
     messages, child_messages = ctx.Pipe(duplex=False)  # (receiving end, sending end)
     child_release, release = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=workers.crash_child, args=(str(gallery_dir), ops, child_messages, child_release, event))
+    child = ctx.Process(
+        target=workers.crash_child, args=(str(gallery_dir), ops, child_messages, child_release, event, rebase)
+    )
     child.start()
     child_messages.close()
     child_release.close()
@@ -150,7 +162,8 @@ def verify(gallery_dir: Path, before: Model, ops: list, got: list) -> Model:
         names = sorted(os.listdir(gallery_dir))
         assert not [n for n in names if n.endswith(("-journal", "-wal", ".tmp"))], names
         generation = g.generation
-        assert [n for n in names if "index-" in n] in ([], [f"index-{generation}.faiss"]), names
+        files = [n for n in names if "index-" in n]  # one at most, of this generation or an older one
+        assert len(files) <= 1 and all(int(n[6:-6]) <= generation for n in files), names
 
         state = gallery_state(g)
         if state != model.state():
@@ -210,7 +223,8 @@ def kill_many(tmp_path: Path, kills: int, seed: int) -> dict:
                 delay = rng.uniform(0, 1.2 * statistics.median(durations))
             else:
                 event = (kind, rng.randint(1, max(1, round(1.2 * statistics.median(events[kind])))))
-        got, elapsed = run_cycle(ctx, gallery_dir, ops, delay=delay, event=event)
+        rebase = rng.choice([0.01, 100.0])
+        got, elapsed = run_cycle(ctx, gallery_dir, ops, delay=delay, event=event, rebase=rebase)
         ended = [m for m in got if m[0] == "end"]
         if ended:
             durations.append(elapsed)

@@ -146,6 +146,21 @@ def test_people_person_thumbnail_rename_remove(client):
     assert gallery.check() == []  # the audit log agrees with what is left
 
 
+def test_a_removed_face_is_gone_from_the_index_in_every_process(client, gallery_dir):
+    from faceid.gallery import Gallery
+
+    enrol(client, "Alice", RED)
+    client.post("/v1/people/Alice/faces", files=files(("second.jpg", jpeg(tile_image([(204, 4, 4)])))))
+    first, second = (f["id"] for f in client.get("/v1/people/Alice").json()["faces"])
+    with Gallery(gallery_dir) as other:  # another process's view, with its own index
+        other.search(np.ones((1, 128), np.float32) / np.sqrt(128), 2)
+    assert client.delete(f"/v1/faces/{first}").status_code == 200
+    with Gallery(gallery_dir) as other:
+        _, ids = other.search(np.ones((1, 128), np.float32) / np.sqrt(128), 5)
+        assert first not in ids and second in ids
+        assert other.check() == []
+
+
 def test_duplicate_photo_and_several_faces_as_the_cli_words_them(client):
     enrol(client, "Alice", RED)
     r = enrol(client, "Bob", RED, "same.png")

@@ -66,7 +66,9 @@ def new_faces(tag: str, seed: int, n: int):
 # -- the crash child -----------------------------------------------------------------------------------
 
 
-def crash_child(gallery_dir: str, ops: list, conn, release, kill_at: tuple[str, int] | None) -> None:
+def crash_child(
+    gallery_dir: str, ops: list, conn, release, kill_at: tuple[str, int] | None, rebase: float = 0.01
+) -> None:
     """Run ``ops`` on the gallery, telling the parent before and after each; the parent kills it.
 
     With ``kill_at = (kind, n)``, the child sends itself SIGKILL at its n-th event of that kind
@@ -100,8 +102,9 @@ def crash_child(gallery_dir: str, ops: list, conn, release, kill_at: tuple[str, 
 
             setattr(os, name, hooked)
 
-    from faceid.gallery import Gallery
+    from faceid.gallery import Gallery, searchindex
 
+    searchindex.REBASE_SHARE = rebase
     conn.send(("go",))
     g = Gallery(gallery_dir)
     g._db.set_trace_callback(event)

@@ -1,7 +1,8 @@
 """The gallery: enrolled people and their face embeddings.
 
 SQLite (``gallery.db``) is the source of truth; the FAISS index is a cache of its embeddings,
-tied to the database's write generation and checked against it before use. Every change is one
+kept at the database's write generation by changing it in place, and checked against it when
+loaded from its file. Every change is one
 SQLite transaction, so a process killed at any moment leaves the gallery as it was before or
 after the change; removed people leave nothing behind in the gallery's files but their name in
 the audit log. Scores are cosine similarities of unit vectors (inner products), higher is closer.
@@ -13,6 +14,7 @@ the audit log. Scores are cosine similarities of unit vectors (inner products), 
 - :mod:`~faceid.gallery.audit`: the append-only audit log and its replay;
 - :mod:`~faceid.gallery.deletion`: secure deletion (VACUUM, shredding files);
 - :mod:`~faceid.gallery.indexfiles`: index files on disk, their locks and validation;
+- :mod:`~faceid.gallery.changes`: the log of removed faces, which lets an index catch up in place;
 - :mod:`~faceid.gallery.searchindex`: the search index kept in step with the database;
 - :mod:`~faceid.gallery.records`: the dataclasses handed in and out, and the rule for names;
 - :mod:`~faceid.gallery.thumbnails`: a small JPEG of each face, deleted with it.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +43,7 @@ from faceid.errors import (
     ModelMismatchError,
     PersonNotFoundError,
 )
-from faceid.gallery import audit, deletion, people, thumbnails
+from faceid.gallery import audit, changes, deletion, people, thumbnails
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.indexfiles import IndexFiles
 from faceid.gallery.records import (
@@ -51,7 +54,7 @@ from faceid.gallery.records import (
     default_gallery_dir,
     normalise_name,
 )
-from faceid.gallery.searchindex import Contents, SearchIndex
+from faceid.gallery.searchindex import Changes, SearchIndex
 from faceid.gallery.store import DB_NAME, SCHEMA_VERSION, Store, Unchanged, guarded
 
 __all__ = [
@@ -106,9 +109,7 @@ class Gallery:
         files = IndexFiles(
             self.path, generation=self._store.generation, timeout=self.timeout, busy=self._store.busy_error
         )
-        self._search = SearchIndex(
-            files, contents=self._contents, generation=self._store.generation, report=self._report
-        )
+        self._search = SearchIndex(files, changes=self._changes, generation=self._store.generation, report=self._report)
         try:
             self._recover()
         except BaseException:
@@ -117,8 +118,17 @@ class Gallery:
 
     @guarded
     def _recover(self) -> None:
-        """Finish what a killed process left: a stale journal, a removal not yet compacted, old index files."""
+        """Finish what a killed process left: a stale journal, a removal not yet compacted, old index files;
+        give a gallery made before the log of removed faces that log."""
         deletion.clear_stale_journal(self._store)
+        if not changes.exists(self._db):
+            try:
+                with self._store.write(versioned=False) as db:
+                    if not changes.exists(db):
+                        changes.create(db, self._store.generation())
+            except sqlite3.OperationalError as exc:  # read-only: its index is rebuilt after each change
+                if "readonly" not in str(exc):
+                    raise
         if self._compaction_pending():
             self._compact(wait=False)
         self._search.tidy()
@@ -339,9 +349,10 @@ class Gallery:
         """Remove a person and every face of theirs; return how many faces went.
 
         The rows are overwritten in the database file (``secure_delete``), the file is then
-        rewritten (``VACUUM``) so that no stale copy of them stays in an unused part of a page, and
-        the index cache is rewritten without them (older index files are overwritten and
-        deleted): the embeddings, image paths and hashes cannot be read back from the gallery's
+        rewritten (``VACUUM``) so that no stale copy of them stays in an unused part of a page
+        (this rewrite costs time in proportion to the gallery: about 15 s at a million faces),
+        and the faces are overwritten in the index file in place and taken out of the index in
+        memory: the embeddings, image paths and hashes cannot be read back from the gallery's
         files. The rewrite waits for other processes' reads (up to ``timeout``); if they keep
         the gallery busy, the removal still stands, it is noted in :attr:`problems`, and the
         rewrite happens when the gallery is next opened.
@@ -351,13 +362,15 @@ class Gallery:
             pid = people.person_id(db, name_n)
             if pid is None:
                 raise self._not_found(name_n)
+            gone = np.array([r[0] for r in db.execute("SELECT id FROM faces WHERE person_id = ?", (pid,))], np.int64)
+            changes.note_removed(db, pid, self._store.generation() + 1)  # the generation this commits as
             count = people.delete_person(db, pid)
             audit.record(db, "remove", name_n, actor=self.actor, faces=count)
             deletion.note_removal(db)
-        self._scrub_after_removal(repr(name_n))
+        self._scrub_after_removal(repr(name_n), gone)
         return count
 
-    def _scrub_after_removal(self, what: str) -> None:
+    def _scrub_after_removal(self, what: str, gone: np.ndarray) -> None:
         """After a committed removal: rewrite the database file and the index cache (see :meth:`remove`)."""
         if not self._compact(wait=True):
             self._report(
@@ -366,7 +379,7 @@ class Gallery:
                 "next opens the gallery while no one else uses it"
             )
         try:
-            self._search.refresh()
+            self._search.removed(gone)
         except (GalleryError, OSError) as exc:  # the removal is committed; the next open sweeps old files
             self._report(
                 f"{self.path}: the index cache could not be rewritten after removing {what} ({exc}); "
@@ -391,10 +404,11 @@ class Gallery:
             owner = people.face_owners(db, np.array([face_id])).get(face_id)
             if owner is None:
                 raise FaceNotFoundError(f"no face with id {face_id} in {self.path}")
+            changes.note_removed_faces(db, [face_id], self._store.generation() + 1)  # the generation this commits as
             db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
             audit.record(db, "remove-face", owner, actor=self.actor, faces=[face_id])
             deletion.note_removal(db)
-        self._scrub_after_removal(f"face {face_id}")
+        self._scrub_after_removal(f"face {face_id}", np.array([face_id], np.int64))
         return owner
 
     @guarded
@@ -423,11 +437,16 @@ class Gallery:
         """All enrolled faces as ``(face_ids (N,) int64, person_ids (N,) int64, embeddings (N, D) float32)``."""
         return people.embeddings(self._db, self.dimension or 0, self._store.file)
 
-    def _contents(self) -> Contents:
-        with self._store.snapshot():  # the generation and the rows it names
+    @guarded
+    def _changes(self, since: int | None, after: int) -> Changes:
+        """The faces with ids above ``after`` and those removed after generation ``since``, in one snapshot."""
+        with self._store.snapshot():
             generation = self.generation
-            ids, _, vectors = self.embeddings()
-            return generation, ids, vectors, self.dimension or 1
+            dimension = self.dimension or 0
+            removed = changes.removed_since(self._db, since) if since is not None else np.zeros(0, np.int64)
+            ids, _, vectors = people.embeddings(self._db, dimension, self._store.file, after=after)
+            (count,) = self._db.execute("SELECT COUNT(*) FROM faces").fetchone()
+        return Changes(generation, max(1, dimension), ids, vectors, removed, int(count))
 
     @guarded
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -476,9 +495,8 @@ class Gallery:
             problems, fatal = people.row_problems(self._db, dimension, where)
             if fatal:
                 return problems
-            generation = self.generation
             ids, _, vectors = self.embeddings()
             problems += audit.problems(self._db, where)
         problems += people.vector_problems(vectors, where)
-        problems += self._search.problems(generation, ids, vectors, dimension or 1)
+        problems += self._search.problems()
         return problems

@@ -1,12 +1,16 @@
 """Index files: the FAISS index cache on disk, one file per write generation, and its validation.
 
-A file is named after the database's write generation (``index-<generation>.faiss``), so a stale
-file is never used, and a file is used only if it holds exactly the database's face ids and
-vectors (:func:`parse`). Files are written to a temp file and renamed into place; files of other
-generations and temp files a killed process left behind are overwritten and deleted
-(:meth:`IndexFiles.sweep`). Reads and writes take an advisory lock on the gallery folder (shared
-to read, exclusive to write or delete), so no process reads a file while another overwrites it;
-waiting for another process's lock lasts at most ``timeout`` seconds, then the ``busy`` error.
+A file is named after the database's write generation whose faces it holds
+(``index-<generation>.faiss``). The gallery keeps one, the newest: an index loaded from it is
+brought up to date with the faces added and removed since (:mod:`faceid.gallery.changes`), and
+used only if it then holds exactly the database's face ids and vectors (:func:`parse`,
+:func:`compare`). Files are written to a temp file and renamed into place; older files and temp
+files a killed process left behind are overwritten and deleted (:meth:`IndexFiles.sweep`). When
+faces are removed, their vectors and codes are overwritten in the file in place
+(:meth:`IndexFiles.erase`), so no file keeps them and the file stays usable. Reads and writes
+take an advisory lock on the gallery folder (shared to read, exclusive to write or delete), so
+no process reads a file while another overwrites it; waiting for another process's lock lasts
+at most ``timeout`` seconds, then the ``busy`` error.
 
 Nothing here touches SQLite: the current generation is asked of a callable.
 """
@@ -29,7 +33,7 @@ from faceid._files import atomic_write_bytes, fsync_dir
 from faceid.gallery.deletion import shred
 from faceid.gallery.records import n_faces
 
-__all__ = ["IndexFiles", "parse"]
+__all__ = ["IndexFiles", "compare", "parse"]
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +108,21 @@ class IndexFiles:
                 found.append((path, None))
         return found
 
-    def sweep(self) -> None:
-        """Overwrite and delete index files of other generations and leftover temp files.
-
-        Hold the exclusive :meth:`lock`: no process is then writing a temp file, and a writer that
-        committed a newer generation cannot have written its file yet.
-        """
+    def newest(self) -> int | None:
+        """The generation of the newest index file not newer than the database, or ``None`` if there is none."""
         current = self._generation()
+        found = [g for _, g in self.listing() if g is not None and g <= current]
+        return max(found) if found else None
+
+    def sweep(self) -> None:
+        """Overwrite and delete every index file but the newest, and leftover temp files.
+
+        Hold the exclusive :meth:`lock`: no process is then writing a temp file.
+        """
+        keep = self.newest()
         swept = False
         for path, generation in self.listing():
-            if generation != current:
+            if generation is None or generation != keep:
                 shred(path)
                 swept = True
         if swept:
@@ -121,37 +130,60 @@ class IndexFiles:
 
     def sweep_if_needed(self) -> None:
         """:meth:`sweep` under the lock if there is anything to sweep; a read-only gallery is left as it is."""
-        generation = self._generation()
-        if any(g != generation for _, g in self.listing()):
+        keep = self.newest()
+        if any(g is None or g != keep for _, g in self.listing()):
             try:
                 with self.lock(exclusive=True):
                     self.sweep()
             except OSError as exc:  # a read-only gallery still reads
                 log.info("could not delete old index files in %s: %s", self.folder, exc)
 
-    def problems(self, generation: int, ids: np.ndarray, vectors: np.ndarray, dimension: int) -> list[str]:
-        """What is wrong with the index file of ``generation`` (none if it is absent), each with how to repair it."""
-        path = self.file(generation)
+    def holds(self, generation: int, ids: np.ndarray) -> bool:
+        """Whether the index file of ``generation`` may still hold any of the faces ``ids`` (read without the lock).
+
+        Only the ids at the end of the file are read: its other parts may change under a process
+        erasing faces in it, its ids only from a face's id to :data:`faceid.index.ERASED`.
+        """
+        from faceid import index as search_index
+
+        if not len(ids):
+            return False
         try:
-            data = self.read(generation)
-        except OSError as exc:
-            return [f"{path}: cannot read ({exc.strerror or exc}); run `faceid gallery rebuild-index`"]
-        if data is None:
-            return []
-        _, problem = parse(data, ids, vectors, dimension)
-        if problem is None:
-            return []
-        return [
-            f"{path}: {problem}; if the database is right, run `faceid gallery rebuild-index`, "
-            "else restore gallery.db from a backup"
-        ]
+            return bool(np.isin(search_index.file_ids(self.file(generation)), ids).any())
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            return True  # not readable as an index: erase() deals with it
+
+    def erase(self, generation: int, ids: np.ndarray) -> None:
+        """Overwrite the vectors and codes of the faces ``ids`` in the index file of ``generation``, in place.
+
+        A file that cannot be changed in place (not laid out as expected) is overwritten and
+        deleted instead. Hold the exclusive :meth:`lock`.
+        """
+        from faceid import index as search_index
+
+        path = self.file(generation)
+        if not len(ids) or not path.exists():
+            return
+        try:
+            erased = search_index.erase(path, ids)
+            log.info("erased %s from %s", n_faces(erased), path.name)
+        except ValueError as exc:
+            log.info("%s: %s; deleting it instead of erasing faces in it", path, exc)
+            shred(path)
+            fsync_dir(self.folder)
 
 
-def build(ids: np.ndarray, vectors: np.ndarray, dimension: int) -> Any:
-    """The search index for these faces: exact or approximate by their number (:mod:`faceid.index`)."""
+def build(ids: np.ndarray, vectors: np.ndarray, dimension: int, current: Any = None) -> Any:
+    """The search index for these faces: exact or approximate by their number (:mod:`faceid.index`).
+
+    ``current``: the kind in use (an :class:`~faceid.index.IndexSpec`), kept while it still fits.
+    """
     from faceid import index as search_index
 
-    return search_index.build(ids, vectors, max(1, dimension))
+    dimension = max(1, dimension)
+    return search_index.build(ids, vectors, dimension, search_index.choose(len(ids), dimension, current))
 
 
 @functools.lru_cache(maxsize=8)
@@ -174,29 +206,35 @@ def _flat_index(ids: np.ndarray, vectors: np.ndarray, dimension: int) -> Any:
     return search_index.build(ids, vectors, dimension, search_index.IndexSpec(search_index.EXACT))
 
 
-def parse(data: bytes, ids: np.ndarray, vectors: np.ndarray, dimension: int) -> tuple[Any, str | None]:
-    """``(index, None)`` if ``data`` is an index holding exactly ``ids`` with ``vectors``, else ``(None, problem)``.
+def parse(data: bytes, dimension: int, most: int) -> tuple[Any, str | None]:
+    """``(index, None)`` if ``data`` is a gallery index of ``dimension``, at most ``most`` faces; else ``(None, why)``.
+
+    ``(None, None)`` for an empty index of another dimension (written before the first face).
 
     The size is checked before anything is decoded, so a damaged header cannot make FAISS
-    allocate without bound: exactly the exact index's size, or at most the approximate one's
-    (its product-quantiser codebooks, and per face a code besides the vector and id).
+    allocate without bound: exactly the exact index's size for the faces its header counts, or
+    at most the approximate one's (its product-quantiser codebooks, and per face a code besides
+    the vector and id).
     """
+    import struct
+
     import faiss
 
     from faceid import index as search_index
 
     empty, per_face = _index_size(dimension)
-    expected = empty + per_face * len(ids)
+    n = int(struct.unpack_from("<q", data, 8)[0]) if len(data) >= 16 else -1
+    if n > most:
+        return None, f"holds other faces than the database ({n} in the index, at most {most} expected)"
+    expected = empty + per_face * max(n, 0)
     # An approximate index is larger: codebooks, and a code per face besides the vector and id.
     # Only a gallery big enough to hold one may have one.
-    approximate = len(ids) >= search_index.EXACT_LIMIT // 2
-    approximate_max = empty + 65536 + (per_face + dimension) * (len(ids) + 32)
-    if len(data) != expected and not (approximate and expected < len(data) <= approximate_max):
-        rows, rest = divmod(len(data) - empty, per_face)
-        if len(data) >= empty and rest == 0:
-            return None, f"holds other faces than the database ({rows} in the index, {len(ids)} in the database)"
+    approximate = n >= search_index.EXACT_LIMIT // 2
+    approximate_max = empty + 65536 + (per_face + dimension) * (n + 32)
+    if n < 0 or (len(data) != expected and not (approximate and expected < len(data) <= approximate_max)):
         what = "truncated" if len(data) < expected else "too long"
-        return None, f"{what} or not an index ({len(data)} bytes; {expected} expected for {n_faces(len(ids))})"
+        faces = f"{n_faces(n)} in its header" if n >= 0 else "no header"
+        return None, f"{what} or not an index ({len(data)} bytes; {expected} expected for {faces})"
     try:
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except (RuntimeError, MemoryError) as exc:
@@ -206,15 +244,39 @@ def parse(data: bytes, ids: np.ndarray, vectors: np.ndarray, dimension: int) -> 
     except ValueError:
         return None, "not an index of this gallery's kind"
     if index.d != dimension:
+        if index.ntotal == 0:  # written while the gallery had no faces, so no dimension: not damage
+            return None, None
         return None, "not an index of this gallery's kind"
-    held, stored = search_index.contents(index)
-    if index.ntotal != len(ids) or not np.array_equal(held, ids):
-        return None, f"holds other faces than the database ({index.ntotal} in the index, {len(ids)} in the database)"
-    if len(ids):
-        differ = int(np.count_nonzero((stored != vectors).any(axis=1)))
-        if differ:
-            return None, (
-                f"{differ} of its {len(ids)} vectors differ from the database's (the database was edited "
-                "outside faceid, or the index damaged)"
-            )
     return index, None
+
+
+def compare(index: Any, ids: np.ndarray, vectors: np.ndarray) -> str | None:
+    """What differs between ``index`` and the database's ``ids`` ``(N,)`` (ascending) and ``vectors`` ``(N, D)``.
+
+    ``None`` if nothing does. An index built from the rows holds them in that order and is compared
+    as it is, without copying it; one changed in place is compared through its ids' order.
+    """
+    from faceid import index as search_index
+
+    held, stored = search_index.view(index)
+    other = f"holds other faces than the database ({len(held)} in the index, {len(ids)} in the database)"
+    if len(held) != len(ids):
+        return other
+    expected = vectors
+    if not np.array_equal(held, ids):
+        order = np.argsort(held, kind="stable")
+        if not np.array_equal(held[order], ids):
+            return other
+        expected = np.empty_like(vectors)
+        expected[order] = vectors  # the database's vectors in the index's order
+    step = 1 << 16
+    differ = sum(
+        int(np.count_nonzero((stored[i : i + step] != expected[i : i + step]).any(axis=1)))
+        for i in range(0, len(ids), step)
+    )
+    if differ:
+        return (
+            f"{differ} of its {len(ids)} vectors differ from the database's (the database was edited "
+            "outside faceid, or the index damaged)"
+        )
+    return None

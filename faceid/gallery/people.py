@@ -104,12 +104,14 @@ def face_owners(db: sqlite3.Connection, face_ids: np.ndarray) -> dict[int, str]:
     return owners
 
 
-def embeddings(db: sqlite3.Connection, dimension: int, where: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All faces as ``(face_ids (N,) int64, person_ids (N,) int64, embeddings (N, dimension) float32)``.
+def embeddings(
+    db: sqlite3.Connection, dimension: int, where: Path, after: int = -1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Faces (with ids above ``after``): ``(face_ids (N,) int64, person_ids (N,) int64, embeddings (N, D) float32)``.
 
     Raises :class:`GalleryCorruptError` (naming ``where``) if a stored embedding has another size.
     """
-    rows = db.execute("SELECT id, person_id, embedding FROM faces ORDER BY id").fetchall()
+    rows = db.execute("SELECT id, person_id, embedding FROM faces WHERE id > ? ORDER BY id", (after,)).fetchall()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     owners = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
     blob = b"".join(r[2] for r in rows)
