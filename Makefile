@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 MODEL := models/facenet-20170512-110547.safetensors
+GRAPH := models/facenet-20170512-110547.graph.pb
 SFACE := models/sface-2021dec-float32.onnx
 
 .PHONY: help setup demo test stress lint eval-lfw bench bench-setup bench-tiny clean
@@ -25,10 +26,14 @@ $(BIN)/faceid: pyproject.toml
 $(MODEL): | $(BIN)/faceid
 	$(BIN)/faceid models pull
 
+# the frozen graph made from the weights (faster start); `faceid models pull` makes it
+$(GRAPH): $(MODEL)
+	$(BIN)/faceid models pull
+
 $(SFACE): | $(BIN)/faceid
 	$(BIN)/faceid models pull sface
 
-setup: $(BIN)/faceid $(MODEL) $(SFACE)
+setup: $(BIN)/faceid $(MODEL) $(GRAPH) $(SFACE)
 	$(BIN)/faceid models verify
 	$(BIN)/faceid models verify sface
 

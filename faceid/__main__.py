@@ -1,3 +1,3 @@
-from faceid.cli import app
+from faceid.cli import run
 
-app(prog_name="faceid")
+run(prog_name="faceid")

@@ -7,9 +7,10 @@ figures measured next to each other.
 Figures (``part`` names select them):
 
 - ``machine``: CPU, cores, versions.
-- ``embedding``: FaceNet faces/s at batch 1, 8, 32, 64, for the Keras ``tf.function`` and the
-  frozen graph, as GFLOP/s (FLOPs counted from the model's convolutions and dense layer) and as
-  a share of numpy's float32 matrix-multiply rate, the two measured alternately (best of each),
+- ``embedding``: FaceNet faces/s at batch 1, 8, 32, 64, for the graph file that ``faceid models
+  pull`` writes, the Keras ``tf.function`` and the graph frozen at start-up, as GFLOP/s (FLOPs
+  counted from the model's convolutions and dense layer) and as a share of numpy's float32
+  matrix-multiply rate, the two measured alternately (best of each),
   and as CPU time per face (all of TensorFlow's threads);
   then every installed onnxruntime model (SFace, ArcFace) at the same batches, with 1 thread and
   with the default thread count (:func:`faceid.embed_onnx.default_threads`), as wall time and as
@@ -22,7 +23,9 @@ Figures (``part`` names select them):
   path order, and the Big Bang photos), cold start included: ``faceid identify`` against
   face_recognition's command line (dlib HOG + ResNet, ``--cpus 2``) with the same seven known
   people (enrolled once by ``faceid enroll --folders``), alternately over two rounds, and the
-  ratio of photos per second; and the cold start of ``faceid identify`` on one photo.
+  ratio of photos per second; wall and CPU (user + system) seconds of each run.
+- ``coldstart``: ``faceid identify ONE_PHOTO`` in a new process, to its first line of output and
+  to its exit, best of three, wall and CPU seconds; and ``faceid --help``.
 - ``gallery``: enrolment (index build) time, memory per face, search latency (one query alone,
   and per query in a batch of 1,000) for the exact and the approximate index at each size, on
   clustered synthetic embeddings (identities with five noisy faces each, same-person cosine
@@ -56,7 +59,7 @@ __all__ = ["PARTS", "default_data", "run"]
 
 log = logging.getLogger(__name__)
 
-PARTS = ("machine", "embedding", "detection", "identify", "cli", "gallery", "serve")
+PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "serve")
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
 
@@ -144,6 +147,8 @@ def run(
             yield from _identify(work, repeats=1 if tiny else 7, quick=tiny)
         if "cli" in parts:
             yield from _cli(work, data_path, images=images, compare=not tiny)
+        if "coldstart" in parts:
+            yield from _coldstart(work, data_path, repeats=repeats)
         if "gallery" in parts:
             yield from _gallery(work, sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200)
         if "serve" in parts:  # faceid serve under load: faceid/server/loadtest.py
@@ -207,31 +212,31 @@ def _embedding(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[di
 
 
 def _embedding_facenet(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[dict]:
+    from faceid import models
     from faceid.embed import Embedder, model_flops
 
-    embedder = Embedder()
     crops = np.random.default_rng(0).integers(0, 256, (max(batches), 160, 160, 3), dtype=np.uint8)
-    start = time.perf_counter()
-    embedder.embed(crops[:1])
-    first = time.perf_counter() - start
-    flops = model_flops(embedder.spec)
-    graphs = (False,) if quick else (False, True)
-    freeze = None
-    if True in graphs:
-        embedder.frozen = True
+    graph_file = models.locate_graph() is not None
+    variants = [("graph file (default)" if graph_file else "keras tf.function (default)", Embedder())]
+    if not quick:
+        if graph_file:
+            variants.append(("keras tf.function (without the graph file)", Embedder(graph_file=False)))
+        variants.append(("frozen at start-up (without the graph file)", Embedder(frozen=True, graph_file=False)))
+    first = {}
+    for label, embedder in variants:
         start = time.perf_counter()
         embedder.embed(crops[:1])
-        freeze = round(time.perf_counter() - start, 2)
+        first[label] = round(time.perf_counter() - start, 2)
+    spec = variants[0][1].spec
+    flops = model_flops(spec)
     yield _figure(
         "embedding_model",
-        model=embedder.spec.name,
-        runtime=embedder.spec.runtime,
+        model=spec.name,
+        runtime=spec.runtime,
         gflop_per_face=round(flops / 1e9, 3),
-        load_and_first_call_s=round(first, 2),
-        freeze_and_first_call_s=freeze,
+        load_and_first_call_s=first,
     )
-    for frozen in graphs:
-        embedder.frozen = frozen
+    for label, embedder in variants:
         for batch in batches:
             embedder.batch_size = batch
             count = batch if batch > 1 else 8  # one face at a time, 8 times
@@ -249,8 +254,8 @@ def _embedding_facenet(batches: Sequence[int], repeats: int, quick: bool) -> Ite
             rate = count / seconds
             yield _figure(
                 "embedding",
-                model=embedder.spec.name,
-                graph="frozen (runs of 2,000+ photos)" if frozen else "keras tf.function (default)",
+                model=spec.name,
+                graph=label,
                 batch=batch,
                 faces_per_s=round(rate, 1),
                 ms_per_face=round(1000 / rate, 2),
@@ -389,6 +394,7 @@ def _sample_gallery(path: Path, pipeline=None):
 
 
 def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
+    from faceid import models
     from faceid.embed import Embedder
     from faceid.identify import candidates_for, identify
     from faceid.images import read_image
@@ -416,16 +422,16 @@ def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
         embed = _best(lambda: pipeline.embed(pixels, detections), repeats)
         vectors = pipeline.embed(pixels, detections)
         search = _best(lambda: candidates_for(gallery, vectors), repeats)
-        frozen_times = []
+        keras_times = []
         embedder = pipeline.embedder
-        if not quick and isinstance(embedder, Embedder):  # a long-running process (frozen graph)
-            embedder.frozen = True
+        if not quick and isinstance(embedder, Embedder):  # the Keras network, as without the graph file
+            embedder.graph_file = False
             once()
             for _ in range(repeats):
                 start = time.perf_counter()
                 once()
-                frozen_times.append(time.perf_counter() - start)
-            embedder.frozen = False
+                keras_times.append(time.perf_counter() - start)
+            embedder.graph_file = True
     yield _figure(
         "identify_warm",
         image="640x480, one face",
@@ -438,7 +444,8 @@ def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
             "embed": round(embed * 1000, 1),
             "search": round(search * 1000, 2),
         },
-        ms_median_frozen_graph=round(statistics.median(frozen_times) * 1000, 1) if frozen_times else None,
+        graph_file=models.locate_graph() is not None,
+        ms_median_keras=round(statistics.median(keras_times) * 1000, 1) if keras_times else None,
     )
 
 
@@ -454,10 +461,40 @@ def _script(name: str) -> Path | None:
     return Path(found) if found else None
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed(command: list[str], **kwargs) -> tuple[float, subprocess.CompletedProcess]:
+    seconds, _, done = _timed_cpu(command, **kwargs)
+    return seconds, done
+
+
+def _timed_cpu(command: list[str], **kwargs) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Wall seconds, CPU seconds (user + system, with its threads and children) and the result."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, **kwargs)
-    return time.perf_counter() - start, done
+    return time.perf_counter() - start, _children_cpu() - cpu, done
+
+
+def _first_line(command: list[str]) -> tuple[float, float, float, str]:
+    """Seconds to the command's first line on stdout, to its exit, its CPU seconds, and that line."""
+    cpu = _children_cpu()
+    start = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        first = time.perf_counter() - start
+        _, err = proc.communicate()
+    total = time.perf_counter() - start
+    if proc.returncode != 0 or not line:
+        raise RuntimeError(f"{' '.join(command[:2])} failed: {err.strip()[-500:]}")
+    return first, total, _children_cpu() - cpu, line
 
 
 def _link(target: Path, link: Path) -> None:
@@ -543,15 +580,18 @@ def _cli(work: Path, data: Path | None, images: int, compare: bool, rounds: int 
     script = _script("face_recognition")
     mine: list[float] = []
     theirs: list[float] = []
+    mine_cpu: list[float] = []
     lines: list[dict] = []
     by_photo: dict[str, list[str]] = {}
     for _ in range(rounds if compare else 1):
-        seconds, found = _timed([*base, "identify", str(photos), "-g", str(gallery), "--json", "-q"])
+        seconds, cpu, found = _timed_cpu([*base, "identify", str(photos), "-g", str(gallery), "--json", "-q"])
         lines = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
         if found.returncode != 0 or len(lines) != count:
             raise RuntimeError(f"faceid identify failed on {count} photos: {found.stderr.strip()[-500:]}")
         mine.append(seconds)
+        mine_cpu.append(cpu)
         if why is None and script is not None:
+            # (no CPU figure: its worker processes are not waited for, so their time is not counted)
             seconds, done = _timed([str(script), "--cpus", "2", str(known_fr), str(photos)])
             if done.returncode != 0:
                 why = f"face_recognition failed: {done.stderr.strip()[-300:]}"
@@ -570,6 +610,7 @@ def _cli(work: Path, data: Path | None, images: int, compare: bool, rounds: int 
         enroll_s=round(enroll_s, 2),
         identify_s=round(identify_s, 2),
         identify_s_each_round=[round(v, 2) for v in mine],
+        cpu_s_each_round=[round(v, 2) for v in mine_cpu],
         photos_per_s=round(count / identify_s, 2),
         photos_per_s_with_enroll=round(count / (enroll_s + identify_s), 2),
         photos_without_face=sum(1 for r in lines if not r["faces"]),
@@ -577,12 +618,6 @@ def _cli(work: Path, data: Path | None, images: int, compare: bool, rounds: int 
     )
     if not compare:  # the quick run: checks that the command line works, measures no more
         return
-    single = next(iter(sorted(photos.iterdir())))
-    cold_s, first = _timed([*base, "identify", str(single), "-g", str(gallery), "--json", "-q"])
-    if first.returncode != 0:
-        raise RuntimeError(f"faceid identify failed: {first.stderr.strip()[-500:]}")
-    help_s, _ = _timed([*base, "--help"])
-    yield _figure("cold_start", command="faceid identify ONE_PHOTO", seconds=round(cold_s, 2), help_s=round(help_s, 2))
     if why is not None or not theirs:
         yield _figure("cli_face_recognition", skipped=why or "face_recognition is not installed")
         return
@@ -604,6 +639,37 @@ def _cli(work: Path, data: Path | None, images: int, compare: bool, rounds: int 
         note="photos/s of faceid identify (cold start included, gallery already enrolled) over "
         "face_recognition's (which reads its known people on every run); with_faceid_enroll adds "
         "the one-off faceid enroll, a second cold start, to faceid's time",
+    )
+
+
+def _coldstart(work: Path, data: Path | None, repeats: int) -> Iterator[dict]:
+    """``faceid identify ONE_PHOTO`` in a new process, as a user types it: best of ``repeats``."""
+    faceid = _script("faceid")
+    base = [str(faceid)] if faceid is not None else [sys.executable, "-m", "faceid"]
+    gallery = work / "coldstart-gallery"
+    enrolled = subprocess.run(
+        [*base, "enroll", "--folders", str(SAMPLES / "people"), "-g", str(gallery), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    if enrolled.returncode != 0:
+        raise RuntimeError(f"faceid enroll failed: {enrolled.stderr.strip()[-500:]}")
+    lfw = _lfw_files(data, 1)
+    photo = lfw[0] if lfw else SAMPLES / "photos" / "astronaut.jpg"
+    runs = [_first_line([*base, "identify", str(photo), "-g", str(gallery)]) for _ in range(max(1, repeats))]
+    help_s, _ = _timed([*base, "--help"])
+    from faceid import models
+
+    yield _figure(
+        "cold_start",
+        command=f"faceid identify {photo.name} -g GALLERY (3 people)",
+        first_line_s=round(min(r[0] for r in runs), 2),
+        exit_s=round(min(r[1] for r in runs), 2),
+        cpu_s=round(min(r[2] for r in runs), 2),
+        first_line_s_each=[round(r[0], 2) for r in runs],
+        cpu_s_each=[round(r[2], 2) for r in runs],
+        graph_file=models.locate_graph() is not None,
+        help_s=round(help_s, 2),
     )
 
 

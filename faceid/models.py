@@ -30,6 +30,7 @@ __all__ = [
     "MODELS",
     "ModelSpec",
     "locate",
+    "locate_graph",
     "manifest",
     "models_dir",
     "onnx_float32",
@@ -58,6 +59,10 @@ class ModelSpec:
         pull_command: the command that obtains the file, or ``None`` where no registry has it.
         cache_dir: a folder outside faceid's where the file may already be (``~`` expanded).
         origin: for pulled files, the archive and member they are converted from.
+        graph_sha256: SHA-256 of the optimised frozen graph that :func:`pull` makes from the
+            weights (:func:`faceid.embed.graph_bytes`) with the TensorFlow version in
+            ``graph_tensorflow``; ``None`` where faceid makes no graph file.
+        graph_tensorflow: the TensorFlow version that makes exactly that graph.
         runtime: ``"tensorflow"`` (keras-facenet's network) or ``"onnxruntime"`` (an ONNX file).
         alignment: how a face is cropped for it (one of :data:`faceid.embedding_key.ALIGN_METHODS`):
             ``"margin"`` (the MTCNN box grown by the pipeline's crop margin) or ``"arcface-112"``
@@ -80,6 +85,8 @@ class ModelSpec:
     pull_command: str | None
     cache_dir: str | None = None
     origin: dict | None = None
+    graph_sha256: str | None = None
+    graph_tensorflow: str | None = None
     runtime: str = "tensorflow"
     alignment: str = "margin"
     colour: str = "RGB"
@@ -87,6 +94,11 @@ class ModelSpec:
     input_name: str | None = None
     output_name: str | None = None
     accept_licence: str | None = None
+
+    @property
+    def graph_filename(self) -> str:
+        """The graph file's name in the models folder."""
+        return f"{self.name}.graph.pb"
 
 
 DEFAULT_MODEL = "facenet-20170512-110547"
@@ -116,6 +128,8 @@ MODELS: dict[str, ModelSpec] = {
                 "member_sha256": "6acdd8fb3a3fb2b54257abdd1879246a3fcbe18fbe53a41c751e141abe63a0af",
                 "weight_layers": 245,
             },
+            graph_sha256="9504b4635716060b7b4c3ac6994729e54ad105c23c354356518aa4e8e8122722",
+            graph_tensorflow="2.21.0",
         ),
         ModelSpec(
             name="facenet-20180402-114759",
@@ -248,6 +262,23 @@ def locate(name: str = DEFAULT_MODEL, *, verify: bool = True) -> Path:
     raise ModelNotFoundError(f"model {name}: {spec.filename} not found in {where}; {fix}")
 
 
+def locate_graph(name: str = DEFAULT_MODEL) -> Path | None:
+    """Path of the model's frozen graph file (written by :func:`pull`), checked against its
+    pinned SHA-256, or ``None`` where there is none: the model is then built from its weights.
+
+    Raises:
+        ModelIntegrityError: the file's SHA-256 is not the registry's; nothing is loaded.
+    """
+    spec = get_spec(name)
+    if spec.graph_sha256 is None:
+        return None
+    path = models_dir() / spec.graph_filename
+    if not path.is_file():
+        return None
+    _verify(path, spec.graph_sha256)
+    return path
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
@@ -347,6 +378,7 @@ def pull(
     target = folder / spec.filename
     if target.is_file() and sha256_file(target) == spec.sha256:
         log.info("%s is already present and verified", target)
+        write_graph(name, folder)
         write_manifest(folder)
         return target
     folder.mkdir(parents=True, exist_ok=True)
@@ -373,8 +405,72 @@ def pull(
             f"{target}: converted weights have SHA-256 {got}, expected {spec.sha256}. Nothing was written."
         )
     atomic_write_bytes(target, data)
+    write_graph(name, folder)
     write_manifest(folder)
     return target
+
+
+def write_graph(name: str = DEFAULT_MODEL, folder: Path | None = None) -> Path | None:
+    """Make the model's optimised frozen graph from its verified weights in ``folder`` and write
+    it beside them if its SHA-256 is the pinned one; return its path, or ``None`` if the model has
+    no graph or this TensorFlow makes a different one (then the network is built from the weights
+    at each start, a few seconds slower; the reason is logged)."""
+    spec = get_spec(name)
+    folder = folder or models_dir()
+    if spec.graph_sha256 is None:
+        return None
+    target = folder / spec.graph_filename
+    if target.is_file() and sha256_file(target) == spec.graph_sha256:
+        return target
+    weights_path = folder / spec.filename
+    _verify(weights_path, spec.sha256)
+    data = _graph_in_fresh_process(spec.name, weights_path)
+    got = hashlib.sha256(data).hexdigest()
+    if got != spec.graph_sha256:
+        import tensorflow as tf
+
+        log.warning(
+            "%s: not written: this TensorFlow (%s) makes a graph with SHA-256 %s, the pinned one (TensorFlow %s) "
+            "is %s; faceid builds the network from the weights at each start instead",
+            target,
+            tf.__version__,
+            got,
+            spec.graph_tensorflow,
+            spec.graph_sha256,
+        )
+        return None
+    atomic_write_bytes(target, data)
+    return target
+
+
+def _graph_in_fresh_process(name: str, weights: Path) -> bytes:
+    """:func:`faceid.embed.graph_bytes` run in a new Python process: Keras names the nodes of a
+    second network built in one process differently, and the graph's SHA-256 must not depend on
+    what ran before."""
+    code = (
+        "import sys\n"
+        "from safetensors.numpy import load_file\n"
+        "from faceid.embed import graph_bytes\n"
+        "from faceid.models import get_spec\n"
+        "data = graph_bytes(get_spec(sys.argv[1]), load_file(sys.argv[2]))\n"
+        "open(sys.argv[3], 'wb').write(data)\n"
+    )
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory(prefix="faceid-graph-") as tmp:
+        out = Path(tmp) / "graph.pb"
+        log.info("making the frozen graph of %s (about a minute)", name)
+        done = subprocess.run(
+            [sys.executable, "-c", code, name, str(weights), str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+        if done.returncode != 0 or not out.is_file():
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ModelError(f"model {name}: making the frozen graph failed: {last}")
+        return out.read_bytes()
 
 
 def _extract(archive: Path, member: str, out: Path) -> Path:

@@ -69,13 +69,23 @@ def test_unknown_part_is_refused():
 def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
     figures = list(bench.run(bench.PARTS, data=optional_data, images=2, sizes=[1000], tiny=True, workdir=tmp_path))
     names = {f["figure"] for f in figures}
-    assert names >= {"machine", "embedding_model", "embedding", "detection", "identify_warm", "cli_faceid"}
+    assert names >= {
+        "machine",
+        "embedding_model",
+        "embedding",
+        "detection",
+        "identify_warm",
+        "cli_faceid",
+        "cold_start",
+    }
     assert {f["batch"] for f in figures if f["figure"] == "embedding"} == {1, 8}
     assert {f["size"] for f in figures if f["figure"] == "detection"} == {"250x250", "640x480", "1920x1080"}
     (warm,) = [f for f in figures if f["figure"] == "identify_warm"]
     assert warm["faces"] == 1
     (cli,) = [f for f in figures if f["figure"] == "cli_faceid"]
     assert cli["photos"] >= 2 and cli["photos_without_face"] == 0
+    (cold,) = [f for f in figures if f["figure"] == "cold_start"]
+    assert 0 < cold["first_line_s"] <= cold["exit_s"] and cold["cpu_s"] > 0
     (load,) = [f for f in figures if f["figure"] == "serve_load"]
     assert load["errors"] == 0 and load["sigterm_exit_code"] == 0
     assert load["rounds"][0]["one_client"]["requests"] == 8 and load["rounds"][0]["eight_clients"]["requests"] == 8

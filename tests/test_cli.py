@@ -137,6 +137,32 @@ def test_enroll_mirror_into_a_plain_gallery_is_refused(small_gallery):
     assert "grace" not in cli("people", "--gallery", small_gallery).stdout
 
 
+@pytest.mark.model
+def test_command_in_its_own_process_prints_everything_and_exits_with_its_status(tmp_path):
+    """`python -m faceid` ends a TensorFlow command with os._exit (no interpreter tear-down):
+    every line must still arrive, and the exit status must be the command's."""
+    import subprocess
+    import sys
+
+    gallery = tmp_path / "g"
+    command = [sys.executable, "-m", "faceid"]
+    enrolled = subprocess.run(
+        [*command, "enroll", "--folders", str(SAMPLES / "people"), "-g", str(gallery), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert len(enrolled.stdout.splitlines()) == 3
+    photos = [SAMPLES / "photos" / "obama_and_biden.jpg", tmp_path / "missing.jpg"]
+    found = subprocess.run(
+        [*command, "identify", *map(str, photos), "-g", str(gallery), "--json"], capture_output=True, text=True
+    )
+    assert found.returncode == 1 and "1 of 2 inputs" in found.stderr
+    lines = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [len(line["faces"]) for line in lines] == [2, 0]
+    assert sorted(f["name"] for f in lines[0]["faces"]) == ["barack_obama", "joe_biden"]
+
+
 def test_every_command_that_runs_the_models_gets_them_from_the_context(small_gallery, tmp_path):
     """The one seam for models: each command asks the context's pipeline maker (the tests' fakes
     come in this way), with the gallery's settings where there is a gallery."""

@@ -133,18 +133,40 @@ def test_large_photo_is_detected_downscaled_and_boxes_map_back(real_pipeline):
 
 
 def test_frozen_graph_embeds_as_the_keras_model(real_pipeline):
-    """The frozen graph that long runs use computes the same embeddings as the Keras model."""
+    """The frozen graph (converted at run time, or the graph file `faceid models pull` writes)
+    computes the same embeddings as the Keras model it is made from."""
     import numpy as np
 
+    from faceid import models
     from faceid.align import crop_faces
     from faceid.embed import Embedder
 
     images = [load_image(p) for p in sorted((SAMPLES / "people").glob("*/*.jpg"))]
     crops = np.concatenate([crop_faces(im, real_pipeline.detector.detect(im)) for im in images])
-    plain = Embedder().embed(crops)
-    frozen = Embedder(frozen=True).embed(crops)
+    plain = Embedder(graph_file=False).embed(crops)
+    frozen = Embedder(frozen=True, graph_file=False).embed(crops)
     assert plain.shape == (3, 128)
     np.testing.assert_allclose(frozen, plain, atol=1e-5)
+    if models.locate_graph() is None:
+        pytest.skip("no graph file: run `faceid models pull` to write it")
+    from_file = Embedder().embed(crops)
+    np.testing.assert_allclose(from_file, plain, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_graph_file_is_the_pinned_one(tmp_path, real_pipeline):  # real_pipeline: a network already built here
+    """`faceid models pull` makes the graph file from the weights; its SHA-256 is pinned in the
+    registry, so it must come out byte for byte the same (with the pinned TensorFlow)."""
+    import tensorflow as tf
+
+    from faceid import models
+
+    spec = models.get_spec(models.DEFAULT_MODEL)
+    if tf.__version__ != spec.graph_tensorflow:
+        pytest.skip(f"the graph is pinned for TensorFlow {spec.graph_tensorflow}, this is {tf.__version__}")
+    (tmp_path / spec.filename).symlink_to(models.locate())
+    path = models.write_graph(spec.name, tmp_path)
+    assert path is not None and models.sha256_file(path) == spec.graph_sha256
 
 
 @pytest.mark.shared

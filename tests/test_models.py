@@ -51,6 +51,32 @@ def test_corrupt_model_is_refused_with_expected_and_got(tmp_path, monkeypatch):
     assert "was not loaded" in message
 
 
+def test_corrupt_graph_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEID_MODELS", str(tmp_path))
+    spec = models.MODELS[models.DEFAULT_MODEL]
+    assert models.locate_graph() is None  # absent: the network is built from the weights
+    (tmp_path / spec.graph_filename).write_bytes(b"not the graph")
+    with pytest.raises(ModelIntegrityError) as info:
+        models.locate_graph()
+    assert spec.graph_sha256 in str(info.value) and "was not loaded" in str(info.value)
+
+
+@pytest.mark.model  # imports TensorFlow: seconds, not milliseconds
+def test_tensorflow_import_leaves_sklearn_importable():
+    """faceid keeps Keras from importing scikit-learn while TensorFlow loads (a cold-start
+    saving), and leaves it importable afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom faceid._tf import quiet_tensorflow\nquiet_tensorflow()\n"
+        "print('sklearn' in sys.modules)\nimport sklearn.metrics\n"
+        "print(sklearn.metrics.roc_auc_score([0, 1], [0.1, 0.9]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "1.0"]
+
+
 def test_unknown_model():
     with pytest.raises(ModelError, match="unknown model 'nope'"):
         models.locate("nope")
