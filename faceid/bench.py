@@ -33,6 +33,14 @@ Figures (``part`` names select them):
   enrolled people ("known") and of strangers ("unknown"); and the whole gallery (SQLite and
   index file: enrolment, first search, search, then in place: enrolling a person and searching,
   removing one, a new process's first search, a full rebuild) at the smallest and largest size.
+- ``cluster``: grouping unknown faces (:func:`faceid.cluster.group_faces`) at each size, on the
+  same synthetic identities (five faces each, with photo ids: three faces per photo, so the
+  cannot-link rule is exercised): seconds for the neighbour graph and the agglomeration, peak
+  memory, the graph's recall of the neighbours similar enough to group with (cosine >= the
+  grouping floor) against exact search on a sample (found in the face's own list, and from
+  either end of the edge, which is what grouping uses), BCubed scores against the true
+  identities; then attaching 1,000 new faces (half of them of grouped identities, half strangers)
+  to the grouped set with :func:`faceid.cluster.attach`.
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
 """
 
@@ -59,7 +67,7 @@ __all__ = ["PARTS", "default_data", "run"]
 
 log = logging.getLogger(__name__)
 
-PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "serve")
+PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "cluster", "serve")
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
 
@@ -151,6 +159,8 @@ def run(
             yield from _coldstart(work, data_path, repeats=repeats)
         if "gallery" in parts:
             yield from _gallery(work, sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200)
+        if "cluster" in parts:
+            yield from _cluster(sizes, new=100 if tiny else 1000)
         if "serve" in parts:  # faceid serve under load: faceid/server/loadtest.py
             from faceid.server import require_server_packages
             from faceid.server.loadtest import serve_figures
@@ -863,3 +873,113 @@ def _gallery_sqlite(work: Path, n: int, per_transaction: int) -> Iterator[dict]:
         db_bytes_per_face=round(db / len(faces), 1),
         index_file_bytes_per_face=round(index_file / len(faces), 1),
     )
+
+
+# -- cluster ----------------------------------------------------------------------------------------
+
+
+def _peak_reset() -> bool:
+    """Reset this process's peak resident memory (Linux ``clear_refs``); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak() -> int:
+    """Peak resident memory of this process since the last :func:`_peak_reset`, in bytes (0 if unknown)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _cluster(sizes: Sequence[int], new: int) -> Iterator[dict]:
+    from faceid.cluster import GroupCentroids, GroupingParams, attach, cluster_scores, group_faces, knn_graph
+
+    per = 5
+    for n in sizes:
+        people = max(1, n // per)
+        centres, faces = synthetic_faces(people, per, seed=5)
+        truth = np.arange(len(faces)) // per
+        rng = np.random.default_rng(6)
+        photos = rng.permutation(len(faces)) // 3  # three faces per photo, of random identities
+        base = _rss()
+        _peak_reset()
+        start = time.perf_counter()
+        graph = knn_graph(faces, 32)
+        graph_s = time.perf_counter() - start
+        # recall of the neighbours that matter: those similar enough to be grouped with; the
+        # grouping uses an edge found from either end, so both counts are given
+        sample = rng.choice(len(faces), min(len(faces), 500), replace=False)
+        floor = GroupingParams().floor
+        strong = [np.setdiff1d(np.flatnonzero(row >= floor), [i]) for row, i in zip(faces[sample] @ faces.T, sample)]
+        one, either = [], []
+        for i, s in zip(sample, strong):
+            if len(s):
+                mine = np.isin(s, graph.ids[i])
+                one.append(float(np.mean(mine)))
+                either.append(float(np.mean(mine | np.any(graph.ids[s] == i, axis=1))))
+        recall = float(np.mean(one)) if one else 1.0
+        recall_either = float(np.mean(either)) if either else 1.0
+        start = time.perf_counter()
+        grouping = group_faces(faces, photos=photos, neighbours=graph)
+        group_s = time.perf_counter() - start
+        peak = _peak()
+        del graph
+        scores = cluster_scores(truth, grouping.labels)
+        yield _figure(
+            "cluster_group",
+            data="clustered synthetic, 5 faces per identity, 3 faces per photo",
+            faces=len(faces),
+            graph_s=round(graph_s, 1),
+            graph_exact=bool(grouping.exact_graph),
+            graph_recall_strong=round(recall, 4),
+            graph_recall_strong_either_end=round(recall_either, 4),
+            agglomerate_s=round(group_s, 1),
+            total_s=round(graph_s + group_s, 1),
+            peak_rss_gib=round(peak / 2**30, 2) if peak else None,
+            rss_before_gib=round(base / 2**30, 2),
+            groups=grouping.groups,
+            ungrouped=grouping.ungrouped,
+            bcubed_precision=round(scores.bcubed_precision, 4),
+            bcubed_recall=round(scores.bcubed_recall, 4),
+            threads=_threads(),
+        )
+        start = time.perf_counter()
+        centroids = GroupCentroids.from_labels(faces, grouping.labels, photos)
+        centroids_s = time.perf_counter() - start
+        half = new // 2
+        who = rng.integers(0, people, half)
+        arrivals = np.concatenate([_noisy(centres[who], rng), _noisy(synthetic_faces(new - half, 1, seed=7)[0], rng)])
+        start = time.perf_counter()
+        placed = attach(arrivals, centroids, photos=np.arange(len(arrivals)) + photos.max() + 1)
+        attach_s = time.perf_counter() - start
+        # wrong: a known identity's face joined a group holding none of that identity's faces
+        grouped = grouping.labels >= 0
+        span = max(1, grouping.groups)
+        pairs = np.unique(truth[grouped] * span + grouping.labels[grouped])
+        joined = placed.groups[:half]
+        wrong_known = int(np.sum((joined >= 0) & ~np.isin(who * span + joined, pairs)))
+        yield _figure(
+            "cluster_attach",
+            faces=len(faces),
+            new_faces=len(arrivals),
+            attach_s=round(attach_s, 2),
+            centroids_s=round(centroids_s, 2),
+            known_attached=int(np.sum(joined >= 0)),
+            known_attached_elsewhere=wrong_known,
+            strangers_attached=int(np.sum(placed.groups[half:] >= 0)),
+            threads=_threads(),
+        )
+        del faces, grouping, centroids
+
+
+def _threads() -> int:
+    import faiss
+
+    return int(faiss.omp_get_max_threads())

@@ -714,6 +714,81 @@ def eval_lfw_openset(
     _eval_failures(report)
 
 
+@eval_app.command("cluster")
+def eval_cluster(
+    ctx: typer.Context,
+    data: DataOpt,
+    subset: Annotated[
+        str, typer.Option(help="People to group: all, A-M (where the settings were chosen) or N-Z.")
+    ] = "all",
+    baselines: Annotated[
+        bool, typer.Option("--baselines/--no-baselines", help="Also run the baselines (about a minute).")
+    ] = True,
+    filters: Annotated[
+        bool,
+        typer.Option(
+            "--filters", help="Instead: measure minimum face size and confidence for keeping (one line per row)."
+        ),
+    ] = False,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """LFW grouping: every face kept as unknown and grouped with the defaults; pairwise and BCubed
+    precision, recall, F, groups, faces left ungrouped, seconds (one JSON line), plus baselines."""
+    from faceid.cache import EmbeddingCache
+    from faceid.cluster.lfw import (
+        BASELINES,
+        evaluate_attach,
+        evaluate_grouping,
+        filter_table,
+        lfw_detections,
+        lfw_faces,
+    )
+    from faceid.evaluate import lfw_people
+
+    with _errors():
+        try:
+            total = sum(len(v) for v in lfw_people(data).values())
+        except OSError as exc:
+            raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
+        if subset.lower() != "all" and subset.upper() not in ("A-M", "N-Z"):
+            raise FaceIDError(f"--subset takes all, A-M or N-Z, got {subset!r}")
+        if filters:
+            with _progress(total, "embedding LFW", not quiet) as tick:
+                detections = lfw_detections(
+                    data, _eval_pipeline(ctx, None, None, None), cache=EmbeddingCache(cache), progress=tick
+                )
+            for row in filter_table(detections):
+                typer.echo(json.dumps(row))
+            _cluster_errors(detections.errors)
+            return
+        with _progress(total, "embedding LFW", not quiet) as tick:
+            faces = lfw_faces(data, _eval_pipeline(ctx, None, None, None), cache=EmbeddingCache(cache), progress=tick)
+        reports = evaluate_grouping(faces, baselines=BASELINES if baselines else (), subset=subset)
+        incremental = evaluate_attach(faces) if subset.lower() == "all" else None
+    first, *rest = [r.to_json() for r in reports]
+    line = {
+        **first,
+        "subset": subset,
+        "left_out_no_face": faces.left_out,
+        "errors": len(faces.errors),
+        "attach": incremental,
+        "baselines": rest,
+    }
+    typer.echo(json.dumps(line))
+    _cluster_errors(faces.errors)
+
+
+def _cluster_errors(errors: dict[str, str]) -> None:
+    """After the figures: one stderr line per image that could not be read or that the pipeline
+    failed on (left out of the figures), and a non-zero exit if there was any."""
+    for path, message in errors.items():
+        _err(f"faceid: error: {path}: {message}")
+    if errors:
+        _err(f"faceid: {len(errors)} images could not be used; the figures leave them out")
+        raise typer.Exit(1)
+
+
 def _lfw_image_count(data: Path, folds) -> int:
     from faceid.evaluate import read_pairs
 
@@ -741,7 +816,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "serve [default: all]."
+            "cluster, serve [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,
