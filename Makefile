@@ -12,7 +12,7 @@ SFACE := models/sface-2021dec-float32.onnx
 help:
 	@echo "make demo      set up (venv, packages, verified model) and run the demo"
 	@echo "make test      set up and run the test suite"
-	@echo "make stress    the heavier crash and concurrency tests (400 kills, 8 writers)"
+	@echo "make stress    the heavier crash, concurrency and API fuzz tests (400 kills, 8 writers, ~3,600 API requests)"
 	@echo "make lint      ruff and mypy"
 	@echo "make eval-lfw  LFW verification on $(DATA)/lfw"
 	@echo "make bench     speed figures side by side with face_recognition (README, Speed)"
@@ -20,7 +20,7 @@ help:
 $(BIN)/faceid: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve]'
 	touch $@
 
 $(MODEL): | $(BIN)/faceid
@@ -45,6 +45,7 @@ test: setup
 
 stress: $(BIN)/faceid
 	FACEID_STRESS=1 $(BIN)/python -m pytest -m stress -s tests/test_crash.py tests/test_concurrency.py
+	FACEID_STRESS=1 $(BIN)/python -m pytest -s tests/test_api_fuzz.py
 
 lint: $(BIN)/faceid
 	$(BIN)/ruff check faceid tests
@@ -57,7 +58,7 @@ eval-lfw: setup
 # face_recognition (the comparison in `make bench`): dlib-bin and the models from the extra,
 # face_recognition itself without its dependencies (it would pull dlib's source build).
 bench-setup: setup
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve,bench]'
 	$(BIN)/python -m pip install --quiet --no-deps 'face-recognition==1.3.0'
 	$(BIN)/python -c "import os, face_recognition, face_recognition_models as m; \
 		assert os.path.isfile(m.face_recognition_model_location()), 'face_recognition models missing'; \

@@ -41,6 +41,7 @@ Figures (``part`` names select them):
   either end of the edge, which is what grouping uses), BCubed scores against the true
   identities; then attaching 1,000 new faces (half of them of grouped identities, half strangers)
   to the grouped set with :func:`faceid.cluster.attach`.
+- ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ __all__ = ["PARTS", "default_data", "run"]
 
 log = logging.getLogger(__name__)
 
-PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "cluster")
+PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "cluster", "serve")
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
 
@@ -160,6 +161,13 @@ def run(
             yield from _gallery(work, sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200)
         if "cluster" in parts:
             yield from _cluster(sizes, new=100 if tiny else 1000)
+        if "serve" in parts:  # faceid serve under load: faceid/server/loadtest.py
+            from faceid.server import require_server_packages
+            from faceid.server.loadtest import serve_figures
+
+            require_server_packages()
+            photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
+            yield from serve_figures(work, photo, _sample_gallery, tiny=tiny)
 
 
 # -- machine ---------------------------------------------------------------------------------------

@@ -33,9 +33,11 @@ app = typer.Typer(
 models_app = typer.Typer(help="Obtain, list and verify model weight files.", no_args_is_help=True)
 gallery_app = typer.Typer(help="Check and repair the gallery's files.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure accuracy on standard protocols.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for `faceid serve`, kept (hashed) in the gallery.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(eval_app, name="eval")
+app.add_typer(keys_app, name="keys")
 
 GalleryOpt = Annotated[
     Optional[Path],
@@ -436,6 +438,111 @@ def gallery_rebuild(gallery: GalleryOpt = None) -> None:
     _say(f"index rebuilt: {count} faces")
 
 
+# -- the server and its keys --------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="What the key is for (phone-app, dashboard...).")],
+    read_only: Annotated[bool, typer.Option("--read-only", help="May identify and list, not change anything.")] = False,
+    gallery: GalleryOpt = None,
+) -> None:
+    """Make an API key; it is printed once, on its own last line (only its hash is kept)."""
+    from faceid.apikeys import ADMIN, READ_ONLY, ApiKeys
+
+    with _errors(), _gallery(gallery) as g:
+        key, token = ApiKeys(g).create(name, READ_ONLY if read_only else ADMIN)
+    _err(f"created {key.scope} key {key.name!r}; it is shown once, keep it now:")
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(gallery: GalleryOpt = None, as_json: JsonOpt = False) -> None:
+    """List the API keys: name, scope, created, last used (never the keys themselves)."""
+    from faceid.apikeys import ApiKeys
+
+    with _errors(), _gallery(gallery, create=False) as g:
+        keys = ApiKeys(g).list()
+    for k in keys:
+        if as_json:
+            typer.echo(json.dumps(k.to_json(), ensure_ascii=False))
+        else:
+            _say(f"{k.name}\t{k.scope}\tcreated {k.created_at}\tlast used {k.last_used or 'never'}")
+    if not as_json and not keys:
+        _err("no keys: `faceid keys create NAME` makes one")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")], gallery: GalleryOpt = None) -> None:
+    """Revoke an API key; a running server refuses it from the next request."""
+    from faceid.apikeys import ApiKeys
+
+    with _errors(), _gallery(gallery, create=False) as g:
+        ApiKeys(g).revoke(name)
+    _say(f"revoked {name}")
+
+
+@app.command()
+def serve(
+    gallery: GalleryOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Answer without API keys, even on a network address.")
+    ] = False,
+    max_body_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body, in MB.")] = 25.0,
+    max_megapixels: Annotated[float, typer.Option(min=0.01, help="Largest image decoded, in megapixels.")] = 40.0,
+    max_files: Annotated[int, typer.Option(min=1, help="Most photos in one enrolment request.")] = 20,
+    request_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request may take, upload included.")
+    ] = 60.0,
+    max_uploads: Annotated[int, typer.Option(min=1, help="Requests with a body handled at once; more get 503.")] = 8,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0, help="Milliseconds to wait for other identify requests to batch with.")
+    ] = 5.0,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most images detected and embedded together.")] = 16,
+) -> None:
+    """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
+    from faceid.apikeys import ApiKeys
+    from faceid.gallery import Gallery
+    from faceid.server import Settings, require_server_packages
+    from faceid.server import serve as run_server
+    from faceid.server.settings import is_loopback
+
+    with _errors():
+        require_server_packages()
+        path = gallery if gallery is not None else None
+        with Gallery(path, timeout=_options["timeout"]) as g:
+            keys = ApiKeys(g).count()
+            where = g.path
+        loopback = is_loopback(host)
+        if not loopback and keys == 0 and not insecure_no_auth:
+            raise FaceIDError(
+                f"refusing to serve on {host} without API keys: make one with `faceid keys create NAME`, "
+                "or pass --insecure-no-auth to answer anyone who can reach this address"
+            )
+        settings = Settings(
+            auth=not insecure_no_auth,
+            loopback=loopback,
+            max_body_bytes=int(max_body_mb * 1024 * 1024),
+            max_pixels=int(max_megapixels * 1_000_000),
+            max_files=max_files,
+            request_timeout=request_timeout,
+            max_uploads=max_uploads,
+            batch_wait_ms=batch_wait_ms,
+            max_batch=max_batch,
+        )
+        if insecure_no_auth:
+            access = "no keys needed (--insecure-no-auth)"
+        elif keys:
+            access = f"API key needed ({keys} key{'s' if keys != 1 else ''})"
+        else:
+            access = "no keys yet: open to this machine only; `faceid keys create NAME` to require one"
+        shown = f"[{host}]" if ":" in host else host
+        _err(f"faceid: serving {where} at http://{shown}:{port}/ ({access}); loading the models...")
+        run_server(where, host=host, port=port, settings=settings)
+
+
 @app.command()
 def calibrate(
     ctx: typer.Context,
@@ -709,7 +816,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster [default: all]."
+            "cluster, serve [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

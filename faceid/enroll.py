@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ __all__ = [
     "EnrollResult",
     "enroll",
     "enroll_folders",
+    "enroll_processed",
     "enrolment_key",
     "people_folders",
 ]
@@ -101,19 +102,38 @@ def enroll(
     name = normalise_name(name)
     pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     gallery.check_embedding_key(pipeline.key)
+    items = process(list(iter_image_files(images)), pipeline, on_done=progress)
+    return enroll_processed(gallery, name, items, pipeline.key, largest=largest)
+
+
+def enroll_processed(
+    gallery: Gallery,
+    name: str,
+    items: Iterable[Processed],
+    embedding_key: EmbeddingKey,
+    *,
+    largest: bool = False,
+    paths: bool = True,
+) -> list[EnrollResult]:
+    """Enrol ``name`` from photos already read and their faces found (the server's uploads).
+
+    The same rules, statuses and messages as :func:`enroll`. With ``paths=False`` the sources
+    are names of uploaded files, kept as they are rather than as absolute paths.
+    """
+    name = normalise_name(name)
+    gallery.check_embedding_key(embedding_key)
     results: list[EnrollResult] = []
     staged: list[tuple[int, NewFace]] = []
     seen: dict[str, str] = {}
-
-    for item in process(list(iter_image_files(images)), pipeline, on_done=progress):
-        result, face = _judge(item, name, gallery, seen, largest)
+    for item in items:
+        result, face = _judge(item, name, gallery, seen, largest, paths)
         results.append(result)
         if face is not None:
             staged.append((len(results) - 1, face))
     if staged:
         # The duplicate test above is repeated inside the transaction: another process may have
         # enrolled the same photo meanwhile, and a photo must land exactly once.
-        ids = gallery.add_faces(name, [face for _, face in staged], embedding_key=pipeline.key, skip_known_images=True)
+        ids = gallery.add_faces(name, [face for _, face in staged], embedding_key=embedding_key, skip_known_images=True)
         for (position, face), face_id in zip(staged, ids):
             before = results[position]
             if face_id is None:
@@ -126,8 +146,10 @@ def enroll(
 
 
 def _judge(
-    item: Processed, name: str, gallery: Gallery, seen: dict[str, str], largest: bool
+    item: Processed, name: str, gallery: Gallery, seen: dict[str, str], largest: bool, paths: bool = True
 ) -> tuple[EnrollResult, NewFace | None]:
+    from faceid.draw import face_thumbnail
+
     if item.error is not None or item.image is None:
         return EnrollResult(item.source, name, FAILED, item.error or "unreadable"), None
     sha = item.image.sha256
@@ -159,7 +181,8 @@ def _judge(
         image_sha256=sha,
         box=detection.box,
         confidence=detection.confidence,
-        image_path=os.path.abspath(item.source),
+        image_path=os.path.abspath(item.source) if paths else item.source,
+        thumbnail=face_thumbnail(item.image.pixels, detection.box),
     )
     return EnrollResult(item.source, name, "pending", note, None, detection.box), new
 

@@ -16,6 +16,7 @@ single line on stderr and a non-zero exit status. The tree::
     ├── FaceCountError
     ├── InvalidNameError (also a ValueError)
     ├── PersonNotFoundError (also a KeyError)
+    ├── FaceNotFoundError (also a KeyError)
     └── GalleryError
         ├── GalleryCorruptError
         ├── GalleryBusyError
@@ -27,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "FaceCountError",
     "FaceIDError",
+    "FaceNotFoundError",
     "GalleryBusyError",
     "GalleryCorruptError",
     "EmbeddingKeyError",
@@ -119,3 +121,10 @@ class GalleryBusyError(GalleryError):
 
 class ModelMismatchError(GalleryError):
     """The gallery's embeddings were made by another model or preprocessing than the one asked for."""
+
+
+class FaceNotFoundError(FaceIDError, KeyError):
+    """No enrolled face has that id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -69,8 +69,10 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> np.ndarr
     return read_image(source, max_pixels=max_pixels).pixels
 
 
-def read_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+def read_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> LoadedImage:
     """Decode ``source`` into a :class:`LoadedImage`.
+
+    ``name`` names bytes in messages (an uploaded file's name) instead of ``"<bytes>"``.
 
     Raises:
         ImageError: the file is missing, unreadable, not an image, truncated, empty, or larger
@@ -85,7 +87,7 @@ def read_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> LoadedIm
         pixels = _pil_to_rgb(source, "<PIL image>", max_pixels)
         return LoadedImage(pixels, hashlib.sha256(pixels.tobytes()).hexdigest(), "<PIL image>")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data, name = bytes(source), "<bytes>"
+        data, name = bytes(source), name or "<bytes>"
     else:
         name = os.fspath(source)
         data = _read_file(Path(name))

@@ -86,4 +86,7 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
     assert cli["photos"] >= 2 and cli["photos_without_face"] == 0
     (cold,) = [f for f in figures if f["figure"] == "cold_start"]
     assert 0 < cold["first_line_s"] <= cold["exit_s"] and cold["cpu_s"] > 0
+    (load,) = [f for f in figures if f["figure"] == "serve_load"]
+    assert load["errors"] == 0 and load["sigterm_exit_code"] == 0
+    assert load["rounds"][0]["one_client"]["requests"] == 8 and load["rounds"][0]["eight_clients"]["requests"] == 8
     json.dumps(figures)  # every figure is plain JSON

@@ -224,8 +224,17 @@ CALLS = {
     "remove": lambda g: g.remove("bob"),
     "set_setting": lambda g: g.set_setting("threshold", 0.5),
     "rebuild_index": lambda g: g.rebuild_index(),
+    "face": lambda g: g.face(1),
+    "face_thumbnail": lambda g: g.face_thumbnail(1),
+    "remove_face": lambda g: g.remove_face(3),
 }
-WRITES = {"add_faces", "rename", "remove", "set_setting"}  # change the database (rebuild_index only reads it)
+WRITES = {
+    "add_faces",
+    "rename",
+    "remove",
+    "remove_face",
+    "set_setting",
+}  # change the database (rebuild_index only reads it)
 NOT_DATABASE = {"close"}  # works without the database lock
 
 

@@ -16,7 +16,8 @@ the audit log. Scores are cosine similarities of unit vectors (inner products), 
 - :mod:`~faceid.gallery.indexfiles`: index files on disk, their locks and validation;
 - :mod:`~faceid.gallery.changes`: the log of removed faces, which lets an index catch up in place;
 - :mod:`~faceid.gallery.searchindex`: the search index kept in step with the database;
-- :mod:`~faceid.gallery.records`: the dataclasses handed in and out, and the rule for names.
+- :mod:`~faceid.gallery.records`: the dataclasses handed in and out, and the rule for names;
+- :mod:`~faceid.gallery.thumbnails`: a small JPEG of each face, deleted with it.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ import numpy as np
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import (
     EmbeddingKeyError,
+    FaceNotFoundError,
     GalleryCorruptError,
     GalleryError,
     InvalidNameError,
     ModelMismatchError,
     PersonNotFoundError,
 )
-from faceid.gallery import audit, changes, deletion, people
+from faceid.gallery import audit, changes, deletion, people, thumbnails
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.indexfiles import IndexFiles
 from faceid.gallery.records import (
@@ -97,6 +99,9 @@ class Gallery:
         self.path = Path(path) if path is not None else default_gallery_dir()
         self.timeout = float(timeout)
         self.problems: list[str] = []
+        #: who makes the changes, for the audit log (``"key:NAME"`` through ``faceid serve``);
+        #: ``None`` records the OS user
+        self.actor: str | None = None
         self._closed = True  # until the database is open
         self._store = Store(self.path, create=create, timeout=self.timeout)
         self._db = self._store.db  # the connection (tests trace its statements)
@@ -208,7 +213,7 @@ class Gallery:
                 db.execute("DELETE FROM meta WHERE key = ?", (f"setting:{name}",))
             else:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"setting:{name}", json.dumps(value)))
-            audit.record(db, "setting", None, name=name, value=value)
+            audit.record(db, "setting", None, actor=self.actor, name=name, value=value)
 
     # -- people and faces -----------------------------------------------------------------------
 
@@ -314,10 +319,13 @@ class Gallery:
                     pid = people.add_person(db, name)
                 for i, face_id in zip(todo, people.new_ids(db, "faces", len(todo))):
                     people.add_face(db, face_id, pid, vectors[i], faces[i], embedding_key.model)
+                    thumbnail = faces[i].thumbnail
+                    if thumbnail is not None:
+                        thumbnails.store(db, face_id, thumbnail)
                     ids[i] = face_id
                 # who, when, what: face ids only. Image paths and hashes stay in the faces rows, which
                 # `remove` overwrites, so the audit log keeps nothing of a removed person's photos.
-                audit.record(db, "enroll", name, new_person=created, faces=[ids[i] for i in todo])
+                audit.record(db, "enroll", name, actor=self.actor, new_person=created, faces=[ids[i] for i in todo])
         except Unchanged:  # every photo was already enrolled: rolled back, no new generation
             pass
         return ids
@@ -334,7 +342,7 @@ class Gallery:
             if other is not None and other != pid:
                 raise InvalidNameError(f"{new_n!r} is already enrolled; remove or rename them first")
             db.execute("UPDATE people SET name = ? WHERE id = ?", (new_n, pid))
-            audit.record(db, "rename", new_n, old=old_n, new=new_n)
+            audit.record(db, "rename", new_n, actor=self.actor, old=old_n, new=new_n)
 
     @guarded
     def remove(self, name: str) -> int:
@@ -357,11 +365,16 @@ class Gallery:
             gone = np.array([r[0] for r in db.execute("SELECT id FROM faces WHERE person_id = ?", (pid,))], np.int64)
             changes.note_removed(db, pid, self._store.generation() + 1)  # the generation this commits as
             count = people.delete_person(db, pid)
-            audit.record(db, "remove", name_n, faces=count)
+            audit.record(db, "remove", name_n, actor=self.actor, faces=count)
             deletion.note_removal(db)
+        self._scrub_after_removal(repr(name_n), gone)
+        return count
+
+    def _scrub_after_removal(self, what: str, gone: np.ndarray) -> None:
+        """After a committed removal: rewrite the database file and the index cache (see :meth:`remove`)."""
         if not self._compact(wait=True):
             self._report(
-                f"{self.path}: {name_n!r} is removed, but other processes kept the gallery busy, so "
+                f"{self.path}: {what} is removed, but other processes kept the gallery busy, so "
                 "old copies of the removed rows may stay in unused parts of gallery.db until faceid "
                 "next opens the gallery while no one else uses it"
             )
@@ -369,10 +382,40 @@ class Gallery:
             self._search.removed(gone)
         except (GalleryError, OSError) as exc:  # the removal is committed; the next open sweeps old files
             self._report(
-                f"{self.path}: the index cache could not be rewritten after removing {name_n!r} ({exc}); "
+                f"{self.path}: the index cache could not be rewritten after removing {what} ({exc}); "
                 "run `faceid gallery rebuild-index`"
             )
-        return count
+
+    # -- single faces and their thumbnails --------------------------------------------------------
+
+    @guarded
+    def face(self, face_id: int) -> FaceRecord:
+        """One enrolled face by id; :class:`FaceNotFoundError` if there is none."""
+        found = people.faces_by_id(self._db, [int(face_id)])
+        if not found:
+            raise FaceNotFoundError(f"no face with id {int(face_id)} in {self.path}")
+        return found[0]
+
+    @guarded
+    def remove_face(self, face_id: int) -> str:
+        """Remove one face, securely as :meth:`remove` does; return whose it was. The person stays."""
+        face_id = int(face_id)
+        with self._store.write() as db:
+            owner = people.face_owners(db, np.array([face_id])).get(face_id)
+            if owner is None:
+                raise FaceNotFoundError(f"no face with id {face_id} in {self.path}")
+            changes.note_removed_faces(db, [face_id], self._store.generation() + 1)  # the generation this commits as
+            db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
+            audit.record(db, "remove-face", owner, actor=self.actor, faces=[face_id])
+            deletion.note_removal(db)
+        self._scrub_after_removal(f"face {face_id}", np.array([face_id], np.int64))
+        return owner
+
+    @guarded
+    def face_thumbnail(self, face_id: int) -> bytes | None:
+        """The small JPEG kept for a face when it was enrolled, or ``None`` (enrolled before thumbnails)."""
+        with self._store.snapshot():
+            return thumbnails.read(self._db, face_id)
 
     @guarded
     def _compaction_pending(self) -> bool:

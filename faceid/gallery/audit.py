@@ -94,6 +94,8 @@ def problems(db: sqlite3.Connection, where: Path) -> list[str]:
             expected[person] = expected.get(person, set()) | moved
         elif entry.action == "remove":
             expected.pop(person, None)
+        elif entry.action == "remove-face":
+            expected.get(person, set()).difference_update(int(i) for i in entry.detail.get("faces", []))
     actual: dict[str, set[int]] = {}
     for fid, name in db.execute("SELECT f.id, p.name FROM faces f JOIN people p ON p.id = f.person_id"):
         actual.setdefault(name.translate(_ASCII_LOWER), set()).add(int(fid))

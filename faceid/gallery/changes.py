@@ -15,10 +15,11 @@ nothing of a removed person's photos.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["KEEP", "SCHEMA", "create", "exists", "note_removed", "removed_since"]
+__all__ = ["KEEP", "SCHEMA", "create", "exists", "note_removed", "note_removed_faces", "removed_since"]
 
 #: Removed faces the log keeps; an index whose generation is older than the oldest removal it
 #: keeps is rebuilt from the database.
@@ -49,6 +50,20 @@ def note_removed(db: sqlite3.Connection, person: int, generation: int) -> None:
         "INSERT OR REPLACE INTO removed_faces (face_id, generation) SELECT id, ? FROM faces WHERE person_id = ?",
         (generation, person),
     )
+    _keep_last(db)
+
+
+def note_removed_faces(db: sqlite3.Connection, face_ids: Sequence[int], generation: int) -> None:
+    """Record single faces as removed in ``generation`` (``faceid serve``'s removal of one face); in its transaction."""
+    db.executemany(
+        "INSERT OR REPLACE INTO removed_faces (face_id, generation) VALUES (?, ?)",
+        [(int(i), generation) for i in face_ids],
+    )
+    _keep_last(db)
+
+
+def _keep_last(db: sqlite3.Connection) -> None:
+    """Drop the oldest entries beyond :data:`KEEP`, and say from which generation the log is complete."""
     over = int(db.execute("SELECT COUNT(*) FROM removed_faces").fetchone()[0]) - KEEP
     if over > 0:
         (last,) = db.execute(

@@ -30,6 +30,7 @@ __all__ = [
     "embeddings",
     "face_owners",
     "faces",
+    "faces_by_id",
     "owners_of_image",
     "people",
     "person_id",
@@ -64,6 +65,18 @@ def faces(db: sqlite3.Connection, name: str | None = None) -> list[FaceRecord]:
         query += " WHERE p.name = ?"
         args = (name,)
     rows = db.execute(query + " ORDER BY f.id", args).fetchall()
+    return [FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
+
+
+def faces_by_id(db: sqlite3.Connection, ids: Sequence[int]) -> list[FaceRecord]:
+    """The faces with these ids (those that exist), by id."""
+    wanted = sorted({int(i) for i in ids})
+    marks = ",".join("?" * len(wanted))
+    rows = db.execute(
+        "SELECT f.id, p.name, f.image_path, f.image_sha256, f.box, f.confidence, f.created_at "
+        f"FROM faces f JOIN people p ON p.id = f.person_id WHERE f.id IN ({marks}) ORDER BY f.id",
+        wanted,
+    ).fetchall()
     return [FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
 
 

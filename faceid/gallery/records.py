@@ -78,6 +78,8 @@ class NewFace:
     box: tuple[int, int, int, int]
     confidence: float
     image_path: str | None = None
+    #: a small JPEG of the face (biometric data: stored beside the embedding, removed with it)
+    thumbnail: bytes | None = None
 
 
 def utc_now() -> str:

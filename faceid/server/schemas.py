@@ -1,0 +1,121 @@
+"""The API's response shapes (they keep ``/openapi.json`` true: FastAPI checks every answer against them)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "CandidateOut",
+    "EnrollOut",
+    "EnrollResultOut",
+    "ErrorOut",
+    "FaceOut",
+    "HealthOut",
+    "IdentifyOut",
+    "PersonDetailOut",
+    "PersonFaceOut",
+    "PersonOut",
+    "RemovedFaceOut",
+    "RemovedOut",
+    "RenameIn",
+]
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="What went wrong, in one line.")
+    results: Optional[list[EnrollResultOut]] = Field(
+        None, description="Enrolment: the report, when every photo failed."
+    )
+
+
+class HealthOut(BaseModel):
+    status: str
+    auth: bool = Field(description="Whether requests need an API key.")
+    model: Optional[str] = Field(None, description="The embedding model in use.")
+    batches: int = Field(0, description="Detection + embedding batches run since the start.")
+    batched_images: int = Field(0, description="Images those batches held (over batches: the mean batch size).")
+
+
+class CandidateOut(BaseModel):
+    name: str
+    similarity: float
+
+
+class FaceOut(BaseModel):
+    box: list[int] = Field(description="[x, y, width, height] in pixels of the image as displayed.")
+    confidence: float
+    name: Optional[str]
+    similarity: float
+    score: float
+    status: str = Field(description="known, unknown or ambiguous.")
+    landmarks: list[list[float]]
+    candidates: list[CandidateOut]
+
+
+class IdentifyOut(BaseModel):
+    """The same object one line of ``faceid identify --json`` prints."""
+
+    annotated: Optional[str] = Field(description="URL of the annotated JPEG (with annotate=true).")
+    image: str
+    faces: list[FaceOut]
+    error: Optional[str]
+    threshold: float
+    margin: float
+    beta: float
+    threshold_source: str
+    width: Optional[int]
+    height: Optional[int]
+
+
+class EnrollResultOut(BaseModel):
+    """One photo of an enrolment: the same object one line of ``faceid enroll --json`` prints."""
+
+    image: str
+    person: str
+    status: str = Field(description="added, duplicate or failed.")
+    message: str
+    face_id: Optional[int]
+    box: Optional[list[int]]
+
+
+class EnrollOut(BaseModel):
+    person: str
+    results: list[EnrollResultOut]
+
+
+class PersonOut(BaseModel):
+    name: str
+    faces: int
+
+
+class PersonFaceOut(BaseModel):
+    id: int
+    box: list[int]
+    source: Optional[str] = Field(description="File name of the photo the face came from.")
+    created_at: str
+    thumbnail: str = Field(description="URL of a small JPEG of the face.")
+
+
+class PersonDetailOut(BaseModel):
+    name: str
+    created_at: str
+    faces: list[PersonFaceOut]
+
+
+class RenameIn(BaseModel):
+    name: str = Field(description="The new name.", max_length=1000)
+
+
+class RemovedOut(BaseModel):
+    removed: str
+    faces: int
+
+
+class RemovedFaceOut(BaseModel):
+    removed: int
+    person: str
+
+
+ErrorOut.model_rebuild()

@@ -1,0 +1,265 @@
+"""The real server (`faceid serve` in a subprocess, real models, 127.0.0.1, a free port) driven
+through its page in headless Chromium, as a person would use it; then stopped with SIGTERM while
+a request is in flight. Screenshots go to out/browser/ (look at them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLES
+
+pytestmark = pytest.mark.model
+
+CHROMIUM = os.environ.get("FACEID_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = ROOT / "out" / "browser"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`faceid serve` in a subprocess; its stderr goes to a file for when something fails."""
+
+    def __init__(self, gallery: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "faceid", "serve", "--gallery", str(gallery), "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "wb"),  # noqa: SIM115 - closed with the process
+            env=env,
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"faceid serve exited {self.process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                    if json.load(r)["status"] == "ok":
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.process.kill()
+        raise AssertionError(f"faceid serve did not answer within 180 s: {log.read_text()[-2000:]}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        return self.process.returncode
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("fastapi")
+    from faceid.errors import ModelNotFoundError
+    from faceid.models import locate
+
+    try:
+        locate()
+    except ModelNotFoundError as exc:
+        pytest.skip(f"FaceNet weights are not installed ({exc})")
+    root = tmp_path_factory.mktemp("serve")
+    s = Server(root / "gallery", root / "server.log")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_the_page_enrols_identifies_renames_and_removes(server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(server.url + "/")
+    page.wait_for_selector("#identify")
+
+    # Enrol each sample person through the page: their photos, their name.
+    page.click("#tab-people")
+    people = sorted(p.name for p in (SAMPLES / "people").iterdir() if p.is_dir())
+    for person in people:
+        photos = sorted(str(f) for f in (SAMPLES / "people" / person).iterdir() if f.suffix.lower() in (".jpg", ".png"))
+        page.fill("#enrol-name", person)
+        page.set_input_files("#enrol-files", photos)
+        page.click("#enrol button[type=submit]")
+        page.wait_for_selector(f'.person[data-name="{person}"] .thumb img[src^="blob:"]', timeout=120_000)
+        assert page.locator("#enrol-results li.added").count() >= 1, page.inner_text("#enrol-results")
+    shot(page, "1-people-enrolled")
+    for person in people:
+        count = page.inner_text(f'.person[data-name="{person}"] .person-count')
+        assert count.endswith("face") or count.endswith("faces")
+
+    # Identify the sample group photo: the names appear beside it, the labelled image above.
+    page.click("#tab-identify")
+    page.set_input_files("#identify-file", str(SAMPLES / "photos" / "obama_and_biden.jpg"))
+    page.wait_for_selector("#identify-faces li.face", timeout=120_000)
+    page.wait_for_function("document.getElementById('identify-image').naturalWidth > 0")
+    names = page.locator("#identify-faces li.face.known strong").all_inner_texts()
+    assert sorted(names) == ["barack_obama", "joe_biden"], names
+    shot(page, "2-identified")
+
+    # A photo with a face no one enrolled: unknown, shown differently.
+    page.set_input_files("#identify-file", str(SAMPLES / "photos" / "astronaut.jpg"))
+    page.wait_for_selector("#identify-faces li.face.unknown", timeout=60_000)
+    shot(page, "3-unknown")
+
+    # Bad input: the API's words, on the page.
+    page.set_input_files(
+        "#identify-file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a photo"}]
+    )
+    page.wait_for_selector("#message.error")
+    assert "notes.jpg: not an image" in page.inner_text("#message")
+    shot(page, "4-error")
+
+    # A photo with several faces: the page asks which face is the person's.
+    page.click("#tab-people")
+    page.fill("#enrol-name", "joe_biden")
+    page.set_input_files("#enrol-files", str(SAMPLES / "photos" / "obama_and_biden.jpg"))
+    page.click("#enrol button[type=submit]")
+    page.wait_for_selector("#chooser:not([hidden]) .face-box >> nth=1", timeout=120_000)
+    assert "obama_and_biden.jpg shows 2 faces" in page.inner_text("#chooser-text")
+    assert "2 faces found: choose the face below" in page.inner_text("#enrol-results li.failed")
+    shot(page, "5-choose-a-face")
+    page.locator("#chooser .face-box").nth(1).click()  # Biden stands on the right
+    page.wait_for_selector("#enrol-results li.added")
+    page.wait_for_selector('.person[data-name="joe_biden"] .thumb >> nth=1')
+    assert page.inner_text('.person[data-name="joe_biden"] .person-count') == "2 faces"
+
+    # Rename, then remove (with confirmation) a person.
+    card = page.locator('.person[data-name="grace_hopper"]')
+    card.locator("button.rename").click()
+    card.locator(".rename-input").fill("Grace Hopper")
+    card.locator(".rename-form button[type=submit]").click()
+    page.wait_for_selector('.person[data-name="Grace Hopper"]')
+    assert "Renamed grace_hopper to Grace Hopper." in page.inner_text("#message")
+    page.locator('.person[data-name="Grace Hopper"] button.remove').click()
+    page.wait_for_selector("dialog#confirm[open]")
+    shot(page, "6-confirm-remove")
+    page.click("#confirm-ok")
+    page.wait_for_selector('.person[data-name="Grace Hopper"]', state="detached")
+    assert "Removed Grace Hopper" in page.inner_text("#message")
+    shot(page, "7-removed")
+    with urllib.request.urlopen(server.url + "/v1/people") as r:
+        assert [p["name"] for p in json.load(r)] == ["barack_obama", "joe_biden"]
+    assert problems == []
+    page.close()
+
+
+def test_the_page_asks_for_a_key_when_one_is_needed(server, browser):
+    gallery = Path(server.log).parent / "gallery"
+    out = subprocess.run(
+        [sys.executable, "-m", "faceid", "keys", "create", "browser", "--gallery", str(gallery)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    key = out.stdout.strip().splitlines()[-1]
+    page = browser.new_page(viewport={"width": 1280, "height": 700})
+    page.goto(server.url + "/#people")
+    page.wait_for_selector("#key-form:not([hidden])")
+    page.fill("#key-input", "fid_wrong")
+    page.click("#key button[type=submit]")
+    page.wait_for_selector("#message.error")
+    assert "unknown or revoked API key" in page.inner_text("#message")
+    page.fill("#key-input", key)
+    page.click("#key button[type=submit]")
+    page.wait_for_selector('.person[data-name="joe_biden"]')
+    shot(page, "8-with-key")
+    page.close()
+    subprocess.run(
+        [sys.executable, "-m", "faceid", "keys", "revoke", "browser", "--gallery", str(gallery)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_the_api_docs_render_offline(server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    external: list[str] = []
+    page.on("request", lambda r: external.append(r.url) if not r.url.startswith(server.url) else None)
+    page.goto(server.url + "/docs")
+    page.locator(".swagger-ui .opblock-summary-path", has_text="/v1/identify").first.wait_for(timeout=60_000)
+    assert "faceid" in page.inner_text(".swagger-ui .info .title")
+    shot(page, "9-api-docs")
+    assert [u for u in external if not u.startswith(("data:", "blob:"))] == []  # nothing from elsewhere
+    page.close()
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(server):
+    photo = (SAMPLES / "photos" / "obama_and_biden.jpg").read_bytes()
+    boundary = "faceidboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="o.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    answers: list[int] = []
+
+    def ask():
+        request = urllib.request.Request(
+            server.url + "/v1/identify",
+            data=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as r:
+            answers.append(r.status)
+            assert len(json.load(r)["faces"]) == 2
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # the requests are in flight
+    assert server.stop() == 0
+    for t in threads:
+        t.join()
+    assert answers == [200] * 8, server.log.read_text()[-2000:]
