@@ -46,6 +46,7 @@ Figures (``part`` names select them):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -250,17 +251,12 @@ def _embedding_facenet(batches: Sequence[int], repeats: int, quick: bool) -> Ite
         for batch in batches:
             embedder.batch_size = batch
             count = batch if batch > 1 else 8  # one face at a time, 8 times
-            x = crops[:count]
-            embedder.embed(x)
             # Alternate the two measurements and keep the best of each: on a shared machine both
             # then see its least loaded moments, and their ratio is fair.
-            seconds, cpu, matmul = float("inf"), float("inf"), 0.0
-            for _ in range(repeats + 2):
-                matmul = max(matmul, matmul_gflops(repeats=2))
-                wall, used = time.perf_counter(), time.process_time()
-                embedder.embed(x)
-                seconds = min(seconds, time.perf_counter() - wall)
-                cpu = min(cpu, time.process_time() - used)
+            matmuls: list[float] = []
+            measure_matmul = functools.partial(_append_matmul, matmuls)
+            seconds, cpu = _best_embed_time(embedder, crops[:count], repeats, between=measure_matmul)
+            matmul = max(matmuls)
             rate = count / seconds
             yield _figure(
                 "embedding",
@@ -274,6 +270,27 @@ def _embedding_facenet(batches: Sequence[int], repeats: int, quick: bool) -> Ite
                 matmul_gflops=round(matmul, 1),
                 share_of_matmul=round(rate * flops / 1e9 / matmul, 3),
             )
+
+
+def _append_matmul(out: list[float]) -> None:
+    out.append(matmul_gflops(repeats=2))
+
+
+def _best_embed_time(
+    embedder, crops: np.ndarray, repeats: int, *, between: Callable[[], object] | None = None
+) -> tuple[float, float]:
+    """Best wall and CPU seconds of ``embedder.embed(crops)`` over ``repeats + 2`` calls after a
+    warm-up call; ``between`` runs before each timed call (a measurement to alternate with)."""
+    embedder.embed(crops)
+    seconds, cpu = float("inf"), float("inf")
+    for _ in range(repeats + 2):
+        if between is not None:
+            between()
+        wall, used = time.perf_counter(), time.process_time()
+        embedder.embed(crops)
+        seconds = min(seconds, time.perf_counter() - wall)
+        cpu = min(cpu, time.process_time() - used)
+    return seconds, cpu
 
 
 def _embedding_onnx(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[dict]:
@@ -306,14 +323,7 @@ def _embedding_onnx(batches: Sequence[int], repeats: int, quick: bool) -> Iterat
             for batch in batches:
                 embedder.batch_size = batch
                 count = batch if batch > 1 else 8
-                x = crops[:count]
-                embedder.embed(x)
-                seconds, cpu = float("inf"), float("inf")
-                for _ in range(repeats + 2):
-                    wall, used = time.perf_counter(), time.process_time()
-                    embedder.embed(x)
-                    seconds = min(seconds, time.perf_counter() - wall)
-                    cpu = min(cpu, time.process_time() - used)
+                seconds, cpu = _best_embed_time(embedder, crops[:count], repeats)
                 rate = count / seconds
                 yield _figure(
                     "embedding",
