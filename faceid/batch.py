@@ -115,14 +115,25 @@ def process(
     key = EmbeddingCache.key_of(_settings(pipeline)) if cache is not None else ""
     detector_key = EmbeddingCache.key_of(_detector_settings(pipeline)) if cache is not None else ""
     names = [os.fspath(s) for s in sources]
-    pipeline.expect(len(names))
+    prepared = False
+
+    def prepare() -> None:
+        """Tell the pipeline a run is coming (it may start loading its networks); with a cache, only
+        once an image is not in it, so that a run served from the cache never loads TensorFlow."""
+        nonlocal prepared
+        if not prepared:
+            prepared = True
+            pipeline.expect(len(names))
+
+    if cache is None:
+        prepare()
     batches = [names[i : i + batch_size] for i in range(0, len(names), batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending = [pool.submit(_load, n) for n in batches[0]] if batches else []
         for b in range(len(batches)):
             loaded = [f.result() for f in pending]
             pending = [pool.submit(_load, n) for n in batches[b + 1]] if b + 1 < len(batches) else []
-            for item in _run_batch(loaded, pipeline, cache, key, detector_key):
+            for item in _run_batch(loaded, pipeline, cache, key, detector_key, prepare):
                 if on_done is not None:
                     on_done(item)
                 yield item
@@ -136,7 +147,12 @@ def _load(name: str) -> Processed:
 
 
 def _run_batch(
-    loaded: list[Processed], pipeline: Pipeline, cache: EmbeddingCache | None, key: str, detector_key: str = ""
+    loaded: list[Processed],
+    pipeline: Pipeline,
+    cache: EmbeddingCache | None,
+    key: str,
+    detector_key: str = "",
+    prepare: Callable[[], None] | None = None,
 ) -> list[Processed]:
     out: list[Processed] = list(loaded)  # unreadable ones stay as they are
     todo: list[tuple[int, LoadedImage]] = []
@@ -150,6 +166,8 @@ def _run_batch(
             todo.append((i, item.image))
     if not todo:
         return out
+    if prepare is not None:
+        prepare()
     found: list[list[Face] | str]
     try:
         found = list(_detect_and_embed(pipeline, [image for _, image in todo], cache, detector_key))

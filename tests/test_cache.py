@@ -131,3 +131,18 @@ def test_a_run_over_a_corrupt_cache_gives_the_uncached_answer(tmp_path, cache):
     for run in (first, again, cached):
         for got, want in zip(run, fresh):
             assert got is not None and same_faces(got, want)
+
+
+def test_a_run_served_from_the_cache_does_not_prepare_the_networks(cache, tmp_path):
+    """``Pipeline.expect`` starts loading the embedder (TensorFlow's import); a cached run needs none."""
+    photos = [save_png(tmp_path / f"p{i}.png", tile_image([(40 * i + 60, 20, 20)])) for i in range(3)]
+    pipeline = make_fake_pipeline()
+    told: list[int] = []
+    pipeline.embedder.expect = told.append  # type: ignore[attr-defined]
+    first = [item.faces for item in process(photos, pipeline, cache=cache)]
+    assert told == [3]
+    again = [item.faces for item in process(photos, pipeline, cache=cache)]
+    assert told == [3] and [len(f or []) for f in again] == [len(f or []) for f in first] == [1, 1, 1]
+    photos.append(save_png(tmp_path / "new.png", tile_image([(10, 200, 10)])))
+    list(process(photos, pipeline, cache=cache))
+    assert told == [3, 4]  # one image not in the cache: told once, for the whole run
