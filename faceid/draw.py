@@ -60,6 +60,9 @@ def layout_labels(boxes: list[Rect], sizes: list[tuple[int, int]], width: int, h
         tops += [y1 + k * step for k in range(1, 2 * (height // step) + 1)]
         tops += [y0 - th - k * step for k in range(1, 2 * (height // step) + 1)]
         faces = [b for j, b in enumerate(boxes) if j != i]
+        # a free gap need not lie on the step grid: also try right under and right over every
+        # label placed and every face, where such gaps begin and end
+        tops += [edge for r in placed + faces for edge in (r[3], r[1] - th)]
         best: tuple[int, int] | None = None
         best_cover: tuple[int, int] | None = None
         for top in tops:
