@@ -17,7 +17,9 @@ the audit log. Scores are cosine similarities of unit vectors (inner products), 
 - :mod:`~faceid.gallery.changes`: the log of removed faces, which lets an index catch up in place;
 - :mod:`~faceid.gallery.searchindex`: the search index kept in step with the database;
 - :mod:`~faceid.gallery.records`: the dataclasses handed in and out, and the rule for names;
-- :mod:`~faceid.gallery.thumbnails`: a small JPEG of each face, deleted with it.
+- :mod:`~faceid.gallery.thumbnails`: a small JPEG of each face, deleted with it;
+- :mod:`~faceid.gallery.chips`: the photo around each face and its landmarks, from which another
+  model's embedding can be made (``faceid gallery migrate``), deleted with it.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from faceid.errors import (
     ModelMismatchError,
     PersonNotFoundError,
 )
-from faceid.gallery import audit, changes, deletion, people, thumbnails
+from faceid.gallery import audit, changes, chips, deletion, people, thumbnails
 from faceid.gallery.audit import AuditEntry
+from faceid.gallery.chips import FaceChip
 from faceid.gallery.indexfiles import IndexFiles
 from faceid.gallery.records import (
     MAX_NAME_LENGTH,
@@ -62,6 +65,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "SCHEMA_VERSION",
     "AuditEntry",
+    "FaceChip",
     "FaceRecord",
     "Gallery",
     "NewFace",
@@ -416,6 +420,13 @@ class Gallery:
         """The small JPEG kept for a face when it was enrolled, or ``None`` (enrolled before thumbnails)."""
         with self._store.snapshot():
             return thumbnails.read(self._db, face_id)
+
+    @guarded
+    def face_chip(self, face_id: int) -> FaceChip | None:
+        """The face's chip (the photo around it, its box and landmarks: :mod:`~faceid.gallery.chips`),
+        or ``None`` (enrolled before chips were kept)."""
+        with self._store.snapshot():
+            return chips.read(self._db, face_id)
 
     @guarded
     def _compaction_pending(self) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from faceid.errors import GalleryCorruptError
+from faceid.gallery import chips
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
 __all__ = [
@@ -157,7 +158,8 @@ def add_person(db: sqlite3.Connection, name: str) -> int:
 
 
 def add_face(db: sqlite3.Connection, face_id: int, person: int, vector: np.ndarray, face: NewFace, model: str) -> None:
-    """Insert face ``face_id`` (from :func:`new_ids`) of ``person`` with its float32 ``vector``."""
+    """Insert face ``face_id`` (from :func:`new_ids`) of ``person`` with its float32 ``vector``, and its
+    chip (:mod:`faceid.gallery.chips`) when ``face`` has one."""
     db.execute(
         "INSERT INTO faces (id, person_id, embedding, image_path, image_sha256, box, confidence, model, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -173,6 +175,8 @@ def add_face(db: sqlite3.Connection, face_id: int, person: int, vector: np.ndarr
             utc_now(),
         ),
     )
+    if face.chip is not None:
+        chips.store(db, face_id, face.chip)
 
 
 def delete_person(db: sqlite3.Connection, person: int) -> int:
