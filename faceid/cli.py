@@ -438,6 +438,65 @@ def gallery_rebuild(gallery: GalleryOpt = None) -> None:
     _say(f"index rebuilt: {count} faces")
 
 
+@gallery_app.command("migrate")
+def gallery_migrate(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="The model to move to (see `faceid models list`).")],
+    to: Annotated[
+        Optional[Path], typer.Option("--to", help="Write the migrated gallery to this new folder; keep the old one.")
+    ] = None,
+    drop_unmigrated: Annotated[
+        bool,
+        typer.Option("--drop-unmigrated", help="Leave out faces that can be re-embedded from neither chip nor photo."),
+    ] = False,
+    gallery: GalleryOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Re-embed every face with another model from the faces kept in the gallery; people, ids and log stay."""
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.gallery import default_gallery_dir
+    from faceid.migrate import MigrationError, migrate_gallery
+
+    path = gallery if gallery is not None else default_gallery_dir()
+    with _errors():
+        with _gallery(path, create=False) as g:
+            total = g.face_count
+        pipeline = _new_pipeline(ctx, EmbeddingKey.for_model(model))
+        with _progress(total, f"migrating to {model}", not quiet and not as_json) as tick:
+            done = [0]
+
+            def advance(count: int) -> None:
+                for _ in range(count - done[0]):
+                    tick()
+                done[0] = count
+
+            try:
+                report = migrate_gallery(
+                    path,
+                    pipeline,
+                    to=to,
+                    drop_unmigrated=drop_unmigrated,
+                    timeout=_options["timeout"],
+                    progress=advance,
+                )
+            except MigrationError as exc:
+                for u in exc.unmigrated:
+                    _err(f"not migrated: face {u.face_id} of {u.person or 'no one'}: {u.reason}")
+                raise
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        return
+    for u in report.unmigrated:
+        _err(f"dropped: face {u.face_id} of {u.person or 'no one'}: {u.reason}")
+    _say(
+        f"migrated {report.faces} faces to {report.new_key} ({report.from_chips} from their chips, "
+        f"{report.from_photos} from their photos) in {report.destination}"
+    )
+    if report.threshold_dropped:
+        _say("the calibrated threshold was for the old model and is removed: run `faceid calibrate` again")
+
+
 # -- the server and its keys --------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "face_owners",
     "faces",
     "faces_by_id",
+    "face_sources",
     "owners_of_image",
     "people",
     "person_id",
@@ -77,6 +78,15 @@ def faces_by_id(db: sqlite3.Connection, ids: Sequence[int]) -> list[FaceRecord]:
         "SELECT f.id, p.name, f.image_path, f.image_sha256, f.box, f.confidence, f.created_at "
         f"FROM faces f JOIN people p ON p.id = f.person_id WHERE f.id IN ({marks}) ORDER BY f.id",
         wanted,
+    ).fetchall()
+    return [FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
+
+
+def face_sources(db: sqlite3.Connection) -> list[FaceRecord]:
+    """Every face, by id, its person's name ``""`` where it has none."""
+    rows = db.execute(
+        "SELECT f.id, COALESCE(p.name, ''), f.image_path, f.image_sha256, f.box, f.confidence, f.created_at "
+        "FROM faces f LEFT JOIN people p ON p.id = f.person_id ORDER BY f.id"
     ).fetchall()
     return [FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
 
