@@ -740,6 +740,13 @@ def eval_lfw_openset(
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
     beta: Annotated[Optional[float], typer.Option(help="Weight of the runner-up in the decision score.")] = None,
+    migrate_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--migrate-from",
+            help="Enrol the gallery with this model, then move it to --model with `gallery migrate` (from chips).",
+        ),
+    ] = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -754,6 +761,13 @@ def eval_lfw_openset(
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         store = EmbeddingCache(cache)
         pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model)
+        source = None
+        if migrate_from is not None:
+            if sizes:
+                raise FaceIDError("--migrate-from does not go with --sizes")
+            from faceid.embedding_key import EmbeddingKey
+
+            source = _new_pipeline(ctx, EmbeddingKey.for_model(migrate_from))
         with _progress(total if people is None else 0, "embedding LFW", not quiet) as tick:
             if sizes:
                 for row in threshold_by_size(data, pipeline, cache=store, progress=tick):
@@ -768,6 +782,7 @@ def eval_lfw_openset(
                 max_strangers=strangers,
                 beta=beta,
                 progress=tick,
+                migrate_from=source,
             )
     typer.echo(json.dumps(report.to_json()))
     _eval_failures(report)
