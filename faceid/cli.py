@@ -560,9 +560,13 @@ def serve(
         float, typer.Option(min=0, help="Milliseconds to wait for other identify requests to batch with.")
     ] = 5.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images detected and embedded together.")] = 16,
+    model: Annotated[
+        Optional[str], typer.Option(help="Embedding model, for a new gallery [default: faceid's].")
+    ] = None,
 ) -> None:
     """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
     from faceid.apikeys import ApiKeys
+    from faceid.enroll import enrolment_key
     from faceid.gallery import Gallery
     from faceid.server import Settings, require_server_packages
     from faceid.server import serve as run_server
@@ -574,6 +578,7 @@ def serve(
         with Gallery(path, timeout=_options["timeout"]) as g:
             keys = ApiKeys(g).count()
             where = g.path
+            enrolment_key(g, model=model)  # an unknown model, or not the gallery's: refused before serving
         loopback = is_loopback(host)
         if not loopback and keys == 0 and not insecure_no_auth:
             raise FaceIDError(
@@ -599,7 +604,7 @@ def serve(
             access = "no keys yet: open to this machine only; `faceid keys create NAME` to require one"
         shown = f"[{host}]" if ":" in host else host
         _err(f"faceid: serving {where} at http://{shown}:{port}/ ({access}); loading the models...")
-        run_server(where, host=host, port=port, settings=settings)
+        run_server(where, host=host, port=port, settings=settings, model=model)
 
 
 @app.command()
@@ -610,6 +615,7 @@ def calibrate(
     strangers: Annotated[Path, typer.Argument(help="Photos of people who are not enrolled.")],
     fpir: Annotated[float, typer.Option(help="Target share of strangers wrongly named.")] = 0.01,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the result, do not store the threshold.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="Embedding model, for a new gallery.")] = None,
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -617,10 +623,11 @@ def calibrate(
     """Pick the threshold for a target false-identification rate from your own photos, and store it."""
     from faceid.batch import iter_image_files
     from faceid.calibrate import calibrate as run
+    from faceid.enroll import enrolment_key
 
     with _errors(), _gallery(gallery) as g:
         total = len(list(iter_image_files([enrolled, probes, strangers])))
-        pipeline = _new_pipeline(ctx, g.embedding_key)
+        pipeline = _new_pipeline(ctx, enrolment_key(g, model=model))
         with _progress(total, "calibrating", not quiet and not as_json) as tick:
             report = run(g, enrolled, probes, strangers, pipeline, target_fpir=fpir, store=not dry_run, progress=tick)
     for warning in report.warnings:
