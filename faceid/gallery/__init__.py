@@ -439,14 +439,20 @@ class Gallery:
         folder = Path(folder)
         folder.mkdir(mode=0o700)
         target = folder / DB_NAME
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
-        copy = sqlite3.connect(target)
         try:
-            with self._store.snapshot():
-                generation = self._store.generation()
-                self._db.backup(copy)
-        finally:
-            copy.close()
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+            copy = sqlite3.connect(target)
+            try:
+                with self._store.snapshot():
+                    generation = self._store.generation()
+                    self._db.backup(copy)
+            finally:
+                copy.close()
+        except BaseException:  # busy, a full disk: no half copy left behind
+            for leftover in folder.iterdir():
+                deletion.shred(leftover)
+            folder.rmdir()
+            raise
         return generation
 
     @guarded
