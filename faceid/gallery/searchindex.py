@@ -217,7 +217,7 @@ class SearchIndex:
         if index is None or self._generation is None:
             return False
         now = self._changes(self._generation, self._last_id)
-        if now.removed_ids is None:
+        if now.removed_ids is None or int(index.d) != now.dimension:  # or the first embeddings came: built anew
             return False
         spec = gi.spec_of(index)
         removed = gi.remove(index, now.removed_ids)

@@ -336,6 +336,15 @@ class UnknownFaces:
         target = normalise_name(name) if name is not None else None
         self._store.require(2, "moving faces")
         left: list[int] = []
+        try:
+            return self._move(wanted, target, left)
+        except Unchanged:  # nothing to move: rolled back, no new generation
+            return []
+        finally:
+            if left:
+                self._gallery._search.removed(np.array(left, np.int64))
+
+    def _move(self, wanted: list[int], target: str | None, left: list[int]) -> list[int]:
         with self._store.write() as db:
             rows = _rows(db, "SELECT id, person_id, group_id FROM faces WHERE id IN ({})", wanted)
             missing = sorted(set(wanted) - {r[0] for r in rows})
@@ -361,11 +370,9 @@ class UnknownFaces:
             _set(db, "person_id = ?, group_id = NULL", sorted(moving), pid)
             # faces entering or leaving the search index
             switched = [f for f, person, _ in moved if (person is None) != (pid is None)]
-            left = [f for f, person, _ in moved if person is not None and pid is None]
             changes.note_removed_faces(db, switched, self._store.generation() + 1)
             audit.record(db, "move", target, actor=self._gallery.actor, faces=sorted(moving))
-        if left:
-            self._gallery._search.removed(np.array(left, np.int64))
+        left += [f for f, person, _ in moved if person is not None and pid is None]  # after the commit only
         return sorted(moving)
 
     @guarded
