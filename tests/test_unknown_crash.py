@@ -20,10 +20,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import unknown_workers as uw
 import workers
 
 from faceid.gallery import Gallery
+
+pytestmark = pytest.mark.slow  # processes, kill cycles
 
 KILLS = int(os.environ.get("FACEID_UNKNOWN_KILLS", "20"))
 
