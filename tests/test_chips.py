@@ -131,3 +131,22 @@ def test_chips_never_reach_the_audit_log(tmp_path, fake_pipeline):
         chip = g.face_chip(g.faces()[0].id)
         log = repr([e for e in g.audit_log()])
     assert chip is not None and "landmarks" not in log and "png" not in log
+
+
+def test_kept_unknown_faces_get_a_chip_too(tmp_path, fake_pipeline):
+    from conftest import fake_cli, tile_image
+
+    folder = tmp_path / "g"
+    with Gallery(folder) as g:
+        enroll(g, "Known", [save_png(tmp_path / "k.png", tile_image([(200, 30, 30)]))], fake_pipeline)
+    big = np.kron(tile_image([(30, 30, 200)]), np.ones((3, 3, 1), np.uint8))  # strangers: nine fake 40 px faces
+    photo = save_png(tmp_path / "stranger.png", big)
+    result = fake_cli("identify", photo, "--remember", "--json", "--gallery", folder)
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(folder / "gallery.db") as db:
+        unknown = [r[0] for r in db.execute("SELECT id FROM faces WHERE person_id IS NULL")]
+    assert unknown
+    with Gallery(folder) as g:
+        for face_id in unknown:
+            chip = g.face_chip(face_id)
+            assert chip is not None and chip.pixels().shape[2] == 3

@@ -229,3 +229,31 @@ def test_a_change_made_during_the_migration_stops_it(old_gallery, monkeypatch):
     with pytest.raises(MigrationError, match="changed while it was being migrated"):
         migrate_gallery(old_gallery, maker(NEW))
     assert snapshot(old_gallery)["key"] == OLD and "Cyd" in [p[1] for p in snapshot(old_gallery)["people"]]
+
+
+def test_kept_unknown_faces_are_migrated_from_their_chips_and_stay_unknown(old_gallery, tmp_path):
+    import sqlite3
+
+    from faceid.gallery.chips import make_chip
+
+    pixels = tile_image([(90, 160, 60), (160, 60, 90)])
+    detections = FakeDetector().detect(pixels)
+    vectors = FakeEmbedder().embed(np.stack([pixels[8:32, 8 + 40 * i : 32 + 40 * i] for i in range(2)]))
+    faces = [
+        NewFace(v, "c" * 64, d.box, d.confidence, None, chip=make_chip(pixels, d)) for v, d in zip(vectors, detections)
+    ]
+    with Gallery(old_gallery) as g:
+        kept = g.unknown.keep(faces, embedding_key=OLD, group=False, min_size=0, min_confidence=0)
+        assert len([i for i in kept.ids if i is not None]) == 2
+
+    def unknown_rows():
+        with sqlite3.connect(old_gallery / "gallery.db") as db:
+            rows = db.execute("SELECT id, embedding FROM faces WHERE person_id IS NULL ORDER BY id").fetchall()
+        return [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+
+    ids, before = unknown_rows()
+    report = migrate_gallery(old_gallery, maker(NEW))
+    assert (report.faces, report.from_chips, report.unmigrated) == (6, 6, [])
+    again, after = unknown_rows()
+    assert again == ids and np.allclose(after, before @ OtherModel(112).turn, atol=1e-5)
+    assert snapshot(old_gallery)["check"] == []
