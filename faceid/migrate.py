@@ -119,6 +119,23 @@ def migrate_gallery(
     target = Path(to) if to is not None else None
     if target is not None and (target.exists() or target.is_symlink()):
         raise MigrationError(f"{target}: already exists; --to takes a new folder")
+    if target is not None and not target.parent.is_dir():
+        raise MigrationError(f"{target.parent}: no such folder")
+    try:
+        return _migrate(source, pipeline, target, drop_unmigrated, timeout, progress)
+    except OSError as exc:  # a full disk, a read-only folder: the old gallery is as it was
+        where = exc.filename or target or source
+        raise MigrationError(f"{where}: {exc.strerror or exc}; the gallery was not changed") from None
+
+
+def _migrate(
+    source: Path,
+    pipeline: Pipeline,
+    target: Path | None,
+    drop_unmigrated: bool,
+    timeout: float,
+    progress: Callable[[int], None] | None,
+) -> MigrationReport:
     new_key = pipeline.key
     _sweep(source.parent, source.name)
     with Gallery(source, create=False, timeout=timeout) as old:
@@ -152,7 +169,10 @@ def migrate_gallery(
             _remove(build)
             raise
     if target is None:
-        _remove(build)  # the old gallery, now under the build folder's name
+        try:
+            _remove(build)  # the old gallery, now under the build folder's name
+        except OSError as exc:  # the migration stands; the old copy must not be forgotten
+            log.warning("%s: the old gallery could not be deleted (%s); delete this folder", build, exc)
     return MigrationReport(
         source=str(source),
         destination=str(destination),

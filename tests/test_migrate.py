@@ -175,6 +175,10 @@ def test_cli_json(old_gallery):
     assert report["faces"] == 4 and report["new_key"] == NEW.describe() and report["unmigrated"] == []
     result = cli("gallery", "migrate", "--model", "nosuchmodel", "--gallery", old_gallery, models=maker)
     assert result.exit_code == 1 and result.stderr.startswith("faceid: error:")
+    result = cli(
+        "gallery", "migrate", "--model", "sface", "--to", old_gallery / "no" / "new", "-g", old_gallery, models=maker
+    )
+    assert result.exit_code == 1 and "no such folder" in result.stderr and result.stderr.count("\n") == 1
 
 
 # -- a kill mid-way ---------------------------------------------------------------------------------
