@@ -248,7 +248,6 @@ def _rebuild(
             drop=[u.face_id for u in failed],
             reason=f"not migrated from {old_key.model} to {new_key.model}",
         )
-        g.rebuild_index()
     return len(vectors), len(chipped), from_photos, failed
 
 

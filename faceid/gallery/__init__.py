@@ -485,7 +485,9 @@ class Gallery:
         ``vectors`` must hold every face but those in ``drop``, which are removed (each recorded
         in the audit log as a removed face, with ``reason``). The calibrated threshold belonged to
         the old model and is removed; people, names, ids and the audit log stay; the change is
-        recorded as one ``migrate`` entry. The file is then compacted, so no old embedding stays.
+        recorded as one ``migrate`` entry. The file is then compacted, so no old embedding stays,
+        and the index rebuilt. Meant for a gallery no other process has open (:mod:`faceid.migrate`
+        works on a copy): another process's index would keep the old vectors until it reopens.
 
         Raises:
             ValueError: a face is in neither ``vectors`` nor ``drop``, or a vector is not a unit
@@ -535,6 +537,7 @@ class Gallery:
             deletion.note_removal(db)  # the old embeddings: compacted away below
         if not self._compact(wait=True):
             self._report(f"{self.path}: could not compact the file after the migration; it is done on the next open")
+        self._search.rebuild()
 
     @guarded
     def _compaction_pending(self) -> bool:
