@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceid import _check
 from faceid.cache import EmbeddingCache
+from faceid.detect import Detection
 from faceid.errors import ImageError, PipelineError
 from faceid.images import IMAGE_SUFFIXES, LoadedImage, read_image
 from faceid.pipeline import Face, Pipeline
@@ -104,18 +106,28 @@ def process(
     batch_size: int = 16,
     cache: EmbeddingCache | None = None,
     on_done: Callable[[Processed], None] | None = None,
+    overlap: bool = True,
 ) -> Iterator[Processed]:
     """Yield a :class:`Processed` for every source, in order.
 
-    Decoding of the next batch runs in threads while the current batch is detected and embedded.
+    The work runs in three stages: decoding (two threads, up to two batches ahead), detection of
+    a batch, and embedding of its faces. With ``overlap`` (the default) batch k+1 is detected in
+    a thread of its own while batch k is embedded in the calling thread, so that both of a
+    2-core machine's cores work (TensorFlow and onnxruntime release the GIL while they run); at
+    most one detected batch waits. The batches, hence what MTCNN sees together and every box
+    and embedding, are the same either way; ``overlap=False`` runs detection and embedding one
+    after the other (the equality tests compare the two).
+
     A file that cannot be read, or that the pipeline fails on, gets an ``error`` (one line naming
     it and the reason) and the run goes on; a bug in the pipeline propagates (see :func:`_image_failures`).
     """
     batch_size = _check.integer("process", "batch_size", batch_size, low=1)
+    overlap = _check.boolean("process", "overlap", overlap)
     key = EmbeddingCache.key_of(_settings(pipeline)) if cache is not None else ""
     detector_key = EmbeddingCache.key_of(_detector_settings(pipeline)) if cache is not None else ""
     names = [os.fspath(s) for s in sources]
     prepared = False
+    detector_lock = threading.Lock()  # MTCNN runs in one thread at a time (see _embed_stage's fallback)
 
     def prepare() -> None:
         """Tell the pipeline a run is coming (it may start loading its networks); with a cache, only
@@ -128,15 +140,41 @@ def process(
     if cache is None:
         prepare()
     batches = [names[i : i + batch_size] for i in range(0, len(names), batch_size)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = [pool.submit(_load, n) for n in batches[0]] if batches else []
+    if not batches:
+        return
+    stage = _Stages(pipeline, cache, key, detector_key, prepare, detector_lock)
+    decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="faceid-decode")
+    detector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceid-detect") if overlap else None
+    try:
+        loads: dict[int, list[Future[Processed]]] = {}
+
+        def load(b: int) -> None:
+            if b < len(batches) and b not in loads:
+                loads[b] = [decoders.submit(_load, n) for n in batches[b]]
+
+        load(0)
+        load(1)
+        ahead: Future[_Detected] | None = None
+        if detector is not None:
+            ahead = detector.submit(stage.detect, loads.pop(0))
         for b in range(len(batches)):
-            loaded = [f.result() for f in pending]
-            pending = [pool.submit(_load, n) for n in batches[b + 1]] if b + 1 < len(batches) else []
-            for item in _run_batch(loaded, pipeline, cache, key, detector_key, prepare):
+            if detector is not None and ahead is not None:
+                detected = ahead.result()
+                load(b + 2)
+                if b + 1 < len(batches):
+                    ahead = detector.submit(stage.detect, loads.pop(b + 1))
+            else:
+                futures = loads.pop(b)
+                load(b + 1)
+                detected = stage.detect(futures)
+            for item in stage.embed(detected):
                 if on_done is not None:
                     on_done(item)
                 yield item
+    finally:
+        if detector is not None:
+            detector.shutdown(wait=True, cancel_futures=True)
+        decoders.shutdown(wait=True, cancel_futures=True)
 
 
 def _load(name: str) -> Processed:
@@ -146,59 +184,91 @@ def _load(name: str) -> Processed:
         return Processed(name, None, error=str(exc))
 
 
-def _run_batch(
-    loaded: list[Processed],
-    pipeline: Pipeline,
-    cache: EmbeddingCache | None,
-    key: str,
-    detector_key: str = "",
-    prepare: Callable[[], None] | None = None,
-) -> list[Processed]:
-    out: list[Processed] = list(loaded)  # unreadable ones stay as they are
-    todo: list[tuple[int, LoadedImage]] = []
-    for i, item in enumerate(loaded):
-        if item.image is None:
-            continue
-        cached = cache.get(item.image.sha256, key) if cache is not None else None
-        if cached is not None:
-            out[i] = Processed(item.source, item.image, cached)
-        else:
-            todo.append((i, item.image))
-    if not todo:
+@dataclass(frozen=True)
+class _Detected:
+    """A batch between detection and embedding: ``out`` holds the final outcome of the unreadable
+    and cached images; ``todo`` the (position, image) pairs still to embed, with ``detections`` for
+    each, or ``None`` when detection failed on the batch (then they run one by one)."""
+
+    out: list[Processed]
+    todo: list[tuple[int, LoadedImage]]
+    detections: list[list[Detection]] | None
+
+
+@dataclass(frozen=True)
+class _Stages:
+    """Detection and embedding of one batch, as two steps that may run in different threads."""
+
+    pipeline: Pipeline
+    cache: EmbeddingCache | None
+    key: str
+    detector_key: str
+    prepare: Callable[[], None]
+    detector_lock: threading.Lock
+
+    def detect(self, futures: list[Future[Processed]]) -> _Detected:
+        loaded = [f.result() for f in futures]
+        out: list[Processed] = list(loaded)  # unreadable ones stay as they are
+        todo: list[tuple[int, LoadedImage]] = []
+        for i, item in enumerate(loaded):
+            if item.image is None:
+                continue
+            cached = self.cache.get(item.image.sha256, self.key) if self.cache is not None else None
+            if cached is not None:
+                out[i] = Processed(item.source, item.image, cached)
+            else:
+                todo.append((i, item.image))
+        if not todo:
+            return _Detected(out, todo, [])
+        self.prepare()
+        try:
+            detections = self._detections([image for _, image in todo])
+        except _image_failures() as exc:  # which image? run them one by one, so that only it is reported
+            _log_batch_failure(len(todo), exc)
+            return _Detected(out, todo, None)
+        return _Detected(out, todo, detections)
+
+    def _detections(self, images: list[LoadedImage]) -> list[list[Detection]]:
+        """Detections of each image, reusing cached ones where the cache has them."""
+        cache = self.cache
+        known = [cache.get_detections(im.sha256, self.detector_key) if cache is not None else None for im in images]
+        missing = [i for i, found in enumerate(known) if found is None]
+        if missing:
+            with self.detector_lock:
+                fresh = self.pipeline.detect_many([images[i].pixels for i in missing])
+            for i, found in zip(missing, fresh):
+                known[i] = found
+            if cache is not None:
+                cache.put_detections([(images[i].sha256, known[i] or []) for i in missing], self.detector_key)
+        return [found or [] for found in known]
+
+    def embed(self, detected: _Detected) -> list[Processed]:
+        out, todo = list(detected.out), detected.todo
+        if not todo:
+            return out
+        found: list[list[Face] | str] | None = None
+        if detected.detections is not None:
+            try:
+                found = list(self.pipeline.embed_many([image.pixels for _, image in todo], detected.detections))
+            except _image_failures() as exc:
+                _log_batch_failure(len(todo), exc)
+        if found is None:
+            with self.detector_lock:  # pipeline.faces detects too: not beside the detection thread
+                found = [_faces_or_error(self.pipeline, image, out[i].source) for i, image in todo]
+        fresh = []
+        for (i, image), faces in zip(todo, found):
+            if isinstance(faces, str):
+                out[i] = Processed(out[i].source, image, error=faces)
+            else:
+                out[i] = Processed(out[i].source, image, faces)
+                fresh.append((image.sha256, faces))
+        if self.cache is not None and fresh:
+            self.cache.put_many(fresh, self.key)
         return out
-    if prepare is not None:
-        prepare()
-    found: list[list[Face] | str]
-    try:
-        found = list(_detect_and_embed(pipeline, [image for _, image in todo], cache, detector_key))
-    except _image_failures() as exc:  # which image? run them one by one, so that only it is reported
-        log.warning("a batch of %d images failed (%s: %s); running them one by one", len(todo), type(exc).__name__, exc)
-        found = [_faces_or_error(pipeline, image, loaded[i].source) for i, image in todo]
-    fresh = []
-    for (i, image), faces in zip(todo, found):
-        if isinstance(faces, str):
-            out[i] = Processed(loaded[i].source, image, error=faces)
-        else:
-            out[i] = Processed(loaded[i].source, image, faces)
-            fresh.append((image.sha256, faces))
-    if cache is not None and fresh:
-        cache.put_many(fresh, key)
-    return out
 
 
-def _detect_and_embed(
-    pipeline: Pipeline, images: list[LoadedImage], cache: EmbeddingCache | None, detector_key: str
-) -> list[list[Face]]:
-    """Faces of each image, reusing cached detections where a cache has them."""
-    known = [cache.get_detections(image.sha256, detector_key) if cache is not None else None for image in images]
-    missing = [i for i, found in enumerate(known) if found is None]
-    if missing:
-        fresh = pipeline.detect_many([images[i].pixels for i in missing])
-        for i, found in zip(missing, fresh):
-            known[i] = found
-        if cache is not None:
-            cache.put_detections([(images[i].sha256, known[i] or []) for i in missing], detector_key)
-    return pipeline.embed_many([image.pixels for image in images], [found or [] for found in known])
+def _log_batch_failure(images: int, exc: BaseException) -> None:
+    log.warning("a batch of %d images failed (%s: %s); running them one by one", images, type(exc).__name__, exc)
 
 
 def _image_failures() -> tuple[type[BaseException], ...]:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,9 @@ class EmbeddingCache:
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        # one statement or transaction at a time: faceid.batch.process reads in its detection
+        # thread while the calling thread writes embeddings, on this one connection
+        self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS faces (image_sha256 TEXT NOT NULL, key TEXT NOT NULL, "
@@ -67,9 +71,10 @@ class EmbeddingCache:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
 
     def get(self, image_sha256: str, key: str) -> list[Face] | None:
-        row = self._db.execute(
-            "SELECT detections, embeddings FROM faces WHERE image_sha256 = ? AND key = ?", (image_sha256, key)
-        ).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT detections, embeddings FROM faces WHERE image_sha256 = ? AND key = ?", (image_sha256, key)
+            ).fetchone()
         if row is None:
             self.misses += 1
             return None
@@ -89,15 +94,16 @@ class EmbeddingCache:
             detections = _detections_to_json([f.detection for f in faces])
             blob = np.stack([f.embedding for f in faces]).astype(np.float32).tobytes() if faces else b""
             rows.append((sha, key, detections, blob))
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?)", rows)
 
     def get_detections(self, image_sha256: str, key: str) -> list[Detection] | None:
         """Detections alone, shared by pipelines that differ only after detection (crop, mirror)."""
-        row = self._db.execute(
-            "SELECT detections FROM detections WHERE image_sha256 = ? AND key = ?", (image_sha256, key)
-        ).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT detections FROM detections WHERE image_sha256 = ? AND key = ?", (image_sha256, key)
+            ).fetchone()
         if row is None:
             return None
         try:
@@ -108,12 +114,13 @@ class EmbeddingCache:
 
     def put_detections(self, items: list[tuple[str, list[Detection]]], key: str) -> None:
         rows = [(sha, key, _detections_to_json(found)) for sha, found in items]
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO detections VALUES (?, ?, ?)", rows)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 def _detections_to_json(detections: list[Detection]) -> str:
