@@ -130,6 +130,7 @@ def run(
     sizes: Sequence[int] = (10_000, 100_000, 1_000_000),
     tiny: bool = False,
     workdir: str | os.PathLike | None = None,
+    models: Sequence[str | None] = (None,),
 ) -> Iterator[dict]:
     """Measure the chosen ``parts`` (see the module docstring) and yield one dict per figure.
 
@@ -141,6 +142,8 @@ def run(
         tiny: a quick run that checks every part works (a few photos, one repetition); its
             numbers mean little.
         workdir: where temporary galleries and photo folders go (a new temporary folder by default).
+        models: the embedding models that ``identify`` and ``cli`` measure (``None``: the default
+            model); with several, ``cli`` runs them alternately in each round, beside face_recognition.
     """
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
@@ -156,9 +159,10 @@ def run(
         if "detection" in parts:
             yield from _detection(data_path, repeats=repeats)
         if "identify" in parts:
-            yield from _identify(work, repeats=1 if tiny else 7, quick=tiny)
+            for model in models:
+                yield from _identify(work, repeats=1 if tiny else 7, quick=tiny, model=model)
         if "cli" in parts:
-            yield from _cli(work, data_path, images=images, compare=not tiny)
+            yield from _cli(work, data_path, images=images, compare=not tiny, models=models)
         if "coldstart" in parts:
             yield from _coldstart(work, data_path, repeats=repeats)
         if "gallery" in parts:
@@ -418,16 +422,16 @@ def _sample_gallery(path: Path, pipeline=None):
     return gallery
 
 
-def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
+def _identify(work: Path, repeats: int, quick: bool, model: str | None = None) -> Iterator[dict]:
     from faceid import models
     from faceid.embed import Embedder
     from faceid.identify import candidates_for, identify
     from faceid.images import read_image
     from faceid.pipeline import Pipeline
 
-    pipeline = Pipeline()
+    pipeline = Pipeline(model)
     photo = _one_face_640x480(work / "one-face-640x480.jpg")
-    with _sample_gallery(work / "identify-gallery", pipeline) as gallery:
+    with _sample_gallery(work / f"identify-gallery-{pipeline.spec.name}", pipeline) as gallery:
 
         def once():
             return list(identify([photo], gallery, pipeline))
@@ -459,6 +463,7 @@ def _identify(work: Path, repeats: int, quick: bool) -> Iterator[dict]:
             embedder.graph_file = True
     yield _figure(
         "identify_warm",
+        model=pipeline.spec.name,
         image="640x480, one face",
         faces=len(result.faces),
         ms_median=round(statistics.median(times) * 1000, 1),
@@ -579,42 +584,51 @@ def _face_recognition_ready() -> str | None:
     return None
 
 
-def _cli(work: Path, data: Path | None, images: int, compare: bool, rounds: int = 2) -> Iterator[dict]:
-    """The command lines end to end. With ``compare``, faceid identify and face_recognition run
-    ``rounds`` times, alternately, and each keeps its best: on a shared machine both then get its
-    quieter moments."""
+def _cli(
+    work: Path, data: Path | None, images: int, compare: bool, rounds: int = 2, models: Sequence[str | None] = (None,)
+) -> Iterator[dict]:
+    """The command lines end to end. With ``compare``, faceid identify (each of ``models`` on its
+    own gallery of the same people) and face_recognition run ``rounds`` times, alternately, and
+    each keeps its best: on a shared machine all then get its quieter moments."""
+    from faceid.models import DEFAULT_MODEL
+
     photos, known_faceid, known_fr, count, what = _cli_inputs(work, data, images)
     faceid = _script("faceid")
     base = [str(faceid)] if faceid is not None else [sys.executable, "-m", "faceid"]
-    gallery = work / "cli-gallery"
-    if compare:
-        enroll_s, enrolled = _timed(
-            [*base, "enroll", "--folders", str(known_faceid), "-g", str(gallery), "--json", "-q"]
-        )
-        if enrolled.returncode != 0:
-            raise RuntimeError(f"faceid enroll failed: {enrolled.stderr.strip()[-500:]}")
-    else:  # the quick run enrols in this process, saving one start-up of the models
-        from faceid.enroll import enroll_folders
-        from faceid.gallery import Gallery
+    names = [m or DEFAULT_MODEL for m in models]
+    galleries = {name: work / f"cli-gallery-{name}" for name in names}
+    enroll_s: dict[str, float] = {}
+    for name, gallery in galleries.items():
+        if compare:
+            enroll_s[name], enrolled = _timed(
+                [*base, "enroll", "--folders", str(known_faceid), "-g", str(gallery), "--model", name, "--json", "-q"]
+            )
+            if enrolled.returncode != 0:
+                raise RuntimeError(f"faceid enroll failed: {enrolled.stderr.strip()[-500:]}")
+        else:  # the quick run enrols in this process, saving one start-up of the models
+            from faceid.enroll import enroll_folders
+            from faceid.gallery import Gallery
+            from faceid.pipeline import Pipeline
 
-        start = time.perf_counter()
-        with Gallery(gallery) as g:
-            enroll_folders(g, known_faceid)
-        enroll_s = time.perf_counter() - start
+            start = time.perf_counter()
+            with Gallery(gallery) as g:
+                enroll_folders(g, known_faceid, Pipeline(name))
+            enroll_s[name] = time.perf_counter() - start
     why = _face_recognition_ready() if compare else "not compared in the quick run"
     script = _script("face_recognition")
-    mine: list[float] = []
+    mine: dict[str, list[float]] = {name: [] for name in names}
+    mine_cpu: dict[str, list[float]] = {name: [] for name in names}
+    lines: dict[str, list[dict]] = {}
     theirs: list[float] = []
-    mine_cpu: list[float] = []
-    lines: list[dict] = []
     by_photo: dict[str, list[str]] = {}
     for _ in range(rounds if compare else 1):
-        seconds, cpu, found = _timed_cpu([*base, "identify", str(photos), "-g", str(gallery), "--json", "-q"])
-        lines = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
-        if found.returncode != 0 or len(lines) != count:
-            raise RuntimeError(f"faceid identify failed on {count} photos: {found.stderr.strip()[-500:]}")
-        mine.append(seconds)
-        mine_cpu.append(cpu)
+        for name, gallery in galleries.items():
+            seconds, cpu, found = _timed_cpu([*base, "identify", str(photos), "-g", str(gallery), "--json", "-q"])
+            lines[name] = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
+            if found.returncode != 0 or len(lines[name]) != count:
+                raise RuntimeError(f"faceid identify failed on {count} photos: {found.stderr.strip()[-500:]}")
+            mine[name].append(seconds)
+            mine_cpu[name].append(cpu)
         if why is None and script is not None:
             # (no CPU figure: its worker processes are not waited for, so their time is not counted)
             seconds, done = _timed([str(script), "--cpus", "2", str(known_fr), str(photos)])
@@ -625,22 +639,25 @@ def _cli(work: Path, data: Path | None, images: int, compare: bool, rounds: int 
             by_photo = {}
             for row in (line.split(",") for line in done.stdout.splitlines() if "," in line):
                 by_photo.setdefault(row[0], []).append(row[1])
-    identify_s = min(mine)
-    yield _figure(
-        "cli_faceid",
-        command="faceid identify PHOTOS --json -q (gallery enrolled by faceid enroll --folders KNOWN)",
-        input=what,
-        known_people=len(list(known_faceid.iterdir())),
-        photos=count,
-        enroll_s=round(enroll_s, 2),
-        identify_s=round(identify_s, 2),
-        identify_s_each_round=[round(v, 2) for v in mine],
-        cpu_s_each_round=[round(v, 2) for v in mine_cpu],
-        photos_per_s=round(count / identify_s, 2),
-        photos_per_s_with_enroll=round(count / (enroll_s + identify_s), 2),
-        photos_without_face=sum(1 for r in lines if not r["faces"]),
-        faces=sum(len(r["faces"]) for r in lines),
-    )
+    for name in names:
+        identify_s = min(mine[name])
+        yield _figure(
+            "cli_faceid",
+            model=name,
+            command="faceid identify PHOTOS --json -q "
+            f"(gallery enrolled by faceid enroll --folders KNOWN --model {name})",
+            input=what,
+            known_people=len(list(known_faceid.iterdir())),
+            photos=count,
+            enroll_s=round(enroll_s[name], 2),
+            identify_s=round(identify_s, 2),
+            identify_s_each_round=[round(v, 2) for v in mine[name]],
+            cpu_s_each_round=[round(v, 2) for v in mine_cpu[name]],
+            photos_per_s=round(count / identify_s, 2),
+            photos_per_s_with_enroll=round(count / (enroll_s[name] + identify_s), 2),
+            photos_without_face=sum(1 for r in lines[name] if not r["faces"]),
+            faces=sum(len(r["faces"]) for r in lines[name]),
+        )
     if not compare:  # the quick run: checks that the command line works, measures no more
         return
     if why is not None or not theirs:
@@ -657,14 +674,17 @@ def _cli(work: Path, data: Path | None, images: int, compare: bool, rounds: int 
         photos_answered=len(by_photo),
         photos_without_face=sum(1 for names in by_photo.values() if names == ["no_persons_found"]),
     )
-    yield _figure(
-        "cli_ratio",
-        faceid_identify_over_face_recognition=round(fr_s / identify_s, 2),
-        with_faceid_enroll_over_face_recognition=round(fr_s / (enroll_s + identify_s), 2),
-        note="photos/s of faceid identify (cold start included, gallery already enrolled) over "
-        "face_recognition's (which reads its known people on every run); with_faceid_enroll adds "
-        "the one-off faceid enroll, a second cold start, to faceid's time",
-    )
+    for name in names:
+        identify_s = min(mine[name])
+        yield _figure(
+            "cli_ratio",
+            model=name,
+            faceid_identify_over_face_recognition=round(fr_s / identify_s, 2),
+            with_faceid_enroll_over_face_recognition=round(fr_s / (enroll_s[name] + identify_s), 2),
+            note="photos/s of faceid identify (cold start included, gallery already enrolled) over "
+            "face_recognition's (which reads its known people on every run); with_faceid_enroll adds "
+            "the one-off faceid enroll, a second cold start, to faceid's time",
+        )
 
 
 def _coldstart(work: Path, data: Path | None, repeats: int) -> Iterator[dict]:

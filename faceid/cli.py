@@ -1065,9 +1065,17 @@ def bench(
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Embedding model(s) that the identify and cli parts measure, comma-separated; several run "
+            "alternately in the cli part [default: the default model]."
+        ),
+    ] = None,
 ) -> None:
     """Measure speed side by side in one run (against face_recognition too, if installed): one JSON line per figure."""
     from faceid import bench as benchmark
+    from faceid import models
 
     parts = [p.strip() for p in only.split(",") if p.strip()] if only else list(benchmark.PARTS)
     try:
@@ -1077,10 +1085,19 @@ def bench(
         raise typer.Exit(2) from None
     if tiny:
         images, counts = min(images, 3), [1000, 2000]
+    chosen: list[str | None] = [m.strip() for m in model.split(",") if m.strip()] if model else [None]
     with _errors():
+        for name in chosen:
+            if name is not None:
+                models.get_spec(name)  # an unknown model: one line, before anything runs
         try:
             for figure in benchmark.run(
-                parts, data=data or benchmark.default_data(), images=images, sizes=counts, tiny=tiny
+                parts,
+                data=data or benchmark.default_data(),
+                images=images,
+                sizes=counts,
+                tiny=tiny,
+                models=chosen,
             ):
                 typer.echo(json.dumps(figure))
         except ValueError as exc:
