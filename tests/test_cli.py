@@ -88,8 +88,10 @@ def test_models_list_offline(tmp_path, monkeypatch):
     result = cli("models", "list")
     assert result.exit_code == 0
     facenet = next(line for line in result.stdout.splitlines() if line.startswith("facenet-20170512-110547"))
-    assert facenet.startswith("facenet-20170512-110547 (default): 128-d, tensorflow, licence: MIT")
+    assert facenet.startswith("facenet-20170512-110547: 128-d, tensorflow, licence: MIT")
     assert facenet.endswith("missing; get it with `faceid models pull`")
+    sface = next(line for line in result.stdout.splitlines() if line.startswith("sface"))
+    assert sface.startswith("sface (default): 128-d, onnxruntime, licence: Apache-2.0")
 
 
 @pytest.mark.model
@@ -196,5 +198,5 @@ def test_serve_refuses_a_model_before_serving(small_gallery):
     pytest.importorskip("fastapi")
     unknown = cli("serve", "--model", "nosuchmodel", "--gallery", small_gallery)
     assert unknown.exit_code == 1 and "unknown model 'nosuchmodel'" in unknown.stderr
-    other = cli("serve", "--model", "sface", "--gallery", small_gallery)  # a FaceNet gallery
+    other = cli("serve", "--model", "facenet-20170512-110547", "--gallery", small_gallery)  # an SFace gallery (KEY)
     assert other.exit_code == 1 and "refusing to mix" in other.stderr
