@@ -1,0 +1,286 @@
+"""Bulk runs on a Ray cluster: decoding, detection and embedding spread over worker actors with Ray Data.
+
+:class:`RayRunner` does what :func:`faceid.batch.process` does, on a cluster: each worker actor
+makes its own pipeline once (models loaded once per actor) and runs :func:`faceid.batch`'s own
+batch code on its share of the photos, so a photo gives the same faces, the same error message,
+the same fallback to one-by-one when a batch fails, as without Ray. The results come back to the
+driver in input order as :class:`~faceid.batch.Processed`, and everything after that (gallery
+search, the decision, annotated images, writes to the gallery) runs in the driver: one writer.
+
+Failures:
+
+- a photo that cannot be read, or that the pipeline fails on, is an ``error`` in its result, as
+  without Ray: reported once, not retried;
+- a worker that dies (killed, out of memory, its machine lost) is restarted by Ray and its
+  unfinished batch runs again (Ray Data's actor defaults: ``max_restarts=-1``,
+  ``max_task_retries=-1``); a result is taken once per photo, in order, and a missing or repeated
+  photo stops the run with an error rather than passing unnoticed;
+- a bug (an exception the batch code does not treat as the image's fault) is not retried: it
+  fails the run with its traceback, as without Ray.
+
+Photos are read by the workers, by path: on a cluster of several machines every path must be
+readable on every node (shared storage). Ray ships the pipeline maker and the actor class to
+the workers with cloudpickle (Ray's own transport between processes of one cluster); the results
+come back as plain columns (numbers, text, bytes), never pickled objects.
+
+Ray is imported here only, and only when a run starts (``pip install 'faceid[ray]'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faceid import _check
+from faceid.detect import Detection
+from faceid.errors import FaceIDError
+from faceid.images import LoadedImage
+
+if TYPE_CHECKING:
+    from faceid.batch import Processed
+    from faceid.cache import EmbeddingCache
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.pipeline import Face, Pipeline
+
+__all__ = ["RayRunner", "RayUnavailableError", "import_ray", "ray_cluster"]
+
+log = logging.getLogger(__name__)
+
+#: Object store of a local cluster started by faceid, in bytes: enough for a few batches of
+#: decoded photos in flight, without Ray's default of 30% of the machine's memory.
+LOCAL_OBJECT_STORE_BYTES = 512 * 1024 * 1024
+
+
+class RayUnavailableError(FaceIDError):
+    """Ray (with its data extra) is not installed."""
+
+
+def import_ray() -> Any:
+    """``ray`` and ``ray.data``, or :class:`RayUnavailableError` with the command that installs them."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RayUnavailableError("--ray needs the ray extra: pip install 'faceid[ray]'") from None
+    return ray
+
+
+@contextmanager
+def ray_cluster(address: str | None = None, *, cpus: int | None = None) -> Iterator[Any]:
+    """Connect to the Ray cluster at ``address``, or start a local one; yields the ``ray`` module.
+
+    A local cluster gets ``cpus`` CPUs (default: this machine's), a small object store and no
+    dashboard, runs this process's code (its ``sys.path``) and is shut down on the way out. If Ray
+    is already initialised in this process, that cluster is used and left running.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    quiet = not log.isEnabledFor(logging.INFO)
+    if quiet:  # Ray Data's "Starting execution ..." lines, and Ray's C++ notices, only with --verbose
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    level = logging.ERROR if quiet else logging.INFO
+    if cpus is not None:
+        cpus = _check.integer("ray_cluster", "cpus", cpus, low=1)
+    if address:
+        log.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, logging_level=level, log_to_driver=not quiet)
+    else:
+        cpus = cpus or os.cpu_count() or 1
+        log.info("starting a local Ray cluster with %d CPUs", cpus)
+        paths = [p for p in sys.path if p and os.path.isdir(p)]
+        ray.init(
+            address="local",
+            num_cpus=cpus,
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            include_dashboard=False,
+            logging_level=level,
+            log_to_driver=not quiet,
+            runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}},
+        )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+class RayRunner:
+    """A drop-in for :func:`faceid.batch.process` that runs on a Ray cluster.
+
+    Args:
+        maker: makes each worker's pipeline from an embedding key (``Pipeline.from_key``, or the
+            fake-model maker of the tests); it and what it makes must be importable on the workers.
+        workers: worker actors, one CPU each [default: the cluster's CPUs].
+        batch_size: photos per batch handed to one actor.
+        keep_pixels: send each decoded photo back to the driver (annotated images and enrolment
+            thumbnails need it). Without it the driver gets a read-only all-zero stand-in of the
+            right size, and only the faces cross the network.
+
+    Call it like :func:`~faceid.batch.process`: ``runner(sources, pipeline, on_done=...)``; the
+    driver's ``pipeline`` only gives the embedding key (its models are never loaded here). Ray must
+    be initialised (see :func:`ray_cluster`).
+    """
+
+    def __init__(
+        self,
+        maker: Callable[[EmbeddingKey | None], Pipeline],
+        *,
+        workers: int | None = None,
+        batch_size: int = 8,
+        keep_pixels: bool = True,
+    ) -> None:
+        self.maker = maker
+        self.workers = None if workers is None else _check.integer("RayRunner", "workers", workers, low=1)
+        self.batch_size = _check.integer("RayRunner", "batch_size", batch_size, low=1)
+        self.keep_pixels = _check.boolean("RayRunner", "keep_pixels", keep_pixels)
+
+    def __call__(
+        self,
+        sources: Sequence[str | os.PathLike],
+        pipeline: Pipeline,
+        *,
+        batch_size: int | None = None,
+        cache: EmbeddingCache | None = None,
+        on_done: Callable[[Processed], None] | None = None,
+    ) -> Iterator[Processed]:
+        """Yield a :class:`~faceid.batch.Processed` for every source, in order.
+
+        ``batch_size`` and ``cache`` are accepted for :func:`~faceid.batch.process`'s callers and not
+        used: the runner's own ``batch_size`` applies, and the workers use no cache.
+        """
+        names = [os.fspath(s) for s in sources]
+        if not names:
+            return
+        ray = import_ray()
+        if not ray.is_initialized():
+            raise FaceIDError("RayRunner: Ray is not initialised (run inside faceid.distributed.ray_cluster())")
+        from ray.data import DataContext
+
+        context = DataContext.get_current()
+        context.execution_options.preserve_order = True  # results in input order, batches still run in parallel
+        context.enable_progress_bars = False
+        size = self.batch_size
+        workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        blocks = -(-len(names) // size)
+        dataset = ray.data.from_items(
+            [{"index": i, "source": name} for i, name in enumerate(names)], override_num_blocks=blocks
+        )
+        results = dataset.map_batches(
+            _Worker,
+            fn_constructor_kwargs={
+                "maker": self.maker,
+                "key": pipeline.key,
+                "expect": len(names),
+                "keep_pixels": self.keep_pixels,
+            },
+            batch_size=size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),
+            num_cpus=1,
+        )
+        log.info("%d photos in %d batches over %d Ray workers", len(names), blocks, min(workers, blocks))
+        expected = 0
+        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            for row in range(len(batch["index"])):
+                index = int(batch["index"][row])
+                if index != expected:  # lost or repeated: never pass it on as if all were well
+                    raise FaceIDError(f"Ray run: got photo {index} ({batch['source'][row]}) where {expected} was due")
+                item = _decode(batch, row)
+                expected += 1
+                if on_done is not None:
+                    on_done(item)
+                yield item
+        if expected != len(names):
+            raise FaceIDError(f"Ray run: {len(names) - expected} of {len(names)} photos came back with no result")
+
+
+class _Worker:
+    """One Ray actor: makes its pipeline once, then runs faceid's batch code on each batch of paths."""
+
+    def __init__(
+        self,
+        maker: Callable[[EmbeddingKey | None], Pipeline],
+        key: EmbeddingKey | None,
+        expect: int,
+        keep_pixels: bool,
+    ) -> None:
+        self.pipeline = maker(key)
+        self.pipeline.expect(expect)
+        self.keep_pixels = keep_pixels
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from faceid.batch import _load, _run_batch
+
+        loaded = [_load(str(source)) for source in batch["source"]]
+        done = _run_batch(loaded, self.pipeline, None, "")
+        return _encode(batch["index"], done, self.keep_pixels)
+
+
+def _encode(indices: np.ndarray, done: list[Processed], keep_pixels: bool) -> dict[str, np.ndarray]:
+    """Columns for Ray Data: numbers, text and bytes only."""
+    names = ("source", "error", "read", "sha256", "shape", "pixels", "faces", "vectors")
+    cols: dict[str, list] = {k: [] for k in names}
+    for item in done:
+        image = item.image
+        cols["source"].append(item.source)
+        cols["error"].append(item.error or "")
+        cols["read"].append(image is not None)
+        cols["sha256"].append(image.sha256 if image is not None else "")
+        cols["shape"].append(json.dumps(list(image.pixels.shape)) if image is not None else "")
+        cols["pixels"].append(image.pixels.tobytes() if image is not None and keep_pixels else b"")
+        cols["faces"].append(json.dumps([_detection_json(f.detection) for f in item.faces], default=_plain))
+        vectors = [np.asarray(f.embedding, dtype=np.float32) for f in item.faces]
+        cols["vectors"].append(np.concatenate(vectors).tobytes() if vectors else b"")
+    out = {k: np.array(v, dtype=object) for k, v in cols.items()}
+    out["read"] = np.array(cols["read"], dtype=bool)
+    out["index"] = np.asarray(indices, dtype=np.int64)
+    return out
+
+
+def _detection_json(detection: Detection) -> dict:
+    return {f.name: getattr(detection, f.name) for f in dataclasses.fields(detection)}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (a detector may hand them out) as the Python numbers JSON can hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _tuples(value: Any) -> Any:
+    """JSON's lists back to the tuples a :class:`Detection` holds."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _decode(batch: dict[str, np.ndarray], row: int) -> Processed:
+    from faceid.batch import Processed
+    from faceid.pipeline import Face
+
+    source = str(batch["source"][row])
+    error = str(batch["error"][row]) or None
+    if not bool(batch["read"][row]):
+        return Processed(source, None, error=error)
+    shape = tuple(json.loads(str(batch["shape"][row])))
+    raw = bytes(batch["pixels"][row])
+    if raw:
+        pixels = np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
+    else:  # not sent: a read-only stand-in of the right size, no memory behind it
+        pixels = np.broadcast_to(np.zeros((1, 1, 1), dtype=np.uint8), shape)
+    image = LoadedImage(pixels, str(batch["sha256"][row]), source)
+    detections = [Detection(**{k: _tuples(v) for k, v in d.items()}) for d in json.loads(str(batch["faces"][row]))]
+    faces: list[Face] = []
+    if detections:
+        vectors = np.frombuffer(bytes(batch["vectors"][row]), dtype=np.float32).reshape(len(detections), -1)
+        faces = [Face(d, vectors[i].copy()) for i, d in enumerate(detections)]
+    return Processed(source, image, faces, error=error)
