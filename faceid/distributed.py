@@ -121,7 +121,10 @@ class RayRunner:
         maker: makes each worker's pipeline from an embedding key (``Pipeline.from_key``, or the
             fake-model maker of the tests); it and what it makes must be importable on the workers.
         workers: worker actors, one CPU each [default: the cluster's CPUs].
-        batch_size: photos per batch handed to one actor.
+        batch_size: photos per batch handed to one actor [default: the caller's, 16 for
+            :func:`~faceid.identify.identify` and :func:`~faceid.enroll.enroll`, as without Ray:
+            MTCNN finds a face a pixel or two apart in a batch of other photos than alone, so the
+            same batches give the same boxes].
         keep_pixels: send each decoded photo back to the driver (annotated images and enrolment
             thumbnails need it). Without it the driver gets a read-only all-zero stand-in of the
             right size, and only the faces cross the network.
@@ -136,12 +139,12 @@ class RayRunner:
         maker: Callable[[EmbeddingKey | None], Pipeline],
         *,
         workers: int | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         keep_pixels: bool = True,
     ) -> None:
         self.maker = maker
         self.workers = None if workers is None else _check.integer("RayRunner", "workers", workers, low=1)
-        self.batch_size = _check.integer("RayRunner", "batch_size", batch_size, low=1)
+        self.batch_size = None if batch_size is None else _check.integer("RayRunner", "batch_size", batch_size, low=1)
         self.keep_pixels = _check.boolean("RayRunner", "keep_pixels", keep_pixels)
 
     def __call__(
@@ -149,14 +152,13 @@ class RayRunner:
         sources: Sequence[str | os.PathLike],
         pipeline: Pipeline,
         *,
-        batch_size: int | None = None,
+        batch_size: int = 16,
         cache: EmbeddingCache | None = None,
         on_done: Callable[[Processed], None] | None = None,
     ) -> Iterator[Processed]:
         """Yield a :class:`~faceid.batch.Processed` for every source, in order.
 
-        ``batch_size`` and ``cache`` are accepted for :func:`~faceid.batch.process`'s callers and not
-        used: the runner's own ``batch_size`` applies, and the workers use no cache.
+        ``batch_size`` is the runner's own if it has one; ``cache`` is not used (the workers use none).
         """
         names = [os.fspath(s) for s in sources]
         if not names:
@@ -169,12 +171,14 @@ class RayRunner:
         context = DataContext.get_current()
         context.execution_options.preserve_order = True  # results in input order, batches still run in parallel
         context.enable_progress_bars = False
-        size = self.batch_size
+        size = self.batch_size or _check.integer("RayRunner", "batch_size", batch_size, low=1)
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        blocks = -(-len(names) // size)
-        dataset = ray.data.from_items(
-            [{"index": i, "source": name} for i, name in enumerate(names)], override_num_blocks=blocks
-        )
+        # One row per batch of photos, so that a worker runs exactly the batches process() would:
+        # Ray Data's own batching would cut batches across its blocks, and MTCNN can place a box a
+        # few pixels apart when a photo is detected among other photos.
+        batches = [{"first": i, "sources": json.dumps(names[i : i + size])} for i in range(0, len(names), size)]
+        blocks = len(batches)
+        dataset = ray.data.from_items(batches, override_num_blocks=blocks)
         results = dataset.map_batches(
             _Worker,
             fn_constructor_kwargs={
@@ -183,7 +187,7 @@ class RayRunner:
                 "expect": len(names),
                 "keep_pixels": self.keep_pixels,
             },
-            batch_size=size,
+            batch_size=1,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),
             num_cpus=1,
@@ -221,9 +225,10 @@ class _Worker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from faceid.batch import _load, _run_batch
 
-        loaded = [_load(str(source)) for source in batch["source"]]
+        first = int(batch["first"][0])
+        loaded = [_load(source) for source in json.loads(str(batch["sources"][0]))]
         done = _run_batch(loaded, self.pipeline, None, "")
-        return _encode(batch["index"], done, self.keep_pixels)
+        return _encode(np.arange(first, first + len(done)), done, self.keep_pixels)
 
 
 def _encode(indices: np.ndarray, done: list[Processed], keep_pixels: bool) -> dict[str, np.ndarray]:

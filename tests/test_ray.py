@@ -32,7 +32,7 @@ def ray_local():
 
 
 def _photos(folder: Path, n: int, *, bad_at: int | None = None) -> list[str]:
-    """``n`` fake-model photos (1-3 'faces' each, some colours repeating) and, at ``bad_at``, a file that is no image."""
+    """``n`` fake-model photos (1-3 'faces' each) and, at ``bad_at``, a file that is no image."""
     out = []
     for i in range(n):
         colours = [((37 * i) % 200 + 40, 90, 60), (0, 0, 0), (200, (i % 3) * 70 + 20, 9)][: 1 + i % 3]
@@ -129,7 +129,11 @@ def test_identify_with_ray_prints_what_it_prints_without(ray_local, tmp_path):
     assert on_ray.stdout == plain.stdout.replace(str(tmp_path / "a1"), str(tmp_path / "a2"))
     assert any(face["status"] == "known" for line in lines for face in line.get("faces", []))
     assert [line["image"] for line in lines if line.get("error")] == [sources[3]]  # reported once
-    assert on_ray.stderr == plain.stderr == "faceid: 1 of 13 inputs failed (unreadable, or the face pipeline failed on them)\n"
+    assert (
+        on_ray.stderr
+        == plain.stderr
+        == "faceid: 1 of 13 inputs failed (unreadable, or the face pipeline failed on them)\n"
+    )
     for drawn in sorted((tmp_path / "a1").iterdir()):
         assert drawn.read_bytes() == (tmp_path / "a2" / drawn.name).read_bytes()
 
@@ -191,12 +195,16 @@ def test_real_models_on_ray_name_and_box_what_they_do_without(ray_local, tmp_pat
 
     def summary(results):
         return [
-            (r["image"], [(f["status"], f["name"], f["box"]) for f in r["faces"]], [f["similarity"] for f in r["faces"]])
+            (
+                r["image"],
+                [(f["status"], f["name"], f["box"]) for f in r["faces"]],
+                [f["similarity"] for f in r["faces"]],
+            )
             for r in results
         ]
 
     assert [s[:2] for s in summary(a)] == [s[:2] for s in summary(b)]
     for x, y in zip(summary(a), summary(b)):
-        np.testing.assert_allclose(x[2], y[2], atol=1e-5)
+        np.testing.assert_allclose(x[2], y[2], atol=1.01e-4)  # printed to 4 places: one step of rounding
     assert {f["name"] for r in b for f in r["faces"]} >= {"barack_obama", "joe_biden"}
     assert sum(len(r["faces"]) for r in b) >= 42
