@@ -42,6 +42,8 @@ Figures (``part`` names select them):
   identities; then attaching 1,000 new faces (half of them of grouped identities, half strangers)
   to the grouped set with :func:`faceid.cluster.attach`.
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
+- ``ray``: photos/s of the first ``images`` LFW photos in this process and on a local Ray cluster
+  with 1 and 2 worker actors, end to end and steady (:mod:`faceid.bench_ray`; needs ``faceid[ray]``).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ __all__ = ["PARTS", "default_data", "run"]
 
 log = logging.getLogger(__name__)
 
-PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "cluster", "serve")
+PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "cluster", "serve", "ray")
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
 
@@ -169,6 +171,10 @@ def run(
             require_server_packages()
             photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
             yield from serve_figures(work, photo, _sample_gallery, tiny=tiny)
+        if "ray" in parts:  # the same photos with and without Ray: faceid/bench_ray.py
+            from faceid.bench_ray import bench_photos, ray_figures
+
+            yield from ray_figures(bench_photos(data_path, images), workers=(2,) if tiny else (1, 2))
 
 
 # -- machine ---------------------------------------------------------------------------------------

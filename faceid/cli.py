@@ -856,7 +856,7 @@ def bench(
         Optional[Path],
         typer.Option(help="Evaluation data folder with lfw/ and bigbang/ [default: $FACEID_DATA or ../shared/data]."),
     ] = None,
-    images: Annotated[int, typer.Option(help="LFW photos for the command-line comparison.")] = 500,
+    images: Annotated[int, typer.Option(help="LFW photos for the command-line comparison and the Ray figures.")] = 500,
     sizes: Annotated[str, typer.Option(help="Gallery sizes for the index figures, comma-separated.")] = (
         "10000,100000,1000000"
     ),
@@ -864,7 +864,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, serve [default: all]."
+            "cluster, serve, ray [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -146,6 +147,8 @@ class RayRunner:
         self.workers = None if workers is None else _check.integer("RayRunner", "workers", workers, low=1)
         self.batch_size = None if batch_size is None else _check.integer("RayRunner", "batch_size", batch_size, low=1)
         self.keep_pixels = _check.boolean("RayRunner", "keep_pixels", keep_pixels)
+        #: CPU seconds the workers spent on the photos of the last run (models loaded before, not counted)
+        self.cpu_seconds = 0.0
 
     def __call__(
         self,
@@ -193,6 +196,7 @@ class RayRunner:
             num_cpus=1,
         )
         log.info("%d photos in %d batches over %d Ray workers", len(names), blocks, min(workers, blocks))
+        self.cpu_seconds = 0.0
         expected = 0
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             for row in range(len(batch["index"])):
@@ -200,6 +204,7 @@ class RayRunner:
                 if index != expected:  # lost or repeated: never pass it on as if all were well
                     raise FaceIDError(f"Ray run: got photo {index} ({batch['source'][row]}) where {expected} was due")
                 item = _decode(batch, row)
+                self.cpu_seconds += float(batch["cpu_s"][row])
                 expected += 1
                 if on_done is not None:
                     on_done(item)
@@ -220,15 +225,27 @@ class _Worker:
     ) -> None:
         self.pipeline = maker(key)
         self.pipeline.expect(expect)
+        warm_up(self.pipeline)
         self.keep_pixels = keep_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from faceid.batch import _load, _run_batch
 
+        cpu = time.process_time()
         first = int(batch["first"][0])
         loaded = [_load(source) for source in json.loads(str(batch["sources"][0]))]
         done = _run_batch(loaded, self.pipeline, None, "")
-        return _encode(np.arange(first, first + len(done)), done, self.keep_pixels)
+        out = _encode(np.arange(first, first + len(done)), done, self.keep_pixels)
+        out["cpu_s"] = np.full(len(done), (time.process_time() - cpu) / max(1, len(done)))
+        return out
+
+
+def warm_up(pipeline: Pipeline) -> None:
+    """Load the pipeline's networks now (they load on first use): a detection on a blank image and
+    one embedding of a blank crop."""
+    size = pipeline.spec.input_size
+    pipeline.detect_many([np.zeros((size, size, 3), dtype=np.uint8)])
+    pipeline.embedder.embed(np.zeros((1, size, size, 3), dtype=np.uint8))
 
 
 def _encode(indices: np.ndarray, done: list[Processed], keep_pixels: bool) -> dict[str, np.ndarray]:
