@@ -172,9 +172,10 @@ def run(
             photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
             yield from serve_figures(work, photo, _sample_gallery, tiny=tiny)
         if "ray" in parts:  # the same photos with and without Ray: faceid/bench_ray.py
-            from faceid.bench_ray import bench_photos, ray_figures
+            from faceid.bench_ray import ray_figures
 
-            yield from ray_figures(bench_photos(data_path, images), workers=(2,) if tiny else (1, 2))
+            photos = _lfw_files(data_path, images) or [SAMPLES / "photos" / "astronaut.jpg"] * images
+            yield from ray_figures(photos, _figure, workers=(2,) if tiny else (1, 2))
 
 
 # -- machine ---------------------------------------------------------------------------------------

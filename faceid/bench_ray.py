@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 __all__ = ["ray_figures"]
@@ -52,10 +51,12 @@ def _per_cpu(photos: int, cpu: float) -> dict:
     }
 
 
-def ray_figures(sources: Sequence[str | os.PathLike], *, workers: Sequence[int] = (1, 2)) -> Iterator[dict]:
-    """One figure for the local run, one for Ray's start-up and one per worker count (see the module docstring)."""
+def ray_figures(
+    sources: Sequence[str | os.PathLike], figure: Callable[..., dict], *, workers: Sequence[int] = (1, 2)
+) -> Iterator[dict]:
+    """One figure for the local run, one for Ray's start-up and one per worker count (see the module
+    docstring); ``figure(name, **values)`` makes each (``faceid.bench`` adds the load average)."""
     from faceid.batch import process
-    from faceid.bench import _figure
     from faceid.distributed import RayRunner, ray_cluster, warm_up
     from faceid.pipeline import Pipeline
 
@@ -69,10 +70,10 @@ def ray_figures(sources: Sequence[str | os.PathLike], *, workers: Sequence[int] 
     cpu = time.process_time()
     local = _timed_run(lambda tick: process(names, pipeline, on_done=tick), len(names))
     local.update(_per_cpu(len(names), time.process_time() - cpu))
-    yield _figure("ray_local", cores=cores, models_load_s=round(load, 2), **local)
+    yield figure("ray_local", cores=cores, models_load_s=round(load, 2), **local)
     start = time.perf_counter()
     with ray_cluster(cpus=max(workers)) as ray:
-        yield _figure("ray_start", seconds=round(time.perf_counter() - start, 2), version=ray.__version__)
+        yield figure("ray_start", seconds=round(time.perf_counter() - start, 2), version=ray.__version__)
         for n in workers:
             runner = RayRunner(Pipeline.from_key, workers=n)
 
@@ -84,7 +85,7 @@ def ray_figures(sources: Sequence[str | os.PathLike], *, workers: Sequence[int] 
             driver = time.process_time() - cpu
             figures.update(_per_cpu(len(names), runner.cpu_seconds))
             ratio = figures["photos_per_s"] / local["photos_per_s"]
-            yield _figure(
+            yield figure(
                 "ray_cluster",
                 workers=n,
                 cores=cores,
@@ -92,14 +93,3 @@ def ray_figures(sources: Sequence[str | os.PathLike], *, workers: Sequence[int] 
                 driver_cpu_s=round(driver, 2),
                 photos_per_s_vs_local=round(ratio, 3),
             )
-
-
-def bench_photos(data: Path | None, count: int) -> list[Path]:
-    """The first ``count`` LFW photos in sorted path order, else the sample photos repeated to ``count``."""
-    from faceid.bench import SAMPLES, _lfw_files
-
-    found = _lfw_files(data, count)
-    if found:
-        return found
-    samples = sorted(p for p in (SAMPLES / "photos").iterdir() if p.suffix == ".jpg")
-    return [samples[i % len(samples)] for i in range(count)]
