@@ -208,3 +208,18 @@ def test_real_models_on_ray_name_and_box_what_they_do_without(ray_local, tmp_pat
         np.testing.assert_allclose(x[2], y[2], atol=1.01e-4)  # printed to 4 places: one step of rounding
     assert {f["name"] for r in b for f in r["faces"]} >= {"barack_obama", "joe_biden"}
     assert sum(len(r["faces"]) for r in b) >= 42
+
+
+def test_identify_remember_with_ray_keeps_what_it_keeps_without(ray_local, tmp_path):
+    """--remember writes the unknown faces (thumbnails from the pixels the workers send back) in the
+    command, the one writer: the same faces and groups as without Ray."""
+    _photos(tmp_path / "photos", 9, bad_at=2)
+    outputs = []
+    for name, extra in (("plain", []), ("ray", ["--ray"])):
+        run = fake_cli("identify", tmp_path / "photos", "-g", tmp_path / name, "--remember", "--json", *extra)
+        assert run.exit_code == 1  # the broken photo
+        groups = fake_cli("clusters", "-g", tmp_path / name, "--json")
+        assert groups.exit_code == 0, groups.output
+        outputs.append((run.stdout, groups.stdout))
+    assert outputs[0] == outputs[1]
+    assert '"kept_as"' in outputs[1][0] and outputs[1][1].strip()
