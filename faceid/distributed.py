@@ -28,6 +28,7 @@ Ray is imported here only, and only when a run starts (``pip install 'faceid[ray
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -95,24 +96,47 @@ def ray_cluster(address: str | None = None, *, cpus: int | None = None) -> Itera
         cpus = _check.integer("ray_cluster", "cpus", cpus, low=1)
     if address:
         log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=level, log_to_driver=not quiet)
+        _check_reachable(address)
+        options: dict[str, Any] = {"address": address}
     else:
         cpus = cpus or os.cpu_count() or 1
         log.info("starting a local Ray cluster with %d CPUs", cpus)
         paths = [p for p in sys.path if p and os.path.isdir(p)]
-        ray.init(
-            address="local",
-            num_cpus=cpus,
-            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-            include_dashboard=False,
-            logging_level=level,
-            log_to_driver=not quiet,
-            runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}},
-        )
+        options = {
+            "address": "local",
+            "num_cpus": cpus,
+            "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
+            "include_dashboard": False,
+            "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}},
+        }
+    from faceid._tf import _stderr_silenced
+
+    # Ray's C++ start-up line ("Set ray log level ...") ignores the level it reports; errors still raise.
+    try:
+        with _stderr_silenced() if quiet else contextlib.nullcontext():
+            ray.init(logging_level=level, log_to_driver=not quiet, **options)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise FaceIDError(f"cannot start or join {where}: {' '.join(str(exc).split())[:300]}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` (or ``ray://HOST:PORT``) nobody answers on within ``timeout`` seconds:
+    Ray itself would keep retrying for minutes. ``auto`` and other forms go to Ray as they are."""
+    import socket
+
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise FaceIDError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})") from None
 
 
 class RayRunner:

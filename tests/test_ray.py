@@ -223,3 +223,12 @@ def test_identify_remember_with_ray_keeps_what_it_keeps_without(ray_local, tmp_p
         outputs.append((run.stdout, groups.stdout))
     assert outputs[0] == outputs[1]
     assert '"kept_as"' in outputs[1][0] and outputs[1][1].strip()
+
+
+def test_an_address_nobody_answers_on_is_one_line_not_minutes():
+    from faceid.distributed import _check_reachable
+    from faceid.errors import FaceIDError
+
+    with pytest.raises(FaceIDError, match=r"^cannot reach the Ray cluster at 127\.0\.0\.1:1 \("):
+        _check_reachable("127.0.0.1:1")
+    _check_reachable("auto")  # Ray's own forms go to Ray
