@@ -12,11 +12,12 @@ Failures:
 - a photo that cannot be read, or that the pipeline fails on, is an ``error`` in its result, as
   without Ray: reported once, not retried;
 - a worker that dies (killed, out of memory, its machine lost) is restarted by Ray and its
-  unfinished batch runs again (Ray Data's actor defaults: ``max_restarts=-1``,
-  ``max_task_retries=-1``); a result is taken once per photo, in order, and a missing or repeated
-  photo stops the run with an error rather than passing unnoticed;
+  unfinished batch runs again elsewhere, up to :data:`TASK_RETRIES` times (``max_restarts=-1``,
+  ``max_task_retries``); a batch that kills every worker it is given (a photo that crashes the
+  decoder) is then given up: each of its photos is reported as an error, and the run goes on. A
+  result is taken once per photo, in order; a repeated photo stops the run;
 - a bug (an exception the batch code does not treat as the image's fault) is not retried: it
-  fails the run with its traceback, as without Ray.
+  stops the run with the worker's traceback, as without Ray.
 
 Photos are read by the workers, by path: on a cluster of several machines every path must be
 readable on every node (shared storage). Ray ships the pipeline maker and the actor class to
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
 __all__ = ["RayRunner", "RayUnavailableError", "import_ray", "ray_cluster"]
 
 log = logging.getLogger(__name__)
+
+#: How many times a batch is run again after its worker died in it: a worker lost to a machine
+#: failure gets another; a photo that kills whichever worker reads it (a decoder crash) stops the run.
+TASK_RETRIES = 3
 
 #: Object store of a local cluster started by faceid, in bytes: enough for a few batches of
 #: decoded photos in flight, without Ray's default of 30% of the machine's memory.
@@ -198,6 +203,9 @@ class RayRunner:
         context = DataContext.get_current()
         context.execution_options.preserve_order = True  # results in input order, batches still run in parallel
         context.enable_progress_bars = False
+        # A batch whose worker died TASK_RETRIES + 1 times is left out, and its photos reported as
+        # lost (below), so that the run goes on; a bug in the batch code comes back as a "bug" row.
+        context.max_errored_blocks = -1
         size = self.batch_size or _check.integer("RayRunner", "batch_size", batch_size, low=1)
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         # One row per batch of photos, so that a worker runs exactly the batches process() would:
@@ -216,25 +224,48 @@ class RayRunner:
             },
             batch_size=1,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),
+            # one batch at a time per worker: a worker that dies takes one batch with it, and
+            # only that batch spends one of its retries
+            compute=ray.data.ActorPoolStrategy(size=min(workers, blocks), max_tasks_in_flight_per_actor=1),
             num_cpus=1,
+            max_restarts=-1,
+            max_task_retries=TASK_RETRIES,
         )
         log.info("%d photos in %d batches over %d Ray workers", len(names), blocks, min(workers, blocks))
         self.cpu_seconds = 0.0
         expected = 0
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             for row in range(len(batch["index"])):
+                if batch["bug"][row]:  # the batch code raised: a bug, not the photos' fault
+                    raise RuntimeError(f"faceid's batch code failed on a Ray worker:\n{batch['bug'][row]}")
                 index = int(batch["index"][row])
-                if index != expected:  # lost or repeated: never pass it on as if all were well
-                    raise FaceIDError(f"Ray run: got photo {index} ({batch['source'][row]}) where {expected} was due")
+                if index < expected:  # repeated: never pass it on as if all were well
+                    raise FaceIDError(f"Ray run: photo {index} ({batch['source'][row]}) came back twice")
+                for lost in range(expected, index):  # its batch lost its worker every time it was tried
+                    yield self._lost(names[lost], on_done)
                 item = _decode(batch, row)
                 self.cpu_seconds += float(batch["cpu_s"][row])
-                expected += 1
+                expected = index + 1
                 if on_done is not None:
                     on_done(item)
                 yield item
-        if expected != len(names):
-            raise FaceIDError(f"Ray run: {len(names) - expected} of {len(names)} photos came back with no result")
+        for lost in range(expected, len(names)):
+            yield self._lost(names[lost], on_done)
+
+    @staticmethod
+    def _lost(source: str, on_done: Callable[[Processed], None] | None) -> Processed:
+        from faceid.batch import Processed
+
+        item = Processed(
+            source,
+            None,
+            error=f"{source}: its batch lost its Ray worker {TASK_RETRIES + 1} times (a photo in it may crash "
+            "the decoder or use up the memory); not tried again",
+        )
+        log.error("%s", item.error)
+        if on_done is not None:
+            on_done(item)
+        return item
 
 
 class _Worker:
@@ -253,13 +284,23 @@ class _Worker:
         self.keep_pixels = keep_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from faceid.batch import _load, _run_batch
+        from faceid.batch import Processed, _load, _run_batch
 
         cpu = time.process_time()
         first = int(batch["first"][0])
-        loaded = [_load(source) for source in json.loads(str(batch["sources"][0]))]
-        done = _run_batch(loaded, self.pipeline, None, "")
+        sources = json.loads(str(batch["sources"][0]))
+        try:
+            loaded = [_load(source) for source in sources]
+            done = _run_batch(loaded, self.pipeline, None, "")
+        except Exception:  # a bug: its traceback goes back to the driver, which stops the run with it
+            import traceback
+
+            out = _encode(np.array([first]), [Processed(sources[0], None)], False)
+            out["bug"] = np.array([traceback.format_exc()], dtype=object)
+            out["cpu_s"] = np.zeros(1)
+            return out
         out = _encode(np.arange(first, first + len(done)), done, self.keep_pixels)
+        out["bug"] = np.array([""] * len(done), dtype=object)
         out["cpu_s"] = np.full(len(done), (time.process_time() - cpu) / max(1, len(done)))
         return out
 

@@ -232,3 +232,56 @@ def test_an_address_nobody_answers_on_is_one_line_not_minutes():
     with pytest.raises(FaceIDError, match=r"^cannot reach the Ray cluster at 127\.0\.0\.1:1 \("):
         _check_reachable("127.0.0.1:1")
     _check_reachable("auto")  # Ray's own forms go to Ray
+
+
+class _PoisonDetector(FakeDetector):
+    """Kills its own process on a photo whose first pixel is (1, 2, 3): a decoder crash, say."""
+
+    def detect_many(self, images):
+        if any(tuple(image[0, 0]) == (1, 2, 3) for image in images):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().detect_many(images)
+
+
+def _poison_pipeline(key):
+    from faceid.pipeline import Pipeline
+
+    return Pipeline.from_key(key, detector=_PoisonDetector(), embedder=make_fake_pipeline().embedder)
+
+
+def test_a_photo_that_kills_every_worker_is_reported_and_the_run_goes_on(ray_local, tmp_path):
+    """Its batch is retried TASK_RETRIES times, then its photos are errors; not workers killed forever."""
+    sources = _photos(tmp_path, 10)
+    save_png(Path(sources[5]), tile_image([(1, 2, 3)]))
+    seen = []
+    got = list(RayRunner(_poison_pipeline, workers=2, batch_size=2)(sources, make_fake_pipeline(), on_done=seen.append))
+    assert [x.source for x in got] == sources and seen == got
+    lost = [x for x in got if x.error]
+    assert [x.source for x in lost] == sources[4:6]  # the poisoned photo's batch
+    assert (
+        lost[0].error == f"{sources[4]}: its batch lost its Ray worker 4 times (a photo in it may crash "
+        "the decoder or use up the memory); not tried again"
+    )
+    _same(
+        [x for x in process(sources, make_fake_pipeline()) if x.source not in sources[4:6]],
+        [x for x in got if not x.error],
+    )
+
+
+class _BuggyDetector(FakeDetector):
+    def detect_many(self, images):
+        if any(image.any() for image in images):  # not on the blank warm-up image: on the photos
+            raise KeyError("a bug")
+        return super().detect_many(images)
+
+
+def _buggy_pipeline(key):
+    from faceid.pipeline import Pipeline
+
+    return Pipeline.from_key(key, detector=_BuggyDetector(), embedder=make_fake_pipeline().embedder)
+
+
+def test_a_bug_on_a_worker_stops_the_run_with_its_traceback(ray_local, tmp_path):
+    sources = _photos(tmp_path, 4)
+    with pytest.raises(RuntimeError, match=r"(?s)batch code failed on a Ray worker:.*KeyError: 'a bug'"):
+        list(RayRunner(_buggy_pipeline, workers=1, batch_size=2)(sources, make_fake_pipeline()))
