@@ -153,6 +153,14 @@ def test_enroll_folders_with_ray_enrols_what_it_enrols_without(ray_local, tmp_pa
         people_list = fake_cli("people", "-g", tmp_path / name, "--json").stdout
     assert outputs[0] == outputs[1]
     assert len(outputs[1].splitlines()) == 17
+    from faceid.gallery import Gallery
+
+    with Gallery(tmp_path / "plain", create=False) as plain, Gallery(tmp_path / "ray", create=False) as on_ray:
+        ids = [f.id for f in plain.faces()]
+        assert ids == [f.id for f in on_ray.faces()] and ids
+        for i in ids:  # thumbnails and chips come from the pixels the workers send back
+            assert plain.face_thumbnail(i) == on_ray.face_thumbnail(i)
+            assert plain.face_chip(i) == on_ray.face_chip(i)
     assert '"status": "added"' in outputs[1] and len(json.loads(people_list.splitlines()[0])) >= 1
 
 
