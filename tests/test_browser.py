@@ -186,6 +186,32 @@ def test_the_page_enrols_identifies_renames_and_removes(server, browser):
     shot(page, "7-removed")
     with urllib.request.urlopen(server.url + "/v1/people") as r:
         assert [p["name"] for p in json.load(r)] == ["barack_obama", "joe_biden"]
+
+    # A name with the characters that break URL paths: enrolled, shown, renamed and removed as any other.
+    odd = "AC/DC? #1 100%"
+    page.fill("#enrol-name", odd)
+    page.set_input_files("#enrol-files", str(SAMPLES / "photos" / "astronaut.jpg"))
+    page.click("#enrol button[type=submit]")
+    page.wait_for_selector(f'.person[data-name="{odd}"] .thumb img[src^="blob:"]', timeout=120_000)
+    assert page.inner_text(f'.person[data-name="{odd}"] .person-count') == "1 face"
+    shot(page, "7b-odd-name")
+    card = page.locator(f'.person[data-name="{odd}"]')
+    card.locator("button.rename").click()
+    card.locator(".rename-input").fill("a/../b")
+    card.locator(".rename-form button[type=submit]").click()
+    page.wait_for_selector('.person[data-name="a/../b"]')
+    page.locator('.person[data-name="a/../b"] button.remove').click()
+    page.wait_for_selector("dialog#confirm[open]")
+    page.click("#confirm-ok")
+    page.wait_for_selector('.person[data-name="a/../b"]', state="detached")
+    assert "Removed a/../b (1 face)" in page.inner_text("#message")
+    page.fill("#enrol-name", "..")
+    page.set_input_files("#enrol-files", str(SAMPLES / "photos" / "astronaut.jpg"))
+    page.click("#enrol button[type=submit]")
+    page.wait_for_selector("#message.error")
+    assert "cannot be used in a URL path" in page.inner_text("#message")
+    with urllib.request.urlopen(server.url + "/v1/people") as r:
+        assert [p["name"] for p in json.load(r)] == ["barack_obama", "joe_biden"]
     assert problems == []
     page.close()
 

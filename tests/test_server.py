@@ -513,3 +513,33 @@ def test_a_pipeline_failure_is_named_never_called_no_face(gallery_dir, failure):
         else:  # a bug: a 500 in one line, not a bad photo, not "no face"
             assert "internal error (TypeError)" in error_of(r, 500)
         assert c.post("/v1/identify", files=files(("ok.png", png(tile_image([RED]))))).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["AC/DC", "100% Bob", "who? #1", "a/../b", "/lead/", "x/faces", "Zoë & co."])
+def test_names_that_break_url_paths_reach_their_person(client, name):
+    from urllib.parse import quote
+
+    path = f"/v1/people/{quote(name, safe='')}"  # as the page encodes it (encodeURIComponent)
+    r = client.post(path + "/faces", files=files(("a.png", png(tile_image([RED])))))
+    assert r.status_code == 200, r.text
+    assert r.json()["person"] == name
+    assert client.get("/v1/people").json() == [{"name": name, "faces": 1}]
+    person = client.get(path)
+    assert person.status_code == 200, person.text
+    assert person.json()["name"] == name and len(person.json()["faces"]) == 1
+    assert client.patch(path, json={"name": name + " 2"}).json() == {"name": name + " 2", "faces": 1}
+    renamed = f"/v1/people/{quote(name + ' 2', safe='')}"
+    assert client.delete(renamed).json() == {"removed": name + " 2", "faces": 1}
+    assert client.get("/v1/people").json() == []
+    error_of(client.get(renamed), 404)
+
+
+def test_a_name_no_url_can_reach_is_refused(client):
+    photo = files(("a.png", png(tile_image([RED]))))
+    for name in ("..", "."):
+        raw = name.replace(".", "%2E")  # a raw client may send it; a browser folds the segment away
+        assert "cannot be used in a URL path" in error_of(client.post(f"/v1/people/{raw}/faces", files=photo), 400)
+        assert enrol(client, "x", RED).status_code == 200
+        assert "cannot be used in a URL path" in error_of(client.patch("/v1/people/x", json={"name": name}), 400)
+        assert client.delete("/v1/people/x").status_code == 200
+    assert enrol(client, "...", RED).json()["person"] == "..."  # three dots are no path segment

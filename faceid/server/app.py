@@ -433,6 +433,9 @@ def admin(request: Request, credentials: Credentials) -> Caller:
 
 
 FaceId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="A face's id.")]
+# A name is free text: '/', '%', '?', '#' and the rest arrive percent-encoded (a '/' as %2F, which the
+# server decodes before routing, hence the path converter: the name is everything up to the route's end).
+PersonName = Annotated[str, PathParam(description="The person's name, percent-encoded (a '/' in it as %2F).")]
 Reader = Annotated[Caller, Depends(reader)]
 Admin = Annotated[Caller, Depends(admin)]
 
@@ -447,6 +450,15 @@ def _decode(data: bytes, name: str, settings: Settings) -> LoadedImage:
 def _upload_name(file: UploadFile, i: int = 0) -> str:
     name = os.path.basename((file.filename or "").replace("\\", "/")).strip()
     return _one_line(name)[:200] or f"upload-{i + 1}"
+
+
+def _addressable(name: str) -> str:
+    """The stored form of a new name, refused if no URL can reach it: clients (browsers, httpx) fold
+    a path segment of "." or ".." into its parent, percent-encoded or not."""
+    person = normalise_name(name)
+    if person.strip(".") == "" and len(person) <= 2:
+        raise ApiError(400, f"the name {person!r} cannot be used in a URL path; choose another")
+    return person
 
 
 def _parse_box(box: Optional[str]) -> Optional[tuple[int, int, int, int]]:
@@ -538,11 +550,11 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             raise ApiError(404, "no such annotated image (only the latest ones are kept)")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
 
-    @app.post("/v1/people/{name}/faces", response_model=EnrollOut, tags=["people"])
+    @app.post("/v1/people/{name:path}/faces", response_model=EnrollOut, tags=["people"])
     async def enroll(
         request: Request,
         caller: Admin,
-        name: str,
+        name: PersonName,
         file: Annotated[list[UploadFile], File(description="One or more photos of the person.")],
         largest: Annotated[bool, Query(description="In photos with several faces, take the largest.")] = False,
         box: Annotated[
@@ -552,7 +564,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         """Enrol a person (created if new) from photos: one report entry per photo, as `faceid enroll` says."""
         state = _state(request)
         try:
-            person = normalise_name(name)
+            person = _addressable(name)
         except FaceIDError as exc:
             raise ApiError(400, str(exc)) from None
         if len(file) > state.settings.max_files:
@@ -609,8 +621,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 
         return await run_in_threadpool(read)
 
-    @app.get("/v1/people/{name}", response_model=PersonDetailOut, tags=["people"])
-    async def person(request: Request, caller: Reader, name: str):
+    @app.get("/v1/people/{name:path}", response_model=PersonDetailOut, tags=["people"])
+    async def person(request: Request, caller: Reader, name: PersonName):
         """One person and their faces (with thumbnail URLs)."""
         state = _state(request)
 
@@ -635,15 +647,15 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 
         return await run_in_threadpool(read)
 
-    @app.patch("/v1/people/{name}", response_model=PersonOut, tags=["people"])
-    async def rename(request: Request, caller: Admin, name: str, body: RenameIn):
+    @app.patch("/v1/people/{name:path}", response_model=PersonOut, tags=["people"])
+    async def rename(request: Request, caller: Admin, name: PersonName, body: RenameIn):
         """Rename a person: `{"name": NEW}`; 409 if the new name is someone else's."""
         state = _state(request)
 
         def write():
             with state.use(caller) as gallery:
                 old = gallery.person(name)
-                new = normalise_name(body.name)
+                new = _addressable(body.name)
                 if new in gallery and gallery.person(new).id != old.id:
                     raise ApiError(409, f"{new!r} is already enrolled; remove or rename them first")
                 gallery.rename(old.name, new)
@@ -651,8 +663,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 
         return await run_in_threadpool(write)
 
-    @app.delete("/v1/people/{name}", response_model=RemovedOut, tags=["people"])
-    async def remove(request: Request, caller: Admin, name: str):
+    @app.delete("/v1/people/{name:path}", response_model=RemovedOut, tags=["people"])
+    async def remove(request: Request, caller: Admin, name: PersonName):
         """Remove a person and every face of theirs, securely (as `faceid remove`)."""
         state = _state(request)
 

@@ -158,7 +158,12 @@ drop.addEventListener("drop", (event) => {
 
 // -- people ----------------------------------------------------------------------------------------
 
-const enc = encodeURIComponent;
+// A person's URL: the name percent-encoded whole ('/' as %2F, and '%', '?', '#'), which the API's
+// routes take back apart. "." and ".." alone cannot be sent: every browser folds such a segment away.
+function personUrl(name) {
+  if (name === "." || name === "..") throw new Error(`the name '${name}' cannot be used in a URL path; choose another`);
+  return `/v1/people/${encodeURIComponent(name)}`;
+}
 
 async function loadPeople() {
   const people = await json("/v1/people");
@@ -171,7 +176,9 @@ async function loadPeople() {
     }),
   );
   $("people-empty").hidden = people.length > 0;
-  const details = await Promise.all(people.map((p) => json(`/v1/people/${enc(p.name)}`)));
+  // a name no URL can reach (made with the command line) is listed without its faces
+  const unreachable = (p) => ({ name: p.name, created_at: "", faces: [] });
+  const details = await Promise.all(people.map((p) => (/^\.\.?$/.test(p.name) ? unreachable(p) : json(personUrl(p.name)))));
   $("people-list").replaceChildren(...details.map(personCard));
 }
 
@@ -218,7 +225,7 @@ function personCard(person) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const renamed = await json(`/v1/people/${enc(person.name)}`, {
+      const renamed = await json(personUrl(person.name), {
         method: "PATCH",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ name: input.value }),
@@ -234,7 +241,7 @@ function personCard(person) {
     const what = `Remove ${person.name} and ${faces}? They are deleted from the gallery for good.`;
     if (!(await confirmed(what))) return;
     try {
-      const removed = await json(`/v1/people/${enc(person.name)}`, { method: "DELETE" });
+      const removed = await json(personUrl(person.name), { method: "DELETE" });
       say(`Removed ${removed.removed} (${removed.faces} face${removed.faces === 1 ? "" : "s"}).`, "ok");
       await loadPeople();
     } catch (e) {
@@ -276,7 +283,7 @@ async function enrolFiles(name, files, params = "") {
   const form = new FormData();
   for (const file of files) form.append("file", file, file.name);
   try {
-    return (await json(`/v1/people/${enc(name)}/faces${params}`, { method: "POST", body: form })).results;
+    return (await json(`${personUrl(name)}/faces${params}`, { method: "POST", body: form })).results;
   } catch (e) {
     if (e.body && e.body.results) return e.body.results; // every photo failed: the report says why
     throw e;
