@@ -413,7 +413,7 @@ def test_a_stalled_upload_is_cut_off(gallery_dir):
     import asyncio
 
     from faceid.server import Settings
-    from faceid.server.app import Limits
+    from faceid.server.limits import Limits
 
     async def app(scope, receive, send):  # pragma: no cover - never reached
         raise AssertionError("the app must not see a body that never arrived")

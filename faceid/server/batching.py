@@ -6,7 +6,7 @@ requests received and still being read or decoded), it waits for them up to ``wa
 never past ``max_batch`` images; then it runs detection and embedding for all of them in one call
 (:meth:`Pipeline.faces_many`). A request that is alone is never kept waiting.
 A batch that fails is retried job by job, so one bad image fails only its own request; the job
-that fails gets the exception itself (see :func:`faceid.server.app._image_faces`).
+that fails gets the exception itself (see :func:`faceid.server.uploads.image_faces`).
 """
 
 from __future__ import annotations
