@@ -369,6 +369,7 @@ def test_removed_faces_leave_no_thumbnail_behind(client, gallery_dir):
     face = r.json()["results"][0]["face_id"]
     thumb = client.get(f"/v1/faces/{face}/thumbnail").content
     client.delete("/v1/people/Alice")
+    assert client.app.state.faceid.compactor.wait_idle(30)  # gallery.db's rewrite, in the background
     client.app.state.faceid.gallery.close()
     assert thumb not in (gallery_dir / "gallery.db").read_bytes()
     rows = sqlite3.connect(gallery_dir / "gallery.db").execute("SELECT COUNT(*) FROM face_thumbnails").fetchone()
@@ -543,3 +544,41 @@ def test_a_name_no_url_can_reach_is_refused(client):
         assert "cannot be used in a URL path" in error_of(client.patch("/v1/people/x", json={"name": name}), 400)
         assert client.delete("/v1/people/x").status_code == 200
     assert enrol(client, "...", RED).json()["person"] == "..."  # three dots are no path segment
+
+
+def test_a_removal_answers_before_the_database_rewrite_which_follows_in_the_background(client, gallery_dir):
+    from conftest import unit_vectors
+    from test_deletion import assert_gone, person_faces
+
+    from faceid.gallery import Gallery
+
+    state = client.app.state.faceid
+    assert enrol(client, "Alice", RED).status_code == 200
+    with Gallery(gallery_dir) as g:
+        faces = person_faces("gone", unit_vectors(7, 3, g.dimension))
+        g.add_faces("Gone", faces, embedding_key=g.embedding_key)
+    rewrites = state.compactor.rewrites
+    compact = Gallery._compact
+    started, release = threading.Event(), threading.Event()
+
+    def slow_compact(self, *, wait):  # the background rewrite, held until the answer is in
+        if threading.current_thread().name == "faceid-compactor":
+            started.set()
+            release.wait(30)
+        return compact(self, wait=wait)
+
+    Gallery._compact = slow_compact  # type: ignore[method-assign]
+    try:
+        r = client.delete("/v1/people/Gone")
+        assert r.status_code == 200 and r.json() == {"removed": "Gone", "faces": 3}
+        assert started.wait(30)  # the rewrite runs after the answer, on its own connection
+        with state.use() as g:
+            assert "Gone" not in g and g.compaction_pending  # the removal is in effect; the rewrite due
+    finally:
+        release.set()
+        Gallery._compact = compact  # type: ignore[method-assign]
+    assert state.compactor.wait_idle(30) and state.compactor.rewrites == rewrites + 1
+    with Gallery(gallery_dir) as g:
+        assert not g.compaction_pending
+    client.app.state.faceid.gallery.close()
+    assert_gone(gallery_dir, faces)

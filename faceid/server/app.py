@@ -131,7 +131,11 @@ def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> Stat
         log.info("models loaded; gallery %s", gallery.path)
         state = State(gallery, None, pipeline, settings)
         state.batcher = Batcher(
-            pipeline, wait=settings.batch_wait_ms / 1000.0, max_batch=settings.max_batch, coming=lambda: state.coming
+            pipeline,
+            wait=settings.batch_wait_ms / 1000.0,
+            max_batch=settings.max_batch,
+            coming=lambda: state.coming,
+            workers=settings.batch_workers,
         )
     except BaseException:
         gallery.close()
@@ -155,6 +159,7 @@ def _warm(pipeline, settings: Settings) -> None:
 
 def _stop(state: State) -> None:
     state.batcher.stop()
+    state.compactor.stop(timeout=state.settings.request_timeout)
     with state.lock:
         state.gallery.close()
 

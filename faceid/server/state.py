@@ -37,7 +37,10 @@ class State:
     """What the app keeps between requests: the gallery behind its lock, the batcher, annotated images."""
 
     def __init__(self, gallery: Gallery, batcher, pipeline, settings: Settings) -> None:
+        from faceid.server.compaction import Compactor
+
         self.gallery = gallery
+        self.compactor = Compactor(gallery.path, timeout=gallery.timeout)
         self.keys = ApiKeys(gallery)
         self.lock = threading.Lock()
         self.batcher = batcher

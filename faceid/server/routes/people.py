@@ -185,13 +185,18 @@ async def rename(request: Request, caller: Admin, name: PersonName, body: Rename
 
 @router.delete("/v1/people/{name:path}", response_model=RemovedOut, tags=["people"])
 async def remove(request: Request, caller: Admin, name: PersonName):
-    """Remove a person and every face of theirs, securely (as `faceid remove`)."""
+    """Remove a person and every face of theirs, securely (as `faceid remove`).
+
+    Answers once the removal is committed and scrubbed from the index files; the rewrite of the
+    database file that clears stale copies of the rows follows in the background."""
     state = state_of(request)
 
     def write():
         with state.use(caller) as gallery:
             person = gallery.person(name)
-            return {"removed": person.name, "faces": gallery.remove(person.name)}
+            faces = gallery.remove(person.name, compact=False)
+        state.compactor.request()
+        return {"removed": person.name, "faces": faces}
 
     return await run_in_threadpool(write)
 
@@ -211,12 +216,15 @@ async def thumbnail(request: Request, caller: Reader, face_id: FaceId):
 
 @router.delete("/v1/faces/{face_id}", response_model=RemovedFaceOut, tags=["people"])
 async def remove_face(request: Request, caller: Admin, face_id: FaceId):
-    """Remove one face, securely; the person stays."""
+    """Remove one face, securely (the database file's rewrite in the background, as for a person);
+    the person stays."""
     state = state_of(request)
 
     def write():
         with state.use(caller) as gallery:
-            return {"removed": face_id, "person": gallery.remove_face(face_id)}
+            person = gallery.remove_face(face_id, compact=False)
+        state.compactor.request()
+        return {"removed": face_id, "person": person}
 
     return await run_in_threadpool(write)
 
