@@ -89,4 +89,7 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
     (load,) = [f for f in figures if f["figure"] == "serve_load"]
     assert load["errors"] == 0 and load["sigterm_exit_code"] == 0
     assert load["rounds"][0]["one_client"]["requests"] == 8 and load["rounds"][0]["eight_clients"]["requests"] == 8
+    more = load["rounds"][0]["eight_clients_more_workers"]  # a second server with 2 batch workers, side by side
+    assert more["workers"] == 2 and more["requests"] == 8 and more["errors"] == 0
+    assert 0 < load["rounds"][0]["one_client"]["server_cores_busy"] <= 2.5  # 2 cores (and /proc's ticks)
     json.dumps(figures)  # every figure is plain JSON
