@@ -582,3 +582,47 @@ def test_a_removal_answers_before_the_database_rewrite_which_follows_in_the_back
         assert not g.compaction_pending
     client.app.state.faceid.gallery.close()
     assert_gone(gallery_dir, faces)
+
+
+def test_review_kept_unknown_faces_name_a_group_and_take_a_wrong_face_out(client, gallery_dir):
+    from conftest import KEY, unit_vectors
+    from test_unknown import faces_of, looks_like
+
+    from faceid.gallery import Gallery
+
+    centres = unit_vectors(7, 2)
+    a, b = faces_of("a", looks_like(centres[0], 4, 1)), faces_of("b", looks_like(centres[1], 3, 2))
+    with Gallery(gallery_dir) as g:  # as `faceid identify --remember` in another process
+        g.unknown.keep(a + b, embedding_key=KEY)
+    groups = client.get("/v1/clusters").json()
+    assert sorted(len(g["faces"]) for g in groups) == [3, 4]
+    big = max(groups, key=lambda g: len(g["faces"]))
+    wrong = big["faces"][0]
+    thumb = client.get(wrong["thumbnail"])  # a kept face's thumbnail, as an enrolled one's
+    assert thumb.status_code == 200 and thumb.content.startswith(b"\xff\xd8JPEG-a-")
+
+    # take a wrong face out of the group: it goes back to unknown, in no group, and stays out
+    assert client.post(f"/v1/faces/{wrong['id']}/move", json={"name": None}).json() == {
+        "moved": [wrong["id"]],
+        "person": None,
+    }
+    regrouped = {g["id"]: [f["id"] for f in g["faces"]] for g in client.get("/v1/clusters").json()}
+    assert wrong["id"] not in regrouped[big["id"]] and len(regrouped[big["id"]]) == 3
+
+    # name the group (a name with a '/' too): its faces are the person's, and identify uses them
+    r = client.post(f"/v1/clusters/{big['id']}/name", json={"name": "AC/DC"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"person": "AC/DC", "faces": sorted(regrouped[big["id"]]), "kept_out": [], "new_person": True}
+    assert len(client.get("/v1/people/AC%2FDC").json()["faces"]) == 3
+    assert [len(g["faces"]) for g in client.get("/v1/clusters").json()] == [3]
+
+    # the errors, in the API's words
+    assert "no group" in error_of(client.post(f"/v1/clusters/{big['id']}/name", json={"name": "X"}), 404).lower()
+    error_of(client.post("/v1/faces/999999/move", json={"name": None}), 404)
+    assert "cannot be used in a URL path" in error_of(
+        client.post(f"/v1/faces/{wrong['id']}/move", json={"name": ".."}), 400
+    )
+    error_of(client.post("/v1/clusters/1/name", json={}), 400)
+    error_of(client.post("/v1/clusters/-1/name", json={"name": "X"}), 400)
+    with Gallery(gallery_dir) as g:
+        assert g.check() == []

@@ -7,7 +7,7 @@ The parts, one job each:
 - :mod:`.auth`: API keys and scopes, as dependencies
 - :mod:`.errors`: one error shape, library errors mapped to statuses
 - :mod:`.uploads`: uploaded files decoded, their faces found through :mod:`.batching`
-- :mod:`.routes`: the page and health, identify, people and faces
+- :mod:`.routes`: the page and health, identify, people and faces, review of unknown faces
 """
 
 import logging
@@ -74,7 +74,7 @@ def create_app(
     )
     app.add_middleware(Limits, settings=settings)
     add_error_handlers(app)
-    for module in (routes.service, routes.identify, routes.people):
+    for module in (routes.service, routes.identify, routes.people, routes.review):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     if assets:

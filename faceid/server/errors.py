@@ -15,6 +15,7 @@ from faceid.errors import (
     FaceIDError,
     FaceNotFoundError,
     GalleryBusyError,
+    GroupNotFoundError,
     ImageError,
     InvalidNameError,
     ModelMismatchError,
@@ -79,7 +80,7 @@ def status_of(exc: FaceIDError) -> int:
     """The HTTP status for a library error."""
     if isinstance(exc, ImageError):
         return image_status(str(exc))
-    if isinstance(exc, (PersonNotFoundError, FaceNotFoundError)):
+    if isinstance(exc, (PersonNotFoundError, FaceNotFoundError, GroupNotFoundError)):
         return 404
     if isinstance(exc, InvalidNameError):
         return 409 if "already enrolled" in str(exc) else 400

@@ -36,7 +36,7 @@ PersonName = Annotated[str, PathParam(description="The person's name, percent-en
 router = APIRouter()
 
 
-def _addressable(name: str) -> str:
+def addressable(name: str) -> str:
     """The stored form of a new name, refused if no URL can reach it: clients (browsers, httpx) fold
     a path segment of "." or ".." into its parent, percent-encoded or not."""
     person = normalise_name(name)
@@ -80,7 +80,7 @@ async def enroll(
     """Enrol a person (created if new) from photos: one report entry per photo, as `faceid enroll` says."""
     state = state_of(request)
     try:
-        person = _addressable(name)
+        person = addressable(name)
     except FaceIDError as exc:
         raise ApiError(400, str(exc)) from None
     if len(file) > state.settings.max_files:
@@ -174,7 +174,7 @@ async def rename(request: Request, caller: Admin, name: PersonName, body: Rename
     def write():
         with state.use(caller) as gallery:
             old = gallery.person(name)
-            new = _addressable(body.name)
+            new = addressable(body.name)
             if new in gallery and gallery.person(new).id != old.id:
                 raise ApiError(409, f"{new!r} is already enrolled; remove or rename them first")
             gallery.rename(old.name, new)
@@ -233,10 +233,10 @@ def _thumbnail(state: State, face_id: int) -> bytes:
     """The stored thumbnail; for a face enrolled before thumbnails were kept, a crop of its photo if unchanged."""
 
     with state.use() as gallery:
+        jpeg = gallery.face_thumbnail(face_id)  # enrolled faces and kept unknown ones
+        if jpeg is not None:
+            return jpeg
         face = gallery.face(face_id)
-        jpeg = gallery.face_thumbnail(face_id)
-    if jpeg is not None:
-        return jpeg
     path = Path(face.image_path) if face.image_path and os.path.isabs(face.image_path) else None
     if path is not None and path.is_file():
         from faceid.draw import face_thumbnail
