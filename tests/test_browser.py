@@ -258,6 +258,64 @@ def test_the_api_docs_render_offline(server, browser):
     page.close()
 
 
+def test_the_page_reviews_unknown_faces_names_a_group_and_takes_a_face_out(server, browser, tmp_path):
+    from PIL import Image, ImageEnhance, ImageOps
+
+    # Photos of Grace Hopper (removed from the gallery above): the sample re-encoded, brighter,
+    # smaller, mirrored (each its own file, so each face its own photo).
+    hopper = Image.open(SAMPLES / "people" / "grace_hopper" / "hopper.jpg").convert("RGB")
+    variants = [
+        hopper,
+        ImageEnhance.Brightness(hopper).enhance(1.1),
+        hopper.resize((hopper.width * 9 // 10, hopper.height * 9 // 10)),
+        ImageOps.mirror(hopper),
+    ]
+    photos = [tmp_path / f"hopper-{i}.jpg" for i in range(len(variants))]
+    for image, path in zip(variants, photos):
+        image.save(path, quality=90)
+    gallery = Path(server.log).parent / "gallery"
+    out = subprocess.run(  # the command line keeps the unknown faces, in another process
+        [sys.executable, "-m", "faceid", "identify", *map(str, photos), "--remember", "--json", "-g", str(gallery)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [json.loads(line)["faces"][0]["status"] for line in out.stdout.splitlines()] == ["unknown"] * len(photos)
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(server.url + "/#review")
+    page.wait_for_selector('.group .thumb img[src^="blob:"]', timeout=60_000)
+    grouped = page.locator(".group .thumb").count()
+    assert page.locator(".group").count() == 1 and grouped >= 3, grouped  # they look alike
+    page.wait_for_function("[...document.querySelectorAll('.group .thumb img')].every((i) => i.naturalWidth > 0)")
+    shot(page, "10-review-a-group")
+
+    # A face that is not the group's person: take it out (it stays unknown, in no group).
+    wrong = page.locator(".group .thumb").nth(1).get_attribute("data-face")
+    page.locator(".group .thumb").nth(1).locator("button.take-out").click()
+    page.wait_for_selector(f'.group .thumb[data-face="{wrong}"]', state="detached")
+    assert page.locator(".group .thumb").count() == grouped - 1
+    assert f"Took face {wrong} out of group" in page.inner_text("#message")
+
+    # Name the group: its faces are Grace Hopper's, and identify names her at once.
+    page.fill(".group .name-input", "Grace Hopper")
+    page.click(".group .name-form button[type=submit]")
+    page.wait_for_selector("#review-empty:not([hidden])")
+    assert f"{grouped - 1} faces of Grace Hopper, newly enrolled" in page.inner_text("#message")
+    shot(page, "11-review-named")
+    with urllib.request.urlopen(server.url + "/v1/people") as r:
+        assert {p["name"]: p["faces"] for p in json.load(r)}["Grace Hopper"] == grouped - 1
+    page.click("#tab-identify")
+    page.set_input_files("#identify-file", str(SAMPLES / "people" / "grace_hopper" / "hopper.jpg"))
+    page.wait_for_selector("#identify-faces li.face", timeout=120_000)
+    assert page.locator("#identify-faces li.face.known strong").all_inner_texts() == ["Grace Hopper"]
+    assert problems == []
+    page.close()
+
+
 def test_sigterm_finishes_requests_in_flight_and_exits_0(server):
     photo = (SAMPLES / "photos" / "obama_and_biden.jpg").read_bytes()
     boundary = "faceidboundary"
