@@ -364,6 +364,31 @@ def test_identify_requests_that_arrive_together_are_batched(gallery_dir):
         assert batcher.images == 6 and batcher.batches - before <= 3  # requests shared batches
 
 
+def test_two_batch_workers_run_two_batches_at_once_and_stop_cleanly():
+    """With workers=2, a second batch starts while the first still runs (a detector that waits
+    until two calls are inside it), every job gets its own faces, and stop() ends both threads."""
+    from faceid.pipeline import Pipeline
+    from faceid.server.batching import Batcher
+
+    inside = threading.Barrier(2, timeout=10)
+
+    class MeetingDetector(FakeDetector):
+        def detect_many(self, images):
+            inside.wait()  # raises BrokenBarrierError if the two batches never overlap
+            return super().detect_many(images)
+
+    batcher = Batcher(Pipeline(detector=MeetingDetector(), embedder=FakeEmbedder()), wait=0, max_batch=1, workers=2)
+    images = [tile_image([(40 * i + 40, 0, 0)]) for i in range(2)]
+    futures = [batcher.submit([image]) for image in images]
+    found = [f.result(timeout=20) for f in futures]
+    assert [len(faces[0]) for faces in found] == [1, 1] and batcher.batches == 2
+    assert not np.allclose(found[0][0][0].embedding, found[1][0][0].embedding)
+    batcher.stop(timeout=10)
+    assert not any(t.is_alive() for t in batcher._threads)
+    with pytest.raises(Exception, match="stopping"):
+        batcher.submit([images[0]]).result(timeout=5)
+
+
 def test_removed_faces_leave_no_thumbnail_behind(client, gallery_dir):
     r = enrol(client, "Alice", RED)
     face = r.json()["results"][0]["face_id"]
