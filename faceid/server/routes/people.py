@@ -24,7 +24,7 @@ from faceid.server.schemas import EnrollOut, PersonDetailOut, PersonOut, Removed
 from faceid.server.state import State, state_of
 from faceid.server.uploads import decode, image_faces, upload_name
 
-__all__ = ["router"]
+__all__ = ["FaceId", "PersonName", "addressable", "router"]
 
 log = logging.getLogger(__name__)
 
