@@ -227,6 +227,8 @@ CALLS = {
     "face": lambda g: g.face(1),
     "face_thumbnail": lambda g: g.face_thumbnail(1),
     "remove_face": lambda g: g.remove_face(3),
+    "compaction_pending": lambda g: g.compaction_pending,
+    "compact": lambda g: g.compact(),  # nothing due here: it reads only
 }
 WRITES = {
     "add_faces",
