@@ -231,7 +231,8 @@ def test_the_page_asks_for_a_key_when_one_is_needed(server, browser):
     page.wait_for_selector("#key-form:not([hidden])")
     page.fill("#key-input", "fid_wrong")
     page.click("#key button[type=submit]")
-    page.wait_for_selector("#message.error")
+    # the page's first request (no key) already said "needs an API key": wait for the answer to this one
+    page.wait_for_function("document.querySelector('#message.error')?.textContent.includes('unknown or revoked')")
     assert "unknown or revoked API key" in page.inner_text("#message")
     page.fill("#key-input", key)
     page.click("#key button[type=submit]")
