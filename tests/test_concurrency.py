@@ -229,9 +229,16 @@ CALLS = {
     "remove_face": lambda g: g.remove_face(3),
     "compaction_pending": lambda g: g.compaction_pending,
     "compact": lambda g: g.compact(),  # nothing due here: it reads only
+    "face_chip": lambda g: g.face_chip(1),
+    "face_sources": lambda g: g.face_sources(),
+    "copy_to": lambda g: g.copy_to(g.path.parent / f"copy-{time.monotonic_ns()}"),
+    "exclusive": lambda g: g.exclusive().__enter__(),
+    "replace_embeddings": lambda g: g.replace_embeddings(KEY, dict(zip(*g.embeddings()[::2]))),
 }
 WRITES = {
     "add_faces",
+    "exclusive",
+    "replace_embeddings",
     "rename",
     "remove",
     "remove_face",

@@ -42,6 +42,7 @@ def create_app(
     pipeline=None,
     pipeline_factory: Optional[Callable[[Gallery], Any]] = None,
     settings: Settings = Settings(),
+    model: Optional[str] = None,
 ) -> FastAPI:
     """The ASGI app for one gallery.
 
@@ -51,11 +52,13 @@ def create_app(
         pipeline_factory: called with the open gallery at start-up to make the pipeline; default:
             the real models with the gallery's settings, as a frozen graph (fastest when warm).
         settings: limits and auth (:class:`Settings`).
+        model: the embedding model of a new gallery (one that has no faces yet); a gallery with
+            faces keeps its own, and another model here is refused (:class:`ModelMismatchError`).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = await run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings)
+        state = await run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings, model)
         app.state.faceid = state
         try:
             yield
@@ -115,7 +118,7 @@ def _version() -> str:
     return __version__
 
 
-def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> State:
+def _start(gallery_path, pipeline, pipeline_factory, settings: Settings, model: Optional[str] = None) -> State:
     from faceid.server.batching import Batcher
 
     gallery = Gallery(gallery_path, create=True)
@@ -124,9 +127,10 @@ def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> Stat
             if pipeline_factory is not None:
                 pipeline = pipeline_factory(gallery)
             else:
+                from faceid.enroll import enrolment_key
                 from faceid.pipeline import Pipeline
 
-                pipeline = Pipeline.from_key(gallery.embedding_key, frozen=True)
+                pipeline = Pipeline.from_key(enrolment_key(gallery, model=model), frozen=True)
             _warm(pipeline, settings)  # a pipeline handed in ready (tests) is the caller's to warm
         log.info("models loaded; gallery %s", gallery.path)
         state = State(gallery, None, pipeline, settings)
@@ -175,6 +179,7 @@ def serve(
     settings: Settings = Settings(),
     log_level: str = "info",
     on_ready: Optional[Callable[[str], None]] = None,
+    model: Optional[str] = None,
 ) -> None:
     """Run the app with uvicorn until SIGINT or SIGTERM; requests in flight finish first."""
     import uvicorn
@@ -188,7 +193,7 @@ def serve(
                 yield
                 self._captured_signals.clear()
 
-    app = create_app(gallery_path, settings=settings)
+    app = create_app(gallery_path, settings=settings, model=model)
     config = uvicorn.Config(
         app,
         host=host,
