@@ -156,17 +156,17 @@ def process(
         load(1)
         ahead: Future[_Detected] | None = None
         if detector is not None:
-            ahead = detector.submit(stage.detect, loads.pop(0))
+            ahead = detector.submit(stage.detect_loading, loads.pop(0))
         for b in range(len(batches)):
             if detector is not None and ahead is not None:
                 detected = ahead.result()
                 load(b + 2)
                 if b + 1 < len(batches):
-                    ahead = detector.submit(stage.detect, loads.pop(b + 1))
+                    ahead = detector.submit(stage.detect_loading, loads.pop(b + 1))
             else:
                 futures = loads.pop(b)
                 load(b + 1)
-                detected = stage.detect(futures)
+                detected = stage.detect_loading(futures)
             for item in stage.embed(detected):
                 if on_done is not None:
                     on_done(item)
@@ -182,6 +182,20 @@ def _load(name: str) -> Processed:
         return Processed(name, read_image(name))
     except ImageError as exc:
         return Processed(name, None, error=str(exc))
+
+
+def _run_batch(
+    loaded: list[Processed],
+    pipeline: Pipeline,
+    cache: EmbeddingCache | None,
+    key: str,
+    detector_key: str = "",
+    prepare: Callable[[], None] | None = None,
+) -> list[Processed]:
+    """One decoded batch through detection and embedding in this thread, as :func:`process` runs
+    each batch (for callers that make their own batches: :mod:`faceid.distributed`'s Ray workers)."""
+    stage = _Stages(pipeline, cache, key, detector_key, prepare or (lambda: None), threading.Lock())
+    return stage.embed(stage.detect(loaded))
 
 
 @dataclass(frozen=True)
@@ -206,8 +220,11 @@ class _Stages:
     prepare: Callable[[], None]
     detector_lock: threading.Lock
 
-    def detect(self, futures: list[Future[Processed]]) -> _Detected:
-        loaded = [f.result() for f in futures]
+    def detect_loading(self, futures: list[Future[Processed]]) -> _Detected:
+        """:meth:`detect` of a batch still being decoded."""
+        return self.detect([f.result() for f in futures])
+
+    def detect(self, loaded: list[Processed]) -> _Detected:
         out: list[Processed] = list(loaded)  # unreadable ones stay as they are
         todo: list[tuple[int, LoadedImage]] = []
         for i, item in enumerate(loaded):

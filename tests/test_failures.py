@@ -181,8 +181,9 @@ def test_identify_reports_a_failed_image_and_exits_non_zero(tmp_path):
     ],
 )
 def test_pipeline_options_are_checked_at_construction(options, message):
+    # FaceNet named: the crop margin is an option of its margin crop (SFace's aligned crop has none)
     with pytest.raises((OptionError, EmbeddingKeyError), match=message) as caught:
-        Pipeline(**options, detector=FakeDetector(), embedder=FakeEmbedder())
+        Pipeline("facenet-20170512-110547", **options, detector=FakeDetector(), embedder=FakeEmbedder())
     assert isinstance(caught.value, ValueError) and isinstance(caught.value, FaceIDError)
 
 
