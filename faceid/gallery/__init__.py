@@ -18,6 +18,10 @@ the audit log. Scores are cosine similarities of unit vectors (inner products), 
 - :mod:`~faceid.gallery.searchindex`: the search index kept in step with the database;
 - :mod:`~faceid.gallery.records`: the dataclasses handed in and out, and the rule for names;
 - :mod:`~faceid.gallery.thumbnails`: a small JPEG of each face, deleted with it.
+
+:func:`open_gallery` opens a gallery from where it lives (``--gallery``): a folder (this
+:class:`Gallery`), or Milvus (:class:`~faceid.gallery.milvus.MilvusGallery`, same behaviour:
+``milvus://HOST:PORT/NAME`` or ``milvus-lite:PATH.db``; :mod:`faceid.gallery.location`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -46,6 +50,7 @@ from faceid.errors import (
 from faceid.gallery import audit, changes, deletion, people, thumbnails
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.indexfiles import IndexFiles
+from faceid.gallery.location import MilvusLocation, gallery_location
 from faceid.gallery.records import (
     MAX_NAME_LENGTH,
     FaceRecord,
@@ -68,9 +73,30 @@ __all__ = [
     "Person",
     "default_gallery_dir",
     "normalise_name",
+    "open_gallery",
 ]
 
+if TYPE_CHECKING:
+    from faceid.gallery.milvus import MilvusGallery
+
 log = logging.getLogger(__name__)
+
+
+def open_gallery(
+    spec: str | os.PathLike[str] | None = None, *, create: bool = True, timeout: float = 30.0
+) -> Gallery | MilvusGallery:
+    """Open the gallery ``spec`` names: a folder, ``milvus://HOST:PORT/NAME`` or ``milvus-lite:PATH.db``.
+
+    ``None``: ``$FACEID_GALLERY``, else ``./gallery``. Both kinds have the same public behaviour;
+    a Milvus gallery needs the ``milvus`` extra (a one-line :class:`GalleryError` says so).
+    """
+    where = gallery_location(spec)
+    if isinstance(where, MilvusLocation):
+        from faceid.gallery.milvus import MilvusGallery, require_milvus
+
+        require_milvus(where.spec)
+        return MilvusGallery(where, create=create, timeout=timeout)
+    return Gallery(where, create=create, timeout=timeout)
 
 
 class Gallery:
