@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from faceid.detect import Detection
-from faceid.gallery import Gallery
+from faceid.gallery import AnyGallery
 from faceid.results import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, FaceMatch, Identification
 from faceid.thresholds import DecisionParams
 
@@ -156,7 +156,7 @@ def naming_thresholds(candidates: Sequence[Sequence[Candidate]], params: Decisio
     return [n if n is not None else never for n in out]
 
 
-def candidates_for(gallery: Gallery, embeddings: np.ndarray, *, top: int = 5, k: int = 64) -> list[list[Candidate]]:
+def candidates_for(gallery: AnyGallery, embeddings: np.ndarray, *, top: int = 5, k: int = 64) -> list[list[Candidate]]:
     """The ``top`` best people for each ``(n, D)`` embedding row, from the gallery's nearest ``k`` faces."""
     if len(embeddings) == 0:
         return []
@@ -176,7 +176,7 @@ def candidates_for(gallery: Gallery, embeddings: np.ndarray, *, top: int = 5, k:
 
 
 def photo_namings(
-    gallery: Gallery, photos: Sequence[np.ndarray], params: DecisionParams, *, top: int = 5
+    gallery: AnyGallery, photos: Sequence[np.ndarray], params: DecisionParams, *, top: int = 5
 ) -> list[list[Naming]]:
     """:func:`naming_thresholds` for the faces of each photo (one ``(n_i, D)`` array of embeddings each),
     searched in one batch: what :func:`identify` would name each face as, at every threshold."""
@@ -192,7 +192,7 @@ def photo_namings(
 
 
 def match_faces(
-    gallery: Gallery,
+    gallery: AnyGallery,
     detections: Sequence[Detection],
     embeddings: np.ndarray,
     params: DecisionParams,
@@ -212,7 +212,7 @@ def match_faces(
 
 def identify(
     sources: Sequence[str | os.PathLike[str]],
-    gallery: Gallery,
+    gallery: AnyGallery,
     pipeline: Pipeline | None = None,
     *,
     threshold: float | None = None,

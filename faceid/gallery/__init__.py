@@ -33,7 +33,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any, Literal, Union, overload
 
 import numpy as np
 
@@ -66,18 +66,17 @@ __all__ = [
     "DB_NAME",
     "MAX_NAME_LENGTH",
     "SCHEMA_VERSION",
+    "AnyGallery",
     "AuditEntry",
     "FaceRecord",
     "Gallery",
+    "MilvusGallery",
     "NewFace",
     "Person",
     "default_gallery_dir",
     "normalise_name",
     "open_gallery",
 ]
-
-if TYPE_CHECKING:
-    from faceid.gallery.milvus import MilvusGallery
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def open_gallery(
     """
     where = gallery_location(spec)
     if isinstance(where, MilvusLocation):
-        from faceid.gallery.milvus import MilvusGallery, require_milvus
+        from faceid.gallery.milvus import require_milvus
 
         require_milvus(where.spec)
         return MilvusGallery(where, create=create, timeout=timeout)
@@ -526,3 +525,9 @@ class Gallery:
         problems += people.vector_problems(vectors, where)
         problems += self._search.problems()
         return problems
+
+
+from faceid.gallery.milvus import MilvusGallery  # noqa: E402  (imports pymilvus only when one is opened)
+
+#: either kind of gallery: what :func:`open_gallery` returns and what enrol, identify and calibrate take
+AnyGallery = Union[Gallery, MilvusGallery]

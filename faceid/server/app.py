@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from faceid.apikeys import ADMIN, ApiKey, ApiKeys
 from faceid.batch import Processed
 from faceid.errors import FaceIDError, ImageError
-from faceid.gallery import Gallery, normalise_name
+from faceid.gallery import AnyGallery, normalise_name, open_gallery
 from faceid.images import LoadedImage, read_image
 from faceid.server.errors import ApiError, image_status, status_of
 from faceid.server.schemas import (
@@ -85,7 +85,7 @@ class Caller:
 class _State:
     """What the app keeps between requests: the gallery behind its lock, the batcher, annotated images."""
 
-    def __init__(self, gallery: Gallery, batcher, pipeline, settings: Settings) -> None:
+    def __init__(self, gallery: AnyGallery, batcher, pipeline, settings: Settings) -> None:
         self.gallery = gallery
         self.keys = ApiKeys(gallery)
         self.lock = threading.Lock()
@@ -238,7 +238,7 @@ def create_app(
     gallery_path: "str | os.PathLike",
     *,
     pipeline=None,
-    pipeline_factory: Optional[Callable[[Gallery], Any]] = None,
+    pipeline_factory: Optional[Callable[[AnyGallery], Any]] = None,
     settings: Settings = Settings(),
 ) -> FastAPI:
     """The ASGI app for one gallery.
@@ -315,7 +315,7 @@ def _version() -> str:
 def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> _State:
     from faceid.server.batching import Batcher
 
-    gallery = Gallery(gallery_path, create=True)
+    gallery = open_gallery(gallery_path, create=True)
     try:
         if pipeline is None:
             if pipeline_factory is not None:
