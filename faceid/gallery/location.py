@@ -78,7 +78,7 @@ def parse_location(spec: str | os.PathLike[str]) -> Path | MilvusLocation:
                 "(it prefixes the gallery's Milvus collections)"
             )
         return MilvusLocation(text, f"http://{match['host']}:{int(match['port'])}", name, lite=False)
-    if text.startswith("milvus:") or text.startswith("milvus-lite"):
+    if text.startswith("milvus:/"):  # what a Path makes of milvus://
         raise GalleryError(f"{text}: expected milvus://HOST:PORT/NAME or milvus-lite:PATH.db")
     return Path(text)
 

@@ -446,6 +446,7 @@ class MilvusGallery:
         for what in ("faces", "people"):
             if what == "faces" and not self._faces_exist():
                 continue
+            self._client.flush(self._name(what))  # rows still in the write-ahead log go to segments first
             job = self._client.compact(self._name(what))
             deadline = time.monotonic() + self.timeout
             while job and time.monotonic() < deadline:
