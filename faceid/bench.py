@@ -42,6 +42,8 @@ Figures (``part`` names select them):
   identities; then attaching 1,000 new faces (half of them of grouped identities, half strangers)
   to the grouped set with :func:`faceid.cluster.attach`.
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
+- ``milvus``: the gallery's index in milvus-lite (the ``milvus`` extra), index kinds and search
+  parameters, recall@1 against exact and latency, at the sizes up to 100,000 (:mod:`faceid.bench_milvus`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ __all__ = ["PARTS", "default_data", "run"]
 
 log = logging.getLogger(__name__)
 
-PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "cluster", "serve")
+PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "cluster", "serve", "milvus")
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
 
@@ -169,6 +171,10 @@ def run(
             require_server_packages()
             photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
             yield from serve_figures(work, photo, _sample_gallery, tiny=tiny)
+        if "milvus" in parts:
+            from faceid.bench_milvus import milvus_figures
+
+            yield from milvus_figures(sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200, work=work)
 
 
 # -- machine ---------------------------------------------------------------------------------------

@@ -820,7 +820,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, serve [default: all]."
+            "cluster, serve, milvus [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

@@ -279,3 +279,36 @@ def test_enroll_and_identify_through_the_cli_on_milvus_lite(lite, tmp_path):
     assert fake_cli("gallery", "check", "--gallery", lite).stdout.strip() == "gallery is sound"
     people = fake_cli("people", "--json", "--gallery", lite).stdout.splitlines()
     assert [(json.loads(p)["name"], json.loads(p)["faces"]) for p in people] == [("ann", 1), ("bob", 1)]
+
+
+@needs_milvus
+@pytest.mark.parametrize(
+    "test", ["test_enrol_identify_annotate_like_the_cli", "test_people_person_thumbnail_rename_remove"]
+)
+def test_the_server_on_milvus_lite(test, lite, tmp_path):
+    """`faceid serve` on a milvus-lite gallery: the server's own tests of its routes, run against one."""
+    pytest.importorskip("fastapi")
+    import inspect
+
+    import test_server
+
+    with test_server.make_client(lite) as client:
+        run = getattr(test_server, test)
+        given = {"client": client, "gallery_dir": lite, "tmp_path": tmp_path}
+        run(**{name: given[name] for name in inspect.signature(run).parameters})
+
+
+@needs_milvus
+def test_bench_part_measures_recall_against_exact(tmp_path):
+    """FLAT is exact: recall 1 against numpy's brute force; the approximate kinds are measured, in milliseconds."""
+    from faceid.bench_milvus import milvus_figures
+
+    figures = list(milvus_figures([1000], queries=40, alone=5, work=tmp_path, kinds=["FLAT", "HNSW"]))
+    assert [(f["index_type"], f["faces"]) for f in figures] == [("FLAT", 1000)] + [("HNSW", 1000)] * 3
+    flat = figures[0]
+    assert flat["recall_at_1_known"] == flat["recall_at_1_unknown"] == 1.0
+    assert flat["top1_similarity_gap_known_max"] <= 1e-5
+    for f in figures:
+        assert 0.01 <= f["search_alone_ms_median"] <= f["search_alone_ms_p95"] < 10_000
+        assert 0 <= f["recall_at_1_unknown"] <= 1 and f["batch"] == 40
+    assert list(tmp_path.iterdir()) == []  # the milvus-lite folder is gone
