@@ -312,3 +312,13 @@ def test_bench_part_measures_recall_against_exact(tmp_path):
         assert 0.01 <= f["search_alone_ms_median"] <= f["search_alone_ms_p95"] < 10_000
         assert 0 <= f["recall_at_1_unknown"] <= 1 and f["batch"] == 40
     assert list(tmp_path.iterdir()) == []  # the milvus-lite folder is gone
+
+
+def test_the_folder_gallery_refuses_a_milvus_address(monkeypatch):
+    from faceid.gallery import Gallery
+
+    with pytest.raises(GalleryError, match="open_gallery"):
+        Gallery("milvus-lite:faces.db")
+    monkeypatch.setenv("FACEID_GALLERY", "milvus://localhost:19530/faces")
+    with pytest.raises(GalleryError, match="open_gallery"):
+        Gallery()

@@ -31,7 +31,6 @@ import logging
 import os
 import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Union, overload
 
@@ -121,7 +120,10 @@ class Gallery:
     def __init__(
         self, path: str | os.PathLike[str] | None = None, *, create: bool = True, timeout: float = 30.0
     ) -> None:
-        self.path = Path(path) if path is not None else default_gallery_dir()
+        where = gallery_location(path)  # default: $FACEID_GALLERY, else ./gallery
+        if isinstance(where, MilvusLocation):
+            raise GalleryError(f"{where}: a gallery in Milvus; open it with faceid.gallery.open_gallery")
+        self.path = where
         self.timeout = float(timeout)
         self.problems: list[str] = []
         #: who makes the changes, for the audit log (``"key:NAME"`` through ``faceid serve``);
