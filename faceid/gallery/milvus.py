@@ -528,7 +528,13 @@ class MilvusGallery:
 
     @_guarded
     def __len__(self) -> int:
-        return sum(1 for _ in self._scan("people", ["id"]))
+        return self._count("people")
+
+    def _count(self, what: str) -> int:
+        if what == "faces" and not self._faces_exist():
+            return 0
+        rows = self._client.query(self._name(what), filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
 
     @_guarded
     def __contains__(self, name: object) -> bool:
@@ -542,6 +548,10 @@ class MilvusGallery:
     @property
     @_guarded
     def face_count(self) -> int:
+        """How many faces are enrolled (counted by Milvus; by reading them all while a removal is unfinished)."""
+        pending = self._removing()
+        if not pending["people"] and not pending["faces"]:
+            return self._count("faces")
         return len(self._live_faces(["id"]))
 
     @_guarded
