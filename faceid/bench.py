@@ -174,7 +174,15 @@ def run(
         if "milvus" in parts:
             from faceid.bench_milvus import milvus_figures
 
-            yield from milvus_figures(sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200, work=work)
+            yield from milvus_figures(
+                sizes,
+                queries=100 if tiny else 1000,
+                alone=20 if tiny else 200,
+                synthetic_faces=synthetic_faces,
+                noisy=_noisy,
+                figure=_figure,
+                work=work,
+            )
 
 
 # -- machine ---------------------------------------------------------------------------------------

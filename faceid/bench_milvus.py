@@ -19,7 +19,7 @@ import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,21 @@ KINDS: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
 
 
 def milvus_figures(
-    sizes: Sequence[int], *, queries: int, alone: int, work: Path | None = None, kinds: Sequence[str] | None = None
+    sizes: Sequence[int],
+    *,
+    queries: int,
+    alone: int,
+    synthetic_faces: Callable[..., tuple[np.ndarray, np.ndarray]],
+    noisy: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+    figure: Callable[..., dict[str, Any]],
+    work: Path | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """One dict per (size, index kind, search parameters); see the module docstring."""
-    from faceid.bench import _figure, _noisy, synthetic_faces
+    """One dict per (size, index kind, search parameters); see the module docstring.
+
+    ``synthetic_faces``, ``noisy`` and ``figure`` are :mod:`faceid.bench`'s (handed in, so the two
+    modules do not import each other): the identities, the queries, and one figure with the load.
+    """
     from faceid.gallery.milvus import _quiet_pymilvus, require_milvus
 
     require_milvus("milvus-lite:")
@@ -59,8 +70,8 @@ def milvus_figures(
             centres, faces = synthetic_faces(people, per)
             d = faces.shape[1]
             rng = np.random.default_rng(1)
-            known = _noisy(centres[rng.integers(0, people, queries)], rng)
-            strangers = _noisy(synthetic_faces(queries, 1, seed=2)[0], rng)
+            known = noisy(centres[rng.integers(0, people, queries)], rng)
+            strangers = noisy(synthetic_faces(queries, 1, seed=2)[0], rng)
             exact = {label: _exact_top1(faces, q) for label, q in (("known", known), ("unknown", strangers))}
             folder = Path(tmp) / f"bench-{n}.db"
             client = MilvusClient(str(folder))
@@ -89,8 +100,8 @@ def milvus_figures(
                     client.load_collection("faces")
                     index_s = time.perf_counter() - start
                     for search in searches:
-                        figure = _measure(client, known, strangers, exact, search, alone)
-                        yield _figure(
+                        measured = _measure(client, known, strangers, exact, search, alone)
+                        yield figure(
                             "milvus_index",
                             data="clustered synthetic, 5 faces per identity",
                             engine="milvus-lite (embedded, gRPC in this process)",
@@ -100,7 +111,7 @@ def milvus_figures(
                             search_params=search,
                             insert_s=round(insert_s, 2),
                             index_s=round(index_s, 2),
-                            **figure,
+                            **measured,
                         )
             finally:
                 client.close()

@@ -17,6 +17,7 @@ single line on stderr and a non-zero exit status. The tree::
     ├── InvalidNameError (also a ValueError)
     ├── PersonNotFoundError (also a KeyError)
     ├── FaceNotFoundError (also a KeyError)
+    ├── GroupNotFoundError (also a KeyError)
     └── GalleryError
         ├── GalleryCorruptError
         ├── GalleryBusyError
@@ -33,6 +34,7 @@ __all__ = [
     "GalleryCorruptError",
     "EmbeddingKeyError",
     "GalleryError",
+    "GroupNotFoundError",
     "ImageError",
     "InvalidNameError",
     "ModelError",
@@ -125,6 +127,13 @@ class ModelMismatchError(GalleryError):
 
 class FaceNotFoundError(FaceIDError, KeyError):
     """No enrolled face has that id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class GroupNotFoundError(FaceIDError, KeyError):
+    """No group of kept unknown faces has that id (it was named, or the faces were grouped again)."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -34,7 +34,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -221,6 +221,7 @@ def identify(
     cache: EmbeddingCache | None = None,
     annotate_dir: str | os.PathLike[str] | None = None,
     on_done: Callable[[Identification], None] | None = None,
+    remember: bool = False,
 ) -> Iterator[Identification]:
     """Identify every face in each image file of ``sources``; yield one :class:`Identification` each, in order.
 
@@ -228,6 +229,11 @@ def identify(
     measured defaults for a gallery of this size (:func:`faceid.thresholds.decision_params`). An unreadable
     source yields an ``Identification`` with ``error`` set and no faces; the run goes on.
     With ``annotate_dir``, an annotated copy of each image is written there (see :mod:`faceid.draw`).
+    With ``remember``, the faces called unknown are kept in the gallery (one transaction per photo;
+    :meth:`UnknownFaces.keep <faceid.gallery.unknown.UnknownFaces.keep>`: never matched, with a
+    thumbnail; ``FaceMatch.kept_as`` says the id), and once every source is done they are grouped
+    (:meth:`~faceid.gallery.unknown.UnknownFaces.update_groups`). An empty gallery takes the
+    pipeline's embedding key.
     """
     from faceid.batch import process
     from faceid.pipeline import Pipeline
@@ -236,6 +242,8 @@ def identify(
     pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     gallery.check_embedding_key(pipeline.key)
     params = decision_params(gallery, threshold=threshold, margin=margin)
+    if remember:
+        gallery.unknown.count()  # a gallery that cannot keep them (Milvus, for now) says so before any work
     for item in process(sources, pipeline, batch_size=batch_size, cache=cache):
         if item.error is not None or item.image is None:
             result = Identification(item.source, (), params, error=item.error)
@@ -244,6 +252,8 @@ def identify(
             vectors = np.stack([f.embedding for f in item.faces]) if item.faces else np.zeros((0, 1), np.float32)
             faces = match_faces(gallery, detections, vectors, params)
             faces = tuple(sorted(faces, key=lambda m: (m.detection.box[0], m.detection.box[1])))
+            if remember:
+                faces = _keep_unknown(gallery, pipeline, item, faces)
             result = Identification(item.source, faces, params, width=item.image.width, height=item.image.height)
             if annotate_dir is not None:
                 from faceid.draw import save_annotated
@@ -253,3 +263,34 @@ def identify(
         if on_done is not None:
             on_done(result)
         yield result
+    if remember:
+        gallery.unknown.update_groups()
+
+
+def _keep_unknown(
+    gallery: AnyGallery, pipeline: Pipeline, item: Any, faces: tuple[FaceMatch, ...]
+) -> tuple[FaceMatch, ...]:
+    """Keep the unknown faces of one processed photo; the matches with ``kept_as`` set."""
+    from faceid.draw import face_thumbnail
+    from faceid.gallery import NewFace
+
+    embedding_of = {f.detection: f.embedding for f in item.faces}
+    unknown = [i for i, m in enumerate(faces) if m.status == UNKNOWN]
+    if not unknown:
+        return faces
+    new = [
+        NewFace(
+            embedding=embedding_of[faces[i].detection],
+            image_sha256=item.image.sha256,
+            box=faces[i].detection.box,
+            confidence=faces[i].detection.confidence,
+            image_path=os.path.abspath(item.source),
+            thumbnail=face_thumbnail(item.image.pixels, faces[i].detection.box),
+        )
+        for i in unknown
+    ]
+    kept = gallery.unknown.keep(new, embedding_key=pipeline.key, group=False)
+    out = list(faces)
+    for i, face_id in zip(unknown, kept.ids):
+        out[i] = dataclasses.replace(out[i], kept_as=face_id)
+    return tuple(out)

@@ -39,6 +39,8 @@ class FaceMatch:
             had (``-1.0`` when the gallery is empty).
         score: the decision score (see :mod:`faceid.identify`) of that same person.
         candidates: the best people for this face, best first.
+        kept_as: with ``identify(..., remember=True)``, the id of the kept unknown face (``None``:
+            not kept: known, ambiguous, or too small or unsure to keep).
     """
 
     detection: Detection
@@ -47,9 +49,11 @@ class FaceMatch:
     similarity: float
     score: float
     candidates: tuple[Candidate, ...]
+    kept_as: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        extra = {"kept_as": self.kept_as} if self.kept_as is not None else {}
+        return extra | {
             "box": list(self.detection.box),
             "confidence": round(self.detection.confidence, 4),
             "name": self.name,

@@ -302,9 +302,21 @@ def test_the_server_on_milvus_lite(test, lite, tmp_path):
 @needs_milvus
 def test_bench_part_measures_recall_against_exact(tmp_path):
     """FLAT is exact: recall 1 against numpy's brute force; the approximate kinds are measured, in milliseconds."""
+    from faceid import bench
     from faceid.bench_milvus import milvus_figures
 
-    figures = list(milvus_figures([1000], queries=40, alone=5, work=tmp_path, kinds=["FLAT", "HNSW"]))
+    figures = list(
+        milvus_figures(
+            [1000],
+            queries=40,
+            alone=5,
+            synthetic_faces=bench.synthetic_faces,
+            noisy=bench._noisy,
+            figure=bench._figure,
+            work=tmp_path,
+            kinds=["FLAT", "HNSW"],
+        )
+    )
     assert [(f["index_type"], f["faces"]) for f in figures] == [("FLAT", 1000)] + [("HNSW", 1000)] * 3
     flat = figures[0]
     assert flat["recall_at_1_known"] == flat["recall_at_1_unknown"] == 1.0
@@ -323,3 +335,16 @@ def test_the_folder_gallery_refuses_a_milvus_address(monkeypatch):
     monkeypatch.setenv("FACEID_GALLERY", "milvus://localhost:19530/faces")
     with pytest.raises(GalleryError, match="open_gallery"):
         Gallery()
+
+
+@needs_milvus
+def test_unknown_face_commands_say_they_are_not_there_yet(lite, tmp_path):
+    photo = save_png(tmp_path / "ann.png", tile_image([(200, 40, 40)]))
+    assert fake_cli("enroll", "ann", photo, "--gallery", lite).exit_code == 0
+    stranger = save_png(tmp_path / "stranger.png", tile_image([(40, 40, 200)]))
+    for args in (("identify", stranger, "--remember"), ("clusters",), ("name", "1", "bob"), ("forget", "--unknown")):
+        result = fake_cli(*args, "--gallery", lite)
+        assert result.exit_code == 1 and result.stdout == "", args
+        assert result.stderr.strip().endswith("are not supported on milvus galleries yet"), args
+        assert result.stderr.count("\n") == 1
+    assert [e.action for e in open_gallery(lite).audit_log()] == ["enroll"]

@@ -17,7 +17,8 @@ the audit log. Scores are cosine similarities of unit vectors (inner products), 
 - :mod:`~faceid.gallery.changes`: the log of removed faces, which lets an index catch up in place;
 - :mod:`~faceid.gallery.searchindex`: the search index kept in step with the database;
 - :mod:`~faceid.gallery.records`: the dataclasses handed in and out, and the rule for names;
-- :mod:`~faceid.gallery.thumbnails`: a small JPEG of each face, deleted with it.
+- :mod:`~faceid.gallery.thumbnails`: a small JPEG of each face, deleted with it;
+- :mod:`~faceid.gallery.unknown`: kept unknown faces, their groups, naming and corrections (``gallery.unknown``).
 
 :func:`open_gallery` opens a gallery from where it lives (``--gallery``): a folder (this
 :class:`Gallery`), or Milvus (:class:`~faceid.gallery.milvus.MilvusGallery`, same behaviour:
@@ -60,6 +61,7 @@ from faceid.gallery.records import (
 )
 from faceid.gallery.searchindex import Changes, SearchIndex
 from faceid.gallery.store import DB_NAME, SCHEMA_VERSION, Store, Unchanged, guarded
+from faceid.gallery.unknown import UnknownFaces
 
 __all__ = [
     "DB_NAME",
@@ -133,6 +135,7 @@ class Gallery:
         self._store = Store(self.path, create=create, timeout=self.timeout)
         self._db = self._store.db  # the connection (tests trace its statements)
         self._closed = False
+        self.unknown = UnknownFaces(self)  #: kept unknown faces: keep, group, name, move, merge, forget
         files = IndexFiles(
             self.path, generation=self._store.generation, timeout=self.timeout, busy=self._store.busy_error
         )
@@ -265,7 +268,8 @@ class Gallery:
     @property
     @guarded
     def face_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+        """Enrolled faces (kept unknown faces are not counted: see :attr:`unknown`)."""
+        return people.enrolled_count(self._db)
 
     def _not_found(self, name: str) -> PersonNotFoundError:
         return PersonNotFoundError(f"no person named {normalise_name(name)!r} in {self.path}")
@@ -345,10 +349,7 @@ class Gallery:
                 if pid is None:
                     pid = people.add_person(db, name)
                 for i, face_id in zip(todo, people.new_ids(db, "faces", len(todo))):
-                    people.add_face(db, face_id, pid, vectors[i], faces[i], embedding_key.model)
-                    thumbnail = faces[i].thumbnail
-                    if thumbnail is not None:
-                        thumbnails.store(db, face_id, thumbnail)
+                    people.insert_face(db, face_id, pid, vectors[i], faces[i], embedding_key.model)
                     ids[i] = face_id
                 # who, when, what: face ids only. Image paths and hashes stay in the faces rows, which
                 # `remove` overwrites, so the audit log keeps nothing of a removed person's photos.
@@ -471,9 +472,9 @@ class Gallery:
             generation = self.generation
             dimension = self.dimension or 0
             removed = changes.removed_since(self._db, since) if since is not None else np.zeros(0, np.int64)
-            ids, _, vectors = people.embeddings(self._db, dimension, self._store.file, after=after)
-            (count,) = self._db.execute("SELECT COUNT(*) FROM faces").fetchone()
-        return Changes(generation, max(1, dimension), ids, vectors, removed, int(count))
+            ids, _, vectors = people.embeddings(self._db, dimension, self._store.file, after=after, also=removed)
+            count = people.enrolled_count(self._db)
+        return Changes(generation, max(1, dimension), ids, vectors, removed, count)
 
     @guarded
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -95,8 +95,17 @@ def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]],
     expected: dict[str, set[int]] = {}
     for entry in log:
         person = (entry.person or "").translate(_ASCII_LOWER)  # names are unique regardless of ASCII case
-        if entry.action == "enroll":
+        if entry.action in ("enroll", "name"):  # "name": a group of kept unknown faces became the person's
             expected.setdefault(person, set()).update(int(i) for i in entry.detail.get("faces", []))
+        elif entry.action == "move":  # faces moved to the person, or (no person) back to unknown
+            moved = {int(i) for i in entry.detail.get("faces", [])}
+            for ids in expected.values():
+                ids.difference_update(moved)
+            if entry.person is not None:
+                expected.setdefault(person, set()).update(moved)
+        elif entry.action == "merge":
+            moved = expected.pop(str(entry.detail.get("source", "")).translate(_ASCII_LOWER), set())
+            expected[person] = expected.get(person, set()) | moved
         elif entry.action == "rename":
             moved = expected.pop(str(entry.detail.get("old", "")).translate(_ASCII_LOWER), set())
             expected[person] = expected.get(person, set()) | moved

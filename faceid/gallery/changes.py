@@ -1,10 +1,13 @@
 """What changed since a generation: the faces an index of that generation must add and remove.
 
-Faces are only ever added, with ids larger than any given before
-(:func:`faceid.gallery.people.new_ids`), and removed. So an index that held the faces of
-generation ``G`` is brought up to date by adding the faces whose ids are above the largest it
-has held, and removing the faces removed after ``G``, which this log records: one row per
-removed face id with the generation its removal committed as. The log keeps the last
+Faces are added with ids larger than any given before (:func:`faceid.gallery.people.new_ids`),
+and removed. So an index that held the faces of generation ``G`` is brought up to date by adding
+the faces whose ids are above the largest it has held, and removing the faces removed after
+``G``, which this log records: one row per removed face id with the generation its removal
+committed as. Only enrolled faces are indexed: a kept unknown face that is named enters the
+index with its old id, and an enrolled face moved to unknown leaves it; both are logged here as
+removed, and a consumer takes every logged face out, then puts back those enrolled now
+(:class:`faceid.gallery.searchindex.Changes`). The log keeps the last
 :data:`KEEP` removed faces; ``meta('removed_log_from')`` is the generation from which it is
 complete (an index older than that is rebuilt from the database instead).
 

@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, NoReturn, TypeVar, overload
 
 import numpy as np
 
@@ -72,7 +72,7 @@ from faceid.gallery.location import MilvusLocation
 from faceid.gallery.people import unit_vectors, vector_problems
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
-__all__ = ["INDEX", "SCHEMA", "MilvusGallery", "require_milvus"]
+__all__ = ["INDEX", "SCHEMA", "MilvusGallery", "UnknownFacesNotSupported", "require_milvus"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,8 @@ class MilvusGallery:
         self.problems: list[str] = []
         self.actor: str | None = None
         self._prefix = location.name
+        #: kept unknown faces (``identify --remember``, clusters, name, move, merge, forget): not yet
+        self.unknown = UnknownFacesNotSupported(location.spec)
         self._closed = True
         self._client = self._connect(create)
         self._closed = False
@@ -876,6 +878,52 @@ class MilvusGallery:
         actual = [(int(r["id"]), people[int(r["person_id"])]) for r in live]
         problems += audit.replay_problems(self.audit_log(), actual, where)
         return problems
+
+
+class UnknownFacesNotSupported:
+    """:attr:`faceid.gallery.Gallery.unknown` on a Milvus gallery: every call raises one line (not there yet)."""
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+
+    def _refuse(self) -> NoReturn:
+        raise GalleryError(
+            f"{self._where}: kept unknown faces (identify --remember, clusters, name, move, merge, forget) "
+            "are not supported on milvus galleries yet"
+        )
+
+    def count(self) -> NoReturn:
+        self._refuse()
+
+    def groups(self) -> NoReturn:
+        self._refuse()
+
+    def group(self, group_id: int) -> NoReturn:
+        self._refuse()
+
+    def ungrouped(self) -> NoReturn:
+        self._refuse()
+
+    def keep(self, faces: Sequence[NewFace], **options: Any) -> NoReturn:
+        self._refuse()
+
+    def update_groups(self) -> NoReturn:
+        self._refuse()
+
+    def regroup(self) -> NoReturn:
+        self._refuse()
+
+    def name(self, group_id: int, name: str) -> NoReturn:
+        self._refuse()
+
+    def move(self, face_ids: Sequence[int], name: str | None) -> NoReturn:
+        self._refuse()
+
+    def merge(self, source: str, target: str) -> NoReturn:
+        self._refuse()
+
+    def forget(self, older_than: Any = None, **options: Any) -> NoReturn:
+        self._refuse()
 
 
 def _create(client: Any, name: str, schema: Any, index: Any) -> None:

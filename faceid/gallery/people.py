@@ -20,11 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from faceid.errors import GalleryCorruptError
+from faceid.gallery import thumbnails
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
 __all__ = [
     "add_face",
     "add_person",
+    "insert_face",
+    "enrolled_count",
     "new_ids",
     "delete_person",
     "embeddings",
@@ -105,13 +108,27 @@ def face_owners(db: sqlite3.Connection, face_ids: np.ndarray) -> dict[int, str]:
 
 
 def embeddings(
-    db: sqlite3.Connection, dimension: int, where: Path, after: int = -1
+    db: sqlite3.Connection, dimension: int, where: Path, after: int = -1, also: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Faces (with ids above ``after``): ``(face_ids (N,) int64, person_ids (N,) int64, embeddings (N, D) float32)``.
+    """Enrolled faces with ids above ``after``, and those of ``also`` ``(m,)`` int64 that are enrolled:
+    ``(face_ids (N,) int64 ascending, person_ids (N,) int64, embeddings (N, D) float32)``.
 
-    Raises :class:`GalleryCorruptError` (naming ``where``) if a stored embedding has another size.
+    Only faces with a person: kept unknown faces are never searched. Raises
+    :class:`GalleryCorruptError` (naming ``where``) if a stored embedding has another size.
     """
-    rows = db.execute("SELECT id, person_id, embedding FROM faces WHERE id > ? ORDER BY id", (after,)).fetchall()
+    rows = db.execute(
+        "SELECT id, person_id, embedding FROM faces WHERE id > ? AND person_id IS NOT NULL ORDER BY id", (after,)
+    ).fetchall()
+    extra = sorted({int(i) for i in (also if also is not None else ()) if int(i) <= after})
+    if extra:
+        for start in range(0, len(extra), 900):
+            chunk = extra[start : start + 900]
+            rows += db.execute(
+                "SELECT id, person_id, embedding FROM faces WHERE person_id IS NOT NULL "
+                f"AND id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        rows.sort(key=lambda r: r[0])
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     owners = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
     blob = b"".join(r[2] for r in rows)
@@ -122,6 +139,11 @@ def embeddings(
         )
     vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimension).copy()
     return ids, owners, vectors
+
+
+def enrolled_count(db: sqlite3.Connection) -> int:
+    """How many faces have a person (the faces the search index holds)."""
+    return int(db.execute("SELECT COUNT(*) FROM faces WHERE person_id IS NOT NULL").fetchone()[0])
 
 
 def unit_vectors(faces: Sequence[NewFace], dimension: int) -> list[np.ndarray]:
@@ -156,8 +178,11 @@ def add_person(db: sqlite3.Connection, name: str) -> int:
     return pid
 
 
-def add_face(db: sqlite3.Connection, face_id: int, person: int, vector: np.ndarray, face: NewFace, model: str) -> None:
-    """Insert face ``face_id`` (from :func:`new_ids`) of ``person`` with its float32 ``vector``."""
+def add_face(
+    db: sqlite3.Connection, face_id: int, person: int | None, vector: np.ndarray, face: NewFace, model: str
+) -> None:
+    """Insert face ``face_id`` (from :func:`new_ids`) of ``person`` (``None``: a kept unknown face) with its
+    float32 ``vector``."""
     db.execute(
         "INSERT INTO faces (id, person_id, embedding, image_path, image_sha256, box, confidence, model, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -175,6 +200,16 @@ def add_face(db: sqlite3.Connection, face_id: int, person: int, vector: np.ndarr
     )
 
 
+def insert_face(
+    db: sqlite3.Connection, face_id: int, person: int | None, vector: np.ndarray, face: NewFace, model: str
+) -> None:
+    """Store a new face and what comes with it (its thumbnail): the one way faces are added, enrolled
+    (``person``) or kept unknown (``None``); call inside the write transaction."""
+    add_face(db, face_id, person, vector, face, model)
+    if face.thumbnail is not None:
+        thumbnails.store(db, face_id, face.thumbnail)
+
+
 def delete_person(db: sqlite3.Connection, person: int) -> int:
     """Delete a person and their faces; return how many faces went."""
     count = int(db.execute("SELECT COUNT(*) FROM faces WHERE person_id = ?", (person,)).fetchone()[0])
@@ -184,12 +219,14 @@ def delete_person(db: sqlite3.Connection, person: int) -> int:
 
 
 def row_problems(db: sqlite3.Connection, dimension: int | None, where: Path) -> tuple[list[str], bool]:
-    """Faces without a person, embeddings of the wrong size.
+    """Faces of a person who is not there, embeddings of the wrong size (kept unknown faces' too).
 
     Returns ``(problems, fatal)``; ``fatal`` when the embeddings cannot be read.
     """
     problems = []
-    orphans = db.execute("SELECT COUNT(*) FROM faces WHERE person_id NOT IN (SELECT id FROM people)").fetchone()[0]
+    orphans = db.execute(
+        "SELECT COUNT(*) FROM faces WHERE person_id IS NOT NULL AND person_id NOT IN (SELECT id FROM people)"
+    ).fetchone()[0]
     if orphans:
         problems.append(f"{where}: {n_faces(orphans)} belong to no person")
     if dimension is not None:

@@ -57,14 +57,21 @@ _ALL = 2**62  # an id above every face id: asks for the removals only
 class Changes:
     """What the store holds now and what changed since a generation, read in one snapshot.
 
+    Only enrolled faces (with a person) are in the index: a kept unknown face enters it when it
+    is named, with the id it had, and leaves it when moved back to unknown. Both go to the log of
+    removed faces, so a consumer removes every face of ``removed_ids`` and then adds every face of
+    ``added_ids``, which holds those of them that are enrolled now.
+
     Attributes:
         generation: the store's current generation.
         dimension: its embeddings' dimension (1 while it has none).
-        added_ids: ``(n,)`` int64, ascending: the faces whose ids are above the one asked for.
+        added_ids: ``(n,)`` int64, ascending: the enrolled faces whose ids are above the one asked
+            for, and the enrolled faces of ``removed_ids`` (named since).
         added_vectors: ``(n, D)`` float32: their embeddings.
-        removed_ids: ``(m,)`` int64: the faces removed after the generation asked for; ``None``
-            when the store's log of removals does not reach back to it.
-        count: how many faces the store holds (a cheap check of an index updated in place).
+        removed_ids: ``(m,)`` int64: the faces removed from the index (deleted, moved to unknown,
+            or named) after the generation asked for; ``None`` when the store's log of removals
+            does not reach back to it.
+        count: how many enrolled faces the store holds (a cheap check of an index updated in place).
     """
 
     generation: int
@@ -118,7 +125,8 @@ class SearchIndex:
             return self._index
 
     def removed(self, face_ids: np.ndarray) -> None:
-        """After a removal committed: overwrite the faces in the index file, and update the index in memory."""
+        """After a removal committed (or faces moved to unknown): overwrite the faces in the index file, and
+        update the index in memory."""
         with self._lock:
             self._erase(np.asarray(face_ids, dtype=np.int64))
             if self._index is not None and not self._update():
@@ -209,7 +217,7 @@ class SearchIndex:
         if index is None or self._generation is None:
             return False
         now = self._changes(self._generation, self._last_id)
-        if now.removed_ids is None:
+        if now.removed_ids is None or int(index.d) != now.dimension:  # or the first embeddings came: built anew
             return False
         spec = gi.spec_of(index)
         removed = gi.remove(index, now.removed_ids)
@@ -269,12 +277,16 @@ class SearchIndex:
         applied = gi.remove(index, np.append(removed, gi.ERASED))
         held = gi.ids(index)
         top = int(held.max()) if len(held) else _NO_ID
-        old = int(np.searchsorted(now.added_ids, top, side="right"))  # faces the file must hold
-        problem = compare(index, now.added_ids[:old], now.added_vectors[:old])
+        old = int(np.searchsorted(now.added_ids, top, side="right"))
+        # the faces the file must hold: those up to its largest id, but for faces that left or
+        # (named kept unknown faces) joined the index since: the log lists both, taken out above
+        back = np.isin(now.added_ids[:old], removed)
+        problem = compare(index, now.added_ids[:old][~back], now.added_vectors[:old][~back])
         if problem is not None:
             return None, problem, 0
+        gi.add(index, now.added_ids[:old][back], now.added_vectors[:old][back])
         gi.add(index, now.added_ids[old:], now.added_vectors[old:])
-        return index, None, applied + len(now.added_ids) - old
+        return index, None, applied + int(back.sum()) + len(now.added_ids) - old
 
     def _install(self, index: Any, now: Changes, *, base: int | None, since: int = 0) -> None:
         from faceid import index as gi

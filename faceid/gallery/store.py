@@ -23,10 +23,50 @@ from typing import Any, TypeVar
 from faceid.errors import GalleryBusyError, GalleryCorruptError, GalleryError
 from faceid.gallery import audit
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "Store", "guarded", "sqlite_kind"]
+__all__ = ["DB_NAME", "READABLE", "SCHEMA_VERSION", "Store", "guarded", "migrate", "sqlite_kind"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema versions this faceid opens: a version-1 gallery (no kept unknown faces) is migrated to
+#: version 2 when first opened by a process that may write it (:func:`migrate`), and read as it is
+#: otherwise.
+READABLE = (1, 2)
 DB_NAME = "gallery.db"
+
+#: Every face: enrolled ones have a ``person_id``; kept unknown faces (``faceid identify
+#: --remember``) have none, and a ``group_id`` while they are in a group of unknown faces. One
+#: table, so ids are one sequence and naming or moving a face keeps its id.
+FACES_TABLE = """
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY,
+    person_id INTEGER REFERENCES people(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    image_path TEXT,
+    image_sha256 TEXT NOT NULL,
+    box TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    model TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    group_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
+CREATE INDEX IF NOT EXISTS faces_image ON faces(image_sha256);
+CREATE INDEX IF NOT EXISTS faces_group ON faces(group_id);
+"""
+
+#: What the user said about faces: a face moved out of a group must never be grouped with that
+#: group's faces again (``other_id``), a face moved out of a person never named as them again
+#: (``person_id``). Exactly one of the two is set; a face-face pair is stored smaller id first.
+EXCLUSIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS face_exclusions (
+    face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    other_id INTEGER REFERENCES faces(id) ON DELETE CASCADE,
+    person_id INTEGER REFERENCES people(id) ON DELETE CASCADE,
+    CHECK ((other_id IS NULL) != (person_id IS NULL))
+);
+CREATE UNIQUE INDEX IF NOT EXISTS face_exclusions_pair ON face_exclusions(face_id, other_id, person_id);
+CREATE INDEX IF NOT EXISTS face_exclusions_other ON face_exclusions(other_id);
+CREATE INDEX IF NOT EXISTS face_exclusions_person ON face_exclusions(person_id);
+"""
 
 SCHEMA = (
     """
@@ -36,22 +76,13 @@ CREATE TABLE IF NOT EXISTS people (
     name TEXT NOT NULL UNIQUE COLLATE NOCASE,
     created_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS faces (
-    id INTEGER PRIMARY KEY,
-    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
-    embedding BLOB NOT NULL,
-    image_path TEXT,
-    image_sha256 TEXT NOT NULL,
-    box TEXT NOT NULL,
-    confidence REAL NOT NULL,
-    model TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
-CREATE INDEX IF NOT EXISTS faces_image ON faces(image_sha256);
 """
+    + FACES_TABLE
+    + EXCLUSIONS_TABLE
     + audit.SCHEMA
 )
+
+_V1_COLUMNS = "id, person_id, embedding, image_path, image_sha256, box, confidence, model, created_at"
 
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
 
@@ -123,9 +154,27 @@ class Store:
                 f"{db}: not a readable SQLite database ({exc}); restore it from a backup, "
                 "or move it away to start a new gallery"
             ) from None
-        if schema != str(SCHEMA_VERSION):
+        if schema not in {str(v) for v in READABLE}:
             self.db.close()
             raise GalleryError(f"{db}: gallery schema {schema}, this faceid reads {SCHEMA_VERSION}")
+        #: the schema version of the open file (1 only while it could not be migrated: read-only)
+        self.schema = int(schema)
+        if self.schema < SCHEMA_VERSION:
+            try:
+                self.schema = migrate(self.db)
+            except sqlite3.OperationalError as exc:
+                if "readonly" not in str(exc) and sqlite_kind(exc) != "busy":
+                    self.db.close()
+                    raise
+                # read-only (or busy): read it as version 1; a later writer migrates it
+
+    def require(self, version: int, what: str) -> None:
+        """Raise :class:`GalleryError` if the open file is older than schema ``version`` (read-only, not migrated)."""
+        if self.schema < version:
+            raise GalleryError(
+                f"{self.file}: {what} needs gallery schema {version}; this gallery is at {self.schema} and "
+                "could not be upgraded (read-only?): open it once with write access"
+            )
 
     @property
     def _busy_ms(self) -> int:
@@ -225,6 +274,53 @@ class Store:
     def generation(self) -> int:
         """How many changes the gallery has seen; the index cache is tied to it."""
         return int(self.meta("generation") or 0)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring a version-1 gallery to version 2 in one transaction; return the version now.
+
+    Version 2 lets a face have no person (a kept unknown face), gives faces a ``group_id``, and
+    adds ``face_exclusions``. SQLite cannot drop ``NOT NULL`` from a column in place, so the
+    faces table is rebuilt (SQLite's documented twelve steps): foreign keys are off meanwhile,
+    so rows that reference faces (thumbnails, ...) are neither deleted nor changed, and
+    ``foreign_key_check`` must find nothing wrong before the commit. Ids, embeddings and every
+    other value are copied as they are; a process killed in between leaves version 1 as it was.
+    The write generation is not changed (no face is added or removed: index files stay valid).
+    """
+    db.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction: set before it
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (schema,) = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if schema != "1":  # another process migrated it meanwhile
+                db.execute("COMMIT")
+                return int(schema)
+            # new table, copy, drop the old, rename the new: renaming the old one instead would
+            # make the tables that reference faces (thumbnails, ...) reference the old one
+            table, indexes = FACES_TABLE.split(";", 1)
+            db.execute(table.replace("EXISTS faces (", "EXISTS faces_v2 ("))
+            db.execute(f"INSERT INTO faces_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM faces")
+            db.execute("DROP TABLE faces")
+            db.execute("ALTER TABLE faces_v2 RENAME TO faces")
+            for statement in (indexes + EXCLUSIONS_TABLE).split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            bad = db.execute("PRAGMA foreign_key_check").fetchall()
+            if bad:
+                raise GalleryCorruptError(
+                    f"gallery.db: {len(bad)} rows reference missing rows; not upgraded. "
+                    "Run `faceid gallery check`, and restore gallery.db from a backup"
+                )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+            audit.record(db, "upgrade", None, schema=SCHEMA_VERSION)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    finally:
+        db.execute("PRAGMA foreign_keys = ON")
+    return SCHEMA_VERSION
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

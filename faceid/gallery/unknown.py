@@ -1,0 +1,588 @@
+"""Kept unknown faces: stored beside enrolled ones, grouped into likely people, named, corrected.
+
+``faceid identify --remember`` keeps the faces it calls unknown (:meth:`UnknownFaces.keep`): a
+row of the ``faces`` table with no person, with its embedding, thumbnail, source path and
+SHA-256, box, detection confidence and time, so naming or moving a face keeps its id. A kept
+face is never matched: the search index holds enrolled faces only.
+
+Kept faces are grouped (:mod:`faceid.cluster`): new ones attach to an existing group when they
+clearly belong, and faces left over form new groups when enough of them agree
+(:meth:`UnknownFaces.update_groups`), without grouping everything again; :meth:`~UnknownFaces.regroup`
+groups every kept face again, deterministically. What is known constrains the grouping:
+
+- two faces of one photo (one SHA-256) are never grouped together, nor named as one person;
+- a face the user moved out of a group is never grouped with that group's faces again, and a
+  face moved out of a person never named as them again (``face_exclusions``); naming a group
+  into that person leaves such a face unknown, and says so (:attr:`Named.kept_out`);
+- named faces are not grouped: only faces without a person are.
+
+Naming a group (:meth:`~UnknownFaces.name`) gives its faces a person in one transaction with its
+audit entry, as enrolment does; they enter the search index in place (the log of
+:mod:`faceid.gallery.changes`), so the next identification names them. Group ids come from a
+counter that only grows, so an id shown before a re-grouping never names another group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faceid.embedding_key import EmbeddingKey
+from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameError
+from faceid.gallery import audit, changes, deletion, people
+from faceid.gallery.records import NewFace, n_faces, normalise_name
+from faceid.gallery.store import Unchanged, guarded
+
+if TYPE_CHECKING:
+    from faceid.gallery import Gallery
+
+__all__ = ["Group", "GroupingUpdate", "Kept", "Named", "UnknownFace", "UnknownFaces"]
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = "id, group_id, image_path, image_sha256, box, confidence, created_at"
+
+
+@dataclass(frozen=True)
+class UnknownFace:
+    """A kept unknown face, without its embedding; ``group`` is ``None`` while it is in no group."""
+
+    id: int
+    group: int | None
+    image_path: str | None
+    image_sha256: str
+    box: tuple[int, int, int, int]
+    confidence: float
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group of kept unknown faces that look like one person; ``faces`` by id."""
+
+    id: int
+    faces: tuple[UnknownFace, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.faces)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What :meth:`UnknownFaces.keep` did with each face handed in.
+
+    ``ids``: per face, in order, the id of the kept face (new, or the one already kept for the
+    same photo and box), ``None`` for a face too small or unsure to keep. ``added`` new faces,
+    ``filtered`` too small or unsure, ``duplicates`` already in the gallery.
+    """
+
+    ids: tuple[int | None, ...]
+    added: int
+    filtered: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class GroupingUpdate:
+    """What a grouping changed: faces ``attached`` to existing groups, ``new_groups`` formed (of
+    ``newly_grouped`` faces), and how many kept faces are left in no group."""
+
+    attached: int
+    new_groups: int
+    newly_grouped: int
+    ungrouped: int
+
+
+@dataclass(frozen=True)
+class Named:
+    """The result of naming a group: the ``person``, the ``faces`` that became theirs, the faces
+    ``kept_out`` (moved out of that person before, or from a photo of theirs: left unknown), and
+    whether the person is new."""
+
+    person: str
+    faces: tuple[int, ...]
+    kept_out: tuple[int, ...]
+    new_person: bool
+
+
+class UnknownFaces:
+    """The kept unknown faces of a :class:`~faceid.gallery.Gallery` (its ``unknown`` attribute).
+
+    Every method is one transaction (reads: one snapshot); errors as the gallery's own. The
+    grouping settings are :class:`faceid.cluster.GroupingParams`' defaults unless ``params``.
+    """
+
+    def __init__(self, gallery: Gallery, params: Any = None) -> None:
+        self._gallery = gallery
+        self._store = gallery._store
+        self.params = params  # a faceid.cluster.GroupingParams, or None for the defaults
+
+    # -- reading --------------------------------------------------------------------------------
+
+    @guarded
+    def count(self) -> int:
+        """How many kept unknown faces the gallery holds."""
+        if self._store.schema < 2:
+            return 0
+        return int(self._store.db.execute("SELECT COUNT(*) FROM faces WHERE person_id IS NULL").fetchone()[0])
+
+    @guarded
+    def groups(self) -> list[Group]:
+        """Every group of kept unknown faces, biggest first (ties: smaller id first)."""
+        if self._store.schema < 2:
+            return []
+        rows = self._store.db.execute(
+            f"SELECT {_COLUMNS} FROM faces WHERE person_id IS NULL AND group_id IS NOT NULL ORDER BY group_id, id"
+        ).fetchall()
+        by_group: dict[int, list[UnknownFace]] = {}
+        for row in rows:
+            by_group.setdefault(int(row[1]), []).append(_face(row))
+        return sorted((Group(g, tuple(f)) for g, f in by_group.items()), key=lambda g: (-g.size, g.id))
+
+    @guarded
+    def group(self, group_id: int) -> Group:
+        """One group; :class:`GroupNotFoundError` if there is none of that id."""
+        rows = self._faces_where("group_id = ?", (int(group_id),))
+        if not rows:
+            raise self._no_group(group_id)
+        return Group(int(group_id), tuple(rows))
+
+    @guarded
+    def ungrouped(self) -> list[UnknownFace]:
+        """Kept unknown faces in no group (yet), by id."""
+        return self._faces_where("group_id IS NULL", ())
+
+    def _faces_where(self, where: str, args: tuple[Any, ...]) -> list[UnknownFace]:
+        if self._store.schema < 2:
+            return []
+        query = f"SELECT {_COLUMNS} FROM faces WHERE person_id IS NULL AND {where} ORDER BY id"
+        return [_face(r) for r in self._store.db.execute(query, args).fetchall()]
+
+    def _no_group(self, group_id: int) -> GroupNotFoundError:
+        return GroupNotFoundError(
+            f"no group {int(group_id)} of unknown faces in {self._gallery.path} (see `faceid clusters`)"
+        )
+
+    # -- keeping --------------------------------------------------------------------------------
+
+    @guarded
+    def keep(
+        self,
+        faces: Sequence[NewFace],
+        *,
+        embedding_key: EmbeddingKey,
+        group: bool = True,
+        min_size: float | None = None,
+        min_confidence: float | None = None,
+    ) -> Kept:
+        """Keep unknown ``faces`` in one transaction (never matched as anyone); then, with ``group``,
+        :meth:`update_groups`.
+
+        Faces whose box's shorter side is under ``min_size`` pixels or whose detection confidence
+        is under ``min_confidence`` are not kept (default :data:`faceid.cluster.MIN_FACE_SIZE`,
+        :data:`faceid.cluster.MIN_CONFIDENCE`: small, unsure faces make junk groups). A face
+        already in the gallery (same photo SHA-256 and box) is not kept twice. An empty gallery
+        takes ``embedding_key`` as its own.
+
+        Raises:
+            ModelMismatchError: the gallery's embeddings come from another model or preprocessing.
+            ValueError: an embedding has the wrong shape or is not finite and unit-length.
+        """
+        from faceid.cluster import MIN_CONFIDENCE, MIN_FACE_SIZE, keep_for_grouping
+
+        if not isinstance(embedding_key, EmbeddingKey):
+            raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
+        self._store.require(2, "keeping unknown faces")
+        vectors = people.unit_vectors(faces, embedding_key.dimension)
+        boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+        keep = keep_for_grouping(
+            boxes,
+            np.array([f.confidence for f in faces], dtype=np.float64),
+            min_size=MIN_FACE_SIZE if min_size is None else min_size,
+            min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence,
+        )
+        ids: list[int | None] = [None] * len(faces)
+        added = duplicates = 0
+        try:
+            with self._store.write() as db:
+                self._gallery.check_embedding_key(embedding_key)
+                todo = []
+                for i in np.flatnonzero(keep).tolist():
+                    known = db.execute(
+                        "SELECT id FROM faces WHERE image_sha256 = ? AND box = ? ORDER BY id LIMIT 1",
+                        (faces[i].image_sha256, _box_json(faces[i].box)),
+                    ).fetchone()
+                    if known is not None:
+                        ids[i] = int(known[0])
+                        duplicates += 1
+                    else:
+                        todo.append(i)
+                if not todo:
+                    raise Unchanged
+                if self._gallery.embedding_key is None:
+                    db.execute("INSERT INTO meta VALUES ('embedding_key', ?)", (embedding_key.dumps(),))
+                for i, face_id in zip(todo, people.new_ids(db, "faces", len(todo))):
+                    people.insert_face(db, face_id, None, vectors[i], faces[i], embedding_key.model)
+                    ids[i] = face_id
+                added = len(todo)
+                audit.record(db, "keep", None, actor=self._gallery.actor, faces=[ids[i] for i in todo])
+        except Unchanged:
+            pass
+        if group and added:
+            self.update_groups()
+        return Kept(tuple(ids), added, int(len(faces) - keep.sum()), duplicates)
+
+    # -- grouping -------------------------------------------------------------------------------
+
+    @guarded
+    def update_groups(self) -> GroupingUpdate:
+        """Place the kept faces that are in no group: each joins an existing group when it clearly
+        belongs (:func:`faceid.cluster.attach`); those left form new groups when enough of them agree
+        (:func:`faceid.cluster.group_faces` over the ungrouped faces only). Existing groups stay."""
+        return self._grouping(full=False)
+
+    @guarded
+    def regroup(self) -> GroupingUpdate:
+        """Group every kept unknown face again from scratch (deterministic: the same faces and
+        constraints give the same groups; the groups get new ids, biggest first)."""
+        return self._grouping(full=True)
+
+    def _grouping(self, *, full: bool) -> GroupingUpdate:
+        if self._store.schema < 2:
+            return GroupingUpdate(0, 0, 0, 0)
+        # computed outside the write lock (minutes for a million faces), written only if
+        # nothing changed meanwhile; else computed again under the lock
+        with self._store.snapshot():
+            generation = self._store.generation()
+            plan = _plan(self._store.db, self._dimension(), full, self.params)
+        if plan is None:
+            return GroupingUpdate(0, 0, 0, self.count())
+        with self._store.write() as db:
+            if self._store.generation() != generation:
+                plan = _plan(db, self._dimension(), full, self.params)
+                if plan is None:
+                    raise Unchanged
+            ids, groups, update = plan
+            fresh = sorted({g for g in groups.tolist() if g < 0})  # placeholders for new groups: -1, -2, ...
+            numbers = dict(zip(sorted(fresh, reverse=True), _new_group_ids(db, len(fresh))))
+            if full:
+                db.execute("UPDATE faces SET group_id = NULL WHERE person_id IS NULL")
+            db.executemany(
+                "UPDATE faces SET group_id = ? WHERE id = ? AND person_id IS NULL",
+                [(numbers.get(g, g) if g != 0 else None, i) for i, g in zip(ids.tolist(), groups.tolist())],
+            )
+        return update
+
+    def _dimension(self) -> int:
+        key = self._gallery.embedding_key
+        return key.dimension if key else 0
+
+    # -- naming and correcting ------------------------------------------------------------------
+
+    @guarded
+    def name(self, group_id: int, name: str) -> Named:
+        """Make a group's faces the enrolled faces of ``name`` (new, or an existing person), in one
+        transaction; no face is embedded again. The next identification names them.
+
+        A face moved out of that person before, or from a photo the person already has a face
+        in, stays unknown (out of the group): :attr:`Named.kept_out`.
+
+        Raises:
+            GroupNotFoundError: there is no such group (named already, or grouped again).
+            InvalidNameError: the name is not acceptable.
+        """
+        name = normalise_name(name)
+        gid = int(group_id)
+        self._store.require(2, "naming a group")
+        with self._store.write() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM faces WHERE group_id = ? AND person_id IS NULL", (gid,))]
+            if not ids:
+                raise self._no_group(gid)
+            pid = people.person_id(db, name)
+            out = sorted(_barred_from(db, pid, ids)) if pid is not None else []
+            named = sorted(set(ids) - set(out))
+            created = pid is None and bool(named)
+            if pid is None and named:
+                pid = people.add_person(db, name)
+            _set(db, "person_id = ?, group_id = NULL", named, pid)
+            _set(db, "group_id = NULL", out)
+            changes.note_removed_faces(db, named, self._store.generation() + 1)  # they enter the index
+            audit.record(db, "name", name, actor=self._gallery.actor, faces=named, group=gid, new_person=created)
+        return Named(name, tuple(named), tuple(out), created)
+
+    @guarded
+    def move(self, face_ids: Sequence[int], name: str | None) -> list[int]:
+        """Move faces (enrolled or kept unknown) to the person ``name`` (created if new), or with
+        ``None`` back to unknown (in no group); return the ids moved.
+
+        The move is remembered: a face moved out of a person is never named as them again by
+        naming a group, and a face moved out of a group is never grouped with its faces again.
+        Moving a face to a person explicitly lifts a former exclusion from them. A face leaving
+        the enrolled faces leaves the search index at once (and its index file, in place).
+
+        Raises:
+            FaceNotFoundError: a face id is not in the gallery.
+            InvalidNameError: the name is not acceptable.
+        """
+        wanted = sorted({int(i) for i in face_ids})
+        target = normalise_name(name) if name is not None else None
+        self._store.require(2, "moving faces")
+        left: list[int] = []
+        try:
+            return self._move(wanted, target, left)
+        except Unchanged:  # nothing to move: rolled back, no new generation
+            return []
+        finally:
+            if left:
+                self._gallery._search.removed(np.array(left, np.int64))
+
+    def _move(self, wanted: list[int], target: str | None, left: list[int]) -> list[int]:
+        with self._store.write() as db:
+            rows = _rows(db, "SELECT id, person_id, group_id FROM faces WHERE id IN ({})", wanted)
+            missing = sorted(set(wanted) - {r[0] for r in rows})
+            if missing:
+                raise FaceNotFoundError(f"no face with id {missing[0]} in {self._gallery.path}")
+            pid = people.person_id(db, target) if target is not None else None
+            if target is not None and pid is None:
+                pid = people.add_person(db, target)
+            moved = [r for r in rows if not (pid is not None and r[1] == pid)]
+            if not moved:
+                raise Unchanged
+            moving = {r[0] for r in moved}
+            for face, person, group in moved:
+                if person is not None:
+                    _exclude(db, face, person=person)
+                elif group is not None:
+                    others = [r[0] for r in db.execute("SELECT id FROM faces WHERE group_id = ?", (group,))]
+                    for other in others:
+                        if other not in moving:
+                            _exclude(db, face, other=other)
+                if pid is not None:
+                    db.execute("DELETE FROM face_exclusions WHERE face_id = ? AND person_id = ?", (face, pid))
+            _set(db, "person_id = ?, group_id = NULL", sorted(moving), pid)
+            # faces entering or leaving the search index
+            switched = [f for f, person, _ in moved if (person is None) != (pid is None)]
+            changes.note_removed_faces(db, switched, self._store.generation() + 1)
+            audit.record(db, "move", target, actor=self._gallery.actor, faces=sorted(moving))
+        left += [f for f, person, _ in moved if person is not None and pid is None]  # after the commit only
+        return sorted(moving)
+
+    @guarded
+    def merge(self, source: str, target: str) -> int:
+        """Merge person ``source`` into ``target`` (two names for one person): ``source``'s faces become
+        ``target``'s and ``source`` is no more; return how many faces moved.
+
+        Raises:
+            PersonNotFoundError: either is not enrolled.
+            InvalidNameError: they are the same person.
+        """
+        src_name, dst_name = normalise_name(source), normalise_name(target)
+        with self._store.write() as db:
+            src, dst = people.person_id(db, src_name), people.person_id(db, dst_name)
+            for pid, who in ((src, src_name), (dst, dst_name)):
+                if pid is None:
+                    raise self._gallery._not_found(who)
+            if src == dst:
+                raise InvalidNameError(f"{src_name!r} and {dst_name!r} are the same person")
+            faces = [r[0] for r in db.execute("SELECT id FROM faces WHERE person_id = ? ORDER BY id", (src,))]
+            db.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", (dst, src))
+            if self._store.schema >= 2:  # who was moved out of either stays out of the merged person
+                db.execute("UPDATE OR IGNORE face_exclusions SET person_id = ? WHERE person_id = ?", (dst, src))
+            db.execute("DELETE FROM people WHERE id = ?", (src,))
+            audit.record(db, "merge", dst_name, actor=self._gallery.actor, source=src_name, faces=faces)
+        return len(faces)
+
+    @guarded
+    def forget(self, older_than: timedelta | None = None, *, face_ids: Sequence[int] | None = None) -> int:
+        """Delete kept unknown faces (all, those kept longer ago than ``older_than``, or those of
+        ``face_ids``) securely, as :meth:`Gallery.remove <faceid.gallery.Gallery.remove>` does: nothing
+        of them (embedding, thumbnail, path, hash) stays in the gallery's files. Return how many went.
+        Enrolled faces among ``face_ids`` are left alone (remove them with ``remove_face``)."""
+        if self._store.schema < 2:
+            return 0
+        where, args = "person_id IS NULL", []
+        if older_than is not None:
+            cutoff = datetime.now(timezone.utc) - older_than
+            where += " AND created_at < ?"
+            args.append(cutoff.isoformat(timespec="milliseconds"))
+        try:
+            with self._store.write() as db:
+                ids = [r[0] for r in db.execute(f"SELECT id FROM faces WHERE {where} ORDER BY id", args)]
+                if face_ids is not None:
+                    ids = sorted(set(ids) & {int(i) for i in face_ids})
+                if not ids:
+                    raise Unchanged
+                _set(db, "", ids)  # thumbnails and exclusions go with them (ON DELETE CASCADE)
+                audit.record(db, "forget", None, actor=self._gallery.actor, faces=len(ids))
+                deletion.note_removal(db)
+        except Unchanged:
+            return 0
+        if not self._gallery._compact(wait=True):
+            self._gallery._report(
+                f"{self._gallery.path}: {n_faces(len(ids))} forgotten, but other processes kept the gallery busy, "
+                "so old copies may stay in unused parts of gallery.db until faceid next opens it while no one "
+                "else uses it"
+            )
+        return len(ids)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _box_json(box: Sequence[int]) -> str:
+    return json.dumps([int(v) for v in box])  # as people.add_face stores it
+
+
+def _face(row: Sequence[Any]) -> UnknownFace:
+    x, y, w, h = (int(v) for v in json.loads(row[4]))
+    group = None if row[1] is None else int(row[1])
+    return UnknownFace(int(row[0]), group, row[2], row[3], (x, y, w, h), float(row[5]), row[6])
+
+
+def _rows(db: sqlite3.Connection, query: str, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    """``query`` (with ``IN ({})``) over ``ids`` in chunks SQLite accepts."""
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(ids), 900):
+        chunk = list(ids[start : start + 900])
+        out += db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall()
+    return out
+
+
+def _set(db: sqlite3.Connection, assignments: str, ids: Sequence[int], *values: Any) -> None:
+    """``UPDATE faces SET assignments`` (``""``: delete) for the faces ``ids``, in chunks."""
+    for start in range(0, len(ids), 900):
+        chunk = list(ids[start : start + 900])
+        marks = ",".join("?" * len(chunk))
+        if not assignments:
+            db.execute(f"DELETE FROM faces WHERE id IN ({marks})", chunk)
+        else:
+            db.execute(f"UPDATE faces SET {assignments} WHERE id IN ({marks})", [*values, *chunk])
+
+
+def _exclude(db: sqlite3.Connection, face: int, *, other: int | None = None, person: int | None = None) -> None:
+    if other is not None:
+        face, other = min(face, other), max(face, other)
+    db.execute(
+        "INSERT OR IGNORE INTO face_exclusions (face_id, other_id, person_id) VALUES (?, ?, ?)", (face, other, person)
+    )
+
+
+def _barred_from(db: sqlite3.Connection, person: int, faces: Sequence[int]) -> set[int]:
+    """Which of ``faces`` must not become ``person``'s: moved out of them (or out of a group with one
+    of their faces), or from a photo they already have a face in."""
+    barred = {
+        int(r[0])
+        for r in db.execute(
+            "SELECT face_id FROM face_exclusions WHERE person_id = :p "
+            "UNION SELECT e.face_id FROM face_exclusions e JOIN faces f ON f.id = e.other_id WHERE f.person_id = :p "
+            "UNION SELECT e.other_id FROM face_exclusions e JOIN faces f ON f.id = e.face_id WHERE f.person_id = :p "
+            "UNION SELECT u.id FROM faces u JOIN faces f ON f.image_sha256 = u.image_sha256 "
+            "WHERE f.person_id = :p AND u.person_id IS NULL",
+            {"p": person},
+        )
+    }
+    return barred & {int(f) for f in faces}
+
+
+def _new_group_ids(db: sqlite3.Connection, count: int) -> list[int]:
+    """``count`` group ids never given before (a counter in ``meta`` that only grows)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'last_id:groups'").fetchone()
+    largest = db.execute("SELECT COALESCE(MAX(group_id), 0) FROM faces").fetchone()[0]
+    last = max(int(row[0]) if row else 0, int(largest))
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id:groups', ?)", (str(last + count),))
+    return list(range(last + 1, last + count + 1))
+
+
+def _plan(
+    db: sqlite3.Connection, dimension: int, full: bool, params: Any
+) -> tuple[np.ndarray, np.ndarray, GroupingUpdate] | None:
+    """What to write: ``(face ids, groups, summary)`` or ``None`` if nothing changes.
+
+    ``groups`` per face: an existing group id, ``0`` for none, ``-1, -2, ...`` for new groups
+    (biggest first), numbered by the caller.
+    """
+    from faceid.cluster import GroupCentroids, attach, group_faces
+
+    if dimension <= 0:
+        return None
+    rows = db.execute(
+        "SELECT id, group_id, image_sha256, embedding FROM faces WHERE person_id IS NULL ORDER BY id"
+    ).fetchall()
+    if not rows:
+        return None
+    ids = np.array([r[0] for r in rows], np.int64)
+    current = np.array([r[1] if r[1] is not None else 0 for r in rows], np.int64)
+    photo_of: dict[str, int] = {}
+    photos = np.array([photo_of.setdefault(r[2], len(photo_of)) for r in rows], np.int64)
+    vectors = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), dimension)
+    pairs = np.array(
+        db.execute(
+            "SELECT e.face_id, e.other_id FROM face_exclusions e JOIN faces a ON a.id = e.face_id "
+            "JOIN faces b ON b.id = e.other_id WHERE a.person_id IS NULL AND b.person_id IS NULL"
+        ).fetchall(),
+        np.int64,
+    ).reshape(-1, 2)
+    pairs = np.searchsorted(ids, pairs)  # face ids -> row indices
+    groups = np.zeros(len(ids), np.int64) if full else current.copy()
+    attached = 0
+    todo = np.flatnonzero(groups == 0)
+    if not len(todo):
+        return None
+    if not full and np.any(groups != 0):
+        existing, labels = np.unique(groups[groups != 0], return_inverse=True)
+        dense = np.full(len(ids), -1, np.int64)
+        dense[groups != 0] = labels.ravel()
+        centroids = GroupCentroids.from_labels(vectors, dense, photos)
+        position = {int(f): i for i, f in enumerate(todo.tolist())}
+        forbidden = [
+            (position[a], int(dense[b]))
+            for x, y in pairs.tolist()
+            for a, b in ((x, y), (y, x))
+            if a in position and dense[b] >= 0
+        ]
+        placed = attach(
+            vectors[todo],
+            centroids,
+            photos=photos[todo],
+            forbidden=np.array(forbidden, np.int64).reshape(-1, 2),
+            params=params,
+        )
+        chosen = placed.groups.copy()
+        # two new faces the user kept apart never join one group: the higher score keeps it
+        for x, y in pairs.tolist():
+            if x in position and y in position:
+                i, j = position[x], position[y]
+                if chosen[i] >= 0 and chosen[i] == chosen[j]:
+                    chosen[j if placed.scores[j] <= placed.scores[i] else i] = -1
+        ok = chosen >= 0
+        groups[todo[ok]] = existing[chosen[ok]]
+        attached = int(ok.sum())
+        todo = todo[~ok]
+    new_groups = newly = 0
+    if len(todo) >= 2:
+        position = {int(f): i for i, f in enumerate(todo.tolist())}
+        links = [(position[x], position[y]) for x, y in pairs.tolist() if x in position and y in position]
+        grouping = group_faces(
+            np.ascontiguousarray(vectors[todo]),
+            photos=photos[todo],
+            cannot_link=np.array(links, np.int64).reshape(-1, 2),
+            params=params,
+        )
+        grouped = grouping.labels >= 0
+        groups[todo[grouped]] = -(grouping.labels[grouped] + 1)
+        new_groups, newly = grouping.groups, int(grouped.sum())
+    if not full and attached == 0 and new_groups == 0:
+        return None
+    changed = groups != current
+    update = GroupingUpdate(attached, new_groups, newly, int(np.sum(groups == 0)))
+    if full:
+        return ids, groups, update
+    return ids[changed], groups[changed], update

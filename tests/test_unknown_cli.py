@@ -1,0 +1,121 @@
+"""The review loop from the command line, with the fake models: ``identify --remember`` on a new
+gallery, ``clusters`` (text, JSON, contact sheets), ``name``, ``faces``, ``move``, ``merge``,
+``forget``; and that naming a group makes the next ``identify`` name the person."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import fake_cli, save_png, tile_image
+
+from faceid.gallery import Gallery
+
+RED, BLUE, GREEN = (200, 30, 30), (30, 30, 200), (30, 200, 30)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Red in three photos, blue and green in two each; two photos hold two people."""
+    folder = tmp_path / "archive"
+    layout = {"p1": [RED, BLUE], "p2": [RED], "p3": [GREEN, RED], "p4": [BLUE], "p5": [GREEN]}
+    for name, colours in layout.items():
+        save_png(folder / f"{name}.png", tile_image(colours))
+    return folder
+
+
+def lines(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_the_review_loop_from_an_empty_gallery(tmp_path, photos):
+    g = tmp_path / "new-gallery"  # does not exist: --remember creates it
+    result = fake_cli("identify", photos, "--remember", "--json", "-g", g)
+    assert result.exit_code == 0, result.output
+    out = lines(result)
+    faces = [f for r in out for f in r["faces"]]
+    assert len(faces) == 7 and {f["status"] for f in faces} == {"unknown"}
+    assert sorted(f["kept_as"] for f in faces) == list(range(1, 8))
+
+    result = fake_cli("clusters", "--json", "-g", g)
+    assert result.exit_code == 0
+    groups = lines(result)
+    assert [c["size"] for c in groups] == [3, 2, 2]
+    red = groups[0]
+    assert {f["image"].rsplit("/", 1)[1] for f in red["faces"]} == {"p1.png", "p2.png", "p3.png"}
+    assert all(len(f["box"]) == 4 for f in red["faces"])
+
+    text = fake_cli("clusters", "-g", g)
+    assert text.exit_code == 0 and text.stdout.splitlines()[0].startswith(f"cluster {red['cluster']}\t3 faces")
+
+    sheets = tmp_path / "sheets"
+    assert fake_cli("clusters", "--sheet", sheets, "-g", g).exit_code == 0
+    from PIL import Image
+
+    files = sorted(p.name for p in sheets.iterdir())
+    assert files == sorted(f"cluster-{c['cluster']}.png" for c in groups)
+    with Image.open(sheets / f"cluster-{red['cluster']}.png") as im:
+        assert im.format == "PNG" and im.width == 3 * 128
+
+    result = fake_cli("name", str(red["cluster"]), "Aunt Rosa", "-g", g)
+    assert result.exit_code == 0 and result.stdout == f"named group {red['cluster']} Aunt Rosa (new): 3 faces\n"
+    # the next identify names her, and keeps nothing of her again
+    again = lines(fake_cli("identify", photos / "p2.png", "--remember", "--json", "-g", g))
+    assert [(f["status"], f["name"], f.get("kept_as")) for f in again[0]["faces"]] == [("known", "Aunt Rosa", None)]
+
+    listed = lines(fake_cli("faces", "Aunt Rosa", "--json", "-g", g))
+    assert sorted(f["id"] for f in listed) == sorted(f["id"] for f in red["faces"])
+
+    wrong = listed[0]["id"]
+    assert fake_cli("move", str(wrong), "--unknown", "-g", g).stdout == "moved 1 faces to unknown\n"
+    assert len(lines(fake_cli("faces", "Aunt Rosa", "--json", "-g", g))) == 2
+    blue = groups[1]
+    result = fake_cli("name", str(blue["cluster"]), "Rosa", "-g", g)
+    assert result.exit_code == 0
+    assert fake_cli("move", str(wrong), "Rosa", "-g", g).exit_code == 0
+    assert fake_cli("merge", "Rosa", "Aunt Rosa", "-g", g).stdout == "merged Rosa into Aunt Rosa (3 faces)\n"
+    people = lines(fake_cli("people", "--json", "-g", g))
+    assert [(p["name"], p["faces"]) for p in people] == [("Aunt Rosa", 5)]
+
+    assert fake_cli("forget", "--unknown", "--older-than", "30d", "-g", g).stdout == "forgot 0 unknown faces\n"
+    assert fake_cli("forget", "--unknown", "-g", g).stdout == "forgot 2 unknown faces\n"
+    assert fake_cli("clusters", "--json", "-g", g).stdout == ""
+    assert fake_cli("gallery", "check", "-g", g).exit_code == 0
+    log = [e["action"] for e in lines(fake_cli("log", "--json", "-g", g))]
+    assert log.count("keep") == 5 and log.count("name") == 2 and "merge" in log and "forget" in log
+
+
+def test_remember_twice_keeps_each_face_once(tmp_path, photos):
+    g = tmp_path / "g"
+    first = lines(fake_cli("identify", photos, "--remember", "--json", "-g", g))
+    second = lines(fake_cli("identify", photos, "--remember", "--json", "-g", g))
+    assert [f["kept_as"] for r in first for f in r["faces"]] == [f["kept_as"] for r in second for f in r["faces"]]
+    with Gallery(g) as gallery:
+        assert gallery.unknown.count() == 7
+
+
+def test_without_remember_nothing_is_kept_and_no_gallery_is_made(tmp_path, photos):
+    result = fake_cli("identify", photos, "-g", tmp_path / "none")
+    assert result.exit_code == 1 and "no gallery here" in result.output
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["name", "999", "X"], 1, "no group 999"),
+        (["name", "1", "a\x07b"], 1, "control characters"),
+        (["move", "abc", "X"], 2, "face ids are numbers"),
+        (["move", "12345", "--unknown"], 1, "no face with id 12345"),
+        (["merge", "Nobody", "Someone"], 1, "no person named 'Nobody'"),
+        (["forget"], 2, "--unknown"),
+        (["forget", "--unknown", "--older-than", "3x"], 2, "--older-than"),
+        (["faces", "Nobody"], 1, "no person named"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, photos, args, code, says):
+    g = tmp_path / "g"
+    assert fake_cli("identify", photos / "p1.png", "--remember", "-g", g).exit_code == 0
+    result = fake_cli(*args, "-g", g)
+    assert result.exit_code == code and says in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
