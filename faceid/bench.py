@@ -41,6 +41,9 @@ Figures (``part`` names select them):
   either end of the edge, which is what grouping uses), BCubed scores against the true
   identities; then attaching 1,000 new faces (half of them of grouped identities, half strangers)
   to the grouped set with :func:`faceid.cluster.attach`.
+- ``unknown``: the review loop in a real gallery (:mod:`faceid.gallery.unknown`) at each size:
+  keeping that many synthetic unknown faces (transactions of 1,000), the first grouping, keeping
+  and attaching 1,000 more, naming the biggest group and the first search after it, a regroup.
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
 - ``milvus``: the gallery's index in milvus-lite (the ``milvus`` extra), index kinds and search
   parameters, recall@1 against exact and latency, at the sizes up to 100,000 (:mod:`faceid.bench_milvus`).
@@ -70,7 +73,19 @@ __all__ = ["PARTS", "default_data", "run"]
 
 log = logging.getLogger(__name__)
 
-PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "cluster", "serve", "milvus")
+PARTS = (
+    "machine",
+    "embedding",
+    "detection",
+    "identify",
+    "cli",
+    "coldstart",
+    "gallery",
+    "cluster",
+    "unknown",
+    "serve",
+    "milvus",
+)
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
 
@@ -164,6 +179,8 @@ def run(
             yield from _gallery(work, sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200)
         if "cluster" in parts:
             yield from _cluster(sizes, new=100 if tiny else 1000)
+        if "unknown" in parts:
+            yield from _unknown(work, sizes, new=100 if tiny else 1000)
         if "serve" in parts:  # faceid serve under load: faceid/server/loadtest.py
             from faceid.server import require_server_packages
             from faceid.server.loadtest import serve_figures
@@ -1001,6 +1018,76 @@ def _cluster(sizes: Sequence[int], new: int) -> Iterator[dict]:
             threads=_threads(),
         )
         del faces, grouping, centroids
+
+
+def _unknown(work: Path, sizes: Sequence[int], new: int) -> Iterator[dict]:
+    import shutil
+
+    from faceid.cluster import cluster_scores
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.gallery import Gallery, NewFace
+
+    key = EmbeddingKey.for_model()
+    assert key.dimension == DIMENSION
+    per = 5
+    for n in sizes:
+        people = max(1, n // per)
+        centres, faces = synthetic_faces(people, per, seed=8)
+        rng = np.random.default_rng(9)
+        who = rng.integers(0, people, new)
+        arrivals = _noisy(centres[who], rng)
+
+        def new_faces(vectors: np.ndarray, first: int) -> list[NewFace]:
+            return [
+                NewFace(
+                    v, f"{first + i:064x}", (0, 0, 80, 80), 0.99, f"/photos/{first + i}.jpg", thumbnail=b"\xff" * 4000
+                )
+                for i, v in enumerate(vectors)
+            ]
+
+        folder = work / f"unknown-{n}"
+        with Gallery(folder) as g:
+            start = time.perf_counter()
+            for first in range(0, len(faces), 1000):
+                g.unknown.keep(new_faces(faces[first : first + 1000], first), embedding_key=key, group=False)
+            keep_s = time.perf_counter() - start
+            start = time.perf_counter()
+            first_grouping = g.unknown.update_groups()
+            group_s = time.perf_counter() - start
+            labels = np.full(len(faces), -1, np.int64)
+            for number, grp in enumerate(g.unknown.groups()):
+                labels[[f.id - 1 for f in grp.faces]] = number
+            scores = cluster_scores(np.arange(len(faces)) // per, labels)
+            start = time.perf_counter()
+            kept = g.unknown.keep(new_faces(arrivals, len(faces)), embedding_key=key)
+            attach_s = time.perf_counter() - start
+            biggest = g.unknown.groups()[0]
+            start = time.perf_counter()
+            g.unknown.name(biggest.id, "someone")
+            named_s = time.perf_counter() - start
+            g.search(arrivals[:1], 10)
+            named_search_s = time.perf_counter() - start
+            start = time.perf_counter()
+            g.unknown.regroup()
+            regroup_s = time.perf_counter() - start
+        shutil.rmtree(folder)
+        yield _figure(
+            "unknown_loop",
+            data="clustered synthetic, 5 faces per identity, one face per photo",
+            faces=len(faces),
+            keep_s=round(keep_s, 2),
+            first_grouping_s=round(group_s, 2),
+            groups=first_grouping.new_groups,
+            ungrouped=first_grouping.ungrouped,
+            bcubed_precision=round(scores.bcubed_precision, 4),
+            bcubed_recall=round(scores.bcubed_recall, 4),
+            keep_and_attach_new_s=round(attach_s, 2),
+            new_faces=kept.added,
+            name_biggest_group_s=round(named_s, 3),
+            name_and_first_search_s=round(named_search_s, 3),
+            regroup_s=round(regroup_s, 2),
+        )
+        del faces
 
 
 def _threads() -> int:

@@ -984,7 +984,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, serve, milvus [default: all]."
+            "cluster, unknown, serve, milvus [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

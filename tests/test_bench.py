@@ -90,3 +90,11 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
     assert load["errors"] == 0 and load["sigterm_exit_code"] == 0
     assert load["rounds"][0]["one_client"]["requests"] == 8 and load["rounds"][0]["eight_clients"]["requests"] == 8
     json.dumps(figures)  # every figure is plain JSON
+
+
+@pytest.mark.slow
+def test_unknown_part_runs_the_loop_in_a_real_gallery(tmp_path):
+    (figure,) = bench.run(["unknown"], sizes=[1000], tiny=True, workdir=tmp_path)
+    assert figure["figure"] == "unknown_loop" and figure["faces"] == 1000 and figure["new_faces"] == 100
+    assert figure["bcubed_precision"] >= 0.95 and figure["groups"] > 100
+    assert 0 < figure["name_biggest_group_s"] <= figure["name_and_first_search_s"] < 60

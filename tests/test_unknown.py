@@ -326,3 +326,83 @@ def test_a_failed_upgrade_leaves_the_v1_gallery_as_it_was(tmp_path, three_people
     assert len((folder / "gallery.db").read_bytes()) == len(original)
     with Gallery(folder) as g:  # the next open upgrades it
         assert g._store.schema == 2 and g.person("A").faces == 2 and g.check() == []
+
+
+# -- the real models on real photos ------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_real_samples_remember_group_name_identify(gallery, real_pipeline):
+    """The committed samples: Obama and Biden alone and together, Hopper, the astronaut; from an
+    empty gallery every face is kept, no group mixes two people or two faces of one photo, and a
+    named group names that person in the next identification."""
+    from conftest import SAMPLES
+
+    from faceid.identify import KNOWN, identify
+
+    photos = sorted((SAMPLES / "people").rglob("*.jpg")) + sorted((SAMPLES / "photos").glob("*.jpg"))
+    results = list(identify(photos, gallery, real_pipeline, remember=True))
+    kept = [f.kept_as for r in results for f in r.faces]
+    assert len(kept) == 6 and None not in kept and gallery.embedding_key == real_pipeline.key
+    who = {}  # face id -> person, from the photo (one face) or the position (the pair: Obama left)
+    for r in results:
+        stem = Path(r.image).stem
+        for i, f in enumerate(sorted(r.faces, key=lambda f: f.detection.box[0])):
+            who[f.kept_as] = ["obama", "biden"][i] if stem == "obama_and_biden" else stem
+    groups = gallery.unknown.groups()
+    for grp in groups:
+        assert len({who[f.id] for f in grp.faces}) == 1, [who[f.id] for f in grp.faces]
+        assert len({f.image_sha256 for f in grp.faces}) == grp.size
+    assert {frozenset(who[f.id] for f in grp.faces) for grp in groups} == {frozenset({"obama"}), frozenset({"biden"})}
+    obama = next(grp for grp in groups if who[grp.faces[0].id] == "obama")
+    gallery.unknown.name(obama.id, "Barack Obama")
+    (again,) = identify([SAMPLES / "photos" / "obama_and_biden.jpg"], gallery, real_pipeline, remember=True)
+    left, right = sorted(again.faces, key=lambda f: f.detection.box[0])
+    assert (left.status, left.name, left.kept_as) == (KNOWN, "Barack Obama", None)
+    assert right.status != KNOWN and right.kept_as is not None  # Biden: still unknown, kept once
+    assert gallery.unknown.count() == 4 and gallery.check() == []
+
+
+@pytest.mark.model
+@pytest.mark.shared
+def test_real_big_bang_cast_and_portraits_group_purely(data, gallery, real_pipeline):
+    """Seven portraits and the cast photo of the same seven: the groups are pure, the cast photo's
+    faces are never together, and most people find their pair."""
+    import json
+
+    from faceid.identify import identify
+
+    truth = json.loads((data / "bigbang" / "ground_truth.json").read_text())
+    photos = [data / "bigbang" / p for p in truth["gallery"].values()] + [data / "bigbang" / "group" / "cast.jpg"]
+    results = list(identify(photos, gallery, real_pipeline, remember=True))
+    who = {}
+    for name, r in zip(list(truth["gallery"]) + [None], results):
+        faces = sorted(r.faces, key=lambda f: f.detection.box[0])
+        names = [name] if name else truth["probes"]["group/cast.jpg"]
+        assert len(faces) == len(names)
+        who.update({f.kept_as: n for f, n in zip(faces, names)})
+    groups = gallery.unknown.groups()
+    for grp in groups:
+        assert len({who[f.id] for f in grp.faces}) == 1 and len({f.image_sha256 for f in grp.faces}) == grp.size
+    assert sum(grp.size == 2 for grp in groups) >= 4, [[who[f.id] for f in g.faces] for g in groups]
+
+
+def test_a_v1_gallery_that_cannot_be_upgraded_still_reads(tmp_path, three_people, monkeypatch):
+    """Read-only (here: the upgrade refused as SQLite refuses a read-only file): read as version 1."""
+    centres, a, b, c = three_people
+    folder = tmp_path / "g"
+    make_v1(folder, a[:2])
+    from faceid.errors import GalleryError
+    from faceid.gallery import store
+
+    def readonly(db):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(store, "migrate", readonly)
+    with Gallery(folder) as g:
+        assert g._store.schema == 1 and g.person("A").faces == 2 and g.check() == []
+        _, ids = g.search(np.stack([a[0].embedding]), 1)
+        assert g.face_owners(ids) == {int(ids[0, 0]): "A"}
+        assert g.unknown.groups() == [] and g.unknown.count() == 0
+        with pytest.raises(GalleryError, match="could not be upgraded"):
+            g.unknown.keep(b, embedding_key=KEY)

@@ -18,7 +18,7 @@ the audit log. Scores are cosine similarities of unit vectors (inner products), 
 - :mod:`~faceid.gallery.searchindex`: the search index kept in step with the database;
 - :mod:`~faceid.gallery.records`: the dataclasses handed in and out, and the rule for names;
 - :mod:`~faceid.gallery.thumbnails`: a small JPEG of each face, deleted with it;
-- :mod:`~faceid.gallery.unknown`: kept unknown faces, their groups, naming and corrections (``gallery.unknown``).
+- :mod:`~faceid.gallery.unknown`: kept unknown faces, groups, naming, corrections (``gallery.unknown``).
 
 :func:`open_gallery` opens a gallery from where it lives (``--gallery``): a folder (this
 :class:`Gallery`), or Milvus (:class:`~faceid.gallery.milvus.MilvusGallery`, same behaviour:
@@ -225,8 +225,7 @@ class Gallery:
 
     @property
     def dimension(self) -> int | None:
-        key = self.embedding_key
-        return key.dimension if key else None
+        return key.dimension if (key := self.embedding_key) else None
 
     # -- settings -------------------------------------------------------------------------------
 

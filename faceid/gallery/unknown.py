@@ -265,11 +265,20 @@ class UnknownFaces:
             plan = _plan(self._store.db, self._dimension(), full, self.params)
         if plan is None:
             return GroupingUpdate(0, 0, 0, self.count())
+        try:
+            return self._write_plan(plan, generation, full)
+        except Unchanged:  # another process placed the faces meanwhile
+            return GroupingUpdate(0, 0, 0, self.count())
+
+    def _write_plan(
+        self, plan: tuple[np.ndarray, np.ndarray, GroupingUpdate], generation: int, full: bool
+    ) -> GroupingUpdate:
         with self._store.write() as db:
             if self._store.generation() != generation:
-                plan = _plan(db, self._dimension(), full, self.params)
-                if plan is None:
+                again = _plan(db, self._dimension(), full, self.params)
+                if again is None:
                     raise Unchanged
+                plan = again
             ids, groups, update = plan
             fresh = sorted({g for g in groups.tolist() if g < 0})  # placeholders for new groups: -1, -2, ...
             numbers = dict(zip(sorted(fresh, reverse=True), _new_group_ids(db, len(fresh))))
@@ -483,7 +492,8 @@ def _barred_from(db: sqlite3.Connection, person: int, faces: Sequence[int]) -> s
         for r in db.execute(
             "SELECT face_id FROM face_exclusions WHERE person_id = :p "
             "UNION SELECT e.face_id FROM face_exclusions e JOIN faces f ON f.id = e.other_id WHERE f.person_id = :p "
-            "UNION SELECT e.other_id FROM face_exclusions e JOIN faces f ON f.id = e.face_id WHERE f.person_id = :p "
+            "UNION SELECT e.other_id FROM face_exclusions e JOIN faces f ON f.id = e.face_id "
+            "WHERE f.person_id = :p AND e.other_id IS NOT NULL "
             "UNION SELECT u.id FROM faces u JOIN faces f ON f.image_sha256 = u.image_sha256 "
             "WHERE f.person_id = :p AND u.person_id IS NULL",
             {"p": person},
