@@ -348,3 +348,21 @@ def test_unknown_face_commands_say_they_are_not_there_yet(lite, tmp_path):
         assert result.stderr.strip().endswith("are not supported on milvus galleries yet"), args
         assert result.stderr.count("\n") == 1
     assert [e.action for e in open_gallery(lite).audit_log()] == ["enroll"]
+
+
+@needs_milvus
+def test_an_unreachable_server_is_one_line_after_the_timeout():
+    """The milvus:// path (a server) runs as far as connecting; no server runs here, so it must fail clearly."""
+    result = fake_cli("--timeout", "1", "people", "--gallery", "milvus://127.0.0.1:1/faces")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        "faceid: error: milvus://127.0.0.1:1/faces: cannot reach Milvus at http://127.0.0.1:1"
+    )
+
+
+@needs_milvus
+def test_api_keys_say_they_are_not_there_yet(lite):
+    result = fake_cli("keys", "create", "phone", "--gallery", lite)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"faceid: error: {lite}: API keys are not supported on milvus galleries yet"
+    assert fake_cli("keys", "list", "--gallery", lite).exit_code == 0  # none: the server answers this machine only
