@@ -242,8 +242,6 @@ def identify(
     pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     gallery.check_embedding_key(pipeline.key)
     params = decision_params(gallery, threshold=threshold, margin=margin)
-    if remember:
-        gallery.unknown.count()  # a gallery that cannot keep them (Milvus, for now) says so before any work
     for item in process(sources, pipeline, batch_size=batch_size, cache=cache):
         if item.error is not None or item.image is None:
             result = Identification(item.source, (), params, error=item.error)

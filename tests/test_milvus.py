@@ -338,19 +338,6 @@ def test_the_folder_gallery_refuses_a_milvus_address(monkeypatch):
 
 
 @needs_milvus
-def test_unknown_face_commands_say_they_are_not_there_yet(lite, tmp_path):
-    photo = save_png(tmp_path / "ann.png", tile_image([(200, 40, 40)]))
-    assert fake_cli("enroll", "ann", photo, "--gallery", lite).exit_code == 0
-    stranger = save_png(tmp_path / "stranger.png", tile_image([(40, 40, 200)]))
-    for args in (("identify", stranger, "--remember"), ("clusters",), ("name", "1", "bob"), ("forget", "--unknown")):
-        result = fake_cli(*args, "--gallery", lite)
-        assert result.exit_code == 1 and result.stdout == "", args
-        assert result.stderr.strip().endswith("are not supported on milvus galleries yet"), args
-        assert result.stderr.count("\n") == 1
-    assert [e.action for e in open_gallery(lite).audit_log()] == ["enroll"]
-
-
-@needs_milvus
 def test_an_unreachable_server_is_one_line_after_the_timeout():
     """The milvus:// path (a server) runs as far as connecting; no server runs here, so it must fail clearly."""
     result = fake_cli("--timeout", "1", "people", "--gallery", "milvus://127.0.0.1:1/faces")

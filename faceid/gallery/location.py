@@ -3,7 +3,7 @@
 Three forms, told apart by their prefix:
 
 - ``milvus://HOST:PORT/NAME``: a Milvus server or cluster; the gallery's collections are named
-  ``NAME_meta``, ``NAME_people``, ``NAME_faces`` and ``NAME_audit`` in its default database
+  ``NAME_meta``, ``NAME_people``, ``NAME_faces``, ``NAME_audit`` (and ``NAME_exclusions``) in its default database
   (so several galleries share one Milvus). A token for a server with authentication is read
   from ``FACEID_MILVUS_TOKEN`` (never from the address, so it does not show in logs).
 - ``milvus-lite:PATH.db``: the same collections kept by milvus-lite, embedded in this process,

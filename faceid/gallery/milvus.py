@@ -2,7 +2,7 @@
 
 :class:`MilvusGallery` has the public behaviour of :class:`faceid.gallery.Gallery` (enrol, search,
 people, rename, remove, the audit log, settings, check, the embedding key) on a store without
-multi-row transactions. Four collections, named after the gallery (``NAME_...``):
+multi-row transactions. Five collections, named after the gallery (``NAME_...``):
 
 - ``meta``: one row per key: the schema, the embedding key, settings, the id counters
   (``last_id:faces`` / ``people`` / ``audit``: ids are never given twice), the generation, and
@@ -10,7 +10,9 @@ multi-row transactions. Four collections, named after the gallery (``NAME_...``)
 - ``people``: one row per person (id, name): a rename is one write;
 - ``faces``: one row per face, carrying its person's id, never the name; the embedding is the
   vector field (inner product of unit vectors: the cosine similarity);
-- ``audit``: the audit log, one row per entry, written before the change it records.
+- ``audit``: the audit log, one row per entry, written before the change it records;
+- ``exclusions``: what the user said about kept unknown faces (:mod:`faceid.gallery.milvus_unknown`;
+  a kept face is a face row with person id 0, never searched).
 
 Each write is one row or one delete-by-expression, atomic on its own; an operation of several
 writes is ordered so that a crash between any two leaves the gallery usable:
@@ -50,7 +52,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, NoReturn, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -72,7 +74,7 @@ from faceid.gallery.location import MilvusLocation
 from faceid.gallery.people import unit_vectors, vector_problems
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
-__all__ = ["INDEX", "SCHEMA", "MilvusGallery", "UnknownFacesNotSupported", "require_milvus"]
+__all__ = ["INDEX", "SCHEMA", "MilvusGallery", "require_milvus"]
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +173,10 @@ class MilvusGallery:
         self.problems: list[str] = []
         self.actor: str | None = None
         self._prefix = location.name
-        #: kept unknown faces (``identify --remember``, clusters, name, move, merge, forget): not yet
-        self.unknown = UnknownFacesNotSupported(location.spec)
+        from faceid.gallery.milvus_unknown import MilvusUnknownFaces
+
+        #: kept unknown faces: keep, group, name, move, merge, forget (as ``Gallery.unknown``)
+        self.unknown = MilvusUnknownFaces(self)
         self._closed = True
         self._client = self._connect(create)
         self._closed = False
@@ -277,9 +281,10 @@ class MilvusGallery:
             for what in ("meta", "people", "audit"):
                 if self._name(what) not in have:
                     raise GalleryCorruptError(f"{self.path}: the collection {self._name(what)} is missing")
-        for what in ("meta", "people", "audit", "faces"):
-            if self._name(what) in have or what != "faces" or self._faces_exist():
-                c.load_collection(self._name(what))
+        have = set(c.list_collections())
+        for what in ("meta", "people", "audit", "faces", "exclusions"):
+            if self._name(what) in have:
+                c.load_collection(self._name(what))  # a collection another process made is not loaded here
         schema = self._meta("schema")
         if schema != SCHEMA:
             raise GalleryError(f"{self.path}: gallery schema {schema}, this faceid reads {SCHEMA}")
@@ -335,7 +340,8 @@ class MilvusGallery:
             return
         schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("person_id", DataType.INT64)
+        schema.add_field("person_id", DataType.INT64)  # 0: a kept unknown face (person ids start at 1)
+        schema.add_field("group_id", DataType.INT64)  # its group of unknown faces, 0: none
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=int(dimension))
         schema.add_field("image_key", DataType.VARCHAR, max_length=64)
         schema.add_field("info", DataType.VARCHAR, max_length=_TEXT)
@@ -441,6 +447,7 @@ class MilvusGallery:
                 self._client.delete(self._name("faces"), filter=f"person_id in {_ints(person_ids)}")
             if face_ids:
                 self._client.delete(self._name("faces"), filter=f"id in {_ints(face_ids)}")
+        self.unknown.drop_exclusions(person_ids, face_ids)
         self._compact()
         self._set_meta("removing", None)
         self._bump()
@@ -534,10 +541,10 @@ class MilvusGallery:
     def __len__(self) -> int:
         return self._count("people")
 
-    def _count(self, what: str) -> int:
+    def _count(self, what: str, expr: str = "") -> int:
         if what == "faces" and not self._faces_exist():
             return 0
-        rows = self._client.query(self._name(what), filter="", output_fields=["count(*)"])
+        rows = self._client.query(self._name(what), filter=expr, output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     @_guarded
@@ -555,7 +562,7 @@ class MilvusGallery:
         """How many faces are enrolled (counted by Milvus; by reading them all while a removal is unfinished)."""
         pending = self._removing()
         if not pending["people"] and not pending["faces"]:
-            return self._count("faces")
+            return self._count("faces", "person_id > 0")
         return len(self._live_faces(["id"]))
 
     @_guarded
@@ -696,6 +703,7 @@ class MilvusGallery:
                 {
                     "id": face_id,
                     "person_id": pid,
+                    "group_id": 0,
                     "embedding": vectors[i].tolist(),
                     "image_key": _image_key(face.image_sha256),
                     "info": json.dumps(info),
@@ -768,8 +776,10 @@ class MilvusGallery:
     @_guarded
     def face_thumbnail(self, face_id: int) -> bytes | None:
         rows = self._query("faces", f"id == {int(face_id)}", ["id", "person_id", "thumbnail"])
-        if not rows or not self._names([int(rows[0]["person_id"])]) or not rows[0]["thumbnail"]:
+        if not rows or not rows[0]["thumbnail"]:
             return None
+        if int(rows[0]["person_id"]) != 0 and not self._names([int(rows[0]["person_id"])]):
+            return None  # an orphan
         return base64.b64decode(rows[0]["thumbnail"])
 
     @_guarded
@@ -816,6 +826,7 @@ class MilvusGallery:
                 limit=limit,
                 anns_field="embedding",
                 search_params=SEARCH_PARAMS,
+                filter="person_id > 0",  # kept unknown faces are never matched
                 output_fields=["person_id"],
             )
             people = {int(h["entity"]["person_id"]) for row in hits for h in row}
@@ -865,67 +876,22 @@ class MilvusGallery:
             return [str(exc)]
         rows = list(self._scan("faces", ["id", "person_id", "embedding"]))
         people = {int(r["id"]): str(r["name"]) for r in self._scan("people", ["id", "name"])}
-        orphans = [r for r in rows if int(r["person_id"]) not in people]
+        orphans = [r for r in rows if int(r["person_id"]) not in people and int(r["person_id"]) != 0]
         if orphans:
             problems.append(
                 f"{where}: {n_faces(len(orphans))} belong to no person (a removal was interrupted); "
                 "open the gallery once more to finish it"
             )
         live = [r for r in rows if int(r["person_id"]) in people]
-        if live and key is not None:
-            vectors = np.array([r["embedding"] for r in live], np.float32)
+        stored = [r for r in rows if int(r["person_id"]) in people or int(r["person_id"]) == 0]
+        if stored and key is not None:
+            vectors = np.array([r["embedding"] for r in stored], np.float32)
             if vectors.shape[1] != key.dimension:
                 problems.append(f"{where}: embeddings have {vectors.shape[1]} values, the key says {key.dimension}")
             problems += vector_problems(vectors, where)
         actual = [(int(r["id"]), people[int(r["person_id"])]) for r in live]
         problems += audit.replay_problems(self.audit_log(), actual, where)
         return problems
-
-
-class UnknownFacesNotSupported:
-    """:attr:`faceid.gallery.Gallery.unknown` on a Milvus gallery: every call raises one line (not there yet)."""
-
-    def __init__(self, where: str) -> None:
-        self._where = where
-
-    def _refuse(self) -> NoReturn:
-        raise GalleryError(
-            f"{self._where}: kept unknown faces (identify --remember, clusters, name, move, merge, forget) "
-            "are not supported on milvus galleries yet"
-        )
-
-    def count(self) -> NoReturn:
-        self._refuse()
-
-    def groups(self) -> NoReturn:
-        self._refuse()
-
-    def group(self, group_id: int) -> NoReturn:
-        self._refuse()
-
-    def ungrouped(self) -> NoReturn:
-        self._refuse()
-
-    def keep(self, faces: Sequence[NewFace], **options: Any) -> NoReturn:
-        self._refuse()
-
-    def update_groups(self) -> NoReturn:
-        self._refuse()
-
-    def regroup(self) -> NoReturn:
-        self._refuse()
-
-    def name(self, group_id: int, name: str) -> NoReturn:
-        self._refuse()
-
-    def move(self, face_ids: Sequence[int], name: str | None) -> NoReturn:
-        self._refuse()
-
-    def merge(self, source: str, target: str) -> NoReturn:
-        self._refuse()
-
-    def forget(self, older_than: Any = None, **options: Any) -> NoReturn:
-        self._refuse()
 
 
 def _create(client: Any, name: str, schema: Any, index: Any) -> None:

@@ -43,7 +43,7 @@ from faceid.gallery.store import Unchanged, guarded
 if TYPE_CHECKING:
     from faceid.gallery import Gallery
 
-__all__ = ["Group", "GroupingUpdate", "Kept", "Named", "UnknownFace", "UnknownFaces"]
+__all__ = ["Group", "GroupingUpdate", "Kept", "Named", "UnknownFace", "UnknownFaces", "plan_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -519,8 +519,6 @@ def _plan(
     ``groups`` per face: an existing group id, ``0`` for none, ``-1, -2, ...`` for new groups
     (biggest first), numbered by the caller.
     """
-    from faceid.cluster import GroupCentroids, attach, group_faces
-
     if dimension <= 0:
         return None
     rows = db.execute(
@@ -540,6 +538,23 @@ def _plan(
         ).fetchall(),
         np.int64,
     ).reshape(-1, 2)
+    return plan_groups(ids, current, photos, vectors, pairs, full, params)
+
+
+def plan_groups(
+    ids: np.ndarray,
+    current: np.ndarray,
+    photos: np.ndarray,
+    vectors: np.ndarray,
+    pairs: np.ndarray,
+    full: bool,
+    params: Any,
+) -> tuple[np.ndarray, np.ndarray, GroupingUpdate] | None:
+    """:func:`_plan` on the kept faces read from any store: ``ids`` (n,) ascending, their ``current``
+    groups (0: none), ``photos`` (n,) a number per photo, ``vectors`` (n, D), and the kept-apart
+    ``pairs`` (m, 2) of face ids (both kept unknown faces). The Milvus gallery uses it too."""
+    from faceid.cluster import GroupCentroids, attach, group_faces
+
     pairs = np.searchsorted(ids, pairs)  # face ids -> row indices
     groups = np.zeros(len(ids), np.int64) if full else current.copy()
     attached = 0
