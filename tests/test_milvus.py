@@ -353,3 +353,19 @@ def test_api_keys_say_they_are_not_there_yet(lite):
     assert result.exit_code == 1
     assert result.stderr.strip() == f"faceid: error: {lite}: API keys are not supported on milvus galleries yet"
     assert fake_cli("keys", "list", "--gallery", lite).exit_code == 0  # none: the server answers this machine only
+
+
+@needs_milvus
+def test_forgotten_unknown_faces_are_compacted_out_of_the_files(lite):
+    rng = np.random.default_rng(9)
+    kept = unit_vectors(rng, 3)
+    with open_gallery(lite) as g:
+        photos = [
+            NewFace(v, f"k{i}".ljust(64, "0"), (0, 0, 80, 80), 0.99, f"/photos/kept{i}.jpg") for i, v in enumerate(kept)
+        ]
+        assert g.unknown.keep(photos, embedding_key=KEY).added == 3
+        assert g.unknown.forget() == 3 and g.unknown.count() == 0
+        for path in (p for p in Path(g.location.uri).rglob("*") if p.is_file()):
+            raw = path.read_bytes()
+            assert not any(v.tobytes() in raw for v in kept) and b"/photos/kept" not in raw, path
+        assert g.check() == []
