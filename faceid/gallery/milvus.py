@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -71,6 +70,7 @@ from faceid.errors import (
 from faceid.gallery import audit
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.location import MilvusLocation
+from faceid.gallery.milvus_common import _ASCII_LOWER, _create, _image_key, _ints, _name_key, _strs
 from faceid.gallery.people import unit_vectors, vector_problems
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
@@ -88,7 +88,6 @@ SCHEMA = "milvus-1"
 INDEX: dict[str, Any] = {"index_type": "FLAT", "metric_type": "IP", "params": {}}
 SEARCH_PARAMS: dict[str, Any] = {"metric_type": "IP", "params": {}}
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _PLACEHOLDER = [0.0, 0.0]  # Milvus needs a vector field in every collection: the non-face ones get this
 _WINDOW = 8192  # ids per query when reading a whole collection (Milvus returns at most 16,384 rows)
 _CHUNK = 1000  # ids per "id in [...]" expression
@@ -108,25 +107,6 @@ def require_milvus(spec: str) -> None:
     if any(importlib.util.find_spec(name) is None for name in needed):
         kind = "milvus-lite:..." if spec.startswith("milvus-lite:") else "milvus://..."
         raise GalleryError(f"--gallery {kind} needs the milvus extra: pip install 'faceid[milvus]'")
-
-
-def _name_key(name: str) -> str:
-    """What makes two names the same person (ASCII case ignored, as the local gallery's ``NOCASE``),
-    hashed: only hex digits ever go into a Milvus expression, whatever a name holds."""
-    return hashlib.sha256(name.translate(_ASCII_LOWER).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _image_key(sha256: str) -> str:
-    return hashlib.sha256(sha256.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _ints(values: Iterable[int]) -> str:
-    return "[" + ", ".join(str(int(v)) for v in values) + "]"
-
-
-def _strs(values: Iterable[str]) -> str:
-    """A list of hex strings for an expression (callers pass only :func:`_name_key` / :func:`_image_key` output)."""
-    return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -892,14 +872,6 @@ class MilvusGallery:
         actual = [(int(r["id"]), people[int(r["person_id"])]) for r in live]
         problems += audit.replay_problems(self.audit_log(), actual, where)
         return problems
-
-
-def _create(client: Any, name: str, schema: Any, index: Any) -> None:
-    """Create a collection with its index and load it. The index is asked for without waiting:
-    pymilvus's wait polls every half second, which made opening a new gallery take 2 s."""
-    client.create_collection(name, schema=schema, consistency_level="Strong")
-    client.create_index(name, index, sync=False)
-    client.load_collection(name)
 
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:

@@ -16,18 +16,16 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import FaceIDError, FaceNotFoundError, GroupNotFoundError, InvalidNameError
+from faceid.gallery.milvus_common import _create, _image_key, _ints, _name_key, _strs
 from faceid.gallery.people import unit_vectors
 from faceid.gallery.records import NewFace, normalise_name, utc_now
 from faceid.gallery.unknown import Group, GroupingUpdate, Kept, Named, UnknownFace, plan_groups
-
-if TYPE_CHECKING:
-    from faceid.gallery.milvus import MilvusGallery
 
 __all__ = ["MilvusUnknownFaces"]
 
@@ -57,7 +55,7 @@ _FIELDS = ["id", "person_id", "group_id", "embedding", "image_key", "info", "thu
 class MilvusUnknownFaces:
     """The kept unknown faces of a Milvus gallery; see the module's docstring."""
 
-    def __init__(self, gallery: MilvusGallery, params: Any = None) -> None:
+    def __init__(self, gallery: Any, params: Any = None) -> None:  # a MilvusGallery (not imported: no cycle)
         self._g = gallery
         self.params = params  # a faceid.cluster.GroupingParams, or None for the defaults
 
@@ -105,8 +103,6 @@ class MilvusUnknownFaces:
     def _ensure_exclusions(self) -> None:
         from pymilvus import DataType
 
-        from faceid.gallery.milvus import _create
-
         name = self._g._name("exclusions")
         if self._g._client.has_collection(name):
             return
@@ -126,8 +122,6 @@ class MilvusUnknownFaces:
 
     def drop_exclusions(self, person_ids: Sequence[int], face_ids: Sequence[int]) -> None:
         """The rules about removed people and faces go with them (called by the gallery's removals)."""
-        from faceid.gallery.milvus import _ints
-
         if person_ids:
             self._unexclude(f"person_id in {_ints(person_ids)}")
         if face_ids:
@@ -196,7 +190,6 @@ class MilvusUnknownFaces:
         import base64
 
         from faceid.cluster import MIN_CONFIDENCE, MIN_FACE_SIZE, keep_for_grouping
-        from faceid.gallery.milvus import _image_key, _strs
 
         if not isinstance(embedding_key, EmbeddingKey):
             raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
@@ -342,8 +335,6 @@ class MilvusUnknownFaces:
         return Named(name, tuple(named), tuple(out), created)
 
     def _add_person(self, name: str) -> int:
-        from faceid.gallery.milvus import _name_key
-
         (pid,) = self._g._new_ids("people")
         self._g._client.insert(
             self._g._name("people"),

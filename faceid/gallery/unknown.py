@@ -30,7 +30,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -39,9 +39,6 @@ from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameErro
 from faceid.gallery import audit, changes, deletion, people
 from faceid.gallery.records import NewFace, n_faces, normalise_name
 from faceid.gallery.store import Unchanged, guarded
-
-if TYPE_CHECKING:
-    from faceid.gallery import Gallery
 
 __all__ = ["Group", "GroupingUpdate", "Kept", "Named", "UnknownFace", "UnknownFaces", "plan_groups"]
 
@@ -120,7 +117,7 @@ class UnknownFaces:
     grouping settings are :class:`faceid.cluster.GroupingParams`' defaults unless ``params``.
     """
 
-    def __init__(self, gallery: Gallery, params: Any = None) -> None:
+    def __init__(self, gallery: Any, params: Any = None) -> None:  # its Gallery (not imported: no import cycle)
         self._gallery = gallery
         self._store = gallery._store
         self.params = params  # a faceid.cluster.GroupingParams, or None for the defaults
