@@ -117,7 +117,7 @@ class UnknownFaces:
     grouping settings are :class:`faceid.cluster.GroupingParams`' defaults unless ``params``.
     """
 
-    def __init__(self, gallery: Any, params: Any = None) -> None:  # its Gallery (not imported: no import cycle)
+    def __init__(self, gallery: Any, params: Any = None) -> None:  # a Gallery (not imported: it imports this)
         self._gallery = gallery
         self._store = gallery._store
         self.params = params  # a faceid.cluster.GroupingParams, or None for the defaults
