@@ -606,6 +606,69 @@ def gallery_rebuild(gallery: GalleryOpt = None) -> None:
     _say(f"index rebuilt: {count} faces")
 
 
+@gallery_app.command("migrate")
+def gallery_migrate(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="The model to move to (see `faceid models list`).")],
+    to: Annotated[
+        Optional[Path], typer.Option("--to", help="Write the migrated gallery to this new folder; keep the old one.")
+    ] = None,
+    drop_unmigrated: Annotated[
+        bool,
+        typer.Option("--drop-unmigrated", help="Leave out faces that can be re-embedded from neither chip nor photo."),
+    ] = False,
+    gallery: GalleryOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Re-embed every face with another model from the faces kept in the gallery; people, ids and log stay."""
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.gallery import default_gallery_dir
+    from faceid.migrate import MigrationError, migrate_gallery
+
+    path = gallery if gallery is not None else default_gallery_dir()
+    with _errors():
+        from faceid.gallery.location import MilvusLocation, parse_location
+
+        if isinstance(parse_location(path), MilvusLocation):
+            raise FaceIDError(f"{path}: `faceid gallery migrate` is not supported on milvus galleries yet")
+        with _gallery(path, create=False) as g:
+            total = len(g.face_sources())  # kept unknown faces too
+        pipeline = _new_pipeline(ctx, EmbeddingKey.for_model(model))
+        with _progress(total, f"migrating to {model}", not quiet and not as_json) as tick:
+            done = [0]
+
+            def advance(count: int) -> None:
+                for _ in range(count - done[0]):
+                    tick()
+                done[0] = count
+
+            try:
+                report = migrate_gallery(
+                    path,
+                    pipeline,
+                    to=to,
+                    drop_unmigrated=drop_unmigrated,
+                    timeout=_options["timeout"],
+                    progress=advance,
+                )
+            except MigrationError as exc:
+                for u in exc.unmigrated:
+                    _err(f"not migrated: face {u.face_id} of {u.person or 'no one'}: {u.reason}")
+                raise
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        return
+    for u in report.unmigrated:
+        _err(f"dropped: face {u.face_id} of {u.person or 'no one'}: {u.reason}")
+    _say(
+        f"migrated {report.faces} faces to {report.new_key} ({report.from_chips} from their chips, "
+        f"{report.from_photos} from their photos) in {report.destination}"
+    )
+    if report.threshold_dropped:
+        _say("the calibrated threshold was for the old model and is removed: run `faceid calibrate` again")
+
+
 # -- the server and its keys --------------------------------------------------------------------------
 
 
@@ -669,9 +732,13 @@ def serve(
         float, typer.Option(min=0, help="Milliseconds to wait for other identify requests to batch with.")
     ] = 5.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images detected and embedded together.")] = 16,
+    model: Annotated[
+        Optional[str], typer.Option(help="Embedding model, for a new gallery [default: faceid's].")
+    ] = None,
 ) -> None:
     """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
     from faceid.apikeys import ApiKeys
+    from faceid.enroll import enrolment_key
     from faceid.gallery import open_gallery
     from faceid.server import Settings, require_server_packages
     from faceid.server import serve as run_server
@@ -683,6 +750,7 @@ def serve(
         with open_gallery(path, timeout=_options["timeout"]) as g:
             keys = ApiKeys(g).count()
             where = g.path
+            enrolment_key(g, model=model)  # an unknown model, or not the gallery's: refused before serving
         loopback = is_loopback(host)
         if not loopback and keys == 0 and not insecure_no_auth:
             raise FaceIDError(
@@ -708,7 +776,7 @@ def serve(
             access = "no keys yet: open to this machine only; `faceid keys create NAME` to require one"
         shown = f"[{host}]" if ":" in host else host
         _err(f"faceid: serving {where} at http://{shown}:{port}/ ({access}); loading the models...")
-        run_server(where, host=host, port=port, settings=settings)
+        run_server(where, host=host, port=port, settings=settings, model=model)
 
 
 @app.command()
@@ -719,6 +787,7 @@ def calibrate(
     strangers: Annotated[Path, typer.Argument(help="Photos of people who are not enrolled.")],
     fpir: Annotated[float, typer.Option(help="Target share of strangers wrongly named.")] = 0.01,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the result, do not store the threshold.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="Embedding model, for a new gallery.")] = None,
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -726,10 +795,11 @@ def calibrate(
     """Pick the threshold for a target false-identification rate from your own photos, and store it."""
     from faceid.batch import iter_image_files
     from faceid.calibrate import calibrate as run
+    from faceid.enroll import enrolment_key
 
     with _errors(), _gallery(gallery) as g:
         total = len(list(iter_image_files([enrolled, probes, strangers])))
-        pipeline = _new_pipeline(ctx, g.embedding_key)
+        pipeline = _new_pipeline(ctx, enrolment_key(g, model=model))
         with _progress(total, "calibrating", not quiet and not as_json) as tick:
             report = run(g, enrolled, probes, strangers, pipeline, target_fpir=fpir, store=not dry_run, progress=tick)
     for warning in report.warnings:
@@ -849,6 +919,13 @@ def eval_lfw_openset(
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
     beta: Annotated[Optional[float], typer.Option(help="Weight of the runner-up in the decision score.")] = None,
+    migrate_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--migrate-from",
+            help="Enrol the gallery with this model, then move it to --model with `gallery migrate` (from chips).",
+        ),
+    ] = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -863,6 +940,13 @@ def eval_lfw_openset(
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         store = EmbeddingCache(cache)
         pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model)
+        source = None
+        if migrate_from is not None:
+            if sizes:
+                raise FaceIDError("--migrate-from does not go with --sizes")
+            from faceid.embedding_key import EmbeddingKey
+
+            source = _new_pipeline(ctx, EmbeddingKey.for_model(migrate_from))
         with _progress(total if people is None else 0, "embedding LFW", not quiet) as tick:
             if sizes:
                 for row in threshold_by_size(data, pipeline, cache=store, progress=tick):
@@ -877,6 +961,7 @@ def eval_lfw_openset(
                 max_strangers=strangers,
                 beta=beta,
                 progress=tick,
+                migrate_from=source,
             )
     typer.echo(json.dumps(report.to_json()))
     _eval_failures(report)

@@ -149,6 +149,7 @@ def _judge(
     item: Processed, name: str, gallery: AnyGallery, seen: dict[str, str], largest: bool, paths: bool = True
 ) -> tuple[EnrollResult, NewFace | None]:
     from faceid.draw import face_thumbnail
+    from faceid.gallery.chips import make_chip
 
     if item.error is not None or item.image is None:
         return EnrollResult(item.source, name, FAILED, item.error or "unreadable"), None
@@ -183,6 +184,7 @@ def _judge(
         confidence=detection.confidence,
         image_path=os.path.abspath(item.source) if paths else item.source,
         thumbnail=face_thumbnail(item.image.pixels, detection.box),
+        chip=make_chip(item.image.pixels, detection),
     )
     return EnrollResult(item.source, name, "pending", note, None, detection.box), new
 

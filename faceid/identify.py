@@ -271,6 +271,7 @@ def _keep_unknown(
     """Keep the unknown faces of one processed photo; the matches with ``kept_as`` set."""
     from faceid.draw import face_thumbnail
     from faceid.gallery import NewFace
+    from faceid.gallery.chips import make_chip
 
     embedding_of = {f.detection: f.embedding for f in item.faces}
     unknown = [i for i, m in enumerate(faces) if m.status == UNKNOWN]
@@ -284,6 +285,7 @@ def _keep_unknown(
             confidence=faces[i].detection.confidence,
             image_path=os.path.abspath(item.source),
             thumbnail=face_thumbnail(item.image.pixels, faces[i].detection.box),
+            chip=make_chip(item.image.pixels, faces[i].detection),  # what another model needs of it
         )
         for i in unknown
     ]

@@ -369,3 +369,11 @@ def test_forgotten_unknown_faces_are_compacted_out_of_the_files(lite):
             raw = path.read_bytes()
             assert not any(v.tobytes() in raw for v in kept) and b"/photos/kept" not in raw, path
         assert g.check() == []
+
+
+def test_migrating_a_milvus_gallery_says_it_is_not_there_yet():
+    result = fake_cli("gallery", "migrate", "--model", "sface", "--gallery", "milvus-lite:faces.db")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "faceid: error: milvus-lite:faces.db: `faceid gallery migrate` is not supported on milvus galleries yet"
+    )
