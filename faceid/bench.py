@@ -47,6 +47,8 @@ Figures (``part`` names select them):
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
 - ``milvus``: the gallery's index in milvus-lite (the ``milvus`` extra), index kinds and search
   parameters, recall@1 against exact and latency, at the sizes up to 100,000 (:mod:`faceid.bench_milvus`).
+- ``ray``: photos/s of the first ``images`` LFW photos in this process and on a local Ray cluster
+  with 1 and 2 worker actors: wall and CPU per photo (:mod:`faceid.bench_ray`; needs ``faceid[ray]``).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ PARTS = (
     "unknown",
     "serve",
     "milvus",
+    "ray",
 )
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
@@ -200,6 +203,11 @@ def run(
                 figure=_figure,
                 work=work,
             )
+        if "ray" in parts:  # the same photos with and without Ray: faceid/bench_ray.py
+            from faceid.bench_ray import ray_figures
+
+            photos = _lfw_files(data_path, images) or [SAMPLES / "photos" / "astronaut.jpg"] * images
+            yield from ray_figures(photos, _figure, workers=(2,) if tiny else (1, 2))
 
 
 # -- machine ---------------------------------------------------------------------------------------

@@ -51,6 +51,20 @@ GalleryOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON object per line.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+RayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray", help="Decode, detect and embed on a Ray cluster (a local one unless --ray-address); needs faceid[ray]."
+    ),
+]
+RayAddressOpt = Annotated[
+    Optional[str],
+    typer.Option("--ray-address", metavar="ADDRESS", help="The Ray cluster to use (implies --ray), e.g. HOST:6379."),
+]
+RayWorkersOpt = Annotated[
+    Optional[int],
+    typer.Option("--ray-workers", min=1, help="Ray worker actors, one CPU each [default: the cluster's CPUs]."),
+]
 
 
 _KEPT = {"\t", "\u200c", "\u200d"}  # tab separates columns; joiners belong to names and emoji
@@ -110,6 +124,23 @@ def _new_pipeline(ctx: typer.Context, key: EmbeddingKey | None = None) -> Pipeli
 
         maker = Pipeline.from_key
     return maker(key)
+
+
+@contextmanager
+def _ray_runner(ctx: typer.Context, ray: bool, address: str | None, workers: int | None, *, keep_pixels: bool):
+    """The runner that puts the pipeline on a Ray cluster (started here, shut down after), or None without --ray."""
+    if not ray and not address:
+        yield None
+        return
+    from faceid.distributed import RayRunner, ray_cluster
+
+    maker = ctx.obj
+    if maker is None:
+        from faceid.pipeline import Pipeline
+
+        maker = Pipeline.from_key
+    with ray_cluster(address, cpus=None if address else workers):
+        yield RayRunner(maker, workers=workers, keep_pixels=keep_pixels)
 
 
 @contextmanager
@@ -263,6 +294,9 @@ def enroll(
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    ray_workers: RayWorkersOpt = None,
 ) -> None:
     """Enrol a person from photos, or everyone in a folder of per-person folders."""
     from faceid.batch import iter_image_files
@@ -282,15 +316,16 @@ def enroll(
             normalise_name(name)
     with _errors(), _gallery(gallery) as g:
         pipeline = _new_pipeline(ctx, enrolment_key(g, model=model, mirror=mirror or None))
-        if folders is not None:
-            total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
-            with _progress(total, "enrolling", not quiet and not as_json) as tick:
-                results = enroll_folders(g, folders, pipeline, largest=largest, progress=tick)
-        else:
-            assert name is not None and photos  # checked above
-            total = len(list(iter_image_files(photos)))
-            with _progress(total, f"enrolling {name}", not quiet and not as_json) as tick:
-                results = enroll_person(g, name, photos, pipeline, largest=largest, progress=tick)
+        with _ray_runner(ctx, ray, ray_address, ray_workers, keep_pixels=True) as runner:
+            if folders is not None:
+                total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
+                with _progress(total, "enrolling", not quiet and not as_json) as tick:
+                    results = enroll_folders(g, folders, pipeline, largest=largest, progress=tick, runner=runner)
+            else:
+                assert name is not None and photos  # checked above
+                total = len(list(iter_image_files(photos)))
+                with _progress(total, f"enrolling {name}", not quiet and not as_json) as tick:
+                    results = enroll_person(g, name, photos, pipeline, largest=largest, progress=tick, runner=runner)
     for r in results:
         if as_json:
             typer.echo(json.dumps(r.to_json(), ensure_ascii=False))
@@ -330,6 +365,9 @@ def identify(
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    ray_workers: RayWorkersOpt = None,
 ) -> None:
     """Find every face and name it, or say unknown / ambiguous."""
     from faceid.batch import iter_image_files
@@ -341,7 +379,10 @@ def identify(
             raise FaceIDError("no photos found (folders are searched for .jpg, .png, .webp, ... files)")
         pipeline = _new_pipeline(ctx, g.embedding_key)
         failed = kept = 0
-        with _progress(len(sources), "identifying", not quiet and not as_json) as tick:
+        with (
+            _ray_runner(ctx, ray, ray_address, ray_workers, keep_pixels=annotate is not None or remember) as runner,
+            _progress(len(sources), "identifying", not quiet and not as_json) as tick,
+        ):
             for result in run(
                 sources,
                 g,
@@ -350,6 +391,7 @@ def identify(
                 margin=margin,
                 annotate_dir=annotate,
                 on_done=tick,
+                runner=runner,
                 remember=remember,
             ):
                 failed += result.error is not None
@@ -1061,7 +1103,7 @@ def bench(
         Optional[Path],
         typer.Option(help="Evaluation data folder with lfw/ and bigbang/ [default: $FACEID_DATA or ../shared/data]."),
     ] = None,
-    images: Annotated[int, typer.Option(help="LFW photos for the command-line comparison.")] = 500,
+    images: Annotated[int, typer.Option(help="LFW photos for the command-line comparison and the Ray figures.")] = 500,
     sizes: Annotated[str, typer.Option(help="Gallery sizes for the index figures, comma-separated.")] = (
         "10000,100000,1000000"
     ),
@@ -1069,7 +1111,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, unknown, serve, milvus [default: all]."
+            "cluster, unknown, serve, milvus, ray [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,
