@@ -720,7 +720,7 @@ class MilvusGallery:
         self._bump()
 
     @_guarded
-    def remove(self, name: str) -> int:
+    def remove(self, name: str, *, compact: bool = True) -> int:
         """Remove a person and every face of theirs; return how many faces went.
 
         The person's row goes first (from then on they are gone for every reader), then their
@@ -736,6 +736,16 @@ class MilvusGallery:
         self._delete([pid], [])
         return count
 
+    @property
+    def compaction_pending(self) -> bool:
+        """Always ``False``: a removal here compacts before it returns (``compact=False`` is the local
+        gallery's way to answer first; the person is gone for every reader as soon as their row is)."""
+        return False
+
+    def compact(self, *, wait: bool = True) -> bool:
+        """Nothing is left to compact (see :attr:`compaction_pending`)."""
+        return True
+
     @_guarded
     def face(self, face_id: int) -> FaceRecord:
         found = self._records(self._query("faces", f"id == {int(face_id)}", ["id", "person_id", "info"]))
@@ -744,7 +754,7 @@ class MilvusGallery:
         return found[0]
 
     @_guarded
-    def remove_face(self, face_id: int) -> str:
+    def remove_face(self, face_id: int, *, compact: bool = True) -> str:
         """Remove one face; return whose it was. The person stays."""
         owner = self.face_owners(np.array([int(face_id)])).get(int(face_id))
         if owner is None:
