@@ -24,7 +24,7 @@ import pytest
 import unknown_workers as uw
 import workers
 
-from faceid.gallery import Gallery
+from faceid.gallery import Gallery, groupsums
 
 pytestmark = pytest.mark.slow  # processes, kill cycles
 
@@ -120,6 +120,8 @@ def check_sound(folder: Path, gone: list[bytes]) -> None:
         assert g._db.execute(
             "SELECT COUNT(*) FROM faces WHERE person_id IS NOT NULL AND group_id IS NOT NULL"
         ).fetchone() == (0,)
+        # the cached group sums are those of the groups' faces as they are
+        assert groupsums.wrong_rows(g._db, g.embedding_key.dimension if g.embedding_key else 0) == []
     blobs = [(folder / n).read_bytes() for n in os.listdir(folder)]
     for secret in gone:
         assert not any(secret in blob for blob in blobs), "a forgotten face is still in the gallery's files"
