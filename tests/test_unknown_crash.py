@@ -142,7 +142,9 @@ def test_sigkill_during_the_review_loop_never_half_applies(tmp_path):
                 shutil.rmtree(before)
             shutil.copytree(folder, before)
         ops = plan(rng, cycles * 10)
-        kill_at = rng.randint(1, 80) if cycles > 2 else None
+        kill_at = (rng.randint(1, 80) if rng.random() < 0.7 else -rng.randint(1, 3)) if cycles > 2 else None
+        if kill_at is not None and kill_at < 0:  # operations with work after their commit
+            ops += [("move-out", 0), ("forget",)]
         got = run_child(ctx, folder, ops, kill_at, rng.choice([0.01, 100.0]))
         done = [m[1] for m in got if m[0] == "done"]
         assert done == ops[: len(done)]
