@@ -8,7 +8,9 @@ face is never matched: the search index holds enrolled faces only.
 Kept faces are grouped (:mod:`faceid.cluster`): new ones attach to an existing group when they
 clearly belong, and faces left over form new groups when enough of them agree
 (:meth:`UnknownFaces.update_groups`), without grouping everything again; :meth:`~UnknownFaces.regroup`
-groups every kept face again, deterministically. What is known constrains the grouping:
+groups every kept face again, deterministically. Attaching reads only the faces kept since the
+last step and each group's cached embedding sum (:mod:`faceid.gallery.groupsums`), so its cost
+follows the new faces, not the gallery. What is known constrains the grouping:
 
 - two faces of one photo (one SHA-256) are never grouped together, nor named as one person;
 - a face the user moved out of a group is never grouped with that group's faces again, and a
