@@ -63,7 +63,8 @@ def knn_graph(x: np.ndarray, k: int, *, exact: bool | None = None, nprobe: int =
 
     Exact (``IndexFlatIP``, searched in blocks) when ``exact`` or, by default, up to
     :data:`EXACT_GRAPH_LIMIT` rows; else IVF cells (seeded k-means on a sample) with ``nprobe``
-    cells searched per row (:func:`_cell_join`: what an ``IndexIVFFlat`` finds, faster). The face itself is left out; rows are sorted by score,
+    cells searched per row (:func:`_cell_join`: what an ``IndexIVFFlat`` finds, faster). The face
+    itself is left out; rows are sorted by score,
     ties by smaller index, so the graph does not depend on FAISS's order of equal scores.
     """
     import faiss
@@ -114,6 +115,7 @@ def _cell_join(x: np.ndarray, k: int, nprobe: int) -> Neighbours:
     times faster on a CPU). A running best ``k`` per face is merged after each cell.
     """
     import faiss
+    from threadpoolctl import threadpool_limits
 
     n, d = x.shape
     cells = int(min(IVF_MAX_CELLS, max(64, n // IVF_FACES_PER_CELL)))
@@ -140,20 +142,30 @@ def _cell_join(x: np.ndarray, k: int, nprobe: int) -> Neighbours:
     del near, flat, probe_order
     ids = np.full((n, k), -1, dtype=np.int64)
     scores = np.full((n, k), -np.inf, dtype=np.float32)
-    for c in range(cells):
-        members = members_order[member_starts[c] : member_starts[c + 1]]
-        if not len(members):
-            continue
-        xm = x[members].T.copy()
-        probers = probers_all[probe_starts[c] : probe_starts[c + 1]]
-        for lo in range(0, len(probers), BLOCK):
-            q = probers[lo : lo + BLOCK]
-            s = x[q] @ xm
-            s[q[:, None] == members[None, :]] = -np.inf  # not the face itself
-            if s.shape[1] > k:  # the cell's best k per face (a tie at the k-th place keeps either: still deterministic)
-                part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-                cand_i, cand_s = members[part], np.take_along_axis(s, part, axis=1)
-            else:
-                cand_i, cand_s = np.broadcast_to(members, s.shape), s
-            ids[q], scores[q] = _best(np.hstack([scores[q], cand_s]), np.hstack([ids[q], cand_i]), k)
+    # one BLAS thread: these products are small, and OpenBLAS's threads spin on a busy machine
+    # (measured: 8x slower with 2 threads at load 10 on 2 cores)
+    with threadpool_limits(1, user_api="blas"):
+        for c in range(cells):
+            members = members_order[member_starts[c] : member_starts[c + 1]]  # ascending face indices
+            if not len(members):
+                continue
+            xm = x[members].T.copy()
+            probers = probers_all[probe_starts[c] : probe_starts[c + 1]]
+            for lo in range(0, len(probers), BLOCK):
+                q = probers[lo : lo + BLOCK]
+                s = x[q] @ xm
+                own = np.flatnonzero(home[q] == c)  # faces of this cell: not compared with themselves
+                s[own, np.searchsorted(members, q[own])] = -np.inf
+                cand_s = np.hstack([scores[q], s])
+                cand_i = np.hstack([ids[q], np.broadcast_to(members, s.shape)])
+                if cand_s.shape[1] > k:  # the best k so far, unordered (ordered once at the end)
+                    part = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+                    cand_s = np.take_along_axis(cand_s, part, axis=1)
+                    cand_i = np.take_along_axis(cand_i, part, axis=1)
+                scores[q, : cand_s.shape[1]], ids[q, : cand_s.shape[1]] = cand_s, cand_i
+    ids = np.where(np.isfinite(scores), ids, -1)
+    for start in range(0, n, BLOCK):  # by score, ties by smaller index
+        ids[start : start + BLOCK], scores[start : start + BLOCK] = _best(
+            scores[start : start + BLOCK], ids[start : start + BLOCK], k
+        )
     return Neighbours(ids, scores, False)
