@@ -32,6 +32,7 @@ __all__ = [
     "crop_faces",
     "crop_margin",
     "crop_similarity",
+    "face_landmarks",
     "landmarks_from_box",
     "similarity_transform",
 ]
@@ -116,7 +117,9 @@ def landmarks_from_box(box: Sequence[int]) -> np.ndarray:
     return np.array([[x0 + fx * 1.2 * w, y0 + fy * 1.2 * h] for fx, fy in TEMPLATE_160], dtype=np.float64)
 
 
-def _landmarks(detection: Detection) -> np.ndarray:
+def face_landmarks(detection: Detection) -> np.ndarray:
+    """The ``(5, 2)`` landmarks the similarity crops use: the detection's, or :func:`landmarks_from_box`'s
+    for a detection without them."""
     points = detection.landmark_array()
     if np.ptp(points, axis=0).max() < 1e-6:  # no landmarks (a fallback box)
         return landmarks_from_box(detection.box)
@@ -132,7 +135,7 @@ def crop_faces(
     if method == "margin":
         crops = [crop_margin(image, d.box, margin=margin, size=size) for d in detections]
     elif method == "similarity":
-        crops = [crop_similarity(image, _landmarks(d), size=size) for d in detections]
+        crops = [crop_similarity(image, face_landmarks(d), size=size) for d in detections]
     else:
-        crops = [crop_arcface(image, _landmarks(d), size=size) for d in detections]
+        crops = [crop_arcface(image, face_landmarks(d), size=size) for d in detections]
     return np.stack(crops) if crops else np.zeros((0, size, size, 3), dtype=np.uint8)

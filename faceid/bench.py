@@ -47,6 +47,8 @@ Figures (``part`` names select them):
   search after it, a regroup (up to :data:`REGROUP_UP_TO` faces: above, it is the first grouping's
   work again).
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
+- ``ray``: photos/s of the first ``images`` LFW photos in this process and on a local Ray cluster
+  with 1 and 2 worker actors: wall and CPU per photo (:mod:`faceid.bench_ray`; needs ``faceid[ray]``).
 """
 
 from __future__ import annotations
@@ -73,7 +75,19 @@ __all__ = ["PARTS", "default_data", "run"]
 
 log = logging.getLogger(__name__)
 
-PARTS = ("machine", "embedding", "detection", "identify", "cli", "coldstart", "gallery", "cluster", "unknown", "serve")
+PARTS = (
+    "machine",
+    "embedding",
+    "detection",
+    "identify",
+    "cli",
+    "coldstart",
+    "gallery",
+    "cluster",
+    "unknown",
+    "serve",
+    "ray",
+)
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
 
@@ -176,6 +190,11 @@ def run(
             require_server_packages()
             photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
             yield from serve_figures(work, photo, _sample_gallery, tiny=tiny)
+        if "ray" in parts:  # the same photos with and without Ray: faceid/bench_ray.py
+            from faceid.bench_ray import ray_figures
+
+            photos = _lfw_files(data_path, images) or [SAMPLES / "photos" / "astronaut.jpg"] * images
+            yield from ray_figures(photos, _figure, workers=(2,) if tiny else (1, 2))
 
 
 # -- machine ---------------------------------------------------------------------------------------

@@ -47,6 +47,20 @@ GalleryOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON object per line.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+RayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray", help="Decode, detect and embed on a Ray cluster (a local one unless --ray-address); needs faceid[ray]."
+    ),
+]
+RayAddressOpt = Annotated[
+    Optional[str],
+    typer.Option("--ray-address", metavar="ADDRESS", help="The Ray cluster to use (implies --ray), e.g. HOST:6379."),
+]
+RayWorkersOpt = Annotated[
+    Optional[int],
+    typer.Option("--ray-workers", min=1, help="Ray worker actors, one CPU each [default: the cluster's CPUs]."),
+]
 
 
 _KEPT = {"\t", "\u200c", "\u200d"}  # tab separates columns; joiners belong to names and emoji
@@ -106,6 +120,23 @@ def _new_pipeline(ctx: typer.Context, key: EmbeddingKey | None = None) -> Pipeli
 
         maker = Pipeline.from_key
     return maker(key)
+
+
+@contextmanager
+def _ray_runner(ctx: typer.Context, ray: bool, address: str | None, workers: int | None, *, keep_pixels: bool):
+    """The runner that puts the pipeline on a Ray cluster (started here, shut down after), or None without --ray."""
+    if not ray and not address:
+        yield None
+        return
+    from faceid.distributed import RayRunner, ray_cluster
+
+    maker = ctx.obj
+    if maker is None:
+        from faceid.pipeline import Pipeline
+
+        maker = Pipeline.from_key
+    with ray_cluster(address, cpus=None if address else workers):
+        yield RayRunner(maker, workers=workers, keep_pixels=keep_pixels)
 
 
 @contextmanager
@@ -259,6 +290,9 @@ def enroll(
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    ray_workers: RayWorkersOpt = None,
 ) -> None:
     """Enrol a person from photos, or everyone in a folder of per-person folders."""
     from faceid.batch import iter_image_files
@@ -278,15 +312,16 @@ def enroll(
             normalise_name(name)
     with _errors(), _gallery(gallery) as g:
         pipeline = _new_pipeline(ctx, enrolment_key(g, model=model, mirror=mirror or None))
-        if folders is not None:
-            total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
-            with _progress(total, "enrolling", not quiet and not as_json) as tick:
-                results = enroll_folders(g, folders, pipeline, largest=largest, progress=tick)
-        else:
-            assert name is not None and photos  # checked above
-            total = len(list(iter_image_files(photos)))
-            with _progress(total, f"enrolling {name}", not quiet and not as_json) as tick:
-                results = enroll_person(g, name, photos, pipeline, largest=largest, progress=tick)
+        with _ray_runner(ctx, ray, ray_address, ray_workers, keep_pixels=True) as runner:
+            if folders is not None:
+                total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
+                with _progress(total, "enrolling", not quiet and not as_json) as tick:
+                    results = enroll_folders(g, folders, pipeline, largest=largest, progress=tick, runner=runner)
+            else:
+                assert name is not None and photos  # checked above
+                total = len(list(iter_image_files(photos)))
+                with _progress(total, f"enrolling {name}", not quiet and not as_json) as tick:
+                    results = enroll_person(g, name, photos, pipeline, largest=largest, progress=tick, runner=runner)
     for r in results:
         if as_json:
             typer.echo(json.dumps(r.to_json(), ensure_ascii=False))
@@ -326,6 +361,9 @@ def identify(
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    ray_workers: RayWorkersOpt = None,
 ) -> None:
     """Find every face and name it, or say unknown / ambiguous."""
     from faceid.batch import iter_image_files
@@ -337,7 +375,10 @@ def identify(
             raise FaceIDError("no photos found (folders are searched for .jpg, .png, .webp, ... files)")
         pipeline = _new_pipeline(ctx, g.embedding_key)
         failed = kept = 0
-        with _progress(len(sources), "identifying", not quiet and not as_json) as tick:
+        with (
+            _ray_runner(ctx, ray, ray_address, ray_workers, keep_pixels=annotate is not None or remember) as runner,
+            _progress(len(sources), "identifying", not quiet and not as_json) as tick,
+        ):
             for result in run(
                 sources,
                 g,
@@ -346,6 +387,7 @@ def identify(
                 margin=margin,
                 annotate_dir=annotate,
                 on_done=tick,
+                runner=runner,
                 remember=remember,
             ):
                 failed += result.error is not None
@@ -602,6 +644,65 @@ def gallery_rebuild(gallery: GalleryOpt = None) -> None:
     _say(f"index rebuilt: {count} faces")
 
 
+@gallery_app.command("migrate")
+def gallery_migrate(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="The model to move to (see `faceid models list`).")],
+    to: Annotated[
+        Optional[Path], typer.Option("--to", help="Write the migrated gallery to this new folder; keep the old one.")
+    ] = None,
+    drop_unmigrated: Annotated[
+        bool,
+        typer.Option("--drop-unmigrated", help="Leave out faces that can be re-embedded from neither chip nor photo."),
+    ] = False,
+    gallery: GalleryOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Re-embed every face with another model from the faces kept in the gallery; people, ids and log stay."""
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.gallery import default_gallery_dir
+    from faceid.migrate import MigrationError, migrate_gallery
+
+    path = gallery if gallery is not None else default_gallery_dir()
+    with _errors():
+        with _gallery(path, create=False) as g:
+            total = len(g.face_sources())  # kept unknown faces too
+        pipeline = _new_pipeline(ctx, EmbeddingKey.for_model(model))
+        with _progress(total, f"migrating to {model}", not quiet and not as_json) as tick:
+            done = [0]
+
+            def advance(count: int) -> None:
+                for _ in range(count - done[0]):
+                    tick()
+                done[0] = count
+
+            try:
+                report = migrate_gallery(
+                    path,
+                    pipeline,
+                    to=to,
+                    drop_unmigrated=drop_unmigrated,
+                    timeout=_options["timeout"],
+                    progress=advance,
+                )
+            except MigrationError as exc:
+                for u in exc.unmigrated:
+                    _err(f"not migrated: face {u.face_id} of {u.person or 'no one'}: {u.reason}")
+                raise
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        return
+    for u in report.unmigrated:
+        _err(f"dropped: face {u.face_id} of {u.person or 'no one'}: {u.reason}")
+    _say(
+        f"migrated {report.faces} faces to {report.new_key} ({report.from_chips} from their chips, "
+        f"{report.from_photos} from their photos) in {report.destination}"
+    )
+    if report.threshold_dropped:
+        _say("the calibrated threshold was for the old model and is removed: run `faceid calibrate` again")
+
+
 # -- the server and its keys --------------------------------------------------------------------------
 
 
@@ -665,9 +766,13 @@ def serve(
         float, typer.Option(min=0, help="Milliseconds to wait for other identify requests to batch with.")
     ] = 5.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images detected and embedded together.")] = 16,
+    model: Annotated[
+        Optional[str], typer.Option(help="Embedding model, for a new gallery [default: faceid's].")
+    ] = None,
 ) -> None:
     """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
     from faceid.apikeys import ApiKeys
+    from faceid.enroll import enrolment_key
     from faceid.gallery import Gallery
     from faceid.server import Settings, require_server_packages
     from faceid.server import serve as run_server
@@ -679,6 +784,7 @@ def serve(
         with Gallery(path, timeout=_options["timeout"]) as g:
             keys = ApiKeys(g).count()
             where = g.path
+            enrolment_key(g, model=model)  # an unknown model, or not the gallery's: refused before serving
         loopback = is_loopback(host)
         if not loopback and keys == 0 and not insecure_no_auth:
             raise FaceIDError(
@@ -704,7 +810,7 @@ def serve(
             access = "no keys yet: open to this machine only; `faceid keys create NAME` to require one"
         shown = f"[{host}]" if ":" in host else host
         _err(f"faceid: serving {where} at http://{shown}:{port}/ ({access}); loading the models...")
-        run_server(where, host=host, port=port, settings=settings)
+        run_server(where, host=host, port=port, settings=settings, model=model)
 
 
 @app.command()
@@ -715,6 +821,7 @@ def calibrate(
     strangers: Annotated[Path, typer.Argument(help="Photos of people who are not enrolled.")],
     fpir: Annotated[float, typer.Option(help="Target share of strangers wrongly named.")] = 0.01,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the result, do not store the threshold.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="Embedding model, for a new gallery.")] = None,
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -722,10 +829,11 @@ def calibrate(
     """Pick the threshold for a target false-identification rate from your own photos, and store it."""
     from faceid.batch import iter_image_files
     from faceid.calibrate import calibrate as run
+    from faceid.enroll import enrolment_key
 
     with _errors(), _gallery(gallery) as g:
         total = len(list(iter_image_files([enrolled, probes, strangers])))
-        pipeline = _new_pipeline(ctx, g.embedding_key)
+        pipeline = _new_pipeline(ctx, enrolment_key(g, model=model))
         with _progress(total, "calibrating", not quiet and not as_json) as tick:
             report = run(g, enrolled, probes, strangers, pipeline, target_fpir=fpir, store=not dry_run, progress=tick)
     for warning in report.warnings:
@@ -845,6 +953,13 @@ def eval_lfw_openset(
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
     beta: Annotated[Optional[float], typer.Option(help="Weight of the runner-up in the decision score.")] = None,
+    migrate_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--migrate-from",
+            help="Enrol the gallery with this model, then move it to --model with `gallery migrate` (from chips).",
+        ),
+    ] = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -859,6 +974,13 @@ def eval_lfw_openset(
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         store = EmbeddingCache(cache)
         pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model)
+        source = None
+        if migrate_from is not None:
+            if sizes:
+                raise FaceIDError("--migrate-from does not go with --sizes")
+            from faceid.embedding_key import EmbeddingKey
+
+            source = _new_pipeline(ctx, EmbeddingKey.for_model(migrate_from))
         with _progress(total if people is None else 0, "embedding LFW", not quiet) as tick:
             if sizes:
                 for row in threshold_by_size(data, pipeline, cache=store, progress=tick):
@@ -873,6 +995,7 @@ def eval_lfw_openset(
                 max_strangers=strangers,
                 beta=beta,
                 progress=tick,
+                migrate_from=source,
             )
     typer.echo(json.dumps(report.to_json()))
     _eval_failures(report)
@@ -972,7 +1095,7 @@ def bench(
         Optional[Path],
         typer.Option(help="Evaluation data folder with lfw/ and bigbang/ [default: $FACEID_DATA or ../shared/data]."),
     ] = None,
-    images: Annotated[int, typer.Option(help="LFW photos for the command-line comparison.")] = 500,
+    images: Annotated[int, typer.Option(help="LFW photos for the command-line comparison and the Ray figures.")] = 500,
     sizes: Annotated[str, typer.Option(help="Gallery sizes for the index figures, comma-separated.")] = (
         "10000,100000,1000000"
     ),
@@ -980,7 +1103,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, unknown, serve [default: all]."
+            "cluster, unknown, serve, ray [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from faceid import _check, models
-from faceid.models import DEFAULT_MODEL, get_spec, load_weights
+from faceid.models import FACENET, get_spec, load_weights
 
 __all__ = ["Embedder", "graph_bytes", "model_flops", "standardise"]
 
@@ -55,7 +55,7 @@ class Embedder:
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str = FACENET,
         *,
         batch_size: int = 32,
         mirror: bool = False,

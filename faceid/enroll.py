@@ -7,9 +7,10 @@ ones of a person are added in one transaction, so a crash adds all of them or no
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,10 +91,12 @@ def enroll(
     *,
     largest: bool = False,
     progress: Callable[[Processed], None] | None = None,
+    runner: Callable[..., Iterator[Processed]] | None = None,
 ) -> list[EnrollResult]:
     """Enrol ``name`` from ``images`` (files or folders of photos); return one result per photo.
 
-    ``progress`` is called after each photo is read and its faces found.
+    ``progress`` is called after each photo is read and its faces found. ``runner`` replaces
+    :func:`faceid.batch.process` (:class:`faceid.distributed.RayRunner`: on a Ray cluster).
 
     Raises:
         InvalidNameError: the name is not acceptable.
@@ -102,7 +105,7 @@ def enroll(
     name = normalise_name(name)
     pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     gallery.check_embedding_key(pipeline.key)
-    items = process(list(iter_image_files(images)), pipeline, on_done=progress)
+    items = (runner or process)(list(iter_image_files(images)), pipeline, on_done=progress)
     return enroll_processed(gallery, name, items, pipeline.key, largest=largest)
 
 
@@ -149,6 +152,7 @@ def _judge(
     item: Processed, name: str, gallery: Gallery, seen: dict[str, str], largest: bool, paths: bool = True
 ) -> tuple[EnrollResult, NewFace | None]:
     from faceid.draw import face_thumbnail
+    from faceid.gallery.chips import make_chip
 
     if item.error is not None or item.image is None:
         return EnrollResult(item.source, name, FAILED, item.error or "unreadable"), None
@@ -183,6 +187,7 @@ def _judge(
         confidence=detection.confidence,
         image_path=os.path.abspath(item.source) if paths else item.source,
         thumbnail=face_thumbnail(item.image.pixels, detection.box),
+        chip=make_chip(item.image.pixels, detection),
     )
     return EnrollResult(item.source, name, "pending", note, None, detection.box), new
 
@@ -208,18 +213,31 @@ def enroll_folders(
     *,
     largest: bool = False,
     progress: Callable[[Processed], None] | None = None,
+    runner: Callable[..., Iterator[Processed]] | None = None,
 ) -> list[EnrollResult]:
     """Enrol everyone in ``root``: one subfolder per person, named after them.
 
-    A folder whose name is not an acceptable person name is reported as failed and skipped.
+    A folder whose name is not an acceptable person name is reported as failed and skipped. The
+    photos of all the people go through the pipeline as one run (``runner``: see :func:`enroll`),
+    and each person is added to the gallery as soon as their photos are done.
     """
     pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
-    results = []
+    gallery.check_embedding_key(pipeline.key)
+    people: list[tuple[str, Path, list[str] | str]] = []  # photos, or why the folder's name was refused
     for name, folder in people_folders(root):
         try:
             normalise_name(name)
         except InvalidNameError as exc:
-            results.append(EnrollResult(str(folder), name, FAILED, f"{folder}: {exc}"))
+            people.append((name, folder, f"{folder}: {exc}"))
             continue
-        results.extend(enroll(gallery, name, [folder], pipeline, largest=largest, progress=progress))
+        people.append((name, folder, list(iter_image_files([folder]))))
+    everyone = [photo for _, _, photos in people if isinstance(photos, list) for photo in photos]
+    items = iter((runner or process)(everyone, pipeline, on_done=progress))
+    results = []
+    for name, folder, photos in people:
+        if isinstance(photos, str):
+            results.append(EnrollResult(str(folder), name, FAILED, photos))
+            continue
+        mine = list(itertools.islice(items, len(photos)))
+        results.extend(enroll_processed(gallery, name, mine, pipeline.key, largest=largest))
     return results

@@ -99,6 +99,8 @@ class EmbeddedSet:
     unreadable: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    #: the face each row embeds (the central detection, or the fallback box); ``None`` where none
+    detections: list[Detection | None] = field(default_factory=list)
 
     @property
     def missing(self) -> set[str]:
@@ -128,7 +130,7 @@ def embed_lfw_images(
     (a NaN row) for an image that cannot be read or that the pipeline failed on."""
     names = [os.fspath(p) for p in paths]
     rows = np.zeros((len(names), pipeline.spec.dimension), dtype=np.float32)
-    result = EmbeddedSet(names, rows)
+    result = EmbeddedSet(names, rows, detections=[None] * len(names))
     for i, item in enumerate(process(names, pipeline, batch_size=32, cache=cache, on_done=progress)):
         if item.image is None or item.error is not None:
             (result.unreadable if item.image is None else result.failed).append(item.source)
@@ -137,14 +139,18 @@ def embed_lfw_images(
             rows[i] = np.nan
             continue
         if item.faces:
-            rows[i] = _central(item.faces, item.image.width, item.image.height).embedding
+            central = _central(item.faces, item.image.width, item.image.height)
+            rows[i] = central.embedding
+            result.detections[i] = central.detection
             continue
         result.no_face.append(item.source)
         h, w = item.image.height, item.image.width
         x, y, bw, bh = LFW_CENTRE_BOX
         sx, sy = w / 250, h / 250
         box = (round(x * sx), round(y * sy), round(bw * sx), round(bh * sy))
-        rows[i] = pipeline.embed(item.image.pixels, [Detection(box, 0.0, ((0.0, 0.0),) * 5)])[0]
+        fallback = Detection(box, 0.0, ((0.0, 0.0),) * 5)
+        rows[i] = pipeline.embed(item.image.pixels, [fallback])[0]
+        result.detections[i] = fallback
     return result
 
 
@@ -397,6 +403,9 @@ class OpenSetReport:
     failed: int = 0
     excluded: int = 0
     errors: list[str] = field(default_factory=list)
+    #: with ``migrate_from``: the source model, how the faces were migrated, and how close each
+    #: migrated enrolment embedding is to the one made from the photo (cosine: min, mean)
+    migration: dict | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -437,9 +446,14 @@ def evaluate_openset(
     seed: int = 0,
     beta: float | None = None,
     progress: Callable[[object], None] | None = None,
+    migrate_from: Pipeline | None = None,
 ) -> OpenSetReport:
     """Run the open-set protocol through a real (temporary) gallery and :func:`faceid.identify.decide`
     itself, margin included (``beta`` overrides :data:`faceid.thresholds.BETA`, to measure it).
+
+    With ``migrate_from``, the gallery is enrolled with that pipeline's model (each face with its
+    chip, and no usable photo: its stored hash is not the file's) and moved to ``pipeline``'s model
+    by :func:`faceid.migrate.migrate_gallery` from the chips alone; the probes are ``pipeline``'s.
 
     A probe counts as named at threshold ``t`` exactly when ``identify`` would name it there: its
     naming threshold (:func:`faceid.identify.naming_thresholds`) is at least ``t``.
@@ -448,7 +462,6 @@ def evaluate_openset(
 
     from faceid.errors import UncalibratedError
     from faceid.gallery import Gallery, NewFace
-    from faceid.identify import candidates_for
     from faceid.thresholds import BETA, DECISION_MARGIN, DecisionParams, threshold_for
 
     beta = BETA if beta is None else float(beta)
@@ -461,20 +474,22 @@ def evaluate_openset(
     protocol, excluded = _without_missing(protocol, embedded)
     row = {p: i for i, p in enumerate(embedded.paths)}
     vectors = embedded.embeddings
-    with tempfile.TemporaryDirectory(prefix="faceid-openset-") as tmp, Gallery(tmp) as gallery:
-        by_person: dict[str, list] = {}
-        for name, path in protocol.enrolled:
-            by_person.setdefault(name, []).append(
-                NewFace(vectors[row[path]], _text_sha256(path), LFW_CENTRE_BOX, 1.0, path)
-            )
-        for name, faces in by_person.items():
-            gallery.add_faces(name, faces, embedding_key=pipeline.key)
-        known_vectors = vectors[[row[p] for _, p in protocol.known]]
-        known_names, known_scores = single_face_namings(gallery, known_vectors, params)
-        # rank-1: the most similar person is the right one, whatever the threshold and margin say
-        best = [c[0].name if c else None for c in candidates_for(gallery, known_vectors, top=1)]
-        _, unknown_scores = single_face_namings(gallery, vectors[[row[p] for p in protocol.unknown]], params)
-        people = len(gallery)
+    migration = None
+    with tempfile.TemporaryDirectory(prefix="faceid-openset-") as tmp:
+        folder = Path(tmp) / "gallery"
+        if migrate_from is None:
+            with Gallery(folder) as gallery:
+                by_person: dict[str, list] = {}
+                for name, path in protocol.enrolled:
+                    by_person.setdefault(name, []).append(
+                        NewFace(vectors[row[path]], _text_sha256(path), LFW_CENTRE_BOX, 1.0, path)
+                    )
+                for name, faces in by_person.items():
+                    gallery.add_faces(name, faces, embedding_key=pipeline.key)
+        else:
+            migration = _migrated_gallery(folder, protocol, migrate_from, pipeline, embedded, cache)
+        with Gallery(folder, create=False) as gallery:
+            known_names, known_scores, best, unknown_scores, people = _probe(gallery, protocol, embedded, params)
     correct = np.array([n == truth for n, (truth, _) in zip(known_names, protocol.known)])
     rank1 = float(np.mean([b == truth for b, (truth, _) in zip(best, protocol.known)]))
     figures = {}
@@ -510,7 +525,74 @@ def evaluate_openset(
         failed=len(embedded.failed),
         excluded=excluded,
         errors=sorted(embedded.errors.values()),
+        migration=migration,
     )
+
+
+def _probe(
+    gallery: Gallery, protocol: OpenSetProtocol, embedded: EmbeddedSet, params: DecisionParams
+) -> tuple[list[str | None], np.ndarray, list[str | None], np.ndarray, int]:
+    """The protocol's probes against ``gallery``: known names and scores, rank-1 names, unknown scores, people."""
+    from faceid.identify import candidates_for
+
+    row = {p: i for i, p in enumerate(embedded.paths)}
+    vectors = embedded.embeddings
+    known_vectors = vectors[[row[p] for _, p in protocol.known]]
+    known_names, known_scores = single_face_namings(gallery, known_vectors, params)
+    # rank-1: the most similar person is the right one, whatever the threshold and margin say
+    best = [c[0].name if c else None for c in candidates_for(gallery, known_vectors, top=1)]
+    _, unknown_scores = single_face_namings(gallery, vectors[[row[p] for p in protocol.unknown]], params)
+    return known_names, known_scores, best, unknown_scores, len(gallery)
+
+
+def _migrated_gallery(
+    folder: Path,
+    protocol: OpenSetProtocol,
+    source: Pipeline,
+    target: Pipeline,
+    embedded: EmbeddedSet,
+    cache: EmbeddingCache | None,
+) -> dict:
+    """Enrol the protocol's gallery in ``folder`` with ``source``'s model, each face with its chip, and
+    migrate it to ``target``'s model from the chips; return what :attr:`OpenSetReport.migration` holds."""
+    from faceid.gallery import Gallery, NewFace
+    from faceid.gallery.chips import make_chip
+    from faceid.images import read_image
+    from faceid.migrate import migrate_gallery
+
+    paths = sorted({p for _, p in protocol.enrolled})
+    enrolled = embed_lfw_images(paths, source, cache=cache)
+    at = {p: i for i, p in enumerate(enrolled.paths)}
+    staging = folder.parent / "source"
+    with Gallery(staging) as gallery:
+        by_person: dict[str, list[NewFace]] = {}
+        for name, path in protocol.enrolled:
+            detection = enrolled.detections[at[path]]
+            if detection is None:  # unreadable or failed with the source model: not enrolled
+                continue
+            chip = make_chip(read_image(path).pixels, detection)
+            face = NewFace(
+                enrolled.embeddings[at[path]], _text_sha256(path), detection.box, detection.confidence, path, chip=chip
+            )
+            by_person.setdefault(name, []).append(face)
+        for name, faces in by_person.items():
+            gallery.add_faces(name, faces, embedding_key=source.key)
+    report = migrate_gallery(staging, target, to=folder)
+    with Gallery(folder, create=False) as gallery:
+        ids, _, migrated = gallery.embeddings()
+        paths_of = {f.id: f.image_path for f in gallery.faces()}
+    row = {p: i for i, p in enumerate(embedded.paths)}
+    from_photo = embedded.embeddings[[row[str(paths_of[int(i)])] for i in ids]]
+    cosines = np.sum(migrated * from_photo, axis=1)
+    return {
+        "from": source.key.describe(),
+        "to": target.key.describe(),
+        "faces": report.faces,
+        "from_chips": report.from_chips,
+        "from_photos": report.from_photos,
+        "unmigrated": len(report.unmigrated),
+        "cosine_to_photo_embedding": {"min": round(float(cosines.min()), 6), "mean": round(float(cosines.mean()), 6)},
+    }
 
 
 def _without_missing(protocol: OpenSetProtocol, embedded: EmbeddedSet) -> tuple[OpenSetProtocol, int]:

@@ -44,6 +44,7 @@ from faceid.results import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, FaceMatch, Iden
 from faceid.thresholds import DecisionParams
 
 if TYPE_CHECKING:
+    from faceid.batch import Processed
     from faceid.cache import EmbeddingCache
     from faceid.pipeline import Pipeline
 
@@ -221,6 +222,7 @@ def identify(
     cache: EmbeddingCache | None = None,
     annotate_dir: str | os.PathLike[str] | None = None,
     on_done: Callable[[Identification], None] | None = None,
+    runner: Callable[..., Iterator[Processed]] | None = None,
     remember: bool = False,
 ) -> Iterator[Identification]:
     """Identify every face in each image file of ``sources``; yield one :class:`Identification` each, in order.
@@ -229,6 +231,8 @@ def identify(
     measured defaults for a gallery of this size (:func:`faceid.thresholds.decision_params`). An unreadable
     source yields an ``Identification`` with ``error`` set and no faces; the run goes on.
     With ``annotate_dir``, an annotated copy of each image is written there (see :mod:`faceid.draw`).
+    ``runner`` replaces :func:`faceid.batch.process` (same arguments, same results in the same
+    order): :class:`faceid.distributed.RayRunner` runs the pipeline on a Ray cluster.
     With ``remember``, the faces called unknown are kept in the gallery (one transaction per photo;
     :meth:`UnknownFaces.keep <faceid.gallery.unknown.UnknownFaces.keep>`: never matched, with a
     thumbnail; ``FaceMatch.kept_as`` says the id), and once every source is done they are grouped
@@ -242,7 +246,7 @@ def identify(
     pipeline = pipeline if pipeline is not None else Pipeline.from_key(gallery.embedding_key)
     gallery.check_embedding_key(pipeline.key)
     params = decision_params(gallery, threshold=threshold, margin=margin)
-    for item in process(sources, pipeline, batch_size=batch_size, cache=cache):
+    for item in (runner or process)(sources, pipeline, batch_size=batch_size, cache=cache):
         if item.error is not None or item.image is None:
             result = Identification(item.source, (), params, error=item.error)
         else:
@@ -271,6 +275,7 @@ def _keep_unknown(
     """Keep the unknown faces of one processed photo; the matches with ``kept_as`` set."""
     from faceid.draw import face_thumbnail
     from faceid.gallery import NewFace
+    from faceid.gallery.chips import make_chip
 
     embedding_of = {f.detection: f.embedding for f in item.faces}
     unknown = [i for i, m in enumerate(faces) if m.status == UNKNOWN]
@@ -284,6 +289,7 @@ def _keep_unknown(
             confidence=faces[i].detection.confidence,
             image_path=os.path.abspath(item.source),
             thumbnail=face_thumbnail(item.image.pixels, faces[i].detection.box),
+            chip=make_chip(item.image.pixels, faces[i].detection),  # what another model needs of it
         )
         for i in unknown
     ]

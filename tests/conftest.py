@@ -91,8 +91,7 @@ class FakeEmbedder:
     """
 
     def __init__(self, dimension: int = 128) -> None:
-        self.dimension = dimension
-        self.input_size = 160
+        self.dimension = dimension  # no input_size: it embeds the crops of any model
         self.calls = 0
 
     def embed(self, crops):
@@ -184,13 +183,13 @@ def unit_vectors(seed, n: int, dimension: int = KEY.dimension) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def real_pipeline():
-    """The default MTCNN + FaceNet pipeline, loaded once per test session."""
+    """The MTCNN + FaceNet pipeline (named: SFace is the default of new galleries), loaded once per test session."""
     from faceid.errors import ModelNotFoundError
-    from faceid.models import locate
+    from faceid.models import FACENET, locate
     from faceid.pipeline import Pipeline
 
     try:
-        locate()
+        locate(FACENET)
     except ModelNotFoundError as exc:
         pytest.skip(f"FaceNet weights are not installed ({exc})")
-    return Pipeline()
+    return Pipeline(FACENET)

@@ -77,6 +77,8 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
         "identify_warm",
         "cli_faceid",
         "cold_start",
+        "ray_local",
+        "ray_cluster",
     }
     assert {f["batch"] for f in figures if f["figure"] == "embedding"} == {1, 8}
     assert {f["size"] for f in figures if f["figure"] == "detection"} == {"250x250", "640x480", "1920x1080"}

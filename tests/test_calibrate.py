@@ -82,3 +82,19 @@ def test_cli_calibrate_json(tmp_path, real_pipeline, data):
     report = json.loads(result.stdout)
     assert report["probes"] == 6 and report["strangers"] >= 12 and report["dir"] == 1.0
     assert report["fpir"] <= 0.1
+
+
+def test_cli_calibrate_makes_a_new_gallery_with_the_model_asked_for(folders, tmp_path):
+    from conftest import cli
+    from test_migrate import maker
+
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.gallery import Gallery
+
+    args = ("calibrate", folders / "enrolled", folders / "probes", folders / "strangers", "--json", "-q")
+    result = cli(*args, "--model", "sface", "--gallery", tmp_path / "g", models=maker)
+    assert result.exit_code == 0, result.output
+    with Gallery(tmp_path / "g", create=False) as g:
+        assert g.embedding_key == EmbeddingKey.for_model("sface") and g.get_setting("threshold") is not None
+    again = cli(*args, "--model", "facenet-20170512-110547", "--gallery", tmp_path / "g", models=maker)
+    assert again.exit_code == 1 and "refusing to mix" in again.stderr  # later commands follow the gallery

@@ -190,3 +190,11 @@ def test_every_command_that_runs_the_models_gets_them_from_the_context(small_gal
         assert result.exit_code == 1 and "no models in this test" in result.stderr, (name, result.output)
     default = EmbeddingKey.for_model()
     assert asked == [default, KEY, KEY, default, default, None]  # a new gallery; the gallery's; faceid's defaults
+
+
+def test_serve_refuses_a_model_before_serving(small_gallery):
+    pytest.importorskip("fastapi")
+    unknown = cli("serve", "--model", "nosuchmodel", "--gallery", small_gallery)
+    assert unknown.exit_code == 1 and "unknown model 'nosuchmodel'" in unknown.stderr
+    other = cli("serve", "--model", "sface", "--gallery", small_gallery)  # a FaceNet gallery
+    assert other.exit_code == 1 and "refusing to mix" in other.stderr

@@ -227,9 +227,16 @@ CALLS = {
     "face": lambda g: g.face(1),
     "face_thumbnail": lambda g: g.face_thumbnail(1),
     "remove_face": lambda g: g.remove_face(3),
+    "face_chip": lambda g: g.face_chip(1),
+    "face_sources": lambda g: g.face_sources(),
+    "copy_to": lambda g: g.copy_to(g.path.parent / f"copy-{time.monotonic_ns()}"),
+    "exclusive": lambda g: g.exclusive().__enter__(),
+    "replace_embeddings": lambda g: g.replace_embeddings(KEY, dict(zip(*g.embeddings()[::2]))),
 }
 WRITES = {
     "add_faces",
+    "exclusive",
+    "replace_embeddings",
     "rename",
     "remove",
     "remove_face",

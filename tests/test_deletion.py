@@ -128,14 +128,20 @@ def test_remove_after_enrolling_from_real_files(tmp_path, fake_pipeline):
         enrolled = g.faces()
         vectors = g.embeddings()[2]
         g.search(vectors[:1], 1)
+        chips = [g.face_chip(f.id) for f in enrolled]
+    assert all(c is not None for c in chips)  # each face kept its chip (the photo around it)
+    chip_traces = [c.png for c in chips if c] + [c.geometry().encode() for c in chips if c]
     gone = [
         NewFace(v, f.image_sha256, f.box, f.confidence, f.image_path) for f, v in zip(enrolled, vectors, strict=True)
     ]
     assert all(os.path.abspath(p) in {f.image_path for f in gone} for p in photos)
+    assert all(any(t in data for data in raw_files(folder).values()) for t in chip_traces)  # they were there
     result = cli("remove", "Private Person", "--gallery", folder)
     assert result.exit_code == 0
     assert_gone(folder, gone)
     assert b"holiday" not in b"".join(raw_files(folder).values())
+    for trace in chip_traces:  # nothing of the chips either (tests/test_chips.py: larger chips, in slices)
+        assert all(trace not in data for data in raw_files(folder).values())
 
 
 def test_a_failed_remove_changes_nothing(gallery_with_many):

@@ -161,7 +161,7 @@ def test_graph_file_is_the_pinned_one(tmp_path, real_pipeline):  # real_pipeline
 
     from faceid import models
 
-    spec = models.get_spec(models.DEFAULT_MODEL)
+    spec = models.get_spec(models.FACENET)
     if tf.__version__ != spec.graph_tensorflow:
         pytest.skip(f"the graph is pinned for TensorFlow {spec.graph_tensorflow}, this is {tf.__version__}")
     (tmp_path / spec.filename).symlink_to(models.locate())

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import SAMPLES, FakeEmbedder, cli, fake_cli, make_fake_pipeline, save_png, tile_image
 
+from faceid.embedding_key import EmbeddingKey
 from faceid.evaluate import best_threshold, openset_protocol, tar_at_far, threshold_at_fpir
 
 
@@ -225,3 +226,33 @@ def test_threshold_by_size_on_a_small_fixture(tmp_path):
     want = threshold_at_fpir(np.array(levels), 0.1)
     assert np.mean(np.array(levels) >= want) <= 0.1
     assert rows[2]["threshold"] == pytest.approx(want, abs=5e-5) and rows[2]["spread"] == 0.0
+
+
+def test_openset_with_a_migrated_gallery_gives_the_target_models_figures(tmp_path):
+    """Enrolled with one (fake) model, moved to another from the chips alone: the same figures as
+    enrolling with the other model, and every migrated embedding the one made from the photo."""
+    from test_migrate import maker
+
+    rng = np.random.default_rng(5)
+    for i in range(6):  # six people with two photos each, eight strangers
+        colour = tuple(int(c) for c in rng.integers(40, 250, 3))
+        for k in (1, 2):
+            save_png(tmp_path / "lfw" / "lfw-deepfunneled" / f"P{i}" / f"P{i}_{k:04d}.jpg", tile_image([colour]))
+    for i in range(8):
+        colour = tuple(int(c) for c in rng.integers(40, 250, 3))
+        save_png(tmp_path / "lfw" / "lfw-deepfunneled" / f"S{i}" / f"S{i}_0001.jpg", tile_image([colour]))
+    args = ("eval", "lfw-openset", "--data", tmp_path / "lfw", "--cache", tmp_path / "c.db", "--quiet")
+    direct = cli(*args, "--model", "sface", models=maker)
+    migrated = cli(*args, "--model", "sface", "--migrate-from", "facenet-20170512-110547", models=maker)
+    assert direct.exit_code == 0 and migrated.exit_code == 0, migrated.output
+    a, b = json.loads(direct.stdout), json.loads(migrated.stdout)
+    assert b.pop("migration") == {
+        "from": EmbeddingKey.for_model("facenet-20170512-110547").describe(),
+        "to": EmbeddingKey.for_model("sface").describe(),
+        "faces": 6,
+        "from_chips": 6,
+        "from_photos": 0,
+        "unmigrated": 0,
+        "cosine_to_photo_embedding": {"min": pytest.approx(1.0, abs=1e-5), "mean": pytest.approx(1.0, abs=1e-5)},
+    }
+    assert a.pop("migration") is None and a == b

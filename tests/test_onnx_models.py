@@ -435,5 +435,5 @@ def test_embedding_keys_of_the_onnx_models():
             spec.sha256,
         )
         assert EmbeddingKey.from_json(key.dumps()) == key
-    assert EmbeddingKey.for_model().align == "margin"  # FaceNet keeps its margin crop
+    assert EmbeddingKey.for_model("facenet-20170512-110547").align == "margin"  # FaceNet keeps its margin crop
     assert EmbeddingKey.for_model("sface", align="margin", crop_margin=0.2).crop_margin == 0.2  # an experiment

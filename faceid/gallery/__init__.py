@@ -18,6 +18,8 @@ the audit log. Scores are cosine similarities of unit vectors (inner products), 
 - :mod:`~faceid.gallery.searchindex`: the search index kept in step with the database;
 - :mod:`~faceid.gallery.records`: the dataclasses handed in and out, and the rule for names;
 - :mod:`~faceid.gallery.thumbnails`: a small JPEG of each face, deleted with it;
+- :mod:`~faceid.gallery.chips`: the photo around each face and its landmarks, from which another
+  model's embedding can be made (``faceid gallery migrate``), deleted with it;
 - :mod:`~faceid.gallery.unknown`: kept unknown faces, groups, naming, corrections (``gallery.unknown``).
 """
 
@@ -27,7 +29,8 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -44,8 +47,9 @@ from faceid.errors import (
     ModelMismatchError,
     PersonNotFoundError,
 )
-from faceid.gallery import audit, changes, deletion, groupsums, people, thumbnails
+from faceid.gallery import audit, changes, chips, deletion, groupsums, people, thumbnails
 from faceid.gallery.audit import AuditEntry
+from faceid.gallery.chips import FaceChip
 from faceid.gallery.indexfiles import IndexFiles
 from faceid.gallery.records import (
     MAX_NAME_LENGTH,
@@ -53,6 +57,7 @@ from faceid.gallery.records import (
     NewFace,
     Person,
     default_gallery_dir,
+    n_faces,
     normalise_name,
 )
 from faceid.gallery.searchindex import Changes, SearchIndex
@@ -64,6 +69,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "SCHEMA_VERSION",
     "AuditEntry",
+    "FaceChip",
     "FaceRecord",
     "Gallery",
     "NewFace",
@@ -418,6 +424,122 @@ class Gallery:
         """The small JPEG kept for a face when it was enrolled, or ``None`` (enrolled before thumbnails)."""
         with self._store.snapshot():
             return thumbnails.read(self._db, face_id)
+
+    @guarded
+    def face_chip(self, face_id: int) -> FaceChip | None:
+        """The face's chip (the photo around it, its box and landmarks: :mod:`~faceid.gallery.chips`),
+        or ``None`` (enrolled before chips were kept)."""
+        with self._store.snapshot():
+            return chips.read(self._db, face_id)
+
+    # -- moving to another model (faceid.migrate) --------------------------------------------------
+
+    @guarded
+    def copy_to(self, folder: str | os.PathLike[str]) -> int:
+        """Copy the database, as one committed state, into the new owner-only ``folder`` (which must not
+        exist); return the generation copied. The index cache is not copied: it is rebuilt there."""
+        folder = Path(folder)
+        folder.mkdir(mode=0o700)
+        target = folder / DB_NAME
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+            copy = sqlite3.connect(target)
+            try:
+                with self._store.snapshot():
+                    generation = self._store.generation()
+                    self._db.backup(copy)
+            finally:
+                copy.close()
+        except BaseException:  # busy, a full disk: no half copy left behind
+            for leftover in folder.iterdir():
+                deletion.shred(leftover)
+            folder.rmdir()
+            raise
+        return generation
+
+    @guarded
+    def face_sources(self) -> list[FaceRecord]:
+        """Every face (a face of no one has ``person`` ``""``), by id: where each came from, for re-embedding."""
+        with self._store.snapshot():
+            return people.face_sources(self._db)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[int]:
+        """Hold the gallery's write lock (other writers wait) and yield its generation; changes nothing."""
+        try:
+            with self._store.write(versioned=False):
+                yield self._store.generation()
+        except sqlite3.Error as exc:
+            raise (self._store.translate(exc) or exc) from None
+
+    @guarded
+    def replace_embeddings(
+        self,
+        key: EmbeddingKey,
+        vectors: dict[int, np.ndarray],
+        *,
+        new_chips: dict[int, FaceChip] | None = None,
+        drop: Sequence[int] = (),
+        reason: str = "",
+    ) -> None:
+        """Give every face a new embedding made with ``key``, in one transaction (``faceid gallery migrate``).
+
+        ``vectors`` must hold every face but those in ``drop``, which are removed (each recorded
+        in the audit log as a removed face, with ``reason``). The calibrated threshold belonged to
+        the old model and is removed; people, names, ids and the audit log stay; the change is
+        recorded as one ``migrate`` entry. The file is then compacted, so no old embedding stays,
+        and the index rebuilt. Meant for a gallery no other process has open (:mod:`faceid.migrate`
+        works on a copy): another process's index would keep the old vectors until it reopens.
+
+        Raises:
+            ValueError: a face is in neither ``vectors`` nor ``drop``, or a vector is not a unit
+                vector of ``key``'s dimension.
+        """
+        rows = {
+            int(i): people.unit_vectors([NewFace(v, "", (0, 0, 0, 0), 0.0)], key.dimension)[0]
+            for i, v in vectors.items()
+        }
+        dropped = sorted({int(i) for i in drop})
+        old = self.embedding_key
+        with self._store.write() as db:
+            ids = [int(r[0]) for r in db.execute("SELECT id FROM faces ORDER BY id")]
+            left = sorted(set(ids) - set(rows) - set(dropped))
+            if left:
+                raise ValueError(f"no new embedding for {n_faces(len(left))} (ids {left[:5]}...)")
+            if dropped:
+                owners = people.face_owners(db, np.array(dropped, np.int64))
+                changes.note_removed_faces(db, dropped, self._store.generation() + 1)
+                for face_id in dropped:
+                    db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
+                    audit.record(
+                        db, "remove-face", owners.get(face_id), actor=self.actor, faces=[face_id], reason=reason
+                    )
+            for face_id, vector in rows.items():
+                if face_id in dropped:
+                    continue
+                db.execute(
+                    "UPDATE faces SET embedding = ?, model = ? WHERE id = ?", (vector.tobytes(), key.model, face_id)
+                )
+                chip = (new_chips or {}).get(face_id)
+                if chip is not None:
+                    chips.store(db, face_id, chip)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('embedding_key', ?)", (key.dumps(),))
+            for setting in ("threshold", "calibration"):
+                db.execute("DELETE FROM meta WHERE key = ?", (f"setting:{setting}",))
+            audit.record(
+                db,
+                "migrate",
+                None,
+                actor=self.actor,
+                old=old.describe() if old else None,
+                new=key.describe(),
+                faces=len(rows) - len(set(rows) & set(dropped)),
+                dropped=dropped,
+            )
+            deletion.note_removal(db)  # the old embeddings: compacted away below
+        if not self._compact(wait=True):
+            self._report(f"{self.path}: could not compact the file after the migration; it is done on the next open")
+        self._search.rebuild()
 
     @guarded
     def _compaction_pending(self) -> bool:

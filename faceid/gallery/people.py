@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from faceid.errors import GalleryCorruptError
-from faceid.gallery import thumbnails
+from faceid.gallery import chips, thumbnails
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "face_owners",
     "faces",
     "faces_by_id",
+    "face_sources",
     "owners_of_image",
     "people",
     "person_id",
@@ -79,6 +80,15 @@ def faces_by_id(db: sqlite3.Connection, ids: Sequence[int]) -> list[FaceRecord]:
         "SELECT f.id, p.name, f.image_path, f.image_sha256, f.box, f.confidence, f.created_at "
         f"FROM faces f JOIN people p ON p.id = f.person_id WHERE f.id IN ({marks}) ORDER BY f.id",
         wanted,
+    ).fetchall()
+    return [FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
+
+
+def face_sources(db: sqlite3.Connection) -> list[FaceRecord]:
+    """Every face, by id, its person's name ``""`` where it has none."""
+    rows = db.execute(
+        "SELECT f.id, COALESCE(p.name, ''), f.image_path, f.image_sha256, f.box, f.confidence, f.created_at "
+        "FROM faces f LEFT JOIN people p ON p.id = f.person_id ORDER BY f.id"
     ).fetchall()
     return [FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
 
@@ -203,11 +213,13 @@ def add_face(
 def insert_face(
     db: sqlite3.Connection, face_id: int, person: int | None, vector: np.ndarray, face: NewFace, model: str
 ) -> None:
-    """Store a new face and what comes with it (its thumbnail): the one way faces are added, enrolled
-    (``person``) or kept unknown (``None``); call inside the write transaction."""
+    """Store a new face and what comes with it (its thumbnail, its chip: :mod:`faceid.gallery.chips`): the
+    one way faces are added, enrolled (``person``) or kept unknown (``None``); call inside the write transaction."""
     add_face(db, face_id, person, vector, face, model)
     if face.thumbnail is not None:
         thumbnails.store(db, face_id, face.thumbnail)
+    if face.chip is not None:
+        chips.store(db, face_id, face.chip)
 
 
 def delete_person(db: sqlite3.Connection, person: int) -> int:

@@ -11,10 +11,14 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceid.errors import InvalidNameError
+
+if TYPE_CHECKING:
+    from faceid.gallery.chips import FaceChip
 
 __all__ = ["MAX_NAME_LENGTH", "FaceRecord", "NewFace", "Person", "default_gallery_dir", "normalise_name"]
 
@@ -80,6 +84,9 @@ class NewFace:
     image_path: str | None = None
     #: a small JPEG of the face (biometric data: stored beside the embedding, removed with it)
     thumbnail: bytes | None = None
+    #: the photo around the face with its box and five landmarks, from which any registered model's
+    #: crop can be made again (:func:`faceid.gallery.chips.make_chip`; biometric data like the thumbnail)
+    chip: FaceChip | None = None
 
 
 def utc_now() -> str:

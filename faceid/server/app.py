@@ -240,6 +240,7 @@ def create_app(
     pipeline=None,
     pipeline_factory: Optional[Callable[[Gallery], Any]] = None,
     settings: Settings = Settings(),
+    model: Optional[str] = None,
 ) -> FastAPI:
     """The ASGI app for one gallery.
 
@@ -249,11 +250,13 @@ def create_app(
         pipeline_factory: called with the open gallery at start-up to make the pipeline; default:
             the real models with the gallery's settings, as a frozen graph (fastest when warm).
         settings: limits and auth (:class:`Settings`).
+        model: the embedding model of a new gallery (one that has no faces yet); a gallery with
+            faces keeps its own, and another model here is refused (:class:`ModelMismatchError`).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = await run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings)
+        state = await run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings, model)
         app.state.faceid = state
         try:
             yield
@@ -312,7 +315,7 @@ def _version() -> str:
     return __version__
 
 
-def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> _State:
+def _start(gallery_path, pipeline, pipeline_factory, settings: Settings, model: Optional[str] = None) -> _State:
     from faceid.server.batching import Batcher
 
     gallery = Gallery(gallery_path, create=True)
@@ -321,9 +324,10 @@ def _start(gallery_path, pipeline, pipeline_factory, settings: Settings) -> _Sta
             if pipeline_factory is not None:
                 pipeline = pipeline_factory(gallery)
             else:
+                from faceid.enroll import enrolment_key
                 from faceid.pipeline import Pipeline
 
-                pipeline = Pipeline.from_key(gallery.embedding_key, frozen=True)
+                pipeline = Pipeline.from_key(enrolment_key(gallery, model=model), frozen=True)
             _warm(pipeline, settings)  # a pipeline handed in ready (tests) is the caller's to warm
         log.info("models loaded; gallery %s", gallery.path)
         state = _State(gallery, None, pipeline, settings)
@@ -766,6 +770,7 @@ def serve(
     settings: Settings = Settings(),
     log_level: str = "info",
     on_ready: Optional[Callable[[str], None]] = None,
+    model: Optional[str] = None,
 ) -> None:
     """Run the app with uvicorn until SIGINT or SIGTERM; requests in flight finish first."""
     import uvicorn
@@ -779,7 +784,7 @@ def serve(
                 yield
                 self._captured_signals.clear()
 
-    app = create_app(gallery_path, settings=settings)
+    app = create_app(gallery_path, settings=settings, model=model)
     config = uvicorn.Config(
         app,
         host=host,
