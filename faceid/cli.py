@@ -766,6 +766,9 @@ def serve(
         float, typer.Option(min=0, help="Milliseconds to wait for other identify requests to batch with.")
     ] = 5.0,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images detected and embedded together.")] = 16,
+    batch_workers: Annotated[
+        int, typer.Option(min=1, max=16, help="Batches detected and embedded at once, over the same models.")
+    ] = 1,
     model: Annotated[
         Optional[str], typer.Option(help="Embedding model, for a new gallery [default: faceid's].")
     ] = None,
@@ -801,6 +804,7 @@ def serve(
             max_uploads=max_uploads,
             batch_wait_ms=batch_wait_ms,
             max_batch=max_batch,
+            batch_workers=batch_workers,
         )
         if insecure_no_auth:
             access = "no keys needed (--insecure-no-auth)"

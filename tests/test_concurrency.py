@@ -227,6 +227,8 @@ CALLS = {
     "face": lambda g: g.face(1),
     "face_thumbnail": lambda g: g.face_thumbnail(1),
     "remove_face": lambda g: g.remove_face(3),
+    "compaction_pending": lambda g: g.compaction_pending,
+    "compact": lambda g: g.compact(),  # nothing due here: it reads only
     "face_chip": lambda g: g.face_chip(1),
     "face_sources": lambda g: g.face_sources(),
     "copy_to": lambda g: g.copy_to(g.path.parent / f"copy-{time.monotonic_ns()}"),

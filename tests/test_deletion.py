@@ -77,6 +77,35 @@ def test_remove_via_cli_leaves_nothing_of_a_person_with_many_faces(gallery_with_
     assert_gone(folder, gone)  # and reopening does not bring anything back
 
 
+def test_a_removal_without_the_rewrite_scrubs_the_index_at_once_and_the_database_later(gallery_with_many):
+    folder, gone, keep = gallery_with_many
+    with Gallery(folder) as g:
+        assert not g.compaction_pending
+        assert g.remove("gone", compact=False) == 40
+        assert "gone" not in g and g.compaction_pending
+        _, ids = g.search(np.stack([f.embedding for f in keep]), 1)
+        assert set(g.face_owners(ids).values()) == {"keep"}
+        g.close()  # the index file of this generation is written
+        index_files = {n: d for n, d in raw_files(folder).items() if n.startswith("index-")}
+        assert index_files  # no removed vector in any index file written after the removal
+        for trace in traces(gone)[::4]:
+            assert not any(trace in data for data in index_files.values())
+    with Gallery(folder) as g:  # the next open does the rewrite that was left due
+        assert not g.compaction_pending
+    assert_gone(folder, gone)
+
+
+def test_compact_does_the_rewrite_a_removal_left_due(gallery_with_many):
+    folder, gone, _ = gallery_with_many
+    with Gallery(folder) as g:
+        g.remove("gone", compact=False)
+        assert g.compaction_pending
+        assert g.compact() is True and not g.compaction_pending
+        assert g.compact() is True  # nothing due: nothing to do
+        assert g.check() == []
+    assert_gone(folder, gone)
+
+
 def test_audit_log_keeps_who_when_what_but_nothing_of_the_photos(gallery_with_many):
     folder, gone, _ = gallery_with_many
     assert cli("remove", "gone", "--gallery", folder).exit_code == 0

@@ -364,11 +364,37 @@ def test_identify_requests_that_arrive_together_are_batched(gallery_dir):
         assert batcher.images == 6 and batcher.batches - before <= 3  # requests shared batches
 
 
+def test_two_batch_workers_run_two_batches_at_once_and_stop_cleanly():
+    """With workers=2, a second batch starts while the first still runs (a detector that waits
+    until two calls are inside it), every job gets its own faces, and stop() ends both threads."""
+    from faceid.pipeline import Pipeline
+    from faceid.server.batching import Batcher
+
+    inside = threading.Barrier(2, timeout=10)
+
+    class MeetingDetector(FakeDetector):
+        def detect_many(self, images):
+            inside.wait()  # raises BrokenBarrierError if the two batches never overlap
+            return super().detect_many(images)
+
+    batcher = Batcher(Pipeline(detector=MeetingDetector(), embedder=FakeEmbedder()), wait=0, max_batch=1, workers=2)
+    images = [tile_image([(40 * i + 40, 0, 0)]) for i in range(2)]
+    futures = [batcher.submit([image]) for image in images]
+    found = [f.result(timeout=20) for f in futures]
+    assert [len(faces[0]) for faces in found] == [1, 1] and batcher.batches == 2
+    assert not np.allclose(found[0][0][0].embedding, found[1][0][0].embedding)
+    batcher.stop(timeout=10)
+    assert not any(t.is_alive() for t in batcher._threads)
+    with pytest.raises(Exception, match="stopping"):
+        batcher.submit([images[0]]).result(timeout=5)
+
+
 def test_removed_faces_leave_no_thumbnail_behind(client, gallery_dir):
     r = enrol(client, "Alice", RED)
     face = r.json()["results"][0]["face_id"]
     thumb = client.get(f"/v1/faces/{face}/thumbnail").content
     client.delete("/v1/people/Alice")
+    assert client.app.state.faceid.compactor.wait_idle(30)  # gallery.db's rewrite, in the background
     client.app.state.faceid.gallery.close()
     assert thumb not in (gallery_dir / "gallery.db").read_bytes()
     rows = sqlite3.connect(gallery_dir / "gallery.db").execute("SELECT COUNT(*) FROM face_thumbnails").fetchone()
@@ -413,7 +439,7 @@ def test_a_stalled_upload_is_cut_off(gallery_dir):
     import asyncio
 
     from faceid.server import Settings
-    from faceid.server.app import Limits
+    from faceid.server.limits import Limits
 
     async def app(scope, receive, send):  # pragma: no cover - never reached
         raise AssertionError("the app must not see a body that never arrived")
@@ -513,3 +539,115 @@ def test_a_pipeline_failure_is_named_never_called_no_face(gallery_dir, failure):
         else:  # a bug: a 500 in one line, not a bad photo, not "no face"
             assert "internal error (TypeError)" in error_of(r, 500)
         assert c.post("/v1/identify", files=files(("ok.png", png(tile_image([RED]))))).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["AC/DC", "100% Bob", "who? #1", "a/../b", "/lead/", "x/faces", "Zoë & co."])
+def test_names_that_break_url_paths_reach_their_person(client, name):
+    from urllib.parse import quote
+
+    path = f"/v1/people/{quote(name, safe='')}"  # as the page encodes it (encodeURIComponent)
+    r = client.post(path + "/faces", files=files(("a.png", png(tile_image([RED])))))
+    assert r.status_code == 200, r.text
+    assert r.json()["person"] == name
+    assert client.get("/v1/people").json() == [{"name": name, "faces": 1}]
+    person = client.get(path)
+    assert person.status_code == 200, person.text
+    assert person.json()["name"] == name and len(person.json()["faces"]) == 1
+    assert client.patch(path, json={"name": name + " 2"}).json() == {"name": name + " 2", "faces": 1}
+    renamed = f"/v1/people/{quote(name + ' 2', safe='')}"
+    assert client.delete(renamed).json() == {"removed": name + " 2", "faces": 1}
+    assert client.get("/v1/people").json() == []
+    error_of(client.get(renamed), 404)
+
+
+def test_a_name_no_url_can_reach_is_refused(client):
+    photo = files(("a.png", png(tile_image([RED]))))
+    for name in ("..", "."):
+        raw = name.replace(".", "%2E")  # a raw client may send it; a browser folds the segment away
+        assert "cannot be used in a URL path" in error_of(client.post(f"/v1/people/{raw}/faces", files=photo), 400)
+        assert enrol(client, "x", RED).status_code == 200
+        assert "cannot be used in a URL path" in error_of(client.patch("/v1/people/x", json={"name": name}), 400)
+        assert client.delete("/v1/people/x").status_code == 200
+    assert enrol(client, "...", RED).json()["person"] == "..."  # three dots are no path segment
+
+
+def test_a_removal_answers_before_the_database_rewrite_which_follows_in_the_background(client, gallery_dir):
+    from conftest import unit_vectors
+    from test_deletion import assert_gone, person_faces
+
+    from faceid.gallery import Gallery
+
+    state = client.app.state.faceid
+    assert enrol(client, "Alice", RED).status_code == 200
+    with Gallery(gallery_dir) as g:
+        faces = person_faces("gone", unit_vectors(7, 3, g.dimension))
+        g.add_faces("Gone", faces, embedding_key=g.embedding_key)
+    rewrites = state.compactor.rewrites
+    compact = Gallery._compact
+    started, release = threading.Event(), threading.Event()
+
+    def slow_compact(self, *, wait):  # the background rewrite, held until the answer is in
+        if threading.current_thread().name == "faceid-compactor":
+            started.set()
+            release.wait(30)
+        return compact(self, wait=wait)
+
+    Gallery._compact = slow_compact  # type: ignore[method-assign]
+    try:
+        r = client.delete("/v1/people/Gone")
+        assert r.status_code == 200 and r.json() == {"removed": "Gone", "faces": 3}
+        assert started.wait(30)  # the rewrite runs after the answer, on its own connection
+        with state.use() as g:
+            assert "Gone" not in g and g.compaction_pending  # the removal is in effect; the rewrite due
+    finally:
+        release.set()
+        Gallery._compact = compact  # type: ignore[method-assign]
+    assert state.compactor.wait_idle(30) and state.compactor.rewrites == rewrites + 1
+    with Gallery(gallery_dir) as g:
+        assert not g.compaction_pending
+    client.app.state.faceid.gallery.close()
+    assert_gone(gallery_dir, faces)
+
+
+def test_review_kept_unknown_faces_name_a_group_and_take_a_wrong_face_out(client, gallery_dir):
+    from conftest import KEY, unit_vectors
+    from test_unknown import faces_of, looks_like
+
+    from faceid.gallery import Gallery
+
+    centres = unit_vectors(7, 2)
+    a, b = faces_of("a", looks_like(centres[0], 4, 1)), faces_of("b", looks_like(centres[1], 3, 2))
+    with Gallery(gallery_dir) as g:  # as `faceid identify --remember` in another process
+        g.unknown.keep(a + b, embedding_key=KEY)
+    groups = client.get("/v1/clusters").json()
+    assert sorted(len(g["faces"]) for g in groups) == [3, 4]
+    big = max(groups, key=lambda g: len(g["faces"]))
+    wrong = big["faces"][0]
+    thumb = client.get(wrong["thumbnail"])  # a kept face's thumbnail, as an enrolled one's
+    assert thumb.status_code == 200 and thumb.content.startswith(b"\xff\xd8JPEG-a-")
+
+    # take a wrong face out of the group: it goes back to unknown, in no group, and stays out
+    assert client.post(f"/v1/faces/{wrong['id']}/move", json={"name": None}).json() == {
+        "moved": [wrong["id"]],
+        "person": None,
+    }
+    regrouped = {g["id"]: [f["id"] for f in g["faces"]] for g in client.get("/v1/clusters").json()}
+    assert wrong["id"] not in regrouped[big["id"]] and len(regrouped[big["id"]]) == 3
+
+    # name the group (a name with a '/' too): its faces are the person's, and identify uses them
+    r = client.post(f"/v1/clusters/{big['id']}/name", json={"name": "AC/DC"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"person": "AC/DC", "faces": sorted(regrouped[big["id"]]), "kept_out": [], "new_person": True}
+    assert len(client.get("/v1/people/AC%2FDC").json()["faces"]) == 3
+    assert [len(g["faces"]) for g in client.get("/v1/clusters").json()] == [3]
+
+    # the errors, in the API's words
+    assert "no group" in error_of(client.post(f"/v1/clusters/{big['id']}/name", json={"name": "X"}), 404).lower()
+    error_of(client.post("/v1/faces/999999/move", json={"name": None}), 404)
+    assert "cannot be used in a URL path" in error_of(
+        client.post(f"/v1/faces/{wrong['id']}/move", json={"name": ".."}), 400
+    )
+    error_of(client.post("/v1/clusters/1/name", json={}), 400)
+    error_of(client.post("/v1/clusters/-1/name", json={"name": "X"}), 400)
+    with Gallery(gallery_dir) as g:
+        assert g.check() == []

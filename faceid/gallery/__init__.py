@@ -353,17 +353,23 @@ class Gallery:
             audit.record(db, "rename", new_n, actor=self.actor, old=old_n, new=new_n)
 
     @guarded
-    def remove(self, name: str) -> int:
+    def remove(self, name: str, *, compact: bool = True) -> int:
         """Remove a person and every face of theirs; return how many faces went.
 
         The rows are overwritten in the database file (``secure_delete``), the file is then
         rewritten (``VACUUM``) so that no stale copy of them stays in an unused part of a page
-        (this rewrite costs time in proportion to the gallery: about 15 s at a million faces),
+        (this rewrite costs time in proportion to the gallery: 10-19 s at a million faces),
         and the faces are overwritten in the index file in place and taken out of the index in
         memory: the embeddings, image paths and hashes cannot be read back from the gallery's
         files. The rewrite waits for other processes' reads (up to ``timeout``); if they keep
         the gallery busy, the removal still stands, it is noted in :attr:`problems`, and the
         rewrite happens when the gallery is next opened.
+
+        With ``compact=False`` the rewrite is left for later: the call returns once the removal
+        is committed and the index files are scrubbed (a fraction of a second at a million
+        faces), and :attr:`compaction_pending` says the rewrite is due until :meth:`compact`
+        (or the next open of the gallery, in any process) does it. ``faceid serve`` does that
+        in a background thread.
         """
         name_n = normalise_name(name)
         with self._store.write() as db:
@@ -375,12 +381,13 @@ class Gallery:
             count = people.delete_person(db, pid)
             audit.record(db, "remove", name_n, actor=self.actor, faces=count)
             deletion.note_removal(db)
-        self._scrub_after_removal(repr(name_n), gone)
+        self._scrub_after_removal(repr(name_n), gone, compact=compact)
         return count
 
-    def _scrub_after_removal(self, what: str, gone: np.ndarray) -> None:
-        """After a committed removal: rewrite the database file and the index cache (see :meth:`remove`)."""
-        if not self._compact(wait=True):
+    def _scrub_after_removal(self, what: str, gone: np.ndarray, *, compact: bool) -> None:
+        """After a committed removal: rewrite the database file (unless told to leave it for
+        later) and the index cache (see :meth:`remove`)."""
+        if compact and not self._compact(wait=True):
             self._report(
                 f"{self.path}: {what} is removed, but other processes kept the gallery busy, so "
                 "old copies of the removed rows may stay in unused parts of gallery.db until faceid "
@@ -405,8 +412,9 @@ class Gallery:
         return found[0]
 
     @guarded
-    def remove_face(self, face_id: int) -> str:
-        """Remove one face, securely as :meth:`remove` does; return whose it was. The person stays."""
+    def remove_face(self, face_id: int, *, compact: bool = True) -> str:
+        """Remove one face, securely as :meth:`remove` does (``compact`` as there); return whose it was.
+        The person stays."""
         face_id = int(face_id)
         with self._store.write() as db:
             owner = people.face_owners(db, np.array([face_id])).get(face_id)
@@ -416,7 +424,7 @@ class Gallery:
             db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
             audit.record(db, "remove-face", owner, actor=self.actor, faces=[face_id])
             deletion.note_removal(db)
-        self._scrub_after_removal(f"face {face_id}", np.array([face_id], np.int64))
+        self._scrub_after_removal(f"face {face_id}", np.array([face_id], np.int64), compact=compact)
         return owner
 
     @guarded
@@ -424,6 +432,22 @@ class Gallery:
         """The small JPEG kept for a face when it was enrolled, or ``None`` (enrolled before thumbnails)."""
         with self._store.snapshot():
             return thumbnails.read(self._db, face_id)
+
+    @property
+    def compaction_pending(self) -> bool:
+        """Whether a removal's rewrite of ``gallery.db`` is still due (``remove(..., compact=False)``,
+        a rewrite kept busy by other processes, or a process killed before it)."""
+        return self._compaction_pending()
+
+    def compact(self, *, wait: bool = True) -> bool:
+        """Do the rewrite of ``gallery.db`` that removals left due, if any (see :meth:`remove`).
+
+        Returns ``True`` when nothing is due any more; ``False`` if other processes kept the
+        gallery busy (at once without ``wait``, else after ``timeout``): it stays due.
+        """
+        if not self._compaction_pending():
+            return True
+        return self._compact(wait=wait) and not self._compaction_pending()
 
     @guarded
     def face_chip(self, face_id: int) -> FaceChip | None:

@@ -6,7 +6,7 @@ requests received and still being read or decoded), it waits for them up to ``wa
 never past ``max_batch`` images; then it runs detection and embedding for all of them in one call
 (:meth:`Pipeline.faces_many`). A request that is alone is never kept waiting.
 A batch that fails is retried job by job, so one bad image fails only its own request; the job
-that fails gets the exception itself (see :func:`faceid.server.app._image_faces`).
+that fails gets the exception itself (see :func:`faceid.server.uploads.image_faces`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,13 @@ class Batcher:
     """
 
     def __init__(
-        self, pipeline, *, wait: float = 0.005, max_batch: int = 16, coming: Callable[[], int] | None = None
+        self,
+        pipeline,
+        *,
+        wait: float = 0.005,
+        max_batch: int = 16,
+        coming: Callable[[], int] | None = None,
+        workers: int = 1,
     ) -> None:
         self.pipeline = pipeline
         self.coming = coming if coming is not None else (lambda: 1)
@@ -52,10 +58,15 @@ class Batcher:
         self.max_batch = max(1, int(max_batch))
         self.batches = 0
         self.images = 0
+        self._counts = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="faceid-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"faceid-batcher-{i + 1}", daemon=True)
+            for i in range(max(1, int(workers)))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, images: Sequence[np.ndarray]) -> Future:
         """A future of ``list[list[Face]]``: the faces of each image."""
@@ -69,8 +80,10 @@ class Batcher:
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the jobs already queued, then end the worker."""
         self._stopped = True
-        self._queue.put(None)
-        self._thread.join(timeout)
+        self._queue.put(None)  # each worker passes it on to the next
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         carry: _Job | None = None
@@ -78,6 +91,7 @@ class Batcher:
             first = carry if carry is not None else self._queue.get()
             carry = None
             if first is None:
+                self._queue.put(None)  # for the other workers
                 return
             jobs = [first]
             count = len(first.images)
@@ -112,8 +126,9 @@ class Batcher:
             for job in jobs:  # one job's bad image must not fail the others
                 self._run_batch([job])
             return
-        self.batches += 1
-        self.images += len(images)
+        with self._counts:
+            self.batches += 1
+            self.images += len(images)
         start = 0
         for job in jobs:
             job.future.set_result(found[start : start + len(job.images)])

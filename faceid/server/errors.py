@@ -7,20 +7,51 @@ traceback on the server and answered with a 500 and one line, never the tracebac
 from __future__ import annotations
 
 import logging
+from typing import Any, Optional
+
+from fastapi.responses import JSONResponse
 
 from faceid.errors import (
     FaceIDError,
     FaceNotFoundError,
     GalleryBusyError,
+    GroupNotFoundError,
     ImageError,
     InvalidNameError,
     ModelMismatchError,
     PersonNotFoundError,
 )
+from faceid.server.schemas import ErrorOut
 
-__all__ = ["ApiError", "image_status", "status_of"]
+__all__ = [
+    "OPENAPI_ERRORS",
+    "ApiError",
+    "add_error_handlers",
+    "error_response",
+    "image_status",
+    "one_line",
+    "status_of",
+]
 
 log = logging.getLogger(__name__)
+
+
+OPENAPI_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in (
+        (400, "Bad request"),
+        (401, "No key, or an unknown key"),
+        (403, "A read-only key asked to change something"),
+        (404, "Not found"),
+        (408, "The request took longer than the server allows"),
+        (409, "Conflict (name taken, or the gallery was made with another model)"),
+        (413, "Body or image too large"),
+        (415, "Not an image"),
+        (422, "Unreadable image, or no usable face"),
+        (500, "Internal error (logged on the server)"),
+        (503, "Busy: too many uploads at once, or the gallery is locked"),
+    )
+}
 
 
 class ApiError(Exception):
@@ -49,7 +80,7 @@ def status_of(exc: FaceIDError) -> int:
     """The HTTP status for a library error."""
     if isinstance(exc, ImageError):
         return image_status(str(exc))
-    if isinstance(exc, (PersonNotFoundError, FaceNotFoundError)):
+    if isinstance(exc, (PersonNotFoundError, FaceNotFoundError, GroupNotFoundError)):
         return 404
     if isinstance(exc, InvalidNameError):
         return 409 if "already enrolled" in str(exc) else 400
@@ -64,3 +95,46 @@ def status_of(exc: FaceIDError) -> int:
     if isinstance(exc, KeyNotFoundError):
         return 404
     return 500
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())[:500]
+
+
+def error_response(status: int, message: str, headers: Optional[dict] = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": one_line(message), **extra}, status_code=status, headers=headers)
+
+
+def add_error_handlers(app) -> None:
+    """Answer every exception with the one error shape (``app`` is the FastAPI app)."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(ApiError)
+    async def apierror_response(request: Request, exc: ApiError):
+        return error_response(exc.status, exc.message, **exc.extra)
+
+    @app.exception_handler(FaceIDError)
+    async def faceiderror_response(request: Request, exc: FaceIDError):
+        status = status_of(exc)
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(status, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def httperror_response(request: Request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problems = []
+        for e in exc.errors()[:3]:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
+            problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+        return error_response(400, "; ".join(problems) or "bad request")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); the server's log has the details")

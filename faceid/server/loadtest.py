@@ -7,7 +7,8 @@ Figures (each with the machine's load average):
 - ``serve_load``: in rounds, side by side: the server's work for one request in this process
   (decode, detect and embed, decide; the pipeline the server uses, frozen graph), then identify
   requests of that photo from 1 and from 8 concurrent clients (each on its own keep-alive
-  connection): errors, p50/p95 latency, requests/s; the ratios within each round and their
+  connection): errors, p50/p95 latency, requests/s, and how busy the server kept the cores (its
+  CPU time over the wall time, and per request); the ratios within each round and their
   medians; how much faster 8 photos run as one batch than one by one in this process (the
   ceiling of micro-batching here); the server's resident memory before and after.
 
@@ -58,6 +59,27 @@ def _rss_of(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far, all its threads."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _measured(pid: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``'s figures, with how busy the server was: the cores its CPU time kept busy over
+    the wall time, and its CPU milliseconds per answered request."""
+    cpu, start = _cpu_seconds(pid), time.perf_counter()
+    out = run()
+    used, wall = _cpu_seconds(pid) - cpu, time.perf_counter() - start
+    answered = out["requests"] - out["errors"]
+    out["server_cores_busy"] = round(used / wall, 2) if wall > 0 and used == used else None
+    out["server_cpu_ms_per_request"] = round(used / answered * 1000, 1) if answered and used == used else None
+    return out
 
 
 def _free_port() -> int:
@@ -167,6 +189,7 @@ def serve_figures(
     rounds: int = 3,
     tiny: bool = False,
     limit_s: float = 300.0,
+    workers: int = 2,
 ) -> Iterator[dict]:
     """Measure the server (see the module docstring) on ``photo`` (one face, 640x480) against the
     gallery ``make_gallery(path, pipeline)`` enrols.
@@ -174,7 +197,9 @@ def serve_figures(
     On a shared machine the load moves from minute to minute, so what is compared is measured
     side by side, in ``rounds`` rounds: each round times the in-process work, then
     ``requests / rounds`` requests from 1 client, then as many from 8 clients, and each ratio is
-    taken within a round (the figures give the median over rounds, and every round).
+    taken within a round (the figures give the median over rounds, and every round). With
+    ``workers`` > 1 a second server with that many batch workers answers 8 clients too, in each
+    round, so the two settings are compared under the same load.
     """
     from faceid.pipeline import Pipeline
 
@@ -210,23 +235,45 @@ def serve_figures(
         server = subprocess.Popen(
             [*command, "serve", "--gallery", str(gallery_dir), "--port", str(port)], stdout=log, stderr=log, env=env
         )
+        other: subprocess.Popen | None = None
         try:
             _wait_for(server, port, work, start)
             startup_s = time.perf_counter() - start
+            if workers > 1:  # the same, with more batch workers: 8 clients on each, side by side
+                other_port = _free_port()
+                other = subprocess.Popen(
+                    [*command, "serve", "--gallery", str(gallery_dir), "--port", str(other_port)]
+                    + ["--batch-workers", str(workers)],
+                    stdout=log,
+                    stderr=log,
+                    env=env,
+                )
+                _wait_for(other, other_port, work, time.perf_counter())
             body, content_type = _multipart(photo.name, photo.read_bytes())
             warmup = _clients(port, body, content_type, 8, 16, limit_s)
+            if other is not None:
+                warmup["errors"] += _clients(other_port, body, content_type, 8, 16, limit_s)["errors"]
             first = _clients(port, body, content_type, 1, 1, limit_s)
             rss_before = _rss_of(server.pid)
             rounds_out: list[dict[str, Any]] = []
             for _ in range(rounds):
                 with Gallery(gallery_dir) as g:
                     in_process = _median_of(lambda g=g: _server_path(photo, g, pipeline), 3 if tiny else 9)
-                one = _clients(port, body, content_type, 1, per_round, limit_s)
+                one = _measured(server.pid, lambda: _clients(port, body, content_type, 1, per_round, limit_s))
                 before = _batches(port)
-                eight = _clients(port, body, content_type, 8, per_round, limit_s)
+                eight = _measured(server.pid, lambda: _clients(port, body, content_type, 8, per_round, limit_s))
                 after = _batches(port)
                 runs, images = after[0] - before[0], after[1] - before[1]
                 eight["mean_batch"] = round(images / runs, 2) if runs else None
+                more: dict[str, Any] = {}
+                if other is not None:
+                    more = _measured(other.pid, lambda: _clients(other_port, body, content_type, 8, per_round, limit_s))
+                    more["workers"] = workers
+                    more["over_one_throughput"] = (
+                        round(more["requests_per_s"] / one["requests_per_s"], 2)
+                        if more["requests_per_s"] and one["requests_per_s"]
+                        else None
+                    )
                 rounds_out.append(
                     {
                         "in_process_ms": round(in_process * 1000, 1),
@@ -238,6 +285,7 @@ def serve_figures(
                         "eight_over_one_throughput": round(eight["requests_per_s"] / one["requests_per_s"], 2)
                         if eight["requests_per_s"] and one["requests_per_s"]
                         else None,
+                        "eight_clients_more_workers": more or None,
                         "load": _load(),
                     }
                 )
@@ -245,16 +293,21 @@ def serve_figures(
             server.send_signal(signal.SIGTERM)
             exit_code = server.wait(60)
         finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
+            for process in (server, other):
+                if process is not None and process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+                    try:
+                        process.wait(60)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
             log.close()
     finally:
         gallery.close()
 
     def median(key: str, sub: str | None = None) -> float | None:
-        values = [r[key][sub] if sub else r[key] for r in rounds_out]
-        values = [v for v in values if v is not None]
+        found = [(r[key] or {}).get(sub) if sub else r[key] for r in rounds_out]
+        values: list[float] = [float(v) for v in found if v is not None]
         return round(statistics.median(values), 2) if values else None
 
     yield _figure(
@@ -269,7 +322,13 @@ def serve_figures(
         image="640x480, one face",
         requests_per_round=per_round,
         rounds=rounds_out,
-        errors=sum(r["one_client"]["errors"] + r["eight_clients"]["errors"] for r in rounds_out) + warmup["errors"],
+        errors=sum(
+            r["one_client"]["errors"]
+            + r["eight_clients"]["errors"]
+            + (r["eight_clients_more_workers"] or {}).get("errors", 0)
+            for r in rounds_out
+        )
+        + warmup["errors"],
         in_process_ms_median=median("in_process_ms"),
         one_client_ms_p50_median=median("one_client", "ms_p50"),
         one_client_ms_p95_median=median("one_client", "ms_p95"),
@@ -278,8 +337,15 @@ def serve_figures(
         one_client_requests_per_s_median=median("one_client", "requests_per_s"),
         eight_clients_requests_per_s_median=median("eight_clients", "requests_per_s"),
         eight_clients_mean_batch_median=median("eight_clients", "mean_batch"),
+        one_client_server_cores_busy_median=median("one_client", "server_cores_busy"),
+        eight_clients_server_cores_busy_median=median("eight_clients", "server_cores_busy"),
+        one_client_server_cpu_ms_per_request_median=median("one_client", "server_cpu_ms_per_request"),
+        eight_clients_server_cpu_ms_per_request_median=median("eight_clients", "server_cpu_ms_per_request"),
         http_p50_over_in_process=median("http_p50_over_in_process"),
         eight_over_one_throughput=median("eight_over_one_throughput"),
+        more_workers=workers if workers > 1 else None,
+        more_workers_eight_over_one_throughput=median("eight_clients_more_workers", "over_one_throughput"),
+        more_workers_eight_clients_server_cores_busy_median=median("eight_clients_more_workers", "server_cores_busy"),
         batch_of_8_over_8_alone=round(8 * alone / batch, 2),
         server_rss_mb_before=round(rss_before / 2**20, 1),
         server_rss_mb_after=round(rss_after / 2**20, 1),

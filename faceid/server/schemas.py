@@ -118,4 +118,36 @@ class RemovedFaceOut(BaseModel):
     person: str
 
 
+class ClusterOut(BaseModel):
+    """A group of kept unknown faces that look like one person (`faceid clusters`)."""
+
+    id: int
+    faces: list[PersonFaceOut]
+
+
+class ClusterNameIn(BaseModel):
+    name: str = Field(description="Who the group's faces are: a new or an enrolled person.", max_length=1000)
+
+
+class NamedOut(BaseModel):
+    person: str
+    faces: list[int] = Field(description="The faces that became the person's.")
+    kept_out: list[int] = Field(
+        description="Faces left unknown: moved out of this person before, or from a photo of theirs."
+    )
+    new_person: bool
+
+
+class MoveIn(BaseModel):
+    name: Optional[str] = Field(
+        description="The person to move the face to (created if new), or null: back to unknown, in no group.",
+        max_length=1000,
+    )
+
+
+class MovedOut(BaseModel):
+    moved: list[int]
+    person: Optional[str]
+
+
 ErrorOut.model_rebuild()

@@ -22,6 +22,7 @@ class Settings:
         max_uploads: requests with a body processed at once; more get 503 at once with Retry-After.
         batch_wait_ms: how long the micro-batcher waits for company after the first identify job.
         max_batch: most images detected and embedded together.
+        batch_workers: batches run at once, each in its own thread over the same models.
         annotated_kept: annotated images kept in memory for their URLs (oldest dropped first).
     """
 
@@ -34,6 +35,7 @@ class Settings:
     max_uploads: int = 8
     batch_wait_ms: float = 5.0
     max_batch: int = 16
+    batch_workers: int = 1
     annotated_kept: int = 64
 
 

@@ -79,13 +79,17 @@ $("key").addEventListener("submit", async (event) => {
 
 // -- views -----------------------------------------------------------------------------------------
 
+const VIEWS = ["identify", "people", "review"];
+
 function route() {
-  const view = location.hash === "#people" ? "people" : "identify";
-  for (const name of ["identify", "people"]) {
+  const wanted = location.hash.slice(1);
+  const view = VIEWS.includes(wanted) ? wanted : "identify";
+  for (const name of VIEWS) {
     $(name).hidden = name !== view;
     $(`tab-${name}`).classList.toggle("active", name === view);
   }
   if (view === "people") loadPeople().catch((e) => say(e.message));
+  if (view === "review") loadGroups().catch((e) => say(e.message));
 }
 
 window.addEventListener("hashchange", route);
@@ -158,7 +162,12 @@ drop.addEventListener("drop", (event) => {
 
 // -- people ----------------------------------------------------------------------------------------
 
-const enc = encodeURIComponent;
+// A person's URL: the name percent-encoded whole ('/' as %2F, and '%', '?', '#'), which the API's
+// routes take back apart. "." and ".." alone cannot be sent: every browser folds such a segment away.
+function personUrl(name) {
+  if (name === "." || name === "..") throw new Error(`the name '${name}' cannot be used in a URL path; choose another`);
+  return `/v1/people/${encodeURIComponent(name)}`;
+}
 
 async function loadPeople() {
   const people = await json("/v1/people");
@@ -171,7 +180,9 @@ async function loadPeople() {
     }),
   );
   $("people-empty").hidden = people.length > 0;
-  const details = await Promise.all(people.map((p) => json(`/v1/people/${enc(p.name)}`)));
+  // a name no URL can reach (made with the command line) is listed without its faces
+  const unreachable = (p) => ({ name: p.name, created_at: "", faces: [] });
+  const details = await Promise.all(people.map((p) => (/^\.\.?$/.test(p.name) ? unreachable(p) : json(personUrl(p.name)))));
   $("people-list").replaceChildren(...details.map(personCard));
 }
 
@@ -218,7 +229,7 @@ function personCard(person) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const renamed = await json(`/v1/people/${enc(person.name)}`, {
+      const renamed = await json(personUrl(person.name), {
         method: "PATCH",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ name: input.value }),
@@ -234,7 +245,7 @@ function personCard(person) {
     const what = `Remove ${person.name} and ${faces}? They are deleted from the gallery for good.`;
     if (!(await confirmed(what))) return;
     try {
-      const removed = await json(`/v1/people/${enc(person.name)}`, { method: "DELETE" });
+      const removed = await json(personUrl(person.name), { method: "DELETE" });
       say(`Removed ${removed.removed} (${removed.faces} face${removed.faces === 1 ? "" : "s"}).`, "ok");
       await loadPeople();
     } catch (e) {
@@ -250,6 +261,79 @@ function confirmed(text) {
   dialog.returnValue = "";
   dialog.showModal();
   return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true }));
+}
+
+// -- review of unknown faces ----------------------------------------------------------------------
+
+async function loadGroups() {
+  const [groups, people] = await Promise.all([json("/v1/clusters"), json("/v1/people")]);
+  $("people-names").replaceChildren(
+    ...people.map((p) => {
+      const option = document.createElement("option");
+      option.value = p.name;
+      return option;
+    }),
+  );
+  $("review-empty").hidden = groups.length > 0;
+  $("review-list").replaceChildren(...groups.map(groupCard));
+}
+
+function groupCard(group) {
+  const card = $("group-card").content.firstElementChild.cloneNode(true);
+  card.dataset.group = group.id;
+  card.querySelector(".group-title").textContent = `Group ${group.id}`;
+  const n = group.faces.length;
+  card.querySelector(".group-count").textContent = `${n} face${n === 1 ? "" : "s"}`;
+  const thumbs = card.querySelector(".thumbs");
+  for (const face of group.faces) {
+    const figure = document.createElement("figure");
+    figure.className = "thumb";
+    figure.dataset.face = face.id;
+    const img = document.createElement("img");
+    img.alt = `an unknown face, from ${face.source || "a photo"}`;
+    img.title = `${face.source || ""} (face ${face.id})`;
+    imageUrl(face.thumbnail).then((url) => (img.src = url), () => img.classList.add("missing"));
+    const out = document.createElement("button");
+    out.type = "button";
+    out.className = "remove-face take-out";
+    out.title = "Not the same person: take this face out of the group";
+    out.textContent = "×";
+    out.addEventListener("click", async () => {
+      try {
+        await json(`/v1/faces/${face.id}/move`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ name: null }),
+        });
+        say(`Took face ${face.id} out of group ${group.id}; it will not be grouped with these faces again.`, "ok");
+        await loadGroups();
+      } catch (e) {
+        say(e.message);
+      }
+    });
+    figure.append(img, out);
+    thumbs.append(figure);
+  }
+  const form = card.querySelector(".name-form");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = card.querySelector(".name-input").value.trim();
+    try {
+      personUrl(name); // a name no URL can reach is refused here, as the API would
+      const named = await json(`/v1/clusters/${group.id}/name`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name }),
+      });
+      const k = named.faces.length;
+      const out = named.kept_out.length ? ` (${named.kept_out.length} left unknown: moved out of ${named.person} before)` : "";
+      say(`Named group ${group.id}: ${k} face${k === 1 ? "" : "s"} of ${named.person}${named.new_person ? ", newly enrolled" : ""}${out}.`, "ok");
+      await loadGroups();
+    } catch (e) {
+      say(e.message);
+    }
+  });
+  return card;
 }
 
 // -- enrolment -------------------------------------------------------------------------------------
@@ -276,7 +360,7 @@ async function enrolFiles(name, files, params = "") {
   const form = new FormData();
   for (const file of files) form.append("file", file, file.name);
   try {
-    return (await json(`/v1/people/${enc(name)}/faces${params}`, { method: "POST", body: form })).results;
+    return (await json(`${personUrl(name)}/faces${params}`, { method: "POST", body: form })).results;
   } catch (e) {
     if (e.body && e.body.results) return e.body.results; // every photo failed: the report says why
     throw e;

@@ -1,0 +1,94 @@
+"""``POST /v1/identify``: every face in an image, named or not; and the annotated images it makes."""
+
+from dataclasses import replace
+from typing import Annotated, Optional
+
+import numpy as np
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from faceid.images import LoadedImage
+from faceid.server.auth import Reader
+from faceid.server.errors import ApiError
+from faceid.server.schemas import IdentifyOut
+from faceid.server.state import State, state_of
+from faceid.server.uploads import decode, image_faces, upload_name
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.post("/v1/identify", response_model=IdentifyOut, tags=["identify"])
+async def identify(
+    request: Request,
+    caller: Reader,
+    file: Annotated[UploadFile, File(description="One image.")],
+    threshold: Annotated[Optional[float], Query(ge=-1.0, le=1.0, description="Decision score a match needs.")] = None,
+    margin: Annotated[Optional[float], Query(ge=0.0, le=2.0, description="How far the best must lead.")] = None,
+    annotate: Annotated[bool, Query(description="Also make an annotated JPEG (URL in 'annotated').")] = False,
+):
+    """Every face in the image, named, or unknown / ambiguous: what `faceid identify --json` prints."""
+    state = state_of(request)
+    name = upload_name(file)
+    data = await file.read()
+    # decode, detect + embed (in the batcher's thread, with whatever else arrived) and decide,
+    # all in one worker thread: each hand-over between threads costs on a busy machine
+    image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin)
+    if annotate:
+        from faceid.draw import annotate as draw
+
+        def render() -> bytes:
+            import io
+
+            buffer = io.BytesIO()
+            draw(image.pixels, result).save(buffer, format="JPEG", quality=90)
+            return buffer.getvalue()
+
+        token = state.keep_annotated(await run_in_threadpool(render))
+        result = replace(result, annotated=f"/v1/annotated/{token}.jpg")
+    return result.to_json()
+
+
+@router.get(
+    "/v1/annotated/{token}.jpg",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The annotated JPEG."}},
+    tags=["identify"],
+)
+async def annotated(request: Request, caller: Reader, token: str):
+    """An annotated image made by `POST /v1/identify?annotate=true` (the latest few are kept)."""
+    state = state_of(request)
+    with state.lock:
+        jpeg = state.annotated.get(token)
+    if jpeg is None:
+        raise ApiError(404, "no such annotated image (only the latest ones are kept)")
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
+
+
+def _identify_upload(state: State, data: bytes, name: str, threshold, margin):
+    """``(image, Identification)`` of one uploaded image; runs in a worker thread."""
+    state.arriving(+1)
+    try:
+        image = decode(data, name, state.settings)
+    finally:
+        state.arriving(-1)
+    faces = image_faces(state, [image.pixels], [name])[0]
+    if isinstance(faces, str):
+        raise ApiError(422, faces)
+    return image, _identify(state, image, faces, threshold, margin)
+
+
+def _identify(state: State, image: LoadedImage, faces, threshold, margin):
+    from faceid.identify import match_faces
+    from faceid.results import Identification
+    from faceid.thresholds import decision_params
+
+    with state.use() as gallery:
+        gallery.check_embedding_key(state.pipeline.key)
+        params = decision_params(gallery, threshold=threshold, margin=margin)
+        vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
+        matches = match_faces(gallery, [f.detection for f in faces], vectors, params)
+    matches = tuple(sorted(matches, key=lambda m: (m.detection.box[0], m.detection.box[1])))
+    return Identification(image.name, matches, params, width=image.width, height=image.height)

@@ -1,0 +1,36 @@
+"""The page (``/``, plain HTML/JS from :mod:`faceid.web`) and ``/healthz``."""
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from faceid.server.schemas import HealthOut
+from faceid.server.state import state_of
+
+__all__ = ["WEB", "router"]
+
+WEB = Path(__file__).resolve().parent.parent.parent / "web"
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+async def page():
+    return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/healthz", response_model=HealthOut, tags=["service"])
+async def healthz(request: Request):
+    """200 once the models are loaded; says whether requests need a key. No key needed."""
+    state = state_of(request)
+
+    def look() -> HealthOut:
+        with state.use():
+            auth = state.settings.auth and not (state.settings.loopback and state.keys.count() == 0)
+        model = getattr(getattr(state.pipeline, "spec", None), "name", None)
+        batcher = state.batcher
+        return HealthOut(status="ok", auth=auth, model=model, batches=batcher.batches, batched_images=batcher.images)
+
+    return await run_in_threadpool(look)
