@@ -51,7 +51,7 @@ from faceid.errors import (
     ModelMismatchError,
     PersonNotFoundError,
 )
-from faceid.gallery import audit, changes, chips, deletion, people, thumbnails
+from faceid.gallery import audit, changes, chips, deletion, groupsums, people, thumbnails
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.chips import FaceChip
 from faceid.gallery.indexfiles import IndexFiles
@@ -158,11 +158,13 @@ class Gallery:
         """Finish what a killed process left: a stale journal, a removal not yet compacted, old index files;
         give a gallery made before the log of removed faces that log."""
         deletion.clear_stale_journal(self._store)
-        if not changes.exists(self._db):
+        if not changes.exists(self._db) or (self._store.schema >= 2 and not groupsums.exists(self._db)):
             try:
                 with self._store.write(versioned=False) as db:
                     if not changes.exists(db):
                         changes.create(db, self._store.generation())
+                    if self._store.schema >= 2 and not groupsums.exists(db):
+                        groupsums.create(db)
             except sqlite3.OperationalError as exc:  # read-only: its index is rebuilt after each change
                 if "readonly" not in str(exc):
                     raise

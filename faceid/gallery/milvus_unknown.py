@@ -259,8 +259,11 @@ class MilvusUnknownFaces:
     # -- grouping ---------------------------------------------------------------------------------
 
     @_guarded
-    def update_groups(self) -> GroupingUpdate:
-        """As :meth:`faceid.gallery.unknown.UnknownFaces.update_groups`."""
+    def update_groups(self, *, leftovers: bool | None = None) -> GroupingUpdate:
+        """As :meth:`faceid.gallery.unknown.UnknownFaces.update_groups`, except that every step here
+        reads every kept face and groups the leftovers too (``leftovers`` is accepted and has no
+        effect): a Milvus gallery keeps no cached group sums."""
+        del leftovers
         return self._grouping(full=False)
 
     @_guarded
