@@ -20,7 +20,7 @@ help:
 $(BIN)/faceid: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,serve,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve,milvus,ray]'
 	touch $@
 
 $(MODEL): | $(BIN)/faceid
@@ -58,7 +58,7 @@ eval-lfw: setup
 # face_recognition (the comparison in `make bench`): dlib-bin and the models from the extra,
 # face_recognition itself without its dependencies (it would pull dlib's source build).
 bench-setup: setup
-	$(BIN)/python -m pip install --quiet -e '.[dev,serve,ray,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve,milvus,ray,bench]'
 	$(BIN)/python -m pip install --quiet --no-deps 'face-recognition==1.3.0'
 	$(BIN)/python -c "import os, face_recognition, face_recognition_models as m; \
 		assert os.path.isfile(m.face_recognition_model_location()), 'face_recognition models missing'; \

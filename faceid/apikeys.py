@@ -17,8 +17,9 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from faceid.errors import FaceIDError, InvalidNameError
+from faceid.errors import FaceIDError, GalleryError, InvalidNameError
 from faceid.gallery import Gallery, audit, normalise_name
 from faceid.gallery.records import utc_now
 
@@ -70,8 +71,15 @@ class ApiKeys:
     the same SQLite file, under the same lock and crash guarantees.
     """
 
-    def __init__(self, gallery: Gallery) -> None:
+    def __init__(self, gallery: Any) -> None:
         self.gallery = gallery
+        #: keys live in the gallery's SQLite file; a Milvus gallery has none yet (so `faceid serve`
+        #: on one answers this machine only, or everyone with --insecure-no-auth)
+        self.supported = isinstance(gallery, Gallery)
+
+    def _require_support(self) -> None:
+        if not self.supported:
+            raise GalleryError(f"{self.gallery.path}: API keys are not supported on milvus galleries yet")
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -87,6 +95,8 @@ class ApiKeys:
     def _rows(self, query: str, args: tuple = ()) -> list[tuple]:
         """Rows of a query on the keys; none while no key was ever made (the table is looked up in the
         file, not SQLite's cached schema, so a table another process made since is seen)."""
+        if not self.supported:
+            return []
         db = self.gallery._db
         with self._guard(), self.gallery._store.snapshot():
             if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'api_keys'").fetchone()[0] == 0:
@@ -98,6 +108,7 @@ class ApiKeys:
         name = normalise_name(name)
         if scope not in SCOPES:
             raise InvalidNameError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        self._require_support()
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(name, scope, utc_now(), None)
         g = self.gallery
@@ -122,6 +133,7 @@ class ApiKeys:
 
     def revoke(self, name: str) -> None:
         name = normalise_name(name)
+        self._require_support()
         g = self.gallery
         with self._guard(), g._store.write(versioned=False):
             g._db.execute(_TABLE)
@@ -144,5 +156,7 @@ class ApiKeys:
     def touch(self, name: str) -> None:
         """Record that a key was used now (bookkeeping: no new generation, not audited)."""
         g = self.gallery
+        if not self.supported:
+            return
         with self._guard(), g._store.write(versioned=False):
             g._db.execute("UPDATE api_keys SET last_used = ? WHERE name = ?", (utc_now(), name))

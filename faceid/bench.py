@@ -42,9 +42,13 @@ Figures (``part`` names select them):
   identities; then attaching 1,000 new faces (half of them of grouped identities, half strangers)
   to the grouped set with :func:`faceid.cluster.attach`.
 - ``unknown``: the review loop in a real gallery (:mod:`faceid.gallery.unknown`) at each size:
-  keeping that many synthetic unknown faces (transactions of 1,000), the first grouping, keeping
-  and attaching 1,000 more, naming the biggest group and the first search after it, a regroup.
+  keeping that many synthetic unknown faces (transactions of 1,000), the first grouping (and its
+  peak memory), keeping and attaching 1,000 more twice, naming the biggest group and the first
+  search after it, a regroup (up to :data:`REGROUP_UP_TO` faces: above, it is the first grouping's
+  work again).
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
+- ``milvus``: the gallery's index in milvus-lite (the ``milvus`` extra), index kinds and search
+  parameters, recall@1 against exact and latency, at the sizes up to 100,000 (:mod:`faceid.bench_milvus`).
 - ``ray``: photos/s of the first ``images`` LFW photos in this process and on a local Ray cluster
   with 1 and 2 worker actors: wall and CPU per photo (:mod:`faceid.bench_ray`; needs ``faceid[ray]``).
 """
@@ -84,6 +88,7 @@ PARTS = (
     "cluster",
     "unknown",
     "serve",
+    "milvus",
     "ray",
 )
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -192,6 +197,18 @@ def run(
             require_server_packages()
             photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
             yield from serve_figures(work, photo, _sample_gallery, tiny=tiny)
+        if "milvus" in parts:
+            from faceid.bench_milvus import milvus_figures
+
+            yield from milvus_figures(
+                sizes,
+                queries=100 if tiny else 1000,
+                alone=20 if tiny else 200,
+                synthetic_faces=synthetic_faces,
+                noisy=_noisy,
+                figure=_figure,
+                work=work,
+            )
         if "ray" in parts:  # the same photos with and without Ray: faceid/bench_ray.py
             from faceid.bench_ray import ray_figures
 
@@ -1027,6 +1044,10 @@ def _cluster(sizes: Sequence[int], new: int) -> Iterator[dict]:
         del faces, grouping, centroids
 
 
+#: The ``unknown`` part regroups every face (the same work as its first grouping) only up to this size.
+REGROUP_UP_TO = 200_000
+
+
 def _unknown(work: Path, sizes: Sequence[int], new: int) -> Iterator[dict]:
     import shutil
 
@@ -1043,6 +1064,7 @@ def _unknown(work: Path, sizes: Sequence[int], new: int) -> Iterator[dict]:
         rng = np.random.default_rng(9)
         who = rng.integers(0, people, new)
         arrivals = _noisy(centres[who], rng)
+        more = _noisy(centres[rng.integers(0, people, new)], rng)
 
         def new_faces(vectors: np.ndarray, first: int) -> list[NewFace]:
             return [
@@ -1058,25 +1080,34 @@ def _unknown(work: Path, sizes: Sequence[int], new: int) -> Iterator[dict]:
             for first in range(0, len(faces), 1000):
                 g.unknown.keep(new_faces(faces[first : first + 1000], first), embedding_key=key, group=False)
             keep_s = time.perf_counter() - start
+            _peak_reset()
             start = time.perf_counter()
             first_grouping = g.unknown.update_groups()
             group_s = time.perf_counter() - start
+            group_peak = _peak()
             labels = np.full(len(faces), -1, np.int64)
             for number, grp in enumerate(g.unknown.groups()):
                 labels[[f.id - 1 for f in grp.faces]] = number
             scores = cluster_scores(np.arange(len(faces)) // per, labels)
-            start = time.perf_counter()
-            kept = g.unknown.keep(new_faces(arrivals, len(faces)), embedding_key=key)
-            attach_s = time.perf_counter() - start
+            attach_s = []
+            attached = []
+            for round_, part in enumerate((arrivals, more)):  # two rounds: the second also reads cached sums
+                before = g.unknown.count() - len(g.unknown.ungrouped())
+                start = time.perf_counter()
+                kept = g.unknown.keep(new_faces(part, len(faces) + round_ * new), embedding_key=key)
+                attach_s.append(time.perf_counter() - start)
+                attached.append(g.unknown.count() - len(g.unknown.ungrouped()) - before)
             biggest = g.unknown.groups()[0]
             start = time.perf_counter()
             g.unknown.name(biggest.id, "someone")
             named_s = time.perf_counter() - start
             g.search(arrivals[:1], 10)
             named_search_s = time.perf_counter() - start
-            start = time.perf_counter()
-            g.unknown.regroup()
-            regroup_s = time.perf_counter() - start
+            regroup_s = None
+            if n <= REGROUP_UP_TO:  # the same work as the first grouping (every face read and grouped)
+                start = time.perf_counter()
+                g.unknown.regroup()
+                regroup_s = round(time.perf_counter() - start, 2)
         shutil.rmtree(folder)
         yield _figure(
             "unknown_loop",
@@ -1084,15 +1115,21 @@ def _unknown(work: Path, sizes: Sequence[int], new: int) -> Iterator[dict]:
             faces=len(faces),
             keep_s=round(keep_s, 2),
             first_grouping_s=round(group_s, 2),
+            first_grouping_peak_rss_gib=round(group_peak / 2**30, 2) if group_peak else None,
             groups=first_grouping.new_groups,
             ungrouped=first_grouping.ungrouped,
             bcubed_precision=round(scores.bcubed_precision, 4),
             bcubed_recall=round(scores.bcubed_recall, 4),
-            keep_and_attach_new_s=round(attach_s, 2),
-            new_faces=kept.added,
+            keep_and_attach_new_s=round(attach_s[0], 2),
+            new_faces=new,
+            attached=attached[0],
+            keep_and_attach_again_s=round(attach_s[1], 2),
+            again_new_faces=kept.added,
+            again_attached=attached[1],
             name_biggest_group_s=round(named_s, 3),
             name_and_first_search_s=round(named_search_s, 3),
-            regroup_s=round(regroup_s, 2),
+            regroup_s=regroup_s,
+            threads=_threads(),
         )
         del faces
 

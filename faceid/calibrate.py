@@ -24,7 +24,7 @@ from faceid.batch import Processed, iter_image_files, process
 from faceid.enroll import EnrollResult, enroll_folders, people_folders
 from faceid.errors import FaceIDError, UncalibratedError
 from faceid.evaluate import naming_arrays, threshold_at_fpir
-from faceid.gallery import Gallery
+from faceid.gallery import AnyGallery
 from faceid.identify import Naming, photo_namings
 from faceid.pipeline import Pipeline
 from faceid.thresholds import decision_params, threshold_for
@@ -75,7 +75,7 @@ def _photos(outcomes: list[Processed]) -> tuple[list[np.ndarray], list[int], int
 
 
 def calibrate(
-    gallery: Gallery,
+    gallery: AnyGallery,
     enrolled: str | os.PathLike,
     probes: str | os.PathLike,
     strangers: str | os.PathLike,

@@ -40,9 +40,13 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 
 GalleryOpt = Annotated[
-    Optional[Path],
+    Optional[str],
     typer.Option(
-        "--gallery", "-g", envvar="FACEID_GALLERY", help="Gallery folder [default: ./gallery].", show_default=False
+        "--gallery",
+        "-g",
+        envvar="FACEID_GALLERY",
+        help="Gallery folder, or milvus://HOST:PORT/NAME, or milvus-lite:PATH.db [default: ./gallery].",
+        show_default=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON object per line.")]
@@ -140,11 +144,11 @@ def _ray_runner(ctx: typer.Context, ray: bool, address: str | None, workers: int
 
 
 @contextmanager
-def _gallery(path: Path | None, *, create: bool = True):
+def _gallery(path: str | Path | None, *, create: bool = True):
     """The open gallery; afterwards, one warning line on stderr for each problem it found in its files."""
-    from faceid.gallery import Gallery
+    from faceid.gallery import open_gallery
 
-    g = Gallery(path, create=create, timeout=_options["timeout"])
+    g = open_gallery(path, create=create, timeout=_options["timeout"])
     try:
         with g:
             yield g
@@ -666,6 +670,10 @@ def gallery_migrate(
 
     path = gallery if gallery is not None else default_gallery_dir()
     with _errors():
+        from faceid.gallery.location import MilvusLocation, parse_location
+
+        if isinstance(parse_location(path), MilvusLocation):
+            raise FaceIDError(f"{path}: `faceid gallery migrate` is not supported on milvus galleries yet")
         with _gallery(path, create=False) as g:
             total = len(g.face_sources())  # kept unknown faces too
         pipeline = _new_pipeline(ctx, EmbeddingKey.for_model(model))
@@ -776,7 +784,7 @@ def serve(
     """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
     from faceid.apikeys import ApiKeys
     from faceid.enroll import enrolment_key
-    from faceid.gallery import Gallery
+    from faceid.gallery import open_gallery
     from faceid.server import Settings, require_server_packages
     from faceid.server import serve as run_server
     from faceid.server.settings import is_loopback
@@ -784,7 +792,7 @@ def serve(
     with _errors():
         require_server_packages()
         path = gallery if gallery is not None else None
-        with Gallery(path, timeout=_options["timeout"]) as g:
+        with open_gallery(path, timeout=_options["timeout"]) as g:
             keys = ApiKeys(g).count()
             where = g.path
             enrolment_key(g, model=model)  # an unknown model, or not the gallery's: refused before serving
@@ -1107,7 +1115,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, unknown, serve, ray [default: all]."
+            "cluster, unknown, serve, milvus, ray [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,
@@ -1159,7 +1167,8 @@ def demo(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Folder for the annotated photos.")] = Path("out/demo"),
     gallery: Annotated[
-        Optional[Path], typer.Option("--gallery", "-g", help="Gallery for the demo [default: a fresh one inside OUT].")
+        Optional[str],
+        typer.Option("--gallery", "-g", help="Gallery for the demo (as for enroll) [default: a fresh one inside OUT]."),
     ] = None,
 ) -> None:
     """Enrol the sample people shipped with faceid, then name the faces in the sample photos."""

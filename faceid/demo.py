@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from faceid.enroll import enroll_folders
-from faceid.gallery import Gallery
+from faceid.gallery import open_gallery
 from faceid.identify import Identification, identify
 
 if TYPE_CHECKING:
@@ -28,8 +28,8 @@ def run_demo(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    where = Path(gallery) if gallery is not None else Path(tempfile.mkdtemp(prefix="gallery-", dir=out))
-    with Gallery(where) as g:
+    where = gallery if gallery is not None else Path(tempfile.mkdtemp(prefix="gallery-", dir=out))
+    with open_gallery(where) as g:
         if pipeline is None:
             from faceid.pipeline import Pipeline
 

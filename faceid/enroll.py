@@ -17,7 +17,7 @@ from pathlib import Path
 from faceid.batch import Processed, iter_image_files, process
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import InvalidNameError
-from faceid.gallery import Gallery, NewFace, normalise_name
+from faceid.gallery import AnyGallery, NewFace, normalise_name
 from faceid.pipeline import Pipeline
 
 __all__ = [
@@ -63,7 +63,7 @@ class EnrollResult:
         }
 
 
-def enrolment_key(gallery: Gallery, *, model: str | None = None, mirror: bool | None = None) -> EmbeddingKey:
+def enrolment_key(gallery: AnyGallery, *, model: str | None = None, mirror: bool | None = None) -> EmbeddingKey:
     """The embedding key to enrol into ``gallery`` with: the gallery's own, or for a new gallery faceid's
     defaults with ``model`` and ``mirror`` where given.
 
@@ -84,7 +84,7 @@ def enrolment_key(gallery: Gallery, *, model: str | None = None, mirror: bool | 
 
 
 def enroll(
-    gallery: Gallery,
+    gallery: AnyGallery,
     name: str,
     images: Sequence[str | os.PathLike],
     pipeline: Pipeline | None = None,
@@ -110,7 +110,7 @@ def enroll(
 
 
 def enroll_processed(
-    gallery: Gallery,
+    gallery: AnyGallery,
     name: str,
     items: Iterable[Processed],
     embedding_key: EmbeddingKey,
@@ -149,7 +149,7 @@ def enroll_processed(
 
 
 def _judge(
-    item: Processed, name: str, gallery: Gallery, seen: dict[str, str], largest: bool, paths: bool = True
+    item: Processed, name: str, gallery: AnyGallery, seen: dict[str, str], largest: bool, paths: bool = True
 ) -> tuple[EnrollResult, NewFace | None]:
     from faceid.draw import face_thumbnail
     from faceid.gallery.chips import make_chip
@@ -207,7 +207,7 @@ def people_folders(root: str | os.PathLike) -> list[tuple[str, Path]]:
 
 
 def enroll_folders(
-    gallery: Gallery,
+    gallery: AnyGallery,
     root: str | os.PathLike,
     pipeline: Pipeline | None = None,
     *,

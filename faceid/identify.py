@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faceid.detect import Detection
-from faceid.gallery import Gallery
+from faceid.gallery import AnyGallery
 from faceid.results import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, FaceMatch, Identification
 from faceid.thresholds import DecisionParams
 
@@ -157,7 +157,7 @@ def naming_thresholds(candidates: Sequence[Sequence[Candidate]], params: Decisio
     return [n if n is not None else never for n in out]
 
 
-def candidates_for(gallery: Gallery, embeddings: np.ndarray, *, top: int = 5, k: int = 64) -> list[list[Candidate]]:
+def candidates_for(gallery: AnyGallery, embeddings: np.ndarray, *, top: int = 5, k: int = 64) -> list[list[Candidate]]:
     """The ``top`` best people for each ``(n, D)`` embedding row, from the gallery's nearest ``k`` faces."""
     if len(embeddings) == 0:
         return []
@@ -177,7 +177,7 @@ def candidates_for(gallery: Gallery, embeddings: np.ndarray, *, top: int = 5, k:
 
 
 def photo_namings(
-    gallery: Gallery, photos: Sequence[np.ndarray], params: DecisionParams, *, top: int = 5
+    gallery: AnyGallery, photos: Sequence[np.ndarray], params: DecisionParams, *, top: int = 5
 ) -> list[list[Naming]]:
     """:func:`naming_thresholds` for the faces of each photo (one ``(n_i, D)`` array of embeddings each),
     searched in one batch: what :func:`identify` would name each face as, at every threshold."""
@@ -193,7 +193,7 @@ def photo_namings(
 
 
 def match_faces(
-    gallery: Gallery,
+    gallery: AnyGallery,
     detections: Sequence[Detection],
     embeddings: np.ndarray,
     params: DecisionParams,
@@ -213,7 +213,7 @@ def match_faces(
 
 def identify(
     sources: Sequence[str | os.PathLike[str]],
-    gallery: Gallery,
+    gallery: AnyGallery,
     pipeline: Pipeline | None = None,
     *,
     threshold: float | None = None,
@@ -270,7 +270,7 @@ def identify(
 
 
 def _keep_unknown(
-    gallery: Gallery, pipeline: Pipeline, item: Any, faces: tuple[FaceMatch, ...]
+    gallery: AnyGallery, pipeline: Pipeline, item: Any, faces: tuple[FaceMatch, ...]
 ) -> tuple[FaceMatch, ...]:
     """Keep the unknown faces of one processed photo; the matches with ``kept_as`` set."""
     from faceid.draw import face_thumbnail

@@ -27,7 +27,7 @@ from faceid.embedding_key import EmbeddingKey
 from faceid.errors import UncalibratedError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from faceid.gallery import Gallery
+    from faceid.gallery import AnyGallery
 
 __all__ = ["BETA", "DECISION_MARGIN", "TABLES", "DecisionParams", "decision_params", "threshold_for"]
 
@@ -136,7 +136,9 @@ def threshold_for(key: EmbeddingKey, people: int) -> float:
     return table[-1][1]
 
 
-def decision_params(gallery: Gallery, *, threshold: float | None = None, margin: float | None = None) -> DecisionParams:
+def decision_params(
+    gallery: AnyGallery, *, threshold: float | None = None, margin: float | None = None
+) -> DecisionParams:
     """The parameters an identification in ``gallery`` uses (see the module docstring)."""
     source = "explicit"
     if threshold is None:

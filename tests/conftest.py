@@ -52,6 +52,49 @@ def gallery(gallery_dir: Path):
         yield g
 
 
+# -- both gallery backends ---------------------------------------------------------------------------
+
+
+def milvus_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("pymilvus", "milvus_lite"))
+
+
+#: for tests that need milvus-lite (the ``milvus`` extra, which `make setup` and CI install)
+needs_milvus = pytest.mark.skipif(
+    not milvus_installed(), reason="the milvus extra is not installed: pip install 'faceid[milvus]'"
+)
+
+#: the gallery backends every behaviour test runs against
+BACKENDS = ["local", pytest.param("milvus-lite", marks=needs_milvus)]
+
+
+def gallery_address(backend: str, folder: Path) -> str:
+    """Where a gallery of ``backend`` lives inside ``folder``: what ``--gallery`` and ``open_gallery`` take."""
+    return str(folder / "gallery") if backend == "local" else f"milvus-lite:{folder / 'gallery.db'}"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def gallery_spec(backend: str, tmp_path: Path) -> str:
+    """A new gallery's address, once for each backend (a folder; ``milvus-lite:...db``)."""
+    return gallery_address(backend, tmp_path)
+
+
+@pytest.fixture
+def any_gallery(gallery_spec: str):
+    """An open, empty gallery, once for each backend: the behaviour tests that hold for both."""
+    from faceid.gallery import open_gallery
+
+    with open_gallery(gallery_spec) as g:
+        yield g
+
+
 # -- fakes ------------------------------------------------------------------------------------------
 
 

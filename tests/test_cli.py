@@ -13,7 +13,7 @@ from conftest import KEY, cli, save_png, tile_image, unit_vectors
 from faceid.cli import app
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import FaceIDError
-from faceid.gallery import Gallery, NewFace
+from faceid.gallery import NewFace, open_gallery
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "faceid" / "samples"
@@ -39,13 +39,14 @@ def test_every_command_is_documented_in_the_readme():
 
 
 @pytest.fixture
-def small_gallery(tmp_path):
+def small_gallery(gallery_spec):
+    """Two people, once for each backend (the gallery's address: a folder, or milvus-lite:...)."""
     rng = np.random.default_rng(0)
-    with Gallery(tmp_path / "g") as g:
+    with open_gallery(gallery_spec) as g:
         for name in ("penny", "amy"):
             (v,) = unit_vectors(rng, 1)
             g.add_faces(name, [NewFace(v, name * 8, (1, 2, 3, 4), 0.9)], embedding_key=KEY)
-    return tmp_path / "g"
+    return gallery_spec
 
 
 def test_people_rename_remove_log(small_gallery):

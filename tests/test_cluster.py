@@ -115,6 +115,33 @@ def test_approximate_knn_graph_finds_the_same_person_neighbours():
     )
 
 
+def test_cell_join_finds_what_faiss_ivf_search_finds_with_the_same_cells():
+    """The cell join's oracle: FAISS's IndexIVFFlat over the same trained cells, at the same nprobe."""
+    import faiss
+
+    from faceid.cluster import _graph
+
+    x, _ = people(1000, 5, noise=0.65, dim=64, seed=3)
+    fast = knn_graph(x, 8, exact=False, nprobe=4)
+    cells = int(min(_graph.IVF_MAX_CELLS, max(64, len(x) // _graph.IVF_FACES_PER_CELL)))
+    kmeans = faiss.Clustering(x.shape[1], cells)
+    kmeans.seed, kmeans.niter, kmeans.spherical = 1234, 10, True
+    quantiser = faiss.IndexFlatIP(x.shape[1])
+    kmeans.train(x, quantiser)  # every face is in the sample below 40 per cell
+    index = faiss.IndexIVFFlat(quantiser, x.shape[1], cells, faiss.METRIC_INNER_PRODUCT)
+    index.is_trained = True
+    index.add(x)
+    index.nprobe = 4
+    scores, ids = index.search(x, 9)
+    mine = ids == np.arange(len(x))[:, None]
+    assert mine.any(axis=1).all()  # each face finds itself first: the rest are its 8 neighbours
+    theirs = scores[~mine].reshape(len(x), 8)
+    np.testing.assert_allclose(fast.scores, theirs, atol=1e-5)  # the same neighbours (ties aside)
+    distinct = np.all(np.diff(theirs, axis=1) < -1e-5, axis=1)
+    assert distinct.mean() > 0.9
+    np.testing.assert_array_equal(fast.ids[distinct], ids[~mine].reshape(len(x), 8)[distinct])
+
+
 def test_approximate_knn_graph_is_deterministic():
     x, _ = people(1000, 5, noise=0.65, dim=64, seed=2)
     a, b = knn_graph(x, 8, exact=False), knn_graph(x.copy(), 8, exact=False)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import GalleryCorruptError, InvalidNameError, ModelMismatchError, PersonNotFoundError
-from faceid.gallery import Gallery, NewFace, normalise_name
+from faceid.gallery import Gallery, NewFace, normalise_name, open_gallery
 
 
 def faces(vectors, tag="x"):
@@ -23,15 +23,15 @@ def faces(vectors, tag="x"):
     ]
 
 
-def test_add_search_matches_brute_force_oracle(gallery):
+def test_add_search_matches_brute_force_oracle(any_gallery):
     rng = np.random.default_rng(0)
     stored = {}
     for p in range(20):
         vectors = unit_vectors(rng, 3)
-        ids = gallery.add_faces(f"person {p}", faces(vectors, f"p{p}-"), embedding_key=KEY)
+        ids = any_gallery.add_faces(f"person {p}", faces(vectors, f"p{p}-"), embedding_key=KEY)
         stored.update(zip(ids, vectors))
     queries = unit_vectors(rng, 50)
-    scores, ids = gallery.search(queries, k=5)
+    scores, ids = any_gallery.search(queries, k=5)
     all_ids = np.array(sorted(stored))
     matrix = np.stack([stored[i] for i in all_ids])
     expected = queries @ matrix.T
@@ -41,15 +41,15 @@ def test_add_search_matches_brute_force_oracle(gallery):
         np.testing.assert_allclose(scores[q], expected[q, order], atol=1e-5)
 
 
-def test_search_pads_with_minus_one(gallery):
+def test_search_pads_with_minus_one(any_gallery):
     rng = np.random.default_rng(1)
-    gallery.add_faces("a", faces(unit_vectors(rng, 2)), embedding_key=KEY)
-    scores, ids = gallery.search(unit_vectors(rng, 1), k=4)
+    any_gallery.add_faces("a", faces(unit_vectors(rng, 2)), embedding_key=KEY)
+    scores, ids = any_gallery.search(unit_vectors(rng, 1), k=4)
     assert list(ids[0, 2:]) == [-1, -1] and np.all(np.isneginf(scores[0, 2:]))
 
 
-def test_empty_gallery_search(gallery):
-    scores, ids = gallery.search(np.zeros((2, 128), np.float32), k=3)
+def test_empty_gallery_search(any_gallery):
+    scores, ids = any_gallery.search(np.zeros((2, 128), np.float32), k=3)
     assert ids.shape == (2, 3) and np.all(ids == -1)
 
 
@@ -69,52 +69,54 @@ def test_persists_across_reopen_and_index_cache_is_tied_to_generation(gallery_di
     assert sorted(p.name for p in gallery_dir.glob("index-*.faiss")) != files  # stale cache replaced
 
 
-def test_rename_keeps_faces_and_remove_forgets(gallery):
+def test_rename_keeps_faces_and_remove_forgets(any_gallery):
     rng = np.random.default_rng(3)
     v = unit_vectors(rng, 3)
-    gallery.add_faces("penny", faces(v[:2]), embedding_key=KEY)
-    gallery.add_faces("amy", faces(v[2:], "a"), embedding_key=KEY)
-    gallery.rename("penny", "Penny H.")
-    assert {p.name: p.faces for p in gallery.people()} == {"Penny H.": 2, "amy": 1}
-    _, ids = gallery.search(v[:1], 1)
-    assert gallery.face_owners(ids)[int(ids[0, 0])] == "Penny H."
-    assert gallery.remove("Penny H.") == 2
-    _, ids = gallery.search(v[:2], 3)
-    assert set(gallery.face_owners(ids).values()) == {"amy"}
+    any_gallery.add_faces("penny", faces(v[:2]), embedding_key=KEY)
+    any_gallery.add_faces("amy", faces(v[2:], "a"), embedding_key=KEY)
+    any_gallery.rename("penny", "Penny H.")
+    assert {p.name: p.faces for p in any_gallery.people()} == {"Penny H.": 2, "amy": 1}
+    _, ids = any_gallery.search(v[:1], 1)
+    assert any_gallery.face_owners(ids)[int(ids[0, 0])] == "Penny H."
+    assert any_gallery.remove("Penny H.") == 2
+    _, ids = any_gallery.search(v[:2], 3)
+    assert set(any_gallery.face_owners(ids).values()) == {"amy"}
     with pytest.raises(PersonNotFoundError):
-        gallery.remove("Penny H.")
+        any_gallery.remove("Penny H.")
 
 
-def test_rename_to_taken_name_is_refused(gallery):
+def test_rename_to_taken_name_is_refused(any_gallery):
     rng = np.random.default_rng(4)
-    gallery.add_faces("a", faces(unit_vectors(rng, 1)), embedding_key=KEY)
-    gallery.add_faces("b", faces(unit_vectors(rng, 1), "b"), embedding_key=KEY)
+    any_gallery.add_faces("a", faces(unit_vectors(rng, 1)), embedding_key=KEY)
+    any_gallery.add_faces("b", faces(unit_vectors(rng, 1), "b"), embedding_key=KEY)
     with pytest.raises(InvalidNameError, match="already enrolled"):
-        gallery.rename("a", "B")  # names are unique regardless of case
-    assert sorted(p.name for p in gallery.people()) == ["a", "b"]
+        any_gallery.rename("a", "B")  # names are unique regardless of case
+    assert sorted(p.name for p in any_gallery.people()) == ["a", "b"]
 
 
-def test_other_model_is_refused_and_nothing_is_written(gallery):
+def test_other_model_is_refused_and_nothing_is_written(any_gallery):
     rng = np.random.default_rng(5)
-    gallery.add_faces("a", faces(unit_vectors(rng, 1)), embedding_key=KEY)
+    any_gallery.add_faces("a", faces(unit_vectors(rng, 1)), embedding_key=KEY)
     other = EmbeddingKey.for_model(align="similarity")
     with pytest.raises(ModelMismatchError, match="align"):
-        gallery.add_faces("b", faces(unit_vectors(rng, 1), "b"), embedding_key=other)
-    assert [p.name for p in gallery.people()] == ["a"]
+        any_gallery.add_faces("b", faces(unit_vectors(rng, 1), "b"), embedding_key=other)
+    assert [p.name for p in any_gallery.people()] == ["a"]
 
 
-def test_bad_embeddings_are_refused(gallery):
+def test_bad_embeddings_are_refused(any_gallery):
     with pytest.raises(ValueError, match="L2"):
-        gallery.add_faces("a", [NewFace(np.ones(128, np.float32), "0" * 64, (0, 0, 1, 1), 1.0)], embedding_key=KEY)
+        any_gallery.add_faces("a", [NewFace(np.ones(128, np.float32), "0" * 64, (0, 0, 1, 1), 1.0)], embedding_key=KEY)
     with pytest.raises(ValueError, match="shape"):
-        gallery.add_faces("a", [NewFace(np.ones(4, np.float32) / 2, "0" * 64, (0, 0, 1, 1), 1.0)], embedding_key=KEY)
-    assert gallery.people() == []
+        any_gallery.add_faces(
+            "a", [NewFace(np.ones(4, np.float32) / 2, "0" * 64, (0, 0, 1, 1), 1.0)], embedding_key=KEY
+        )
+    assert any_gallery.people() == []
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "a\x00b", "line\nbreak", "x" * 201, "tab\there"])
-def test_bad_names(gallery, bad):
+def test_bad_names(any_gallery, bad):
     with pytest.raises(InvalidNameError):
-        gallery.add_faces(bad, faces(unit_vectors(np.random.default_rng(6), 1)), embedding_key=KEY)
+        any_gallery.add_faces(bad, faces(unit_vectors(np.random.default_rng(6), 1)), embedding_key=KEY)
 
 
 @settings(max_examples=60, deadline=None)
@@ -134,12 +136,12 @@ def test_free_text_names_round_trip(tmp_path_factory, name):
 
 
 @pytest.mark.parametrize("name", ["Robert'); DROP TABLE people;--", "../../etc/passwd", "Zoë Ω 李", "a/b\\c", "%_*"])
-def test_hostile_names_are_stored_verbatim(gallery, name):
-    gallery.add_faces(name, faces(unit_vectors(np.random.default_rng(8), 1)), embedding_key=KEY)
-    gallery.add_faces("other", faces(unit_vectors(np.random.default_rng(9), 1), "o"), embedding_key=KEY)
-    assert sorted(p.name for p in gallery.people()) == sorted([name, "other"])
-    gallery.remove(name)
-    assert [p.name for p in gallery.people()] == ["other"]
+def test_hostile_names_are_stored_verbatim(any_gallery, name):
+    any_gallery.add_faces(name, faces(unit_vectors(np.random.default_rng(8), 1)), embedding_key=KEY)
+    any_gallery.add_faces("other", faces(unit_vectors(np.random.default_rng(9), 1), "o"), embedding_key=KEY)
+    assert sorted(p.name for p in any_gallery.people()) == sorted([name, "other"])
+    any_gallery.remove(name)
+    assert [p.name for p in any_gallery.people()] == ["other"]
 
 
 def test_files_are_owner_only(gallery_dir):
@@ -210,17 +212,17 @@ def test_check_finds_a_foreign_index_and_rebuild_repairs_it(tmp_path):
         assert a.check() == []
 
 
-def test_ids_of_removed_faces_and_people_are_never_given_again(tmp_path):
+def test_ids_of_removed_faces_and_people_are_never_given_again(gallery_spec):
     """Face ids name faces in the audit log and to users: SQLite would reuse the largest one."""
     rng = np.random.default_rng(15)
-    with Gallery(tmp_path / "g") as g:
+    with open_gallery(gallery_spec) as g:
         first = g.add_faces("ann", faces(unit_vectors(rng, 3), "a"), embedding_key=KEY)
         ann = g.person("ann").id
         g.remove("ann")
         second = g.add_faces("bob", faces(unit_vectors(rng, 2), "b"), embedding_key=KEY)
         assert set(second).isdisjoint(first) and min(second) > max(first)
         assert g.person("bob").id != ann
-    with Gallery(tmp_path / "g") as g:  # the counter is in the database, not the process
+    with open_gallery(gallery_spec) as g:  # the counter is in the database, not the process
         g.remove("bob")
         third = g.add_faces("cy", faces(unit_vectors(rng, 1), "c"), embedding_key=KEY)
         assert min(third) > max(second)

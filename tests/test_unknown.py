@@ -43,6 +43,12 @@ def faces_of(tag: str, vectors: np.ndarray, *, photo: str | None = None, size: i
 
 
 @pytest.fixture
+def gallery(any_gallery):
+    """The tests of the loop that use only the API run on both backends (local, milvus-lite)."""
+    return any_gallery
+
+
+@pytest.fixture
 def three_people():
     """Faces of three strangers A (6 faces), B (4), C (3), one photo each, interleaved."""
     centres = unit_vectors(7, 3)

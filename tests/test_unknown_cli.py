@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import fake_cli, save_png, tile_image
+from conftest import fake_cli, gallery_address, save_png, tile_image
 
 from faceid.gallery import Gallery
 
@@ -28,8 +28,8 @@ def lines(result) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def test_the_review_loop_from_an_empty_gallery(tmp_path, photos):
-    g = tmp_path / "new-gallery"  # does not exist: --remember creates it
+def test_the_review_loop_from_an_empty_gallery(tmp_path, photos, backend):
+    g = gallery_address(backend, tmp_path / "new")  # does not exist: --remember creates it (both backends)
     result = fake_cli("identify", photos, "--remember", "--json", "-g", g)
     assert result.exit_code == 0, result.output
     out = lines(result)

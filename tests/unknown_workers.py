@@ -74,12 +74,25 @@ def run_op(g, op: tuple) -> None:
 
 
 def crash_child(gallery_dir: str, ops: list, conn, release, kill_at: int | None, rebase: float) -> None:
-    """Run ``ops``, telling the parent before and after each; SIGKILL itself at SQL statement ``kill_at``."""
+    """Run ``ops``, telling the parent before and after each; SIGKILL itself at SQL statement ``kill_at``
+    (negative: at a statement an operation runs after its commit, from its ``-kill_at``-th write on)."""
     count = [0]
 
+    commits = [0]
+    armed = [False]  # a write's COMMIT of the operation running was the last statement
+    writing = [False]  # in a write transaction
+
     def event(what: object) -> None:
+        if str(what).startswith("-- TRIGGER"):  # a trigger's statement: part of the one that fired it
+            return
         count[0] += 1
-        if kill_at is not None and count[0] >= kill_at:
+        # kill_at > 0: at that statement; < 0: at a statement that an operation runs after one of
+        # its writes' commits, from the -kill_at-th write on (the outcome "after")
+        after_commit = kill_at is not None and kill_at < 0 and armed[0] and commits[0] >= -kill_at
+        armed[0] = str(what).startswith("COMMIT") and writing[0]  # a write's commit, not a read's
+        writing[0] = str(what).startswith("BEGIN IMMEDIATE") or (writing[0] and not armed[0])
+        commits[0] += armed[0]
+        if after_commit or (kill_at is not None and kill_at > 0 and count[0] >= kill_at):
             conn.send(("dying", str(what)[:80]))
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -91,6 +104,7 @@ def crash_child(gallery_dir: str, ops: list, conn, release, kill_at: int | None,
     for op in ops:
         conn.send(("plan", op))
         run_op(g, op)
+        armed[0] = False
         conn.send(("done", op))
     g.close()
     conn.send(("end", count[0]))

@@ -3,8 +3,8 @@
 Scores are cosine similarities of unit embedding rows (higher is closer). The method
 (measured on LFW, README "Grouping unknown faces"):
 
-1. a FAISS k-nearest-neighbour graph of the faces (exact up to 60,000 faces, IVF above), so no
-   ``N x N`` matrix is ever formed;
+1. a k-nearest-neighbour graph of the faces (FAISS, exact up to 60,000 faces; above, IVF cells
+   joined cell by cell by matrix products), so no ``N x N`` matrix is ever formed;
 2. average-link agglomeration over that graph (the average link of two groups is the inner
    product of their mean vectors, so it is exact, not estimated from the graph), merging
    reciprocal best pairs in rounds while their average similarity is high enough: 0.68 for two

@@ -21,6 +21,10 @@ the audit log. Scores are cosine similarities of unit vectors (inner products), 
 - :mod:`~faceid.gallery.chips`: the photo around each face and its landmarks, from which another
   model's embedding can be made (``faceid gallery migrate``), deleted with it;
 - :mod:`~faceid.gallery.unknown`: kept unknown faces, groups, naming, corrections (``gallery.unknown``).
+
+:func:`open_gallery` opens a gallery from where it lives (``--gallery``): a folder (this
+:class:`Gallery`), or Milvus (:class:`~faceid.gallery.milvus.MilvusGallery`, same behaviour:
+``milvus://HOST:PORT/NAME`` or ``milvus-lite:PATH.db``; :mod:`faceid.gallery.location`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, Union, overload
 
 import numpy as np
 
@@ -47,10 +51,11 @@ from faceid.errors import (
     ModelMismatchError,
     PersonNotFoundError,
 )
-from faceid.gallery import audit, changes, chips, deletion, people, thumbnails
+from faceid.gallery import audit, changes, chips, deletion, groupsums, people, thumbnails
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.chips import FaceChip
 from faceid.gallery.indexfiles import IndexFiles
+from faceid.gallery.location import MilvusLocation, gallery_location
 from faceid.gallery.records import (
     MAX_NAME_LENGTH,
     FaceRecord,
@@ -68,17 +73,37 @@ __all__ = [
     "DB_NAME",
     "MAX_NAME_LENGTH",
     "SCHEMA_VERSION",
+    "AnyGallery",
     "AuditEntry",
     "FaceChip",
     "FaceRecord",
     "Gallery",
+    "MilvusGallery",
     "NewFace",
     "Person",
     "default_gallery_dir",
     "normalise_name",
+    "open_gallery",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def open_gallery(
+    spec: str | os.PathLike[str] | None = None, *, create: bool = True, timeout: float = 30.0
+) -> Gallery | MilvusGallery:
+    """Open the gallery ``spec`` names: a folder, ``milvus://HOST:PORT/NAME`` or ``milvus-lite:PATH.db``.
+
+    ``None``: ``$FACEID_GALLERY``, else ``./gallery``. Both kinds have the same public behaviour;
+    a Milvus gallery needs the ``milvus`` extra (a one-line :class:`GalleryError` says so).
+    """
+    where = gallery_location(spec)
+    if isinstance(where, MilvusLocation):
+        from faceid.gallery.milvus import require_milvus
+
+        require_milvus(where.spec)
+        return MilvusGallery(where, create=create, timeout=timeout)
+    return Gallery(where, create=create, timeout=timeout)
 
 
 class Gallery:
@@ -104,7 +129,10 @@ class Gallery:
     def __init__(
         self, path: str | os.PathLike[str] | None = None, *, create: bool = True, timeout: float = 30.0
     ) -> None:
-        self.path = Path(path) if path is not None else default_gallery_dir()
+        where = gallery_location(path)  # default: $FACEID_GALLERY, else ./gallery
+        if isinstance(where, MilvusLocation):
+            raise GalleryError(f"{where}: a gallery in Milvus; open it with faceid.gallery.open_gallery")
+        self.path = where
         self.timeout = float(timeout)
         self.problems: list[str] = []
         #: who makes the changes, for the audit log (``"key:NAME"`` through ``faceid serve``);
@@ -130,11 +158,13 @@ class Gallery:
         """Finish what a killed process left: a stale journal, a removal not yet compacted, old index files;
         give a gallery made before the log of removed faces that log."""
         deletion.clear_stale_journal(self._store)
-        if not changes.exists(self._db):
+        if not changes.exists(self._db) or (self._store.schema >= 2 and not groupsums.exists(self._db)):
             try:
                 with self._store.write(versioned=False) as db:
                     if not changes.exists(db):
                         changes.create(db, self._store.generation())
+                    if self._store.schema >= 2 and not groupsums.exists(db):
+                        groupsums.create(db)
             except sqlite3.OperationalError as exc:  # read-only: its index is rebuilt after each change
                 if "readonly" not in str(exc):
                     raise
@@ -646,3 +676,9 @@ class Gallery:
         problems += people.vector_problems(vectors, where)
         problems += self._search.problems()
         return problems
+
+
+from faceid.gallery.milvus import MilvusGallery  # noqa: E402  (imports pymilvus only when one is opened)
+
+#: either kind of gallery: what :func:`open_gallery` returns and what enrol, identify and calibrate take
+AnyGallery = Union[Gallery, MilvusGallery]

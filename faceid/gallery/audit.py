@@ -16,13 +16,14 @@ import getpass
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from faceid.gallery.records import n_faces, utc_now
 
-__all__ = ["SCHEMA", "AuditEntry", "entries", "problems", "record"]
+__all__ = ["SCHEMA", "AuditEntry", "entries", "problems", "record", "replay_problems"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -84,8 +85,15 @@ def problems(db: sqlite3.Connection, where: Path) -> list[str]:
 
     Call inside a read snapshot. ``where`` (the database file) names the place in messages.
     """
+    actual = db.execute("SELECT f.id, p.name FROM faces f JOIN people p ON p.id = f.person_id").fetchall()
+    return replay_problems(entries(db), actual, where)
+
+
+def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]], where: Path | str) -> list[str]:
+    """Replay the audit ``log`` and compare it with ``faces``, ``(face id, owner's name)`` pairs
+    (any gallery backend: :mod:`faceid.gallery.milvus` uses it too)."""
     expected: dict[str, set[int]] = {}
-    for entry in entries(db):
+    for entry in log:
         person = (entry.person or "").translate(_ASCII_LOWER)  # names are unique regardless of ASCII case
         if entry.action in ("enroll", "name"):  # "name": a group of kept unknown faces became the person's
             expected.setdefault(person, set()).update(int(i) for i in entry.detail.get("faces", []))
@@ -106,7 +114,7 @@ def problems(db: sqlite3.Connection, where: Path) -> list[str]:
         elif entry.action == "remove-face":
             expected.get(person, set()).difference_update(int(i) for i in entry.detail.get("faces", []))
     actual: dict[str, set[int]] = {}
-    for fid, name in db.execute("SELECT f.id, p.name FROM faces f JOIN people p ON p.id = f.person_id"):
+    for fid, name in faces:
         actual.setdefault(name.translate(_ASCII_LOWER), set()).add(int(fid))
     missing = sum(len(ids - actual.get(person, set())) for person, ids in expected.items())
     extra = sum(len(ids - expected.get(person, set())) for person, ids in actual.items())

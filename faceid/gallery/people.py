@@ -251,7 +251,7 @@ def row_problems(db: sqlite3.Connection, dimension: int | None, where: Path) -> 
     return problems, False
 
 
-def vector_problems(vectors: np.ndarray, where: Path) -> list[str]:
+def vector_problems(vectors: np.ndarray, where: Path | str) -> list[str]:
     """Stored embeddings that are not finite unit vectors (edited outside faceid)."""
     if not len(vectors):
         return []

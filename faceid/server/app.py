@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from faceid.errors import FaceIDError
-from faceid.gallery import Gallery
+from faceid.gallery import AnyGallery, open_gallery
 from faceid.server import routes
 from faceid.server.errors import OPENAPI_ERRORS, add_error_handlers
 from faceid.server.limits import Limits
@@ -40,7 +40,7 @@ def create_app(
     gallery_path: "str | os.PathLike",
     *,
     pipeline=None,
-    pipeline_factory: Optional[Callable[[Gallery], Any]] = None,
+    pipeline_factory: Optional[Callable[[AnyGallery], Any]] = None,
     settings: Settings = Settings(),
     model: Optional[str] = None,
 ) -> FastAPI:
@@ -121,7 +121,7 @@ def _version() -> str:
 def _start(gallery_path, pipeline, pipeline_factory, settings: Settings, model: Optional[str] = None) -> State:
     from faceid.server.batching import Batcher
 
-    gallery = Gallery(gallery_path, create=True)
+    gallery = open_gallery(gallery_path, create=True)
     try:
         if pipeline is None:
             if pipeline_factory is not None:

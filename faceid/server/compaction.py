@@ -15,7 +15,7 @@ import os
 import threading
 
 from faceid.errors import FaceIDError
-from faceid.gallery import Gallery
+from faceid.gallery import open_gallery
 
 __all__ = ["Compactor"]
 
@@ -75,7 +75,7 @@ class Compactor:
 
     def _rewrite(self) -> None:
         try:
-            with Gallery(self.path, create=False, timeout=self.timeout) as gallery:
+            with open_gallery(self.path, create=False, timeout=self.timeout) as gallery:
                 if gallery.compact(wait=True):
                     self.rewrites += 1
                 else:

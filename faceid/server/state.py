@@ -19,7 +19,7 @@ from typing import Optional
 from fastapi import Request
 
 from faceid.apikeys import ApiKeys
-from faceid.gallery import Gallery
+from faceid.gallery import AnyGallery
 from faceid.server.settings import Settings
 
 __all__ = ["Caller", "State", "state_of"]
@@ -36,7 +36,7 @@ class Caller:
 class State:
     """What the app keeps between requests: the gallery behind its lock, the batcher, annotated images."""
 
-    def __init__(self, gallery: Gallery, batcher, pipeline, settings: Settings) -> None:
+    def __init__(self, gallery: AnyGallery, batcher, pipeline, settings: Settings) -> None:
         from faceid.server.compaction import Compactor
 
         self.gallery = gallery

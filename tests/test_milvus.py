@@ -1,0 +1,379 @@
+"""The gallery on Milvus (through milvus-lite): what holds there as it does locally, and what the
+design for a store without multi-row transactions guarantees, one test per guarantee (README,
+"A gallery on Milvus"): an interrupted removal leaves orphans no search returns, finished on the
+next open; an interrupted enrolment is reported and completed by enrolling again; a rename is one
+write; removed rows are compacted out of the files; one process at a time; ids never reused
+(the parametrised suites in test_gallery.py and test_cli.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import KEY, fake_cli, gallery_address, needs_milvus, save_png, tile_image, unit_vectors
+
+from faceid.errors import GalleryError
+from faceid.gallery import NewFace, open_gallery
+from faceid.gallery.location import MilvusLocation, gallery_location, parse_location
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def faces(vectors, tag="x"):
+    return [
+        NewFace(v, f"{tag}{i:060d}"[-64:], (1, 2, 3, 4), 0.99, f"/photos/{tag}{i}.jpg") for i, v in enumerate(vectors)
+    ]
+
+
+# -- the address (no Milvus needed) -------------------------------------------------------------------
+
+
+def test_addresses_are_parsed():
+    server = parse_location("milvus://db.example.org:19530/faces_2")
+    assert server == MilvusLocation(
+        "milvus://db.example.org:19530/faces_2", "http://db.example.org:19530", "faces_2", False
+    )
+    assert parse_location("milvus://[::1]:19530/g").uri == "http://[::1]:19530"
+    lite = parse_location("milvus-lite:some/where.db")
+    assert isinstance(lite, MilvusLocation) and lite.lite and lite.uri == os.path.abspath("some/where.db")
+    assert parse_location("photos/gallery") == Path("photos/gallery")
+    assert parse_location(Path("milvus-lite.d")) == Path("milvus-lite.d")  # a folder that merely starts so
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "milvus://localhost/faces",  # no port
+        "milvus://localhost:19530",  # no name
+        "milvus://localhost:19530/",
+        "milvus://localhost:0/faces",
+        "milvus://localhost:99999/faces",
+        "milvus://localhost:19530/9lives",  # a collection name starts with a letter or _
+        "milvus://localhost:19530/a-b",
+        "milvus://localhost:19530/a/b",
+        "milvus-lite:faces",  # milvus-lite wants a .db path
+        "milvus-lite:",
+        "milvus:/localhost:19530/faces",  # what a Path makes of milvus://
+    ],
+)
+def test_bad_addresses_get_one_line_saying_the_form(bad):
+    with pytest.raises(GalleryError) as caught:
+        parse_location(bad)
+    message = str(caught.value)
+    assert message.startswith(bad) and "\n" not in message
+    assert "milvus://HOST:PORT/NAME" in message or "milvus-lite:" in message or "NAME" in message
+
+
+def test_the_environment_names_the_gallery(monkeypatch):
+    monkeypatch.setenv("FACEID_GALLERY", "milvus://localhost:19530/faces")
+    assert gallery_location() == parse_location("milvus://localhost:19530/faces")
+    monkeypatch.delenv("FACEID_GALLERY")
+    assert gallery_location() == Path("gallery")
+
+
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pymilvus" else real(name, *a))
+    with pytest.raises(GalleryError) as caught:
+        open_gallery(f"milvus-lite:{tmp_path / 'g.db'}")
+    assert str(caught.value) == ("--gallery milvus-lite:... needs the milvus extra: pip install 'faceid[milvus]'")
+    result = fake_cli("people", "--gallery", "milvus://localhost:19530/faces")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "faceid: error: --gallery milvus://... needs the milvus extra: pip install 'faceid[milvus]'"
+    )
+    assert not (tmp_path / "g.db").exists()
+
+
+def test_importing_faceid_does_not_import_pymilvus():
+    code = (
+        "import sys, faceid, faceid.gallery, faceid.cli; print('pymilvus' in sys.modules, 'milvus_lite' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+# -- guarantees on milvus-lite --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lite(tmp_path):
+    return gallery_address("milvus-lite", tmp_path)
+
+
+def _raw_faces(g) -> set[int]:
+    """Face ids in the faces collection, orphans included (what search filters)."""
+    return {int(r["id"]) for r in g._scan("faces", ["id"])}
+
+
+@needs_milvus
+def test_a_removal_interrupted_between_its_deletes_leaves_orphans_no_search_returns(lite, monkeypatch):
+    rng = np.random.default_rng(1)
+    ann, bob = unit_vectors(rng, 3), unit_vectors(rng, 2)
+    with open_gallery(lite) as g:
+        ann_ids = g.add_faces("ann", faces(ann, "a"), embedding_key=KEY)
+        bob_ids = g.add_faces("bob", faces(bob, "b"), embedding_key=KEY)
+        real_delete = g._client.delete
+
+        def crash_at_the_faces(collection, **kwargs):
+            if collection.endswith("_faces"):
+                raise KeyboardInterrupt  # the process dies between the person's row and their faces
+            return real_delete(collection, **kwargs)
+
+        monkeypatch.setattr(g._client, "delete", crash_at_the_faces)
+        with pytest.raises(KeyboardInterrupt):
+            g.remove("ann")
+        monkeypatch.setattr(g._client, "delete", real_delete)
+        assert set(ann_ids) <= _raw_faces(g)  # the orphans are still stored...
+        scores, found = g.search(ann, k=5)  # ...but no search returns them
+        assert set(found.ravel()) - {-1} == set(bob_ids)
+        assert (found[:, 2:] == -1).all() and np.isneginf(scores[:, 2:]).all()
+        assert g.face_owners(np.array(ann_ids)) == {}
+        assert [p.name for p in g.people()] == ["bob"] and "ann" not in g and g.face_count == 2
+        assert [f.id for f in g.faces()] == bob_ids
+        assert any("belong to no person" in p for p in g.check())
+    with open_gallery(lite) as g:  # the next open finishes the removal
+        assert any("interrupted" in p for p in g.problems)
+        assert _raw_faces(g) == set(bob_ids)
+        assert g.check() == []
+    with open_gallery(lite) as g:
+        assert g.problems == []
+
+
+@needs_milvus
+def test_an_interrupted_enrolment_is_reported_and_enrolling_again_completes_it(lite, monkeypatch):
+    rng = np.random.default_rng(2)
+    vectors = unit_vectors(rng, 3)
+    with open_gallery(lite) as g:
+        real_insert = g._client.insert
+
+        def crash_at_the_faces(collection, rows, **kwargs):
+            if collection.endswith("_faces"):
+                raise KeyboardInterrupt
+            return real_insert(collection, rows, **kwargs)
+
+        monkeypatch.setattr(g._client, "insert", crash_at_the_faces)
+        with pytest.raises(KeyboardInterrupt):
+            g.add_faces("ann", faces(vectors), embedding_key=KEY)
+        monkeypatch.setattr(g._client, "insert", real_insert)
+    with open_gallery(lite) as g:
+        assert [(p.name, p.faces) for p in g.people()] == [("ann", 0)]
+        (problem,) = g.check()
+        assert "3 faces the audit log records as enrolled missing" in problem
+        added = g.add_faces("ann", faces(vectors), embedding_key=KEY, skip_known_images=True)
+        assert None not in added
+        assert [(p.name, p.faces) for p in g.people()] == [("ann", 3)]
+        _, found = g.search(vectors, 1)
+        assert list(found[:, 0]) == added
+
+
+@needs_milvus
+def test_a_rename_is_one_write_and_touches_no_face(lite, monkeypatch):
+    rng = np.random.default_rng(3)
+    with open_gallery(lite) as g:
+        g.add_faces("ann", faces(unit_vectors(rng, 4)), embedding_key=KEY)
+        writes = []
+        for method in ("insert", "upsert", "delete"):
+            real = getattr(g._client, method)
+
+            def record(collection, *args, _real=real, _method=method, **kwargs):
+                writes.append((_method, collection.rsplit("_", 1)[-1]))
+                return _real(collection, *args, **kwargs)
+
+            monkeypatch.setattr(g._client, method, record)
+        g.rename("ann", "Ann B.")
+        assert [w for w in writes if w[1] in ("people", "faces")] == [("upsert", "people")]
+        assert [f.person for f in g.faces()] == ["Ann B."] * 4
+
+
+@needs_milvus
+def test_removed_faces_are_compacted_out_of_the_files(lite):
+    """Milvus deletes are tombstones; the removal compacts, so no file of the gallery keeps the rows."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(4)
+    gone, kept = unit_vectors(rng, 3), unit_vectors(rng, 1)
+    with open_gallery(lite) as g:
+        gone_ids = g.add_faces("ann", faces(gone, "a"), embedding_key=KEY)
+        g.add_faces("bob", faces(kept, "b"), embedding_key=KEY)
+        g.search(gone, 1)
+        g.remove("ann")
+        folder = Path(g.location.uri)
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        for path in files:
+            raw = path.read_bytes()
+            assert not any(v.tobytes() in raw for v in gone), path
+            assert b"/photos/a0.jpg" not in raw, path
+            if path.suffix == ".parquet" and "faceid_faces" in path.parts and "data" in path.parts:
+                ids = set(pq.read_table(path).column("id").to_pylist())
+                assert ids.isdisjoint(gone_ids), path
+        assert kept[0].tobytes() in b"".join(p.read_bytes() for p in files if "faces" in str(p))  # the test can see
+
+
+@needs_milvus
+def test_one_process_at_a_time_on_milvus_lite(lite, tmp_path):
+    env = {**os.environ, "FACEID_TIMEOUT": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "faceid", "people", "--gallery", lite]
+    with open_gallery(lite) as g:
+        g.add_faces("ann", faces(unit_vectors(np.random.default_rng(5), 1)), embedding_key=KEY)
+        busy = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert busy.returncode == 1
+        assert busy.stderr.count("\n") == 1 and "one process at a time" in busy.stderr
+        with open_gallery(lite) as again:  # a second handle in the same process shares its server
+            assert "ann" in again
+        assert "ann" in g  # and closing the second left the first working
+    free = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert free.returncode == 0 and free.stdout.split()[0] == "ann"
+
+
+@needs_milvus
+def test_no_gallery_is_created_by_reading_commands(tmp_path):
+    where = tmp_path / "none.db"
+    result = fake_cli("people", "--gallery", f"milvus-lite:{where}")
+    assert result.exit_code == 1 and "no gallery here" in result.stderr and not where.exists()
+
+
+@needs_milvus
+def test_settings_thumbnails_and_single_faces(lite):
+    rng = np.random.default_rng(6)
+    with open_gallery(lite) as g:
+        (face,) = faces(unit_vectors(rng, 1))
+        jpeg = b"\xff\xd8 a small jpeg \xff\xd9"
+        (fid,) = g.add_faces(
+            "ann", [NewFace(face.embedding, face.image_sha256, face.box, 0.9, thumbnail=jpeg)], embedding_key=KEY
+        )
+        (other,) = g.add_faces("ann", faces(unit_vectors(rng, 1), "o"), embedding_key=KEY)
+        assert g.face_thumbnail(fid) == jpeg and g.face_thumbnail(other) is None
+        assert g.face(fid).image_path is None and g.face(other).image_path == "/photos/o0.jpg"
+        assert g.find_image(face.image_sha256) == ["ann"]
+        g.set_setting("threshold", 0.61)
+        g.set_setting("odd name 'é\"", {"a": [1]})
+    with open_gallery(lite) as g:
+        assert g.get_setting("threshold") == 0.61 and g.get_setting("odd name 'é\"") == {"a": [1]}
+        assert g.remove_face(fid) == "ann"
+        assert g.person("ann").faces == 1 and g.face_thumbnail(fid) is None
+        assert g.face_count == 1 and len(g) == 1  # Milvus's count(*) leaves deleted rows out
+        assert [e.action for e in g.audit_log()] == ["enroll", "enroll", "setting", "setting", "remove-face"]
+        assert g.check() == []
+
+
+@needs_milvus
+def test_enroll_and_identify_through_the_cli_on_milvus_lite(lite, tmp_path):
+    photos = tmp_path / "photos"
+    for name, colour in (("ann", (200, 40, 40)), ("bob", (40, 200, 40))):
+        save_png(photos / f"{name}.png", tile_image([colour]))
+        result = fake_cli("enroll", name, photos / f"{name}.png", "--gallery", lite)
+        assert result.exit_code == 0, result.output
+    again = fake_cli("enroll", "ann", photos / "ann.png", "--gallery", lite)
+    assert again.exit_code == 0 and "duplicate" in again.stdout
+    result = fake_cli("identify", "--json", photos / "bob.png", photos / "ann.png", "--gallery", lite)
+    assert result.exit_code == 0, result.output
+    names = [[f["name"] for f in json.loads(line)["faces"]] for line in result.stdout.splitlines()]
+    assert names == [["bob"], ["ann"]]
+    assert fake_cli("gallery", "check", "--gallery", lite).stdout.strip() == "gallery is sound"
+    people = fake_cli("people", "--json", "--gallery", lite).stdout.splitlines()
+    assert [(json.loads(p)["name"], json.loads(p)["faces"]) for p in people] == [("ann", 1), ("bob", 1)]
+
+
+@needs_milvus
+@pytest.mark.parametrize(
+    "test", ["test_enrol_identify_annotate_like_the_cli", "test_people_person_thumbnail_rename_remove"]
+)
+def test_the_server_on_milvus_lite(test, lite, tmp_path):
+    """`faceid serve` on a milvus-lite gallery: the server's own tests of its routes, run against one."""
+    pytest.importorskip("fastapi")
+    import inspect
+
+    import test_server
+
+    with test_server.make_client(lite) as client:
+        run = getattr(test_server, test)
+        given = {"client": client, "gallery_dir": lite, "tmp_path": tmp_path}
+        run(**{name: given[name] for name in inspect.signature(run).parameters})
+
+
+@needs_milvus
+def test_bench_part_measures_recall_against_exact(tmp_path):
+    """FLAT is exact: recall 1 against numpy's brute force; the approximate kinds are measured, in milliseconds."""
+    from faceid import bench
+    from faceid.bench_milvus import milvus_figures
+
+    figures = list(
+        milvus_figures(
+            [1000],
+            queries=40,
+            alone=5,
+            synthetic_faces=bench.synthetic_faces,
+            noisy=bench._noisy,
+            figure=bench._figure,
+            work=tmp_path,
+            kinds=["FLAT", "HNSW"],
+        )
+    )
+    assert [(f["index_type"], f["faces"]) for f in figures] == [("FLAT", 1000)] + [("HNSW", 1000)] * 3
+    flat = figures[0]
+    assert flat["recall_at_1_known"] == flat["recall_at_1_unknown"] == 1.0
+    assert flat["top1_similarity_gap_known_max"] <= 1e-5
+    for f in figures:
+        assert 0.01 <= f["search_alone_ms_median"] <= f["search_alone_ms_p95"] < 10_000
+        assert 0 <= f["recall_at_1_unknown"] <= 1 and f["batch"] == 40
+    assert list(tmp_path.iterdir()) == []  # the milvus-lite folder is gone
+
+
+def test_the_folder_gallery_refuses_a_milvus_address(monkeypatch):
+    from faceid.gallery import Gallery
+
+    with pytest.raises(GalleryError, match="open_gallery"):
+        Gallery("milvus-lite:faces.db")
+    monkeypatch.setenv("FACEID_GALLERY", "milvus://localhost:19530/faces")
+    with pytest.raises(GalleryError, match="open_gallery"):
+        Gallery()
+
+
+@needs_milvus
+def test_an_unreachable_server_is_one_line_after_the_timeout():
+    """The milvus:// path (a server) runs as far as connecting; no server runs here, so it must fail clearly."""
+    result = fake_cli("--timeout", "1", "people", "--gallery", "milvus://127.0.0.1:1/faces")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        "faceid: error: milvus://127.0.0.1:1/faces: cannot reach Milvus at http://127.0.0.1:1"
+    )
+
+
+@needs_milvus
+def test_api_keys_say_they_are_not_there_yet(lite):
+    result = fake_cli("keys", "create", "phone", "--gallery", lite)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"faceid: error: {lite}: API keys are not supported on milvus galleries yet"
+    assert fake_cli("keys", "list", "--gallery", lite).exit_code == 0  # none: the server answers this machine only
+
+
+@needs_milvus
+def test_forgotten_unknown_faces_are_compacted_out_of_the_files(lite):
+    rng = np.random.default_rng(9)
+    kept = unit_vectors(rng, 3)
+    with open_gallery(lite) as g:
+        photos = [
+            NewFace(v, f"k{i}".ljust(64, "0"), (0, 0, 80, 80), 0.99, f"/photos/kept{i}.jpg") for i, v in enumerate(kept)
+        ]
+        assert g.unknown.keep(photos, embedding_key=KEY).added == 3
+        assert g.unknown.forget() == 3 and g.unknown.count() == 0
+        for path in (p for p in Path(g.location.uri).rglob("*") if p.is_file()):
+            raw = path.read_bytes()
+            assert not any(v.tobytes() in raw for v in kept) and b"/photos/kept" not in raw, path
+        assert g.check() == []
+
+
+def test_migrating_a_milvus_gallery_says_it_is_not_there_yet():
+    result = fake_cli("gallery", "migrate", "--model", "sface", "--gallery", "milvus-lite:faces.db")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "faceid: error: milvus-lite:faces.db: `faceid gallery migrate` is not supported on milvus galleries yet"
+    )
