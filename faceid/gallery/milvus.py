@@ -42,23 +42,21 @@ pymilvus is imported when a gallery is opened, never by ``import faceid``.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import (
     EmbeddingKeyError,
-    FaceIDError,
     FaceNotFoundError,
     GalleryBusyError,
     GalleryCorruptError,
@@ -70,7 +68,7 @@ from faceid.errors import (
 from faceid.gallery import audit
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.location import MilvusLocation
-from faceid.gallery.milvus_common import _ASCII_LOWER, _create, _image_key, _ints, _name_key, _strs
+from faceid.gallery.milvus_common import _ASCII_LOWER, _create, _guarded, _image_key, _ints, _name_key, _strs
 from faceid.gallery.people import unit_vectors, vector_problems
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
@@ -107,27 +105,6 @@ def require_milvus(spec: str) -> None:
     if any(importlib.util.find_spec(name) is None for name in needed):
         kind = "milvus-lite:..." if spec.startswith("milvus-lite:") else "milvus://..."
         raise GalleryError(f"--gallery {kind} needs the milvus extra: pip install 'faceid[milvus]'")
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _guarded(method: _F) -> _F:
-    """Turn pymilvus's errors into :class:`GalleryError`, one line naming the gallery."""
-
-    @functools.wraps(method)
-    def wrapper(self: MilvusGallery, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except FaceIDError:
-            raise
-        except Exception as exc:
-            translated = self._translate(exc)
-            if translated is None:
-                raise
-            raise translated from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 class MilvusGallery:

@@ -3,11 +3,16 @@ and making a collection (:mod:`faceid.gallery.milvus`, :mod:`faceid.gallery.milv
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-__all__ = ["_create", "_image_key", "_ints", "_name_key", "_strs"]
+from faceid.errors import FaceIDError
+
+__all__ = ["_create", "_guarded", "_image_key", "_ints", "_name_key", "_strs"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -37,3 +42,22 @@ def _create(client: Any, name: str, schema: Any, index: Any) -> None:
     client.create_collection(name, schema=schema, consistency_level="Strong")
     client.create_index(name, index, sync=False)
     client.load_collection(name)
+
+
+def _guarded(method: _F) -> _F:
+    """Turn pymilvus's errors into :class:`GalleryError`, one line naming the gallery. For methods of
+    the gallery and of objects that reach it as ``self._g`` (its unknown faces)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except FaceIDError:
+            raise
+        except Exception as exc:
+            translated = getattr(self, "_g", self)._translate(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    return wrapper  # type: ignore[return-value]
