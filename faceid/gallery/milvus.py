@@ -68,7 +68,17 @@ from faceid.errors import (
 from faceid.gallery import audit
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.location import MilvusLocation
-from faceid.gallery.milvus_common import _ASCII_LOWER, _create, _guarded, _image_key, _ints, _name_key, _strs
+from faceid.gallery.milvus_common import (
+    _ASCII_LOWER,
+    _TEXT,
+    _create,
+    _face_row,
+    _guarded,
+    _image_key,
+    _ints,
+    _name_key,
+    _strs,
+)
 from faceid.gallery.people import unit_vectors, vector_problems
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
@@ -90,7 +100,6 @@ _PLACEHOLDER = [0.0, 0.0]  # Milvus needs a vector field in every collection: th
 _WINDOW = 8192  # ids per query when reading a whole collection (Milvus returns at most 16,384 rows)
 _CHUNK = 1000  # ids per "id in [...]" expression
 _MAX_K = 16384  # Milvus's largest search limit
-_TEXT = 65535  # the longest VARCHAR Milvus stores
 
 #: milvus-lite servers this process runs, by folder, and how many open galleries use each
 _lite_users: dict[str, int] = {}
@@ -641,32 +650,9 @@ class MilvusGallery:
             )
         else:
             pid = int(row["id"])
-        rows = []
-        for i, face_id in zip(todo, face_ids):
-            face = faces[i]
-            info = {
-                "image_path": face.image_path,
-                "image_sha256": face.image_sha256,
-                "box": [int(v) for v in face.box],
-                "confidence": float(face.confidence),
-                "model": embedding_key.model,
-                "created_at": utc_now(),
-            }
-            thumbnail = base64.b64encode(face.thumbnail).decode("ascii") if face.thumbnail else ""
-            if len(thumbnail) > _TEXT:
-                log.info("face %d: its thumbnail is over %d bytes; not kept", face_id, _TEXT)
-                thumbnail = ""
-            rows.append(
-                {
-                    "id": face_id,
-                    "person_id": pid,
-                    "group_id": 0,
-                    "embedding": vectors[i].tolist(),
-                    "image_key": _image_key(face.image_sha256),
-                    "info": json.dumps(info),
-                    "thumbnail": thumbnail,
-                }
-            )
+        rows = [
+            _face_row(face_id, pid, faces[i], vectors[i], embedding_key.model) for i, face_id in zip(todo, face_ids)
+        ]
         self._client.insert(self._name("faces"), rows)
         self._bump()
         return ids
