@@ -42,23 +42,21 @@ pymilvus is imported when a gallery is opened, never by ``import faceid``.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import (
     EmbeddingKeyError,
-    FaceIDError,
     FaceNotFoundError,
     GalleryBusyError,
     GalleryCorruptError,
@@ -70,7 +68,17 @@ from faceid.errors import (
 from faceid.gallery import audit
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.location import MilvusLocation
-from faceid.gallery.milvus_common import _ASCII_LOWER, _create, _image_key, _ints, _name_key, _strs
+from faceid.gallery.milvus_common import (
+    _ASCII_LOWER,
+    _TEXT,
+    _create,
+    _face_row,
+    _guarded,
+    _image_key,
+    _ints,
+    _name_key,
+    _strs,
+)
 from faceid.gallery.people import unit_vectors, vector_problems
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
@@ -92,7 +100,6 @@ _PLACEHOLDER = [0.0, 0.0]  # Milvus needs a vector field in every collection: th
 _WINDOW = 8192  # ids per query when reading a whole collection (Milvus returns at most 16,384 rows)
 _CHUNK = 1000  # ids per "id in [...]" expression
 _MAX_K = 16384  # Milvus's largest search limit
-_TEXT = 65535  # the longest VARCHAR Milvus stores
 
 #: milvus-lite servers this process runs, by folder, and how many open galleries use each
 _lite_users: dict[str, int] = {}
@@ -107,27 +114,6 @@ def require_milvus(spec: str) -> None:
     if any(importlib.util.find_spec(name) is None for name in needed):
         kind = "milvus-lite:..." if spec.startswith("milvus-lite:") else "milvus://..."
         raise GalleryError(f"--gallery {kind} needs the milvus extra: pip install 'faceid[milvus]'")
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _guarded(method: _F) -> _F:
-    """Turn pymilvus's errors into :class:`GalleryError`, one line naming the gallery."""
-
-    @functools.wraps(method)
-    def wrapper(self: MilvusGallery, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except FaceIDError:
-            raise
-        except Exception as exc:
-            translated = self._translate(exc)
-            if translated is None:
-                raise
-            raise translated from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 class MilvusGallery:
@@ -664,32 +650,9 @@ class MilvusGallery:
             )
         else:
             pid = int(row["id"])
-        rows = []
-        for i, face_id in zip(todo, face_ids):
-            face = faces[i]
-            info = {
-                "image_path": face.image_path,
-                "image_sha256": face.image_sha256,
-                "box": [int(v) for v in face.box],
-                "confidence": float(face.confidence),
-                "model": embedding_key.model,
-                "created_at": utc_now(),
-            }
-            thumbnail = base64.b64encode(face.thumbnail).decode("ascii") if face.thumbnail else ""
-            if len(thumbnail) > _TEXT:
-                log.info("face %d: its thumbnail is over %d bytes; not kept", face_id, _TEXT)
-                thumbnail = ""
-            rows.append(
-                {
-                    "id": face_id,
-                    "person_id": pid,
-                    "group_id": 0,
-                    "embedding": vectors[i].tolist(),
-                    "image_key": _image_key(face.image_sha256),
-                    "info": json.dumps(info),
-                    "thumbnail": thumbnail,
-                }
-            )
+        rows = [
+            _face_row(face_id, pid, faces[i], vectors[i], embedding_key.model) for i, face_id in zip(todo, face_ids)
+        ]
         self._client.insert(self._name("faces"), rows)
         self._bump()
         return ids

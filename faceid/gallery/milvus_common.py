@@ -3,11 +3,26 @@ and making a collection (:mod:`faceid.gallery.milvus`, :mod:`faceid.gallery.milv
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
-from collections.abc import Iterable
-from typing import Any
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-__all__ = ["_create", "_image_key", "_ints", "_name_key", "_strs"]
+import numpy as np
+
+from faceid.errors import FaceIDError
+from faceid.gallery.records import NewFace, utc_now
+
+__all__ = ["_TEXT", "_create", "_face_row", "_guarded", "_image_key", "_ints", "_name_key", "_strs"]
+
+log = logging.getLogger(__name__)
+
+_TEXT = 65535  # the longest VARCHAR Milvus stores
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -37,3 +52,47 @@ def _create(client: Any, name: str, schema: Any, index: Any) -> None:
     client.create_collection(name, schema=schema, consistency_level="Strong")
     client.create_index(name, index, sync=False)
     client.load_collection(name)
+
+
+def _guarded(method: _F) -> _F:
+    """Turn pymilvus's errors into :class:`GalleryError`, one line naming the gallery. For methods of
+    the gallery and of objects that reach it as ``self._g`` (its unknown faces)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except FaceIDError:
+            raise
+        except Exception as exc:
+            translated = getattr(self, "_g", self)._translate(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _face_row(face_id: int, person_id: int, face: NewFace, vector: np.ndarray, model: str) -> dict[str, Any]:
+    """The row of the faces collection for a new face (``person_id`` 0: a kept unknown face, in no group)."""
+    info = {
+        "image_path": face.image_path,
+        "image_sha256": face.image_sha256,
+        "box": [int(v) for v in face.box],
+        "confidence": float(face.confidence),
+        "model": model,
+        "created_at": utc_now(),
+    }
+    thumbnail = base64.b64encode(face.thumbnail).decode("ascii") if face.thumbnail else ""
+    if len(thumbnail) > _TEXT:
+        log.info("face %d: its thumbnail is over %d bytes; not kept", face_id, _TEXT)
+        thumbnail = ""
+    return {
+        "id": int(face_id),
+        "person_id": int(person_id),
+        "group_id": 0,
+        "embedding": vector.tolist(),
+        "image_key": _image_key(face.image_sha256),
+        "info": json.dumps(info),
+        "thumbnail": thumbnail,
+    }

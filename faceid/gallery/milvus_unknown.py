@@ -12,17 +12,16 @@ the Milvus gallery's: the audit entry first; a changed face is rewritten whole (
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
-from faceid.errors import FaceIDError, FaceNotFoundError, GroupNotFoundError, InvalidNameError
-from faceid.gallery.milvus_common import _create, _image_key, _ints, _name_key, _strs
+from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameError
+from faceid.gallery.milvus_common import _create, _face_row, _guarded, _image_key, _ints, _name_key, _strs
 from faceid.gallery.people import unit_vectors
 from faceid.gallery.records import NewFace, normalise_name, utc_now
 from faceid.gallery.unknown import Group, GroupingUpdate, Kept, Named, UnknownFace, plan_groups
@@ -30,25 +29,6 @@ from faceid.gallery.unknown import Group, GroupingUpdate, Kept, Named, UnknownFa
 __all__ = ["MilvusUnknownFaces"]
 
 
-def _guarded(method: _F) -> _F:
-    """pymilvus's errors as one-line :class:`GalleryError`, as the gallery's own methods."""
-
-    @functools.wraps(method)
-    def wrapper(self: MilvusUnknownFaces, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except FaceIDError:
-            raise
-        except Exception as exc:
-            translated = self._g._translate(exc)
-            if translated is None:
-                raise
-            raise translated from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
 _FIELDS = ["id", "person_id", "group_id", "embedding", "image_key", "info", "thumbnail"]
 
 
@@ -187,7 +167,6 @@ class MilvusUnknownFaces:
         min_confidence: float | None = None,
     ) -> Kept:
         """As :meth:`faceid.gallery.unknown.UnknownFaces.keep`."""
-        import base64
 
         from faceid.cluster import MIN_CONFIDENCE, MIN_FACE_SIZE, keep_for_grouping
 
@@ -228,28 +207,8 @@ class MilvusUnknownFaces:
             g._record("keep", None, faces=new)
             rows = []
             for i, face_id in zip(todo, new):
-                face = faces[i]
                 ids[i] = face_id
-                info = {
-                    "image_path": face.image_path,
-                    "image_sha256": face.image_sha256,
-                    "box": [int(v) for v in face.box],
-                    "confidence": float(face.confidence),
-                    "model": embedding_key.model,
-                    "created_at": utc_now(),
-                }
-                thumbnail = base64.b64encode(face.thumbnail).decode("ascii") if face.thumbnail else ""
-                rows.append(
-                    {
-                        "id": face_id,
-                        "person_id": 0,
-                        "group_id": 0,
-                        "embedding": vectors[i].tolist(),
-                        "image_key": _image_key(face.image_sha256),
-                        "info": json.dumps(info),
-                        "thumbnail": thumbnail if len(thumbnail) <= 65535 else "",
-                    }
-                )
+                rows.append(_face_row(face_id, 0, faces[i], vectors[i], embedding_key.model))
             g._client.insert(g._name("faces"), rows)
             g._bump()
         if group and todo:
