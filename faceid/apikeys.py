@@ -5,7 +5,8 @@ only its SHA-256: a 256-bit random token cannot be guessed from its hash, so a s
 hash would add nothing. Each key has a name, a scope (``admin`` may change the gallery,
 ``read-only`` may only identify and list) and its created and last-used times. Revoking deletes
 the row, so it takes effect at the next request. Creating and revoking keys are audited (names
-and scopes only, never a token or a hash).
+and scopes only, never a token or a hash). A Milvus gallery keeps its keys in its ``meta``
+collection (:mod:`faceid.gallery.milvus_keys`), with the same behaviour.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from faceid.errors import FaceIDError, GalleryError, InvalidNameError
+from faceid.errors import FaceIDError, InvalidNameError
 from faceid.gallery import Gallery, audit, normalise_name
 from faceid.gallery.records import utc_now
 
@@ -65,7 +66,8 @@ def _digest(token: str) -> str:
 
 
 class ApiKeys:
-    """The keys of one gallery, in its ``api_keys`` table (made with the first key).
+    """The keys of one gallery, in its ``api_keys`` table (made with the first key); on a Milvus
+    gallery, in its ``meta`` collection (:class:`~faceid.gallery.milvus_keys.MilvusKeyStore`).
 
     Uses the gallery's connection, its write transactions and its audit log: the keys live in
     the same SQLite file, under the same lock and crash guarantees.
@@ -73,13 +75,11 @@ class ApiKeys:
 
     def __init__(self, gallery: Any) -> None:
         self.gallery = gallery
-        #: keys live in the gallery's SQLite file; a Milvus gallery has none yet (so `faceid serve`
-        #: on one answers this machine only, or everyone with --insecure-no-auth)
-        self.supported = isinstance(gallery, Gallery)
+        self._milvus: Any = None
+        if not isinstance(gallery, Gallery):
+            from faceid.gallery.milvus_keys import MilvusKeyStore
 
-    def _require_support(self) -> None:
-        if not self.supported:
-            raise GalleryError(f"{self.gallery.path}: API keys are not supported on milvus galleries yet")
+            self._milvus = MilvusKeyStore(gallery)
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -95,8 +95,6 @@ class ApiKeys:
     def _rows(self, query: str, args: tuple = ()) -> list[tuple]:
         """Rows of a query on the keys; none while no key was ever made (the table is looked up in the
         file, not SQLite's cached schema, so a table another process made since is seen)."""
-        if not self.supported:
-            return []
         db = self.gallery._db
         with self._guard(), self.gallery._store.snapshot():
             if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'api_keys'").fetchone()[0] == 0:
@@ -108,10 +106,14 @@ class ApiKeys:
         name = normalise_name(name)
         if scope not in SCOPES:
             raise InvalidNameError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-        self._require_support()
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(name, scope, utc_now(), None)
         g = self.gallery
+        if self._milvus is not None:
+            if self._milvus.exists(name):
+                raise KeyExistsError(f"a key named {name!r} exists already; revoke it first or choose another name")
+            self._milvus.add(name, _digest(token), scope, key.created_at)
+            return key, token
         with self._guard(), g._store.write(versioned=False):
             g._db.execute(_TABLE)
             if g._db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
@@ -124,17 +126,24 @@ class ApiKeys:
         return key, token
 
     def list(self) -> list[ApiKey]:
+        if self._milvus is not None:
+            return [ApiKey(n, s, c, u) for n, _, s, c, u in self._milvus.rows()]
         rows = self._rows("SELECT name, scope, created_at, last_used FROM api_keys ORDER BY name COLLATE NOCASE")
         return [ApiKey(*row) for row in rows]
 
     def count(self) -> int:
+        if self._milvus is not None:
+            return len(self._milvus.rows())
         rows = self._rows("SELECT COUNT(*) FROM api_keys")
         return int(rows[0][0]) if rows else 0
 
     def revoke(self, name: str) -> None:
         name = normalise_name(name)
-        self._require_support()
         g = self.gallery
+        if self._milvus is not None:
+            if not self._milvus.remove(name):
+                raise KeyNotFoundError(f"no key named {name!r} in {g.path}")
+            return
         with self._guard(), g._store.write(versioned=False):
             g._db.execute(_TABLE)
             if g._db.execute("DELETE FROM api_keys WHERE name = ?", (name,)).rowcount == 0:
@@ -146,7 +155,10 @@ class ApiKeys:
         if not token or len(token) > 200:
             return None
         digest = _digest(token)
-        rows = self._rows("SELECT name, scope, created_at, last_used, hash FROM api_keys WHERE hash = ?", (digest,))
+        if self._milvus is not None:
+            rows: list[tuple] = [(n, s, c, u, h) for n, h, s, c, u in self._milvus.rows()]
+        else:
+            rows = self._rows("SELECT name, scope, created_at, last_used, hash FROM api_keys WHERE hash = ?", (digest,))
         # The lookup is by hash (an attacker cannot steer it); compare in constant time all the same.
         for row in rows:
             if hmac.compare_digest(row[4], digest):
@@ -156,7 +168,8 @@ class ApiKeys:
     def touch(self, name: str) -> None:
         """Record that a key was used now (bookkeeping: no new generation, not audited)."""
         g = self.gallery
-        if not self.supported:
+        if self._milvus is not None:
+            self._milvus.touch(name)
             return
         with self._guard(), g._store.write(versioned=False):
             g._db.execute("UPDATE api_keys SET last_used = ? WHERE name = ?", (utc_now(), name))

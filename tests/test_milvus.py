@@ -7,6 +7,7 @@ write; removed rows are compacted out of the files; one process at a time; ids n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -284,7 +285,13 @@ def test_enroll_and_identify_through_the_cli_on_milvus_lite(lite, tmp_path):
 
 @needs_milvus
 @pytest.mark.parametrize(
-    "test", ["test_enrol_identify_annotate_like_the_cli", "test_people_person_thumbnail_rename_remove"]
+    "test",
+    [
+        "test_enrol_identify_annotate_like_the_cli",
+        "test_people_person_thumbnail_rename_remove",
+        "test_keys_scopes_revocation_and_audit",
+        "test_a_key_made_while_the_server_runs_is_required_at_once",
+    ],
 )
 def test_the_server_on_milvus_lite(test, lite, tmp_path):
     """`faceid serve` on a milvus-lite gallery: the server's own tests of its routes, run against one."""
@@ -348,11 +355,37 @@ def test_an_unreachable_server_is_one_line_after_the_timeout():
 
 
 @needs_milvus
-def test_api_keys_say_they_are_not_there_yet(lite):
-    result = fake_cli("keys", "create", "phone", "--gallery", lite)
-    assert result.exit_code == 1
-    assert result.stderr.strip() == f"faceid: error: {lite}: API keys are not supported on milvus galleries yet"
-    assert fake_cli("keys", "list", "--gallery", lite).exit_code == 0  # none: the server answers this machine only
+def test_api_keys_are_kept_hashed_named_once_and_revoked(lite):
+    from faceid.apikeys import ApiKeys
+
+    token = fake_cli("keys", "create", "phone", "--gallery", lite).stdout.strip().splitlines()[-1]
+    again = fake_cli("keys", "create", "PHONE", "--read-only", "--gallery", lite)
+    assert again.exit_code == 1 and "a key named 'PHONE' exists already" in again.stderr
+    reader = fake_cli("keys", "create", "dash", "--read-only", "--gallery", lite).stdout.strip().splitlines()[-1]
+    listing = fake_cli("keys", "list", "--json", "--gallery", lite).stdout.splitlines()
+    assert [(json.loads(k)["name"], json.loads(k)["scope"]) for k in listing] == [
+        ("dash", "read-only"),
+        ("phone", "admin"),
+    ]
+    with open_gallery(lite, create=False) as g:
+        keys = ApiKeys(g)
+        assert keys.count() == 2 and keys.check("fid_nope") is None
+        assert keys.check(token).name == "phone" and keys.check(reader).scope == "read-only"
+        keys.touch("phone")
+        assert {k.name: k.last_used is not None for k in keys.list()} == {"dash": False, "phone": True}
+        stored = " ".join(str(r["value"]) for r in g._query("meta", 'key like "apikey%"', ["value"]))
+        assert hashlib.sha256(token.encode()).hexdigest() in stored and token not in stored  # the hash, not the key
+    assert fake_cli("keys", "revoke", "Phone", "--gallery", lite).stdout.strip() == "revoked Phone"
+    missing = fake_cli("keys", "revoke", "phone", "--gallery", lite)
+    assert missing.exit_code == 1 and f"no key named 'phone' in {lite}" in missing.stderr
+    with open_gallery(lite, create=False) as g:
+        assert ApiKeys(g).check(token) is None and [k.name for k in ApiKeys(g).list()] == ["dash"]
+        actions = [(e.action, e.detail) for e in g.audit_log() if e.action.startswith("key-")]
+    assert actions == [
+        ("key-create", {"key": "phone", "scope": "admin"}),
+        ("key-create", {"key": "dash", "scope": "read-only"}),
+        ("key-revoke", {"key": "Phone"}),
+    ]
 
 
 @needs_milvus

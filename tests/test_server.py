@@ -231,9 +231,10 @@ def test_keys_scopes_revocation_and_audit(gallery_dir):
     admin_key = out.stdout.strip().splitlines()[-1]
     reader_key = cli("keys", "create", "dash", "--read-only", "--gallery", gallery_dir).stdout.strip().splitlines()[-1]
     assert admin_key.startswith("fid_") and admin_key != reader_key
-    # stored hashed, never in clear
-    raw = (gallery_dir / "gallery.db").read_bytes()
-    assert admin_key.encode() not in raw and reader_key.encode() not in raw
+    # stored hashed, never in clear (in every file of the gallery: a folder, or a milvus-lite .db folder)
+    for path in _gallery_files(gallery_dir):
+        raw = path.read_bytes()
+        assert admin_key.encode() not in raw and reader_key.encode() not in raw, path
     listing = cli("keys", "list", "--gallery", gallery_dir).stdout
     assert "phone-app\tadmin" in listing and "dash\tread-only" in listing and admin_key not in listing
 
@@ -258,14 +259,20 @@ def test_keys_scopes_revocation_and_audit(gallery_dir):
     assert enrolment and enrolment[-1].user == "key:phone-app"
     assert [e.action for e in entries if e.action.startswith("key-")] == ["key-create", "key-create", "key-revoke"]
     assert all(admin_key not in str(e.detail) for e in entries)
-    used = {k.name: k.last_used for k in __import__("faceid.apikeys").apikeys.ApiKeys(_open(gallery_dir)).list()}
-    assert used["phone-app"] is not None
+    from faceid.apikeys import ApiKeys
+    from faceid.gallery import open_gallery
+
+    with open_gallery(gallery_dir, create=False) as g:
+        used = {k.name: k.last_used for k in ApiKeys(g).list()}
+    assert set(used) == {"phone-app"} and used["phone-app"] is not None
 
 
-def _open(path):
-    from faceid.gallery import Gallery
-
-    return Gallery(path)
+def _gallery_files(gallery) -> list[Path]:
+    """Every file a gallery keeps (its folder, or milvus-lite's ``.db`` folder)."""
+    where = Path(str(gallery).removeprefix("milvus-lite:"))
+    files = [p for p in where.rglob("*") if p.is_file()] if where.is_dir() else [where]
+    assert files, where
+    return files
 
 
 def test_no_auth_only_when_asked(gallery_dir):
