@@ -410,3 +410,44 @@ def test_migrating_a_milvus_gallery_says_it_is_not_there_yet():
     assert result.stderr.strip() == (
         "faceid: error: milvus-lite:faces.db: `faceid gallery migrate` is not supported on milvus galleries yet"
     )
+
+
+@needs_milvus
+def test_face_chips_are_kept_in_the_face_row_and_go_with_it(lite):
+    """A chip round-trips whole (over several VARCHAR fields); one too large is not kept (its face then needs
+    its photo to move to another model); kept unknown faces moved to a person keep theirs; removal takes it."""
+    from faceid.detect import Detection
+    from faceid.gallery.chips import make_chip
+    from faceid.gallery.milvus_common import _CHIP_FIELDS, _TEXT
+
+    rng = np.random.default_rng(3)
+    face = Detection(
+        (60, 60, 80, 90), 0.99, ((85.0, 95.0), (115.0, 95.0), (100.0, 110.0), (88.0, 125.0), (112.0, 125.0))
+    )
+    small = make_chip(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8), face)
+    assert len(small.png) * 4 // 3 > _TEXT  # more than one field's worth: split over several
+    huge = make_chip(
+        rng.integers(0, 256, (700, 700, 3), dtype=np.uint8),
+        Detection(
+            (100, 100, 500, 500),
+            0.99,
+            tuple((float(300 + x), float(300 + y)) for x, y in ((-80, -60), (80, -60), (0, 0), (-60, 80), (60, 80))),
+        ),
+    )
+    assert len(huge.png) * 4 // 3 > _TEXT * len(_CHIP_FIELDS)
+    vectors = unit_vectors(rng, 4)
+    new = [
+        NewFace(v, f"c{i}".ljust(64, "0"), (60, 60, 80, 90), 0.99, f"/photos/c{i}.jpg", chip=c)
+        for i, (v, c) in enumerate(zip(vectors, [small, huge, None, small]))
+    ]
+    with open_gallery(lite) as g:
+        ids = g.add_faces("Ann", new[:3], embedding_key=KEY)
+        assert g.face_chip(ids[0]) == small
+        assert g.face_chip(ids[1]) is None and g.face_chip(ids[2]) is None  # too large; none given
+        assert g.face_chip(999) is None
+        [kept] = g.unknown.keep([new[3]], embedding_key=KEY).ids
+        assert g.face_chip(kept) == small
+        g.unknown.move([kept], "Ann")
+        assert g.face_chip(kept) == small and g.faces("Ann")[-1].id == kept
+        g.remove_face(ids[0])
+        assert g.face_chip(ids[0]) is None and g.check() == []

@@ -67,10 +67,13 @@ from faceid.errors import (
 )
 from faceid.gallery import audit
 from faceid.gallery.audit import AuditEntry
+from faceid.gallery.chips import FaceChip
 from faceid.gallery.location import MilvusLocation
 from faceid.gallery.milvus_common import (
     _ASCII_LOWER,
+    _CHIP_FIELDS,
     _TEXT,
+    _chip_of,
     _create,
     _face_row,
     _guarded,
@@ -87,7 +90,7 @@ __all__ = ["INDEX", "SCHEMA", "MilvusGallery", "require_milvus"]
 log = logging.getLogger(__name__)
 
 #: the schema of the collections this version writes (``meta('schema')``)
-SCHEMA = "milvus-1"
+SCHEMA = "milvus-2"  # 2: face chips in the faces collection
 
 #: The index on the faces' vectors, and its search parameters: exact (``FLAT``), so a Milvus gallery
 #: names the same people as the local exact index. `faceid bench --only milvus` measured the others
@@ -312,6 +315,8 @@ class MilvusGallery:
         schema.add_field("image_key", DataType.VARCHAR, max_length=64)
         schema.add_field("info", DataType.VARCHAR, max_length=_TEXT)
         schema.add_field("thumbnail", DataType.VARCHAR, max_length=_TEXT)
+        for field in _CHIP_FIELDS:
+            schema.add_field(field, DataType.VARCHAR, max_length=_TEXT)
         index = self._client.prepare_index_params()
         index.add_index(field_name="embedding", **INDEX)
         _create(self._client, name, schema, index)
@@ -734,6 +739,15 @@ class MilvusGallery:
         if int(rows[0]["person_id"]) != 0 and not self._names([int(rows[0]["person_id"])]):
             return None  # an orphan
         return base64.b64decode(rows[0]["thumbnail"])
+
+    @_guarded
+    def face_chip(self, face_id: int) -> FaceChip | None:
+        """The face's chip (the photo around it, its box and landmarks: :mod:`~faceid.gallery.chips`),
+        or ``None`` (no such face, or no chip kept: none given, or too large for the row)."""
+        rows = self._query("faces", f"id == {int(face_id)}", ["id", "person_id", "info", *_CHIP_FIELDS])
+        if not rows or (int(rows[0]["person_id"]) != 0 and not self._names([int(rows[0]["person_id"])])):
+            return None  # no face, or an orphan
+        return _chip_of(rows[0])
 
     @_guarded
     def audit_log(self) -> list[AuditEntry]:

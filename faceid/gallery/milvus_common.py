@@ -9,18 +9,36 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from faceid.errors import FaceIDError
 from faceid.gallery.records import NewFace, utc_now
 
-__all__ = ["_TEXT", "_create", "_face_row", "_guarded", "_image_key", "_ints", "_name_key", "_strs"]
+if TYPE_CHECKING:
+    from faceid.gallery.chips import FaceChip
+
+__all__ = [
+    "_CHIP_FIELDS",
+    "_TEXT",
+    "_chip_of",
+    "_create",
+    "_face_row",
+    "_guarded",
+    "_image_key",
+    "_ints",
+    "_name_key",
+    "_strs",
+]
 
 log = logging.getLogger(__name__)
 
 _TEXT = 65535  # the longest VARCHAR Milvus stores
+
+#: a face's chip (base64 PNG) in up to this many VARCHAR fields of its row, removed with it; a chip
+#: larger than they hold is not kept (``faceid gallery migrate`` then needs the face's photo)
+_CHIP_FIELDS = tuple(f"chip_{i}" for i in range(4))
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -87,6 +105,14 @@ def _face_row(face_id: int, person_id: int, face: NewFace, vector: np.ndarray, m
     if len(thumbnail) > _TEXT:
         log.info("face %d: its thumbnail is over %d bytes; not kept", face_id, _TEXT)
         thumbnail = ""
+    parts = [""] * len(_CHIP_FIELDS)
+    if face.chip is not None:
+        chip = base64.b64encode(face.chip.png).decode("ascii")
+        if len(chip) > _TEXT * len(_CHIP_FIELDS):
+            log.info("face %d: its chip is over %d bytes; not kept", face_id, _TEXT * len(_CHIP_FIELDS) * 3 // 4)
+        else:
+            parts = [chip[i * _TEXT : (i + 1) * _TEXT] for i in range(len(_CHIP_FIELDS))]
+            info["chip"] = face.chip.geometry()
     return {
         "id": int(face_id),
         "person_id": int(person_id),
@@ -95,4 +121,16 @@ def _face_row(face_id: int, person_id: int, face: NewFace, vector: np.ndarray, m
         "image_key": _image_key(face.image_sha256),
         "info": json.dumps(info),
         "thumbnail": thumbnail,
+        **dict(zip(_CHIP_FIELDS, parts)),
     }
+
+
+def _chip_of(row: dict[str, Any]) -> FaceChip | None:
+    """The chip a face row holds (``info`` and the chip fields), or ``None``."""
+    from faceid.gallery.chips import FaceChip
+
+    geometry = json.loads(row["info"]).get("chip")
+    if geometry is None:
+        return None
+    png = base64.b64decode("".join(str(row[f]) for f in _CHIP_FIELDS))
+    return FaceChip.from_row(png, geometry)

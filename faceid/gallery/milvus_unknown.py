@@ -21,7 +21,7 @@ import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameError
-from faceid.gallery.milvus_common import _create, _face_row, _guarded, _image_key, _ints, _name_key, _strs
+from faceid.gallery.milvus_common import _CHIP_FIELDS, _create, _face_row, _guarded, _image_key, _ints, _name_key, _strs
 from faceid.gallery.people import unit_vectors
 from faceid.gallery.records import NewFace, normalise_name, utc_now
 from faceid.gallery.unknown import Group, GroupingUpdate, Kept, Named, UnknownFace, plan_groups
@@ -29,7 +29,7 @@ from faceid.gallery.unknown import Group, GroupingUpdate, Kept, Named, UnknownFa
 __all__ = ["MilvusUnknownFaces"]
 
 
-_FIELDS = ["id", "person_id", "group_id", "embedding", "image_key", "info", "thumbnail"]
+_FIELDS = ["id", "person_id", "group_id", "embedding", "image_key", "info", "thumbnail", *_CHIP_FIELDS]
 
 
 class MilvusUnknownFaces:
