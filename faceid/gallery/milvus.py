@@ -5,11 +5,12 @@ people, rename, remove, the audit log, settings, check, the embedding key) on a 
 multi-row transactions. Five collections, named after the gallery (``NAME_...``):
 
 - ``meta``: one row per key: the schema, the embedding key, settings, the id counters
-  (``last_id:faces`` / ``people`` / ``audit``: ids are never given twice), the generation, and
-  the removals in progress;
+  (``last_id:faces`` / ``people`` / ``audit``: ids are never given twice), the generation, the
+  removals in progress, and the API keys (hashed: :mod:`faceid.gallery.milvus_keys`);
 - ``people``: one row per person (id, name): a rename is one write;
 - ``faces``: one row per face, carrying its person's id, never the name; the embedding is the
-  vector field (inner product of unit vectors: the cosine similarity);
+  vector field (inner product of unit vectors: the cosine similarity); its chip (base64 PNG) is
+  split over the ``chip_0``..``chip_3`` fields, its geometry in ``info``;
 - ``audit``: the audit log, one row per entry, written before the change it records;
 - ``exclusions``: what the user said about kept unknown faces (:mod:`faceid.gallery.milvus_unknown`;
   a kept face is a face row with person id 0, never searched).
