@@ -670,10 +670,6 @@ def gallery_migrate(
 
     path = gallery if gallery is not None else default_gallery_dir()
     with _errors():
-        from faceid.gallery.location import MilvusLocation, parse_location
-
-        if isinstance(parse_location(path), MilvusLocation):
-            raise FaceIDError(f"{path}: `faceid gallery migrate` is not supported on milvus galleries yet")
         with _gallery(path, create=False) as g:
             total = len(g.face_sources())  # kept unknown faces too
         pipeline = _new_pipeline(ctx, EmbeddingKey.for_model(model))

@@ -35,6 +35,7 @@ import numpy as np
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import GalleryError
 from faceid.gallery import FaceChip, FaceRecord, Gallery
+from faceid.gallery.location import MilvusLocation
 from faceid.pipeline import Pipeline
 
 __all__ = ["MigrationError", "MigrationReport", "Unmigrated", "migrate_gallery"]
@@ -115,8 +116,24 @@ def migrate_gallery(
             already uses ``pipeline.key``, has no embeddings, or changed while it was migrated.
         GalleryError: no gallery at ``path``; ``to`` exists.
     """
-    source = Path(path)
+    from faceid.gallery.location import parse_location
+
     target = Path(to) if to is not None else None
+    where = parse_location(path)
+    if isinstance(where, MilvusLocation):
+        if target is None:
+            raise MigrationError(f"{where.spec}: a milvus gallery is migrated into a new folder: pass --to DIR")
+        if target.exists() or target.is_symlink():
+            raise MigrationError(f"{target}: already exists; --to takes a new folder")
+        if not target.parent.is_dir():
+            raise MigrationError(f"{target.parent}: no such folder")
+        try:
+            return _migrate_milvus(where, pipeline, target, drop_unmigrated, timeout, progress)
+        except OSError as exc:
+            raise MigrationError(
+                f"{exc.filename or target}: {exc.strerror or exc}; the gallery was not changed"
+            ) from None
+    source = Path(path)
     if target is not None and (target.exists() or target.is_symlink()):
         raise MigrationError(f"{target}: already exists; --to takes a new folder")
     if target is not None and not target.parent.is_dir():
@@ -176,6 +193,58 @@ def _migrate(
     return MigrationReport(
         source=str(source),
         destination=str(destination),
+        old_key=old_key.describe(),
+        new_key=new_key.describe(),
+        faces=report[0],
+        from_chips=report[1],
+        from_photos=report[2],
+        unmigrated=report[3],
+        threshold_dropped=threshold,
+    )
+
+
+def _migrate_milvus(
+    source: MilvusLocation,
+    pipeline: Pipeline,
+    target: Path,
+    drop_unmigrated: bool,
+    timeout: float,
+    progress: Callable[[int], None] | None,
+) -> MigrationReport:
+    """A Milvus gallery into a new local folder: written out as a local gallery beside ``target``,
+    re-embedded there, then moved into place; the Milvus gallery is not changed."""
+    from faceid.gallery.milvus import MilvusGallery
+    from faceid.gallery.milvus_export import export_to_folder
+
+    new_key = pipeline.key
+    _sweep(target.parent, target.name)
+    build = target.parent / f".{target.name}.migrating-{os.getpid()}"
+    with MilvusGallery(source, create=False, timeout=timeout) as old:
+        old_key = old.embedding_key
+        if old_key is None:
+            raise MigrationError(
+                f"{source.spec}: no faces to migrate; enrol with --model to start a gallery of another model"
+            )
+        if old_key == new_key:
+            raise MigrationError(f"{source.spec}: its embeddings are already made with {new_key.describe()}")
+        threshold = old.get_setting("threshold") is not None
+        generation = old.generation
+        try:
+            export_to_folder(old, build)
+            if old.generation != generation:
+                raise MigrationError(
+                    f"{source.spec}: the gallery changed while it was being copied; nothing was changed, "
+                    "run the migration again (stop `faceid serve` and enrolments first)"
+                )
+            report = _rebuild(build, pipeline, old_key, new_key, drop_unmigrated, timeout, progress)
+            os.rename(build, target)
+        except BaseException:
+            if build.exists():
+                _remove(build)
+            raise
+    return MigrationReport(
+        source=source.spec,
+        destination=str(target),
         old_key=old_key.describe(),
         new_key=new_key.describe(),
         faces=report[0],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import KEY, fake_cli, gallery_address, needs_milvus, save_png, tile_image, unit_vectors
+from conftest import KEY, cli, fake_cli, gallery_address, needs_milvus, save_png, tile_image, unit_vectors
 
 from faceid.errors import GalleryError
 from faceid.gallery import NewFace, open_gallery
@@ -404,12 +404,53 @@ def test_forgotten_unknown_faces_are_compacted_out_of_the_files(lite):
         assert g.check() == []
 
 
-def test_migrating_a_milvus_gallery_says_it_is_not_there_yet():
-    result = fake_cli("gallery", "migrate", "--model", "sface", "--gallery", "milvus-lite:faces.db")
-    assert result.exit_code == 1
-    assert result.stderr.strip() == (
-        "faceid: error: milvus-lite:faces.db: `faceid gallery migrate` is not supported on milvus galleries yet"
-    )
+@needs_milvus
+def test_migrating_a_milvus_gallery_into_a_folder_keeps_everything_but_the_model(lite, tmp_path):
+    """`gallery migrate --to DIR` from milvus-lite: the same people, face ids, kept unknown faces, log, keys
+    and chips in a local gallery of the new model; the Milvus gallery is not changed; in place is refused."""
+    from test_migrate import NEW, OLD, OtherModel, maker
+
+    from faceid.apikeys import ApiKeys
+    from faceid.enroll import enroll
+    from faceid.gallery import Gallery
+
+    with open_gallery(lite) as g:
+        for name, colour in (("Ann", (200, 30, 30)), ("Rob", (30, 200, 30))):
+            enroll(g, name, [save_png(tmp_path / "photos" / f"{name}.png", tile_image([colour]))], maker(OLD))
+        g.rename("Rob", "Bob")
+        g.set_setting("threshold", 0.5)
+        g.set_setting("odd name é", [1, 2])
+        _, token = ApiKeys(g).create("phone")
+        stranger = save_png(tmp_path / "stranger.png", tile_image([(30, 30, 200)]))
+    assert fake_cli("identify", stranger, "--remember", "--gallery", lite).exit_code == 0
+    with open_gallery(lite, create=False) as g:
+        before = [(f.id, f.person, f.image_sha256) for f in g.face_sources()]
+        people = [(p.id, p.name) for p in g.people()]
+        log = [(e.id, e.action, e.person, e.detail) for e in g.audit_log()]
+        chips = {f[0]: g.face_chip(f[0]) for f in before}
+        _, _, old_vectors = g.embeddings()
+    assert len(before) == 3 and before[-1][1] == "" and all(c is not None for c in chips.values())
+
+    refused = cli("gallery", "migrate", "--model", "sface", "--gallery", lite, models=maker)
+    assert refused.exit_code == 1 and "pass --to DIR" in refused.stderr
+    out = cli("gallery", "migrate", "--model", "sface", "--to", tmp_path / "new", "--gallery", lite, models=maker)
+    assert out.exit_code == 0, out.output
+    assert "migrated 3 faces" in out.stdout and "3 from their chips" in out.stdout
+    with Gallery(tmp_path / "new", create=False) as g:
+        assert g.embedding_key == NEW and g.check() == []
+        assert [(f.id, f.person, f.image_sha256) for f in g.face_sources()] == before
+        assert [(p.id, p.name) for p in g.people()] == people
+        assert [(e.id, e.action, e.person, e.detail) for e in g.audit_log()][: len(log)] == log
+        assert g.audit_log()[-1].action == "migrate"
+        assert {f[0]: g.face_chip(f[0]) for f in before} == chips
+        assert g.get_setting("threshold") is None and g.get_setting("odd name é") == [1, 2]
+        assert g.unknown.count() == 1
+        assert ApiKeys(g).check(token).name == "phone"
+        _, _, vectors = g.embeddings()
+    with open_gallery(lite, create=False) as g:  # the Milvus gallery as it was
+        assert g.embedding_key == OLD and np.array_equal(g.embeddings()[2], old_vectors)
+    assert np.allclose(vectors[:2], old_vectors @ OtherModel(112).turn, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.db", "new", "photos", "stranger.png"]
 
 
 @needs_milvus

@@ -562,6 +562,13 @@ class MilvusGallery:
         names = self._names({int(r["person_id"]) for r in rows})
         return [r for r in rows if int(r["person_id"]) in names]
 
+    @_guarded
+    def face_sources(self) -> list[FaceRecord]:
+        """Every face (a kept unknown face has ``person`` ``""``), by id: where each came from, for re-embedding."""
+        rows = list(self._scan("faces", ["id", "person_id", "info"]))
+        names = {**self._names({int(r["person_id"]) for r in rows}), 0: ""}
+        return self._records(rows, names)
+
     def _records(self, rows: list[dict[str, Any]], names: dict[int, str] | None = None) -> list[FaceRecord]:
         if names is None:
             names = self._names({int(r["person_id"]) for r in rows})
