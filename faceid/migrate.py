@@ -156,13 +156,7 @@ def _migrate(
     new_key = pipeline.key
     _sweep(source.parent, source.name)
     with Gallery(source, create=False, timeout=timeout) as old:
-        old_key = old.embedding_key
-        if old_key is None:
-            raise MigrationError(
-                f"{source}: no faces to migrate; enrol with --model to start a gallery of another model"
-            )
-        if old_key == new_key:
-            raise MigrationError(f"{source}: its embeddings are already made with {new_key.describe()}")
+        old_key = _old_key(str(source), old.embedding_key, new_key)
         threshold = old.get_setting("threshold") is not None
         build = (target or source).parent / f".{(target or source).name}.migrating-{os.getpid()}"
         if target is not None:
@@ -190,17 +184,7 @@ def _migrate(
             _remove(build)  # the old gallery, now under the build folder's name
         except OSError as exc:  # the migration stands; the old copy must not be forgotten
             log.warning("%s: the old gallery could not be deleted (%s); delete this folder", build, exc)
-    return MigrationReport(
-        source=str(source),
-        destination=str(destination),
-        old_key=old_key.describe(),
-        new_key=new_key.describe(),
-        faces=report[0],
-        from_chips=report[1],
-        from_photos=report[2],
-        unmigrated=report[3],
-        threshold_dropped=threshold,
-    )
+    return _report(str(source), str(destination), old_key, new_key, report, threshold)
 
 
 def _migrate_milvus(
@@ -220,13 +204,7 @@ def _migrate_milvus(
     _sweep(target.parent, target.name)
     build = target.parent / f".{target.name}.migrating-{os.getpid()}"
     with MilvusGallery(source, create=False, timeout=timeout) as old:
-        old_key = old.embedding_key
-        if old_key is None:
-            raise MigrationError(
-                f"{source.spec}: no faces to migrate; enrol with --model to start a gallery of another model"
-            )
-        if old_key == new_key:
-            raise MigrationError(f"{source.spec}: its embeddings are already made with {new_key.describe()}")
+        old_key = _old_key(source.spec, old.embedding_key, new_key)
         threshold = old.get_setting("threshold") is not None
         generation = old.generation
         try:
@@ -242,16 +220,37 @@ def _migrate_milvus(
             if build.exists():
                 _remove(build)
             raise
+    return _report(source.spec, str(target), old_key, new_key, report, threshold)
+
+
+def _old_key(where: str, old_key: EmbeddingKey | None, new_key: EmbeddingKey) -> EmbeddingKey:
+    """The gallery's key, if it has faces and another key than ``new_key``; else :class:`MigrationError`."""
+    if old_key is None:
+        raise MigrationError(f"{where}: no faces to migrate; enrol with --model to start a gallery of another model")
+    if old_key == new_key:
+        raise MigrationError(f"{where}: its embeddings are already made with {new_key.describe()}")
+    return old_key
+
+
+def _report(
+    source: str,
+    destination: str,
+    old_key: EmbeddingKey,
+    new_key: EmbeddingKey,
+    rebuilt: tuple[int, int, int, list[Unmigrated]],
+    threshold_dropped: bool,
+) -> MigrationReport:
+    faces, from_chips, from_photos, unmigrated = rebuilt
     return MigrationReport(
-        source=source.spec,
-        destination=str(target),
+        source=source,
+        destination=destination,
         old_key=old_key.describe(),
         new_key=new_key.describe(),
-        faces=report[0],
-        from_chips=report[1],
-        from_photos=report[2],
-        unmigrated=report[3],
-        threshold_dropped=threshold,
+        faces=faces,
+        from_chips=from_chips,
+        from_photos=from_photos,
+        unmigrated=unmigrated,
+        threshold_dropped=threshold_dropped,
     )
 
 
