@@ -113,7 +113,7 @@ def process(
     The work runs in three stages: decoding (two threads, up to two batches ahead), detection of
     a batch, and embedding of its faces. With ``overlap`` (the default) batch k+1 is detected in
     a thread of its own while batch k is embedded in the calling thread, so that both of a
-    2-core machine's cores work (TensorFlow and onnxruntime release the GIL while they run); at
+    2-core machine's cores work (TensorFlow, OpenCV and onnxruntime release the GIL while they run); at
     most one detected batch waits. The batches, hence what MTCNN sees together and every box
     and embedding, are the same either way; ``overlap=False`` runs detection and embedding one
     after the other (the equality tests compare the two).

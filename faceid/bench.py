@@ -12,9 +12,10 @@ Figures (``part`` names select them):
   counted from the model's convolutions and dense layer) and as a share of numpy's float32
   matrix-multiply rate, the two measured alternately (best of each),
   and as CPU time per face (all of TensorFlow's threads);
-  then every installed onnxruntime model (SFace, ArcFace) at the same batches, with 1 thread and
-  with the default thread count (:func:`faceid.embed_onnx.default_threads`), as wall time and as
-  CPU time per face (the process's CPU seconds: on a busy machine the steadier of the two).
+  then every installed ONNX model (SFace, ArcFace) at the same batches on both ONNX runtimes
+  side by side: OpenCV's DNN module, and onnxruntime with 1 thread and with the default thread
+  count (:func:`faceid.embed_onnx.default_threads`), as wall time and as CPU time per face (the
+  process's CPU seconds: on a busy machine the steadier of the two).
 - ``detection``: MTCNN milliseconds per image at 250x250, 640x480 and 1920x1080, one image per
   call, and 250x250 photos 16 per call.
 - ``identify``: warm latency of :func:`faceid.identify.identify` on a one-face 640x480 JPEG, with
@@ -339,13 +340,14 @@ def _best_embed_time(
 
 
 def _embedding_onnx(batches: Sequence[int], repeats: int, quick: bool) -> Iterator[dict]:
-    """Every onnxruntime model that is installed here, at 1 thread and at the default thread count."""
-    from faceid.embed_onnx import OnnxEmbedder, default_threads
+    """Every ONNX model that is installed here on both ONNX runtimes side by side: OpenCV's DNN
+    module, and onnxruntime at 1 thread and at the default thread count."""
+    from faceid.embed_onnx import ONNX_RUNTIMES, OnnxEmbedder, default_threads
     from faceid.errors import ModelNotFoundError
     from faceid.models import MODELS, locate
 
     for spec in MODELS.values():
-        if spec.runtime != "onnxruntime":
+        if spec.runtime not in ONNX_RUNTIMES:
             continue
         try:
             locate(spec.name)
@@ -354,14 +356,16 @@ def _embedding_onnx(batches: Sequence[int], repeats: int, quick: bool) -> Iterat
             continue
         size = spec.input_size
         crops = np.random.default_rng(0).integers(0, 256, (max(batches), size, size, 3), dtype=np.uint8)
-        for threads in sorted({1, default_threads()}):
-            embedder = OnnxEmbedder(spec.name, threads=threads)
+        variants = [("opencv-dnn", None)] + [("onnxruntime", t) for t in sorted({1, default_threads()})]
+        for runtime, threads in variants:
+            embedder = OnnxEmbedder(spec.name, threads=threads, runtime=runtime)
             start = time.perf_counter()
             embedder.embed(crops[:1])
             yield _figure(
                 "embedding_model",
                 model=spec.name,
-                runtime=spec.runtime,
+                runtime=runtime,
+                default_runtime=runtime == spec.runtime,
                 threads=threads,
                 load_and_first_call_s=round(time.perf_counter() - start, 2),
             )
@@ -373,9 +377,9 @@ def _embedding_onnx(batches: Sequence[int], repeats: int, quick: bool) -> Iterat
                 yield _figure(
                     "embedding",
                     model=spec.name,
-                    runtime=spec.runtime,
+                    runtime=runtime,
+                    default_runtime=runtime == spec.runtime,
                     threads=threads,
-                    default_threads=threads == default_threads(),
                     batch=batch,
                     faces_per_s=round(rate, 1),
                     ms_per_face=round(1000 / rate, 2),

@@ -64,13 +64,14 @@ class ModelSpec:
             weights (:func:`faceid.embed.graph_bytes`) with the TensorFlow version in
             ``graph_tensorflow``; ``None`` where faceid makes no graph file.
         graph_tensorflow: the TensorFlow version that makes exactly that graph.
-        runtime: ``"tensorflow"`` (keras-facenet's network) or ``"onnxruntime"`` (an ONNX file).
+        runtime: what runs the network: ``"tensorflow"`` (keras-facenet's network), or for an ONNX
+            file ``"opencv-dnn"`` (OpenCV's DNN module) or ``"onnxruntime"`` (see :mod:`faceid.embed_onnx`).
         alignment: how a face is cropped for it (one of :data:`faceid.embedding_key.ALIGN_METHODS`):
             ``"margin"`` (the MTCNN box grown by the pipeline's crop margin) or ``"arcface-112"``
             (5-point similarity transform to the standard 112x112 ArcFace template).
         colour: channel order the network takes (``"RGB"`` or ``"BGR"``).
         layout: ``"NHWC"`` or ``"NCHW"``.
-        input_name, output_name: the ONNX graph's input and output (``onnxruntime`` only).
+        input_name, output_name: the ONNX graph's input and output (ONNX files only).
         accept_licence: the word ``faceid models pull NAME --accept-licence WORD`` must be given
             for weights whose licence restricts use; ``None`` where anyone may use them.
     """
@@ -180,7 +181,7 @@ MODELS: dict[str, ModelSpec] = {
                 "member_sha256": "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
                 "convert": "onnx-float32",
             },
-            runtime="onnxruntime",
+            runtime="opencv-dnn",
             alignment="arcface-112",
             layout="NCHW",
             input_name="data",
@@ -520,7 +521,8 @@ def _convert(spec: ModelSpec, member: Path) -> bytes:
 
 
 def onnx_float32(data: bytes) -> bytes:
-    """An ONNX model made plain float32 for onnxruntime, the same bytes on every run.
+    """An ONNX model made plain float32, the same bytes on every run (OpenCV's DNN module cannot
+    parse block-quantised nodes at all).
 
     - ``DequantizeLinear`` of constant weights (per-tensor, per-axis or block-quantised), and
       ``Reshape`` of the result by a constant shape, are computed once here and stored as float32

@@ -17,7 +17,7 @@ from faceid import _check
 from faceid.align import crop_faces
 from faceid.detect import Detection, Detector
 from faceid.embed import Embedder
-from faceid.embed_onnx import OnnxEmbedder
+from faceid.embed_onnx import ONNX_RUNTIMES, OnnxEmbedder
 from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
 from faceid.errors import OptionError
 from faceid.models import ModelSpec, get_spec
@@ -35,9 +35,9 @@ class Face:
 
 def make_embedder(model: str | None = None, *, mirror: bool = False, frozen: bool = False) -> Embedder | OnnxEmbedder:
     """The embedder the model's spec asks for (default: :data:`faceid.models.DEFAULT_MODEL`): FaceNet's
-    TensorFlow one or the onnxruntime one."""
+    TensorFlow one or the ONNX one (OpenCV's DNN module or onnxruntime)."""
     model = model or _default_model()
-    if get_spec(model).runtime == "onnxruntime":
+    if get_spec(model).runtime in ONNX_RUNTIMES:
         return OnnxEmbedder(model, mirror=mirror)
     return Embedder(model, mirror=mirror, frozen=frozen)
 
@@ -47,7 +47,7 @@ class Pipeline:
 
     Args:
         model: embedding model name (see ``faceid models list``); its spec says which runtime
-            runs it (TensorFlow for FaceNet, onnxruntime for SFace and ArcFace) [default:
+            runs it (TensorFlow for FaceNet, OpenCV's DNN module for SFace, onnxruntime for ArcFace) [default:
             :data:`faceid.models.DEFAULT_MODEL`, read when the pipeline is made].
         align: ``"margin"``, ``"similarity"`` or ``"arcface-112"`` (see :mod:`faceid.align`)
             [default: the model's own, ``spec.alignment``].

@@ -92,7 +92,7 @@ def test_models_list_offline(tmp_path, monkeypatch):
     assert facenet.startswith("facenet-20170512-110547: 128-d, tensorflow, licence: MIT")
     assert facenet.endswith("missing; get it with `faceid models pull`")
     sface = next(line for line in result.stdout.splitlines() if line.startswith("sface"))
-    assert sface.startswith("sface (default): 128-d, onnxruntime, licence: Apache-2.0")
+    assert sface.startswith("sface (default): 128-d, opencv-dnn, licence: Apache-2.0")
 
 
 @pytest.mark.model

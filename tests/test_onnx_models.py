@@ -280,8 +280,9 @@ def test_registry_entries_of_the_real_models():
         128,
         112,
         "arcface-112",
-        "onnxruntime",
+        "opencv-dnn",
     )
+    assert arcface.runtime == "onnxruntime"
     assert (sface.input_name, sface.output_name, sface.standardisation, sface.colour) == ("data", "fc1", "none", "RGB")
     assert sface.origin["archive_sha256"] == "3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882"
     assert sface.origin["member_sha256"] == "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
@@ -309,13 +310,14 @@ def test_preprocess_colour_scaling_and_layout():
     assert bgr[0, :, 0, 1].tolist() == [10.0, 0.0, 255.0]
 
 
-def test_onnx_embedder_batches_and_normalises(fake_wheel):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "opencv-dnn"])
+def test_onnx_embedder_batches_and_normalises(fake_wheel, runtime):
     from faceid.embed_onnx import OnnxEmbedder
 
     wheel, spec = fake_wheel
     models.pull(spec.name, archive=wheel)
     crops = np.random.default_rng(3).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
-    embedder = OnnxEmbedder(spec.name, batch_size=2, threads=1)
+    embedder = OnnxEmbedder(spec.name, batch_size=2, threads=1, runtime=runtime)
     rows = embedder.embed(crops)
     assert rows.shape == (5, 3) and rows.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, rtol=1e-6)
@@ -420,6 +422,36 @@ def test_real_model_tells_people_apart_on_the_samples(model, sample_faces):
     assert min(same) > 0.55, same
     assert max(different) < 0.3, different
     assert min(same) - max(different) > 0.35
+
+
+@pytest.mark.model
+def test_sface_on_opencv_equals_sface_on_onnxruntime(sample_faces):
+    """SFace runs on OpenCV's DNN module for speed; the embeddings must be onnxruntime's, also when
+    several threads embed at once (each thread has its own OpenCV net)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faceid.align import crop_faces
+    from faceid.embed_onnx import OnnxEmbedder
+
+    _, images, detections = sample_faces
+    crops = np.concatenate([crop_faces(i, d, method="arcface-112", size=112) for i, d in zip(images, detections)])
+    opencv = OnnxEmbedder("sface")
+    assert opencv.runtime == "opencv-dnn"
+    reference = OnnxEmbedder("sface", runtime="onnxruntime").embed(crops)
+    np.testing.assert_allclose(opencv.embed(crops), reference, atol=1e-5)
+    stacked = np.concatenate([crops] * 8)
+    with ThreadPoolExecutor(4) as pool:
+        for rows in pool.map(lambda _: opencv.embed(stacked), range(8)):
+            np.testing.assert_allclose(rows, np.concatenate([reference] * 8), atol=1e-5)
+
+
+def test_onnx_embedder_refuses_an_unknown_runtime():
+    from faceid.embed_onnx import OnnxEmbedder
+
+    with pytest.raises(ModelError, match="runtime 'tvm'"):
+        OnnxEmbedder("sface", runtime="tvm")
+    with pytest.raises(ModelError, match="not on an ONNX runtime"):
+        OnnxEmbedder("facenet-20170512-110547")
 
 
 def test_embedding_keys_of_the_onnx_models():
