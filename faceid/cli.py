@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from faceid.errors import FaceIDError
+from faceid.server.settings import Settings
 
 if TYPE_CHECKING:
     from faceid.embedding_key import EmbeddingKey
@@ -772,7 +773,7 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="Most images detected and embedded together.")] = 16,
     batch_workers: Annotated[
         int, typer.Option(min=1, max=16, help="Batches detected and embedded at once, over the same models.")
-    ] = 1,
+    ] = Settings().batch_workers,
     model: Annotated[
         Optional[str], typer.Option(help="Embedding model, for a new gallery [default: faceid's].")
     ] = None,
@@ -781,7 +782,7 @@ def serve(
     from faceid.apikeys import ApiKeys
     from faceid.enroll import enrolment_key
     from faceid.gallery import open_gallery
-    from faceid.server import Settings, require_server_packages
+    from faceid.server import require_server_packages
     from faceid.server import serve as run_server
     from faceid.server.settings import is_loopback
 

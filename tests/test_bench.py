@@ -91,8 +91,12 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
     (load,) = [f for f in figures if f["figure"] == "serve_load"]
     assert load["errors"] == 0 and load["sigterm_exit_code"] == 0
     assert load["rounds"][0]["one_client"]["requests"] == 8 and load["rounds"][0]["eight_clients"]["requests"] == 8
-    more = load["rounds"][0]["eight_clients_more_workers"]  # a second server with 2 batch workers, side by side
-    assert more["workers"] == 2 and more["requests"] == 8 and more["errors"] == 0
+    assert load["batch_workers"] == 2  # the default server runs two batches at once
+    other = load["rounds"][0]["eight_clients_other_workers"]  # a second server with 1 batch worker, side by side
+    assert other["workers"] == 1 and other["requests"] == 8 and other["errors"] == 0
+    ceiling = load["pipeline_ceiling"]
+    assert ceiling["one_at_a_time_per_s"] > 0 and ceiling["batches_of_8_two_threads_per_s"] > 0
+    assert load["server_rss_mb_after"] > 0 and "server_rss_mb_growth_after_first_round" in load
     assert 0 < load["rounds"][0]["one_client"]["server_cores_busy"] <= 2.5  # 2 cores (and /proc's ticks)
     json.dumps(figures)  # every figure is plain JSON
 

@@ -10,7 +10,9 @@ Figures (each with the machine's load average):
   connection): errors, p50/p95 latency, requests/s, and how busy the server kept the cores (its
   CPU time over the wall time, and per request); the ratios within each round and their
   medians; how much faster 8 photos run as one batch than one by one in this process (the
-  ceiling of micro-batching here); the server's resident memory before and after.
+  ceiling of micro-batching here); the server's resident memory before the rounds, after each
+  round and after all, and its growth after the first round (the steady state: the first round
+  still fills allocator pools and the eight clients' threads).
 
 The server is a real ``faceid serve`` subprocess on 127.0.0.1 and a free port, stopped with SIGTERM.
 """
@@ -36,6 +38,7 @@ import numpy as np
 
 from faceid.gallery import Gallery
 from faceid.images import read_image
+from faceid.server.settings import Settings
 
 __all__ = ["serve_figures"]
 
@@ -170,6 +173,41 @@ def _median_of(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _pipeline_ceiling(pipeline, pixels: np.ndarray, seconds: float) -> dict[str, Any]:
+    """Photos/s of ``pipeline.faces_many`` alone, one photo at a time in one thread, then in batches
+    of 8 in two threads at once (both cores busy, the GIL shared), each for ``seconds``; and their
+    ratio: what 8 clients could gain over 1 if the server itself cost nothing."""
+
+    def rate(batch: int, threads: int) -> tuple[float, float]:
+        done = [0] * threads
+        stop = time.perf_counter() + seconds
+
+        def work(i: int) -> None:
+            while time.perf_counter() < stop:
+                pipeline.faces_many([pixels] * batch)
+                done[i] += batch
+
+        cpu, start = time.process_time(), time.perf_counter()
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        wall = time.perf_counter() - start
+        return sum(done) / wall, (time.process_time() - cpu) / wall
+
+    pipeline.faces_many([pixels] * 8)
+    one, one_busy = rate(1, 1)
+    many, many_busy = rate(8, 2)
+    return {
+        "one_at_a_time_per_s": round(one, 1),
+        "one_at_a_time_cores_busy": round(one_busy, 2),
+        "batches_of_8_two_threads_per_s": round(many, 1),
+        "batches_of_8_two_threads_cores_busy": round(many_busy, 2),
+        "ratio": round(many / one, 2),
+    }
+
+
 def _server_path(photo: Path, gallery, pipeline) -> None:
     from faceid.identify import match_faces
     from faceid.thresholds import decision_params
@@ -185,11 +223,11 @@ def serve_figures(
     photo: Path,
     make_gallery: Callable[..., Gallery],
     *,
-    requests: int = 120,
+    requests: int = 360,
     rounds: int = 3,
     tiny: bool = False,
     limit_s: float = 300.0,
-    workers: int = 2,
+    other_workers: int | None = 1,
 ) -> Iterator[dict]:
     """Measure the server (see the module docstring) on ``photo`` (one face, 640x480) against the
     gallery ``make_gallery(path, pipeline)`` enrols.
@@ -198,8 +236,9 @@ def serve_figures(
     side by side, in ``rounds`` rounds: each round times the in-process work, then
     ``requests / rounds`` requests from 1 client, then as many from 8 clients, and each ratio is
     taken within a round (the figures give the median over rounds, and every round). With
-    ``workers`` > 1 a second server with that many batch workers answers 8 clients too, in each
-    round, so the two settings are compared under the same load.
+    ``other_workers`` a second server with that many batch workers (the default server has
+    :attr:`Settings.batch_workers <faceid.server.settings.Settings>`) answers 8 clients too, in
+    each round, so the two settings are compared under the same load.
     """
     from faceid.pipeline import Pipeline
 
@@ -213,6 +252,7 @@ def serve_figures(
         pixels = read_image(photo).pixels
         alone = _median_of(lambda: pipeline.faces_many([pixels]), 3 if tiny else 7)
         batch = _median_of(lambda: pipeline.faces_many([pixels] * 8), 3 if tiny else 7)
+        ceiling = _pipeline_ceiling(pipeline, pixels, 1.0 if tiny else 8.0)
         gallery.close()  # the server and the CLI open it; this process reopens it per round
 
         here = str(Path(__file__).resolve().parents[2])
@@ -239,20 +279,23 @@ def serve_figures(
         try:
             _wait_for(server, port, work, start)
             startup_s = time.perf_counter() - start
-            if workers > 1:  # the same, with more batch workers: 8 clients on each, side by side
+            if other_workers:  # the same, with other batch workers: 8 clients on each, side by side
                 other_port = _free_port()
                 other = subprocess.Popen(
                     [*command, "serve", "--gallery", str(gallery_dir), "--port", str(other_port)]
-                    + ["--batch-workers", str(workers)],
+                    + ["--batch-workers", str(other_workers)],
                     stdout=log,
                     stderr=log,
                     env=env,
                 )
                 _wait_for(other, other_port, work, time.perf_counter())
             body, content_type = _multipart(photo.name, photo.read_bytes())
-            warmup = _clients(port, body, content_type, 8, 16, limit_s)
+            # a new server's memory grows over its first few hundred requests (allocator pools of its
+            # threads, the runtimes' kernels per batch shape): warm it up past that
+            warm_up = 16 if tiny else 480
+            warmup = _clients(port, body, content_type, 8, warm_up, limit_s)
             if other is not None:
-                warmup["errors"] += _clients(other_port, body, content_type, 8, 16, limit_s)["errors"]
+                warmup["errors"] += _clients(other_port, body, content_type, 8, warm_up, limit_s)["errors"]
             first = _clients(port, body, content_type, 1, 1, limit_s)
             rss_before = _rss_of(server.pid)
             rounds_out: list[dict[str, Any]] = []
@@ -268,7 +311,7 @@ def serve_figures(
                 more: dict[str, Any] = {}
                 if other is not None:
                     more = _measured(other.pid, lambda: _clients(other_port, body, content_type, 8, per_round, limit_s))
-                    more["workers"] = workers
+                    more["workers"] = other_workers
                     more["over_one_throughput"] = (
                         round(more["requests_per_s"] / one["requests_per_s"], 2)
                         if more["requests_per_s"] and one["requests_per_s"]
@@ -285,11 +328,13 @@ def serve_figures(
                         "eight_over_one_throughput": round(eight["requests_per_s"] / one["requests_per_s"], 2)
                         if eight["requests_per_s"] and one["requests_per_s"]
                         else None,
-                        "eight_clients_more_workers": more or None,
+                        "eight_clients_other_workers": more or None,
+                        "server_rss_mb": round(_rss_of(server.pid) / 2**20, 1),
                         "load": _load(),
                     }
                 )
             rss_after = _rss_of(server.pid)
+            rss_first_round = round(rounds_out[0]["server_rss_mb"] * 2**20) if rounds_out else rss_after
             server.send_signal(signal.SIGTERM)
             exit_code = server.wait(60)
         finally:
@@ -325,7 +370,7 @@ def serve_figures(
         errors=sum(
             r["one_client"]["errors"]
             + r["eight_clients"]["errors"]
-            + (r["eight_clients_more_workers"] or {}).get("errors", 0)
+            + (r["eight_clients_other_workers"] or {}).get("errors", 0)
             for r in rounds_out
         )
         + warmup["errors"],
@@ -343,16 +388,21 @@ def serve_figures(
         eight_clients_server_cpu_ms_per_request_median=median("eight_clients", "server_cpu_ms_per_request"),
         http_p50_over_in_process=median("http_p50_over_in_process"),
         eight_over_one_throughput=median("eight_over_one_throughput"),
-        more_workers=workers if workers > 1 else None,
-        more_workers_eight_over_one_throughput=median("eight_clients_more_workers", "over_one_throughput"),
-        more_workers_eight_clients_server_cores_busy_median=median("eight_clients_more_workers", "server_cores_busy"),
+        batch_workers=Settings().batch_workers,
+        other_workers=other_workers,
+        other_workers_eight_over_one_throughput=median("eight_clients_other_workers", "over_one_throughput"),
+        other_workers_eight_clients_server_cores_busy_median=median("eight_clients_other_workers", "server_cores_busy"),
         batch_of_8_over_8_alone=round(8 * alone / batch, 2),
+        pipeline_ceiling=ceiling,
         server_rss_mb_before=round(rss_before / 2**20, 1),
         server_rss_mb_after=round(rss_after / 2**20, 1),
+        server_rss_mb_growth_after_first_round=round((rss_after - rss_first_round) / 2**20, 1),
         sigterm_exit_code=exit_code,
         note="ratios are medians of per-round ratios; in_process is the server's work per request "
         "(decode, detect + embed, decide) in this process, frozen graph; batch_of_8_over_8_alone: how "
-        "much faster Pipeline.faces_many runs 8 photos at once than one by one, the most batching can give",
+        "much faster Pipeline.faces_many runs 8 photos at once than one by one; pipeline_ceiling: photos/s of "
+        "the pipeline alone (no HTTP, no decoding, no decision) one photo at a time in one thread, and in "
+        "batches of 8 in two threads at once, the most any server in this process could answer here",
     )
 
 
