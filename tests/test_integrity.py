@@ -122,6 +122,22 @@ def test_an_embedding_edited_to_garbage(sound):
             g.search(unit_vectors(0, 1), 1)
 
 
+def test_a_kept_unknown_faces_embedding_edited_to_garbage(tmp_path):
+    """Kept unknown faces are never in the index, so only the check of the database can find them."""
+    with Gallery(tmp_path / "g") as g:
+        vectors = unit_vectors(3, 3)
+        faces = [
+            NewFace(v, f"{i:064x}", (0, 0, 90, 90), 0.99, image_path=f"/photos/{i}.jpg") for i, v in enumerate(vectors)
+        ]
+        kept = g.unknown.keep(faces, embedding_key=KEY, group=False)
+        assert g.check() == []
+    with sqlite3.connect(tmp_path / "g" / "gallery.db") as con:
+        bad = np.full(128, np.nan, np.float32).tobytes()
+        con.execute("UPDATE faces SET embedding = ? WHERE id = ?", (bad, kept.ids[1]))
+    with Gallery(tmp_path / "g") as g:
+        assert any("1 kept unknown faces' embeddings are not finite unit vectors" in p for p in g.check())
+
+
 @pytest.mark.parametrize("index_file", [True, False])
 def test_a_faces_row_deleted_behind_faceids_back(sound, index_file):
     gallery, index, _ = sound

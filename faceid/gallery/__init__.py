@@ -67,7 +67,7 @@ from faceid.gallery.records import (
 )
 from faceid.gallery.searchindex import Changes, SearchIndex
 from faceid.gallery.store import DB_NAME, SCHEMA_VERSION, Store, Unchanged, guarded
-from faceid.gallery.unknown import UnknownFaces
+from faceid.gallery.unknown import UnknownFaces, unknown_embeddings
 
 __all__ = [
     "DB_NAME",
@@ -657,10 +657,10 @@ class Gallery:
     def check(self) -> list[str]:
         """Problems found in the gallery's files (empty when it is sound), each with how to repair it.
 
-        Checks SQLite's integrity, that every embedding is a finite unit vector of the gallery's
-        dimension, that the faces agree with the audit log (a face deleted or added outside faceid
-        shows), and that the current index file, if there is one, holds exactly the database's
-        face ids and vectors.
+        Checks SQLite's integrity, that every embedding (kept unknown faces' too) is a finite unit
+        vector of the gallery's dimension, that the faces agree with the audit log (a face deleted
+        or added outside faceid shows), and that the current index file, if there is one, holds
+        exactly the database's face ids and vectors.
         """
         where = self._store.file
         with self._store.snapshot():
@@ -672,8 +672,10 @@ class Gallery:
             if fatal:
                 return problems
             ids, _, vectors = self.embeddings()
+            kept = unknown_embeddings(self._db, dimension) if dimension is not None else vectors[:0]
             problems += audit.problems(self._db, where)
         problems += people.vector_problems(vectors, where)
+        problems += people.vector_problems(kept, where, what="kept unknown faces' embeddings")
         problems += self._search.problems()
         return problems
 

@@ -251,7 +251,7 @@ def row_problems(db: sqlite3.Connection, dimension: int | None, where: Path) -> 
     return problems, False
 
 
-def vector_problems(vectors: np.ndarray, where: Path | str) -> list[str]:
+def vector_problems(vectors: np.ndarray, where: Path | str, *, what: str = "embeddings") -> list[str]:
     """Stored embeddings that are not finite unit vectors (edited outside faceid)."""
     if not len(vectors):
         return []
@@ -260,6 +260,5 @@ def vector_problems(vectors: np.ndarray, where: Path | str) -> list[str]:
     if not odd:
         return []
     return [
-        f"{where}: {odd} embeddings are not finite unit vectors (edited outside faceid?); "
-        "restore gallery.db from a backup"
+        f"{where}: {odd} {what} are not finite unit vectors (edited outside faceid?); restore gallery.db from a backup"
     ]

@@ -42,7 +42,16 @@ from faceid.gallery import audit, changes, deletion, groupsums, people
 from faceid.gallery.records import NewFace, n_faces, normalise_name
 from faceid.gallery.store import Unchanged, guarded
 
-__all__ = ["Group", "GroupingUpdate", "Kept", "Named", "UnknownFace", "UnknownFaces", "plan_groups"]
+__all__ = [
+    "Group",
+    "GroupingUpdate",
+    "Kept",
+    "Named",
+    "UnknownFace",
+    "UnknownFaces",
+    "plan_groups",
+    "unknown_embeddings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -585,6 +594,11 @@ def _read(
         vectors[done:end] = np.frombuffer(b"".join(r[2] for r in batch), np.float32).reshape(-1, dimension)
         done = end
     return ids[:done], shas, vectors[:done]
+
+
+def unknown_embeddings(db: sqlite3.Connection, dimension: int) -> np.ndarray:
+    """``(N, D)`` float32 embeddings of every kept unknown face, by id (for ``gallery check``)."""
+    return _read(db, "1", (), dimension)[2]
 
 
 def _exclusion_pairs(db: sqlite3.Connection, ids: np.ndarray) -> list[tuple[int, int]]:
