@@ -9,8 +9,9 @@ Figures (each with the machine's load average):
   requests of that photo from 1 and from 8 concurrent clients (each on its own keep-alive
   connection): errors, p50/p95 latency, requests/s, and how busy the server kept the cores (its
   CPU time over the wall time, and per request); the ratios within each round and their
-  medians; how much faster 8 photos run as one batch than one by one in this process (the
-  ceiling of micro-batching here); the server's resident memory before the rounds, after each
+  medians; how much faster 8 photos run as one batch than one by one in this process; the
+  pipeline's own ceiling (photos/s one at a time, and in batches of 8 from two threads and from
+  two separate processes: what no server in front of it can exceed); the server's resident memory before the rounds, after each
   round and after all, and its growth after the first round (the steady state: the first round
   still fills allocator pools and the eight clients' threads).
 
@@ -208,6 +209,60 @@ def _pipeline_ceiling(pipeline, pixels: np.ndarray, seconds: float) -> dict[str,
     }
 
 
+_ONE_PROCESS = """
+import json, sys, time
+from faceid.images import read_image
+from faceid.pipeline import Pipeline
+pipeline = Pipeline(frozen=True)
+pixels = read_image(sys.argv[1]).pixels
+for _ in range(3):
+    pipeline.faces_many([pixels] * 8)
+print("ready", flush=True)
+sys.stdin.readline()
+done, start = 0, time.perf_counter()
+while time.perf_counter() - start < float(sys.argv[2]):
+    pipeline.faces_many([pixels] * 8)
+    done += 8
+print(json.dumps({"photos": done, "seconds": time.perf_counter() - start}), flush=True)
+"""
+
+
+def _two_processes(photo: Path, seconds: float, env: dict[str, str]) -> float:
+    """Photos/s of two separate processes (no GIL shared), each running the pipeline on batches of
+    8 for ``seconds``, started together once both have loaded their models."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ONE_PROCESS, str(photo), str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != "ready":
+                raise RuntimeError("a pipeline process failed to start")
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        rates = []
+        for process in processes:
+            assert process.stdout is not None
+            out = json.loads(process.stdout.readline())
+            rates.append(out["photos"] / out["seconds"])
+        return sum(rates)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
 def _server_path(photo: Path, gallery, pipeline) -> None:
     from faceid.identify import match_faces
     from faceid.thresholds import decision_params
@@ -253,10 +308,14 @@ def serve_figures(
         alone = _median_of(lambda: pipeline.faces_many([pixels]), 3 if tiny else 7)
         batch = _median_of(lambda: pipeline.faces_many([pixels] * 8), 3 if tiny else 7)
         ceiling = _pipeline_ceiling(pipeline, pixels, 1.0 if tiny else 8.0)
-        gallery.close()  # the server and the CLI open it; this process reopens it per round
-
         here = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+        if not tiny:
+            processes = _two_processes(photo, 8.0, env)
+            ceiling["batches_of_8_two_processes_per_s"] = round(processes, 1)
+            ceiling["two_processes_ratio"] = round(processes / ceiling["one_at_a_time_per_s"], 2)
+        gallery.close()  # the server and the CLI open it; this process reopens it per round
+
         command = [sys.executable, "-m", "faceid"]
         start = time.perf_counter()
         cold = subprocess.run(
@@ -402,7 +461,8 @@ def serve_figures(
         "(decode, detect + embed, decide) in this process, frozen graph; batch_of_8_over_8_alone: how "
         "much faster Pipeline.faces_many runs 8 photos at once than one by one; pipeline_ceiling: photos/s of "
         "the pipeline alone (no HTTP, no decoding, no decision) one photo at a time in one thread, and in "
-        "batches of 8 in two threads at once, the most any server in this process could answer here",
+        "batches of 8 in two threads at once, the most any server in this process could answer here, and "
+        "(not with --tiny) in two separate processes, which share no GIL",
     )
 
 
