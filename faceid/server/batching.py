@@ -1,10 +1,12 @@
 """Micro-batching: identify and enrol jobs that arrive together are detected and embedded together.
 
-One worker thread owns the pipeline (the models are not shared between threads). It takes the
-first waiting job and everything queued behind it; if more requests are on their way (``coming``:
-requests received and still being read or decoded), it waits for them up to ``wait`` seconds,
-never past ``max_batch`` images; then it runs detection and embedding for all of them in one call
-(:meth:`Pipeline.faces_many`). A request that is alone is never kept waiting.
+Each of ``workers`` threads (the server runs two: see
+:attr:`faceid.server.settings.Settings.batch_workers`) runs batches over the one shared pipeline
+(TensorFlow's functions, OpenCV nets per thread, onnxruntime sessions are safe to call from
+several threads). A worker takes the first waiting job and everything queued behind it; if
+more requests are on their way (``coming``: requests received and still being read or decoded),
+it waits for them up to ``wait`` seconds, never past ``max_batch`` images; then it runs detection
+and embedding for all of them in one call (:meth:`Pipeline.faces_many`). A request that is alone is never kept waiting.
 A batch that fails is retried job by job, so one bad image fails only its own request; the job
 that fails gets the exception itself (see :func:`faceid.server.uploads.image_faces`).
 """
@@ -37,7 +39,7 @@ class _Job:
 
 
 class Batcher:
-    """Run ``pipeline.faces_many`` on the images of many jobs at once, in one worker thread.
+    """Run ``pipeline.faces_many`` on the images of many jobs at once, in ``workers`` threads.
 
     Attributes:
         batches, images: how many batches have run and how many images they held (for tests and figures).
