@@ -11,9 +11,9 @@ Figures (each with the machine's load average):
   CPU time over the wall time, and per request); the ratios within each round and their
   medians; how much faster 8 photos run as one batch than one by one in this process; the
   pipeline's own ceiling (photos/s one at a time, and in batches of 8 from two threads and from
-  two separate processes: what no server in front of it can exceed); the server's resident memory before the rounds, after each
-  round and after all, and its growth after the first round (the steady state: the first round
-  still fills allocator pools and the eight clients' threads).
+  two separate processes: what no server in front of it can exceed); the server's resident
+  memory before the rounds, after each round and after all, and its growth after the first round
+  (the steady state: the first round still fills allocator pools and the eight clients' threads).
 
 The server is a real ``faceid serve`` subprocess on 127.0.0.1 and a free port, stopped with SIGTERM.
 """
