@@ -117,12 +117,20 @@ def ray_cluster(address: str | None = None, *, cpus: int | None = None) -> Itera
     from faceid._tf import _stderr_silenced
 
     # Ray's C++ start-up line ("Set ray log level ...") ignores the level it reports; errors still raise.
-    try:
-        with _stderr_silenced() if quiet else contextlib.nullcontext():
-            ray.init(logging_level=level, log_to_driver=not quiet, **options)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise FaceIDError(f"cannot start or join {where}: {' '.join(str(exc).split())[:300]}") from None
+    where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+    for attempt in (1, 2):
+        try:
+            with _stderr_silenced() if quiet else contextlib.nullcontext():
+                ray.init(logging_level=level, log_to_driver=not quiet, **options)
+            break
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            raise FaceIDError(f"cannot start or join {where}: {' '.join(str(exc).split())[:300]}") from None
+        except Exception as exc:  # Ray raises a bare Exception when its raylet is slow to register
+            ray.shutdown()
+            if address or attempt == 2 or "timed out during startup" not in str(exc):
+                raise FaceIDError(f"cannot start or join {where}: {' '.join(str(exc).split())[:300]}") from None
+            # a local node's first start on a busy machine can miss Ray's fixed 30 s: once more
+            log.warning("the local Ray cluster timed out during startup; starting it once more")
     try:
         yield ray
     finally:

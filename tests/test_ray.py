@@ -242,6 +242,47 @@ def test_an_address_nobody_answers_on_is_one_line_not_minutes():
     _check_reachable("auto")  # Ray's own forms go to Ray
 
 
+_SLOW_RAYLET = "The current node timed out during startup. This could happen because some of the raylet failed"
+
+
+def test_a_local_cluster_slow_to_start_is_started_once_more(monkeypatch, caplog):
+    """Ray gives its raylet a fixed 30 s to register and then raises a bare Exception; a local
+    node's first start on a busy machine can miss that, so faceid tries once more, and only once."""
+    import ray
+
+    from faceid.errors import FaceIDError
+
+    calls: list[dict] = []
+
+    def init(**options):
+        calls.append(options)
+        if len(calls) < failures:
+            raise Exception(_SLOW_RAYLET)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    failures = 2  # the first start fails, the second works
+    with caplog.at_level("WARNING", logger="faceid.distributed"), ray_cluster(cpus=1) as started:
+        assert started is ray
+    assert len(calls) == 2 and "starting it once more" in caplog.text
+    calls.clear()
+    failures = 3  # both fail: one line, no traceback, no third try
+    slow = r"^cannot start or join a local Ray cluster: The current node timed out"
+    with pytest.raises(FaceIDError, match=slow), ray_cluster(cpus=1):
+        pass
+    assert len(calls) == 2
+    calls.clear()
+
+    def broken(**options):
+        calls.append(options)
+        raise Exception("boom")
+
+    monkeypatch.setattr(ray, "init", broken)
+    with pytest.raises(FaceIDError, match="boom"), ray_cluster(cpus=1):  # any other failure is not retried
+        pass
+    assert len(calls) == 1
+
+
 class _PoisonDetector(FakeDetector):
     """Kills its own process on a photo whose first pixel is (1, 2, 3): a decoder crash, say."""
 
