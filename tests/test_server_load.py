@@ -22,12 +22,14 @@ pytest.importorskip("fastapi")
 
 # A new server grows while it warms up (allocator pools of its threads, the runtimes' kernels for
 # each batch shape): measured with 2 batch workers, 992 MB idle, 1,488 MB after 120 requests,
-# 1,577 MB after 600, then 1,526-1,579 MB up to 1,920.
+# 1,577 MB after 600, then 1,526-1,579 MB up to 1,920. Even warm, it still steps up now and then
+# by up to about 110 MB (a fresh clone's CI run: +111 MB over 360 requests after 480 of warm-up),
+# a one-off each time; a leak grows in every window. So two windows are measured, and the
+# smaller growth must stay under the bound: a leak of a fifth of a decoded photo per request
+# (640x480x3 bytes is 0.9 MB) fails both.
 WARM_UP = 480
-MEASURED = 360
-# A leak of one decoded photo per request (640x480x3 bytes, 0.9 MB) would add about 330 MB over
-# the measured requests; the bound is well below that and above what a warm server moved.
-GROWTH_BOUND = 100 * 2**20
+WINDOW = 360
+GROWTH_BOUND = 60 * 2**20
 
 
 @pytest.mark.model
@@ -48,16 +50,20 @@ def test_warm_server_answers_every_request_and_its_memory_stays_bounded(tmp_path
             _wait_for(server, port, tmp_path, time.perf_counter())
             body, content_type = _multipart(photo.name, photo.read_bytes())
             warm = _clients(port, body, content_type, 8, WARM_UP, 180)
-            before = _rss_of(server.pid)
-            loaded = _clients(port, body, content_type, 8, MEASURED, 300)
-            after = _rss_of(server.pid)
+            rss = [_rss_of(server.pid)]
+            windows = []
+            for _ in range(2):
+                windows.append(_clients(port, body, content_type, 8, WINDOW, 300))
+                rss.append(_rss_of(server.pid))
             server.send_signal(signal.SIGTERM)
             exit_code = server.wait(60)
         finally:
             if server.poll() is None:
                 server.kill()
                 server.wait()
-    assert warm["errors"] == 0 and loaded["errors"] == 0, (warm["first_errors"], loaded["first_errors"])
-    assert loaded["requests"] == MEASURED  # none cut off by the time limit
-    assert before > 0 and after - before < GROWTH_BOUND, f"resident memory {before >> 20} -> {after >> 20} MB"
+    for run in (warm, *windows):
+        assert run["errors"] == 0, run["first_errors"]
+    assert [w["requests"] for w in windows] == [WINDOW, WINDOW]  # none cut off by the time limit
+    growth = [after - before for before, after in zip(rss, rss[1:])]
+    assert rss[0] > 0 and min(growth) < GROWTH_BOUND, f"resident memory after each window: {[m >> 20 for m in rss]} MB"
     assert exit_code == 0
