@@ -261,6 +261,7 @@ def test_a_local_cluster_slow_to_start_is_started_once_more(monkeypatch, caplog)
 
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # another test's cluster may be running
     failures = 2  # the first start fails, the second works
     with caplog.at_level("WARNING", logger="faceid.distributed"), ray_cluster(cpus=1) as started:
         assert started is ray
