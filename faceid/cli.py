@@ -752,6 +752,10 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")], ga
     _say(f"revoked {name}")
 
 
+_SERVE = Settings()  # the server's defaults, shown by `faceid serve --help`
+_SERVE_BODY_MB = _SERVE.max_body_bytes / 2**20
+
+
 @app.command()
 def serve(
     gallery: GalleryOpt = None,
@@ -760,20 +764,26 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Answer without API keys, even on a network address.")
     ] = False,
-    max_body_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body, in MB.")] = 25.0,
-    max_megapixels: Annotated[float, typer.Option(min=0.01, help="Largest image decoded, in megapixels.")] = 40.0,
-    max_files: Annotated[int, typer.Option(min=1, help="Most photos in one enrolment request.")] = 20,
+    max_body_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body, in MB.")] = _SERVE_BODY_MB,
+    max_megapixels: Annotated[
+        float, typer.Option(min=0.01, help="Largest image decoded, in megapixels.")
+    ] = _SERVE.max_pixels / 1e6,
+    max_files: Annotated[int, typer.Option(min=1, help="Most photos in one enrolment request.")] = _SERVE.max_files,
     request_timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds a request may take, upload included.")
-    ] = 60.0,
-    max_uploads: Annotated[int, typer.Option(min=1, help="Requests with a body handled at once; more get 503.")] = 8,
+    ] = _SERVE.request_timeout,
+    max_uploads: Annotated[
+        int, typer.Option(min=1, help="Requests with a body handled at once; more get 503.")
+    ] = _SERVE.max_uploads,
     batch_wait_ms: Annotated[
         float, typer.Option(min=0, help="Milliseconds to wait for other identify requests to batch with.")
-    ] = 5.0,
-    max_batch: Annotated[int, typer.Option(min=1, help="Most images detected and embedded together.")] = 16,
+    ] = _SERVE.batch_wait_ms,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Most images detected and embedded together.")
+    ] = _SERVE.max_batch,
     batch_workers: Annotated[
         int, typer.Option(min=1, max=16, help="Batches detected and embedded at once, over the same models.")
-    ] = Settings().batch_workers,
+    ] = _SERVE.batch_workers,
     model: Annotated[
         Optional[str], typer.Option(help="Embedding model, for a new gallery [default: faceid's].")
     ] = None,
@@ -802,7 +812,7 @@ def serve(
         settings = Settings(
             auth=not insecure_no_auth,
             loopback=loopback,
-            max_body_bytes=int(max_body_mb * 1024 * 1024),
+            max_body_bytes=int(max_body_mb * 2**20),
             max_pixels=int(max_megapixels * 1_000_000),
             max_files=max_files,
             request_timeout=request_timeout,
