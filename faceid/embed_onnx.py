@@ -175,8 +175,7 @@ class _OpenCvForward:
             try:
                 nets[self.key] = cv2.dnn.readNetFromONNX(str(self.path))
             except cv2.error as exc:
-                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                raise ModelError(f"{self.path}: OpenCV's DNN module cannot load it ({reason})") from None
+                raise ModelError(f"{self.path}: OpenCV's DNN module cannot load it ({_cv2_reason(exc)})") from None
             log.info("loaded %s with OpenCV %s's DNN module", self.spec.name, cv2.__version__)
         return nets[self.key]
 
@@ -188,8 +187,14 @@ class _OpenCvForward:
             net.setInput(x, self.spec.input_name)
             return net.forward(self.spec.output_name).copy()  # the net may reuse its output buffer
         except cv2.error as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            reason = _cv2_reason(exc)
             raise ModelError(f"{self.path}: OpenCV's DNN module failed on a batch of {len(x)} ({reason})") from None
+
+
+def _cv2_reason(exc: Exception) -> str:
+    """The last line of an OpenCV error (its first lines are the C++ file and function)."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
 
 
 def _session(spec, path, threads: int):

