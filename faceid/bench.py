@@ -15,7 +15,8 @@ Figures (``part`` names select them):
   then every installed ONNX model (SFace, ArcFace) at the same batches on both ONNX runtimes
   side by side: OpenCV's DNN module, and onnxruntime with 1 thread and with the default thread
   count (:func:`faceid.embed_onnx.default_threads`), as wall time and as CPU time per face (the
-  process's CPU seconds: on a busy machine the steadier of the two).
+  process's CPU seconds: on a busy machine the steadier of the two), and how far each runtime's
+  embeddings of the same crops are from onnxruntime's (largest absolute difference).
 - ``detection``: MTCNN milliseconds per image at 250x250, 640x480 and 1920x1080, one image per
   call, and 250x250 photos 16 per call.
 - ``identify``: warm latency of :func:`faceid.identify.identify` on a one-face 640x480 JPEG, with
@@ -357,17 +358,20 @@ def _embedding_onnx(batches: Sequence[int], repeats: int, quick: bool) -> Iterat
         size = spec.input_size
         crops = np.random.default_rng(0).integers(0, 256, (max(batches), size, size, 3), dtype=np.uint8)
         variants = [("opencv-dnn", None)] + [("onnxruntime", t) for t in sorted({1, default_threads()})]
+        reference = OnnxEmbedder(spec.name, runtime="onnxruntime").embed(crops)
         for runtime, threads in variants:
             embedder = OnnxEmbedder(spec.name, threads=threads, runtime=runtime)
             start = time.perf_counter()
             embedder.embed(crops[:1])
+            load_s = time.perf_counter() - start
             yield _figure(
                 "embedding_model",
                 model=spec.name,
                 runtime=runtime,
                 default_runtime=runtime == spec.runtime,
                 threads=threads,
-                load_and_first_call_s=round(time.perf_counter() - start, 2),
+                load_and_first_call_s=round(load_s, 2),
+                max_difference_from_onnxruntime=float(np.abs(embedder.embed(crops) - reference).max()),
             )
             for batch in batches:
                 embedder.batch_size = batch

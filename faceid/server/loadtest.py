@@ -12,8 +12,9 @@ Figures (each with the machine's load average):
   medians; how much faster 8 photos run as one batch than one by one in this process; the
   pipeline's own ceiling (photos/s one at a time, and in batches of 8 from two threads and from
   two separate processes: what no server in front of it can exceed); the server's resident
-  memory before the rounds, after each round and after all, and its growth after the first round
-  (the steady state: the first round still fills allocator pools and the eight clients' threads).
+  memory idle, after the warm-up (before the rounds), after each round and after all, and its
+  growth after the first round (the steady state: the first round still fills allocator pools and
+  the eight clients' threads).
 
 The server is a real ``faceid serve`` subprocess on 127.0.0.1 and a free port, stopped with SIGTERM.
 """
@@ -338,6 +339,7 @@ def serve_figures(
         try:
             _wait_for(server, port, work, start)
             startup_s = time.perf_counter() - start
+            rss_idle = _rss_of(server.pid)
             if other_workers:  # the same, with other batch workers: 8 clients on each, side by side
                 other_port = _free_port()
                 other = subprocess.Popen(
@@ -453,6 +455,7 @@ def serve_figures(
         other_workers_eight_clients_server_cores_busy_median=median("eight_clients_other_workers", "server_cores_busy"),
         batch_of_8_over_8_alone=round(8 * alone / batch, 2),
         pipeline_ceiling=ceiling,
+        server_rss_mb_idle=round(rss_idle / 2**20, 1),
         server_rss_mb_before=round(rss_before / 2**20, 1),
         server_rss_mb_after=round(rss_after / 2**20, 1),
         server_rss_mb_growth_after_first_round=round((rss_after - rss_first_round) / 2**20, 1),
