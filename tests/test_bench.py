@@ -98,7 +98,7 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
     assert other["workers"] == 1 and other["requests"] == 8 and other["errors"] == 0
     ceiling = load["pipeline_ceiling"]
     assert ceiling["one_at_a_time_per_s"] > 0 and ceiling["batches_of_8_two_threads_per_s"] > 0
-    assert 0 < load["server_rss_mb_idle"] and load["server_rss_mb_after"] > 0
+    assert load["server_rss_mb_idle"] > 0 and load["server_rss_mb_after"] > 0
     assert "server_rss_mb_growth_after_first_round" in load
     assert 0 < load["rounds"][0]["one_client"]["server_cores_busy"] <= 2.5  # 2 cores (and /proc's ticks)
     json.dumps(figures)  # every figure is plain JSON
