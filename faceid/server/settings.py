@@ -25,7 +25,8 @@ class Settings:
         batch_workers: batches run at once, each in its own thread over the same models. Two by
             default: one batch alone keeps about 1.5 of 2 cores busy (parts of MTCNN hold the
             GIL or run on one core), and a second batch beside it raised 8 clients' throughput
-            from 1.25-1.35x to 1.43-1.47x one client's (``faceid bench --only serve``).
+            from 1.37-1.38x to 1.46-1.48x one client's (``faceid bench --only serve``, which
+            compares the two in every round).
         annotated_kept: annotated images kept in memory for their URLs (oldest dropped first).
     """
 
