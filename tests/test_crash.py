@@ -128,14 +128,7 @@ def run_cycle(
         time.sleep(delay)  # the random moment of the kill, not a synchronisation
         os.kill(child.pid, 9)  # alive for sure: it waits for `release` after its work
     else:
-        while True:
-            assert messages.poll(20), "the child hung"
-            try:
-                got.append(messages.recv())
-            except EOFError:
-                break
-            if got[-1][0] == "end":
-                break
+        got += workers.messages_until_end(messages, 20)
     release.close()  # lets a finished child exit
     child.join(20)
     assert child.exitcode is not None, "the child did not exit"

@@ -88,15 +88,7 @@ def run_child(ctx, folder: Path, ops: list, kill_at: int | None, rebase: float) 
     child.start()
     child_messages.close()
     child_release.close()
-    got = []
-    while True:
-        assert messages.poll(60), "the child hung"
-        try:
-            got.append(messages.recv())
-        except EOFError:
-            break
-        if got[-1][0] == "end":
-            break
+    got = workers.messages_until_end(messages, 60)
     release.close()
     child.join(20)
     assert child.exitcode is not None

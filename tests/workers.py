@@ -252,3 +252,17 @@ def _half_written(where: str, seen: list, batches: list, shared: list) -> list[s
         if seen.count(tag) > 1:
             out.append(f"{where}: {tag} enrolled {seen.count(tag)} times")
     return out
+
+
+def messages_until_end(messages, timeout: float) -> list:
+    """What a crash child sends on ``messages`` (a pipe's receiving end) until its ``("end", ...)``
+    message or its death, each message within ``timeout`` seconds of the last (else it hung)."""
+    got: list = []
+    while True:
+        assert messages.poll(timeout), "the child hung"
+        try:
+            got.append(messages.recv())
+        except EOFError:
+            return got
+        if got[-1][0] == "end":
+            return got
