@@ -6,6 +6,7 @@ DATA ?= ../shared/data
 MODEL := models/facenet-20170512-110547.safetensors
 GRAPH := models/facenet-20170512-110547.graph.pb
 SFACE := models/sface-2021dec-float32.onnx
+YUNET := models/yunet-2023mar-float32.onnx
 
 .PHONY: help setup demo test stress lint eval-lfw bench bench-setup bench-tiny clean
 
@@ -33,9 +34,13 @@ $(GRAPH): $(MODEL)
 $(SFACE): | $(BIN)/faceid
 	$(BIN)/faceid models pull sface
 
-setup: $(BIN)/faceid $(MODEL) $(GRAPH) $(SFACE)
+$(YUNET): | $(BIN)/faceid
+	$(BIN)/faceid models pull yunet
+
+setup: $(BIN)/faceid $(MODEL) $(GRAPH) $(SFACE) $(YUNET)
 	$(BIN)/faceid models verify
 	$(BIN)/faceid models verify sface
+	$(BIN)/faceid models verify yunet
 
 demo: setup
 	$(BIN)/faceid demo --out out/demo

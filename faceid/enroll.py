@@ -63,21 +63,24 @@ class EnrollResult:
         }
 
 
-def enrolment_key(gallery: AnyGallery, *, model: str | None = None, mirror: bool | None = None) -> EmbeddingKey:
+def enrolment_key(
+    gallery: AnyGallery, *, model: str | None = None, mirror: bool | None = None, detector: str | None = None
+) -> EmbeddingKey:
     """The embedding key to enrol into ``gallery`` with: the gallery's own, or for a new gallery faceid's
-    defaults with ``model`` and ``mirror`` where given.
+    defaults with ``model``, ``mirror`` and ``detector`` where given.
 
     Raises:
-        ModelMismatchError: ``model`` or ``mirror`` disagree with the gallery's embeddings.
+        ModelMismatchError: ``model``, ``mirror`` or ``detector`` disagree with the gallery's embeddings.
     """
     mine = gallery.embedding_key
     if mine is None:
-        return EmbeddingKey.for_model(model, mirror=bool(mirror))
+        return EmbeddingKey.for_model(model, mirror=bool(mirror), detector=detector)
     wanted = EmbeddingKey.for_model(
         model or mine.model,
         align=mine.align,
         crop_margin=mine.crop_margin,
         mirror=mine.mirror if mirror is None else mirror,
+        detector=detector or mine.detector,
     )
     gallery.check_embedding_key(wanted)
     return mine
