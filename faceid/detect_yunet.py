@@ -39,7 +39,10 @@ class YuNetDetector:
 
     Args:
         min_face_size: smallest face kept, in pixels of the original image (the longer box side).
-        min_confidence: YuNet's score below which a face is dropped (OpenCV Zoo's demo uses 0.9).
+        min_confidence: YuNet's score below which a face is dropped. 0.8, chosen on 500 LFW photos
+            and the awkward photos (every LFW face kept, which 0.9, OpenCV Zoo's demo value, does not;
+            no false face, which 0.7 does not: the highest non-face scores 0.74); checked on other
+            photos by ``faceid bench --only detectors`` (docs/detectors.md).
         max_side: longer side of the image that detection runs on; larger photos are downscaled.
         nms_threshold: boxes overlapping a better one by more than this IoU are suppressed.
         top_k: candidates kept before non-maximum suppression.
@@ -54,7 +57,7 @@ class YuNetDetector:
         self,
         *,
         min_face_size: int = 20,
-        min_confidence: float = 0.9,
+        min_confidence: float = 0.8,
         max_side: int = 1600,
         nms_threshold: float = 0.3,
         top_k: int = 5000,
@@ -106,12 +109,18 @@ class YuNetDetector:
         if key not in nets:
             import cv2
 
+            # OpenCV 5 warns on stderr at every creation that its new graph engine ignores the
+            # detector's (default) target: true, harmless, and not the user's business
+            level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
             try:
                 nets[key] = cv2.FaceDetectorYN.create(
                     str(path), "", (320, 320), self.min_confidence, self.nms_threshold, self.top_k
                 )
             except cv2.error as exc:
                 raise ModelError(f"{path}: OpenCV cannot load it as a YuNet face detector ({_reason(exc)})") from None
+            finally:
+                cv2.utils.logging.setLogLevel(level)
             log.info("loaded YuNet from %s with OpenCV %s", path, cv2.__version__)
         return nets[key]
 
