@@ -6,7 +6,9 @@ MTCNN's order (left eye, right eye, nose, left and right mouth corner, left and 
 the image; YuNet's own order is the same). No TensorFlow is imported: YuNet runs on OpenCV alone.
 
 The network's input size is set per image (``setInputSize``), so a photo is detected at its own
-size, downscaled only when its longer side exceeds ``max_side``. OpenCV's detector keeps per-call
+size: downscaled only when its longer side exceeds ``max_side``, enlarged only when faces smaller
+than YuNet finds at a photo's own size (15 px) are asked for (``min_face_size``), as MTCNN's
+detector enlarges photos for faces under its 20 px. OpenCV's detector keeps per-call
 state, so each thread has its own (one per verified file version and settings), as SFace's OpenCV
 embedder does; the server's batch workers can detect at the same time.
 """
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 YUNET = "yunet"
 
 _MIN_SIDE = 16  # below this (after resizing) YuNet's first stride-8 features hold no face
+#: The smallest face side (px) YuNet finds in a photo at its own size (``faceid bench --only
+#: detectors``, ``smallest_face_px``); photos are enlarged when smaller faces are asked for.
+_YUNET_FACE = 15
 _NETS = threading.local()
 
 
@@ -83,7 +88,7 @@ class YuNetDetector:
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in one ``(H, W, 3)`` uint8 RGB image, most confident first."""
         height, width = image.shape[:2]
-        scale = min(1.0, self.max_side / max(height, width))
+        scale = min(max(1.0, _YUNET_FACE / self.min_face_size), self.max_side / max(height, width))
         small = _resize(image, scale)
         if min(small.shape[:2]) < _MIN_SIDE:
             return []
@@ -172,7 +177,8 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     import cv2
 
     h, w = image.shape[:2]
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interpolation)
 
 
 def _reason(exc: Exception) -> str:

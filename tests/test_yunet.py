@@ -267,3 +267,28 @@ def test_yunet_finds_no_face_in_the_awkward_photos_without_one(data):
     detector = YuNetDetector()
     false = [name for name in AWKWARD_FACELESS if detector.detect(load(data / "awkward" / name))]
     assert false == []
+
+
+@pytest.mark.model
+@needs_yunet
+def test_migrating_a_gallery_to_yunet_finds_each_face_again_in_its_chip(tmp_path):
+    from faceid.enroll import enroll_folders
+    from faceid.gallery import Gallery
+    from faceid.identify import identify
+    from faceid.migrate import migrate_gallery
+    from faceid.pipeline import Pipeline
+
+    folder = tmp_path / "gallery"
+    with Gallery(folder) as g:
+        assert all(r.ok for r in enroll_folders(g, SAMPLES / "people", Pipeline("sface", detector="mtcnn")))
+        before = {f.id: g.face_chip(f.id) for f in g.faces()}
+    yunet = Pipeline("sface", detector="yunet")
+    report = migrate_gallery(folder, yunet)
+    assert report.to_json()["faces"] == len(before)
+    with Gallery(folder, create=False) as g:
+        assert g.embedding_key == YUNET_KEY
+        for face_id, old in before.items():
+            new = g.face_chip(face_id)
+            assert new.png == old.png and new.landmarks != old.landmarks  # the same pixels, YuNet's landmarks
+        (result,) = identify([SAMPLES / "photos" / "obama_and_biden.jpg"], g, yunet)
+        assert sorted(face.name for face in result.faces) == ["barack_obama", "joe_biden"]
