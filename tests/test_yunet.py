@@ -292,3 +292,31 @@ def test_migrating_a_gallery_to_yunet_finds_each_face_again_in_its_chip(tmp_path
             assert new.png == old.png and new.landmarks != old.landmarks  # the same pixels, YuNet's landmarks
         (result,) = identify([SAMPLES / "photos" / "obama_and_biden.jpg"], g, yunet)
         assert sorted(face.name for face in result.faces) == ["barack_obama", "joe_biden"]
+
+
+@pytest.mark.model
+@needs_yunet
+def test_faceid_identify_on_a_yunet_sface_gallery_never_imports_tensorflow(tmp_path):
+    from faceid.enroll import enroll_folders
+    from faceid.gallery import Gallery
+    from faceid.pipeline import Pipeline
+
+    with Gallery(tmp_path / "g") as g:
+        assert all(r.ok for r in enroll_folders(g, SAMPLES / "people", Pipeline("sface", detector="yunet")))
+    photo = SAMPLES / "photos" / "obama_and_biden.jpg"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    outputs = {}
+    for command in (
+        ["identify", str(photo), "-g", str(tmp_path / "g"), "--json"],
+        ["people", "-g", str(tmp_path / "g")],
+        ["--help"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "faceid", *command], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
+        assert "faceid" in imported and not {"tensorflow", "keras", "mtcnn"} & imported, command
+        outputs[command[0]] = done.stdout
+    (line,) = [x for x in outputs["identify"].splitlines() if x.startswith("{")]
+    assert sorted(face["name"] for face in json.loads(line)["faces"]) == ["barack_obama", "joe_biden"]
