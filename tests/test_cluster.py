@@ -393,8 +393,8 @@ def test_groups_the_sample_photos(real_pipeline):
 @pytest.mark.shared
 def test_lfw_subset_is_grouped_purely(data, real_pipeline):
     from faceid.cache import EmbeddingCache
-    from faceid.cluster.lfw import evaluate_grouping, lfw_faces
-    from faceid.evaluate import lfw_people
+    from faceid.eval.grouping import evaluate_grouping, lfw_faces
+    from faceid.eval.lfw import lfw_people
 
     everyone = lfw_people(data / "lfw")
     chosen = sorted(everyone)[::12]  # about 480 people, 1,100 faces

@@ -113,7 +113,7 @@ def eval_lfw(
 ) -> None:
     """LFW verification: 10-fold accuracy, ROC AUC, TAR at FAR 1e-2 and 1e-3 (one JSON line)."""
     from faceid.cache import EmbeddingCache
-    from faceid.evaluate import evaluate_lfw
+    from faceid.eval.verification import evaluate_lfw
 
     with cli_errors():
         chosen = _folds(folds)
@@ -175,7 +175,9 @@ def eval_lfw_openset(
 ) -> None:
     """LFW open-set identification: rank-1, DIR at FPIR 1% and 0.1% (one JSON line)."""
     from faceid.cache import EmbeddingCache
-    from faceid.evaluate import evaluate_openset, lfw_people, threshold_by_size
+    from faceid.eval.lfw import lfw_people
+    from faceid.eval.openset import evaluate_openset
+    from faceid.eval.sizes import threshold_by_size
 
     with cli_errors():
         try:
@@ -233,7 +235,7 @@ def eval_cluster(
     """LFW grouping: every face kept as unknown and grouped with the defaults; pairwise and BCubed
     precision, recall, F, groups, faces left ungrouped, seconds (one JSON line), plus baselines."""
     from faceid.cache import EmbeddingCache
-    from faceid.cluster.lfw import (
+    from faceid.eval.grouping import (
         BASELINES,
         evaluate_attach,
         evaluate_grouping,
@@ -241,7 +243,7 @@ def eval_cluster(
         lfw_detections,
         lfw_faces,
     )
-    from faceid.evaluate import lfw_people
+    from faceid.eval.lfw import lfw_people
 
     with cli_errors():
         try:
@@ -287,7 +289,7 @@ def _cluster_errors(errors: dict[str, str]) -> None:
 
 
 def _lfw_image_count(data: Path, folds) -> int:
-    from faceid.evaluate import read_pairs
+    from faceid.eval.lfw import read_pairs
 
     try:
         pairs, _, fold = read_pairs(data)
