@@ -9,7 +9,6 @@ that made a gallery's embeddings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,16 +20,9 @@ from faceid.embed_onnx import ONNX_RUNTIMES, OnnxEmbedder
 from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
 from faceid.errors import OptionError
 from faceid.models import ModelSpec, get_spec
+from faceid.results import Face  # re-exported: Face lives on the ground floor
 
 __all__ = ["DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline", "make_embedder"]
-
-
-@dataclass(frozen=True)
-class Face:
-    """A detected face and its ``(D,)`` float32 unit embedding."""
-
-    detection: Detection
-    embedding: np.ndarray = field(repr=False)
 
 
 def make_embedder(model: str | None = None, *, mirror: bool = False, frozen: bool = False) -> Embedder | OnnxEmbedder:
