@@ -217,8 +217,8 @@ def _migrated_gallery(
 ) -> dict:
     """Enrol the protocol's gallery in ``folder`` with ``source``'s model, each face with its chip, and
     migrate it to ``target``'s model from the chips; return what :attr:`OpenSetReport.migration` holds."""
+    from faceid.chips import make_chip
     from faceid.gallery import Gallery, NewFace
-    from faceid.gallery.chips import make_chip
     from faceid.images import read_image
     from faceid.migrate import migrate_gallery
 
