@@ -77,7 +77,7 @@ def figures(
     """The command lines end to end. With ``compare``, faceid identify (each of ``models`` on its
     own gallery of the same people) and face_recognition run ``rounds`` times, alternately, and
     each keeps its best: on a shared machine all then get its quieter moments."""
-    from faceid.models import DEFAULT_MODEL
+    from faceid.registry import DEFAULT_MODEL
 
     photos, known_faceid, known_fr, count, what = _cli_inputs(work, data, images)
     faceid = common.script("faceid")

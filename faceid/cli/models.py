@@ -51,7 +51,7 @@ def models_pull(
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
     """Known models, their licences, and whether each is present and verified here."""
-    from faceid import models
+    from faceid import models, registry
 
     for name, spec in models.MODELS.items():
         try:
@@ -72,7 +72,7 @@ def models_list(as_json: JsonOpt = False) -> None:
                 )
             )
         else:
-            default = " (default)" if name == models.DEFAULT_MODEL else ""
+            default = " (default)" if name == registry.DEFAULT_MODEL else ""
             where = f" at {path}" if path else f"; get it with `{spec.pull_command}`" if spec.pull_command else ""
             summary = f"{spec.dimension}-d, {spec.runtime}, licence: {spec.licence}"
             say(f"{name}{default}: {summary}; {state.split(':')[0]}{where}")
