@@ -46,7 +46,7 @@ Figures (``part`` names select them):
 - ``unknown``: the review loop in a real gallery (:mod:`faceid.gallery.unknown`) at each size:
   keeping that many synthetic unknown faces (transactions of 1,000), the first grouping (and its
   peak memory), keeping and attaching 1,000 more twice, naming the biggest group and the first
-  search after it, a regroup (up to :data:`REGROUP_UP_TO` faces: above, it is the first grouping's
+  search after it, a regroup (up to :data:`~faceid.bench.unknown.REGROUP_UP_TO` faces: above, it is the first grouping's
   work again).
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.bench.serve`).
 - ``milvus``: the gallery's index in milvus-lite (the ``milvus`` extra), index kinds and search
