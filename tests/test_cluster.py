@@ -405,7 +405,7 @@ def test_lfw_subset_is_grouped_purely(data, real_pipeline):
 
 
 def test_cli_eval_cluster_refuses_a_folder_that_is_not_lfw(tmp_path):
-    from tests.conftest import cli
+    from conftest import cli
 
     result = cli("eval", "cluster", "--data", tmp_path / "nowhere", "--quiet")
     assert result.exit_code == 1
