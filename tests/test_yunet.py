@@ -261,8 +261,8 @@ def test_yunet_finds_every_bigbang_face(data):
 @pytest.mark.shared
 @needs_yunet
 def test_yunet_finds_no_face_in_the_awkward_photos_without_one(data):
+    from faceid.bench.detectors import AWKWARD_FACELESS
     from faceid.detect_yunet import YuNetDetector
-    from faceid.detector_figures import AWKWARD_FACELESS
 
     detector = YuNetDetector()
     false = [name for name in AWKWARD_FACELESS if detector.detect(load(data / "awkward" / name))]

@@ -1,8 +1,10 @@
-"""What each detector finds on the evaluation photos (``../shared/data``): faces on the Big Bang
-group photo and references, on face_recognition's examples, false faces on the awkward photos
-that hold no human face, the smallest face found, and the time per 640x480 photo.
+"""``faceid bench --only detectors``: MTCNN and YuNet side by side in one run.
 
-Used by ``faceid bench --only detectors``; the expected counts come from each folder's index
+Per detector, on the evaluation photos (``../shared/data``): faces found on the Big Bang group
+photo and references and on face_recognition's examples, false faces on the awkward photos that
+hold no human face, the smallest face found, the time per 640x480 photo; and per embedding model,
+how far apart the two detectors' landmarks put the same faces' embeddings
+(:mod:`faceid.eval.detectors`). The expected counts come from each folder's index
 (``bigbang/ground_truth.json``, ``face_recognition_examples/INDEX.md``, ``awkward/INDEX.md``).
 """
 
@@ -10,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AWKWARD_FACELESS", "EXAMPLE_FACES", "DetectorFigures", "detector_figures", "smallest_face"]
+from faceid.bench._common import figure
+
+__all__ = ["AWKWARD_FACELESS", "EXAMPLE_FACES", "DetectorFigures", "detector_figures", "figures", "smallest_face"]
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +159,41 @@ def detector_figures(data: Path, detector_name: str, *, repeats: int = 20) -> De
         ms_per_640x480=round(float(np.median(times)) * 1000, 2),
         cpu_ms_per_640x480=round(float(np.median(cpu)) * 1000, 2),
     )
+
+
+def figures(data: Path | None, *, tiny: bool, detectors: Sequence[str] = ("mtcnn", "yunet")) -> Iterator[dict]:
+    """The part's figures, one dict each; ``data`` is ``../shared/data``."""
+    from faceid.errors import ModelNotFoundError
+    from faceid.models import DEFAULT_MODEL, FACENET, locate
+
+    try:
+        locate("yunet")
+    except ModelNotFoundError as exc:
+        yield figure("detectors", skipped=str(exc))
+        return
+    if data is None or not (data / "bigbang").is_dir():
+        yield figure("detectors", skipped="../shared/data is not here (set FACEID_DATA)")
+        return
+    for name in detectors:
+        found = detector_figures(data, name, repeats=3 if tiny else 20)
+        yield figure("detector_found", **asdict(found))
+    photos = sorted((data / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))[::26][: 20 if tiny else 500]
+    if not photos:
+        return
+    for model in (DEFAULT_MODEL,) if tiny else (DEFAULT_MODEL, FACENET):
+        try:
+            locate(model)
+        except ModelNotFoundError as exc:
+            yield figure("detector_agreement", model=model, skipped=str(exc))
+            continue
+        from faceid.eval.detectors import detector_agreement
+
+        agreement = detector_agreement(photos, model, (detectors[0], detectors[-1]))
+        yield figure(
+            "detector_agreement",
+            photos=f"LFW, every 26th photo of the sorted paths, the first {len(photos)}",
+            **asdict(agreement),
+        )
 
 
 def smallest_face(detector, frame: np.ndarray) -> int | None:
