@@ -320,3 +320,52 @@ def test_faceid_identify_on_a_yunet_sface_gallery_never_imports_tensorflow(tmp_p
         outputs[command[0]] = done.stdout
     (line,) = [x for x in outputs["identify"].splitlines() if x.startswith("{")]
     assert sorted(face["name"] for face in json.loads(line)["faces"]) == ["barack_obama", "joe_biden"]
+
+
+def test_thresholds_are_keyed_per_detector():
+    from faceid.errors import UncalibratedError
+    from faceid.thresholds import threshold_for
+
+    assert threshold_for(YUNET_KEY, 1680) == 0.2544 and threshold_for(KEY, 1680) == 0.2538
+    with pytest.raises(UncalibratedError, match="YuNet detector"):
+        threshold_for(EmbeddingKey.for_model("facenet-20170512-110547", detector="yunet"), 10)
+
+
+# -- the command line ----------------------------------------------------------------------------------
+
+
+def test_cli_detector_is_taken_by_a_new_gallery_followed_after_and_a_contradiction_refused(tmp_path):
+    from conftest import fake_cli, save_png, tile_image
+
+    from faceid.gallery import Gallery
+
+    photo = save_png(tmp_path / "ann.png", tile_image([(200, 30, 30)]))
+    folder = tmp_path / "g"
+    assert fake_cli("enroll", "ann", photo, "-g", folder, "--detector", "yunet").exit_code == 0
+    with Gallery(folder, create=False) as g:
+        assert g.embedding_key is not None and g.embedding_key.detector == "yunet"
+    for follows in (["identify", photo, "-g", folder], ["identify", photo, "-g", folder, "--detector", "yunet"]):
+        result = fake_cli(*follows)
+        assert result.exit_code == 0 and "ann" in result.output, result.output
+    for command in ("identify", "enroll ann"):
+        refused = fake_cli(*command.split(), photo, "-g", folder, "--detector", "mtcnn")
+        assert refused.exit_code == 1
+        (line,) = refused.output.strip().splitlines()
+        assert line.startswith("faceid: error:") and "differs in detector" in line
+    unknown = fake_cli("identify", photo, "-g", folder, "--detector", "haar")
+    assert unknown.exit_code != 0 and "choose one of mtcnn, yunet" in unknown.output
+
+
+def test_cli_migrate_needs_something_to_move_to(tmp_path):
+    from conftest import fake_cli
+
+    result = fake_cli("gallery", "migrate", "-g", tmp_path / "none")
+    assert result.exit_code == 2 and "--model, --detector or both" in result.output
+
+
+def test_models_list_shows_yunet_as_a_detector():
+    from conftest import cli
+
+    result = cli("models", "list", "--json")
+    (row,) = [json.loads(line) for line in result.output.splitlines() if '"yunet"' in line]
+    assert row["kind"] == "detector" and row["runtime"] == "cv2.FaceDetectorYN"

@@ -12,6 +12,7 @@ from faceid.cli._common import (
     GalleryOpt,
     JsonOpt,
     QuietOpt,
+    check_detector,
     cli_errors,
     err,
     gallery_app,
@@ -46,7 +47,14 @@ def gallery_rebuild(gallery: GalleryOpt = None) -> None:
 @gallery_app.command("migrate")
 def gallery_migrate(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="The model to move to (see `faceid models list`).")],
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", help="The model to move to (see `faceid models list`) [default: the gallery's]."),
+    ] = None,
+    detector: Annotated[
+        Optional[str],
+        typer.Option("--detector", help="The face detector to move to, mtcnn or yunet [default: the gallery's]."),
+    ] = None,
     to: Annotated[
         Optional[Path], typer.Option("--to", help="Write the migrated gallery to this new folder; keep the old one.")
     ] = None,
@@ -58,17 +66,27 @@ def gallery_migrate(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Re-embed every face with another model from the faces kept in the gallery; people, ids and log stay."""
+    """Re-embed every face with another model or detector from the faces kept in the gallery; people, ids and
+    log stay."""
     from faceid.embedding_key import EmbeddingKey
     from faceid.gallery import default_gallery_dir
     from faceid.migrate import MigrationError, migrate_gallery
 
     path = gallery if gallery is not None else default_gallery_dir()
+    if model is None and detector is None:
+        err("faceid: error: give --model, --detector or both: what to move the gallery to")
+        raise typer.Exit(2)
     with cli_errors():
         with opened_gallery(path, create=False) as g:
             total = len(g.face_sources())  # kept unknown faces too
-        pipeline = new_pipeline(ctx, EmbeddingKey.for_model(model))
-        with progress_bar(total, f"migrating to {model}", not quiet and not as_json) as tick:
+            old = g.embedding_key
+        # what is not named stays the gallery's (a gallery without faces: the defaults)
+        key = EmbeddingKey.for_model(
+            model or (old.model if old else None),
+            detector=check_detector(detector) or (old.detector if old else None),
+        )
+        pipeline = new_pipeline(ctx, key)
+        with progress_bar(total, f"migrating to {key.describe()}", not quiet and not as_json) as tick:
             done = [0]
 
             def advance(count: int) -> None:
