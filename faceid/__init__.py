@@ -74,6 +74,7 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "UncalibratedError",
+    "YuNetDetector",
     "enroll",
     "enroll_folders",
     "identify",
@@ -85,6 +86,7 @@ _LAZY = {
     "Candidate": "faceid.results",
     "Detection": "faceid.detect",
     "Detector": "faceid.detect",
+    "YuNetDetector": "faceid.detect_yunet",
     "EnrollResult": "faceid.enroll",
     "Embedder": "faceid.embed",
     "EmbeddingKey": "faceid.embedding_key",
@@ -115,6 +117,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceid.detect import Detection, Detector
+    from faceid.detect_yunet import YuNetDetector
     from faceid.embed import Embedder
     from faceid.embedding_key import EmbeddingKey
     from faceid.enroll import EnrollResult, enroll, enroll_folders
