@@ -54,10 +54,10 @@ def milvus_figures(
     ``synthetic_faces``, ``noisy`` and ``figure`` are :mod:`faceid.bench`'s (handed in, so the two
     modules do not import each other): the identities, the queries, and one figure with the load.
     """
-    from faceid.gallery.milvus import _quiet_pymilvus, require_milvus
+    from faceid.gallery.milvus import quiet_pymilvus, require_milvus
 
     require_milvus("milvus-lite:")
-    _quiet_pymilvus()
+    quiet_pymilvus()
     # milvus-lite's gRPC server logs each call pymilvus makes that it does not implement
     # (AllocTimestamp, on index changes) with a traceback; the calls fall back and succeed
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
