@@ -183,9 +183,11 @@ class Gallery:
     @_guarded
     def check_embedding_key(self, key: EmbeddingKey) -> None:
         """Raise :class:`ModelMismatchError` unless ``key`` is this gallery's (or it has none yet)."""
+        self._check_key(key, self.embedding_key)
+
+    def _check_key(self, key: EmbeddingKey, mine: EmbeddingKey | None) -> None:
         if not isinstance(key, EmbeddingKey):
             raise TypeError(f"an EmbeddingKey is needed, not {type(key).__name__}")
-        mine = self.embedding_key
         if mine is not None and mine != key:
             raise ModelMismatchError(
                 f"{self.path}: its embeddings were made with {mine.describe()}; refusing to mix in embeddings "
@@ -196,8 +198,9 @@ class Gallery:
     @_guarded
     def take_embedding_key(self, key: EmbeddingKey) -> None:
         """Inside a change: check ``key`` (:meth:`check_embedding_key`) and make it the gallery's if it has none."""
-        self.check_embedding_key(key)
-        if self.embedding_key is None:
+        mine = self.embedding_key
+        self._check_key(key, mine)
+        if mine is None:
             self._b.set_meta("embedding_key", key.dumps())
 
     @property

@@ -61,6 +61,7 @@ class MilvusRows:
         #: who makes the changes, for the audit log (``None``: the OS user)
         self.actor: str | None = None
         self._prefix = location.name
+        self._faces_seen = False
         self._closed = True
         self.client = self._connect(create)
         self._closed = False
@@ -164,7 +165,10 @@ class MilvusRows:
             raise GalleryError(f"{self.path}: gallery schema {schema}, this faceid reads {SCHEMA}")
 
     def faces_exist(self) -> bool:
-        return bool(self.client.has_collection(self.name("faces")))
+        """Whether the faces collection exists (made with the first face; once seen, not asked again)."""
+        if not self._faces_seen:
+            self._faces_seen = bool(self.client.has_collection(self.name("faces")))
+        return self._faces_seen
 
     def plain_collection(self, what: str, fields: list[tuple[str, Any, dict[str, Any]]]) -> None:
         """Make a collection of rows without a face vector (they get a placeholder vector), if missing."""
@@ -212,7 +216,7 @@ class MilvusRows:
         from pymilvus import DataType
 
         name = self.name("faces")
-        if self.client.has_collection(name):
+        if self.faces_exist():
             return
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
