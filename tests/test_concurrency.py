@@ -234,10 +234,11 @@ CALLS = {
     "copy_to": lambda g: g.copy_to(g.path.parent / f"copy-{time.monotonic_ns()}"),
     "exclusive": lambda g: g.exclusive().__enter__(),
     "replace_embeddings": lambda g: g.replace_embeddings(KEY, dict(zip(*g.embeddings()[::2]))),
-    "take_embedding_key": lambda g: g.take_embedding_key(KEY),  # the gallery has its key: it only reads
+    "adopt_embedding_key": lambda g: g.adopt_embedding_key(KEY),  # outside a change: one write of its own
 }
 WRITES = {
     "add_faces",
+    "adopt_embedding_key",
     "exclusive",
     "replace_embeddings",
     "rename",

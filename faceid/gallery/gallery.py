@@ -181,27 +181,24 @@ class Gallery:
             raise GalleryCorruptError(f"{self.path}: the stored {exc}; restore the gallery from a backup") from None
 
     @_guarded
-    def check_embedding_key(self, key: EmbeddingKey) -> None:
-        """Raise :class:`ModelMismatchError` unless ``key`` is this gallery's (or it has none yet)."""
-        self._check_key(key, self.embedding_key)
-
-    def _check_key(self, key: EmbeddingKey, mine: EmbeddingKey | None) -> None:
+    def check_embedding_key(self, key: EmbeddingKey) -> EmbeddingKey | None:
+        """Raise :class:`ModelMismatchError` unless ``key`` is this gallery's (or it has none yet);
+        return the gallery's key (``None``: none yet)."""
         if not isinstance(key, EmbeddingKey):
             raise TypeError(f"an EmbeddingKey is needed, not {type(key).__name__}")
+        mine = self.embedding_key
         if mine is not None and mine != key:
             raise ModelMismatchError(
                 f"{self.path}: its embeddings were made with {mine.describe()}; refusing to mix in embeddings "
                 f"made with {key.describe()} (differs in {', '.join(mine.differences(key))}). "
                 f"Use the gallery's settings, or enrol into a new gallery ({self._b.another})."
             )
+        return mine
 
     @_guarded
-    def take_embedding_key(self, key: EmbeddingKey) -> None:
-        """Inside a change: check ``key`` (:meth:`check_embedding_key`) and make it the gallery's if it has none."""
-        mine = self.embedding_key
-        self._check_key(key, mine)
-        if mine is None:
-            self._b.set_meta("embedding_key", key.dumps())
+    def adopt_embedding_key(self, key: EmbeddingKey) -> None:
+        """Inside a change, once :meth:`check_embedding_key` found none: make ``key`` the gallery's."""
+        self._b.set_meta("embedding_key", key.dumps())
 
     @property
     def dimension(self) -> int | None:
@@ -309,13 +306,15 @@ class Gallery:
         b = self._b
         try:
             with b.change():
-                self.take_embedding_key(embedding_key)
+                mine = self.check_embedding_key(embedding_key)
                 todo = list(range(len(faces)))
                 if skip_known_images:
                     known = b.image_owners(sorted({f.image_sha256 for f in faces}))
                     todo = [i for i in todo if faces[i].image_sha256 not in known]
                 if not todo:
                     raise Unchanged
+                if mine is None:
+                    self.adopt_embedding_key(embedding_key)
                 pid = b.person_id(name)
                 new = b.new_face_ids(len(todo))
                 for i, face_id in zip(todo, new):

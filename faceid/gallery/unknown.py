@@ -60,7 +60,9 @@ class Rules(Protocol):
 
     def guard(self) -> AbstractContextManager[None]: ...
 
-    def take_embedding_key(self, key: EmbeddingKey) -> None: ...
+    def check_embedding_key(self, key: EmbeddingKey) -> EmbeddingKey | None: ...
+
+    def adopt_embedding_key(self, key: EmbeddingKey) -> None: ...
 
     def not_found(self, name: str) -> PersonNotFoundError: ...
 
@@ -158,7 +160,7 @@ class UnknownFaces:
         duplicates = 0
         try:
             with self._gallery.guard(), b.change():
-                self._gallery.take_embedding_key(embedding_key)
+                mine = self._gallery.check_embedding_key(embedding_key)
                 spots = [(faces[i].image_sha256, _box(faces[i].box)) for i in wanted]
                 known = b.kept_at(spots) if spots else {}
                 for i, spot in zip(wanted, spots):
@@ -169,6 +171,8 @@ class UnknownFaces:
                         todo.append(i)
                 if not todo:
                     raise Unchanged
+                if mine is None:
+                    self._gallery.adopt_embedding_key(embedding_key)
                 new = b.new_face_ids(len(todo))
                 for i, face_id in zip(todo, new):
                     ids[i] = face_id
