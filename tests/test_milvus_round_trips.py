@@ -10,7 +10,6 @@ Milvus server too, add its address maker to :data:`ADDRESSES`.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import needs_milvus
+from test_gallery_contract import KEY, face, near, unit
 
-from faceid.embedding_key import EmbeddingKey
-from faceid.gallery import NewFace, open_gallery
-
-KEY = EmbeddingKey.for_model("sface")
-D = KEY.dimension
+from faceid.gallery import open_gallery
 
 #: Milvus galleries to count on: a new gallery's address inside a temporary folder
 ADDRESSES: list[Callable[[Path], str]] = [lambda folder: f"milvus-lite:{folder / 'gallery.db'}"]
@@ -65,20 +61,6 @@ class Counting:
             return attr(*args, **kwargs)
 
         return call
-
-
-def unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).normal(size=D)
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def near(centre: np.ndarray, seed: int) -> np.ndarray:
-    v = centre + np.random.default_rng(seed).normal(size=D) * 0.25 / np.sqrt(D)
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def face(vector: np.ndarray, photo: str) -> NewFace:
-    return NewFace(vector, hashlib.sha256(photo.encode()).hexdigest(), (0, 0, 90, 90), 0.99, f"/photos/{photo}.jpg")
 
 
 def round_trips(address: str, n: int) -> dict[str, int]:
