@@ -388,3 +388,33 @@ def test_api_keys(g) -> None:
         keys.create("x", "root")
     assert [e.action for e in g.audit_log()] == ["key-create", "key-create", "key-revoke"]
     assert all(token not in str(e.detail) for e in g.audit_log())
+
+
+# -- moving to another model: a copy in a folder --------------------------------------------------------------
+
+
+def test_copy_to_a_folder_keeps_everything_and_takes_new_embeddings(g, strangers, tmp_path: Path) -> None:
+    from faceid.gallery import Gallery
+
+    g.add_faces("Ada", [face(unit(1), "a1"), face(unit(2), "a2")], embedding_key=KEY)
+    g.set_setting("threshold", 0.5)
+    _, token = ApiKeys(g).create("robot")
+    with g.exclusive() as generation:
+        assert generation == g.generation
+    copied = g.copy_to(tmp_path / "copy")
+    assert copied == g.generation
+    with pytest.raises(FileExistsError):
+        g.copy_to(tmp_path / "copy")
+    with Gallery(tmp_path / "copy", create=False) as c:
+        assert c.folder == tmp_path / "copy" and c.people() == g.people() and c.faces() == g.faces()
+        assert c.audit_log() == g.audit_log() and c.get_setting("threshold") == 0.5
+        assert [f.id for f in c.face_sources()] == [f.id for f in g.face_sources()]
+        assert c.unknown.groups() == g.unknown.groups() and ApiKeys(c).check(token) is not None
+        assert c.check() == []
+        ids, _, vectors = c.embeddings()
+        every = {f.id: unit(1000 + f.id) for f in c.face_sources()}
+        other = EmbeddingKey.for_model("sface", mirror=not KEY.mirror)
+        c.replace_embeddings(other, every, reason="test")
+        assert c.embedding_key == other and c.get_setting("threshold") is None
+        _, found = c.search(np.stack([unit(1000 + int(ids[0]))]), k=1)
+        assert int(found[0, 0]) == int(ids[0]) and c.audit_log()[-1].action == "migrate" and c.check() == []

@@ -469,15 +469,21 @@ class MilvusBackend:
     def copy_to(self, folder: Path) -> int:
         """Written out as a local gallery (:mod:`faceid.gallery.milvus_export`). Milvus has no snapshot
         across collections: the generation is compared before and after, and a change meanwhile is refused."""
+        from faceid.gallery.deletion import discard_copy
         from faceid.gallery.milvus_export import export_to_folder
 
         generation = self.generation()
-        export_to_folder(self, self.rows, folder)
-        if self.generation() != generation:
-            raise GalleryError(
-                f"{self.path}: the gallery changed while it was being copied; nothing was changed, "
-                "run the migration again (stop `faceid serve` and enrolments first)"
-            )
+        folder.mkdir(mode=0o700)
+        try:
+            export_to_folder(self, self.rows, folder)
+            if self.generation() != generation:
+                raise GalleryError(
+                    f"{self.path}: the gallery changed while it was being copied; nothing was changed, "
+                    "run the migration again (stop `faceid serve` and enrolments first)"
+                )
+        except BaseException:  # no half copy left behind
+            discard_copy(folder)
+            raise
         return generation
 
     @contextmanager

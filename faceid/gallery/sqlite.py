@@ -437,9 +437,7 @@ class SqliteBackend:
             finally:
                 copy.close()
         except BaseException:  # busy, a full disk: no half copy left behind
-            for leftover in folder.iterdir():
-                deletion.shred(leftover)
-            folder.rmdir()
+            deletion.discard_copy(folder)
             raise
         return generation
 
