@@ -9,7 +9,7 @@ resembles several people alike::
 Strangers tend to resemble many enrolled people a little; a person's own face resembles them much
 more than anyone else. On LFW's open-set protocol this score named 81% of known faces at 1% false
 identifications where the raw similarity named 69%, and the threshold that holds 1% no longer
-grows with the size of the gallery (README, "Accuracy"). For each face:
+grows with the size of the gallery (docs/accuracy.md). For each face:
 
 - ``known``: the best person's score is at least ``threshold`` and their similarity leads every
   other person still available by at least ``margin``;
@@ -273,9 +273,9 @@ def _keep_unknown(
     gallery: AnyGallery, pipeline: Pipeline, item: Any, faces: tuple[FaceMatch, ...]
 ) -> tuple[FaceMatch, ...]:
     """Keep the unknown faces of one processed photo; the matches with ``kept_as`` set."""
+    from faceid.chips import make_chip
     from faceid.draw import face_thumbnail
     from faceid.gallery import NewFace
-    from faceid.gallery.chips import make_chip
 
     embedding_of = {f.detection: f.embedding for f in item.faces}
     unknown = [i for i, m in enumerate(faces) if m.status == UNKNOWN]
