@@ -49,6 +49,7 @@ from faceid.errors import (
     GalleryError,
     InvalidNameError,
     ModelMismatchError,
+    NameTakenError,
     PersonNotFoundError,
 )
 from faceid.gallery import audit, changes, chips, deletion, groupsums, people, thumbnails
@@ -376,7 +377,7 @@ class Gallery:
                 raise self._not_found(old_n)
             other = people.person_id(db, new_n)
             if other is not None and other != pid:
-                raise InvalidNameError(f"{new_n!r} is already enrolled; remove or rename them first")
+                raise NameTakenError(f"{new_n!r} is already enrolled; remove or rename them first")
             db.execute("UPDATE people SET name = ? WHERE id = ?", (new_n, pid))
             audit.record(db, "rename", new_n, actor=self.actor, old=old_n, new=new_n)
 

@@ -64,6 +64,7 @@ from faceid.errors import (
     GalleryError,
     InvalidNameError,
     ModelMismatchError,
+    NameTakenError,
     PersonNotFoundError,
 )
 from faceid.gallery import audit
@@ -679,7 +680,7 @@ class MilvusGallery:
             raise self._not_found(old_n)
         other = self._person_row(new_n)
         if other is not None and int(other["id"]) != int(row["id"]):
-            raise InvalidNameError(f"{new_n!r} is already enrolled; remove or rename them first")
+            raise NameTakenError(f"{new_n!r} is already enrolled; remove or rename them first")
         self._record("rename", new_n, old=old_n, new=new_n)
         self._client.upsert(
             self._name("people"),

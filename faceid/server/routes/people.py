@@ -16,10 +16,10 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from faceid.batch import Processed
-from faceid.errors import FaceIDError, ImageError
+from faceid.errors import FaceIDError, ImageError, NameTakenError
 from faceid.gallery import normalise_name
 from faceid.server.auth import Admin, Reader
-from faceid.server.errors import ApiError, image_status
+from faceid.server.errors import ApiError, status_of
 from faceid.server.schemas import EnrollOut, PersonDetailOut, PersonOut, RemovedFaceOut, RemovedOut, RenameIn
 from faceid.server.state import State, state_of
 from faceid.server.uploads import decode, image_faces, upload_name
@@ -89,12 +89,14 @@ async def enroll(
     if wanted is not None and len(file) != 1:
         raise ApiError(400, "box chooses a face in one photo; send one photo with it")
     items: list[Processed] = []
+    unreadable: dict[int, int] = {}  # photo -> the status of its decoding error
     for i, upload in enumerate(file):
         source = upload_name(upload, i)
         data = await upload.read()
         try:
             items.append(Processed(source, await run_in_threadpool(decode, data, source, state.settings)))
         except ImageError as exc:
+            unreadable[i] = status_of(exc)
             items.append(Processed(source, None, error=str(exc)))
     readable = [(i, item.image.pixels) for i, item in enumerate(items) if item.image is not None]
     pixels = [p for _, p in readable]
@@ -121,7 +123,7 @@ async def enroll(
     report = [r.to_json() for r in results]
     if results and all(not r.ok for r in results):
         first = results[0].message
-        status = image_status(first) if items[0].image is None else 422
+        status = unreadable.get(0, 422)
         more = f" (and {len(results) - 1} more photos failed)" if len(results) > 1 else ""
         raise ApiError(status, first + more, results=report)
     return {"person": person, "results": report}
@@ -176,7 +178,7 @@ async def rename(request: Request, caller: Admin, name: PersonName, body: Rename
             old = gallery.person(name)
             new = addressable(body.name)
             if new in gallery and gallery.person(new).id != old.id:
-                raise ApiError(409, f"{new!r} is already enrolled; remove or rename them first")
+                raise NameTakenError(f"{new!r} is already enrolled; remove or rename them first")
             gallery.rename(old.name, new)
             return {"name": new, "faces": old.faces}
 
