@@ -24,7 +24,7 @@ from faceid.server.schemas import EnrollOut, PersonDetailOut, PersonOut, Removed
 from faceid.server.state import State, state_of
 from faceid.server.uploads import decode, image_faces, upload_name
 
-__all__ = ["FaceId", "PersonName", "addressable", "router"]
+__all__ = ["FaceId", "PersonName", "addressable", "face_out", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,18 @@ def addressable(name: str) -> str:
     if person.strip(".") == "" and len(person) <= 2:
         raise ApiError(400, f"the name {person!r} cannot be used in a URL path; choose another")
     return person
+
+
+def face_out(face) -> dict:
+    """A face as the API shows it (an enrolled :class:`FaceRecord` or a kept :class:`UnknownFace`):
+    the fields of ``faceid faces --json``, the photo's file name only, and its thumbnail's URL."""
+    return {
+        "id": face.id,
+        "box": list(face.box),
+        "image": os.path.basename(face.image_path) if face.image_path else None,
+        "created_at": face.created_at,
+        "thumbnail": f"/v1/faces/{face.id}/thumbnail",
+    }
 
 
 def _parse_box(box: Optional[str]) -> Optional[tuple[int, int, int, int]]:
@@ -153,16 +165,7 @@ async def person(request: Request, caller: Reader, name: PersonName):
         return {
             "name": p.name,
             "created_at": p.created_at,
-            "faces": [
-                {
-                    "id": f.id,
-                    "box": list(f.box),
-                    "source": os.path.basename(f.image_path) if f.image_path else None,
-                    "created_at": f.created_at,
-                    "thumbnail": f"/v1/faces/{f.id}/thumbnail",
-                }
-                for f in faces
-            ],
+            "faces": [face_out(f) for f in faces],
         }
 
     return await run_in_threadpool(read)
