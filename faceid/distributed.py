@@ -110,13 +110,13 @@ def ray_cluster(address: str | None = None, *, cpus: int | None = None) -> Itera
             "include_dashboard": False,
             "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}},
         }
-    from faceid._tf import _stderr_silenced
+    from faceid._tf import stderr_silenced
 
     # Ray's C++ start-up line ("Set ray log level ...") ignores the level it reports; errors still raise.
     where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
     for attempt in (1, 2):
         try:
-            with _stderr_silenced() if quiet else contextlib.nullcontext():
+            with stderr_silenced() if quiet else contextlib.nullcontext():
                 ray.init(logging_level=level, log_to_driver=not quiet, **options)
             break
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
