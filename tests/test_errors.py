@@ -141,3 +141,26 @@ def test_renaming_onto_someone_else_is_name_taken(any_gallery):
     with pytest.raises(errors.NameTakenError, match="'Bo' is already enrolled"):
         any_gallery.rename("Ann", "Bo")
     assert [p.name for p in any_gallery.people()] == ["Ann", "Bo"]
+
+
+@pytest.mark.parametrize("name", sorted(errors.__all__))
+def test_the_command_line_says_each_error_in_one_line(name, gallery_dir, monkeypatch):
+    from conftest import fake_cli
+
+    from faceid.gallery import Gallery
+
+    Gallery(gallery_dir).close()
+    kind = getattr(errors, name)
+    args = (
+        ("what went wrong, and how to fix it", 2)
+        if kind is errors.FaceCountError
+        else ("what went wrong, and how to fix it",)
+    )
+
+    def fail(self):
+        raise kind(*args)
+
+    monkeypatch.setattr(Gallery, "people", fail)
+    result = fake_cli("people", "--gallery", gallery_dir)
+    assert result.exit_code == 1
+    assert result.stderr == "faceid: error: what went wrong, and how to fix it\n"
