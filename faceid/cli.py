@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from faceid.errors import FaceIDError
+from faceid.errors import FaceIDError, ModelNotFoundError
 from faceid.server.settings import Settings
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def models_list(as_json: JsonOpt = False) -> None:
         try:
             path, state = str(models.locate(name)), "verified"
         except FaceIDError as exc:
-            path, state = None, f"missing: {exc}" if "not found" in str(exc) else f"bad: {exc}"
+            path, state = None, f"missing: {exc}" if isinstance(exc, ModelNotFoundError) else f"bad: {exc}"
         if as_json:
             typer.echo(
                 json.dumps(

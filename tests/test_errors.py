@@ -164,3 +164,21 @@ def test_the_command_line_says_each_error_in_one_line(name, gallery_dir, monkeyp
     result = fake_cli("people", "--gallery", gallery_dir)
     assert result.exit_code == 1
     assert result.stderr == "faceid: error: what went wrong, and how to fix it\n"
+
+
+def test_models_list_says_missing_or_bad_by_the_class_not_the_words(monkeypatch):
+    import json
+
+    from conftest import cli
+
+    from faceid import models
+
+    def locate(name):
+        if name == models.DEFAULT_MODEL:
+            raise errors.ModelNotFoundError(f"{name}: no weights here")  # no "not found" in the words
+        raise errors.ModelIntegrityError(f"{name}: a file was not found where its checksum says")
+
+    monkeypatch.setattr(models, "locate", locate)
+    rows = {r["name"]: r["state"] for r in map(json.loads, cli("models", "list", "--json").stdout.splitlines())}
+    assert rows.pop(models.DEFAULT_MODEL).startswith("missing: ")
+    assert rows and all(state.startswith("bad: ") for state in rows.values())
