@@ -41,14 +41,14 @@ import numpy as np
 from faceid.detect import Detection
 from faceid.errors import OptionError
 from faceid.gallery import AnyGallery
-from faceid.results import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, FaceMatch, Identification
+from faceid.results import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, Face, FaceMatch, Identification
 from faceid.thresholds import DecisionParams
 
 if TYPE_CHECKING:
     from faceid.batch import Processed
     from faceid.cache import EmbeddingCache
     from faceid.images import LoadedImage
-    from faceid.pipeline import Face, Pipeline
+    from faceid.pipeline import Pipeline
 
 __all__ = [
     "AMBIGUOUS",
@@ -373,9 +373,9 @@ def _keep_unknown(
     image_path: str | None,
 ) -> tuple[FaceMatch, ...]:
     """Keep the unknown faces of one photo; the matches with ``kept_as`` set."""
+    from faceid.chips import make_chip
     from faceid.draw import face_thumbnail
     from faceid.gallery import NewFace
-    from faceid.gallery.chips import make_chip
 
     embedding_of = {f.detection: f.embedding for f in found}
     unknown = [i for i, m in enumerate(faces) if m.status == UNKNOWN]
