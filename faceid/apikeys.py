@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from faceid.errors import FaceIDError, InvalidNameError
+from faceid.errors import KeyExistsError, KeyNotFoundError, OptionError
 from faceid.gallery.records import normalise_name, utc_now
 
 if TYPE_CHECKING:
@@ -29,17 +29,6 @@ __all__ = ["ADMIN", "READ_ONLY", "SCOPES", "ApiKey", "KeyExistsError", "KeyNotFo
 ADMIN, READ_ONLY = "admin", "read-only"
 SCOPES = (ADMIN, READ_ONLY)
 TOKEN_PREFIX = "fid_"
-
-
-class KeyExistsError(FaceIDError):
-    """A key of that name exists already."""
-
-
-class KeyNotFoundError(FaceIDError, KeyError):
-    """No key of that name."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -72,7 +61,7 @@ class ApiKeys:
         """Make a key; return it and its token (shown once: only its hash is kept)."""
         name = normalise_name(name)
         if scope not in SCOPES:
-            raise InvalidNameError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+            raise OptionError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(name, scope, utc_now(), None)
         if not self._store.add(name, _digest(token), scope, key.created_at):

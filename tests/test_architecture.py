@@ -25,14 +25,7 @@ TOO_LONG_TODAY: dict[str, int] = {}
 
 #: ``file: name`` pairs of a module reading another module's private name, left today: the gallery
 #: contract (issue 17 b) and the one identify call (issue 17 c) remove them.
-PRIVATE_READS_TODAY = {
-    # Ray's workers repeat the batch's steps (issue 17 c: one identify call)
-    "distributed.py: _load",
-    "distributed.py: _run_batch",
-    "distributed.py: _stderr_silenced",
-    # the server repeats the batch's failure wording (issue 17 c)
-    "server/uploads.py: _image_failures",
-}
+PRIVATE_READS_TODAY: set[str] = set()
 
 #: Lines naming both gallery classes (or ``isinstance(..., Gallery)``) outside faceid/gallery/,
 #: today: ``file: the code``. None since the gallery contract (issue 17 b).

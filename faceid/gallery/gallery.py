@@ -37,7 +37,7 @@ from faceid.gallery import audit
 from faceid.gallery.backend import GalleryBackend, KeyStore, Unchanged
 from faceid.gallery.location import MilvusLocation, gallery_location
 from faceid.gallery.people import unit_vectors, vector_problems
-from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, name_key, normalise_name
+from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, name_key, name_taken, normalise_name
 from faceid.gallery.unknown import UnknownFaces
 
 if TYPE_CHECKING:
@@ -337,7 +337,7 @@ class Gallery:
             pid = self._person_id(old_n)
             other = self._b.person_id(new_n)
             if other is not None and other != pid:
-                raise InvalidNameError(f"{new_n!r} is already enrolled; remove or rename them first")
+                raise name_taken(new_n)
             self._b.audit("rename", new_n, old=old_n, new=new_n)
             self._b.rename_person(pid, new_n)
 

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
-from faceid.errors import GalleryError
+from faceid.errors import GalleryError, MigrationError
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.backend import KEEP, chunks
 from faceid.gallery.location import MilvusLocation
@@ -477,7 +477,7 @@ class MilvusBackend:
         try:
             export_to_folder(self, self.rows, folder)
             if self.generation() != generation:
-                raise GalleryError(
+                raise MigrationError(
                     f"{self.path}: the gallery changed while it was being copied; nothing was changed, "
                     "run the migration again (stop `faceid serve` and enrolments first)"
                 )

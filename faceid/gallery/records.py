@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceid.errors import InvalidNameError
+from faceid.errors import InvalidNameError, NameTakenError
 
 if TYPE_CHECKING:
     from faceid.gallery.chips import FaceChip
@@ -34,6 +34,7 @@ __all__ = [
     "UnknownFace",
     "default_gallery_dir",
     "name_key",
+    "name_taken",
     "normalise_name",
 ]
 
@@ -43,6 +44,11 @@ MAX_NAME_LENGTH = 200
 def default_gallery_dir() -> Path:
     """``$FACEID_GALLERY``, else ``./gallery``."""
     return Path(os.environ.get("FACEID_GALLERY") or "gallery")
+
+
+def name_taken(name: str) -> NameTakenError:
+    """The error for renaming someone to ``name`` (already normalised), which is another person's."""
+    return NameTakenError(f"{name!r} is already enrolled; remove or rename them first")
 
 
 def normalise_name(name: str) -> str:
