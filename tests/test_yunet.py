@@ -369,3 +369,22 @@ def test_models_list_shows_yunet_as_a_detector():
     result = cli("models", "list", "--json")
     (row,) = [json.loads(line) for line in result.output.splitlines() if '"yunet"' in line]
     assert row["kind"] == "detector" and row["runtime"] == "cv2.FaceDetectorYN"
+
+
+@pytest.mark.model
+@pytest.mark.shared
+@needs_yunet
+def test_bigbang_group_photo_is_named_7_of_7_after_enrolling_the_references_with_yunet(data, tmp_path):
+    from faceid.enroll import enroll
+    from faceid.gallery import Gallery
+    from faceid.identify import identify
+    from faceid.pipeline import Pipeline
+
+    truth = json.loads((data / "bigbang" / "ground_truth.json").read_text())
+    pipeline = Pipeline("sface", detector="yunet")
+    with Gallery(tmp_path / "g") as g:
+        for name, photo in truth["gallery"].items():
+            assert all(r.ok for r in enroll(g, name, [data / "bigbang" / photo], pipeline))
+        (result,) = identify([data / "bigbang" / "group" / "cast.jpg"], g)  # the gallery's detector: YuNet
+    by_x = sorted(result.faces, key=lambda f: f.detection.box[0])
+    assert [f.name for f in by_x] == truth["probes"]["group/cast.jpg"]
