@@ -12,6 +12,7 @@ single line on stderr and a non-zero exit status. The tree::
     ├── UncalibratedError
     ├── ImageError (also a ValueError)
     ├── OptionError (also a ValueError)
+    ├── VideoError (also a ValueError)
     ├── PipelineError
     ├── FaceCountError
     ├── InvalidNameError (also a ValueError)
@@ -46,6 +47,7 @@ __all__ = [
     "PersonNotFoundError",
     "PipelineError",
     "UncalibratedError",
+    "VideoError",
 ]
 
 
@@ -137,3 +139,7 @@ class GroupNotFoundError(FaceIDError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class VideoError(FaceIDError, ValueError):
+    """A video or stream cannot be read: missing, empty, corrupt, not a video, or it stopped."""
