@@ -45,7 +45,7 @@ def pick_codec() -> tuple[str, str]:
     with tempfile.TemporaryDirectory() as tmp, _quiet_stderr():
         for fourcc, ending in CODECS:
             path = os.path.join(tmp, "probe" + ending)
-            writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 10, (64, 48))
+            writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*fourcc), 10, (64, 48))
             try:
                 if not writer.isOpened():
                     continue
@@ -103,7 +103,7 @@ def write_annotated(
             fps = reader.info.fps or 25.0
             with quiet:  # FFmpeg warns that WebM stores the VP8 tag its own way
                 size = (reader.info.width, reader.info.height)
-                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), fps, size)
+                writer = cv2.VideoWriter(tmp, cv2.VideoWriter.fourcc(*fourcc), fps, size)
             try:
                 current: list[tuple[int, tuple[int, int, int, int]]] = []
                 for frame in reader.frames(None):
