@@ -83,6 +83,8 @@ class TrackEngine:
         self.best: dict[int, Best] = {}
         self.failed_frames = 0
         self.on_frame: Callable[[Frame, list[tuple[int, tuple[int, int, int, int]]]], None] | None = None
+        #: called with each new track (decided from its first frame) and that frame
+        self.on_start: Callable[[Track, Frame], None] | None = None
 
     def add(self, frame: Frame) -> list[tuple[Track, Best | None]]:
         """Find, embed and track the faces of one frame; the tracks that ended before it, decided.
@@ -104,7 +106,7 @@ class TrackEngine:
         obs = [Observation(frame.index, frame.time, d, v, quality(d)) for d, v in zip(detections, vectors)]
         ended = self.tracker.finish() if self.shots.is_cut(frame.pixels) else []
         ended += self.tracker.update(frame.time, obs)
-        if self.keep_best or self.on_frame is not None:
+        if self.keep_best or self.on_frame is not None or self.on_start is not None:
             self._after_update(frame, obs)
         t3 = time.perf_counter()
         out = [self._finish(t) for t in ended]
@@ -127,12 +129,21 @@ class TrackEngine:
             placed.append((track.id, track.last_box))
             if self.keep_best and track.best.frame == frame.index and track.best.time == frame.time:
                 self.best[track.id] = _best_of(frame, track)
+            if self.on_start is not None and track.frames == 1:
+                self.on_start(self._decided(track), frame)
         if self.on_frame is not None:
             self.on_frame(frame, placed)
 
     def _finish(self, state: TrackState) -> tuple[Track, Best | None]:
+        track = self._decided(state)
+        best = self.best.pop(state.id, None)
+        if self.remember:
+            track = self._keep(track, state, best)
+        return track, best
+
+    def _decided(self, state: TrackState) -> Track:
         decision = decide_track(self.gallery, state, self.params, self.pooling)
-        track = Track(
+        return Track(
             track=state.id,
             status=decision.status,
             name=decision.name,
@@ -143,10 +154,6 @@ class TrackEngine:
             box=state.best.detection.box,
             best_frame=state.best.time,
         )
-        best = self.best.pop(state.id, None)
-        if self.remember:
-            track = self._keep(track, state, best)
-        return track, best
 
     def _keep(self, track: Track, state: TrackState, best: Best | None) -> Track:
         """Keep an unknown track's best face; say why not otherwise (the grouping's own rule)."""
