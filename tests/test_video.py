@@ -145,3 +145,14 @@ def test_sample_clip_names_each_person_in_their_own_scenes_only(clip_gallery, da
     assert len(long_miranda) == 1  # the performance, one track
     assert any(t.name == "Barack Obama" for t in named)
     assert sum(t.frames for t in result.tracks) <= result.sampled * 6
+
+
+def test_folders_give_photos_and_videos_apart(tmp_path):
+    from faceid.video.reader import split_media
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.jpg", "a/clip.MP4", "a/b/y.webm", "a/b/z.png", "a/notes.txt", "a/.hidden.mkv"):
+        (tmp_path / name).write_bytes(b"")
+    photos, videos = split_media([tmp_path / "a", tmp_path / "named.mov"])
+    assert [p.split("/a/")[-1] for p in photos] == ["x.jpg", "b/z.png"]
+    assert [v.rsplit("/", 1)[-1] for v in videos] == ["clip.MP4", "y.webm", "named.mov"]

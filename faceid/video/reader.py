@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from faceid.errors import VideoError
 
-__all__ = ["VIDEO_SUFFIXES", "Frame", "VideoInfo", "VideoReader", "is_stream", "is_video"]
+__all__ = ["VIDEO_SUFFIXES", "Frame", "VideoInfo", "VideoReader", "is_stream", "is_video", "split_media"]
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +151,16 @@ class VideoReader:
 def _positive(value: float) -> float:
     """A container property, or 0 when OpenCV reports it as unknown (negative, NaN or infinite)."""
     return float(value) if value == value and 0 < value < 1e9 else 0.0
+
+
+def split_media(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[str]]:
+    """Files and folders -> ``(photos, videos)``: folders walked as :func:`faceid.batch.iter_image_files`
+    walks them, taking photo and video endings; a file named directly is a video if it ends like one."""
+    from faceid.batch import iter_image_files
+    from faceid.images import IMAGE_SUFFIXES
+
+    photos: list[str] = []
+    videos: list[str] = []
+    for path in iter_image_files(inputs, suffixes=IMAGE_SUFFIXES | frozenset(VIDEO_SUFFIXES)):
+        (videos if is_video(path) else photos).append(path)
+    return photos, videos
