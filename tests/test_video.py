@@ -121,8 +121,14 @@ CLIP_PEOPLE = {"Lin-Manuel Miranda": (0.0, 7.2), "Alex Lacamoire": (0.0, 2.9), "
 @pytest.fixture(scope="module")
 def clip_gallery(tmp_path_factory, data):
     """SFace (the default) gallery with the clip's three people enrolled from their own photos."""
+    from faceid.errors import ModelNotFoundError
     from faceid.gallery import Gallery
+    from faceid.models import DEFAULT_MODEL, locate
 
+    try:
+        locate(DEFAULT_MODEL)
+    except ModelNotFoundError as exc:
+        pytest.skip(f"the default model's weights are not installed ({exc})")
     videos, examples = data / "video", data / "face_recognition_examples" / "examples"
     g = Gallery(tmp_path_factory.mktemp("clip") / "g")
     enroll(g, "Lin-Manuel Miranda", [videos / "lin-manuel-miranda.png"])
@@ -156,3 +162,26 @@ def test_folders_give_photos_and_videos_apart(tmp_path):
     photos, videos = split_media([tmp_path / "a", tmp_path / "named.mov"])
     assert [p.split("/a/")[-1] for p in photos] == ["x.jpg", "b/z.png"]
     assert [v.rsplit("/", 1)[-1] for v in videos] == ["clip.MP4", "y.webm", "named.mov"]
+
+
+def test_cli_identify_mixes_photos_and_videos_and_goes_on_past_bad_ones(tmp_path):
+    from conftest import fake_cli
+
+    save_png(tmp_path / "enrol" / "alice.png", tile_image([RED]))
+    assert fake_cli("enroll", "alice", tmp_path / "enrol" / "alice.png", "-g", tmp_path / "g").exit_code == 0
+    media = tmp_path / "media"
+    media.mkdir()
+    two_people_clip(media / "two.mkv")
+    save_png(media / "photo.png", tile_image([RED, BLUE]))
+    (media / "zero.mp4").write_bytes(b"")
+    result = fake_cli("identify", media, "-g", tmp_path / "g", "--json", "--fps", "3", "-q")
+    assert result.exit_code == 1 and "1 of 3 inputs failed" in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    photo, video, zero = lines
+    assert [f["name"] for f in photo["faces"]] == ["alice", None]
+    assert set(video) == JSON_KEYS and video["error"] is None
+    assert [(t["name"], t["status"]) for t in video["tracks"]] == [("alice", "known"), (None, "unknown")]
+    assert zero["tracks"] == [] and "empty file" in zero["error"]
+    text = fake_cli("identify", media / "two.mkv", "-g", tmp_path / "g", "--annotate", tmp_path / "out")
+    assert text.exit_code == 0 and "2 tracks" in text.stdout and "track 1   alice" in text.stdout
+    assert "-> " in text.stdout and list((tmp_path / "out").iterdir())

@@ -158,9 +158,7 @@ def _vote(namings: Sequence[Naming]) -> Naming:
     return best
 
 
-def _rates(
-    namings: Sequence[Naming], truth: Sequence[str | None], fpirs: Sequence[float]
-) -> dict[str, dict[str, Any]]:
+def _rates(namings: Sequence[Naming], truth: Sequence[str | None], fpirs: Sequence[float]) -> dict[str, dict[str, Any]]:
     from faceid.evaluate import threshold_at_fpir
 
     levels = np.array([n.threshold for n in namings], dtype=np.float64)
@@ -173,7 +171,7 @@ def _rates(
         t = threshold_at_fpir(levels[strangers], fpir)
         named = levels >= t
         out[f"{fpir:g}"] = {
-            "threshold": round(float(t), 4) if np.isfinite(t) else None,  # None: no threshold names that many
+            "threshold": round(float(t), 4) if t > -1e300 else None,  # None: strangers never reach this rate
             "named_right": round(float((named & right).sum()) / known, 4),
             "named_wrong": round(float((named & wrong).sum()) / known, 4),
         }

@@ -88,7 +88,12 @@ class VideoReader:
                 raise VideoError(f"{self.name}: empty file (0 bytes), not a video")
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, open_timeout_ms]
         backend = cv2.CAP_ANY if isinstance(target, int) else cv2.CAP_FFMPEG
-        self._cap = cv2.VideoCapture(target, backend, params)
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its warning on a bad file repeats ours
+        try:
+            self._cap = cv2.VideoCapture(target, backend, params)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not self._cap.isOpened():
             self._cap.release()
             raise VideoError(f"{self.name}: FFmpeg cannot open it as a video (corrupt, or not a video)")
