@@ -92,6 +92,7 @@ PARTS = (
     "serve",
     "milvus",
     "ray",
+    "video",
 )
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DIMENSION = 128
@@ -211,6 +212,10 @@ def run(
                 figure=_figure,
                 work=work,
             )
+        if "video" in parts:  # real-time factor, sampling rates, watch's memory: faceid/video/bench.py
+            from faceid.video.bench import figures as video_figures
+
+            yield from video_figures(work, data_path, tiny=tiny)
         if "ray" in parts:  # the same photos with and without Ray: faceid/bench_ray.py
             from faceid.bench_ray import ray_figures
 

@@ -453,8 +453,6 @@ def _print_identification(result) -> None:
         )
 
 
-from faceid import cli_video  # noqa: E402  (videos in identify; the watch command, listed here)
-
 # -- gallery management ----------------------------------------------------------------------------
 
 
@@ -1145,7 +1143,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, unknown, serve, milvus, ray [default: all]."
+            "cluster, unknown, serve, milvus, ray, video [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,
@@ -1212,6 +1210,9 @@ def demo(
         results = run_demo(out, gallery, _new_pipeline(ctx, key))
     for result in results:
         _print_identification(result)
+
+
+from faceid import cli_video  # noqa: E402  (videos in identify; the watch and eval video commands)
 
 
 def run(prog_name: str | None = None) -> None:  # console-script entry point

@@ -11,12 +11,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from faceid.cli import GalleryOpt, app  # (moves to faceid/cli/video.py with the cli package)
+from faceid.cli import (  # (moves into the cli package)
+    CacheOpt,
+    DataOpt,
+    GalleryOpt,
+    ModelOpt,
+    _eval_pipeline,
+    app,
+    eval_app,
+)
 from faceid.cli import _err as err
 from faceid.cli import _errors as cli_errors
 from faceid.cli import _gallery as opened_gallery
 from faceid.cli import _new_pipeline as new_pipeline
 from faceid.cli import _say as say
+from faceid.errors import FaceIDError
 
 __all__ = ["identify_videos", "watch"]
 
@@ -156,3 +165,36 @@ def watch(
         f"{stats.connects} connection{'s' if stats.connects != 1 else ''}"
         + (f", {failures} event deliveries failed" if failures else "")
     )
+
+
+@eval_app.command("video")
+def eval_video(
+    ctx: typer.Context,
+    data: DataOpt,
+    frames: Annotated[str, typer.Option(help="Photos per synthetic track, comma-separated: one line each.")] = "2,3,4",
+    people: Annotated[Optional[int], typer.Option(help="Use a random subset of this many people of each kind.")] = None,
+    model: ModelOpt = None,
+    cache: CacheOpt = None,
+) -> None:
+    """Track decisions (pooled, voted) against per-frame ones at the same false-name rate: LFW people as
+    synthetic tracks (one JSON line per track length; docs/video.md)."""
+    from faceid.cache import EmbeddingCache
+    from faceid.video.evaluate import evaluate_tracks
+
+    try:
+        lengths = [int(v) for v in frames.split(",") if v.strip()]
+    except ValueError:
+        err(f"faceid: error: --frames takes comma-separated integers, got {frames!r}")
+        raise typer.Exit(2) from None
+    if not lengths or min(lengths) < 1:
+        err("faceid: error: --frames needs track lengths of at least 1")
+        raise typer.Exit(2)
+    with cli_errors():
+        store = EmbeddingCache(cache)
+        pipeline = _eval_pipeline(ctx, None, None, None, model)
+        for k in lengths:
+            try:
+                report = evaluate_tracks(data, pipeline, frames=k, cache=store, max_people=people)
+            except OSError as exc:
+                raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
+            typer.echo(json.dumps(report.to_json()))
