@@ -19,7 +19,7 @@ from faceid.errors import ImageError, PipelineError
 from faceid.images import IMAGE_SUFFIXES, LoadedImage, read_image
 from faceid.pipeline import Face, Pipeline
 
-__all__ = ["Processed", "iter_image_files", "process"]
+__all__ = ["Processed", "image_failures", "iter_image_files", "process"]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def process(
     after the other (the equality tests compare the two).
 
     A file that cannot be read, or that the pipeline fails on, gets an ``error`` (one line naming
-    it and the reason) and the run goes on; a bug in the pipeline propagates (see :func:`_image_failures`).
+    it and the reason) and the run goes on; a bug in the pipeline propagates (see :func:`image_failures`).
     """
     batch_size = _check.integer("process", "batch_size", batch_size, low=1)
     overlap = _check.boolean("process", "overlap", overlap)
@@ -242,7 +242,7 @@ class _Stages:
         self.prepare()
         try:
             detections = self._detections([image for _, image in todo])
-        except _image_failures() as exc:  # which image? run them one by one, so that only it is reported
+        except image_failures() as exc:  # which image? run them one by one, so that only it is reported
             _log_batch_failure(len(todo), exc)
             return _Detected(out, todo, None)
         return _Detected(out, todo, detections)
@@ -269,7 +269,7 @@ class _Stages:
         if detected.detections is not None:
             try:
                 found = list(self.pipeline.embed_many([image.pixels for _, image in todo], detected.detections))
-            except _image_failures() as exc:
+            except image_failures() as exc:
                 _log_batch_failure(len(todo), exc)
         if found is None:
             with self.detector_lock:  # pipeline.faces detects too: not beside the detection thread
@@ -290,7 +290,7 @@ def _log_batch_failure(images: int, exc: BaseException) -> None:
     log.warning("a batch of %d images failed (%s: %s); running them one by one", images, type(exc).__name__, exc)
 
 
-def _image_failures() -> tuple[type[BaseException], ...]:
+def image_failures() -> tuple[type[BaseException], ...]:
     """What the pipeline raises because of one image: faceid's :class:`PipelineError`, running out
     of memory, and the numerical libraries' errors about their input (OpenCV's, TensorFlow's op
     errors), for those already loaded.
@@ -309,11 +309,14 @@ def _image_failures() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+_image_failures = image_failures  # the server still reads this name (issue 17 c removes it)
+
+
 def _faces_or_error(pipeline: Pipeline, image: LoadedImage, source: str) -> list[Face] | str:
     """The faces of one image, or one line saying why the pipeline failed on it (logged with its traceback)."""
     try:
         return pipeline.faces(image.pixels)
-    except _image_failures() as exc:
+    except image_failures() as exc:
         log.error("the face pipeline failed on %s", source, exc_info=True)
         reason = " ".join(str(exc).split())[:300]
         if not isinstance(exc, PipelineError):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import fake_cli, make_fake_pipeline, save_png, tile_image
 
+from faceid.eval.video import _rates, _vote, evaluate_tracks, track_units
 from faceid.identify import Naming
-from faceid.video.evaluate import _rates, _vote, evaluate_tracks, track_units
 
 
 def _lfw(root, counts: dict[str, int]):

@@ -7,7 +7,9 @@ named once from its frames with the gallery's open-set rule.
 - :mod:`~faceid.video.engine`: the three together, frame by frame;
 - :mod:`~faceid.video.run`: :func:`identify_video` for files;
 - :mod:`~faceid.video.annotate`: annotated videos a browser plays;
-- :mod:`~faceid.video.watch`: live sources as start/end events.
+- :mod:`~faceid.video.watch`: live sources as start/end events; :mod:`~faceid.video.sinks`: webhook and MQTT.
+
+Measured by :mod:`faceid.bench.video` and :mod:`faceid.eval.video`.
 
 Nothing here is imported by ``import faceid``.
 """

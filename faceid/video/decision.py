@@ -8,7 +8,7 @@ Two ways to turn a track's frames into one decision, both ending in
 - ``"vote"``: each kept frame decided alone; the track is named when one name wins more than
   half of its frames, else it is unknown (or ambiguous when most frames were).
 
-``faceid eval video`` measures both against per-frame decisions at the same false-name rate.
+``faceid eval video`` (:mod:`faceid.eval.video`) measures both against per-frame decisions at the same false-name rate.
 """
 
 from __future__ import annotations

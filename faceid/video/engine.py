@@ -91,14 +91,14 @@ class TrackEngine:
 
         A frame the face pipeline fails on is logged and counted (``failed_frames``), not taken as faceless.
         """
-        from faceid.batch import _image_failures
+        from faceid.batch import image_failures
 
         t0 = time.perf_counter()
         try:
             detections = self.pipeline.detector.detect_many([frame.pixels])[0]
             t1 = time.perf_counter()
             vectors = self.pipeline.embed(frame.pixels, detections) if detections else np.zeros((0, 1), np.float32)
-        except _image_failures():
+        except image_failures():
             log.warning("the face pipeline failed on frame %d (%.2f s); counted as failed", frame.index, frame.time)
             self.failed_frames += 1
             return []
@@ -185,8 +185,8 @@ class TrackEngine:
 
 
 def _best_of(frame: Frame, track: TrackState) -> Best:
+    from faceid.chips import make_chip
     from faceid.draw import face_thumbnail
-    from faceid.gallery.chips import make_chip
 
     pixels, detection = frame.pixels, track.best.detection
     sha = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()

@@ -83,7 +83,7 @@ def evaluate_tracks(
     progress: Callable[[object], None] | None = None,
 ) -> TrackEvalReport:
     """The report (see the module docstring); ``root`` is LFW's folder (holding ``lfw-deepfunneled``)."""
-    from faceid.evaluate import embed_lfw_images, lfw_people
+    from faceid.eval.lfw import embed_lfw_images, lfw_people
     from faceid.gallery import Gallery, NewFace
     from faceid.identify import photo_namings
     from faceid.thresholds import decision_params
@@ -159,7 +159,7 @@ def _vote(namings: Sequence[Naming]) -> Naming:
 
 
 def _rates(namings: Sequence[Naming], truth: Sequence[str | None], fpirs: Sequence[float]) -> dict[str, dict[str, Any]]:
-    from faceid.evaluate import threshold_at_fpir
+    from faceid.eval.fpir import threshold_at_fpir
 
     levels = np.array([n.threshold for n in namings], dtype=np.float64)
     strangers = np.array([t is None for t in truth])

@@ -1,4 +1,4 @@
-"""Video speed and memory figures for ``faceid bench --only video``.
+"""``faceid bench --only video``: video speed, sampling rates and watch's memory.
 
 - ``video_realtime``: seconds of video per second of work (the real-time factor; above 1 is faster
   than real time) for the 640x360 sample clip and a 1280x720 copy of it, at the default sampling,
@@ -19,33 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceid.bench import _common as common
+
 if TYPE_CHECKING:
     from faceid.pipeline import Pipeline
 
 __all__ = ["figures", "scaled_copy"]
-
-
-def _load() -> list[float]:
-    try:
-        return [round(float(v), 2) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
-
-
-def _rss() -> int:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def scaled_copy(source: Path, target: Path, size: tuple[int, int]) -> Path:
@@ -110,7 +89,7 @@ def _sampling(
             "wrong_names": wrong,
             "wall_s": round(wall, 2),
             "realtime_factor": round(result.duration / wall, 2),
-            "load": _load(),
+            "load": common.load(),
         }
 
 
@@ -174,7 +153,7 @@ def figures(
                     "track": round(parts.track, 3),
                     "decide": round(parts.decide, 3),
                 },
-                "load": _load(),
+                "load": common.load(),
             }
     yield from _sampling(clip, work, data, pipelines[0][1](), rates=(3,) if tiny else (1, 2, 3, 5))
     soak = min(soak, 10.0) if tiny else soak
@@ -189,7 +168,7 @@ def figures(
     def sample() -> None:
         begin = time.monotonic()
         while not stop.wait(5.0):
-            samples.append((time.monotonic() - begin, _rss()))
+            samples.append((time.monotonic() - begin, common.rss()))
             if time.monotonic() - begin >= soak:
                 stop.set()
 
@@ -217,5 +196,5 @@ def figures(
         "rss_mib_first": round(float(mib[0]), 1) if len(mib) else None,
         "rss_mib_last": round(float(mib[-1]), 1) if len(mib) else None,
         "rss_slope_mib_per_min": round(slope, 3) if slope is not None else None,
-        "load": _load(),
+        "load": common.load(),
     }

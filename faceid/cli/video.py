@@ -1,4 +1,4 @@
-"""Videos and streams on the command line: the video half of ``identify`` and ``watch``."""
+"""Videos and streams on the command line: the video half of ``identify``, ``watch``, ``eval video``."""
 
 from __future__ import annotations
 
@@ -11,20 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from faceid.cli import (  # (moves into the cli package)
-    CacheOpt,
-    DataOpt,
-    GalleryOpt,
-    ModelOpt,
-    _eval_pipeline,
-    app,
-    eval_app,
-)
-from faceid.cli import _err as err
-from faceid.cli import _errors as cli_errors
-from faceid.cli import _gallery as opened_gallery
-from faceid.cli import _new_pipeline as new_pipeline
-from faceid.cli import _say as say
+from faceid.cli._common import GalleryOpt, app, cli_errors, err, eval_app, new_pipeline, opened_gallery, say
+from faceid.cli.measure import CacheOpt, DataOpt, ModelOpt
 from faceid.errors import FaceIDError
 
 __all__ = ["identify_videos", "watch"]
@@ -179,7 +167,8 @@ def eval_video(
     """Track decisions (pooled, voted) against per-frame ones at the same false-name rate: LFW people as
     synthetic tracks (one JSON line per track length; docs/video.md)."""
     from faceid.cache import EmbeddingCache
-    from faceid.video.evaluate import evaluate_tracks
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.eval.video import evaluate_tracks
 
     try:
         lengths = [int(v) for v in frames.split(",") if v.strip()]
@@ -191,7 +180,7 @@ def eval_video(
         raise typer.Exit(2)
     with cli_errors():
         store = EmbeddingCache(cache)
-        pipeline = _eval_pipeline(ctx, None, None, None, model)
+        pipeline = new_pipeline(ctx, EmbeddingKey.for_model(model))  # the model's own crop and options
         for k in lengths:
             try:
                 report = evaluate_tracks(data, pipeline, frames=k, cache=store, max_people=people)
