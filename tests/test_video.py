@@ -185,3 +185,18 @@ def test_cli_identify_mixes_photos_and_videos_and_goes_on_past_bad_ones(tmp_path
     text = fake_cli("identify", media / "two.mkv", "-g", tmp_path / "g", "--annotate", tmp_path / "out")
     assert text.exit_code == 0 and "2 tracks" in text.stdout and "track 1   alice" in text.stdout
     assert "-> " in text.stdout and list((tmp_path / "out").iterdir())
+
+
+def test_a_track_mean_scores_the_weighted_mean_of_its_frames_similarities(alice_gallery, fake_pipeline):
+    from faceid.identify import candidates_for
+    from faceid.video.decision import mean_candidates
+
+    rng = np.random.default_rng(5)
+    frames = rng.normal(size=(6, 128)).astype(np.float32)
+    frames /= np.linalg.norm(frames, axis=1, keepdims=True)
+    weights = rng.uniform(0.1, 1.0, 6)
+    mean = (weights[:, None] * frames).sum(axis=0) / weights.sum()
+    [cands] = mean_candidates(alice_gallery, mean[None].astype(np.float32))
+    per_frame = [c[0].similarity for c in candidates_for(alice_gallery, frames)]  # one person: alice
+    assert cands[0].name == "alice"
+    assert cands[0].similarity == pytest.approx(float(np.dot(weights, per_frame) / weights.sum()), abs=1e-5)

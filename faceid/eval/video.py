@@ -7,7 +7,8 @@ are strangers too. Three ways to name what is seen, each at the threshold where 
 of the strangers' units (frames, or tracks) is named as someone:
 
 - ``frame``: every photo decided alone (what naming each frame of a video does);
-- ``pool``: each track decided once from its quality-weighted pooled embedding;
+- ``pool``: each track decided once from the quality-weighted mean of its embeddings
+  (:mod:`faceid.video.decision`);
 - ``vote``: each track named by the majority of its frames' own decisions.
 
 The figure for each is the share of enrolled people's units named right (DIR) at that rate, and
@@ -85,8 +86,9 @@ def evaluate_tracks(
     """The report (see the module docstring); ``root`` is LFW's folder (holding ``lfw-deepfunneled``)."""
     from faceid.eval.lfw import embed_lfw_images, lfw_people
     from faceid.gallery import Gallery, NewFace
-    from faceid.identify import photo_namings
+    from faceid.identify import naming_thresholds, photo_namings
     from faceid.thresholds import decision_params
+    from faceid.video.decision import mean_candidates
     from faceid.video.tracker import quality
 
     pipeline = pipeline or Pipeline()
@@ -117,8 +119,8 @@ def evaluate_tracks(
         for _, ps in tracks:
             weights = np.array([_weight(embedded.detections[row[p]], quality) for p in ps])
             v = (weights[:, None] * np.stack([embedded.embeddings[row[p]] for p in ps])).sum(axis=0)
-            pooled.append((v / np.linalg.norm(v)).astype(np.float32)[None])
-        pool_namings = [n[0] for n in photo_namings(gallery, pooled, params)]
+            pooled.append((v / weights.sum()).astype(np.float32))
+        pool_namings = [naming_thresholds([c], params)[0] for c in mean_candidates(gallery, np.stack(pooled))]
     truth_frames = [n for n, ps in tracks for _ in ps]
     vote_namings, start = [], 0
     for _, ps in tracks:

@@ -66,6 +66,7 @@ class TrackState:
     recent: np.ndarray = field(repr=False)
     weighted: np.ndarray = field(repr=False)
     best: Observation
+    weight: float = 0.0
     frames: int = 1
     observations: list[Observation] = field(default_factory=list, repr=False)
 
@@ -73,14 +74,19 @@ class TrackState:
         self.last, self.last_box, self.frames = obs.time, obs.detection.box, self.frames + 1
         self.recent = obs.embedding
         self.weighted = self.weighted + max(obs.quality, 1e-3) * obs.embedding
+        self.weight += max(obs.quality, 1e-3)
         if obs.quality > self.best.quality:
             self.best = obs
         self.observations.append(obs)
         if len(self.observations) > keep:  # drop the least useful witness
             self.observations.remove(min(self.observations, key=lambda o: o.quality))
 
+    def mean(self) -> np.ndarray:
+        """The quality-weighted mean of the track's unit embeddings (length at most 1: shorter the more they differ)."""
+        return (self.weighted / max(self.weight, 1e-12)).astype(np.float32)
+
     def pooled(self) -> np.ndarray:
-        """The quality-weighted mean of the track's unit embeddings, made unit again."""
+        """The quality-weighted mean of the track's unit embeddings, made unit again (for linking faces)."""
         n = float(np.linalg.norm(self.weighted))
         return (self.weighted / n if n > 0 else self.weighted).astype(np.float32)
 
@@ -117,6 +123,7 @@ class Tracker:
                     last_box=obs.detection.box,
                     recent=obs.embedding,
                     weighted=max(obs.quality, 1e-3) * obs.embedding,
+                    weight=max(obs.quality, 1e-3),
                     best=obs,
                     observations=[obs],
                 )
