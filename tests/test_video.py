@@ -200,3 +200,13 @@ def test_a_track_mean_scores_the_weighted_mean_of_its_frames_similarities(alice_
     per_frame = [c[0].similarity for c in candidates_for(alice_gallery, frames)]  # one person: alice
     assert cands[0].name == "alice"
     assert cands[0].similarity == pytest.approx(float(np.dot(weights, per_frame) / weights.sum()), abs=1e-5)
+
+
+@pytest.mark.model
+@pytest.mark.shared
+def test_strangers_walking_by_are_never_named(clip_gallery, data):
+    """The pedestrian clip (no one enrolled is in it): once, a stranger's blurred track scored by its
+    mean embedding made unit again was named Obama; scored by the mean of its frames' similarities, none is."""
+    result = identify_video(data / "video" / "pedestrians.mp4", clip_gallery, fps=2)
+    assert result.error is None and len(result.tracks) >= 3
+    assert [t for t in result.tracks if t.name is not None] == []
