@@ -208,3 +208,36 @@ def test_bad_sink_addresses_are_refused():
         WebhookSink("ftp://example.org/x")
     with pytest.raises(OptionError, match="mqtt://"):
         MqttSink("http://127.0.0.1:1883")
+
+
+def test_watch_remembers_unknown_tracks_and_says_so_in_their_end_event(alice_gallery, fake_pipeline, tmp_path):
+    events = []
+    watch(
+        str(two_people_clip(tmp_path / "two.mkv")),
+        alice_gallery,
+        fake_pipeline,
+        on_event=lambda e: events.append(e.to_json()),
+        remember=True,
+    )
+    ends = {e["name"]: e for e in events if e["event"] == "end"}
+    assert ends[None]["kept"] == "kept" and ends[None]["kept_as"] is not None
+    assert ends["alice"]["kept"] == "not kept: known" and alice_gallery.unknown.count() == 1
+
+
+def test_cli_watch_prints_one_json_line_per_event_and_a_summary(alice_gallery, tmp_path):
+    from conftest import fake_cli
+
+    clip = two_people_clip(tmp_path / "two.mkv")
+    result = fake_cli("watch", str(clip), "-g", str(alice_gallery.path), "--snapshots", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert _summary(lines) == [
+        ("start", 1, "alice", "known"),
+        ("start", 2, None, "unknown"),
+        ("end", 1, "alice", "known"),
+        ("end", 2, None, "unknown"),
+    ]
+    assert "4 events, 1 connection" in result.stderr
+    missing = fake_cli("watch", str(tmp_path / "nowhere.mp4"), "-g", str(alice_gallery.path))
+    assert missing.exit_code == 1 and "nowhere.mp4: no such file" in missing.stderr
+    assert "Traceback" not in missing.stderr
