@@ -17,7 +17,7 @@ import numpy as np
 
 from faceid.detect import Detection
 
-__all__ = ["PADDED_SIDE", "detect_padded", "pad_for_detection"]
+__all__ = ["PADDED_SIDE", "detect_padded", "map_back", "pad_for_detection"]
 
 #: Longer side of the padded image detection runs on.
 PADDED_SIDE = 320
@@ -42,7 +42,9 @@ def pad_for_detection(image: np.ndarray) -> tuple[np.ndarray, float, int, int]:
     return padded, scale, px, py
 
 
-def _back(d: Detection, scale: float, px: int, py: int, width: int, height: int) -> Detection | None:
+def map_back(d: Detection, scale: float, px: int, py: int, width: int, height: int) -> Detection | None:
+    """``d``, found on an image scaled by ``scale`` after a border of ``px``, ``py`` pixels was added,
+    in the pixels of the ``width`` x ``height`` original, clipped to it (``None``: nothing of it left)."""
     x0, y0 = d.box[0] / scale - px, d.box[1] / scale - py
     x1, y1 = x0 + d.box[2] / scale, y0 + d.box[3] / scale
     cx0, cy0, cx1, cy1 = max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1))
@@ -63,6 +65,6 @@ def detect_padded(detector: _Detects, images: Sequence[np.ndarray]) -> list[list
     again = detector.detect_many([p[0] for p in padded])
     for i, (_, scale, px, py), faces in zip(empty, padded, again):
         h, w = images[i].shape[:2]
-        mapped = [_back(d, scale, px, py, w, h) for d in faces]
+        mapped = [map_back(d, scale, px, py, w, h) for d in faces]
         found[i] = [d for d in mapped if d is not None]
     return found

@@ -210,3 +210,24 @@ def test_strangers_walking_by_are_never_named(clip_gallery, data):
     result = identify_video(data / "video" / "pedestrians.mp4", clip_gallery, fps=2)
     assert result.error is None and len(result.tracks) >= 3
     assert [t for t in result.tracks if t.name is not None] == []
+
+
+def test_large_frames_are_shrunk_for_detection_and_boxes_mapped_back(alice_gallery, tmp_path):
+    from conftest import FakeDetector, FakeEmbedder
+
+    from faceid.pipeline import Pipeline
+    from faceid.thresholds import decision_params
+    from faceid.video.engine import TrackEngine
+    from faceid.video.reader import Frame
+
+    detector = FakeDetector(tile=20)  # finds the 40 px tiles only at half size
+    pipeline = Pipeline.from_key(alice_gallery.embedding_key, detector=detector, embedder=FakeEmbedder())
+    engine = TrackEngine(alice_gallery, pipeline, decision_params(alice_gallery), detect_short_side=60)
+    frame = tile_frame({(2, 1): RED})  # 240 x 120: shrunk to 120 x 60
+    for i in range(3):
+        engine.add(Frame(i, i / 3, frame))
+    [(track, _)] = engine.finish()
+    assert track.box == (80, 40, 40, 40) and track.frames == 3  # (the fake's landmarks fit 40 px tiles only)
+    full = TrackEngine(alice_gallery, pipeline, decision_params(alice_gallery), detect_short_side=None)
+    full.add(Frame(0, 0.0, frame))
+    assert {t.box[2:] for t, _ in full.finish()} == {(20, 20)}  # at full size: four quarter tiles, 20 px
