@@ -114,6 +114,7 @@ def figures(
         yield {"figure": "video_realtime", "skipped": "the sample clip (../shared/data/video) is not here"}
         return
     fps = fps or DEFAULT_FPS
+    work.mkdir(parents=True, exist_ok=True)
     hd = work / "clip-1280x720.mp4"
     if not tiny and not hd.exists():
         scaled_copy(clip, hd, (1280, 720))
