@@ -80,6 +80,10 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
         "ray_local",
         "ray_cluster",
     }
+    if optional_data is not None and (optional_data / "video").is_dir():  # the video part needs the sample clip
+        assert names >= {"video_realtime", "video_sampling", "video_watch_memory"}
+        (sampling,) = [f for f in figures if f["figure"] == "video_sampling"]
+        assert sampling["wrong_names"] == 0 and sampling["named_tracks"].get("Barack Obama")
     assert {f["batch"] for f in figures if f["figure"] == "embedding"} == {1, 8}
     found = [f for f in figures if f["figure"] == "detector_found"]  # with ../shared/data and YuNet installed
     skipped = [f for f in figures if f["figure"] == "detectors"]  # no ../shared/data or no YuNet: said why
