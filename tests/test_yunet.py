@@ -263,10 +263,14 @@ def test_yunet_finds_every_bigbang_face(data):
 def test_yunet_finds_no_face_in_the_awkward_photos_without_one(data):
     from faceid.bench.detectors import AWKWARD_FACELESS
     from faceid.detect_yunet import YuNetDetector
+    from faceid.pipeline import Pipeline
 
-    detector = YuNetDetector()
+    detector, pipeline = YuNetDetector(), Pipeline("sface", detector="yunet")
     false = [name for name in AWKWARD_FACELESS if detector.detect(load(data / "awkward" / name))]
     assert false == []
+    # nor as a pipeline finds faces, where a photo without one is tried again padded (faceid.tight)
+    images = [load(data / "awkward" / name) for name in AWKWARD_FACELESS]
+    assert [found for found in pipeline.detect_many(images) if found] == []
 
 
 @pytest.mark.model
