@@ -217,7 +217,9 @@ class Gallery:
         try:
             return EmbeddingKey.from_json(value)
         except EmbeddingKeyError as exc:
-            raise GalleryCorruptError(f"{self.path}: the stored {exc}; restore the gallery from a backup") from None
+            raise GalleryCorruptError(
+                f"{self.path}: the stored {exc}; restore the gallery from a backup (`faceid gallery restore BACKUP`)"
+            ) from None
 
     @guarded
     def check_embedding_key(self, key: EmbeddingKey) -> None:

@@ -466,7 +466,10 @@ class MilvusGallery:
         try:
             return EmbeddingKey.from_json(value)
         except EmbeddingKeyError as exc:
-            raise GalleryCorruptError(f"{self.path}: the stored {exc}; restore the gallery from a backup") from None
+            raise GalleryCorruptError(
+                f"{self.path}: the stored {exc}; restore its backup into a folder "
+                "(`faceid gallery restore BACKUP --gallery DIR`, docs/backup.md)"
+            ) from None
 
     def check_embedding_key(self, key: EmbeddingKey) -> None:
         """Raise :class:`ModelMismatchError` unless ``key`` is this gallery's (or it has none yet)."""
