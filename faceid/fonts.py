@@ -21,7 +21,7 @@ import importlib.util
 import logging
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -78,27 +78,27 @@ def _locate(font: FontFile) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / font.path
 
 
-@lru_cache(maxsize=1)
-def available_fonts() -> tuple[tuple[Path, frozenset[int]], ...]:
-    """``(path, code points it covers)`` of every bundled font that is installed and verified, in chain order."""
+@cache
+def _verified(index: int) -> tuple[Path, frozenset[int]] | None:
+    """``(path, code points it covers)`` of bundled font ``index`` if installed and verified, else ``None``."""
     from fontTools.ttLib import TTFont
 
-    found = []
-    for font in FONTS:
-        path = _locate(font)
-        if path is None or not path.is_file():
-            log.warning(
-                "font %s (%s) is not installed; names in it are drawn with another font", font.path, font.scripts
-            )
-            continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != font.sha256:
-            log.warning("font %s: sha256 %s, expected %s; not used", path, digest, font.sha256)
-            continue
-        with TTFont(path, lazy=True) as tt:
-            cmap = frozenset(tt.getBestCmap())
-        found.append((path, cmap))
-    return tuple(found)
+    font = FONTS[index]
+    path = _locate(font)
+    if path is None or not path.is_file():
+        log.warning("font %s (%s) is not installed; names in it are drawn with another font", font.path, font.scripts)
+        return None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != font.sha256:
+        log.warning("font %s: sha256 %s, expected %s; not used", path, digest, font.sha256)
+        return None
+    with TTFont(path, lazy=True) as tt:
+        return path, frozenset(tt.getBestCmap())
+
+
+def available_fonts() -> tuple[tuple[Path, frozenset[int]], ...]:
+    """``(path, code points it covers)`` of every bundled font that is installed and verified, in chain order."""
+    return tuple(found for found in map(_verified, range(len(FONTS))) if found is not None)
 
 
 def _attached(char: str) -> bool:
@@ -114,14 +114,32 @@ class TextFonts:
     """The chain of bundled fonts at one pixel size: measure, shorten and draw text in any script."""
 
     def __init__(self, size: int) -> None:
-        from PIL import ImageFont, features
+        from PIL import ImageFont
 
         self.size = size
-        engine = ImageFont.Layout.RAQM if features.check("raqm") else ImageFont.Layout.BASIC
-        self._fonts: list[tuple[Any, frozenset[int]]] = [
-            (ImageFont.truetype(str(path), size, layout_engine=engine), cmap) for path, cmap in available_fonts()
-        ]
+        self._fonts: dict[int, tuple[Any, frozenset[int]] | None] = {}  # loaded when first needed
         self._default = ImageFont.load_default(size=size)
+
+    def _font(self, index: int) -> tuple[Any, frozenset[int]] | None:
+        """Font ``index`` of the chain at this size (verified and opened on first use: the CJK one is 16 MB)."""
+        if index not in self._fonts:
+            from PIL import ImageFont, features
+
+            found = _verified(index)
+            engine = ImageFont.Layout.RAQM if features.check("raqm") else ImageFont.Layout.BASIC
+            self._fonts[index] = (
+                None
+                if found is None
+                else (ImageFont.truetype(str(found[0]), self.size, layout_engine=engine), found[1])
+            )
+        return self._fonts[index]
+
+    def _font_for(self, char: str) -> Any:
+        for index in range(len(FONTS)):
+            found = self._font(index)
+            if found is not None and ord(char) in found[1]:
+                return found[0]
+        return self._default
 
     def runs(self, text: str) -> list[tuple[str, Any]]:
         """``text`` cut into ``(run, font)`` pieces in visual order (right-to-left runs side by side are reversed)."""
@@ -130,8 +148,7 @@ class TextFonts:
             if runs and (_attached(char) or self._covers(runs[-1][1], char)):
                 runs[-1] = (runs[-1][0] + char, runs[-1][1])
                 continue
-            font = next((f for f, cmap in self._fonts if ord(char) in cmap), self._default)
-            runs.append((char, font))
+            runs.append((char, self._font_for(char)))
         out: list[tuple[str, Any]] = []
         i = 0
         while i < len(runs):  # a left-to-right line: consecutive right-to-left runs read right to left
@@ -147,7 +164,7 @@ class TextFonts:
         return out
 
     def _covers(self, font: Any, char: str) -> bool:
-        return any(f is font and ord(char) in cmap for f, cmap in self._fonts)
+        return any(f is not None and f[0] is font and ord(char) in f[1] for f in self._fonts.values())
 
     def bbox(self, text: str) -> tuple[int, int, int, int]:
         """``(left, top, right, bottom)`` of ``text``'s ink drawn at ``(0, 0)``, the baseline's left end (top < 0)."""
