@@ -29,6 +29,7 @@ from pathlib import Path
 from faceid._files import fsync_dir
 from faceid.errors import GalleryCorruptError, GalleryError
 from faceid.gallery import DB_NAME, Gallery
+from faceid.gallery.deletion import discard_copy
 from faceid.gallery.location import MilvusLocation, gallery_location
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,6 @@ def _new_folder(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.backup-{os.getpid()}"
 
 
-def _remove(folder: Path) -> None:
-    for path in folder.iterdir():
-        path.unlink()
-    folder.rmdir()
-
-
 def backup_gallery(
     spec: str | os.PathLike[str] | None, dest: str | os.PathLike[str], *, timeout: float = 30.0
 ) -> BackupReport:
@@ -110,32 +105,17 @@ def backup_gallery(
     dest = Path(dest)
     build = _new_folder(dest)
     where = gallery_location(spec)
+    source = where.spec if isinstance(where, MilvusLocation) else str(where)
     try:
-        if isinstance(where, MilvusLocation):
-            from faceid.gallery.milvus import MilvusGallery, require_milvus
-            from faceid.gallery.milvus_export import export_to_folder
-
-            require_milvus(where.spec)
-            with MilvusGallery(where, create=False, timeout=timeout) as milvus:
-                generation = milvus.generation
-                export_to_folder(milvus, build)
-                if milvus.generation != generation:
-                    raise GalleryError(
-                        f"{where.spec}: the gallery changed while it was exported; no backup was written, "
-                        "run the backup again while nothing enrols or removes"
-                    )
-            source = where.spec
-        else:
-            with Gallery(where, create=False, timeout=timeout) as gallery:
-                generation = gallery.copy_to(build)
-            source = str(where)
+        with Gallery(spec, create=False, timeout=timeout) as gallery:
+            generation = gallery.copy_to(build)  # a local gallery: SQLite's backup API; Milvus: its export
         people, faces = _check_copy(build / DB_NAME)
         _sync_folder(build)
         os.rename(build, dest)
         fsync_dir(dest.parent)
     except BaseException:
         if build.exists():
-            _remove(build)
+            discard_copy(build)  # shredded: a backup holds embeddings
         raise
     log.info("backed up %s (%d people, %d faces) into %s", source, people, faces, dest)
     return BackupReport(source, str(dest), people, faces, generation)
