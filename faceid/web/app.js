@@ -557,6 +557,13 @@ async function choose(name, file) {
 async function start() {
   try {
     const health = await (await fetch("/healthz")).json();
+    if (health.status === "loading") {
+      // the server answers while its models load (503 "loading"): ask again shortly
+      say($("identify-message"), "The server is loading its models…", "info");
+      setTimeout(start, 2000);
+      return;
+    }
+    say($("identify-message"), "");
     needsKey = health.auth;
     $("who").textContent = health.model ? `model ${health.model}` : "";
   } catch (e) {
