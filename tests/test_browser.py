@@ -392,6 +392,24 @@ def test_the_page_on_a_phone_numbers_faces_enlarges_one_and_never_scrolls_sidewa
     page.close()
 
 
+def test_the_page_waits_while_the_server_loads_its_models(server, browser):
+    page, problems = strict_page(browser, server, 390, 844)
+    answers = ['{"status": "loading"}']  # the first /healthz, as a server still loading says it
+
+    def healthz(route):
+        if answers:
+            route.fulfill(status=503, body=answers.pop(), content_type="application/json")
+        else:
+            route.continue_()
+
+    page.route(server.url + "/healthz", healthz)
+    page.goto(server.url + "/")
+    page.wait_for_function("document.getElementById('identify-message').textContent.includes('loading')")
+    page.wait_for_selector("#identify-message", state="hidden", timeout=30_000)  # asked again: ready
+    assert not answers and problems == []
+    page.close()
+
+
 def test_a_read_only_key_is_not_offered_changes_and_the_key_can_be_changed_or_forgotten(server, browser):
     gallery = Path(server.log).parent / "gallery"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
