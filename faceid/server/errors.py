@@ -28,6 +28,7 @@ from faceid.errors import (
     PersonNotFoundError,
     PipelineError,
     UnsupportedImageError,
+    VideoError,
 )
 from faceid.server.schemas import ErrorOut
 
@@ -78,6 +79,7 @@ STATUSES: tuple[tuple[type[FaceIDError], int], ...] = (
     (ImageTooLargeError, 413),
     (UnsupportedImageError, 415),
     (ImageError, 422),
+    (VideoError, 422),
     (PipelineError, 422),
     (FaceCountError, 422),
     (PersonNotFoundError, 404),
