@@ -52,6 +52,7 @@ class FaceOut(BaseModel):
     status: str = Field(description="known, unknown or ambiguous.")
     landmarks: list[list[float]]
     candidates: list[CandidateOut]
+    kept_as: Optional[int] = Field(None, description="With remember=true: the id of the kept unknown face.")
 
 
 class IdentifyOut(BaseModel):

@@ -28,6 +28,9 @@ async def identify(
     threshold: Annotated[Optional[float], Query(ge=-1.0, le=1.0, description="Decision score a match needs.")] = None,
     margin: Annotated[Optional[float], Query(ge=0.0, le=2.0, description="How far the best must lead.")] = None,
     annotate: Annotated[bool, Query(description="Also make an annotated JPEG (URL in 'annotated').")] = False,
+    remember: Annotated[
+        bool, Query(description="Keep the unknown faces for review, as `identify --remember` (their ids in 'kept_as').")
+    ] = False,
 ):
     """Every face in the image, named, or unknown / ambiguous: what `faceid identify --json` prints."""
     state = state_of(request)
@@ -35,7 +38,8 @@ async def identify(
     data = await file.read()
     # decode, detect + embed (in the batcher's thread, with whatever else arrived) and decide,
     # all in one worker thread: each hand-over between threads costs on a busy machine
-    image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin)
+    remember = remember or state.settings.remember_unknown
+    image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin, remember)
     if annotate:
         from faceid.draw import annotate as draw
 
@@ -67,7 +71,7 @@ async def annotated(request: Request, caller: Reader, token: str):
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
 
 
-def _identify_upload(state: State, data: bytes, name: str, threshold, margin):
+def _identify_upload(state: State, data: bytes, name: str, threshold, margin, remember: bool = False):
     """``(image, Identification)`` of one uploaded image; runs in a worker thread."""
     state.arriving(+1)
     try:
@@ -77,10 +81,10 @@ def _identify_upload(state: State, data: bytes, name: str, threshold, margin):
     faces = image_faces(state, [image.pixels], [name])[0]
     if isinstance(faces, str):
         raise ApiError(422, faces)
-    return image, _identify(state, image, faces, threshold, margin)
+    return image, _identify(state, image, faces, threshold, margin, remember)
 
 
-def _identify(state: State, image: LoadedImage, faces, threshold, margin):
+def _identify(state: State, image: LoadedImage, faces, threshold, margin, remember: bool = False):
     from faceid.identify import match_faces
     from faceid.results import Identification
     from faceid.thresholds import decision_params
@@ -90,5 +94,9 @@ def _identify(state: State, image: LoadedImage, faces, threshold, margin):
         params = decision_params(gallery, threshold=threshold, margin=margin)
         vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
         matches = match_faces(gallery, [f.detection for f in faces], vectors, params)
-    matches = tuple(sorted(matches, key=lambda m: (m.detection.box[0], m.detection.box[1])))
+        matches = tuple(sorted(matches, key=lambda m: (m.detection.box[0], m.detection.box[1])))
+        if remember:
+            from faceid.server.compat.recognise import keep_unknown
+
+            matches = keep_unknown(gallery, state.pipeline, image, faces, matches)
     return Identification(image.name, matches, params, width=image.width, height=image.height)
