@@ -293,3 +293,22 @@ def kept_count(gallery_dir) -> int:
 
     with open_gallery(gallery_dir) as g:
         return g.unknown.count()
+
+
+# -- names that differ only in case ---------------------------------------------------------------------------
+
+
+def test_every_enrol_answer_names_the_stored_person(gallery_dir, tmp_path):
+    from conftest import fake_cli, save_png
+
+    with make_client(gallery_dir) as client:
+        first = client.post("/v1/people/Sheldon/faces", files=upload([RED], "a.png")).json()
+        assert first["person"] == "Sheldon" and first["new_person"] is True
+        again = client.post("/v1/people/sheldon/faces", files=upload([(210, 0, 0)], "b.png")).json()
+        assert again["person"] == "Sheldon" and again["new_person"] is False
+        assert again["results"][0]["person"] == "Sheldon" and again["results"][0]["new_person"] is False
+        assert client.get("/v1/people").json() == [{"name": "Sheldon", "faces": 2}]
+    photo = save_png(tmp_path / "c.png", tile_image([(220, 0, 0)]))
+    out = fake_cli("enroll", "SHELDON", photo, "--gallery", gallery_dir, "--json")
+    line = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    assert line["person"] == "Sheldon" and line["new_person"] is False and line["status"] == "added"

@@ -64,25 +64,28 @@ def server(tmp_path_factory):
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip().splitlines()[-1]
     port = _free_port()
+    log = (gallery.parent / "serve.log").open("w+")
+    # --max-batch 2: the server warms each batch size it may use at start-up; two are enough here
     process = subprocess.Popen(
-        [sys.executable, "-m", "faceid", "serve", "--gallery", str(gallery), "--port", str(port)],
+        [sys.executable, "-m", "faceid", "serve", "--gallery", str(gallery), "--port", str(port), "--max-batch", "2"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while True:
             if process.poll() is not None:
-                pytest.fail(f"faceid serve ended with {process.returncode}: {process.stderr.read()[-2000:]}")
+                log.seek(0)
+                pytest.fail(f"faceid serve ended with {process.returncode}: {log.read()[-2000:]}")
             try:
                 if requests.get(f"{base}/v1/health", timeout=2).status_code == 200:
                     break
             except requests.RequestException:
                 pass
-            assert time.monotonic() < deadline, "faceid serve did not answer within 300 s"
+            assert time.monotonic() < deadline, "faceid serve did not answer within 600 s"
             time.sleep(0.5)
         yield base, port, key
     finally:
@@ -92,6 +95,7 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 def _names(result: list[dict]) -> set[str]:

@@ -203,12 +203,11 @@ async def add_face(
 
 
 def _stored_name(gallery, name: str) -> str:
-    """The enrolled person ``name`` refers to (the same name in another case is the same person), else ``name``."""
-    folded = name.casefold()
-    for p in gallery.people():
-        if p.name.casefold() == folded:
-            return p.name
-    return name
+    """The enrolled person ``name`` refers to (by the gallery's rule, a name differing only in case
+    is the same person), else ``name``."""
+    from faceid.enroll import stored_name
+
+    return stored_name(gallery, name)[0]
 
 
 def _pending(gallery) -> list[str]:

@@ -20,7 +20,7 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-@router.post("/v1/identify", response_model=IdentifyOut, tags=["identify"])
+@router.post("/v1/identify", response_model=IdentifyOut, response_model_exclude_unset=True, tags=["identify"])
 async def identify(
     request: Request,
     caller: Reader,

@@ -124,7 +124,8 @@ async def enroll(
         status = image_status(first) if items[0].image is None else 422
         more = f" (and {len(results) - 1} more photos failed)" if len(results) > 1 else ""
         raise ApiError(status, first + more, results=report)
-    return {"person": person, "results": report}
+    stored = results[0].person if results else person
+    return {"person": stored, "new_person": bool(results and results[0].new_person), "results": report}
 
 
 @router.get("/v1/people", response_model=list[PersonOut], tags=["people"])
