@@ -1227,6 +1227,7 @@ def run(prog_name: str | None = None) -> None:  # console-script entry point
 
 
 # commands kept in modules of their own, registered on the app when imported
+from faceid import cli_retention as _cli_retention  # noqa: E402, F401
 from faceid import cli_verify as _cli_verify  # noqa: E402, F401
 
 if __name__ == "__main__":

@@ -114,5 +114,8 @@ def keep_unknown(gallery, pipeline, image: LoadedImage, faces, matches) -> tuple
 
     kept = _keep_unknown(gallery, pipeline, Processed(image.name, image, list(faces)), tuple(matches))
     if any(m.kept_as is not None for m in kept):
+        from faceid.retention import enforce
+
         gallery.unknown.update_groups()
+        enforce(gallery)  # the gallery's bound on kept faces (faceid gallery retention)
     return kept
