@@ -81,7 +81,7 @@ def server(tmp_path_factory):
                 log.seek(0)
                 pytest.fail(f"faceid serve ended with {process.returncode}: {log.read()[-2000:]}")
             try:
-                if requests.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                     break
             except requests.RequestException:
                 pass

@@ -22,6 +22,7 @@ from faceid.errors import (
     InvalidNameError,
     ModelMismatchError,
     PersonNotFoundError,
+    UncalibratedError,
 )
 from faceid.server.schemas import ErrorOut
 
@@ -91,6 +92,8 @@ def status_of(exc: FaceIDError) -> int:
         return 409
     if isinstance(exc, FaceCountError):
         return 422
+    if isinstance(exc, UncalibratedError):  # no threshold measured for the gallery's model: the server's setup
+        return 409
     if isinstance(exc, GalleryBusyError):
         return 503
     from faceid.apikeys import KeyExistsError, KeyNotFoundError

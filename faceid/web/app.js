@@ -111,7 +111,8 @@ async function identify(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const result = await json("/v1/identify?annotate=true", { method: "POST", body: form });
+    const remember = $("identify-remember").checked ? "&remember=true" : "";
+    const result = await json(`/v1/identify?annotate=true${remember}`, { method: "POST", body: form });
     $("identify-image").src = await imageUrl(result.annotated);
     const n = result.faces.length;
     $("identify-caption").textContent =
@@ -125,7 +126,8 @@ async function identify(file) {
       const detail = document.createElement("span");
       detail.className = "muted";
       const closest = face.status !== "known" && face.candidates.length ? `, closest ${face.candidates[0].name}` : "";
-      detail.textContent = ` similarity ${face.similarity.toFixed(2)}${closest}`;
+      const kept = face.kept_as != null ? ", kept for review" : "";
+      detail.textContent = ` similarity ${face.similarity.toFixed(2)}${closest}${kept}`;
       item.append(name, detail);
       list.append(item);
     }
