@@ -60,6 +60,7 @@ __all__ = [
     "decide",
     "decision_score",
     "identify",
+    "keep_unknown_faces",
     "match_faces",
     "naming_thresholds",
     "photo_namings",
@@ -255,7 +256,7 @@ def identify(
             faces = match_faces(gallery, detections, vectors, params)
             faces = tuple(sorted(faces, key=lambda m: (m.detection.box[0], m.detection.box[1])))
             if remember:
-                faces = _keep_unknown(gallery, pipeline, item, faces)
+                faces = keep_unknown_faces(gallery, pipeline, item, faces)
             result = Identification(item.source, faces, params, width=item.image.width, height=item.image.height)
             if annotate_dir is not None:
                 from faceid.draw import save_annotated
@@ -272,13 +273,13 @@ def identify(
         enforce(gallery)  # the gallery's bound on kept faces (faceid gallery retention)
 
 
-def _keep_unknown(
+def keep_unknown_faces(
     gallery: AnyGallery, pipeline: Pipeline, item: Any, faces: tuple[FaceMatch, ...]
 ) -> tuple[FaceMatch, ...]:
     """Keep the unknown faces of one processed photo; the matches with ``kept_as`` set."""
+    from faceid.chips import make_chip
     from faceid.draw import face_thumbnail
     from faceid.gallery import NewFace
-    from faceid.gallery.chips import make_chip
 
     embedding_of = {f.detection: f.embedding for f in item.faces}
     unknown = [i for i, m in enumerate(faces) if m.status == UNKNOWN]

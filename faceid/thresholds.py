@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import UncalibratedError
+from faceid.results import BETA, DecisionParams  # re-exported: they live on the ground floor
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceid.gallery import AnyGallery
@@ -40,12 +40,6 @@ __all__ = [
     "threshold_for",
     "verify_threshold",
 ]
-
-#: Weight of the best other person's similarity in the decision score. Measured on LFW open-set
-#: with one enrolled photo: DIR at FPIR 1% 0.709 / 0.799 / 0.820 / 0.829 / 0.824 / 0.814 and at
-#: FPIR 0.1% 0.271 / 0.285 / 0.324 / 0.365 / 0.383 / 0.377 for beta 0 / .3 / .4 / .5 / .6 / .7:
-#: 0.6 is within 0.005 of the best at 1% and the best at 0.1%.
-BETA = 0.6
 
 #: How far the named person's similarity must lead every other available person, else the face is
 #: "ambiguous": it catches near ties (twins, the same photo enrolled under two names). With the
@@ -114,16 +108,6 @@ TABLES: dict[EmbeddingKey, Sequence[tuple[int, float]]] = {
 }
 
 
-@dataclass(frozen=True)
-class DecisionParams:
-    """The numbers an identification used, and where the threshold came from."""
-
-    threshold: float
-    margin: float
-    beta: float = BETA
-    source: str = "explicit"
-
-
 def threshold_for(key: EmbeddingKey, people: int) -> float:
     """The default threshold for a gallery of ``people`` enrolled people whose embeddings have ``key``.
 
@@ -174,7 +158,7 @@ VERIFY_FMR = 1e-3
 
 #: embedding key -> ((false-match rate, cosine threshold), ...), decreasing in rate. Measured by
 #: ``faceid eval verify --data ../shared/data/lfw [--model M]`` on impostor pairs of the LFW people
-#: outside ``pairs.txt`` (see :mod:`faceid.verify_eval`), and reported on ``pairs.txt`` (docs/verify.md).
+#: outside ``pairs.txt`` (see :mod:`faceid.eval.verify`), and reported on ``pairs.txt`` (docs/verify.md).
 VERIFY_TABLES: dict[EmbeddingKey, Sequence[tuple[float, float]]] = {
     # 1,198,786 impostor pairs of 1,549 images of 1,468 people
     EmbeddingKey.for_model("sface"): ((1e-2, 0.3036), (1e-3, 0.3704), (1e-4, 0.4252)),

@@ -28,7 +28,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from faceid.embedding_key import EmbeddingKey
     from faceid.pipeline import Face, Pipeline
 
-__all__ = ["VERIFY_FMR", "Verification", "VerifiedFace", "choose_face", "verify_faces", "verify_files", "verify_images"]
+__all__ = [
+    "parse_box",
+    "VERIFY_FMR",
+    "Verification",
+    "VerifiedFace",
+    "choose_face",
+    "verify_faces",
+    "verify_files",
+    "verify_images",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,25 @@ class Verification:
             "a": self.a.to_json(),
             "b": self.b.to_json(),
         }
+
+
+def parse_box(text: str | None, option: str) -> tuple[int, int, int, int] | None:
+    """``"x,y,w,h"`` as four integers (pixels), or ``None`` for ``None``.
+
+    Raises:
+        OptionError: not four numbers with a positive width and height (``option`` names it).
+    """
+    from faceid.errors import OptionError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(int(round(float(v))) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
+        raise OptionError(f"{option} must be x,y,width,height in pixels, got {text[:60]!r}")
+    return (values[0], values[1], values[2], values[3])
 
 
 def _iou(a: Sequence[int], b: Sequence[int]) -> float:

@@ -116,7 +116,7 @@ def test_every_default_model_has_a_verify_table():
 
 
 def test_pair_scores_match_brute_force():
-    from faceid.verify_eval import impostor_scores
+    from faceid.eval.verify import impostor_scores
 
     x = unit_vectors(3, 41)
     owners = [f"p{i % 13}" for i in range(41)]
@@ -130,7 +130,7 @@ def test_pair_scores_match_brute_force():
 
 
 def test_rates_at():
-    from faceid.verify_eval import rates_at
+    from faceid.eval.verify import rates_at
 
     scores = np.array([0.9, 0.2, 0.6, 0.1])
     same = np.array([True, True, False, False])
@@ -141,8 +141,8 @@ def test_rates_at():
 def test_calibration_people_are_outside_pairs_txt(optional_data):
     if optional_data is None:
         pytest.skip("../shared/data is not here")
-    from faceid.evaluate import read_pairs
-    from faceid.verify_eval import calibration_images
+    from faceid.eval.lfw import read_pairs
+    from faceid.eval.verify import calibration_images
 
     root = optional_data / "lfw"
     people = calibration_images(root)

@@ -129,8 +129,7 @@ async def detect(request: Request, caller: CompatReader):
 async def register(request: Request, caller: CompatAdmin):
     """Add the face of each image to ``userid`` (created if new; faces are added, never replaced)."""
     from faceid.batch import Processed
-    from faceid.enroll import FAILED, enroll_processed
-    from faceid.server.compat.compreface import _stored_name
+    from faceid.enroll import FAILED, enroll_processed, stored_name
     from faceid.server.routes.people import addressable
     from faceid.server.uploads import decode, image_faces
 
@@ -159,7 +158,7 @@ async def register(request: Request, caller: CompatAdmin):
                 raise ApiError(422, found)
             items.append(Processed(source, image, list(found)))
         with state.use(caller) as gallery:
-            stored = _stored_name(gallery, person)
+            stored = stored_name(gallery, person)[0]
             results = enroll_processed(gallery, stored, items, state.pipeline.key, paths=False)
         failed = [r for r in results if r.status == FAILED]
         if failed:
@@ -185,7 +184,7 @@ async def list_faces(request: Request, caller: CompatReader):
 @router.post("/delete", openapi_extra=_FORM)
 async def delete(request: Request, caller: CompatAdmin):
     """Remove ``userid`` and every face of theirs, securely."""
-    from faceid.server.compat.compreface import _stored_name
+    from faceid.enroll import stored_name
 
     state = state_of(request)
     form = await _form(request)
@@ -195,7 +194,7 @@ async def delete(request: Request, caller: CompatAdmin):
 
     def write():
         with state.use(caller) as gallery:
-            stored = _stored_name(gallery, userid)
+            stored = stored_name(gallery, userid)[0]
             if stored in gallery:
                 gallery.remove(stored, compact=False)
         state.compactor.request()

@@ -14,9 +14,7 @@ from typing import Annotated, Optional
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials
 
-from faceid.apikeys import ADMIN
-from faceid.server.auth import Credentials, _caller
-from faceid.server.errors import ApiError
+from faceid.server.auth import Credentials, admin, reader
 from faceid.server.state import Caller
 
 __all__ = ["FORM_KEY", "CompatAdmin", "CompatReader"]
@@ -38,17 +36,14 @@ def compat_reader(
     request: Request, bearer: Credentials, header: Annotated[Optional[str], Security(_x_api_key)]
 ) -> Caller:
     """Any valid key, from any of the three places (or none needed)."""
-    return _caller(request, _credentials(request, bearer, header))
+    return reader(request, _credentials(request, bearer, header))
 
 
 def compat_admin(
     request: Request, bearer: Credentials, header: Annotated[Optional[str], Security(_x_api_key)]
 ) -> Caller:
     """A key that may change the gallery, from any of the three places."""
-    caller = _caller(request, _credentials(request, bearer, header))
-    if caller.scope != ADMIN:
-        raise ApiError(403, f"key {caller.key!r} is read-only; this needs an admin key")
-    return caller
+    return admin(request, _credentials(request, bearer, header))
 
 
 CompatReader = Annotated[Caller, Depends(compat_reader)]

@@ -110,9 +110,9 @@ def keep_unknown(gallery, pipeline, image: LoadedImage, faces, matches) -> tuple
     """Keep the unknown faces of one uploaded photo for review, and group them, exactly as
     ``identify --remember`` does (call with the gallery held); the matches with ``kept_as`` set."""
     from faceid.batch import Processed
-    from faceid.identify import _keep_unknown
+    from faceid.identify import keep_unknown_faces
 
-    kept = _keep_unknown(gallery, pipeline, Processed(image.name, image, list(faces)), tuple(matches))
+    kept = keep_unknown_faces(gallery, pipeline, Processed(image.name, image, list(faces)), tuple(matches))
     if any(m.kept_as is not None for m in kept):
         from faceid.retention import enforce
 

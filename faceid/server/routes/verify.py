@@ -16,8 +16,8 @@ router = APIRouter()
 
 
 def _box(text: Optional[str], field: str):
-    from faceid.cli_verify import parse_box
     from faceid.errors import FaceIDError
+    from faceid.verify import parse_box
 
     try:
         return parse_box(text, field)

@@ -4,10 +4,10 @@ reported on ``pairs.txt`` itself (``faceid eval verify``).
 Calibration set: every image of the LFW people that ``pairs.txt`` never names (1,468 people,
 1,549 images in LFW as published). Every pair of images of two different people there is an
 impostor pair (about 1.2 million); the threshold at a false-match rate ``f`` is the lowest at which
-at most ``f`` of them score at or above it (:func:`faceid.evaluate.threshold_at_fpir`). Images
+at most ``f`` of them score at or above it (:func:`faceid.eval.fpir.threshold_at_fpir`). Images
 where no face is found are left out of the calibration (``faceid verify`` refuses them), and
 counted. The thresholds are then applied, unchanged, to the 3,000 same and 3,000 different pairs
-of ``pairs.txt`` (with the LFW image policy of :mod:`faceid.evaluate`: a central box where no face
+of ``pairs.txt`` (with the LFW image policy of :mod:`faceid.eval`: a central box where no face
 is found, a pair with an unreadable image counted wrong), whose people the calibration never saw.
 """
 
@@ -23,7 +23,9 @@ import numpy as np
 
 from faceid.cache import EmbeddingCache
 from faceid.errors import FaceIDError
-from faceid.evaluate import embed_lfw_images, lfw_people, pair_scores, read_pairs, threshold_at_fpir
+from faceid.eval.fpir import threshold_at_fpir
+from faceid.eval.lfw import embed_lfw_images, lfw_people, read_pairs
+from faceid.eval.verification import pair_scores
 from faceid.pipeline import Pipeline
 from faceid.thresholds import VERIFY_FMR, VERIFY_TABLES
 
