@@ -102,7 +102,8 @@ def parse_box(text: str | None, option: str) -> tuple[int, int, int, int] | None
     return (values[0], values[1], values[2], values[3])
 
 
-def _iou(a: Sequence[int], b: Sequence[int]) -> float:
+def box_overlap(a: Sequence[int], b: Sequence[int]) -> float:
+    """Intersection over union of two ``(x, y, w, h)`` boxes."""
     w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = w * h
@@ -119,7 +120,7 @@ def choose_face(faces: Sequence[Face], source: str, box: Sequence[int] | None = 
         raise FaceCountError(f"{source}: no face found; verify needs a face in each photo", 0)
     if box is None:
         return max(faces, key=lambda f: (f.detection.area, f.detection.confidence))
-    overlap, face = max(((_iou(f.detection.box, box), f) for f in faces), key=lambda t: t[0])
+    overlap, face = max(((box_overlap(f.detection.box, box), f) for f in faces), key=lambda t: t[0])
     if overlap < BOX_OVERLAP:
         raise FaceCountError(f"{source}: no face found at box {list(box)} ({len(faces)} elsewhere)", 0)
     return face
