@@ -21,19 +21,32 @@ import time
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from faceid.errors import FaceIDError, FaceNotFoundError, PersonNotFoundError
 from faceid.server.compat.keys import CompatAdmin, CompatReader
 from faceid.server.compat.recognise import NoFace, Recognised, recognise
-from faceid.server.errors import SHAPES, ApiError
+from faceid.server.errors import OPENAPI_ERRORS, SHAPES, ApiError
 from faceid.server.state import state_of
 
 __all__ = ["PREFIX", "router"]
 
 PREFIX = "/api/v1/recognition"
 
-router = APIRouter(prefix=PREFIX, tags=["compat: CompreFace"])
+
+class CompreFaceError(BaseModel):
+    message: str = Field(description="What went wrong, in one line.")
+    code: int = Field(description="CompreFace's error code (28: no face found).")
+
+
+router = APIRouter(
+    prefix=PREFIX,
+    tags=["compat: CompreFace"],
+    responses={
+        status: {"model": CompreFaceError, "description": e["description"]} for status, e in OPENAPI_ERRORS.items()
+    },
+)
 
 #: CompreFace's error codes (its ``ExceptionCode``), by what went wrong.
 NO_FACE, TOO_MANY_FACES, SUBJECT_NOT_FOUND, IMAGE_NOT_FOUND = 28, 31, 42, 11

@@ -15,12 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from faceid.errors import FaceIDError
 from faceid.server.compat.keys import CompatAdmin, CompatReader
 from faceid.server.compat.recognise import NoFace, recognise
-from faceid.server.errors import SHAPES, ApiError
+from faceid.server.errors import OPENAPI_ERRORS, SHAPES, ApiError
 from faceid.server.state import state_of
 from faceid.server.uploads import upload_name
 
@@ -28,7 +29,20 @@ __all__ = ["PREFIX", "router"]
 
 PREFIX = "/v1/vision/face"
 
-router = APIRouter(prefix=PREFIX, tags=["compat: DeepStack"])
+
+class DeepStackError(BaseModel):
+    success: bool = Field(description="Always false.")
+    error: str = Field(description="What went wrong, in one line.")
+    code: int = Field(description="The HTTP status again.")
+
+
+router = APIRouter(
+    prefix=PREFIX,
+    tags=["compat: DeepStack"],
+    responses={
+        status: {"model": DeepStackError, "description": e["description"]} for status, e in OPENAPI_ERRORS.items()
+    },
+)
 
 UNKNOWN = "unknown"
 
