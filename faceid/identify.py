@@ -9,7 +9,7 @@ resembles several people alike::
 Strangers tend to resemble many enrolled people a little; a person's own face resembles them much
 more than anyone else. On LFW's open-set protocol this score named 81% of known faces at 1% false
 identifications where the raw similarity named 69%, and the threshold that holds 1% no longer
-grows with the size of the gallery (README, "Accuracy"). For each face:
+grows with the size of the gallery (docs/accuracy.md). For each face:
 
 - ``known``: the best person's score is at least ``threshold`` and their similarity leads every
   other person still available by at least ``margin``;
