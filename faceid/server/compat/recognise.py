@@ -1,7 +1,7 @@
 """One image's faces, decided by faceid, with each face's best subjects on the compatibility scale.
 
 The same steps as ``POST /v1/identify``: decode within the server's limits, find and embed the
-faces through the batcher, decide every face with :func:`faceid.identify.match_faces` at the
+faces through the batcher, decide every face with :func:`faceid.identify.identify_image` at the
 gallery's parameters (:func:`faceid.thresholds.decision_params`). Then, for the clients:
 detections under ``det_prob_threshold`` are dropped before deciding (as CompreFace does), the
 largest ``limit`` faces kept (0: all), and each face's candidates put on :mod:`.scale`.
@@ -21,7 +21,7 @@ from faceid.server.errors import ApiError
 from faceid.server.state import State
 from faceid.server.uploads import decode, image_faces
 
-__all__ = ["Recognised", "Subject", "keep_unknown", "recognise"]
+__all__ = ["Recognised", "Subject", "after_keeping", "recognise"]
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def recognise(
         ApiError: the face pipeline failed on the image (422).
         NoFace: no face at or above ``det_prob_threshold``.
     """
-    from faceid.identify import decision_score, match_faces
+    from faceid.identify import candidates_for, decision_score, identify_image
     from faceid.thresholds import decision_params
 
     state.arriving(+1)
@@ -85,18 +85,20 @@ def recognise(
         faces = faces[:limit]
     if not faces:
         raise NoFace(f"{name}: no face found")
-    vectors = np.stack([f.embedding for f in faces])
     with state.use() as gallery:
-        gallery.check_embedding_key(state.pipeline.key)
         params = decision_params(gallery)
-        matches = match_faces(gallery, [f.detection for f in faces], vectors, params, top=max(top, 5))
+        result = identify_image(image, gallery, state.pipeline, params, faces=faces, source=name, remember=remember)
         if remember:
-            matches = keep_unknown(gallery, state.pipeline, image, faces, matches)
+            after_keeping(gallery, result.faces)
+        # the decision is identify_image's; more subjects than it lists (prediction_count > 5) from the same search
+        ranked = candidates_for(gallery, np.stack([f.embedding for f in faces]), top=max(top, 5))
+    decided = {m.detection: m for m in result.faces}
+    matches = [decided[f.detection] for f in faces]
     out = []
-    for face, m in zip(faces, matches):
-        sims = [c.similarity for c in m.candidates]
+    for face, m, candidates in zip(faces, matches, ranked):
+        sims = [c.similarity for c in candidates]
         subjects = []
-        for i, c in enumerate(m.candidates):
+        for i, c in enumerate(candidates):
             others = max((s for j, s in enumerate(sims) if j != i), default=0.0)
             score = decision_score(c.similarity, others, params.beta)
             named = m.status == KNOWN and c.name == m.name
@@ -106,16 +108,11 @@ def recognise(
     return image, out
 
 
-def keep_unknown(gallery, pipeline, image: LoadedImage, faces, matches) -> tuple[FaceMatch, ...]:
-    """Keep the unknown faces of one uploaded photo for review, and group them, exactly as
-    ``identify --remember`` does (call with the gallery held); the matches with ``kept_as`` set."""
-    from faceid.batch import Processed
-    from faceid.identify import keep_unknown_faces
-
-    kept = keep_unknown_faces(gallery, pipeline, Processed(image.name, image, list(faces)), tuple(matches))
-    if any(m.kept_as is not None for m in kept):
+def after_keeping(gallery, matches) -> None:
+    """Once unknown faces of a request are kept (``identify_image(..., remember=True)``): group them,
+    as ``identify --remember`` does at the end of its run, and apply the gallery's retention."""
+    if any(m.kept_as is not None for m in matches):
         from faceid.retention import enforce
 
         gallery.unknown.update_groups()
         enforce(gallery)  # the gallery's bound on kept faces (faceid gallery retention)
-    return kept
