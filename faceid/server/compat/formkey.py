@@ -36,30 +36,35 @@ PREFIX = "/v1/vision/"
 _NAME = re.compile(rb'name="([^"]*)"', re.IGNORECASE)
 
 
-def first_field(body: bytes, boundary: bytes, field: bytes) -> tuple[Optional[bytes], bool]:
-    """``(value, complete)`` of form part ``field`` in the multipart ``body`` read so far.
+def first_field(
+    body: bytes | bytearray, boundary: bytes, field: bytes, start: int = 0, seen: int = 0
+) -> tuple[Optional[bytes], bool, int]:
+    """``(value, complete, resume)`` of form part ``field`` in the multipart ``body`` read so far.
 
     ``value`` is the part's content once the part is complete, else ``None``; ``complete`` is
-    whether the body holds its closing boundary (no more parts can come).
+    whether the body holds its closing boundary (no more parts can come); ``resume`` is where
+    the first part not yet complete begins: pass it as ``start`` when more of the body has
+    arrived, and as ``seen`` how much of the body the previous call had: the end of a part in
+    progress is then looked for in the new bytes only, so each byte is scanned about once however
+    the body comes in.
     """
     marker = b"--" + boundary
-    pos = body.find(marker)
+    pos = body.find(marker, start)
     while pos >= 0:
-        start = pos + len(marker)
-        if body[start : start + 2] == b"--":
-            return None, True
-        head_end = body.find(b"\r\n\r\n", start)
+        begin = pos + len(marker)
+        if body[begin : begin + 2] == b"--":
+            return None, True, pos
+        head_end = body.find(b"\r\n\r\n", begin)
         if head_end < 0:
-            return None, False
-        headers = body[start:head_end]
-        end = body.find(b"\r\n" + marker, head_end + 4)
+            return None, False, pos
+        end = body.find(b"\r\n" + marker, max(head_end + 4, seen - len(marker) - 2))
         if end < 0:
-            return None, False
-        name = _NAME.search(headers)
+            return None, False, pos
+        name = _NAME.search(bytes(body[begin:head_end]))
         if name is not None and name.group(1) == field:
-            return body[head_end + 4 : end], False
+            return bytes(body[head_end + 4 : end]), False, pos
         pos = end + 2
-    return None, False
+    return None, False, max(start, len(body) - len(marker) - 2)
 
 
 class FormKey:
@@ -130,7 +135,8 @@ class FormKey:
     async def _read_key(self, receive, boundary: bytes, state):
         """``(key, body read, more to come)``, a status to answer with, or ``None`` (client gone)."""
         s = self.settings
-        chunks: list[bytes] = []
+        body = bytearray()
+        resume = 0
         size, deadline = 0, time.monotonic() + s.request_timeout
         while True:
             wait = min(s.form_key_timeout, deadline - time.monotonic())
@@ -144,21 +150,20 @@ class FormKey:
             size += len(chunk)
             if size > s.max_body_bytes:
                 return 413
-            chunks.append(chunk)
+            seen = len(body)
+            body += chunk
             more = bool(message.get("more_body", False))
-            body = b"".join(chunks) if len(chunks) > 1 else chunk
-            chunks = [body]
             if boundary:
-                value, complete = first_field(body, boundary, b"api_key")
+                value, complete, resume = first_field(body, boundary, b"api_key", resume, seen)
             else:  # a urlencoded form (deepstack-python's list call): the key once the body is whole
-                value, complete = (None, False) if more else (_urlencoded_key(body), True)
+                value, complete = (None, False) if more else (_urlencoded_key(bytes(body)), True)
             if value is not None:
                 key = value.decode("utf-8", "replace").strip()
                 if not key:
                     return 401
                 if not await run_in_threadpool(_valid, state, key):
                     return 403
-                return key, body, more
+                return key, bytes(body), more
             if complete or not more:
                 return 401
 
