@@ -323,3 +323,123 @@ def test_every_enrol_answer_names_the_stored_person(gallery_dir, tmp_path):
     out = fake_cli("enroll", "SHELDON", photo, "--gallery", gallery_dir, "--json")
     line = __import__("json").loads(out.stdout.strip().splitlines()[-1])
     assert line["person"] == "Sheldon" and line["new_person"] is False and line["status"] == "added"
+
+
+# -- the DeepStack key reader's own slots and timeout ------------------------------------------------------
+
+
+class _FakeKeys:
+    def count(self):
+        return 1
+
+    def check(self, token):
+        return object() if token == "good" else None
+
+
+class _FakeState:
+    from contextlib import nullcontext
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.keys = _FakeKeys()
+
+    def use(self, caller=None):
+        return self.nullcontext()
+
+
+def _form_key_call(settings, parts, *, stall_after=None):
+    """Run FormKey on one DeepStack upload made of ``parts`` (bytes chunks); the answer's status and
+    whether the app behind it was reached. ``stall_after``: stop sending after that many chunks."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faceid.server.compat.formkey import FormKey
+
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["state"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    middleware = FormKey(app, settings)
+    holder = SimpleNamespace(state=SimpleNamespace(faceid=_FakeState(settings)))
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/vision/face/recognize",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=xyz")],
+        "app": holder,
+    }
+    sent: list = []
+
+    async def run():
+        queue = list(parts)
+        count = 0
+
+        async def receive():
+            nonlocal count
+            if stall_after is not None and count >= stall_after:
+                await asyncio.sleep(3600)
+            count += 1
+            chunk = queue.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(queue)}
+
+        async def send(message):
+            sent.append(message)
+
+        await middleware(scope, receive, send)
+
+    asyncio.run(run())
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, bool(reached), middleware
+
+
+def test_form_key_reader_cuts_off_a_stalled_client_and_refuses_bad_keys():
+    import time
+
+    from faceid.server.settings import Settings
+
+    settings = Settings(loopback=False, form_key_timeout=0.2, form_key_slots=1)
+    key = b'--xyz\r\nContent-Disposition: form-data; name="api_key"\r\n\r\n'
+    image = b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n' + b"\xff" * 100
+    good = [key + b"good\r\n", image + b"\r\n--xyz--\r\n"]
+    assert _form_key_call(settings, good)[:2] == (200, True)
+    bad = [key + b"wrong\r\n", image + b"\r\n--xyz--\r\n"]
+    assert _form_key_call(settings, bad)[:2] == (401, False)  # refused before the image is read
+    started = time.monotonic()
+    status, reached, middleware = _form_key_call(settings, [image[:50], image[50:]], stall_after=1)
+    assert (status, reached) == (408, False) and time.monotonic() - started < 5
+    assert middleware.busy == 0  # the slot is given back
+    keyless = [image + b"\r\n--xyz--\r\n"]
+    assert _form_key_call(settings, keyless)[:2] == (401, False)
+
+
+def test_form_key_reader_has_its_own_slots():
+    from faceid.server.settings import Settings
+
+    settings = Settings(loopback=False, form_key_slots=1)
+    from faceid.server.compat.formkey import FormKey
+
+    middleware = FormKey(None, settings)
+    middleware.busy = 1  # one upload is waiting for its key already
+    import asyncio
+    from types import SimpleNamespace
+
+    sent: list = []
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/vision/face/recognize",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=xyz")],
+        "app": SimpleNamespace(state=SimpleNamespace(faceid=_FakeState(settings))),
+    }
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(middleware(scope, receive, send))
+    assert sent[0]["status"] == 503 and (b"retry-after", b"1") in sent[0]["headers"]
