@@ -160,7 +160,7 @@ def test_subjects(client):
 def test_adding_to_a_name_in_another_case_joins_that_person(client):
     add(client, "Sheldon", RED)
     r = add(client, "sheldon", (210, 0, 0))
-    assert r.status_code == 201 and r.json()["subject"] == "Sheldon"
+    assert r.status_code == 201 and r.json()["subject"] == "Sheldon" and r.json()["new_subject"] is False
     assert client.get(f"{CF}/subjects").json() == {"subjects": ["Sheldon"]}
 
 
@@ -183,10 +183,15 @@ def ds_image(colours, field="image"):
 def test_deepstack_register_recognize_list_delete(client):
     for name, colour in (("red", RED), ("green", GREEN)):
         r = client.post(f"{DS}/register", data={"userid": name}, files=ds_image([colour]))
-        assert r.status_code == 200 and r.json() == {"success": True, "message": "face added"}
+        assert r.status_code == 200 and r.json() == {
+            "success": True,
+            "message": "face added",
+            "userid": name,
+            "new_person": True,
+        }
     # register adds, never replaces
-    r = client.post(f"{DS}/register", data={"userid": "red"}, files=ds_image([(210, 0, 0)]))
-    assert r.json()["success"] is True
+    r = client.post(f"{DS}/register", data={"userid": "RED"}, files=ds_image([(210, 0, 0)]))
+    assert r.json()["success"] is True and (r.json()["userid"], r.json()["new_person"]) == ("red", False)
     assert client.get("/v1/people").json() == [{"name": "green", "faces": 1}, {"name": "red", "faces": 2}]
     r = client.post(f"{DS}/recognize", data={"min_confidence": "0.45"}, files=ds_image([RED, GREY]))
     assert r.status_code == 200 and r.json()["success"] is True

@@ -206,11 +206,12 @@ async def add_face(
                 sha = image.sha256
                 same = [f for f in gallery.faces() if f.image_sha256 == sha]
                 if same:
-                    return {"image_id": str(same[0].id), "subject": same[0].person}
+                    return {"image_id": str(same[0].id), "subject": same[0].person, "new_subject": False}
             if result.status != ADDED or result.face_id is None:
                 raise ApiError(400, result.message)
             _drop_pending(gallery, stored)
-            return {"image_id": str(result.face_id), "subject": stored}
+            # beside CompreFace's two fields: whether this face created the subject
+            return {"image_id": str(result.face_id), "subject": result.person, "new_subject": result.new_person}
 
     return await run_in_threadpool(work)
 

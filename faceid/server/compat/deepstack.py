@@ -177,10 +177,11 @@ async def register(request: Request, caller: CompatAdmin):
         failed = [r for r in results if r.status == FAILED]
         if failed:
             raise ApiError(400, "; ".join(r.message for r in failed))
-        return stored
+        return stored, bool(results and results[0].new_person)
 
-    await run_in_threadpool(work)
-    return {"success": True, "message": "face added"}
+    stored, new = await run_in_threadpool(work)
+    # DeepStack's answer, and beside it who the faces went to and whether that person is new
+    return {"success": True, "message": "face added", "userid": stored, "new_person": new}
 
 
 @router.post("/list")
