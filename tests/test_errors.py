@@ -66,6 +66,7 @@ STATUS = {
     "ImageTooLargeError": 413,
     "UnsupportedImageError": 415,
     "ImageError": 422,
+    "VideoError": 422,
     "PipelineError": 422,
     "FaceCountError": 422,
     "PersonNotFoundError": 404,

@@ -21,6 +21,7 @@ from faceid.cli import unknown  # noqa: F401  (clusters, name, faces, move, merg
 from faceid.cli import gallery  # noqa: F401  (gallery check/rebuild-index/migrate/stats/retention)
 from faceid.cli import serve  # noqa: F401  (keys create/list/revoke, serve)
 from faceid.cli import measure  # noqa: F401  (calibrate, eval lfw/lfw-openset/cluster/verify, bench)
+from faceid.cli import video  # noqa: F401  (watch; videos in identify; eval video)
 from faceid.cli import demo  # noqa: F401  (demo)
 # isort: on
 

@@ -30,6 +30,7 @@ from faceid.errors import (
     PipelineError,
     UncalibratedError,
     UnsupportedImageError,
+    VideoError,
 )
 from faceid.server.schemas import ErrorOut
 
@@ -81,6 +82,7 @@ STATUSES: tuple[tuple[type[FaceIDError], int], ...] = (
     (ImageTooLargeError, 413),
     (UnsupportedImageError, 415),
     (ImageError, 422),
+    (VideoError, 422),
     (PipelineError, 422),
     (FaceCountError, 422),
     (PersonNotFoundError, 404),
