@@ -7,6 +7,7 @@ ones of a person are added in one transaction, so a crash adds all of them or no
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "enroll_processed",
     "enrolment_key",
     "people_folders",
+    "stored_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,9 @@ class EnrollResult:
     message: str
     face_id: int | None = None
     box: tuple[int, int, int, int] | None = None
+    #: the person did not exist before this enrolment (``person`` is then the name as given;
+    #: otherwise it is the stored name, which may differ in case from the one given)
+    new_person: bool = False
 
     @property
     def ok(self) -> bool:
@@ -60,6 +65,7 @@ class EnrollResult:
             "message": self.message,
             "face_id": self.face_id,
             "box": list(self.box) if self.box else None,
+            "new_person": self.new_person,
         }
 
 
@@ -126,7 +132,7 @@ def enroll_processed(
     The same rules, statuses and messages as :func:`enroll`. With ``paths=False`` the sources
     are names of uploaded files, kept as they are rather than as absolute paths.
     """
-    name = normalise_name(name)
+    name, new = stored_name(gallery, name)
     gallery.check_embedding_key(embedding_key)
     results: list[EnrollResult] = []
     staged: list[tuple[int, NewFace]] = []
@@ -148,7 +154,20 @@ def enroll_processed(
                 results[position] = EnrollResult(before.image, name, DUPLICATE, message)
             else:
                 results[position] = EnrollResult(before.image, name, ADDED, before.message, face_id, before.box)
-    return results
+    return [dataclasses.replace(r, new_person=new) for r in results]
+
+
+def stored_name(gallery: AnyGallery, name: str) -> tuple[str, bool]:
+    """``(the enrolled person name refers to, False)``, or ``(name, True)`` for a new person. The
+    gallery's own rule decides (names that differ only in case are one person), so ``sheldon``
+    enrolled when ``Sheldon`` exists goes to, and is reported as, ``Sheldon``."""
+    from faceid.errors import PersonNotFoundError
+
+    name = normalise_name(name)
+    try:
+        return gallery.person(name).name, False
+    except PersonNotFoundError:
+        return name, True
 
 
 def _judge(

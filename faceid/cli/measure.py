@@ -135,6 +135,33 @@ def eval_lfw(
     _eval_failures(report)
 
 
+@eval_app.command("verify")
+def eval_verify(
+    ctx: typer.Context,
+    data: DataOpt,
+    model: ModelOpt = None,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The 1:1 thresholds at FMR 1e-2/1e-3/1e-4, measured on LFW people outside pairs.txt and
+    reported on pairs.txt: accuracy, FMR, FNMR (one JSON line)."""
+    from faceid.cache import EmbeddingCache
+    from faceid.eval.verify import evaluate_verify, image_count
+
+    with cli_errors():
+        total = image_count(data)
+        store = EmbeddingCache(cache)
+        pipeline = _eval_pipeline(ctx, None, None, None, model)
+        with progress_bar(total, "embedding LFW", not quiet) as tick:
+            report = evaluate_verify(data, pipeline, cache=store, progress=tick)
+    typer.echo(json.dumps(report.to_json()))
+    for message in report.errors:
+        err(f"faceid: error: {message}")
+    if report.errors:
+        err(f"faceid: {len(report.errors)} images unreadable or failed; the figures count them")
+        raise typer.Exit(1)
+
+
 def _folds(text: str | None) -> list[int] | None:
     """``--folds 1,3`` as 0-based fold numbers."""
     if not text:

@@ -103,6 +103,13 @@ def serve(
         Optional[str], typer.Option(help="Embedding model, for a new gallery [default: faceid's].")
     ] = None,
     detector: DetectorOpt = None,
+    compat: Annotated[
+        bool,
+        typer.Option("--compat/--no-compat", help="Also answer CompreFace and DeepStack clients (docs/compat.md)."),
+    ] = _SERVE.compat,
+    remember_unknown: Annotated[
+        bool, typer.Option("--remember-unknown", help="Keep every request's unknown faces for review.")
+    ] = _SERVE.remember_unknown,
 ) -> None:
     """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
     from faceid.apikeys import ApiKeys
@@ -137,6 +144,8 @@ def serve(
             batch_wait_ms=batch_wait_ms,
             max_batch=max_batch,
             batch_workers=batch_workers,
+            compat=compat,
+            remember_unknown=remember_unknown,
         )
         if insecure_no_auth:
             access = "no keys needed (--insecure-no-auth)"

@@ -79,12 +79,24 @@ def create_app(
     )
     app.add_middleware(Limits, settings=settings)
     add_error_handlers(app)
-    for module in (routes.service, routes.identify, routes.people, routes.review):
+    for module in (routes.service, routes.identify, routes.people, routes.review, routes.verify):
         app.include_router(module.router)
+    if settings.compat:
+        _add_compat(app, settings)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     if assets:
         _add_offline_docs(app, assets)
     return app
+
+
+def _add_compat(app: FastAPI, settings: Settings) -> None:
+    """CompreFace's and DeepStack's routes, and the DeepStack form-field key read before the upload."""
+    from faceid.server import compat
+    from faceid.server.compat.formkey import FormKey
+
+    app.add_middleware(FormKey, settings=settings)  # outside Limits: a keyless upload never takes its slots
+    for router in compat.routers():
+        app.include_router(router)
 
 
 def _swagger_ui_assets() -> Optional[Path]:
