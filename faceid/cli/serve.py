@@ -110,6 +110,12 @@ def serve(
     remember_unknown: Annotated[
         bool, typer.Option("--remember-unknown", help="Keep every request's unknown faces for review.")
     ] = _SERVE.remember_unknown,
+    max_video_mb: Annotated[
+        float, typer.Option(min=0.01, help="Largest video on POST /v1/identify, in MB.")
+    ] = _SERVE.max_video_bytes / 2**20,
+    max_video_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Longest video on POST /v1/identify, in seconds.")
+    ] = _SERVE.max_video_seconds,
 ) -> None:
     """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
     from faceid.apikeys import ApiKeys
@@ -146,6 +152,8 @@ def serve(
             batch_workers=batch_workers,
             compat=compat,
             remember_unknown=remember_unknown,
+            max_video_bytes=int(max_video_mb * 2**20),
+            max_video_seconds=max_video_seconds,
         )
         if insecure_no_auth:
             access = "no keys needed (--insecure-no-auth)"

@@ -30,6 +30,7 @@ class Limits:
             await self.app(scope, receive, send)
             return
         s = self.settings
+        body_limit = s.body_limit(scope.get("path", ""))
         started = False
 
         async def tracked_send(message) -> None:
@@ -50,10 +51,9 @@ class Limits:
             except ValueError:
                 await answer(error_response(400, "Content-Length is not a number"))
                 return
-            if declared > s.max_body_bytes:
-                await answer(
-                    error_response(413, f"request body is {declared} bytes, more than the {s.max_body_bytes} allowed")
-                )
+            if declared > body_limit:
+                too_big = f"request body is {declared} bytes, more than the {body_limit} allowed"
+                await answer(error_response(413, too_big))
                 return
         has_body = scope["method"] in ("POST", "PUT", "PATCH") or length not in (None, b"0")
         if not has_body:
@@ -70,9 +70,9 @@ class Limits:
         try:
             deadline = time.monotonic() + s.request_timeout
             try:
-                body = await asyncio.wait_for(self._read_body(receive), s.request_timeout)
+                body = await asyncio.wait_for(self._read_body(receive, body_limit), s.request_timeout)
             except _TooLarge:
-                await answer(error_response(413, f"request body is more than the {s.max_body_bytes} bytes allowed"))
+                await answer(error_response(413, f"request body is more than the {body_limit} bytes allowed"))
                 return
             except asyncio.TimeoutError:
                 await answer(error_response(408, f"the request body did not arrive within {s.request_timeout:g} s"))
@@ -95,7 +95,7 @@ class Limits:
         finally:
             self.uploads -= 1
 
-    async def _read_body(self, receive) -> Optional[bytes]:
+    async def _read_body(self, receive, limit: int) -> Optional[bytes]:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -103,7 +103,7 @@ class Limits:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.settings.max_body_bytes:
+            if size > limit:
                 raise _TooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -33,6 +33,10 @@ class Settings:
             request for review, as ``identify --remember`` does (a request may also ask with ``remember``).
         form_key_slots: DeepStack uploads read at once while their ``api_key`` form field is awaited.
         form_key_timeout: seconds each read of such an upload may take before it is cut off (408).
+        max_video_bytes: largest video on ``POST /v1/identify`` (that route's body may be this
+            large; a photo there is still held to ``max_body_bytes``).
+        max_video_seconds: longest video on ``POST /v1/identify``, in seconds (422 beyond it); its
+            identification must also finish within ``request_timeout``.
     """
 
     auth: bool = True
@@ -50,6 +54,12 @@ class Settings:
     remember_unknown: bool = False
     form_key_slots: int = 2
     form_key_timeout: float = 5.0
+    max_video_bytes: int = 50 * 1024 * 1024
+    max_video_seconds: float = 60.0
+
+    def body_limit(self, path: str) -> int:
+        """Largest request body on ``path``: ``POST /v1/identify`` also takes videos."""
+        return max(self.max_body_bytes, self.max_video_bytes) if path == "/v1/identify" else self.max_body_bytes
 
 
 def is_loopback(host: str) -> bool:

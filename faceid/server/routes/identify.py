@@ -1,7 +1,7 @@
 """``POST /v1/identify``: every face in an image, named or not; and the annotated images it makes."""
 
 from dataclasses import replace
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Union
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response
@@ -13,31 +13,46 @@ from faceid.server.errors import ApiError
 from faceid.server.schemas import IdentifyOut
 from faceid.server.state import State, state_of
 from faceid.server.uploads import decode, image_faces, upload_name
+from faceid.server.video_schemas import VideoOut
+from faceid.server.video_upload import identify_video_route, is_video_upload
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 
-@router.post("/v1/identify", response_model=IdentifyOut, response_model_exclude_unset=True, tags=["identify"])
+@router.post(
+    "/v1/identify",
+    response_model=Union[IdentifyOut, VideoOut],
+    response_model_exclude_unset=True,
+    tags=["identify"],
+)
 async def identify(
     request: Request,
     caller: Reader,
-    file: Annotated[UploadFile, File(description="One image.")],
+    file: Annotated[UploadFile, File(description="One image, or one short video (mp4, mov, mkv, webm, avi).")],
     threshold: Annotated[Optional[float], Query(ge=-1.0, le=1.0, description="Decision score a match needs.")] = None,
     margin: Annotated[Optional[float], Query(ge=0.0, le=2.0, description="How far the best must lead.")] = None,
     annotate: Annotated[bool, Query(description="Also make an annotated JPEG (URL in 'annotated').")] = False,
     remember: Annotated[
         bool, Query(description="Keep the unknown faces for review, as `identify --remember` (their ids in 'kept_as').")
     ] = False,
+    fps: Annotated[
+        Optional[float], Query(ge=0.1, le=120, description="Videos: frames looked at per second [default: 3].")
+    ] = None,
 ):
-    """Every face in the image, named, or unknown / ambiguous: what `faceid identify --json` prints."""
+    """Every face in the image, named, or unknown / ambiguous: what `faceid identify --json` prints.
+    For a video, every track, each named once: what `faceid identify VIDEO --json` prints."""
     state = state_of(request)
     name = upload_name(file)
     data = await file.read()
+    remember = remember or state.settings.remember_unknown
+    if is_video_upload(data, file.content_type):
+        return await identify_video_route(state, data, name, caller, fps, threshold, margin, remember)
+    if len(data) > state.settings.max_body_bytes:  # the body limit of this route is the video one
+        raise ApiError(413, f"request body is {len(data)} bytes, more than the {state.settings.max_body_bytes} allowed")
     # decode, detect + embed (in the batcher's thread, with whatever else arrived) and decide,
     # all in one worker thread: each hand-over between threads costs on a busy machine
-    remember = remember or state.settings.remember_unknown
     image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin, remember)
     if annotate:
         from faceid.draw import annotate as draw
