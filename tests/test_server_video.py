@@ -218,6 +218,7 @@ def test_the_sample_clip_on_the_route_matches_the_cli(tmp_path, data, uploads_di
         return [(t["track"], t["name"], t["status"], t["first"], t["last"], t["frames"]) for t in tracks]
 
     assert shape(body["tracks"]) == shape(line["tracks"])
-    assert [t["similarity"] for t in body["tracks"]] == pytest.approx([t["similarity"] for t in line["tracks"]], abs=2e-3)
+    similarities = [t["similarity"] for t in line["tracks"]]
+    assert [t["similarity"] for t in body["tracks"]] == pytest.approx(similarities, abs=2e-3)
     assert "Barack Obama" in {t["name"] for t in body["tracks"]}
     assert list(uploads_dir.iterdir()) == []
