@@ -126,6 +126,26 @@ def test_a_video_over_the_duration_limit_is_422_naming_the_setting(tmp_path, upl
     assert list(uploads_dir.glob("faceid-upload-*")) == []
 
 
+def test_a_video_whose_container_hides_its_length_is_stopped_at_the_limit(tmp_path, uploads_dir, monkeypatch):
+    from faceid.video.reader import VideoInfo
+
+    monkeypatch.setattr(VideoInfo, "duration", property(lambda self: 0.0))  # as an unindexed stream says
+    seen = []
+    original = FakeDetector.detect_many
+
+    def counting(self, images):
+        seen.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(FakeDetector, "detect_many", counting)
+    clip = two_people_clip(tmp_path / "two.mkv", seconds=6).read_bytes()
+    with make_client(tmp_path / "g", max_video_seconds=2) as client:
+        message = error_of(upload(client, "two.mkv", clip, fps=3), 422)
+    assert "longer than its container said" in message and "--max-video-seconds" in message
+    assert sum(seen) <= 7  # frames up to 2 s at 3 a second, not the 18 of the whole clip
+    assert list(uploads_dir.glob("faceid-upload-*")) == []
+
+
 @pytest.mark.parametrize(
     "content, content_type, reason",
     [

@@ -140,6 +140,19 @@ def _probe(state: State, path: str, name: str) -> tuple[int, int]:
     return info.width, info.height
 
 
+def _stop_after(engine, state: State, name: str) -> None:
+    """Refuse (422) at the first sampled frame past ``max_video_seconds``: for a container that
+    did not say how long it is, or said less than it holds, the work stops there."""
+    add, limit = engine.add, state.settings.max_video_seconds
+
+    def guarded(frame):
+        if frame.time > limit:
+            raise ApiError(422, f"{name}: video is longer than its container said, {_too_long(state)}")
+        return add(frame)
+
+    engine.add = guarded
+
+
 def _identify_file(state, path, name, caller, fps, threshold, margin, remember) -> dict:
     from faceid.gallery import Gallery
     from faceid.video import identify_video
@@ -148,14 +161,19 @@ def _identify_file(state, path, name, caller, fps, threshold, margin, remember) 
     try:
         gallery.actor = f"key:{caller.key}" if caller is not None and caller.key else None
         result = identify_video(
-            path, gallery, state.pipeline, fps=fps, threshold=threshold, margin=margin, remember=remember
+            path,
+            gallery,
+            state.pipeline,
+            fps=fps,
+            threshold=threshold,
+            margin=margin,
+            remember=remember,
+            engine_hook=lambda engine: _stop_after(engine, state, name),
         )
     finally:
         gallery.close()
     if result.error is not None:
         raise ApiError(422, result.error.replace(path, name))
-    if result.duration > state.settings.max_video_seconds:  # the container did not say, or said less
-        raise ApiError(422, f"{name}: video is {result.duration:.1f} s long, {_too_long(state)}")
     if result.failed_frames:
         log.warning("%s: the face pipeline failed on %d sampled frames", name, result.failed_frames)
     return {**result.to_json(), "video": name}
