@@ -99,6 +99,17 @@ def test_remember_keeps_the_unknown_tracks(alice_server, tmp_path):
     assert kept == [stranger["kept_as"]]
 
 
+def test_a_video_holds_the_servers_memory_budget_for_one_frame(tmp_path, uploads_dir):
+    pytest.importorskip("faceid.server.budget", reason="this server has no memory budget (faceid/server/budget.py)")
+    from faceid.server.budget import BYTES_PER_PIXEL
+
+    clip = two_people_clip(tmp_path / "two.mkv").read_bytes()  # 240 x 120 frames
+    with make_client(tmp_path / "g") as client:
+        assert upload(client, "two.mkv", clip).status_code == 200
+        budget = client.app.state.faceid.budget
+        assert budget.peak == 240 * 120 * BYTES_PER_PIXEL and budget.used == 0
+
+
 def test_a_video_over_the_size_limit_is_413_naming_the_setting(tmp_path, uploads_dir):
     clip = two_people_clip(tmp_path / "two.mkv").read_bytes()
     with make_client(tmp_path / "g", max_video_bytes=len(clip) - 1, max_body_bytes=len(clip) * 4) as client:
