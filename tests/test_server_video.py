@@ -157,6 +157,28 @@ def test_a_video_whose_container_hides_its_length_is_stopped_at_the_limit(tmp_pa
     assert list(uploads_dir.glob("faceid-upload-*")) == []
 
 
+def test_a_video_past_the_request_timeout_stops_being_worked_on(tmp_path, uploads_dir, monkeypatch):
+    import time
+
+    seen = []
+    original = FakeDetector.detect_many
+
+    def slow(self, images):
+        seen.append(len(images))
+        time.sleep(0.1)
+        return original(self, images)
+
+    monkeypatch.setattr(FakeDetector, "detect_many", slow)
+    clip = two_people_clip(tmp_path / "two.mkv", seconds=6).read_bytes()  # 60 frames at fps=10: 6 s of detection
+    with make_client(tmp_path / "g", request_timeout=1.0) as client:
+        error_of(upload(client, "two.mkv", clip, fps=10), 503)
+        time.sleep(2.0)  # the frame under way when the deadline passed ends
+        stopped_at = len(seen)
+        time.sleep(0.5)
+    assert len(seen) == stopped_at < 30  # stopped soon after the deadline, not carried on to the end
+    assert list(uploads_dir.glob("faceid-upload-*")) == []
+
+
 @pytest.mark.parametrize(
     "content, content_type, reason",
     [

@@ -83,20 +83,20 @@ async def identify_video_route(
     from faceid.video import DEFAULT_FPS
 
     check_size(data, state, name)
+    deadline = time.monotonic() + state.settings.request_timeout
     path = await run_in_threadpool(_write, data)
     try:
         width, height = await run_in_threadpool(_probe, state, path, name)
         budget = getattr(state, "budget", None)  # the server's memory budget for decoded images, if it has one
         if budget is None:
             return await run_in_threadpool(
-                _identify_file, state, path, name, caller, fps or DEFAULT_FPS, threshold, margin, remember
+                _identify_file, state, path, name, caller, fps or DEFAULT_FPS, threshold, margin, remember, deadline
             )
         from faceid.server.budget import BYTES_PER_PIXEL
 
-        deadline = time.monotonic() + state.settings.request_timeout
         async with budget.hold(width * height * BYTES_PER_PIXEL, deadline):
             return await run_in_threadpool(
-                _identify_file, state, path, name, caller, fps or DEFAULT_FPS, threshold, margin, remember
+                _identify_file, state, path, name, caller, fps or DEFAULT_FPS, threshold, margin, remember, deadline
             )
     finally:
         _remove(path)
@@ -140,12 +140,18 @@ def _probe(state: State, path: str, name: str) -> tuple[int, int]:
     return info.width, info.height
 
 
-def _stop_after(engine, state: State, name: str) -> None:
+def _stop_after(engine, state: State, name: str, deadline: float) -> None:
     """Refuse (422) at the first sampled frame past ``max_video_seconds``: for a container that
-    did not say how long it is, or said less than it holds, the work stops there."""
+    did not say how long it is, or said less than it holds, the work stops there. Past the
+    request's ``deadline`` (when the client has had its 503), the work stops too."""
+    import time
+
     add, limit = engine.add, state.settings.max_video_seconds
 
     def guarded(frame):
+        if time.monotonic() > deadline:
+            took = f"took longer than the {state.settings.request_timeout:g} s a request may take"
+            raise ApiError(503, f"{name}: identifying the video {took}")
         if frame.time > limit:
             raise ApiError(422, f"{name}: video is longer than its container said, {_too_long(state)}")
         return add(frame)
@@ -153,7 +159,7 @@ def _stop_after(engine, state: State, name: str) -> None:
     engine.add = guarded
 
 
-def _identify_file(state, path, name, caller, fps, threshold, margin, remember) -> dict:
+def _identify_file(state, path, name, caller, fps, threshold, margin, remember, deadline) -> dict:
     from faceid.gallery import Gallery
     from faceid.video import identify_video
 
@@ -168,7 +174,7 @@ def _identify_file(state, path, name, caller, fps, threshold, margin, remember) 
             threshold=threshold,
             margin=margin,
             remember=remember,
-            engine_hook=lambda engine: _stop_after(engine, state, name),
+            engine_hook=lambda engine: _stop_after(engine, state, name, deadline),
         )
     finally:
         gallery.close()
