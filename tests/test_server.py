@@ -416,16 +416,42 @@ class SlowDetector(FakeDetector):
         return super().detect_many(images)
 
 
-def test_uploads_beyond_the_limit_get_503_at_once(gallery_dir):
+def test_uploads_beyond_the_limit_wait_their_turn(gallery_dir):
+    """More uploads than slots: the excess waits (within the request's time) instead of a 503."""
     from fastapi.testclient import TestClient
 
     from faceid.pipeline import Pipeline
     from faceid.server import Settings, create_app
 
     pipeline = Pipeline(detector=SlowDetector(), embedder=FakeEmbedder())
-    app = create_app(gallery_dir, pipeline=pipeline, settings=Settings(max_uploads=2, batch_wait_ms=0, max_batch=1))
+    settings = Settings(max_uploads=2, batch_wait_ms=0, max_batch=1)
+    app = create_app(gallery_dir, pipeline=pipeline, settings=settings)
     statuses: list[int] = []
     with TestClient(app, raise_server_exceptions=False) as c:
+
+        def one():
+            r = c.post("/v1/identify", files=files(("x.png", png(tile_image([RED])))))
+            statuses.append(r.status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == [200] * 6
+        assert c.get("/v1/people").status_code == 200  # reads are not uploads
+
+
+def test_an_upload_that_cannot_get_a_slot_in_time_gets_503_with_retry_after(gallery_dir):
+    from fastapi.testclient import TestClient
+
+    from faceid.pipeline import Pipeline
+    from faceid.server import Settings, create_app
+
+    pipeline = Pipeline(detector=SlowDetector(), embedder=FakeEmbedder())  # 0.3 s a batch
+    settings = Settings(max_uploads=1, batch_wait_ms=0, max_batch=1, request_timeout=0.5)
+    statuses: list[int] = []
+    with TestClient(create_app(gallery_dir, pipeline=pipeline, settings=settings), raise_server_exceptions=False) as c:
 
         def one():
             r = c.post("/v1/identify", files=files(("x.png", png(tile_image([RED])))))
@@ -433,37 +459,12 @@ def test_uploads_beyond_the_limit_get_503_at_once(gallery_dir):
             if r.status_code == 503:
                 assert r.headers["retry-after"] == "1" and "busy" in r.json()["error"]
 
-        threads = [threading.Thread(target=one) for _ in range(6)]
+        threads = [threading.Thread(target=one) for _ in range(5)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert sorted(set(statuses)) == [200, 503] and statuses.count(200) >= 2
-        assert c.get("/v1/people").status_code == 200  # reads are not uploads
-
-
-def test_a_stalled_upload_is_cut_off(gallery_dir):
-    import asyncio
-
-    from faceid.server import Settings
-    from faceid.server.limits import Limits
-
-    async def app(scope, receive, send):  # pragma: no cover - never reached
-        raise AssertionError("the app must not see a body that never arrived")
-
-    sent = []
-
-    async def receive():
-        await asyncio.sleep(10)
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", b"100")], "path": "/v1/identify"}
-    asyncio.run(Limits(app, Settings(request_timeout=0.2))(scope, receive, send))
-    assert sent[0]["status"] == 408
-    assert b"did not arrive within 0.2 s" in sent[1]["body"]
+    assert 200 in statuses and 503 in statuses, statuses
 
 
 # -- the real models ----------------------------------------------------------------------------------

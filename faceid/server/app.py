@@ -10,10 +10,12 @@ The parts, one job each:
 - :mod:`.routes`: the page and health, identify, people and faces, review of unknown faces
 """
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +45,9 @@ def create_app(
     pipeline_factory: Optional[Callable[[AnyGallery], Any]] = None,
     settings: Settings = Settings(),
     model: Optional[str] = None,
+    load_in_background: bool = False,
+    on_load_failure: Optional[Callable[[BaseException], None]] = None,
+    form_key_paths: tuple[str, ...] = (),
 ) -> FastAPI:
     """The ASGI app for one gallery.
 
@@ -54,16 +59,37 @@ def create_app(
         settings: limits and auth (:class:`Settings`).
         model: the embedding model of a new gallery (one that has no faces yet); a gallery with
             faces keeps its own, and another model here is refused (:class:`ModelMismatchError`).
+        load_in_background: start answering at once (``/healthz`` says 503 ``loading``, the API
+            503 with Retry-After) while the models load, instead of only once they are loaded.
+        on_load_failure: called with the exception if loading in the background fails.
+        form_key_paths: path prefixes of routes that read their API key from a form field
+            (see :class:`~faceid.server.limits.Limits`).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = await run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings, model)
-        app.state.faceid = state
+        app.state.faceid = None
+        start = partial(run_in_threadpool, _start, gallery_path, pipeline, pipeline_factory, settings, model)
+        if not load_in_background:
+            app.state.faceid = await start()
+        else:
+
+            async def load() -> None:
+                try:
+                    app.state.faceid = await start()
+                except BaseException as exc:
+                    log.error("could not start: %s", exc, exc_info=not isinstance(exc, FaceIDError))
+                    if on_load_failure is not None:
+                        on_load_failure(exc)
+
+            loading = asyncio.ensure_future(load())
         try:
             yield
         finally:
-            await run_in_threadpool(_stop, state)
+            if load_in_background and not loading.done():
+                await asyncio.wait([loading])  # a thread cannot be stopped: let it finish, then close
+            if app.state.faceid is not None:
+                await run_in_threadpool(_stop, app.state.faceid)
 
     assets = _swagger_ui_assets()
     app = FastAPI(
@@ -75,7 +101,7 @@ def create_app(
         docs_url=None if assets else "/docs",  # else FastAPI's page, which fetches Swagger UI from a CDN
         redoc_url=None,
     )
-    app.add_middleware(Limits, settings=settings)
+    app.add_middleware(Limits, settings=settings, form_key_paths=form_key_paths)
     add_error_handlers(app)
     for module in (routes.service, routes.identify, routes.people, routes.review):
         app.include_router(module.router)
@@ -180,8 +206,17 @@ def serve(
     log_level: str = "info",
     on_ready: Optional[Callable[[str], None]] = None,
     model: Optional[str] = None,
+    ssl_certfile: Optional[str] = None,
+    ssl_keyfile: Optional[str] = None,
 ) -> None:
-    """Run the app with uvicorn until SIGINT or SIGTERM; requests in flight finish first."""
+    """Run the app with uvicorn until SIGINT or SIGTERM; requests in flight finish first.
+
+    The socket is bound before the models load: ``/healthz`` answers 503 ``loading`` meanwhile.
+    With ``ssl_certfile`` and ``ssl_keyfile`` (PEM files) it speaks HTTPS (uvicorn's TLS).
+
+    Raises:
+        FaceIDError: (or any other error) the models or the gallery could not be loaded.
+    """
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -193,7 +228,13 @@ def serve(
                 yield
                 self._captured_signals.clear()
 
-    app = create_app(gallery_path, settings=settings, model=model)
+    failed: list[BaseException] = []
+
+    def stop(exc: BaseException) -> None:
+        failed.append(exc)
+        server.should_exit = True
+
+    app = create_app(gallery_path, settings=settings, model=model, load_in_background=True, on_load_failure=stop)
     config = uvicorn.Config(
         app,
         host=host,
@@ -204,5 +245,10 @@ def serve(
         limit_concurrency=max(64, 8 * settings.max_uploads),
         server_header=False,
         access_log=log_level == "debug",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
-    _Server(config).run()
+    server = _Server(config)
+    server.run()
+    if failed:
+        raise failed[0]

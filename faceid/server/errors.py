@@ -57,10 +57,11 @@ OPENAPI_ERRORS: dict[int | str, dict[str, Any]] = {
 class ApiError(Exception):
     """An error answer: ``status`` and a one-line ``message`` (plus optional extra fields)."""
 
-    def __init__(self, status: int, message: str, **extra) -> None:
+    def __init__(self, status: int, message: str, headers: Optional[dict] = None, **extra) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
         self.extra = extra
 
 
@@ -113,7 +114,7 @@ def add_error_handlers(app) -> None:
 
     @app.exception_handler(ApiError)
     async def apierror_response(request: Request, exc: ApiError):
-        return error_response(exc.status, exc.message, **exc.extra)
+        return error_response(exc.status, exc.message, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(FaceIDError)
     async def faceiderror_response(request: Request, exc: FaceIDError):

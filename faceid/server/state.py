@@ -22,7 +22,10 @@ from faceid.apikeys import ApiKeys
 from faceid.gallery import AnyGallery
 from faceid.server.settings import Settings
 
-__all__ = ["Caller", "State", "state_of"]
+__all__ = ["CALLER", "Caller", "State", "state_of"]
+
+#: Where the ASGI scope keeps the :class:`Caller` that the key in the headers named.
+CALLER = "faceid.caller"
 
 
 @dataclass(frozen=True)
