@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import asynccontextmanager, contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -69,7 +68,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.faceid = None
-        start = partial(run_in_threadpool, _start, gallery_path, pipeline, pipeline_factory, settings, model)
+
+        def start():
+            return run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings, model)
+
         if not load_in_background:
             app.state.faceid = await start()
         else:
