@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["KeyLimits", "Refused", "Slots"]
 
+SWEEP_AT = 256  # keys with bookkeeping before idle ones are swept out
+
 
 class Refused(Exception):
     """A request that could not get its turn in time: the status to answer, a one-line message,
@@ -106,6 +108,8 @@ class KeyLimits:
     def _key(self, who: str, now: float) -> _Key:
         key = self._keys.get(who)
         if key is None:
+            if len(self._keys) >= SWEEP_AT:
+                self.sweep()
             key = self._keys[who] = _Key(Slots(self.concurrency, "requests of this key"), float(self.burst), now)
         key.tokens = min(float(self.burst), key.tokens + (now - key.at) * self.rate)
         key.at = now
@@ -140,6 +144,13 @@ class KeyLimits:
             key.users -= 1
             if key.users == 0 and self._key(who, time.monotonic()).tokens >= self.burst:
                 self._keys.pop(who, None)
+
+    def sweep(self) -> None:
+        """Drop the bookkeeping of keys with nothing in flight whose bucket has refilled."""
+        now = time.monotonic()
+        for who in [w for w, k in self._keys.items() if k.users == 0]:
+            if self._key(who, now).tokens >= self.burst:
+                del self._keys[who]
 
     def __len__(self) -> int:
         """Keys with bookkeeping now (for tests: it must not grow without bound)."""
