@@ -1,5 +1,6 @@
 """``POST /v1/identify``: every face in an image, named or not; and the annotated images it makes."""
 
+import time
 from dataclasses import replace
 from typing import Annotated, Optional
 
@@ -13,7 +14,7 @@ from faceid.server.auth import Reader
 from faceid.server.errors import ApiError
 from faceid.server.schemas import IdentifyOut
 from faceid.server.state import State, state_of
-from faceid.server.uploads import decode, image_faces, upload_name
+from faceid.server.uploads import decode, downscaled, image_faces, memory_for, upload_name, upscaled
 
 __all__ = ["router"]
 
@@ -33,21 +34,22 @@ async def identify(
     state = state_of(request)
     name = upload_name(file)
     data = await file.read()
-    # decode, detect + embed (in the batcher's thread, with whatever else arrived) and decide,
-    # all in one worker thread: each hand-over between threads costs on a busy machine
-    image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin)
-    if annotate:
-        from faceid.draw import annotate as draw
+    async with state.budget.hold(memory_for([data], state.settings), time.monotonic() + state.settings.request_timeout):
+        # decode, detect + embed (in the batcher's thread, with whatever else arrived) and decide,
+        # all in one worker thread: each hand-over between threads costs on a busy machine
+        image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin)
+        if annotate:
+            from faceid.draw import annotate as draw
 
-        def render() -> bytes:
-            import io
+            def render() -> bytes:
+                import io
 
-            buffer = io.BytesIO()
-            draw(image.pixels, result).save(buffer, format="JPEG", quality=90)
-            return buffer.getvalue()
+                buffer = io.BytesIO()
+                draw(image.pixels, downscaled(result, image)).save(buffer, format="JPEG", quality=90)
+                return buffer.getvalue()
 
-        token = state.keep_annotated(await run_in_threadpool(render))
-        result = replace(result, annotated=f"/v1/annotated/{token}.jpg")
+            token = state.keep_annotated(await run_in_threadpool(render))
+            result = replace(result, annotated=f"/v1/annotated/{token}.jpg")
     return result.to_json()
 
 
@@ -74,7 +76,7 @@ def _identify_upload(state: State, data: bytes, name: str, threshold, margin):
         image = decode(data, name, state.settings)
     finally:
         state.arriving(-1)
-    faces = image_faces(state, [image.pixels], [name])[0]
+    faces = upscaled(image_faces(state, [image.pixels], [name])[0], image)
     if isinstance(faces, str):
         raise ApiError(422, faces)
     return image, _identify(state, image, faces, threshold, margin)
@@ -91,4 +93,5 @@ def _identify(state: State, image: LoadedImage, faces, threshold, margin):
         vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
         matches = match_faces(gallery, [f.detection for f in faces], vectors, params)
     matches = tuple(sorted(matches, key=lambda m: (m.detection.box[0], m.detection.box[1])))
-    return Identification(image.name, matches, params, width=image.width, height=image.height)
+    width, height = image.full_size or (image.width, image.height)
+    return Identification(image.name, matches, params, width=width, height=height)

@@ -5,7 +5,9 @@ A name is free text, so in a URL it is percent-encoded whole; see :data:`PersonN
 
 import hashlib
 import logging
+import math
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,7 +24,7 @@ from faceid.server.auth import Admin, Reader
 from faceid.server.errors import ApiError, image_status
 from faceid.server.schemas import EnrollOut, PersonDetailOut, PersonOut, RemovedFaceOut, RemovedOut, RenameIn
 from faceid.server.state import State, state_of
-from faceid.server.uploads import decode, image_faces, upload_name
+from faceid.server.uploads import decode, image_faces, memory_for, upload_name
 
 __all__ = ["FaceId", "PersonName", "addressable", "router"]
 
@@ -45,16 +47,32 @@ def addressable(name: str) -> str:
     return person
 
 
+#: Largest coordinate a box may name (a photo's side is far smaller).
+MAX_COORDINATE = 1_000_000
+
+
 def _parse_box(box: Optional[str]) -> Optional[tuple[int, int, int, int]]:
     if box is None:
         return None
     try:
-        values = tuple(int(round(float(v))) for v in box.split(","))
+        numbers = [float(v) for v in box.split(",")]
     except ValueError:
-        values = ()
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        raise ApiError(400, f"box must be x,y,width,height in pixels, got {box[:60]!r}")
+        numbers = []
+    if len(numbers) != 4 or not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in numbers):
+        raise ApiError(
+            400, f"box must be x,y,width,height: four numbers of pixels up to {MAX_COORDINATE}, got {box[:60]!r}"
+        )
+    values = tuple(int(round(v)) for v in numbers)
+    if values[2] <= 0 or values[3] <= 0:
+        raise ApiError(400, f"box must have a width and height above 0, got {box[:60]!r}")
     return (values[0], values[1], values[2], values[3])
+
+
+def _onto(box: tuple[int, int, int, int], image) -> tuple[int, int, int, int]:
+    """A box in full-size pixels, in pixels of ``image`` as decoded (smaller for a large photo)."""
+    sx, sy = image.scale
+    x, y, w, h = box
+    return (round(x / sx), round(y / sy), max(1, round(w / sx)), max(1, round(h / sy)))
 
 
 def _iou(a, b) -> float:
@@ -89,35 +107,38 @@ async def enroll(
     if wanted is not None and len(file) != 1:
         raise ApiError(400, "box chooses a face in one photo; send one photo with it")
     items: list[Processed] = []
-    for i, upload in enumerate(file):
-        source = upload_name(upload, i)
-        data = await upload.read()
-        try:
-            items.append(Processed(source, await run_in_threadpool(decode, data, source, state.settings)))
-        except ImageError as exc:
-            items.append(Processed(source, None, error=str(exc)))
-    readable = [(i, item.image.pixels) for i, item in enumerate(items) if item.image is not None]
-    pixels = [p for _, p in readable]
-    names = [items[i].source for i, _ in readable]
-    found = await run_in_threadpool(image_faces, state, pixels, names) if readable else []
-    for (i, _), faces in zip(readable, found):
-        if isinstance(faces, str):
-            items[i] = replace(items[i], error=faces)
-            continue
-        if wanted is not None:
-            scored = sorted(((_iou(f.detection.box, wanted), f) for f in faces), key=lambda t: -t[0])
-            if not scored or scored[0][0] < 0.3:
-                raise ApiError(422, f"{items[i].source}: no face found at box {list(wanted)}")
-            faces = [scored[0][1]]
-        items[i] = replace(items[i], faces=list(faces))
+    datas = [await upload.read() for upload in file]
+    deadline = time.monotonic() + state.settings.request_timeout
+    async with state.budget.hold(memory_for(datas, state.settings), deadline):
+        for i, (upload, data) in enumerate(zip(file, datas)):
+            source = upload_name(upload, i)
+            try:
+                items.append(Processed(source, await run_in_threadpool(decode, data, source, state.settings)))
+            except ImageError as exc:
+                items.append(Processed(source, None, error=str(exc)))
+        readable = [(i, item.image.pixels) for i, item in enumerate(items) if item.image is not None]
+        pixels = [p for _, p in readable]
+        names = [items[i].source for i, _ in readable]
+        found = await run_in_threadpool(image_faces, state, pixels, names) if readable else []
+        for (i, _), faces in zip(readable, found):
+            if isinstance(faces, str):
+                items[i] = replace(items[i], error=faces)
+                continue
+            if wanted is not None:
+                near = _onto(wanted, items[i].image)
+                scored = sorted(((_iou(f.detection.box, near), f) for f in faces), key=lambda t: -t[0])
+                if not scored or scored[0][0] < 0.3:
+                    raise ApiError(422, f"{items[i].source}: no face found at box {list(wanted)}")
+                faces = [scored[0][1]]
+            items[i] = replace(items[i], faces=list(faces))
 
-    def write():
-        from faceid.enroll import enroll_processed
+        def write():
+            from faceid.enroll import enroll_processed
 
-        with state.use(caller) as gallery:
-            return enroll_processed(gallery, person, items, state.pipeline.key, largest=largest, paths=False)
+            with state.use(caller) as gallery:
+                return enroll_processed(gallery, person, items, state.pipeline.key, largest=largest, paths=False)
 
-    results = await run_in_threadpool(write)
+        results = await run_in_threadpool(write)
     report = [r.to_json() for r in results]
     if results and all(not r.ok for r in results):
         first = results[0].message
