@@ -90,7 +90,7 @@ def test_boxes_found_at_the_working_size_are_answered_in_full_size_pixels():
     from faceid.detect import Detection
     from faceid.images import LoadedImage
     from faceid.pipeline import Face
-    from faceid.server.uploads import downscaled, upscaled
+    from faceid.server.uploads import upscaled
 
     image = LoadedImage(np.zeros((4500, 6000, 3), np.uint8), "0" * 64, "pano.jpg", full_size=(12000, 9000))
     marks = ((10.0, 10.0), (20.0, 10.0), (15.0, 15.0), (11.0, 20.0), (19.0, 20.0))
