@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import unicodedata
 from contextlib import contextmanager
@@ -23,6 +24,16 @@ from faceid.server.settings import Settings
 if TYPE_CHECKING:
     from faceid.embedding_key import EmbeddingKey
     from faceid.pipeline import Pipeline
+
+MAX_ID = 2**63 - 1  # the largest id SQLite stores
+
+
+def _finite(value: float) -> float:
+    """Refuse ``nan`` (a range check lets it through: every comparison with it is false)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a number in range")
+    return value
+
 
 app = typer.Typer(
     name="faceid",
@@ -506,7 +517,7 @@ def clusters(
 
 @app.command("name")
 def name_group(
-    group: Annotated[int, typer.Argument(help="Group id (from `faceid clusters`).")],
+    group: Annotated[int, typer.Argument(min=0, max=MAX_ID, help="Group id (from `faceid clusters`).")],
     name: Annotated[str, typer.Argument(help="Who they are: a new person, or one enrolled already.")],
     gallery: GalleryOpt = None,
 ) -> None:
@@ -554,6 +565,9 @@ def move(
     except ValueError:
         _err(f"faceid: error: face ids are numbers, got {' '.join(ids_text)!r}; the name goes last")
         raise typer.Exit(2) from None
+    if any(not 0 <= i <= MAX_ID for i in ids):
+        _err(f"faceid: error: face ids are from 0 to {MAX_ID}, got {' '.join(ids_text)[:200]!r}")
+        raise typer.Exit(2)
     if not ids:
         _err("faceid: error: give face ids, then a name or --unknown")
         raise typer.Exit(2)
@@ -764,22 +778,57 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Answer without API keys, even on a network address.")
     ] = False,
-    max_body_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body, in MB.")] = _SERVE_BODY_MB,
+    max_body_mb: Annotated[
+        float, typer.Option(min=0.01, max=4096, callback=_finite, help="Largest request body, in MB.")
+    ] = _SERVE_BODY_MB,
     max_megapixels: Annotated[
-        float, typer.Option(min=0.01, help="Largest image decoded, in megapixels.")
+        float, typer.Option(min=0.01, max=1000, callback=_finite, help="Largest image decoded, in megapixels.")
     ] = _SERVE.max_pixels / 1e6,
-    max_files: Annotated[int, typer.Option(min=1, help="Most photos in one enrolment request.")] = _SERVE.max_files,
+    max_files: Annotated[
+        int, typer.Option(min=1, max=1000, help="Most photos in one enrolment request.")
+    ] = _SERVE.max_files,
     request_timeout: Annotated[
-        float, typer.Option(min=0.1, help="Seconds a request may take, upload included.")
+        float,
+        typer.Option(
+            min=0.1, max=86400, callback=_finite, help="Seconds a request may take, waiting and upload included."
+        ),
     ] = _SERVE.request_timeout,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, max=3600, callback=_finite, help="Seconds an upload may send nothing before it is cut off."
+        ),
+    ] = _SERVE.read_timeout,
     max_uploads: Annotated[
-        int, typer.Option(min=1, help="Requests with a body handled at once; more get 503.")
+        int, typer.Option(min=1, max=1024, help="Requests with a body handled at once; more wait their turn.")
     ] = _SERVE.max_uploads,
+    key_concurrency: Annotated[
+        int, typer.Option(min=1, max=1024, help="Requests of one API key handled at once; more wait their turn.")
+    ] = _SERVE.key_concurrency,
+    key_rate: Annotated[
+        float,
+        typer.Option(min=0.01, max=100000, callback=_finite, help="Requests per second one API key may start."),
+    ] = _SERVE.key_rate,
+    key_burst: Annotated[
+        int, typer.Option(min=1, max=100000, help="Requests one API key may start at once after a pause.")
+    ] = _SERVE.key_burst,
+    memory_mb: Annotated[
+        int, typer.Option(min=64, max=1048576, help="Memory for decoded images, in MB; more work waits.")
+    ] = _SERVE.memory_mb,
+    ssl_certfile: Annotated[
+        Optional[Path], typer.Option(exists=True, dir_okay=False, help="TLS certificate (PEM): serve HTTPS.")
+    ] = None,
+    ssl_keyfile: Annotated[
+        Optional[Path], typer.Option(exists=True, dir_okay=False, help="TLS private key (PEM) of the certificate.")
+    ] = None,
     batch_wait_ms: Annotated[
-        float, typer.Option(min=0, help="Milliseconds to wait for other identify requests to batch with.")
+        float,
+        typer.Option(
+            min=0, max=10000, callback=_finite, help="Milliseconds to wait for other identify requests to batch with."
+        ),
     ] = _SERVE.batch_wait_ms,
     max_batch: Annotated[
-        int, typer.Option(min=1, help="Most images detected and embedded together.")
+        int, typer.Option(min=1, max=1024, help="Most images detected and embedded together.")
     ] = _SERVE.max_batch,
     batch_workers: Annotated[
         int, typer.Option(min=1, max=16, help="Batches detected and embedded at once, over the same models.")
@@ -816,7 +865,12 @@ def serve(
             max_pixels=int(max_megapixels * 1_000_000),
             max_files=max_files,
             request_timeout=request_timeout,
+            read_timeout=read_timeout,
             max_uploads=max_uploads,
+            key_concurrency=key_concurrency,
+            key_rate=key_rate,
+            key_burst=key_burst,
+            memory_mb=memory_mb,
             batch_wait_ms=batch_wait_ms,
             max_batch=max_batch,
             batch_workers=batch_workers,
@@ -828,8 +882,12 @@ def serve(
         else:
             access = "no keys yet: open to this machine only; `faceid keys create NAME` to require one"
         shown = f"[{host}]" if ":" in host else host
-        _err(f"faceid: serving {where} at http://{shown}:{port}/ ({access}); loading the models...")
-        run_server(where, host=host, port=port, settings=settings, model=model)
+        scheme = "https" if ssl_certfile else "http"
+        _err(f"faceid: serving {where} at {scheme}://{shown}:{port}/ ({access}); loading the models...")
+        if (ssl_certfile is None) != (ssl_keyfile is None):
+            raise FaceIDError("--ssl-certfile and --ssl-keyfile go together: give both, or neither")
+        tls = {"ssl_certfile": str(ssl_certfile), "ssl_keyfile": str(ssl_keyfile)} if ssl_certfile else {}
+        run_server(where, host=host, port=port, settings=settings, model=model, **tls)
 
 
 @app.command()
@@ -1196,9 +1254,25 @@ def run(prog_name: str | None = None) -> None:  # console-script entry point
     tear-down of the interpreter: that took 2-4 s of a cold ``faceid identify`` (every module's
     namespace and TensorFlow's sessions freed one by one) after every result was printed and
     every file closed. The ``atexit`` handlers (logging's flush, temporary files) still run."""
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - older typer, on click itself
+        from click.exceptions import ClickException  # type: ignore[assignment]
+
     try:
-        app(prog_name=prog_name)
-        code: str | int | None = 0
+        # not standalone: a usage error (a value out of range, a missing argument) is one line
+        # here, as every other error is, instead of click's framed panel
+        returned = app(prog_name=prog_name, standalone_mode=False)
+        code: str | int | None = returned if isinstance(returned, int) else 0
+    except ClickException as exc:
+        where = getattr(getattr(exc, "ctx", None), "command_path", None) or "faceid"
+        message = " ".join(exc.format_message().split())
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has shown the help already
+            _err(f"faceid: error: {message} (see `{where} --help`)")
+        code = exc.exit_code
+    except typer.Abort:
+        _err("faceid: aborted")
+        code = 1
     except SystemExit as exc:
         code = exc.code
     if "tensorflow" not in sys.modules:
