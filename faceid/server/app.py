@@ -27,6 +27,7 @@ from faceid.errors import FaceIDError
 from faceid.gallery import AnyGallery, open_gallery
 from faceid.server import routes
 from faceid.server.errors import OPENAPI_ERRORS, add_error_handlers
+from faceid.server.headers import SecurityHeaders, csp_for_inline_scripts
 from faceid.server.limits import Limits
 from faceid.server.routes.service import WEB
 from faceid.server.settings import Settings
@@ -104,6 +105,7 @@ def create_app(
         redoc_url=None,
     )
     app.add_middleware(Limits, settings=settings, form_key_paths=form_key_paths)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, the door's own too
     add_error_handlers(app)
     for module in (routes.service, routes.identify, routes.people, routes.review):
         app.include_router(module.router)
@@ -131,13 +133,16 @@ def _add_offline_docs(app: FastAPI, assets: Path) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="faceid API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
+        # Swagger UI starts from one inline script: allowed by its hash, not by 'unsafe-inline'
+        page.headers["content-security-policy"] = csp_for_inline_scripts(bytes(page.body).decode())
+        return page
 
 
 def _version() -> str:

@@ -11,7 +11,7 @@ from faceid.server.errors import ApiError, one_line
 from faceid.server.settings import Settings
 from faceid.server.state import State
 
-__all__ = ["decode", "downscaled", "image_faces", "memory_for", "upload_name", "upscaled"]
+__all__ = ["decode", "downscaled", "image_faces", "memory_for", "only_one_file", "upload_name", "upscaled"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,15 @@ def downscaled(result, image: LoadedImage):
         marks = tuple((px / sx, py / sy) for px, py in d.landmarks)
         faces.append(replace(match, detection=replace(d, box=box, landmarks=marks)))
     return replace(result, faces=tuple(faces), width=image.width, height=image.height)
+
+
+async def only_one_file(request, field: str = "file") -> None:
+    """Refuse a request with more than one ``field`` part where the route reads one (the form is
+    parsed once: FastAPI keeps it)."""
+    form = await request.form()
+    count = len(form.getlist(field))
+    if count > 1:
+        raise ApiError(400, f"send one image in '{field}'; this request has {count}")
 
 
 def upload_name(file: UploadFile, i: int = 0) -> str:

@@ -14,7 +14,15 @@ from faceid.server.auth import Reader
 from faceid.server.errors import ApiError
 from faceid.server.schemas import IdentifyOut
 from faceid.server.state import State, state_of
-from faceid.server.uploads import decode, downscaled, image_faces, memory_for, upload_name, upscaled
+from faceid.server.uploads import (
+    decode,
+    downscaled,
+    image_faces,
+    memory_for,
+    only_one_file,
+    upload_name,
+    upscaled,
+)
 
 __all__ = ["router"]
 
@@ -32,6 +40,7 @@ async def identify(
 ):
     """Every face in the image, named, or unknown / ambiguous: what `faceid identify --json` prints."""
     state = state_of(request)
+    await only_one_file(request)
     name = upload_name(file)
     data = await file.read()
     async with state.budget.hold(memory_for([data], state.settings), time.monotonic() + state.settings.request_timeout):

@@ -21,7 +21,7 @@ from faceid.batch import Processed
 from faceid.errors import FaceIDError, ImageError
 from faceid.gallery import normalise_name
 from faceid.server.auth import Admin, Reader
-from faceid.server.errors import ApiError, image_status
+from faceid.server.errors import ApiError, api_words, image_status
 from faceid.server.schemas import EnrollOut, PersonDetailOut, PersonOut, RemovedFaceOut, RemovedOut, RenameIn
 from faceid.server.state import State, state_of
 from faceid.server.uploads import decode, image_faces, memory_for, upload_name
@@ -139,7 +139,7 @@ async def enroll(
                 return enroll_processed(gallery, person, items, state.pipeline.key, largest=largest, paths=False)
 
         results = await run_in_threadpool(write)
-    report = [r.to_json() for r in results]
+    report = [{**r.to_json(), "message": api_words(r.message)} for r in results]
     if results and all(not r.ok for r in results):
         first = results[0].message
         status = image_status(first) if items[0].image is None else 422
