@@ -11,7 +11,14 @@ import pytest
 pytest.importorskip("fastapi")
 
 from conftest import tile_image  # noqa: E402
-from test_server import GREEN, RED, client, enrol, error_of, files, png  # noqa: E402, F401 (client: the fixture)
+from test_server import GREEN, RED, enrol, error_of, files, make_client, png  # noqa: E402
+
+
+@pytest.fixture
+def client(gallery_dir):
+    with make_client(gallery_dir) as c:
+        yield c
+
 
 INTERNALS = ("UploadFile", "<class", "JSON decode", "Traceback", "pydantic", "Value error", "--largest")
 
