@@ -254,7 +254,8 @@ def _decode(
                 reason += f" ({hint})" if hint else ""
             raise ImageError(f"{name}: {reason}") from None
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-            raise ImageError(f"{name}: cannot decode ({exc})") from None
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__  # a decoder's words, on one line
+            raise ImageError(f"{name}: cannot decode ({reason})") from None
 
 
 def _too_large(name: str, size: tuple[int, int], limit: int, hint: str, declared: bool = False) -> str:
