@@ -49,6 +49,8 @@ Figures (``part`` names select them):
   search after it, a regroup (up to :data:`REGROUP_UP_TO` faces: above, it is the first grouping's
   work again).
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.server.loadtest`).
+- ``big-photos``: ``faceid serve`` answering 8 concurrent 35-megapixel photos from one key: the
+  answers, and the memory of its processes idle, at peak and 60 s later (:mod:`faceid.server.bigphotos`).
 - ``milvus``: the gallery's index in milvus-lite (the ``milvus`` extra), index kinds and search
   parameters, recall@1 against exact and latency, at the sizes up to 100,000 (:mod:`faceid.bench_milvus`).
 - ``ray``: photos/s of the first ``images`` LFW photos in this process and on a local Ray cluster
@@ -90,6 +92,7 @@ PARTS = (
     "cluster",
     "unknown",
     "serve",
+    "big-photos",
     "milvus",
     "ray",
 )
@@ -199,6 +202,10 @@ def run(
             require_server_packages()
             photo = _one_face_640x480(work / "serve-one-face-640x480.jpg")
             yield from serve_figures(work, photo, _sample_gallery, tiny=tiny)
+        if "big-photos" in parts:
+            from faceid.server.bigphotos import big_photo_figures
+
+            yield from big_photo_figures(work, SAMPLES / "photos" / "astronaut.jpg", tiny=tiny)
         if "milvus" in parts:
             from faceid.bench_milvus import milvus_figures
 

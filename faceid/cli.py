@@ -1180,7 +1180,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, unknown, serve, milvus, ray [default: all]."
+            "cluster, unknown, serve, big-photos, milvus, ray [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

@@ -226,6 +226,10 @@ def serve(
     """
     import uvicorn
 
+    from faceid.server.budget import limit_arenas
+
+    limit_arenas()  # before the models' and the workers' threads exist: see budget.ARENAS
+
     class _Server(uvicorn.Server):
         @contextmanager
         def capture_signals(self):

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BigPhotos", "big_jpeg", "run_big_photos", "tree_rss"]
+__all__ = ["BigPhotos", "big_jpeg", "big_photo_figures", "run_big_photos", "tree_rss"]
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +177,22 @@ def run_big_photos(
         settle_s=settle_s,
         slowest_s=max((t for _, t in results), default=0.0),
     )
+
+
+def big_photo_figures(work: Path, photo: Path, *, tiny: bool = False) -> Iterator[dict]:
+    """``faceid bench --only big-photos``: one figure of :func:`run_big_photos` (with ``tiny``, 2
+    photos of 12 MP and 5 s to settle: a check that it runs). The requests may take up to 600 s
+    (``--request-timeout 600``): the figure is memory, and a busy machine is slow."""
+    from faceid.server.loadtest import _load
+
+    photos, megapixels, settle = (2, 12.0, 5.0) if tiny else (8, 35.0, 60.0)
+    load = _load()
+    run = run_big_photos(
+        work / "big-photos",
+        photo,
+        photos=photos,
+        megapixels=megapixels,
+        settle_s=settle,
+        serve_args=("--request-timeout", "600"),
+    )
+    yield {"figure": "serve_big_photos", **run.to_json(), "load_before": load, "load_after": _load()}
