@@ -287,3 +287,33 @@ def test_key_limits_queue_within_the_deadline_and_refuse_beyond_it():
         assert len(limits) == 0  # idle keys leave no bookkeeping behind
 
     asyncio.run(scenario())
+
+
+def test_the_memory_budget_queues_in_order_and_refuses_only_past_the_deadline():
+    from faceid.server.budget import Budget
+    from faceid.server.slots import Refused
+
+    async def scenario():
+        budget = Budget(100, trim=False)
+        order: list[str] = []
+
+        async def one(name: str, need: int, hold: float, deadline: float):
+            async with budget.hold(need, deadline):
+                order.append(name)
+                assert budget.used <= budget.limit
+                await asyncio.sleep(hold)
+
+        far = time.monotonic() + 5
+        await asyncio.gather(
+            one("a", 60, 0.1, far), one("b", 60, 0.05, far), one("c", 30, 0.0, far), one("huge", 1000, 0.0, far)
+        )
+        assert order == ["a", "b", "c", "huge"]  # in arrival order: c waits behind b, though it would fit
+        assert budget.used == 0 and budget.peak <= 100
+        async with budget.hold(100, far):
+            with pytest.raises(Refused) as refused:
+                async with budget.hold(1, time.monotonic() + 0.05):
+                    pass
+        assert refused.value.status == 503 and "memory" in refused.value.message
+        assert budget.used == 0 and budget._waiting == []
+
+    asyncio.run(scenario())
