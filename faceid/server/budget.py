@@ -24,8 +24,9 @@ __all__ = ["ARENAS", "BYTES_PER_PIXEL", "Budget", "limit_arenas", "trim_memory"]
 #: glibc malloc arenas for the server (``MALLOC_ARENA_MAX`` in the environment overrides it).
 #: By default glibc makes up to 8 per core, one per thread that allocates at once, and keeps
 #: what each one grew to: 8 concurrent 35 MP photos left the server 283 MB above idle 60 s
-#: later with the default, 43 MB with 2 arenas (``faceid bench --only big-photos``, run with
-#: ``MALLOC_ARENA_MAX=2`` and without, load 22-24 on 2 cores; peak 2,107 MB vs 1,869 MB).
+#: later with the default, 193 MB with 2 arenas set here at start, 43 MB with
+#: ``MALLOC_ARENA_MAX=2`` in the environment (``faceid bench --only big-photos``, one run each,
+#: load 22-28 on 2 cores; see docs/serving-securely.md).
 ARENAS = 2
 
 log = logging.getLogger(__name__)
