@@ -273,9 +273,9 @@ def _keep_unknown(
     gallery: AnyGallery, pipeline: Pipeline, item: Any, faces: tuple[FaceMatch, ...]
 ) -> tuple[FaceMatch, ...]:
     """Keep the unknown faces of one processed photo; the matches with ``kept_as`` set."""
+    from faceid.chips import make_chip
     from faceid.draw import face_thumbnail
     from faceid.gallery import NewFace
-    from faceid.gallery.chips import make_chip
 
     embedding_of = {f.detection: f.embedding for f in item.faces}
     unknown = [i for i, m in enumerate(faces) if m.status == UNKNOWN]

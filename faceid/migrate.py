@@ -321,8 +321,8 @@ def _rebuild(
 
 def _from_photo(record: FaceRecord, pipeline: Pipeline) -> tuple[np.ndarray | None, FaceChip | None, str]:
     """The face re-embedded from its source photo: ``(vector, chip, "")``, or ``(None, None, why not)``."""
+    from faceid.chips import make_chip
     from faceid.errors import FaceIDError
-    from faceid.gallery.chips import make_chip
     from faceid.images import read_image
 
     if not record.image_path or not os.path.isabs(record.image_path):

@@ -20,22 +20,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import UncalibratedError
+from faceid.results import BETA, DecisionParams  # re-exported: they live on the ground floor
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceid.gallery import AnyGallery
 
 __all__ = ["BETA", "DECISION_MARGIN", "TABLES", "DecisionParams", "decision_params", "threshold_for"]
-
-#: Weight of the best other person's similarity in the decision score. Measured on LFW open-set
-#: with one enrolled photo: DIR at FPIR 1% 0.709 / 0.799 / 0.820 / 0.829 / 0.824 / 0.814 and at
-#: FPIR 0.1% 0.271 / 0.285 / 0.324 / 0.365 / 0.383 / 0.377 for beta 0 / .3 / .4 / .5 / .6 / .7:
-#: 0.6 is within 0.005 of the best at 1% and the best at 0.1%.
-BETA = 0.6
 
 #: How far the named person's similarity must lead every other available person, else the face is
 #: "ambiguous": it catches near ties (twins, the same photo enrolled under two names). With the
@@ -102,16 +96,6 @@ TABLES: dict[EmbeddingKey, Sequence[tuple[int, float]]] = {
         (1680, 0.2059),
     ),
 }
-
-
-@dataclass(frozen=True)
-class DecisionParams:
-    """The numbers an identification used, and where the threshold came from."""
-
-    threshold: float
-    margin: float
-    beta: float = BETA
-    source: str = "explicit"
 
 
 def threshold_for(key: EmbeddingKey, people: int) -> float:

@@ -107,7 +107,7 @@ def test_eight_35_megapixel_photos_at_once_in_bounded_memory_given_back(tmp_path
     pytest.importorskip("fastapi")
     if not Path("/proc/self/status").exists():
         pytest.skip("memory is read from Linux's /proc")
-    from faceid.server.bigphotos import run_big_photos
+    from faceid.bench.big_photos import run_big_photos
 
     os.environ.setdefault("FACEID_MODELS", str(Path(__file__).resolve().parent.parent / "models"))
     run = run_big_photos(tmp_path, SAMPLE, photos=8, megapixels=35.0, settle_s=60.0, timeout=600)

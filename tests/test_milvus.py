@@ -310,7 +310,7 @@ def test_the_server_on_milvus_lite(test, lite, tmp_path):
 def test_bench_part_measures_recall_against_exact(tmp_path):
     """FLAT is exact: recall 1 against numpy's brute force; the approximate kinds are measured, in milliseconds."""
     from faceid import bench
-    from faceid.bench_milvus import milvus_figures
+    from faceid.bench.milvus import milvus_figures
 
     figures = list(
         milvus_figures(
@@ -318,8 +318,8 @@ def test_bench_part_measures_recall_against_exact(tmp_path):
             queries=40,
             alone=5,
             synthetic_faces=bench.synthetic_faces,
-            noisy=bench._noisy,
-            figure=bench._figure,
+            noisy=bench.noisy,
+            figure=bench.figure,
             work=tmp_path,
             kinds=["FLAT", "HNSW"],
         )
@@ -457,8 +457,8 @@ def test_migrating_a_milvus_gallery_into_a_folder_keeps_everything_but_the_model
 def test_face_chips_are_kept_in_the_face_row_and_go_with_it(lite):
     """A chip round-trips whole (over several VARCHAR fields); one too large is not kept (its face then needs
     its photo to move to another model); kept unknown faces moved to a person keep theirs; removal takes it."""
+    from faceid.chips import make_chip
     from faceid.detect import Detection
-    from faceid.gallery.chips import make_chip
     from faceid.gallery.milvus_common import _CHIP_FIELDS, _TEXT
 
     rng = np.random.default_rng(3)

@@ -1,4 +1,4 @@
-"""Big photos at once: a real ``faceid serve`` answering concurrent 35-megapixel photos from one key,
+"""``big-photos``: a real ``faceid serve`` answering concurrent 35-megapixel photos from one key,
 and the memory of its processes meanwhile and after (``faceid bench --only big-photos``).
 
 The photos are made by upscaling a sample photo with a face, so nothing is downloaded. Memory is
@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BigPhotos", "big_jpeg", "big_photo_figures", "run_big_photos", "tree_rss"]
+__all__ = ["BigPhotos", "big_jpeg", "figures", "run_big_photos", "tree_rss"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,38 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    """``(body, content type)`` of a multipart upload of ``data`` as the ``file`` field."""
+    boundary = "faceidbigphotos"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def ready(server: subprocess.Popen, port: int, log_file: Path, timeout: float) -> None:
+    """Wait until the server's ``/healthz`` answers 200 (503 while it loads its models)."""
+    end = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"faceid serve exited: {log_file.read_text()[-500:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                return
+        except OSError:  # refused, or 503 while loading
+            if time.monotonic() > end:
+                raise RuntimeError(f"faceid serve was not ready within {timeout:g} s") from None
+            time.sleep(0.2)
+
+
 def _post(port: int, body: bytes, content_type: str, key: str, timeout: float) -> tuple[int, float]:
     start = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -116,23 +150,22 @@ def run_big_photos(
     ``photo`` upscaled to ``megapixels`` at once, and measure its memory (see the module)."""
     from faceid.apikeys import ApiKeys
     from faceid.gallery import open_gallery
-    from faceid.server.loadtest import _free_port, _multipart, _wait_for
 
     work.mkdir(parents=True, exist_ok=True)
     big = big_jpeg(photo, work / f"big-{megapixels:g}mp.jpg", megapixels)
     with open_gallery(work / "gallery", create=True) as g:
         _, key = ApiKeys(g).create(f"big-photos-{time.time_ns()}")
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "faceid", "serve", "--gallery", str(work / "gallery"), "--port", str(port)]
     with open(work / "serve.log", "wb") as out:
         server = subprocess.Popen([*command, *serve_args], stdout=out, stderr=out)
     try:
-        _wait_for(server, port, work, time.perf_counter())
-        small_body, small_type = _multipart(photo.name, photo.read_bytes())
+        ready(server, port, work / "serve.log", timeout)
+        small_body, small_type = multipart(photo.name, photo.read_bytes())
         _post(port, small_body, small_type, key, timeout)
         time.sleep(2.0)
         idle = tree_rss(server.pid)
-        body, content_type = _multipart(big.name, big.read_bytes())
+        body, content_type = multipart(big.name, big.read_bytes())
         peak = [idle]
         done = threading.Event()
 
@@ -179,11 +212,11 @@ def run_big_photos(
     )
 
 
-def big_photo_figures(work: Path, photo: Path, *, tiny: bool = False) -> Iterator[dict]:
+def figures(work: Path, photo: Path, *, tiny: bool = False) -> Iterator[dict]:
     """``faceid bench --only big-photos``: one figure of :func:`run_big_photos` (with ``tiny``, 2
     photos of 12 MP and 5 s to settle: a check that it runs). The requests may take up to 600 s
     (``--request-timeout 600``): the figure is memory, and a busy machine is slow."""
-    from faceid.server.loadtest import _load
+    from faceid.bench._common import load as _load
 
     photos, megapixels, settle = (2, 12.0, 5.0) if tiny else (8, 35.0, 60.0)
     load = _load()
