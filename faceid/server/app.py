@@ -28,7 +28,7 @@ from faceid.gallery import AnyGallery, open_gallery
 from faceid.server import routes
 from faceid.server.errors import OPENAPI_ERRORS, add_error_handlers
 from faceid.server.headers import SecurityHeaders, csp_for_inline_scripts
-from faceid.server.limits import Limits
+from faceid.server.limits import FORM_KEY_PATHS, Limits
 from faceid.server.routes.service import WEB
 from faceid.server.settings import Settings
 from faceid.server.state import State
@@ -47,7 +47,7 @@ def create_app(
     model: Optional[str] = None,
     load_in_background: bool = False,
     on_load_failure: Optional[Callable[[BaseException], None]] = None,
-    form_key_paths: tuple[str, ...] = (),
+    form_key_paths: tuple[str, ...] = FORM_KEY_PATHS,
 ) -> FastAPI:
     """The ASGI app for one gallery.
 

@@ -29,7 +29,11 @@ from faceid.server.settings import Settings
 from faceid.server.slots import KeyLimits, Refused, Slots
 from faceid.server.state import CALLER
 
-__all__ = ["PUBLIC", "Limits"]
+__all__ = ["FORM_KEY_PATHS", "PUBLIC", "Limits"]
+
+#: Path prefixes of routes whose clients send their key as a form field (DeepStack's, issue 19):
+#: without a key in the headers they go on to their own reader of the form.
+FORM_KEY_PATHS = ("/v1/vision/",)
 
 #: Paths answered without a key (exact, or a prefix when they end with "/").
 PUBLIC = ("/", "/healthz", "/favicon.ico", "/openapi.json", "/docs", "/static/", "/docs-assets/")
@@ -48,7 +52,7 @@ class Limits:
         form_key_paths: path prefixes whose routes read their key from the form themselves.
     """
 
-    def __init__(self, app, settings: Settings, form_key_paths: tuple[str, ...] = ()) -> None:
+    def __init__(self, app, settings: Settings, form_key_paths: tuple[str, ...] = FORM_KEY_PATHS) -> None:
         self.app = app
         self.settings = settings
         self.form_key_paths = tuple(form_key_paths)
