@@ -152,6 +152,7 @@ def served(tmp_path_factory):
     print(f"\nhostile requests: {COUNT['requests']}, by status {dict(sorted(COUNT['by_status'].items()))}")  # noqa: T201
 
 
+@pytest.mark.timeout(0 if STRESS else 900)  # a stress run takes as long as its count needs
 def test_hostile_requests_get_a_4xx_in_one_line_never_a_500(served):
     client, key = served
 
@@ -168,6 +169,8 @@ def test_hostile_requests_get_a_4xx_in_one_line_never_a_500(served):
         raw = {k: v.encode("utf-8") for k, v in headers.items()}  # as bytes: non-ASCII goes on the wire as is
         response = client.request(method, path, params=params, headers=raw, content=body)
         COUNT["requests"] += 1
+        if STRESS and COUNT["requests"] % 10_000 == 0:
+            print(f"\nhostile requests so far: {COUNT}", flush=True)  # noqa: T201
         COUNT["by_status"][response.status_code] = COUNT["by_status"].get(response.status_code, 0) + 1
         assert response.status_code < 500, (method, path, params, response.text[:300])
         if response.status_code >= 400:

@@ -49,14 +49,22 @@ try:
 except ImportError:  # pragma: no cover - pillow-heif is a dependency
     pass
 
-valid = st.builds(
-    _encoded,
-    st.sampled_from(FORMATS),
-    st.integers(1, 48),
-    st.integers(1, 48),
-    st.sampled_from(["L", "RGB", "RGBA"]),
-    st.integers(0, 2**32 - 1),
-)
+_CORPUS: list[bytes] = []
+
+
+def corpus() -> list[bytes]:
+    """Real encodings to damage, made once (encoding each example anew was most of the time):
+    every format, mode and a spread of sizes, 1x1 included."""
+    if not _CORPUS:
+        sizes = [(1, 1), (1, 37), (37, 1), (2, 3), (16, 16), (48, 31), (31, 48)]
+        for i, fmt in enumerate(FORMATS):
+            for j, mode in enumerate(["L", "RGB", "RGBA"]):
+                for k, (w, h) in enumerate(sizes):
+                    _CORPUS.append(_encoded(fmt, w, h, mode, seed=100 * i + 10 * j + k))
+    return _CORPUS
+
+
+valid = st.integers(0, 10**6).map(lambda i: corpus()[i % len(corpus())])
 
 
 @st.composite
@@ -95,6 +103,7 @@ strings = st.one_of(st.binary(max_size=256), valid, mutated(), mutated())
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(0 if STRESS else 900)  # a stress run takes as long as its count needs
 @given(data=strings, working=st.sampled_from([None, 16, 3200]))
 @settings(
     max_examples=EXAMPLES,
@@ -107,6 +116,8 @@ def test_any_bytes_decode_or_are_one_image_error(data, working):
     from faceid.images import read_image, working_pixels
 
     COUNT["strings"] += 1
+    if STRESS and COUNT["strings"] % 10_000 == 0:
+        print(f"\ndecoder fuzz so far: {COUNT}", flush=True)  # noqa: T201
     try:
         image = read_image(data, max_pixels=MAX_PIXELS, name="fuzz.bin", working_side=working)
     except ImageError as exc:
