@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from faceid.errors import FaceIDError, InvalidNameError
+from faceid.errors import KeyExistsError, KeyNotFoundError, OptionError
 from faceid.gallery import Gallery, audit, normalise_name
 from faceid.gallery.records import utc_now
 
@@ -35,17 +35,6 @@ _TABLE = (
     "name TEXT PRIMARY KEY COLLATE NOCASE, hash TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, "
     "created_at TEXT NOT NULL, last_used TEXT)"
 )
-
-
-class KeyExistsError(FaceIDError):
-    """A key of that name exists already."""
-
-
-class KeyNotFoundError(FaceIDError, KeyError):
-    """No key of that name."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -105,7 +94,7 @@ class ApiKeys:
         """Make a key; return it and its token (shown once: only its hash is kept)."""
         name = normalise_name(name)
         if scope not in SCOPES:
-            raise InvalidNameError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+            raise OptionError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(name, scope, utc_now(), None)
         g = self.gallery

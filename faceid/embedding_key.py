@@ -24,7 +24,7 @@ __all__ = ["ALIGN_METHODS", "DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIR
 #: Crop methods (see :mod:`faceid.align`); a model's spec names the one it was trained with.
 ALIGN_METHODS = ("margin", "similarity", "arcface-112")
 
-#: Defaults chosen by measurement on LFW (README, "Choosing the defaults").
+#: Defaults chosen by measurement on LFW (docs/accuracy.md, "Choosing the defaults").
 DEFAULT_ALIGN = "margin"
 DEFAULT_CROP_MARGIN = 0.1
 DEFAULT_MIRROR = False

@@ -3,7 +3,8 @@
 Paths, bytes, PIL images and numpy arrays are accepted. EXIF orientation is applied, so pixel
 coordinates everywhere in faceid are those of the image as a viewer shows it. Grayscale, 16-bit,
 1-bit, palette, CMYK and images with alpha (composited over white) are converted; truncated
-files, non-images and decompression bombs raise :class:`~faceid.errors.ImageError` naming the
+files, non-images (:class:`~faceid.errors.UnsupportedImageError`) and decompression bombs
+(:class:`~faceid.errors.ImageTooLargeError`) raise an :class:`~faceid.errors.ImageError` naming the
 file and the reason, before anything large is decoded.
 """
 
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from faceid.errors import ImageError
+from faceid.errors import ImageError, ImageTooLargeError, UnsupportedImageError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -203,7 +204,7 @@ def _read_file(path: Path) -> bytes:
         if not path.is_file():
             raise ImageError(f"{path}: not a regular file")
         if size > MAX_FILE_BYTES:
-            raise ImageError(f"{path}: file is {size} bytes, more than the {MAX_FILE_BYTES} faceid reads")
+            raise ImageTooLargeError(f"{path}: file is {size} bytes, more than the {MAX_FILE_BYTES} faceid reads")
         return path.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
@@ -232,7 +233,7 @@ def _decode(
                 if working_side and image.format == "JPEG":
                     declared = full[0] * full[1]
                     if declared > 64 * max_pixels:
-                        raise ImageError(_too_large(name, full, 64 * max_pixels, hint, declared=True))
+                        raise ImageTooLargeError(_too_large(name, full, 64 * max_pixels, hint, declared=True))
                     want = _draft_request(full[0], full[1], working_side)
                     if want is not None:
                         image.draft(None, want)
@@ -247,12 +248,12 @@ def _decode(
         except ImageError:
             raise
         except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            reason = "not an image, or a format Pillow cannot read"
-            if not isinstance(exc, UnidentifiedImageError):
-                limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
-                reason = f"image declares more pixels than the {limit} faceid decodes (a decompression bomb?)"
-                reason += f" ({hint})" if hint else ""
-            raise ImageError(f"{name}: {reason}") from None
+            if isinstance(exc, UnidentifiedImageError):
+                raise UnsupportedImageError(f"{name}: not an image, or a format Pillow cannot read") from None
+            limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+            reason = f"image declares more pixels than the {limit} faceid decodes (a decompression bomb?)"
+            reason += f" ({hint})" if hint else ""
+            raise ImageTooLargeError(f"{name}: {reason}") from None
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
             reason = " ".join(str(exc).split())[:300] or type(exc).__name__  # a decoder's words, on one line
             raise ImageError(f"{name}: cannot decode ({reason})") from None
@@ -279,7 +280,7 @@ def _pil_to_rgb(
     if width < 1 or height < 1:
         raise ImageError(f"{name}: image is empty ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(_too_large(name, (width, height), max_pixels, hint))
+        raise ImageTooLargeError(_too_large(name, (width, height), max_pixels, hint))
     image.load()  # decode now: a truncated file fails here, not half-read later
     image = ImageOps.exif_transpose(image) or image
     mode = image.mode

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
-from faceid.errors import GalleryError
+from faceid.errors import MigrationError
 from faceid.gallery import FaceChip, FaceRecord, Gallery
 from faceid.gallery.location import MilvusLocation
 from faceid.pipeline import Pipeline
@@ -88,14 +88,6 @@ class MigrationReport:
             "unmigrated": [u.to_json() for u in self.unmigrated],
             "threshold_dropped": self.threshold_dropped,
         }
-
-
-class MigrationError(GalleryError):
-    """The migration stopped without changing the gallery; ``unmigrated`` lists the faces that stopped it."""
-
-    def __init__(self, message: str, unmigrated: Sequence[Unmigrated] = ()) -> None:
-        super().__init__(message)
-        self.unmigrated = list(unmigrated)
 
 
 def migrate_gallery(

@@ -80,7 +80,7 @@ FACENET = "facenet-20170512-110547"
 #: The model a new gallery gets when none is named (this one constant; existing galleries keep the
 #: model their embedding key names). SFace: open-set DIR at FPIR 1% 0.967 against FaceNet's 0.824,
 #: Apache-2.0 weights, and the speed targets hold for it since detection and embedding overlap
-#: (README, "Which model a new gallery gets").
+#: (docs/models.md, "Which model a new gallery gets").
 DEFAULT_MODEL = "sface"
 
 MODELS: dict[str, ModelSpec] = {

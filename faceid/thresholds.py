@@ -4,7 +4,7 @@ The decision score (see :mod:`faceid.identify`) is ``similarity - BETA * max(0, 
 person's similarity)``. For each embedding key (model, weights, crop, mirror:
 :class:`~faceid.embedding_key.EmbeddingKey`), the tables below hold the threshold at which 1% of
 unknown faces are wrongly named (FPIR = 1%) in galleries of several sizes, measured on LFW's
-open-set protocol with :func:`faceid.identify.decide` itself, margin and all (README, "Accuracy";
+open-set protocol with :func:`faceid.identify.decide` itself, margin and all (docs/accuracy.md;
 ``faceid eval lfw-openset --sizes``): random galleries of N people with one enrolled photo each,
 the 4,069 single-image LFW people as strangers, 10 draws per size. With the raw similarity that
 threshold climbs with N (an unknown face meets more impostors: 0.75 at 1,680 people); with this

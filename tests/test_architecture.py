@@ -31,12 +31,6 @@ TOO_LONG_TODAY = {
 #: ``file: name`` pairs of a module reading another module's private name, left today: the gallery
 #: contract (issue 17 b) and the one identify call (issue 17 c) remove them.
 PRIVATE_READS_TODAY = {
-    # Ray's workers repeat the batch's steps (issue 17 c: one identify call)
-    "distributed.py: _load",
-    "distributed.py: _run_batch",
-    "distributed.py: _stderr_silenced",
-    # the server repeats the batch's failure wording (issue 17 c)
-    "server/uploads.py: _image_failures",
     # the Milvus modules share the local gallery's and each other's helpers (issue 17 b: the contract)
     "gallery/milvus.py: _ASCII_LOWER",
     "gallery/milvus.py: _CHIP_FIELDS",

@@ -152,7 +152,7 @@ def test_identify_without_a_table_for_the_key_is_one_line_naming_the_fixes(tmp_p
 
 
 def test_the_default_model_of_new_galleries_is_one_constant(monkeypatch):
-    """SFace by default (README "Which model a new gallery gets"); changing the one constant moves
+    """SFace by default (docs/models.md, "Which model a new gallery gets"); changing the one constant moves
     every new gallery, pipeline and key to another model, FaceNet's own functions staying FaceNet's."""
     from faceid import models, registry
 

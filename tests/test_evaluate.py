@@ -1,4 +1,4 @@
-"""The evaluation code on reduced data (the full runs are benchmarks, see the README)."""
+"""The evaluation code on reduced data (the full runs are benchmarks, see docs/accuracy.md)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_lfw_one_fold(data, real_pipeline, tmp_path):
 @pytest.mark.shared
 def test_lfw_openset_large_gallery_holds_its_fpir(data, real_pipeline):
     """The larger-gallery end of the default threshold, reduced for CI: 150 people, 300 strangers
-    (the full 1,680-person run is in the README)."""
+    (the full 1,680-person run is in docs/accuracy.md)."""
     from faceid.eval.openset import evaluate_openset
 
     report = evaluate_openset(data / "lfw", real_pipeline, max_people=150, max_strangers=300, seed=1)

@@ -297,7 +297,7 @@ def test_erase_overwrites_removed_faces_in_a_file_and_it_stays_usable(small_limi
 
 
 def test_gallery_keeps_the_approximate_index_until_it_shrinks_below_half_the_limit(small_limit, gallery_dir):
-    """The README's promise (Speed, "How the gallery chooses"): switched to approximate at the
+    """The promise of docs/speed.md ("How the gallery chooses its index"): switched to approximate at the
     limit, a gallery goes back to exact only below half of it, so it does not flip at the boundary."""
     rng = np.random.default_rng(7)
     query = unit(rng.standard_normal((1, D)))

@@ -1,5 +1,5 @@
 """The gallery on Milvus (through milvus-lite): what holds there as it does locally, and what the
-design for a store without multi-row transactions guarantees, one test per guarantee (README,
+design for a store without multi-row transactions guarantees, one test per guarantee (docs/backends.md,
 "A gallery on Milvus"): an interrupted removal leaves orphans no search returns, finished on the
 next open; an interrupted enrolment is reported and completed by enrolling again; a rename is one
 write; removed rows are compacted out of the files; one process at a time; ids never reused

@@ -143,7 +143,7 @@ def _folds(text: str | None) -> list[int] | None:
 
 def _eval_failures(report) -> None:
     """After an evaluation's JSON: one stderr line per image that could not be read or that the
-    pipeline failed on, and a non-zero exit if there was any (the figures count them, see the README)."""
+    pipeline failed on, and a non-zero exit if there was any (the figures count them, see docs/accuracy.md)."""
     for message in report.errors:
         err(f"faceid: error: {message}")
     if report.unreadable or report.failed:

@@ -1,7 +1,7 @@
 """Grouping unknown faces into identities: arrays in, frozen dataclasses out.
 
 Scores are cosine similarities of unit embedding rows (higher is closer). The method
-(measured on LFW, README "Grouping unknown faces"):
+(measured on LFW, docs/grouping.md):
 
 1. a k-nearest-neighbour graph of the faces (FAISS, exact up to 60,000 faces; above, IVF cells
    joined cell by cell by matrix products), so no ``N x N`` matrix is ever formed;
@@ -423,7 +423,7 @@ def keep_for_grouping(
 
     ``boxes`` ``(N, 4)`` ``(x, y, w, h)`` pixels; ``confidences`` ``(N,)`` detector scores. A face
     is kept when the shorter side of its box is at least ``min_size`` and its confidence at least
-    ``min_confidence`` (small, unsure faces make junk groups: README "Grouping unknown faces").
+    ``min_confidence`` (small, unsure faces make junk groups: docs/grouping.md).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     confidences = np.asarray(confidences, dtype=np.float64).ravel()

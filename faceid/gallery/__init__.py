@@ -51,7 +51,7 @@ from faceid.errors import (
     ModelMismatchError,
     PersonNotFoundError,
 )
-from faceid.gallery import audit, changes, chips, deletion, groupsums, people, thumbnails
+from faceid.gallery import audit, changes, chips, deletion, groupsums, people, records, thumbnails
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.chips import FaceChip
 from faceid.gallery.indexfiles import IndexFiles
@@ -376,7 +376,7 @@ class Gallery:
                 raise self._not_found(old_n)
             other = people.person_id(db, new_n)
             if other is not None and other != pid:
-                raise InvalidNameError(f"{new_n!r} is already enrolled; remove or rename them first")
+                raise records.name_taken(new_n)
             db.execute("UPDATE people SET name = ? WHERE id = ?", (new_n, pid))
             audit.record(db, "rename", new_n, actor=self.actor, old=old_n, new=new_n)
 

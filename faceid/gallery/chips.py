@@ -11,7 +11,7 @@ Because the chip is a piece of the photo and not a warped copy, the crops a mode
 are the crops it takes from the photo: :meth:`FaceChip.detection` gives the face in chip pixels,
 and :meth:`faceid.pipeline.Pipeline.embed` on the chip then re-makes the embedding of any model
 (``faceid gallery migrate``). Where the chip was not shrunk (every LFW face), the crop is the same
-pixels; README "Moving a gallery to another model" has the measured agreement.
+pixels; docs/models.md, "Moving a gallery to another model", has the measured agreement.
 
 Biometric data like the embedding and thumbnail: rows reference their face (``ON DELETE
 CASCADE``) and are cleared from the file by the same secure deletion

@@ -84,7 +84,7 @@ from faceid.gallery.milvus_common import (
     _strs,
 )
 from faceid.gallery.people import unit_vectors, vector_problems
-from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
+from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, name_taken, normalise_name, utc_now
 
 __all__ = ["INDEX", "SCHEMA", "MilvusGallery", "require_milvus"]
 
@@ -679,7 +679,7 @@ class MilvusGallery:
             raise self._not_found(old_n)
         other = self._person_row(new_n)
         if other is not None and int(other["id"]) != int(row["id"]):
-            raise InvalidNameError(f"{new_n!r} is already enrolled; remove or rename them first")
+            raise name_taken(new_n)
         self._record("rename", new_n, old=old_n, new=new_n)
         self._client.upsert(
             self._name("people"),

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceid.errors import InvalidNameError
+from faceid.errors import InvalidNameError, NameTakenError
 
 if TYPE_CHECKING:
     from faceid.gallery.chips import FaceChip
 
-__all__ = ["MAX_NAME_LENGTH", "FaceRecord", "NewFace", "Person", "default_gallery_dir", "normalise_name"]
+__all__ = ["MAX_NAME_LENGTH", "FaceRecord", "NewFace", "Person", "default_gallery_dir", "name_taken", "normalise_name"]
 
 MAX_NAME_LENGTH = 200
 
@@ -28,6 +28,11 @@ MAX_NAME_LENGTH = 200
 def default_gallery_dir() -> Path:
     """``$FACEID_GALLERY``, else ``./gallery``."""
     return Path(os.environ.get("FACEID_GALLERY") or "gallery")
+
+
+def name_taken(name: str) -> NameTakenError:
+    """The error for renaming someone to ``name`` (already normalised), which is another person's."""
+    return NameTakenError(f"{name!r} is already enrolled; remove or rename them first")
 
 
 def normalise_name(name: str) -> str:

@@ -4,7 +4,6 @@ import time
 from dataclasses import replace
 from typing import Annotated, Optional
 
-import numpy as np
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -92,15 +91,10 @@ def _identify_upload(state: State, data: bytes, name: str, threshold, margin):
 
 
 def _identify(state: State, image: LoadedImage, faces, threshold, margin):
-    from faceid.identify import match_faces
-    from faceid.results import Identification
-    from faceid.thresholds import decision_params
+    from faceid.identify import identify_image
 
     with state.use() as gallery:
-        gallery.check_embedding_key(state.pipeline.key)
-        params = decision_params(gallery, threshold=threshold, margin=margin)
-        vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
-        matches = match_faces(gallery, [f.detection for f in faces], vectors, params)
-    matches = tuple(sorted(matches, key=lambda m: (m.detection.box[0], m.detection.box[1])))
+        result = identify_image(image, gallery, state.pipeline, faces=faces, threshold=threshold, margin=margin)
+    # the faces were mapped to the photo as sent (upscaled), so its size is the photo's too
     width, height = image.full_size or (image.width, image.height)
-    return Identification(image.name, matches, params, width=width, height=height)
+    return replace(result, width=width, height=height)
