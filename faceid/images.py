@@ -254,7 +254,8 @@ def _decode(
             reason = f"image declares more pixels than the {limit} faceid decodes (a decompression bomb?)"
             reason += f" ({hint})" if hint else ""
             raise ImageTooLargeError(f"{name}: {reason}") from None
-        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        except (OSError, ValueError, SyntaxError, EOFError, MemoryError, RuntimeError) as exc:
+            # RuntimeError: libheif's refusals through pillow-heif (a damaged or oversized HEIF)
             reason = " ".join(str(exc).split())[:300] or type(exc).__name__  # a decoder's words, on one line
             raise ImageError(f"{name}: cannot decode ({reason})") from None
 

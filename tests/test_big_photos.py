@@ -115,3 +115,24 @@ def test_eight_35_megapixel_photos_at_once_in_bounded_memory_given_back(tmp_path
     assert run.statuses == (200,) * 8, figures
     assert run.peak_rss < 2.5 * 2**30, figures
     assert run.settled_rss - run.idle_rss < 300 * 2**20, figures
+
+
+def test_a_heic_declaring_a_huge_size_is_one_image_error():
+    """Found by the decoder fuzz: libheif refuses such a file with a RuntimeError (through
+    pillow-heif), which must be the one image error, not an uncaught exception (a 500)."""
+    import struct
+
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from faceid.errors import ImageError
+    from faceid.images import read_image
+
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    buffer = io.BytesIO()
+    pillow_heif.from_bytes(mode="RGB", size=(16, 16), data=pixels.tobytes()).save(buffer, quality=50)
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"ispe")
+    assert at > 0
+    data[at + 8 : at + 16] = struct.pack(">II", 16777280, 64)
+    with pytest.raises(ImageError) as refused:
+        read_image(bytes(data), name="huge.heic")
+    assert str(refused.value).startswith("huge.heic: ") and "\n" not in str(refused.value)
