@@ -598,7 +598,9 @@ def test_a_removal_answers_before_the_database_rewrite_which_follows_in_the_back
         faces = person_faces("gone", unit_vectors(7, 3, g.dimension))
         g.add_faces("Gone", faces, embedding_key=g.embedding_key)
     rewrites = state.compactor.rewrites
-    compact = Gallery._compact
+    from faceid.gallery.sqlite import SqliteBackend
+
+    compact = SqliteBackend.compact
     started, release = threading.Event(), threading.Event()
 
     def slow_compact(self, *, wait):  # the background rewrite, held until the answer is in
@@ -607,7 +609,7 @@ def test_a_removal_answers_before_the_database_rewrite_which_follows_in_the_back
             release.wait(30)
         return compact(self, wait=wait)
 
-    Gallery._compact = slow_compact  # type: ignore[method-assign]
+    SqliteBackend.compact = slow_compact  # type: ignore[method-assign]
     try:
         r = client.delete("/v1/people/Gone")
         assert r.status_code == 200 and r.json() == {"removed": "Gone", "faces": 3}
@@ -616,7 +618,7 @@ def test_a_removal_answers_before_the_database_rewrite_which_follows_in_the_back
             assert "Gone" not in g and g.compaction_pending  # the removal is in effect; the rewrite due
     finally:
         release.set()
-        Gallery._compact = compact  # type: ignore[method-assign]
+        SqliteBackend.compact = compact  # type: ignore[method-assign]
     assert state.compactor.wait_idle(30) and state.compactor.rewrites == rewrites + 1
     with Gallery(gallery_dir) as g:
         assert not g.compaction_pending
