@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,8 +255,22 @@ def _decode(
             reason = f"image declares more pixels than the {limit} faceid decodes (a decompression bomb?)"
             reason += f" ({hint})" if hint else ""
             raise ImageTooLargeError(f"{name}: {reason}") from None
-        except (OSError, ValueError, SyntaxError, EOFError, MemoryError, RuntimeError) as exc:
-            # RuntimeError: libheif's refusals through pillow-heif (a damaged or oversized HEIF)
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+            EOFError,
+            MemoryError,
+            RuntimeError,
+            TypeError,
+            IndexError,
+            KeyError,
+            ArithmeticError,
+            struct.error,
+        ) as exc:
+            # what Pillow's plugins and libheif raise on damaged files, found by the decoder fuzz
+            # (RuntimeError: libheif's refusal of an oversized HEIF; TypeError: a TIFF whose strip
+            # offsets are text)
             reason = " ".join(str(exc).split())[:300] or type(exc).__name__  # a decoder's words, on one line
             raise ImageError(f"{name}: cannot decode ({reason})") from None
 

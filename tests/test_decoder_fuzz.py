@@ -137,3 +137,22 @@ def test_the_count_is_said():
     """Runs after the fuzz (file order): the number of strings tried, for ``make stress``'s log."""
     if COUNT["strings"]:
         print(f"\ndecoder fuzz: {COUNT}")  # noqa: T201
+
+
+def test_a_tiff_whose_strip_offsets_are_text_is_one_image_error():
+    """Found by the decoder fuzz after 69,569 strings: Pillow then fails with a TypeError."""
+    from PIL import Image
+
+    from faceid.images import read_image
+
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4)).save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 273:  # StripOffsets, as ASCII text
+            data[entry + 2 : entry + 12] = struct.pack("<HI", 2, 4) + b"abc\0"
+    with pytest.raises(ImageError) as refused:
+        read_image(bytes(data), name="t.tif")
+    assert str(refused.value).startswith("t.tif: cannot decode")
