@@ -4,6 +4,7 @@ helpers, and the one place pipelines, galleries and Ray runners are made."""
 from __future__ import annotations
 
 import logging
+import math
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,13 +194,28 @@ def progress_bar(total: int, label: str, enabled: bool):
         yield lambda *_: bar.advance(task)
 
 
+MAX_ID = 2**63 - 1  # the largest id SQLite stores
+
+
+def finite(value: float) -> float:
+    """An option's callback refusing ``nan`` (a range check lets it through: every comparison with
+    it is false)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a number in range")
+    return value
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what faceid does.")] = False,
     timeout: Annotated[
         float,
         typer.Option(
-            envvar="FACEID_TIMEOUT", min=0, help="Seconds to wait while another process holds the gallery's lock."
+            envvar="FACEID_TIMEOUT",
+            min=0,
+            max=86400,
+            callback=finite,
+            help="Seconds to wait while another process holds the gallery's lock.",
         ),
     ] = 30.0,
 ) -> None:

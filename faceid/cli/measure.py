@@ -18,6 +18,7 @@ from faceid.cli._common import (
     cli_errors,
     err,
     eval_app,
+    finite,
     new_pipeline,
     opened_gallery,
     progress_bar,
@@ -31,7 +32,7 @@ def calibrate(
     enrolled: Annotated[Path, typer.Argument(help="Photos to enrol: one subfolder per person.")],
     probes: Annotated[Path, typer.Argument(help="Other photos of the same people, same layout.")],
     strangers: Annotated[Path, typer.Argument(help="Photos of people who are not enrolled.")],
-    fpir: Annotated[float, typer.Option(help="Target share of strangers wrongly named.")] = 0.01,
+    fpir: Annotated[float, typer.Option(callback=finite, help="Target share of strangers wrongly named.")] = 0.01,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the result, do not store the threshold.")] = False,
     model: Annotated[Optional[str], typer.Option(help="Embedding model, for a new gallery.")] = None,
     detector: DetectorOpt = None,
@@ -71,7 +72,9 @@ DataOpt = Annotated[
 AlignOpt = Annotated[
     Optional[str], typer.Option(help="Crop method: margin, similarity or arcface-112 [default: the model's].")
 ]
-MarginOpt = Annotated[Optional[float], typer.Option("--crop-margin", help="Crop margin, a fraction of the box.")]
+MarginOpt = Annotated[
+    Optional[float], typer.Option("--crop-margin", callback=finite, help="Crop margin, a fraction of the box.")
+]
 MirrorOpt = Annotated[Optional[bool], typer.Option("--mirror/--no-mirror", help="Average with the mirror image.")]
 ModelOpt = Annotated[
     Optional[str], typer.Option("--model", help="Embedding model (see `faceid models list`) [default: faceid's].")
@@ -189,9 +192,15 @@ def _eval_failures(report) -> None:
 def eval_lfw_openset(
     ctx: typer.Context,
     data: DataOpt,
-    enrol: Annotated[int, typer.Option(help="Enrol each known person with up to this many of their first images.")] = 1,
-    people: Annotated[Optional[int], typer.Option(help="Use a random subset of this many enrolled people.")] = None,
-    strangers: Annotated[Optional[int], typer.Option(help="Use a random subset of this many unknown people.")] = None,
+    enrol: Annotated[
+        int, typer.Option(min=1, max=10**6, help="Enrol each known person with up to this many of their first images.")
+    ] = 1,
+    people: Annotated[
+        Optional[int], typer.Option(min=1, max=10**9, help="Use a random subset of this many enrolled people.")
+    ] = None,
+    strangers: Annotated[
+        Optional[int], typer.Option(min=1, max=10**9, help="Use a random subset of this many unknown people.")
+    ] = None,
     sizes: Annotated[
         bool, typer.Option("--sizes", help="Measure the 1%-FPIR threshold per gallery size instead.")
     ] = False,
@@ -200,7 +209,9 @@ def eval_lfw_openset(
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
-    beta: Annotated[Optional[float], typer.Option(help="Weight of the runner-up in the decision score.")] = None,
+    beta: Annotated[
+        Optional[float], typer.Option(callback=finite, help="Weight of the runner-up in the decision score.")
+    ] = None,
     migrate_from: Annotated[
         Optional[str],
         typer.Option(
@@ -351,7 +362,9 @@ def bench(
         Optional[Path],
         typer.Option(help="Evaluation data folder with lfw/ and bigbang/ [default: $FACEID_DATA or ../shared/data]."),
     ] = None,
-    images: Annotated[int, typer.Option(help="LFW photos for the command-line comparison and the Ray figures.")] = 500,
+    images: Annotated[
+        int, typer.Option(min=1, max=10**9, help="LFW photos for the command-line comparison and the Ray figures.")
+    ] = 500,
     sizes: Annotated[str, typer.Option(help="Gallery sizes for the index figures, comma-separated.")] = (
         "10000,100000,1000000"
     ),
@@ -359,7 +372,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, detectors, "
-            "gallery, cluster, unknown, serve, milvus, ray, video [default: all]."
+            "gallery, cluster, unknown, serve, big-photos, milvus, ray, video [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

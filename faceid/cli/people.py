@@ -21,6 +21,7 @@ from faceid.cli._common import (
     check_detector,
     cli_errors,
     err,
+    finite,
     new_pipeline,
     opened_gallery,
     print_identification,
@@ -120,9 +121,17 @@ def identify(
     ] = None,
     threshold: Annotated[
         Optional[float],
-        typer.Option(help="Decision score a match needs [default: the gallery's calibrated value, else measured]."),
+        typer.Option(
+            min=-1.0,
+            max=1.0,
+            callback=finite,
+            help="Decision score a match needs [default: the gallery's calibrated value, else measured].",
+        ),
     ] = None,
-    margin: Annotated[Optional[float], typer.Option(help="How far the best person must lead the next.")] = None,
+    margin: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=2.0, callback=finite, help="How far the best person must lead the next."),
+    ] = None,
     remember: Annotated[
         bool,
         typer.Option(

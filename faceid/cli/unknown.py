@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from faceid.cli._common import (
+    MAX_ID,
     GalleryOpt,
     JsonOpt,
     app,
@@ -56,7 +57,7 @@ def clusters(
 
 @app.command("name")
 def name_group(
-    group: Annotated[int, typer.Argument(help="Group id (from `faceid clusters`).")],
+    group: Annotated[int, typer.Argument(min=0, max=MAX_ID, help="Group id (from `faceid clusters`).")],
     name: Annotated[str, typer.Argument(help="Who they are: a new person, or one enrolled already.")],
     gallery: GalleryOpt = None,
 ) -> None:
@@ -104,6 +105,9 @@ def move(
     except ValueError:
         err(f"faceid: error: face ids are numbers, got {' '.join(ids_text)!r}; the name goes last")
         raise typer.Exit(2) from None
+    if any(not 0 <= i <= MAX_ID for i in ids):
+        err(f"faceid: error: face ids are from 0 to {MAX_ID}, got {' '.join(ids_text)[:200]!r}")
+        raise typer.Exit(2)
     if not ids:
         err("faceid: error: give face ids, then a name or --unknown")
         raise typer.Exit(2)

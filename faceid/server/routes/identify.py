@@ -1,5 +1,6 @@
 """``POST /v1/identify``: every face in an image, named or not; and the annotated images it makes."""
 
+import time
 from dataclasses import replace
 from typing import Annotated, Optional, Union
 
@@ -12,7 +13,15 @@ from faceid.server.auth import Reader
 from faceid.server.errors import ApiError
 from faceid.server.schemas import IdentifyOut
 from faceid.server.state import State, state_of
-from faceid.server.uploads import decode, image_faces, upload_name
+from faceid.server.uploads import (
+    decode,
+    downscaled,
+    image_faces,
+    memory_for,
+    only_one_file,
+    upload_name,
+    upscaled,
+)
 from faceid.server.video_schemas import VideoOut
 from faceid.server.video_upload import identify_video_route, is_video_upload
 
@@ -44,28 +53,30 @@ async def identify(
     """Every face in the image, named, or unknown / ambiguous: what `faceid identify --json` prints.
     For a video, every track, each named once: what `faceid identify VIDEO --json` prints."""
     state = state_of(request)
+    await only_one_file(request)
     name = upload_name(file)
     data = await file.read()
     remember = remember or state.settings.remember_unknown
-    if is_video_upload(data, file.content_type):
+    if is_video_upload(data, file.content_type):  # holds the memory budget itself, one frame at a time
         return await identify_video_route(state, data, name, caller, fps, threshold, margin, remember)
     if len(data) > state.settings.max_body_bytes:  # the body limit of this route is the video one
         raise ApiError(413, f"request body is {len(data)} bytes, more than the {state.settings.max_body_bytes} allowed")
-    # decode, detect + embed (in the batcher's thread, with whatever else arrived) and decide,
-    # all in one worker thread: each hand-over between threads costs on a busy machine
-    image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin, remember)
-    if annotate:
-        from faceid.draw import annotate as draw
+    async with state.budget.hold(memory_for([data], state.settings), time.monotonic() + state.settings.request_timeout):
+        # decode, detect + embed (in the batcher's thread, with whatever else arrived) and decide,
+        # all in one worker thread: each hand-over between threads costs on a busy machine
+        image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin, remember)
+        if annotate:
+            from faceid.draw import annotate as draw
 
-        def render() -> bytes:
-            import io
+            def render() -> bytes:
+                import io
 
-            buffer = io.BytesIO()
-            draw(image.pixels, result).save(buffer, format="JPEG", quality=90)
-            return buffer.getvalue()
+                buffer = io.BytesIO()
+                draw(image.pixels, downscaled(result, image)).save(buffer, format="JPEG", quality=90)
+                return buffer.getvalue()
 
-        token = state.keep_annotated(await run_in_threadpool(render))
-        result = replace(result, annotated=f"/v1/annotated/{token}.jpg")
+            token = state.keep_annotated(await run_in_threadpool(render))
+            result = replace(result, annotated=f"/v1/annotated/{token}.jpg")
     return result.to_json()
 
 
@@ -109,4 +120,6 @@ def _identify(state: State, image: LoadedImage, faces, threshold, margin, rememb
             from faceid.server.compat.recognise import after_keeping
 
             after_keeping(gallery, result.faces)
-    return result
+    # the faces were found (and kept) in the pixels as decoded; the answer speaks of the photo as sent
+    width, height = image.full_size or (image.width, image.height)
+    return replace(result, faces=tuple(upscaled(list(result.faces), image)), width=width, height=height)
