@@ -1036,6 +1036,7 @@ def eval_cluster(
             "--filters", help="Instead: measure minimum face size and confidence for keeping (one line per row)."
         ),
     ] = False,
+    model: ModelOpt = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -1062,14 +1063,16 @@ def eval_cluster(
         if filters:
             with _progress(total, "embedding LFW", not quiet) as tick:
                 detections = lfw_detections(
-                    data, _eval_pipeline(ctx, None, None, None), cache=EmbeddingCache(cache), progress=tick
+                    data, _eval_pipeline(ctx, None, None, None, model), cache=EmbeddingCache(cache), progress=tick
                 )
             for row in filter_table(detections):
                 typer.echo(json.dumps(row))
             _cluster_errors(detections.errors)
             return
         with _progress(total, "embedding LFW", not quiet) as tick:
-            faces = lfw_faces(data, _eval_pipeline(ctx, None, None, None), cache=EmbeddingCache(cache), progress=tick)
+            faces = lfw_faces(
+                data, _eval_pipeline(ctx, None, None, None, model), cache=EmbeddingCache(cache), progress=tick
+            )
         reports = evaluate_grouping(faces, baselines=BASELINES if baselines else (), subset=subset)
         incremental = evaluate_attach(faces) if subset.lower() == "all" else None
     first, *rest = [r.to_json() for r in reports]

@@ -29,7 +29,17 @@ from faceid.errors import UncalibratedError
 if TYPE_CHECKING:  # pragma: no cover
     from faceid.gallery import AnyGallery
 
-__all__ = ["BETA", "DECISION_MARGIN", "TABLES", "DecisionParams", "decision_params", "threshold_for"]
+__all__ = [
+    "BETA",
+    "DECISION_MARGIN",
+    "GROUPING",
+    "TABLES",
+    "DecisionParams",
+    "GroupingNumbers",
+    "decision_params",
+    "grouping_numbers",
+    "threshold_for",
+]
 
 #: Weight of the best other person's similarity in the decision score. Measured on LFW open-set
 #: with one enrolled photo: DIR at FPIR 1% 0.709 / 0.799 / 0.820 / 0.829 / 0.824 / 0.814 and at
@@ -154,3 +164,53 @@ def decision_params(
         stored = gallery.get_setting("margin")
         margin = DECISION_MARGIN if stored is None else float(stored)  # type: ignore[arg-type]
     return DecisionParams(float(threshold), float(margin), BETA, source)
+
+
+@dataclass(frozen=True)
+class GroupingNumbers:
+    """A model's numbers for keeping and grouping unknown faces (:mod:`faceid.cluster`).
+
+    ``threshold``, ``floor``: the average cosine similarity two single faces need to be grouped,
+    and what it falls to for big groups; ``margin``: how far a new face's best group must lead
+    the runner-up in :func:`faceid.cluster.attach`; ``suggest``: the similarity above which an
+    unknown face is offered to the enrolled person it matches best. These four come from the
+    model's own impostor similarities by one rule (:mod:`faceid.cluster.calibration`).
+    ``min_confidence``, ``min_face_size``: the detections kept for grouping (confidence, shorter
+    box side in pixels).
+    """
+
+    threshold: float
+    floor: float
+    margin: float
+    suggest: float
+    min_confidence: float
+    min_face_size: int
+
+
+#: embedding key -> grouping numbers. Each line is what `faceid eval cluster --subset A-M --model M`
+#: prints as "derived" (impostor pairs of LFW people A-M only; N-Z and all of LFW are the check),
+#: and the keep filters from `faceid eval cluster --filters --model M` (docs/grouping.md).
+GROUPING: dict[EmbeddingKey, GroupingNumbers] = {
+    EmbeddingKey.for_model("facenet-20170512-110547", crop_margin=0.1): GroupingNumbers(
+        threshold=0.68, floor=0.60, margin=0.10, suggest=0.5, min_confidence=0.95, min_face_size=40
+    ),
+    EmbeddingKey.for_model("sface"): GroupingNumbers(
+        threshold=0.68, floor=0.60, margin=0.10, suggest=0.5, min_confidence=0.95, min_face_size=40
+    ),
+}
+
+
+def grouping_numbers(key: EmbeddingKey | None) -> GroupingNumbers:
+    """The grouping numbers measured for embeddings of ``key``.
+
+    Raises:
+        UncalibratedError: none were measured for ``key`` (or the gallery has no key yet).
+    """
+    numbers = GROUPING.get(key) if key is not None else None
+    if numbers is None:
+        what = key.describe() if key is not None else "an empty gallery"
+        raise UncalibratedError(
+            f"no grouping thresholds are measured for embeddings of {what}: measure them with "
+            "`faceid eval cluster --model MODEL` and add them to faceid.thresholds.GROUPING"
+        )
+    return numbers

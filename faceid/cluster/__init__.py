@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,8 @@ __all__ = [
     "knn_brute_force",
     "knn_graph",
     "moved_out_pairs",
+    "params_for",
+    "keep_filters_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -410,6 +413,31 @@ def attach(
         taken.add(key)
         groups[face] = best[face]
     return Attachment(groups, best, scores, runner)
+
+
+def params_for(key: Any) -> GroupingParams:
+    """The grouping settings measured for embeddings of ``key`` (an
+    :class:`~faceid.embedding_key.EmbeddingKey`): :data:`faceid.thresholds.GROUPING`.
+
+    Raises:
+        UncalibratedError: no numbers were measured for ``key``.
+    """
+    from faceid.thresholds import grouping_numbers
+
+    numbers = grouping_numbers(key)
+    return GroupingParams(threshold=numbers.threshold, floor=numbers.floor, margin=numbers.margin)
+
+
+def keep_filters_for(key: Any) -> tuple[float, float]:
+    """``(min_size, min_confidence)`` measured for embeddings (and the detector) of ``key``.
+
+    Raises:
+        UncalibratedError: no numbers were measured for ``key``.
+    """
+    from faceid.thresholds import grouping_numbers
+
+    numbers = grouping_numbers(key)
+    return float(numbers.min_face_size), float(numbers.min_confidence)
 
 
 def keep_for_grouping(

@@ -37,7 +37,13 @@ class MilvusUnknownFaces:
 
     def __init__(self, gallery: Any, params: Any = None) -> None:  # a MilvusGallery (not imported: no cycle)
         self._g = gallery
-        self.params = params  # a faceid.cluster.GroupingParams, or None for the defaults
+        self.params = params  # a faceid.cluster.GroupingParams, or None for the gallery's model's
+
+    def _settings(self) -> Any:
+        """The grouping settings: ``params``, else those measured for the gallery's embedding key."""
+        from faceid.cluster import params_for
+
+        return self.params if self.params is not None else params_for(self._g.embedding_key)
 
     # -- rows -------------------------------------------------------------------------------------
 
@@ -168,7 +174,7 @@ class MilvusUnknownFaces:
     ) -> Kept:
         """As :meth:`faceid.gallery.unknown.UnknownFaces.keep`."""
 
-        from faceid.cluster import MIN_CONFIDENCE, MIN_FACE_SIZE, keep_for_grouping
+        from faceid.cluster import keep_filters_for, keep_for_grouping
 
         if not isinstance(embedding_key, EmbeddingKey):
             raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
@@ -177,8 +183,8 @@ class MilvusUnknownFaces:
         keep = keep_for_grouping(
             boxes,
             np.array([f.confidence for f in faces], dtype=np.float64),
-            min_size=MIN_FACE_SIZE if min_size is None else min_size,
-            min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence,
+            min_size=keep_filters_for(embedding_key)[0] if min_size is None else min_size,
+            min_confidence=keep_filters_for(embedding_key)[1] if min_confidence is None else min_confidence,
         )
         g = self._g
         g.check_embedding_key(embedding_key)
@@ -247,7 +253,7 @@ class MilvusUnknownFaces:
         pairs = np.array(
             [(f, o) for f, o, _ in self._exclusions() if o and f in unknown and o in unknown], np.int64
         ).reshape(-1, 2)
-        plan = plan_groups(ids, current, photos, vectors, pairs, full, self.params)
+        plan = plan_groups(ids, current, photos, vectors, pairs, full, self._settings())
         if plan is None:
             return GroupingUpdate(0, 0, 0, self.count())
         changed, groups, update = plan

@@ -30,7 +30,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -41,6 +41,7 @@ from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameErro
 from faceid.gallery import audit, changes, deletion, groupsums, people
 from faceid.gallery.records import NewFace, n_faces, normalise_name
 from faceid.gallery.store import Unchanged, guarded
+from faceid.gallery.unknown_settle import settle_faces
 
 __all__ = [
     "Group",
@@ -101,12 +102,14 @@ class Kept:
 @dataclass(frozen=True)
 class GroupingUpdate:
     """What a grouping changed: faces ``attached`` to existing groups, ``new_groups`` formed (of
-    ``newly_grouped`` faces), and how many kept faces are left in no group."""
+    ``newly_grouped`` faces), how many kept faces are left in no group, and how many existing
+    groups ``merged`` into another."""
 
     attached: int
     new_groups: int
     newly_grouped: int
     ungrouped: int
+    merged: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,13 @@ class UnknownFaces:
     def __init__(self, gallery: Any, params: Any = None) -> None:  # a Gallery (not imported: it imports this)
         self._gallery = gallery
         self._store = gallery._store
-        self.params = params  # a faceid.cluster.GroupingParams, or None for the defaults
+        self.params = params  # a faceid.cluster.GroupingParams, or None for the gallery's model's
+
+    def _settings(self) -> Any:
+        """The grouping settings: ``params``, else those measured for the gallery's embedding key."""
+        from faceid.cluster import params_for
+
+        return self.params if self.params is not None else params_for(self._gallery.embedding_key)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -195,8 +204,8 @@ class UnknownFaces:
         :meth:`update_groups`.
 
         Faces whose box's shorter side is under ``min_size`` pixels or whose detection confidence
-        is under ``min_confidence`` are not kept (default :data:`faceid.cluster.MIN_FACE_SIZE`,
-        :data:`faceid.cluster.MIN_CONFIDENCE`: small, unsure faces make junk groups). A face
+        is under ``min_confidence`` are not kept (default: measured per model,
+        :func:`faceid.cluster.keep_filters_for`: small, unsure faces make junk groups). A face
         already in the gallery (same photo SHA-256 and box) is not kept twice. An empty gallery
         takes ``embedding_key`` as its own.
 
@@ -204,7 +213,7 @@ class UnknownFaces:
             ModelMismatchError: the gallery's embeddings come from another model or preprocessing.
             ValueError: an embedding has the wrong shape or is not finite and unit-length.
         """
-        from faceid.cluster import MIN_CONFIDENCE, MIN_FACE_SIZE, keep_for_grouping
+        from faceid.cluster import keep_filters_for, keep_for_grouping
 
         if not isinstance(embedding_key, EmbeddingKey):
             raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
@@ -214,8 +223,8 @@ class UnknownFaces:
         keep = keep_for_grouping(
             boxes,
             np.array([f.confidence for f in faces], dtype=np.float64),
-            min_size=MIN_FACE_SIZE if min_size is None else min_size,
-            min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence,
+            min_size=keep_filters_for(embedding_key)[0] if min_size is None else min_size,
+            min_confidence=keep_filters_for(embedding_key)[1] if min_confidence is None else min_confidence,
         )
         ids: list[int | None] = [None] * len(faces)
         added = duplicates = 0
@@ -277,7 +286,7 @@ class UnknownFaces:
         # nothing changed meanwhile; else computed again under the lock
         with self._store.snapshot():
             generation = self._store.generation()
-            plan = _plan(self._store.db, self._dimension(), full, leftovers, self.params)
+            plan = _plan(self._store.db, self._dimension(), full, leftovers, self._settings())
         if plan is None:
             return GroupingUpdate(0, 0, 0, self.count())
         try:
@@ -287,14 +296,14 @@ class UnknownFaces:
 
     def _write_plan(self, plan: _Plan, generation: int, leftovers: bool | None) -> GroupingUpdate:
         # a plan that changes no face (only the cache and the bookkeeping) makes no new generation
-        versioned = bool(len(plan.ids)) or plan.full
+        versioned = bool(len(plan.ids)) or plan.full or bool(plan.merges)
         with self._store.write(versioned=versioned) as db:
             if self._store.generation() != generation:
-                again = _plan(db, self._dimension(), plan.full, leftovers, self.params)
+                again = _plan(db, self._dimension(), plan.full, leftovers, self._settings())
                 if again is None:
                     raise Unchanged
                 plan = again
-                if not versioned and (len(plan.ids) or plan.full):
+                if not versioned and (len(plan.ids) or plan.full or plan.merges):
                     db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
             fresh = sorted({g for g in plan.groups.tolist() if g < 0})  # placeholders for new groups: -1, -2, ...
             numbers = dict(zip(sorted(fresh, reverse=True), _new_group_ids(db, len(fresh))))
@@ -305,6 +314,10 @@ class UnknownFaces:
             db.executemany(
                 "UPDATE faces SET group_id = ? WHERE id = ? AND person_id IS NULL",
                 [(numbers.get(g, g) if g != 0 else None, i) for i, g in zip(plan.ids.tolist(), plan.groups.tolist())],
+            )
+            db.executemany(
+                "UPDATE faces SET group_id = ? WHERE group_id = ? AND person_id IS NULL",
+                [(into, old) for old, into in plan.merges.items()],
             )
             if plan.sums and groupsums.exists(db):  # after the updates: their triggers dropped the old rows
                 gids = list(plan.sums)
@@ -544,6 +557,11 @@ def _new_group_ids(db: sqlite3.Connection, count: int) -> list[int]:
 #: at most this many (a few seconds); above, when their number grew by a quarter of what was left
 #: last time (at least this many more). :meth:`UnknownFaces.update_groups`.
 LEFTOVERS_ALWAYS = 2_000
+#: Up to this many faces in no group, a step that looks at the leftovers settles them all against
+#: the groups (:func:`faceid.cluster.incremental.settle`: they may join groups and merge them, as
+#: in one run); above, they are grouped among themselves only (a search of every one against every
+#: group would take minutes).
+SETTLE_LEFTOVERS_UP_TO = 20_000
 
 #: Rows read from SQLite at a time when reading many faces' embeddings.
 _READ_BATCH = 10_000
@@ -554,7 +572,8 @@ class _Plan:
     """What a grouping step writes: ``groups`` per face of ``ids`` (an existing group id, ``0`` for
     none, ``-1, -2, ...`` for new groups, biggest first); ``sums``: ``(sum, size)`` to cache per group
     (id or placeholder); ``tried``: the largest face id attach has seen; ``left``: faces left in no
-    group when the leftovers were grouped (``None``: they were not)."""
+    group when the leftovers were grouped (``None``: they were not); ``merges``: old group id -> the
+    group it merged into."""
 
     ids: np.ndarray
     groups: np.ndarray
@@ -563,6 +582,7 @@ class _Plan:
     tried: int
     left: int | None
     full: bool
+    merges: dict[int, int] = field(default_factory=dict)
 
 
 def _meta_int(db: sqlite3.Connection, key: str) -> int:
@@ -627,95 +647,57 @@ def _plan(db: sqlite3.Connection, dimension: int, full: bool, leftovers: bool | 
     tried_before = _meta_int(db, "grouping:tried")
     (largest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM faces").fetchone()  # ids only grow
     tried = max(tried_before, int(largest))
-    sums: dict[int, tuple[np.ndarray, int]] = {}
-    placed_ids, placed_groups = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if tried > tried_before and db.execute("SELECT 1 FROM faces WHERE group_id IS NOT NULL LIMIT 1").fetchone():
-        new_ids, new_shas, new_vectors = _read(db, "group_id IS NULL AND id > ?", (tried_before,), dimension)
-        if len(new_ids):
-            placed_ids, placed_groups, sums = _attach_new(db, new_ids, new_shas, new_vectors, dimension, params)
-    attached = len(placed_ids)
     (ungrouped,) = db.execute("SELECT COUNT(*) FROM faces WHERE group_id IS NULL AND person_id IS NULL").fetchone()
-    ungrouped -= attached
     left_before = _meta_int(db, "grouping:left")
     if leftovers is None:
         grew = ungrouped - left_before
         leftovers = ungrouped <= LEFTOVERS_ALWAYS or grew >= max(LEFTOVERS_ALWAYS, left_before // 4)
-    ids, groups = placed_ids, placed_groups
-    new_groups = newly = 0
+    sums: dict[int, tuple[np.ndarray, int]] = {}
+    merges: dict[int, int] = {}
+    ids, groups = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    attached = new_groups = newly = 0
     left: int | None = None
-    if leftovers and ungrouped >= 2:
+    everyone = bool(leftovers) and ungrouped <= SETTLE_LEFTOVERS_UP_TO
+    if db.execute("SELECT 1 FROM faces WHERE group_id IS NOT NULL LIMIT 1").fetchone():
+        # go on from the groups (faceid.cluster.incremental): the new faces, or every face in no group
+        if everyone:
+            face_ids, shas, vectors = _read(db, "group_id IS NULL", (), dimension)
+        elif tried > tried_before:
+            face_ids, shas, vectors = _read(db, "group_id IS NULL AND id > ?", (tried_before,), dimension)
+        else:
+            face_ids, shas, vectors = np.zeros(0, np.int64), [], np.zeros((0, dimension), np.float32)
+        if len(face_ids):
+            settled = settle_faces(db, face_ids, shas, vectors, dimension, params, _exclusion_pairs(db, face_ids))
+            ids, groups, sums, merges = settled.ids, settled.groups, dict(settled.sums), settled.merges
+            attached, new_groups, newly = settled.attached, settled.new_groups, settled.newly_grouped
+        if everyone:
+            left = ungrouped - attached - newly
+        elif leftovers:  # too many to settle at once: group them among themselves, as before
+            rest_ids, rest_shas, rest_vectors = _read(db, "group_id IS NULL", (), dimension)
+            rest = ~np.isin(rest_ids, ids)
+            rest_groups, grouping, new_sums = _group_new(
+                db, rest_ids[rest], [s for s, k in zip(rest_shas, rest.tolist()) if k], rest_vectors[rest], params
+            )
+            offset = new_groups  # placeholders after the settled ones
+            sums.update({g - offset: v for g, v in new_sums.items()})
+            grouped = rest_groups != 0
+            ids = np.concatenate([ids, rest_ids[rest][grouped]])
+            groups = np.concatenate([groups, rest_groups[grouped] - offset])
+            new_groups, newly = new_groups + grouping.new_groups, newly + grouping.newly_grouped
+            left = grouping.ungrouped
+    elif leftovers and ungrouped >= 2:
         rest_ids, rest_shas, rest_vectors = _read(db, "group_id IS NULL", (), dimension)
-        rest = ~np.isin(rest_ids, placed_ids)
-        rest_ids, rest_vectors = rest_ids[rest], rest_vectors[rest]
-        rest_shas = [sha for sha, keep in zip(rest_shas, rest.tolist()) if keep]
-        rest_groups, grouping, new_sums = _group_new(db, rest_ids, rest_shas, rest_vectors, params)
-        sums.update(new_sums)
+        rest_groups, grouping, sums = _group_new(db, rest_ids, rest_shas, rest_vectors, params)
         grouped = rest_groups != 0
-        ids, groups = np.concatenate([ids, rest_ids[grouped]]), np.concatenate([groups, rest_groups[grouped]])
+        ids, groups = rest_ids[grouped], rest_groups[grouped]
         new_groups, newly = grouping.new_groups, grouping.newly_grouped
         left = grouping.ungrouped
     elif leftovers:
         left = ungrouped
-    if not len(ids) and tried == tried_before and not sums and (left is None or left == left_before):
+    if not len(ids) and not merges and tried == tried_before and not sums and (left is None or left == left_before):
         return None
-    update = GroupingUpdate(attached, new_groups, newly, ungrouped - newly)
-    return _Plan(ids, groups, update, sums, tried, left, False)
-
-
-def _attach_new(
-    db: sqlite3.Connection, ids: np.ndarray, shas: list[str], vectors: np.ndarray, dimension: int, params: Any
-) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, int]]]:
-    """Attach the faces ``ids`` (in no group) to existing groups: ``(face ids placed, their groups,
-    sums to cache)``; the sums of the groups they join, and of groups that had no cached row."""
-    from faceid.cluster import GroupCentroids, attach
-
-    existing = np.array(
-        [r[0] for r in db.execute("SELECT DISTINCT group_id FROM faces WHERE group_id IS NOT NULL ORDER BY group_id")],
-        np.int64,
-    )
-    if not len(existing):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), {}
-    group_sums, sizes, summed = groupsums.load(db, existing, dimension, usable=groupsums.exists(db))
-    photo_of: dict[str, int] = {}
-    photos = np.array([photo_of.setdefault(sha, len(photo_of)) for sha in shas], np.int64)
-    photo_group = []  # (photo, dense group) of grouped faces from the new faces' photos
-    unique_shas = list(photo_of)
-    for start in range(0, len(unique_shas), 900):
-        chunk = unique_shas[start : start + 900]
-        rows = db.execute(
-            f"SELECT image_sha256, group_id FROM faces WHERE image_sha256 IN ({','.join('?' * len(chunk))}) "
-            "AND group_id IS NOT NULL AND person_id IS NULL",
-            chunk,
-        ).fetchall()
-        photo_group += [(photo_of[sha], int(np.searchsorted(existing, gid))) for sha, gid in rows]
-    position = {int(f): i for i, f in enumerate(ids.tolist())}
-    pairs = _exclusion_pairs(db, ids)
-    others = sorted({y for p in pairs for y in p if y not in position})
-    group_of = {
-        int(f): int(np.searchsorted(existing, g))
-        for f, g in _rows(db, "SELECT id, group_id FROM faces WHERE id IN ({}) AND group_id IS NOT NULL", others)
-    }
-    forbidden = [
-        (position[a], group_of[b]) for x, y in pairs for a, b in ((x, y), (y, x)) if a in position and b in group_of
-    ]
-    centroids = GroupCentroids(group_sums, sizes, np.array(sorted(set(photo_group)), np.int64).reshape(-1, 2))
-    placed = attach(
-        vectors, centroids, photos=photos, forbidden=np.array(forbidden, np.int64).reshape(-1, 2), params=params
-    )
-    chosen = placed.groups.copy()
-    # two new faces the user kept apart never join one group: the higher score keeps it
-    for x, y in pairs:
-        if x in position and y in position:
-            i, j = position[x], position[y]
-            if chosen[i] >= 0 and chosen[i] == chosen[j]:
-                chosen[j if placed.scores[j] <= placed.scores[i] else i] = -1
-    ok = chosen >= 0
-    for face, dense in zip(np.flatnonzero(ok).tolist(), chosen[ok].tolist()):
-        group_sums[dense] += vectors[face]
-        sizes[dense] += 1
-    touched = np.unique(np.concatenate([chosen[ok], np.flatnonzero(summed)]))
-    sums = {int(existing[d]): (group_sums[d], int(sizes[d])) for d in touched.tolist()}
-    return ids[ok], existing[chosen[ok]], sums
+    update = GroupingUpdate(attached, new_groups, newly, ungrouped - attached - newly, len(merges))
+    return _Plan(ids, groups, update, sums, tried, left, False, merges)
 
 
 def _group_new(
@@ -760,65 +742,74 @@ def plan_groups(
     params: Any,
 ) -> tuple[np.ndarray, np.ndarray, GroupingUpdate] | None:
     """One grouping step in memory on kept faces read from any store (the Milvus gallery uses it):
-    attach the faces in no group to existing groups, then group the rest. ``ids`` (n,) ascending,
+    with no groups yet, group the faces (:func:`faceid.cluster.group_faces`); else go on from the
+    groups (:func:`faceid.cluster.incremental.settle`: faces in no group join groups or form new
+    ones, and groups whose average link clears the bar merge). ``ids`` (n,) ascending,
     their ``current`` groups (0: none), ``photos`` (n,) a number per photo, ``vectors`` (n, D), and
     the kept-apart ``pairs`` (m, 2) of face ids (both kept unknown faces). Returns ``(face ids,
     groups, summary)`` as the local gallery's step plans them, or ``None`` if nothing changes."""
-    from faceid.cluster import GroupCentroids, attach, group_faces
+    from faceid.cluster import group_faces
+    from faceid.cluster.incremental import settle
 
     pairs = np.searchsorted(ids, pairs)  # face ids -> row indices
     groups = np.zeros(len(ids), np.int64) if full else current.copy()
-    attached = 0
+    attached = merged = new_groups = newly = 0
     todo = np.flatnonzero(groups == 0)
     if not len(todo):
         return None
-    if not full and np.any(groups != 0):
-        existing, labels = np.unique(groups[groups != 0], return_inverse=True)
+    grouped = np.flatnonzero(groups != 0)
+    if len(grouped) and len(todo):
+        # go on from the groups as one run would: faces join, groups merge (faceid.cluster.incremental)
+        existing, dense_of = np.unique(groups[grouped], return_inverse=True)
         dense = np.full(len(ids), -1, np.int64)
-        dense[groups != 0] = labels.ravel()
-        centroids = GroupCentroids.from_labels(vectors, dense, photos)
-        position = {int(f): i for i, f in enumerate(todo.tolist())}
-        forbidden = [
-            (position[a], int(dense[b]))
-            for x, y in pairs.tolist()
-            for a, b in ((x, y), (y, x))
-            if a in position and dense[b] >= 0
-        ]
-        placed = attach(
-            vectors[todo],
-            centroids,
-            photos=photos[todo],
-            forbidden=np.array(forbidden, np.int64).reshape(-1, 2),
+        dense[grouped] = dense_of.ravel()
+        sums = np.zeros((len(existing), vectors.shape[1]), np.float64)
+        np.add.at(sums, dense[grouped], vectors[grouped].astype(np.float64))
+        sizes = np.bincount(dense[grouped], minlength=len(existing))
+        position = np.full(len(ids), -1, np.int64)
+        position[todo] = np.arange(len(todo))
+        a, b = pairs[:, 0], pairs[:, 1]
+        both = (position[a] >= 0) & (position[b] >= 0)
+        one = (position[a] >= 0) & (dense[b] >= 0)
+        other = (position[b] >= 0) & (dense[a] >= 0)
+        apart = (dense[a] >= 0) & (dense[b] >= 0)
+        settled = settle(
+            sums,
+            sizes,
+            np.ascontiguousarray(vectors[todo]),
             params=params,
+            face_photos=photos[todo],
+            group_photos=np.stack([photos[grouped], dense[grouped]], axis=1),
+            forbidden=np.concatenate(
+                [np.stack([position[a[one]], dense[b[one]]], 1), np.stack([position[b[other]], dense[a[other]]], 1)]
+            ),
+            cannot_link=np.stack([position[a[both]], position[b[both]]], axis=1),
+            group_cannot_link=np.stack([dense[a[apart]], dense[b[apart]]], axis=1),
         )
-        chosen = placed.groups.copy()
-        # two new faces the user kept apart never join one group: the higher score keeps it
-        for x, y in pairs.tolist():
-            if x in position and y in position:
-                i, j = position[x], position[y]
-                if chosen[i] >= 0 and chosen[i] == chosen[j]:
-                    chosen[j if placed.scores[j] <= placed.scores[i] else i] = -1
-        ok = chosen >= 0
-        groups[todo[ok]] = existing[chosen[ok]]
-        attached = int(ok.sum())
-        todo = todo[~ok]
-    new_groups = newly = 0
-    if len(todo) >= 2:
-        position = {int(f): i for i, f in enumerate(todo.tolist())}
-        links = [(position[x], position[y]) for x, y in pairs.tolist() if x in position and y in position]
+        groups[grouped] = existing[settled.merged_into[dense[grouped]]]
+        g = len(existing)
+        to = settled.faces
+        joined, fresh = (to >= 0) & (to < g), to >= g
+        groups[todo[joined]] = existing[to[joined]]
+        groups[todo[fresh]] = -(to[fresh] - g + 1)
+        attached, merged = int(joined.sum()), settled.merges
+        new_groups, newly = settled.new_groups, int(fresh.sum())
+    elif len(todo) >= 2:
+        where = {int(f): i for i, f in enumerate(todo.tolist())}
+        links = [(where[x], where[y]) for x, y in pairs.tolist() if x in where and y in where]
         grouping = group_faces(
             np.ascontiguousarray(vectors[todo]),
             photos=photos[todo],
             cannot_link=np.array(links, np.int64).reshape(-1, 2),
             params=params,
         )
-        grouped = grouping.labels >= 0
-        groups[todo[grouped]] = -(grouping.labels[grouped] + 1)
-        new_groups, newly = grouping.groups, int(grouped.sum())
-    if not full and attached == 0 and new_groups == 0:
+        labelled = grouping.labels >= 0
+        groups[todo[labelled]] = -(grouping.labels[labelled] + 1)
+        new_groups, newly = grouping.groups, int(labelled.sum())
+    if not full and attached == 0 and new_groups == 0 and merged == 0:
         return None
     changed = groups != current
-    update = GroupingUpdate(attached, new_groups, newly, int(np.sum(groups == 0)))
+    update = GroupingUpdate(attached, new_groups, newly, int(np.sum(groups == 0)), merged)
     if full:
         return ids, groups, update
     return ids[changed], groups[changed], update
