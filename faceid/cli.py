@@ -379,7 +379,8 @@ def identify(
         if not sources:
             raise FaceIDError("no photos found (folders are searched for .jpg, .png, .webp, ... files)")
         pipeline = _new_pipeline(ctx, g.embedding_key)
-        failed = kept = 0
+        failed = kept = again = 0
+        not_kept: list[str] = []
         with (
             _ray_runner(ctx, ray, ray_address, ray_workers, keep_pixels=annotate is not None or remember) as runner,
             _progress(len(sources), "identifying", not quiet and not as_json) as tick,
@@ -396,17 +397,35 @@ def identify(
                 remember=remember,
             ):
                 failed += result.error is not None
-                kept += sum(f.kept_as is not None for f in result.faces)
+                kept += sum(f.kept_as is not None and not f.kept_before for f in result.faces)
+                again += sum(f.kept_before for f in result.faces)
+                not_kept += [f.not_kept for f in result.faces if f.not_kept]
                 if as_json:
                     typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
                 else:
                     _print_identification(result)
         if remember and not as_json:
             groups = len(g.unknown.groups())
-            _err(f"faceid: {kept} unknown faces kept; {groups} groups of unknown faces (see `faceid clusters`)")
+            _err(
+                f"faceid: {kept} unknown faces kept, {again} already kept, {len(not_kept)} not kept"
+                f"{_why_not_kept(not_kept)}; {groups} groups of unknown faces (see `faceid clusters`)"
+            )
     if failed:
         _err(f"faceid: {failed} of {len(sources)} inputs failed (unreadable, or the face pipeline failed on them)")
         raise typer.Exit(1)
+
+
+def _why_not_kept(reasons: list[str]) -> str:
+    """`` (3 confidence below 0.95, 1 face below 40 px)`` from the not-kept reasons, or ``""``."""
+    import re
+    from collections import Counter
+
+    counts = Counter(
+        re.sub(r"(confidence|face) [0-9.]+( px)?,? below", r"\1 below", part)
+        for why in reasons
+        for part in why.split("; ")
+    )
+    return f" ({', '.join(f'{n} {what}' for what, n in sorted(counts.items()))})" if counts else ""
 
 
 def _print_identification(result) -> None:
@@ -426,6 +445,10 @@ def _print_identification(result) -> None:
         if face.status != "known" and face.candidates:
             hint = f", closest {face.candidates[0].name}"
         kept = f"  kept as face {face.kept_as}" if face.kept_as is not None else ""
+        if face.kept_before:
+            kept += " (already kept)"
+        if face.not_kept:
+            kept = f"  not kept: {face.not_kept}"
         _say(
             f"  {who:20} similarity {face.similarity:.3f} score {face.score:.3f}{hint}  "
             f"box {list(face.detection.box)}{kept}"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import KEY
 
-from faceid.cluster import GroupingParams, keep_filters_for, params_for
+from faceid.cluster import GroupingParams, keep_filters, params_for
 from faceid.cluster.calibration import RULE, GroupingRule, derive, impostor_tail
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import UncalibratedError
@@ -61,7 +61,7 @@ def test_every_model_with_an_identify_table_and_weights_here_has_grouping_number
     assert params_for(KEY) == GroupingParams(
         threshold=GROUPING[KEY].threshold, floor=GROUPING[KEY].floor, margin=GROUPING[KEY].margin
     )
-    assert keep_filters_for(KEY) == (GROUPING[KEY].min_face_size, GROUPING[KEY].min_confidence)
+    assert keep_filters(KEY) == (GROUPING[KEY].min_face_size, GROUPING[KEY].min_confidence)
     assert RULE.merge_rate < RULE.floor_rate
 
 

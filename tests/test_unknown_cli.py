@@ -4,6 +4,7 @@ gallery, ``clusters`` (text, JSON, contact sheets), ``name``, ``faces``, ``move`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -119,3 +120,41 @@ def test_errors_are_one_line(tmp_path, photos, args, code, says):
     result = fake_cli(*args, "-g", g)
     assert result.exit_code == code and says in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_every_face_is_kept_or_says_why_not(tmp_path, photos, backend):
+    """A detection under the model's confidence bar is reported in JSON and in the summary line,
+    never silently dropped; a second run counts the faces already kept."""
+    from conftest import FakeDetector, FakeEmbedder, cli
+
+    from faceid.cluster import keep_filters
+    from faceid.pipeline import Pipeline
+    from faceid.thresholds import GROUPING
+
+    class Unsure(FakeDetector):
+        def detect(self, image):  # the green face is found, but not surely
+            out = super().detect(image)
+            green = [image[d.box[1] + 5, d.box[0] + 5, 1] == 200 for d in out]
+            return [dataclasses.replace(d, confidence=0.5) if g else d for d, g in zip(out, green)]
+
+    def unsure_pipeline(key=None):
+        return Pipeline.from_key(key, detector=Unsure(), embedder=FakeEmbedder())
+
+    from faceid.embedding_key import EmbeddingKey
+
+    bar = keep_filters(EmbeddingKey.for_model())[1]
+    assert EmbeddingKey.for_model() in GROUPING and bar > 0.5
+    g = gallery_address(backend, tmp_path / "g")
+    result = cli("identify", photos, "--remember", "--json", "-g", g, models=unsure_pipeline)
+    assert result.exit_code == 0, result.output
+    faces = [f for r in lines(result) for f in r["faces"]]
+    green = [f for f in faces if f["confidence"] == 0.5]
+    assert len(green) == 2 and len(faces) == 7
+    for f in green:
+        assert f["kept_as"] is None and f["not_kept"] == f"confidence 0.50 below {bar:.2f}"
+    assert all(isinstance(f["kept_as"], int) and f["not_kept"] is None for f in faces if f not in green)
+
+    text = cli("identify", photos, "--remember", "-g", g, models=unsure_pipeline)
+    assert text.exit_code == 0
+    assert f"not kept: confidence 0.50 below {bar:.2f}" in text.stdout
+    assert "faceid: 0 unknown faces kept, 5 already kept, 2 not kept (2 confidence below" in text.stderr

@@ -48,8 +48,9 @@ __all__ = [
     "knn_brute_force",
     "knn_graph",
     "moved_out_pairs",
+    "not_kept_reasons",
     "params_for",
-    "keep_filters_for",
+    "keep_filters",
 ]
 
 log = logging.getLogger(__name__)
@@ -428,16 +429,22 @@ def params_for(key: Any) -> GroupingParams:
     return GroupingParams(threshold=numbers.threshold, floor=numbers.floor, margin=numbers.margin)
 
 
-def keep_filters_for(key: Any) -> tuple[float, float]:
-    """``(min_size, min_confidence)`` measured for embeddings (and the detector) of ``key``.
+def keep_filters(key: Any, min_size: float | None = None, min_confidence: float | None = None) -> tuple[float, float]:
+    """``(min_size, min_confidence)`` for keeping faces: the values given, else those measured for
+    embeddings (and the detector) of ``key`` (:data:`faceid.thresholds.GROUPING`).
 
     Raises:
-        UncalibratedError: no numbers were measured for ``key``.
+        UncalibratedError: a value is missing and no numbers were measured for ``key``.
     """
+    if min_size is not None and min_confidence is not None:
+        return float(min_size), float(min_confidence)
     from faceid.thresholds import grouping_numbers
 
     numbers = grouping_numbers(key)
-    return float(numbers.min_face_size), float(numbers.min_confidence)
+    return (
+        float(numbers.min_face_size if min_size is None else min_size),
+        float(numbers.min_confidence if min_confidence is None else min_confidence),
+    )
 
 
 def keep_for_grouping(
@@ -458,3 +465,21 @@ def keep_for_grouping(
     if len(boxes) != len(confidences):
         raise ValueError(f"{len(boxes)} boxes but {len(confidences)} confidences")
     return (np.minimum(boxes[:, 2], boxes[:, 3]) >= min_size) & (confidences >= min_confidence)
+
+
+def not_kept_reasons(
+    boxes: np.ndarray, confidences: np.ndarray, *, min_size: float, min_confidence: float
+) -> list[str | None]:
+    """Per detection, why :func:`keep_for_grouping` does not keep it (``None``: it is kept), in
+    words: ``"confidence 0.91 below 0.95"``, ``"face 35 px, below 40 px"``, or both."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    confidences = np.asarray(confidences, dtype=np.float64).ravel()
+    out: list[str | None] = []
+    for side, conf in zip(np.minimum(boxes[:, 2], boxes[:, 3]).tolist(), confidences.tolist()):
+        why = []
+        if conf < min_confidence:
+            why.append(f"confidence {conf:.2f} below {min_confidence:.2f}")
+        if side < min_size:
+            why.append(f"face {side:.0f} px, below {min_size:.0f} px")
+        out.append("; ".join(why) or None)
+    return out

@@ -174,18 +174,16 @@ class MilvusUnknownFaces:
     ) -> Kept:
         """As :meth:`faceid.gallery.unknown.UnknownFaces.keep`."""
 
-        from faceid.cluster import keep_filters_for, keep_for_grouping
+        from faceid.cluster import keep_filters, keep_for_grouping, not_kept_reasons
 
         if not isinstance(embedding_key, EmbeddingKey):
             raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
         vectors = unit_vectors(faces, embedding_key.dimension)
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-        keep = keep_for_grouping(
-            boxes,
-            np.array([f.confidence for f in faces], dtype=np.float64),
-            min_size=keep_filters_for(embedding_key)[0] if min_size is None else min_size,
-            min_confidence=keep_filters_for(embedding_key)[1] if min_confidence is None else min_confidence,
-        )
+        min_size, min_confidence = keep_filters(embedding_key, min_size, min_confidence)
+        boxes_conf = (boxes, np.array([f.confidence for f in faces], dtype=np.float64))
+        keep = keep_for_grouping(*boxes_conf, min_size=min_size, min_confidence=min_confidence)
+        reasons = tuple(not_kept_reasons(*boxes_conf, min_size=min_size, min_confidence=min_confidence))
         g = self._g
         g.check_embedding_key(embedding_key)
         ids: list[int | None] = [None] * len(faces)
@@ -198,10 +196,12 @@ class MilvusUnknownFaces:
                 spot = (info["image_sha256"], tuple(int(v) for v in info["box"]))
                 known[spot] = min(known.get(spot, int(r["id"])), int(r["id"]))
         todo, duplicates = [], 0
+        before = [False] * len(faces)
         for i in wanted:
             spot = (faces[i].image_sha256, tuple(int(v) for v in faces[i].box))
             if spot in known:
                 ids[i] = known[spot]
+                before[i] = True
                 duplicates += 1
             else:
                 todo.append(i)
@@ -219,7 +219,7 @@ class MilvusUnknownFaces:
             g._bump()
         if group and todo:
             self.update_groups()
-        return Kept(tuple(ids), len(todo), int(len(faces) - keep.sum()), duplicates)
+        return Kept(tuple(ids), len(todo), int(len(faces) - keep.sum()), duplicates, reasons, tuple(before))
 
     # -- grouping ---------------------------------------------------------------------------------
 

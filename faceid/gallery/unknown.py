@@ -90,13 +90,17 @@ class Kept:
 
     ``ids``: per face, in order, the id of the kept face (new, or the one already kept for the
     same photo and box), ``None`` for a face too small or unsure to keep. ``added`` new faces,
-    ``filtered`` too small or unsure, ``duplicates`` already in the gallery.
+    ``filtered`` too small or unsure, ``duplicates`` already in the gallery. ``reasons``: per
+    face, why it was not kept (``"confidence 0.91 below 0.95"``), ``None`` if it was;
+    ``before``: per face, whether it was already kept.
     """
 
     ids: tuple[int | None, ...]
     added: int
     filtered: int
     duplicates: int
+    reasons: tuple[str | None, ...] = ()
+    before: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,20 +217,19 @@ class UnknownFaces:
             ModelMismatchError: the gallery's embeddings come from another model or preprocessing.
             ValueError: an embedding has the wrong shape or is not finite and unit-length.
         """
-        from faceid.cluster import keep_filters_for, keep_for_grouping
+        from faceid.cluster import keep_filters, keep_for_grouping, not_kept_reasons
 
         if not isinstance(embedding_key, EmbeddingKey):
             raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
         self._store.require(2, "keeping unknown faces")
         vectors = people.unit_vectors(faces, embedding_key.dimension)
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-        keep = keep_for_grouping(
-            boxes,
-            np.array([f.confidence for f in faces], dtype=np.float64),
-            min_size=keep_filters_for(embedding_key)[0] if min_size is None else min_size,
-            min_confidence=keep_filters_for(embedding_key)[1] if min_confidence is None else min_confidence,
-        )
+        min_size, min_confidence = keep_filters(embedding_key, min_size, min_confidence)
+        boxes_conf = (boxes, np.array([f.confidence for f in faces], dtype=np.float64))
+        keep = keep_for_grouping(*boxes_conf, min_size=min_size, min_confidence=min_confidence)
+        reasons = tuple(not_kept_reasons(*boxes_conf, min_size=min_size, min_confidence=min_confidence))
         ids: list[int | None] = [None] * len(faces)
+        before = [False] * len(faces)
         added = duplicates = 0
         try:
             with self._store.write() as db:
@@ -239,6 +242,7 @@ class UnknownFaces:
                     ).fetchone()
                     if known is not None:
                         ids[i] = int(known[0])
+                        before[i] = True
                         duplicates += 1
                     else:
                         todo.append(i)
@@ -255,7 +259,7 @@ class UnknownFaces:
             pass
         if group and added:
             self.update_groups()
-        return Kept(tuple(ids), added, int(len(faces) - keep.sum()), duplicates)
+        return Kept(tuple(ids), added, int(len(faces) - keep.sum()), duplicates, reasons, tuple(before))
 
     # -- grouping -------------------------------------------------------------------------------
 
