@@ -62,7 +62,7 @@ class GroupingRule:
 
 
 #: The rule every registered model's grouping numbers come from (chosen on LFW A-M).
-RULE = GroupingRule(merge_rate=1e-5, floor_rate=1e-4, margin_share=0.15, suggest_rate=1e-3)
+RULE = GroupingRule(merge_rate=1e-5, floor_rate=1e-3, margin_share=0.15, suggest_rate=1e-3)
 
 
 @dataclass(frozen=True)
