@@ -504,23 +504,28 @@ def clusters(
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Groups of kept unknown faces that look like one person, biggest first."""
+    """Groups of kept unknown faces that look like one person, biggest first, then the faces in no group."""
     with _errors(), _gallery(gallery, create=False) as g:
         if regroup:
             g.unknown.regroup()
         groups = g.unknown.groups()
-        loose = len(g.unknown.ungrouped())
+        ungrouped = g.unknown.ungrouped()
+        loose = len(ungrouped)
+        listed: list[tuple[int | None, list]] = [(grp.id, list(grp.faces)) for grp in groups]
+        if ungrouped:
+            listed.append((None, ungrouped))
         written = []
         if sheet is not None:
             from faceid.sheets import write_sheets
 
-            written = write_sheets([(grp.id, [f.id for f in grp.faces]) for grp in groups], g.face_thumbnail, sheet)
-    for grp in groups:
+            written = write_sheets([(gid, [f.id for f in faces]) for gid, faces in listed], g.face_thumbnail, sheet)
+    for gid, faces in listed:
         if as_json:
-            faces = [{"id": f.id, "image": f.image_path, "box": list(f.box)} for f in grp.faces]
-            typer.echo(json.dumps({"cluster": grp.id, "size": grp.size, "faces": faces}, ensure_ascii=False))
+            rows = [{"id": f.id, "image": f.image_path, "box": list(f.box)} for f in faces]
+            typer.echo(json.dumps({"cluster": gid, "size": len(faces), "faces": rows}, ensure_ascii=False))
         else:
-            _say(f"cluster {grp.id}\t{grp.size} faces\t{' '.join(str(f.id) for f in grp.faces)}")
+            head = "no group" if gid is None else f"cluster {gid}"
+            _say(f"{head}\t{len(faces)} faces\t{' '.join(str(f.id) for f in faces)}")
     if not as_json:
         if not groups:
             _err("no groups of unknown faces (keep some with `faceid identify --remember`)")
@@ -534,8 +539,17 @@ def name_group(
     gallery: GalleryOpt = None,
 ) -> None:
     """Name a group of unknown faces: its faces become that person's enrolled faces."""
+    if not 0 < group < 2**63:
+        _err(f"faceid: error: no group {group} (group ids are from 1 to {2**63 - 1})")
+        raise typer.Exit(1)
     with _errors(), _gallery(gallery, create=False) as g:
         named = g.unknown.name(group, name)
+    if not named.faces:
+        _err(
+            f"faceid: group {group} left as it is: each of its {len(named.kept_out)} faces was moved out of "
+            f"{named.person} before, or is from a photo that has {named.person} already"
+        )
+        raise typer.Exit(1)
     who = f"{named.person} (new)" if named.new_person else named.person
     _say(f"named group {group} {who}: {len(named.faces)} faces")
     if named.kept_out:
@@ -580,9 +594,26 @@ def move(
     if not ids:
         _err("faceid: error: give face ids, then a name or --unknown")
         raise typer.Exit(2)
+    too_big = [i for i in ids if not 0 < i < 2**63]
+    if too_big:
+        _err(f"faceid: error: no face with id {too_big[0]} (face ids are from 1 to {2**63 - 1})")
+        raise typer.Exit(1)
     with _errors(), _gallery(gallery, create=False) as g:
+        new_person = target is not None and not _is_enrolled(g, target)
         moved = g.unknown.move(ids, target)
-    _say(f"moved {len(moved)} faces to {target if target is not None else 'unknown'}")
+    where = target if target is not None else "unknown"
+    _say(
+        f"moved {len(moved)} faces to {where}"
+        + (f" (a new person: {target} was nobody yet)" if new_person and moved else "")
+    )
+
+
+def _is_enrolled(g, name: str) -> bool:
+    """Whether ``name`` is a person of ``g`` already (names are unique regardless of case)."""
+    from faceid.gallery.records import normalise_name
+
+    wanted = normalise_name(name).casefold()
+    return any(p.name.casefold() == wanted for p in g.people())
 
 
 @app.command()

@@ -158,3 +158,48 @@ def test_every_face_is_kept_or_says_why_not(tmp_path, photos, backend):
     assert text.exit_code == 0
     assert f"not kept: confidence 0.50 below {bar:.2f}" in text.stdout
     assert "faceid: 0 unknown faces kept, 5 already kept, 2 not kept (2 confidence below" in text.stderr
+
+
+def test_corrections_say_what_they_did(tmp_path, photos, backend):
+    g = gallery_address(backend, tmp_path / "g")
+    faces = [f for r in lines(fake_cli("identify", photos, "--remember", "--json", "-g", g)) for f in r["faces"]]
+    red = lines(fake_cli("clusters", "--json", "-g", g))[0]
+    ids = [str(f["id"]) for f in red["faces"]]
+    # moving to a name that is nobody yet says it makes that person; to them again, it does not
+    first = fake_cli("move", *ids, "Rosa", "-g", g)
+    assert first.exit_code == 0 and "moved 3 faces to Rosa (a new person: Rosa was nobody yet)" in first.stdout
+    assert fake_cli("move", ids[0], "--unknown", "-g", g).exit_code == 0
+    again = fake_cli("move", ids[0], "rosa", "-g", g)
+    assert again.exit_code == 0 and "moved 1 faces to rosa" in again.stdout and "new person" not in again.stdout
+    # every red face moved out of Rosa: a group of them, named Rosa, stays as it is, and says why
+    assert fake_cli("move", *ids, "--unknown", "-g", g).exit_code == 0
+    regrouped = lines(fake_cli("clusters", "--regroup", "--json", "-g", g))
+    group = next(c for c in regrouped if c["cluster"] is not None and {str(f["id"]) for f in c["faces"]} == set(ids))
+    named = fake_cli("name", str(group["cluster"]), "Rosa", "-g", g)
+    assert named.exit_code == 1 and named.stderr.count("\n") == 1
+    assert f"group {group['cluster']} left as it is: each of its 3 faces was moved out of Rosa" in named.stderr
+    assert group in lines(fake_cli("clusters", "--json", "-g", g))
+    # ids too large for the database: one line each, no traceback
+    for args in (("move", str(2**70), "Rosa"), ("name", str(2**70), "Rosa"), ("move", "0", "Rosa")):
+        result = fake_cli(*args, "-g", g)
+        assert result.exit_code != 0 and result.stderr.count("\n") == 1 and "Traceback" not in result.output, args
+    assert len(faces) == 7
+
+
+def test_clusters_list_the_faces_in_no_group(tmp_path, backend):
+    """Faces in no group are first-class: a JSON line with "cluster": null, a text line, a sheet."""
+    folder = tmp_path / "archive"
+    save_png(folder / "a.png", tile_image([RED]))
+    save_png(folder / "b.png", tile_image([RED, (0, 0, 0)]))  # another photo (the black tile is no face)
+    save_png(folder / "c.png", tile_image([BLUE]))  # one blue face: in no group
+    g = gallery_address(backend, tmp_path / "g")
+    assert fake_cli("identify", folder, "--remember", "-g", g).exit_code == 0
+    out = lines(fake_cli("clusters", "--json", "-g", g))
+    assert [c["cluster"] is None for c in out] == [False, True]
+    loose = out[-1]
+    assert loose["size"] == 1 and loose["faces"][0]["image"].endswith("c.png") and len(loose["faces"][0]["box"]) == 4
+    text = fake_cli("clusters", "-g", g)
+    assert text.stdout.splitlines()[-1] == f"no group\t1 faces\t{loose['faces'][0]['id']}"
+    sheets = tmp_path / "sheets"
+    assert fake_cli("clusters", "--sheet", sheets, "-g", g).exit_code == 0
+    assert "no-group.png" in {p.name for p in sheets.iterdir()}

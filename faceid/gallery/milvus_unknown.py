@@ -298,7 +298,7 @@ class MilvusUnknownFaces:
         if named:
             assert pid is not None
             self._rewrite(named, person_id=pid, group_id=0)
-        self._rewrite(out, group_id=0)
+            self._rewrite(out, group_id=0)  # every face barred: the group stays as it is
         g._bump()
         return Named(name, tuple(named), tuple(out), created)
 

@@ -348,7 +348,8 @@ class UnknownFaces:
         transaction; no face is embedded again. The next identification names them.
 
         A face moved out of that person before, or from a photo the person already has a face
-        in, stays unknown (out of the group): :attr:`Named.kept_out`.
+        in, stays unknown (out of the group): :attr:`Named.kept_out`. When that is every face of
+        the group, the group stays as it is.
 
         Raises:
             GroupNotFoundError: there is no such group (named already, or grouped again).
@@ -368,7 +369,8 @@ class UnknownFaces:
             if pid is None and named:
                 pid = people.add_person(db, name)
             _set(db, "person_id = ?, group_id = NULL", named, pid)
-            _set(db, "group_id = NULL", out)
+            if named:  # every face barred: the group stays as it is
+                _set(db, "group_id = NULL", out)
             changes.note_removed_faces(db, named, self._store.generation() + 1)  # they enter the index
             audit.record(db, "name", name, actor=self._gallery.actor, faces=named, group=gid, new_person=created)
         return Named(name, tuple(named), tuple(out), created)
