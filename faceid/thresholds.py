@@ -195,7 +195,7 @@ GROUPING: dict[EmbeddingKey, GroupingNumbers] = {
         threshold=0.68, floor=0.60, margin=0.10, suggest=0.5, min_confidence=0.95, min_face_size=40
     ),
     EmbeddingKey.for_model("sface"): GroupingNumbers(
-        threshold=0.53, floor=0.38, margin=0.06, suggest=0.38, min_confidence=0.95, min_face_size=40
+        threshold=0.53, floor=0.38, margin=0.06, suggest=0.38, min_confidence=0.90, min_face_size=40
     ),
 }
 

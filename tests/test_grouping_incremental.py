@@ -116,3 +116,46 @@ def test_batches_of_strangers_stay_apart(batches):
     x, who = people(50, 1, 13)
     labels = remember_in_batches(x, np.array_split(np.arange(len(x)), batches), PARAMS)
     assert np.all(labels == -1)
+
+
+@pytest.fixture(scope="module")
+def lfw_sample(data):
+    """SFace embeddings of a small LFW sample: 30 people with 4-8 photos and 40 with one (the
+    embedding cache makes reruns cheap)."""
+    from faceid.cache import EmbeddingCache
+    from faceid.cluster.lfw import lfw_faces
+    from faceid.errors import ModelNotFoundError
+    from faceid.evaluate import lfw_people
+    from faceid.pipeline import Pipeline
+
+    try:
+        pipeline = Pipeline("sface")
+    except ModelNotFoundError as exc:
+        pytest.skip(f"SFace weights are not installed ({exc})")
+    everyone = lfw_people(data / "lfw")
+    names = sorted(everyone)
+    some = [n for n in names if 4 <= len(everyone[n]) <= 8][::10][:30]
+    alone = [n for n in names if len(everyone[n]) == 1][::50][:40]
+    faces = lfw_faces(data / "lfw", pipeline, cache=EmbeddingCache(), people=some + alone)
+    return faces.embeddings, faces.people
+
+
+@pytest.mark.model
+@pytest.mark.shared
+@pytest.mark.slow
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**16))
+def test_lfw_remembered_in_four_shuffled_batches_groups_as_one_run(lfw_sample, seed):
+    """With SFace and its measured numbers, on real faces."""
+    from faceid.cluster import params_for
+    from faceid.embedding_key import EmbeddingKey
+
+    x, who = lfw_sample
+    params = params_for(EmbeddingKey.for_model("sface"))
+    order = np.random.default_rng(seed).permutation(len(x))
+    one = cluster_scores(who, group_faces(x, params=params).labels)
+    parts = cluster_scores(who, remember_in_batches(x, np.array_split(order, 4), params))
+    assert one.bcubed_precision >= 0.95 and one.bcubed_f >= 0.9  # the sample groups well at all
+    assert abs(parts.bcubed_f - one.bcubed_f) <= 0.01, (parts, one)
