@@ -15,7 +15,7 @@ help:
 	@echo "make stress    the heavier crash, concurrency and API fuzz tests (400 kills, 8 writers, ~3,600 API requests)"
 	@echo "make lint      ruff and mypy"
 	@echo "make eval-lfw  LFW verification on $(DATA)/lfw"
-	@echo "make bench     speed figures side by side with face_recognition (README, Speed)"
+	@echo "make bench     speed figures side by side with face_recognition (docs/speed.md)"
 
 $(BIN)/faceid: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,6 +1,6 @@
 """Turn a detection into the square crop an embedding model takes.
 
-Three methods; the first two measured for FaceNet on LFW (README, "Choosing the defaults"):
+Three methods; the first two measured for FaceNet on LFW (docs/accuracy.md, "Choosing the defaults"):
 
 - ``"margin"``: the MTCNN box grown by ``margin`` (a fraction of the box, split over both sides),
   clipped to the image and resized to ``size`` x ``size``, which is how FaceNet's training crops

@@ -23,7 +23,7 @@ import numpy as np
 from faceid.batch import Processed, iter_image_files, process
 from faceid.enroll import EnrollResult, enroll_folders, people_folders
 from faceid.errors import FaceIDError, UncalibratedError
-from faceid.evaluate import naming_arrays, threshold_at_fpir
+from faceid.eval.fpir import naming_arrays, threshold_at_fpir
 from faceid.gallery import AnyGallery
 from faceid.identify import Naming, photo_namings
 from faceid.pipeline import Pipeline

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from faceid import _check
 from faceid.errors import OptionError, PipelineError
+from faceid.results import Detection  # re-exported: Detection lives on the ground floor
 
 __all__ = ["Detection", "Detector"]
 
@@ -26,30 +26,6 @@ _MTCNN_FACE = 20  # min_face_size passed to mtcnn: its pyramid is known to stay 
 _MIN_SIDE = 24  # below this (after resizing) no face fits MTCNN's first network
 
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detected face, in pixels of the image as displayed.
-
-    Attributes:
-        box: ``(x, y, width, height)``, integers, clipped to the image.
-        confidence: MTCNN's final-stage score in [0, 1].
-        landmarks: five ``(x, y)`` points: left eye, right eye, nose, left and right mouth
-            corner (left and right as seen in the image).
-    """
-
-    box: tuple[int, int, int, int]
-    confidence: float
-    landmarks: tuple[tuple[float, float], ...]
-
-    @property
-    def area(self) -> int:
-        return self.box[2] * self.box[3]
-
-    def landmark_array(self) -> np.ndarray:
-        """Landmarks as a ``(5, 2)`` float32 array."""
-        return np.asarray(self.landmarks, dtype=np.float32).reshape(5, 2)
 
 
 class Detector:

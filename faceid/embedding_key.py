@@ -24,7 +24,7 @@ __all__ = ["ALIGN_METHODS", "DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIR
 #: Crop methods (see :mod:`faceid.align`); a model's spec names the one it was trained with.
 ALIGN_METHODS = ("margin", "similarity", "arcface-112")
 
-#: Defaults chosen by measurement on LFW (README, "Choosing the defaults").
+#: Defaults chosen by measurement on LFW (docs/accuracy.md, "Choosing the defaults").
 DEFAULT_ALIGN = "margin"
 DEFAULT_CROP_MARGIN = 0.1
 DEFAULT_MIRROR = False
@@ -81,7 +81,7 @@ class EmbeddingKey:
         self._check_registry()
 
     def _check_registry(self) -> None:
-        from faceid.models import MODELS
+        from faceid.registry import MODELS
 
         spec = MODELS.get(self.model)
         if spec is None:  # a model this version does not know: the key is kept, nothing can embed with it
@@ -106,7 +106,7 @@ class EmbeddingKey:
         ``align`` defaults to the model's own crop (``spec.alignment``); ``crop_margin`` is ignored
         for crop methods that have none.
         """
-        from faceid.models import DEFAULT_MODEL, get_spec
+        from faceid.registry import DEFAULT_MODEL, get_spec
 
         spec = get_spec(model or DEFAULT_MODEL)
         align = align if align is not None else spec.alignment
@@ -149,7 +149,7 @@ class EmbeddingKey:
         if not isinstance(data, dict):
             raise EmbeddingKeyError(f"embedding key: not a JSON object: {value!r}")
         if "weights_sha256" not in data and "model" in data:  # the dict of faceid 0.1
-            from faceid.models import MODELS
+            from faceid.registry import MODELS
 
             spec = MODELS.get(data["model"])
             if spec is None:

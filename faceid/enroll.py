@@ -151,8 +151,8 @@ def enroll_processed(
 def _judge(
     item: Processed, name: str, gallery: AnyGallery, seen: dict[str, str], largest: bool, paths: bool = True
 ) -> tuple[EnrollResult, NewFace | None]:
+    from faceid.chips import make_chip
     from faceid.draw import face_thumbnail
-    from faceid.gallery.chips import make_chip
 
     if item.error is not None or item.image is None:
         return EnrollResult(item.source, name, FAILED, item.error or "unreadable"), None

@@ -18,7 +18,7 @@ million faces found the exact nearest face for 74% of queries at nprobe 32 (83% 
 HNSW (M 16, efSearch 128) over 200,000 for 92%: in 128 dimensions a face and its nearest
 neighbours often fall in different cells or graph neighbourhoods. The fast-scan + re-rank index
 found it for 100% at a million faces, in under a millisecond per query in a batch, trains in
-seconds and costs about 540 bytes per face (``faceid bench``, README "Speed").
+seconds and costs about 540 bytes per face (``faceid bench``, docs/speed.md).
 
 The gallery builds an index once (about 2.4 s for a million faces, training included) and then
 changes it in place: :func:`add` appends faces (the approximate index encodes them with the

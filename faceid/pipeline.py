@@ -9,7 +9,6 @@ that made a gallery's embeddings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,20 +20,13 @@ from faceid.embed_onnx import ONNX_RUNTIMES, OnnxEmbedder
 from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
 from faceid.errors import OptionError
 from faceid.models import ModelSpec, get_spec
+from faceid.results import Face  # re-exported: Face lives on the ground floor
 
 __all__ = ["DEFAULT_ALIGN", "DEFAULT_CROP_MARGIN", "DEFAULT_MIRROR", "Face", "Pipeline", "make_embedder"]
 
 
-@dataclass(frozen=True)
-class Face:
-    """A detected face and its ``(D,)`` float32 unit embedding."""
-
-    detection: Detection
-    embedding: np.ndarray = field(repr=False)
-
-
 def make_embedder(model: str | None = None, *, mirror: bool = False, frozen: bool = False) -> Embedder | OnnxEmbedder:
-    """The embedder the model's spec asks for (default: :data:`faceid.models.DEFAULT_MODEL`): FaceNet's
+    """The embedder the model's spec asks for (default: :data:`faceid.registry.DEFAULT_MODEL`): FaceNet's
     TensorFlow one or the ONNX one (OpenCV's DNN module or onnxruntime)."""
     model = model or _default_model()
     if get_spec(model).runtime in ONNX_RUNTIMES:
@@ -48,7 +40,7 @@ class Pipeline:
     Args:
         model: embedding model name (see ``faceid models list``); its spec says which runtime
             runs it (TensorFlow for FaceNet, OpenCV's DNN module for SFace, onnxruntime for ArcFace) [default:
-            :data:`faceid.models.DEFAULT_MODEL`, read when the pipeline is made].
+            :data:`faceid.registry.DEFAULT_MODEL`, read when the pipeline is made].
         align: ``"margin"``, ``"similarity"`` or ``"arcface-112"`` (see :mod:`faceid.align`)
             [default: the model's own, ``spec.alignment``].
         crop_margin: for ``"margin"``, how far the crop extends past the detected box, a fraction of
@@ -144,9 +136,9 @@ class Pipeline:
 
 def _default_model() -> str:
     """The model of new galleries, read when it is needed: one constant decides it."""
-    from faceid import models
+    from faceid import registry
 
-    return models.DEFAULT_MODEL
+    return registry.DEFAULT_MODEL
 
 
 def _check_embedder(embedder: object, spec: ModelSpec, mirror: bool) -> None:

@@ -4,7 +4,7 @@ The decision score (see :mod:`faceid.identify`) is ``similarity - BETA * max(0, 
 person's similarity)``. For each embedding key (model, weights, crop, mirror:
 :class:`~faceid.embedding_key.EmbeddingKey`), the tables below hold the threshold at which 1% of
 unknown faces are wrongly named (FPIR = 1%) in galleries of several sizes, measured on LFW's
-open-set protocol with :func:`faceid.identify.decide` itself, margin and all (README, "Accuracy";
+open-set protocol with :func:`faceid.identify.decide` itself, margin and all (docs/accuracy.md;
 ``faceid eval lfw-openset --sizes``): random galleries of N people with one enrolled photo each,
 the 4,069 single-image LFW people as strangers, 10 draws per size. With the raw similarity that
 threshold climbs with N (an unknown face meets more impostors: 0.75 at 1,680 people); with this
@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import UncalibratedError
+from faceid.grouping_thresholds import GROUPING, GroupingNumbers, grouping_numbers  # re-exported: beside TABLES
+from faceid.results import BETA, DecisionParams  # re-exported: they live on the ground floor
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceid.gallery import AnyGallery
@@ -40,12 +41,6 @@ __all__ = [
     "grouping_numbers",
     "threshold_for",
 ]
-
-#: Weight of the best other person's similarity in the decision score. Measured on LFW open-set
-#: with one enrolled photo: DIR at FPIR 1% 0.709 / 0.799 / 0.820 / 0.829 / 0.824 / 0.814 and at
-#: FPIR 0.1% 0.271 / 0.285 / 0.324 / 0.365 / 0.383 / 0.377 for beta 0 / .3 / .4 / .5 / .6 / .7:
-#: 0.6 is within 0.005 of the best at 1% and the best at 0.1%.
-BETA = 0.6
 
 #: How far the named person's similarity must lead every other available person, else the face is
 #: "ambiguous": it catches near ties (twins, the same photo enrolled under two names). With the
@@ -114,16 +109,6 @@ TABLES: dict[EmbeddingKey, Sequence[tuple[int, float]]] = {
 }
 
 
-@dataclass(frozen=True)
-class DecisionParams:
-    """The numbers an identification used, and where the threshold came from."""
-
-    threshold: float
-    margin: float
-    beta: float = BETA
-    source: str = "explicit"
-
-
 def threshold_for(key: EmbeddingKey, people: int) -> float:
     """The default threshold for a gallery of ``people`` enrolled people whose embeddings have ``key``.
 
@@ -164,54 +149,3 @@ def decision_params(
         stored = gallery.get_setting("margin")
         margin = DECISION_MARGIN if stored is None else float(stored)  # type: ignore[arg-type]
     return DecisionParams(float(threshold), float(margin), BETA, source)
-
-
-@dataclass(frozen=True)
-class GroupingNumbers:
-    """A model's numbers for keeping and grouping unknown faces (:mod:`faceid.cluster`).
-
-    ``threshold``, ``floor``: the average cosine similarity two single faces need to be grouped,
-    and what it falls to for big groups; ``margin``: how far a new face's best group must lead
-    the runner-up in :func:`faceid.cluster.attach`; ``suggest``: the similarity above which an
-    unknown face is offered to the enrolled person it matches best. These four come from the
-    model's own impostor similarities by one rule (:mod:`faceid.cluster.calibration`).
-    ``min_confidence``, ``min_face_size``: the detections kept for grouping (confidence, shorter
-    box side in pixels).
-    """
-
-    threshold: float
-    floor: float
-    margin: float
-    suggest: float
-    min_confidence: float
-    min_face_size: int
-
-
-#: embedding key -> grouping numbers. Each line is what `faceid eval cluster --subset A-M --model M`
-#: prints as "derived" (impostor pairs of LFW people A-M only; N-Z and all of LFW are the check),
-#: and the keep filters from `faceid eval cluster --filters --model M` (docs/grouping.md).
-GROUPING: dict[EmbeddingKey, GroupingNumbers] = {
-    # the keep filters measured with FaceNet before the rule (README, "Grouping unknown faces")
-    EmbeddingKey.for_model("facenet-20170512-110547", crop_margin=0.1): GroupingNumbers(
-        threshold=0.67, floor=0.61, margin=0.10, suggest=0.50, min_confidence=0.95, min_face_size=40
-    ),
-    EmbeddingKey.for_model("sface"): GroupingNumbers(
-        threshold=0.49, floor=0.45, margin=0.06, suggest=0.38, min_confidence=0.90, min_face_size=40
-    ),
-}
-
-
-def grouping_numbers(key: EmbeddingKey | None) -> GroupingNumbers:
-    """The grouping numbers measured for embeddings of ``key``.
-
-    Raises:
-        UncalibratedError: none were measured for ``key`` (or the gallery has no key yet).
-    """
-    numbers = GROUPING.get(key) if key is not None else None
-    if numbers is None:
-        what = key.describe() if key is not None else "an empty gallery"
-        raise UncalibratedError(
-            f"no grouping thresholds are measured for embeddings of {what}: measure them with "
-            "`faceid eval cluster --model MODEL` and add them to faceid.thresholds.GROUPING"
-        )
-    return numbers

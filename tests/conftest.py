@@ -172,7 +172,7 @@ def save_png(path: Path, pixels: np.ndarray) -> Path:
 def make_fake_pipeline(key=None):
     """:meth:`Pipeline.from_key <faceid.pipeline.Pipeline.from_key>` with the fake detector and embedder.
 
-    The pipeline maker to hand the CLI (its context object, see ``faceid.cli._new_pipeline``), or
+    The pipeline maker to hand the CLI (its context object, see ``faceid.cli._common.new_pipeline``), or
     to call for a library function's ``pipeline`` argument; ``key`` an ``EmbeddingKey`` or None.
     """
     from faceid.pipeline import Pipeline

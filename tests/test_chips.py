@@ -12,10 +12,11 @@ from conftest import save_png
 from test_deletion import raw_files
 
 from faceid.align import crop_faces
+from faceid.chips import make_chip
 from faceid.detect import Detection
 from faceid.enroll import enroll
 from faceid.gallery import Gallery
-from faceid.gallery.chips import CHIP_FACE_SIDE, CHIP_MARGIN, FaceChip, make_chip
+from faceid.gallery.chips import CHIP_FACE_SIDE, CHIP_MARGIN, FaceChip
 
 CROPS = [("margin", 0.0, 160), ("margin", 0.1, 160), ("margin", CHIP_MARGIN, 160), ("arcface-112", 0.0, 112)]
 CROPS += [("similarity", 0.0, 160), ("arcface-112", 0.0, 224)]

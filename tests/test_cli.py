@@ -10,32 +10,12 @@ import numpy as np
 import pytest
 from conftest import KEY, cli, save_png, tile_image, unit_vectors
 
-from faceid.cli import app
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import FaceIDError
 from faceid.gallery import NewFace, open_gallery
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "faceid" / "samples"
-
-
-def _commands(typer_app, prefix=""):
-    import typer.main
-
-    group = typer.main.get_command(typer_app)
-    out = []
-    for name, command in group.commands.items():
-        if hasattr(command, "commands"):
-            out += [f"{name} {sub}" for sub in command.commands]
-        else:
-            out.append(name)
-    return out
-
-
-def test_every_command_is_documented_in_the_readme():
-    readme = (ROOT / "README.md").read_text()
-    missing = [c for c in _commands(app) if f"faceid {c}" not in readme]
-    assert missing == []
 
 
 @pytest.fixture

@@ -393,8 +393,8 @@ def test_groups_the_sample_photos(real_pipeline):
 @pytest.mark.shared
 def test_lfw_subset_is_grouped_purely(data, real_pipeline):
     from faceid.cache import EmbeddingCache
-    from faceid.cluster.lfw import evaluate_grouping, lfw_faces
-    from faceid.evaluate import lfw_people
+    from faceid.eval.grouping import evaluate_grouping, lfw_faces
+    from faceid.eval.lfw import lfw_people
 
     everyone = lfw_people(data / "lfw")
     chosen = sorted(everyone)[::12]  # about 480 people, 1,100 faces
@@ -405,7 +405,7 @@ def test_lfw_subset_is_grouped_purely(data, real_pipeline):
 
 
 def test_cli_eval_cluster_refuses_a_folder_that_is_not_lfw(tmp_path):
-    from tests.conftest import cli
+    from conftest import cli
 
     result = cli("eval", "cluster", "--data", tmp_path / "nowhere", "--quiet")
     assert result.exit_code == 1

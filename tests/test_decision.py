@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faceid.evaluate import threshold_at_fpir
+from faceid.eval.fpir import threshold_at_fpir
 from faceid.identify import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, decide, naming_thresholds
 from faceid.thresholds import BETA, DECISION_MARGIN, DecisionParams
 

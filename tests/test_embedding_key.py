@@ -152,13 +152,13 @@ def test_identify_without_a_table_for_the_key_is_one_line_naming_the_fixes(tmp_p
 
 
 def test_the_default_model_of_new_galleries_is_one_constant(monkeypatch):
-    """SFace by default (README "Which model a new gallery gets"); changing the one constant moves
+    """SFace by default (docs/models.md, "Which model a new gallery gets"); changing the one constant moves
     every new gallery, pipeline and key to another model, FaceNet's own functions staying FaceNet's."""
-    from faceid import models
+    from faceid import models, registry
 
     assert DEFAULT_MODEL == "sface" and EmbeddingKey.for_model().align == "arcface-112"
     assert Pipeline.from_key(None, detector=object(), embedder=object()).key == EmbeddingKey.for_model("sface")
-    monkeypatch.setattr(models, "DEFAULT_MODEL", FACENET_ID)
+    monkeypatch.setattr(registry, "DEFAULT_MODEL", FACENET_ID)
     assert EmbeddingKey.for_model() == EmbeddingKey.for_model(FACENET_ID)
     assert EmbeddingKey.for_model().align == "margin"
     assert Pipeline.from_key(None, detector=object(), embedder=object()).key == EmbeddingKey.for_model(FACENET_ID)

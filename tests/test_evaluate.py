@@ -1,4 +1,4 @@
-"""The evaluation code on reduced data (the full runs are benchmarks, see the README)."""
+"""The evaluation code on reduced data (the full runs are benchmarks, see docs/accuracy.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from conftest import SAMPLES, FakeEmbedder, cli, fake_cli, make_fake_pipeline, save_png, tile_image
 
 from faceid.embedding_key import EmbeddingKey
-from faceid.evaluate import best_threshold, openset_protocol, tar_at_far, threshold_at_fpir
+from faceid.eval.fpir import threshold_at_fpir
+from faceid.eval.openset import openset_protocol
+from faceid.eval.verification import best_threshold, tar_at_far
 
 
 def test_best_threshold_is_the_midpoint_of_the_best_gap():
@@ -67,7 +69,7 @@ def test_openset_protocol_split():
 @pytest.mark.shared
 def test_lfw_one_fold(data, real_pipeline, tmp_path):
     """One fold of the official pairs (807 images) through the real pipeline."""
-    from faceid.evaluate import evaluate_lfw
+    from faceid.eval.verification import evaluate_lfw
 
     report = evaluate_lfw(data / "lfw", real_pipeline, folds=[0], plots=tmp_path)
     assert report.pairs == 600 and report.images == 807 and report.unreadable == 0
@@ -80,8 +82,8 @@ def test_lfw_one_fold(data, real_pipeline, tmp_path):
 @pytest.mark.shared
 def test_lfw_openset_large_gallery_holds_its_fpir(data, real_pipeline):
     """The larger-gallery end of the default threshold, reduced for CI: 150 people, 300 strangers
-    (the full 1,680-person run is in the README)."""
-    from faceid.evaluate import evaluate_openset
+    (the full 1,680-person run is in docs/accuracy.md)."""
+    from faceid.eval.openset import evaluate_openset
 
     report = evaluate_openset(data / "lfw", real_pipeline, max_people=150, max_strangers=300, seed=1)
     assert report.people == 150 and report.unknown_probes == 300
@@ -200,7 +202,7 @@ def test_threshold_by_size_on_a_small_fixture(tmp_path):
     and ten strangers of other colours: every probe is named at every size, and with the whole
     gallery (one draw) the threshold is the one that names one stranger in ten, from an oracle
     that scores each stranger against the four people itself."""
-    from faceid.evaluate import threshold_by_size
+    from faceid.eval.sizes import threshold_by_size
     from faceid.identify import Candidate, naming_thresholds
     from faceid.thresholds import BETA, DECISION_MARGIN, DecisionParams
 

@@ -252,7 +252,8 @@ def tiny_lfw(root: Path) -> Path:
 
 
 def test_evaluation_counts_a_failed_image_apart_from_no_face(tmp_path):
-    from faceid.evaluate import embed_lfw_images, evaluate_lfw
+    from faceid.eval.lfw import embed_lfw_images
+    from faceid.eval.verification import evaluate_lfw
 
     root = tiny_lfw(tmp_path / "lfw")
     pipeline = Pipeline(detector=FailingDetector(PipelineError("odd")), embedder=FakeEmbedder())
@@ -274,7 +275,8 @@ def test_evaluation_counts_a_failed_image_apart_from_no_face(tmp_path):
 
 
 def test_pair_scores_count_a_pair_without_embedding_as_wrong():
-    from faceid.evaluate import EmbeddedSet, pair_scores
+    from faceid.eval.lfw import EmbeddedSet
+    from faceid.eval.verification import pair_scores
 
     rows = np.array([[1, 0], [1, 0], [np.nan, np.nan]], dtype=np.float32)
     embedded = EmbeddedSet(["a", "b", "x"], rows, failed=["x"])
@@ -303,7 +305,9 @@ def test_faceid_eval_exits_zero_without_failures(tmp_path):
 
 
 def test_openset_leaves_failed_images_out_and_counts_them(tmp_path):
-    from faceid.evaluate import EmbeddedSet, OpenSetProtocol, _without_missing
+    from faceid.eval.lfw import EmbeddedSet
+    from faceid.eval.openset import OpenSetProtocol
+    from faceid.eval.openset import without_missing as _without_missing
 
     protocol = OpenSetProtocol([("a", "a1"), ("b", "b1")], [("a", "a2"), ("b", "b2")], ["c1", "d1"])
     embedded = EmbeddedSet(["a1", "a2", "b1", "b2", "c1", "d1"], np.zeros((6, 2)), failed=["b1", "d1"])

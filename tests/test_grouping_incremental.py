@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from faceid.cluster import GroupingParams, cluster_scores, group_faces
 from faceid.cluster.incremental import settle
-from faceid.gallery.unknown import plan_groups
+from faceid.gallery.milvus_unknown import plan_groups
 
 PARAMS = GroupingParams(threshold=0.5, floor=0.4)
 
@@ -123,9 +123,9 @@ def lfw_sample(data):
     """SFace embeddings of a small LFW sample: 30 people with 4-8 photos and 40 with one (the
     embedding cache makes reruns cheap)."""
     from faceid.cache import EmbeddingCache
-    from faceid.cluster.lfw import lfw_faces
     from faceid.errors import ModelNotFoundError
-    from faceid.evaluate import lfw_people
+    from faceid.eval.grouping import lfw_faces
+    from faceid.eval.lfw import lfw_people
     from faceid.pipeline import Pipeline
 
     try:

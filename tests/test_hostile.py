@@ -431,8 +431,8 @@ def test_hostile_paths_are_clear_errors(base_gallery, tmp_path, args):
 
 
 def test_printable_escapes_what_would_split_or_disguise_a_line():
-    from faceid.cli import _printable
+    from faceid.cli import printable
 
-    assert _printable("a\nb\rc\x00d\x1be\u202ef\tg") == "a\\nb\\rc\\x00d\\x1be\\u202ef\tg"
-    assert _printable("Zoë 👩\u200d💻 李") == "Zoë 👩\u200d💻 李"
-    assert all(c in string.printable or ord(c) > 127 for c in _printable("".join(map(chr, range(160)))))
+    assert printable("a\nb\rc\x00d\x1be\u202ef\tg") == "a\\nb\\rc\\x00d\\x1be\\u202ef\tg"
+    assert printable("Zoë 👩\u200d💻 李") == "Zoë 👩\u200d💻 李"
+    assert all(c in string.printable or ord(c) > 127 for c in printable("".join(map(chr, range(160)))))

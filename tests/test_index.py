@@ -297,7 +297,7 @@ def test_erase_overwrites_removed_faces_in_a_file_and_it_stays_usable(small_limi
 
 
 def test_gallery_keeps_the_approximate_index_until_it_shrinks_below_half_the_limit(small_limit, gallery_dir):
-    """The README's promise (Speed, "How the gallery chooses"): switched to approximate at the
+    """The promise of docs/speed.md ("How the gallery chooses its index"): switched to approximate at the
     limit, a gallery goes back to exact only below half of it, so it does not flip at the boundary."""
     rng = np.random.default_rng(7)
     query = unit(rng.standard_normal((1, D)))
@@ -420,7 +420,7 @@ def test_an_index_older_than_the_log_of_removals_is_rebuilt_and_its_file_deleted
         for p in range(4):  # 12 faces removed: the log keeps the last 6
             removed += [f.id for f in writer.faces(f"p {p}")]
             writer.remove(f"p {p}")
-        assert len(writer._db.execute("SELECT face_id FROM removed_faces").fetchall()) <= 6
+        assert len(writer.backend.db.execute("SELECT face_id FROM removed_faces").fetchall()) <= 6
         check_against_oracle(reader, rng, removed)  # too far behind: rebuilt, not updated
         assert builds == [30, 18]
         assert not written.exists()  # replaced by the rebuilt index's file, and overwritten
@@ -439,7 +439,9 @@ def test_opening_deletes_an_index_file_older_than_the_log_of_removals(gallery_di
         enrol(g, rng, 10, 3, "p")
         g.search(unit(rng.standard_normal((1, D))), 1)
         (written,) = gallery_dir.glob("index-*.faiss")
-    monkeypatch.setattr(Gallery, "_recover", lambda self: None)  # as if the removing process never opened it
+    from faceid.gallery.sqlite import SqliteBackend
+
+    monkeypatch.setattr(SqliteBackend, "_recover", lambda self: None)  # as if the removing process never opened it
     with Gallery(gallery_dir) as g:
         for p in range(4):
             g.remove(f"p {p}")

@@ -238,7 +238,7 @@ def test_a_change_made_during_the_migration_stops_it(old_gallery, monkeypatch):
 def test_kept_unknown_faces_are_migrated_from_their_chips_and_stay_unknown(old_gallery, tmp_path):
     import sqlite3
 
-    from faceid.gallery.chips import make_chip
+    from faceid.chips import make_chip
 
     pixels = tile_image([(90, 160, 60), (160, 60, 90)])
     detections = FakeDetector().detect(pixels)

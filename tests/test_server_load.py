@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from faceid.bench import _one_face_640x480, _sample_gallery
-from faceid.server.loadtest import _clients, _free_port, _multipart, _rss_of, _wait_for
+from faceid.bench._common import one_face_640x480 as _one_face_640x480
+from faceid.bench._common import sample_gallery as _sample_gallery
+from faceid.bench.serve import _clients, _free_port, _multipart, _rss_of, _wait_for
 
 pytest.importorskip("fastapi")
 

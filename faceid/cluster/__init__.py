@@ -1,7 +1,7 @@
 """Grouping unknown faces into identities: arrays in, frozen dataclasses out.
 
 Scores are cosine similarities of unit embedding rows (higher is closer). The method
-(measured on LFW, README "Grouping unknown faces"):
+(measured on LFW, docs/grouping.md):
 
 1. a k-nearest-neighbour graph of the faces (FAISS, exact up to 60,000 faces; above, IVF cells
    joined cell by cell by matrix products), so no ``N x N`` matrix is ever formed;
@@ -423,7 +423,7 @@ def params_for(key: Any) -> GroupingParams:
     Raises:
         UncalibratedError: no numbers were measured for ``key``.
     """
-    from faceid.thresholds import grouping_numbers
+    from faceid.grouping_thresholds import grouping_numbers
 
     numbers = grouping_numbers(key)
     return GroupingParams(threshold=numbers.threshold, floor=numbers.floor, margin=numbers.margin)
@@ -438,7 +438,7 @@ def keep_filters(key: Any, min_size: float | None = None, min_confidence: float 
     """
     if min_size is not None and min_confidence is not None:
         return float(min_size), float(min_confidence)
-    from faceid.thresholds import grouping_numbers
+    from faceid.grouping_thresholds import grouping_numbers
 
     numbers = grouping_numbers(key)
     return (
@@ -458,7 +458,7 @@ def keep_for_grouping(
 
     ``boxes`` ``(N, 4)`` ``(x, y, w, h)`` pixels; ``confidences`` ``(N,)`` detector scores. A face
     is kept when the shorter side of its box is at least ``min_size`` and its confidence at least
-    ``min_confidence`` (small, unsure faces make junk groups: README "Grouping unknown faces").
+    ``min_confidence`` (small, unsure faces make junk groups: docs/grouping.md).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     confidences = np.asarray(confidences, dtype=np.float64).ravel()

@@ -58,6 +58,16 @@ class Settlement:
         return int(np.sum(self.merged_into != np.arange(len(self.merged_into))))
 
 
+def _unit_rows(faces: np.ndarray) -> np.ndarray:
+    """``faces`` as C-contiguous float32 ``(M, D)`` unit rows, or ValueError saying what is wrong."""
+    x = np.ascontiguousarray(faces, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"faces must be an (M, D) array, got shape {x.shape}")
+    if len(x) and (not np.all(np.isfinite(x)) or np.max(np.abs(np.linalg.norm(x, axis=1) - 1.0)) > 1e-3):
+        raise ValueError("faces must be finite unit rows (L2-normalised)")
+    return x
+
+
 def _pairs_sharing(keys: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     """``(P, 2)`` node pairs with an equal key (e.g. a photo), from ``(key, node)`` rows."""
     if len(keys) == 0:
@@ -108,10 +118,10 @@ def settle(
     """
     import faiss
 
-    from faceid.cluster import GroupingParams, _check_rows
+    from faceid.cluster import GroupingParams
 
     params = params or GroupingParams()
-    x = _check_rows(faces, "faces")
+    x = _unit_rows(faces)
     sizes_g = np.asarray(group_sizes, dtype=np.int64).ravel()
     g, m = len(sizes_g), len(x)
     sums_g = np.asarray(group_sums, dtype=np.float64).reshape(g, -1) if g else np.zeros((0, x.shape[1]))

@@ -11,28 +11,30 @@ Because the chip is a piece of the photo and not a warped copy, the crops a mode
 are the crops it takes from the photo: :meth:`FaceChip.detection` gives the face in chip pixels,
 and :meth:`faceid.pipeline.Pipeline.embed` on the chip then re-makes the embedding of any model
 (``faceid gallery migrate``). Where the chip was not shrunk (every LFW face), the crop is the same
-pixels; README "Moving a gallery to another model" has the measured agreement.
+pixels; docs/models.md, "Moving a gallery to another model", has the measured agreement.
 
 Biometric data like the embedding and thumbnail: rows reference their face (``ON DELETE
 CASCADE``) and are cleared from the file by the same secure deletion
 (:mod:`faceid.gallery.deletion`); never in the audit log. The table is made with the first chip,
 so a gallery made before chips reads as having none.
+
+This module stores and returns chips (PNG bytes and their geometry); making one from a photo is
+pixel work and lives beside the other pixel work, in :func:`faceid.chips.make_chip`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from faceid.detect import Detection
+    from faceid.results import Detection
 
-__all__ = ["CHIP_FACE_SIDE", "CHIP_MARGIN", "FaceChip", "make_chip", "read", "store"]
+__all__ = ["CHIP_FACE_SIDE", "CHIP_MARGIN", "FaceChip", "read", "store"]
 
 #: The largest margin crop (a fraction of the box, split over both sides) a chip holds.
 CHIP_MARGIN = 0.5
@@ -76,8 +78,8 @@ class FaceChip:
         return np.ascontiguousarray(data[:, :, ::-1])
 
     def detection(self, confidence: float = 1.0) -> Detection:
-        """The face as a :class:`~faceid.detect.Detection` in chip pixels."""
-        from faceid.detect import Detection
+        """The face as a :class:`~faceid.results.Detection` in chip pixels."""
+        from faceid.results import Detection
 
         return Detection(self.box, float(confidence), self.landmarks)  # type: ignore[arg-type]  # crops take floats
 
@@ -109,59 +111,6 @@ class FaceChip:
             (float(g["scale"][0]), float(g["scale"][1])),
             float(g["margin"]),
         )
-
-
-def _footprint(box: Sequence[float], landmarks: np.ndarray) -> tuple[float, float, float, float]:
-    """The photo region every registered crop of this face reads: ``(x0, y0, x1, y1)``, unclipped."""
-    from faceid.align import ARCFACE_TEMPLATE_112, TEMPLATE_160, similarity_transform
-
-    x, y, w, h = (float(v) for v in box)
-    xs = [x - CHIP_MARGIN * w / 2, x + w + CHIP_MARGIN * w / 2]
-    ys = [y - CHIP_MARGIN * h / 2, y + h + CHIP_MARGIN * h / 2]
-    for template, side in ((ARCFACE_TEMPLATE_112, 112.0), (TEMPLATE_160 * 160.0, 160.0)):
-        matrix = similarity_transform(landmarks, template)
-        inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
-        corners = np.array([[0, 0, 1], [side, 0, 1], [0, side, 1], [side, side, 1]], dtype=np.float64)
-        points = corners @ inverse.T
-        xs += list(points[:, 0])
-        ys += list(points[:, 1])
-    return min(xs), min(ys), max(xs), max(ys)
-
-
-def make_chip(image: np.ndarray, detection: Detection) -> FaceChip:
-    """The chip of one detected face of ``image`` (``(H, W, 3)`` uint8 RGB)."""
-    import cv2
-
-    from faceid.align import face_landmarks
-
-    landmarks = face_landmarks(detection)
-    height, width = image.shape[:2]
-    fx0, fy0, fx1, fy1 = _footprint(detection.box, landmarks)
-    # two pixels more on each side for the interpolation of the crops' edge pixels
-    x0, y0 = max(0, int(np.floor(fx0)) - 2), max(0, int(np.floor(fy0)) - 2)
-    x1, y1 = min(width, int(np.ceil(fx1)) + 2), min(height, int(np.ceil(fy1)) + 2)
-    if x1 <= x0 or y1 <= y0:  # a box outside the photo (not from a detector): keep the whole photo
-        x0, y0, x1, y1 = 0, 0, width, height
-    patch = image[y0:y1, x0:x1]
-    side = max(detection.box[2], detection.box[3])
-    shrink = min(1.0, CHIP_FACE_SIDE / side) if side > 0 else 1.0
-    if shrink < 1.0:
-        new_w, new_h = max(1, round(patch.shape[1] * shrink)), max(1, round(patch.shape[0] * shrink))
-        patch = cv2.resize(patch, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    sx, sy = patch.shape[1] / (x1 - x0), patch.shape[0] / (y1 - y0)
-    bx, by, bw, bh = (float(v) for v in detection.box)
-    box = ((bx - x0) * sx, (by - y0) * sy, bw * sx, bh * sy)
-    points = (landmarks - np.array([x0, y0], dtype=np.float64)) * np.array([sx, sy])
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(patch[:, :, ::-1]))
-    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
-        raise ValueError("could not encode a face chip")
-    return FaceChip(
-        encoded.tobytes(),
-        box,
-        tuple((float(px), float(py)) for px, py in points),
-        (x0, y0),
-        (float(sx), float(sy)),
-    )
 
 
 def store(db: sqlite3.Connection, face_id: int, chip: FaceChip) -> None:

@@ -1,7 +1,9 @@
 """What the gallery stores and hands out: people, faces, names, timestamps.
 
-Frozen dataclasses out (:class:`Person`, :class:`FaceRecord`), one in (:class:`NewFace`), and the
-rule for names (:func:`normalise_name`). Nothing here touches a file.
+Frozen dataclasses out (:class:`Person`, :class:`FaceRecord`; for kept unknown faces
+:class:`UnknownFace`, :class:`Group`, :class:`Kept`, :class:`GroupingUpdate`, :class:`Named`), one in
+(:class:`NewFace`), and the rules for names (:func:`normalise_name`, :func:`name_key`). Nothing here
+touches a file.
 """
 
 from __future__ import annotations
@@ -15,12 +17,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceid.errors import InvalidNameError
+from faceid.errors import InvalidNameError, NameTakenError
 
 if TYPE_CHECKING:
     from faceid.gallery.chips import FaceChip
 
-__all__ = ["MAX_NAME_LENGTH", "FaceRecord", "NewFace", "Person", "default_gallery_dir", "normalise_name"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "FaceRecord",
+    "Group",
+    "GroupingUpdate",
+    "Kept",
+    "Named",
+    "NewFace",
+    "Person",
+    "UnknownFace",
+    "default_gallery_dir",
+    "name_key",
+    "name_taken",
+    "normalise_name",
+]
 
 MAX_NAME_LENGTH = 200
 
@@ -28,6 +44,11 @@ MAX_NAME_LENGTH = 200
 def default_gallery_dir() -> Path:
     """``$FACEID_GALLERY``, else ``./gallery``."""
     return Path(os.environ.get("FACEID_GALLERY") or "gallery")
+
+
+def name_taken(name: str) -> NameTakenError:
+    """The error for renaming someone to ``name`` (already normalised), which is another person's."""
+    return NameTakenError(f"{name!r} is already enrolled; remove or rename them first")
 
 
 def normalise_name(name: str) -> str:
@@ -48,6 +69,15 @@ def normalise_name(name: str) -> str:
     if bad:
         raise InvalidNameError(f"a name cannot hold control characters (found {', '.join(repr(c) for c in bad[:3])})")
     return cleaned
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def name_key(name: str) -> str:
+    """What makes two (normalised) names one person: equal ignoring ASCII case, as SQLite's ``NOCASE``.
+    People are listed in the order of this key."""
+    return name.translate(_ASCII_LOWER)
 
 
 @dataclass(frozen=True)
@@ -97,3 +127,72 @@ def utc_now() -> str:
 def n_faces(n: int) -> str:
     """``"1 face"``, ``"3 faces"``: for messages."""
     return f"{n} face{'s' if n != 1 else ''}"
+
+
+@dataclass(frozen=True)
+class UnknownFace:
+    """A kept unknown face, without its embedding; ``group`` is ``None`` while it is in no group."""
+
+    id: int
+    group: int | None
+    image_path: str | None
+    image_sha256: str
+    box: tuple[int, int, int, int]
+    confidence: float
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group of kept unknown faces that look like one person; ``faces`` by id."""
+
+    id: int
+    faces: tuple[UnknownFace, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.faces)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What :meth:`UnknownFaces.keep` did with each face handed in.
+
+    ``ids``: per face, in order, the id of the kept face (new, or the one already kept for the
+    same photo and box), ``None`` for a face too small or unsure to keep. ``added`` new faces,
+    ``filtered`` too small or unsure, ``duplicates`` already in the gallery. ``reasons``: per
+    face, why it was not kept (``"confidence 0.81 below 0.90"``), ``None`` if it was;
+    ``before``: per face, whether it was already kept.
+    """
+
+    ids: tuple[int | None, ...]
+    added: int
+    filtered: int
+    duplicates: int
+    reasons: tuple[str | None, ...] = ()
+    before: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupingUpdate:
+    """What a grouping changed: faces ``attached`` to existing groups, ``new_groups`` formed (of
+    ``newly_grouped`` faces), how many kept faces are left in no group, and how many existing
+    groups ``merged`` into another."""
+
+    attached: int
+    new_groups: int
+    newly_grouped: int
+    ungrouped: int
+    merged: int = 0
+
+
+@dataclass(frozen=True)
+class Named:
+    """The result of naming a group: the ``person``, the ``faces`` that became theirs, the faces
+    ``kept_out`` (moved out of that person before, or from a photo of theirs: left unknown), and
+    whether the person is new."""
+
+    person: str
+    faces: tuple[int, ...]
+    kept_out: tuple[int, ...]
+    new_person: bool

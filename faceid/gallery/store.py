@@ -329,8 +329,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def guarded(method: _F) -> _F:
     """Turn SQLite's busy and corruption errors into :class:`GalleryBusyError` and :class:`GalleryCorruptError`.
 
-    For methods of an object whose ``_store`` is a :class:`Store`; applied to every public
-    method of :class:`faceid.gallery.Gallery`, so ``database is locked`` never reaches a user.
+    For methods of an object whose ``store`` is a :class:`Store` (a folder's backend and its key
+    store; :class:`faceid.gallery.Gallery` translates every backend's errors itself), so ``database is
+    locked`` never reaches a user.
     """
 
     @functools.wraps(method)
@@ -338,7 +339,7 @@ def guarded(method: _F) -> _F:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
-            translated = self._store.translate(exc)
+            translated = self.store.translate(exc)
             if translated is None:
                 raise
             raise translated from exc

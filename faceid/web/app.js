@@ -197,8 +197,8 @@ function personCard(person) {
     const figure = document.createElement("figure");
     figure.className = "thumb";
     const img = document.createElement("img");
-    img.alt = `${person.name}, from ${face.source || "a photo"}`;
-    img.title = `${face.source || ""} (face ${face.id})`;
+    img.alt = `${person.name}, from ${face.image || "a photo"}`;
+    img.title = `${face.image || ""} (face ${face.id})`;
     imageUrl(face.thumbnail).then((url) => (img.src = url), () => img.classList.add("missing"));
     const remove = document.createElement("button");
     remove.type = "button";
@@ -280,8 +280,8 @@ async function loadGroups() {
 
 function groupCard(group) {
   const card = $("group-card").content.firstElementChild.cloneNode(true);
-  card.dataset.group = group.id;
-  card.querySelector(".group-title").textContent = `Group ${group.id}`;
+  card.dataset.group = group.cluster;
+  card.querySelector(".group-title").textContent = `Group ${group.cluster}`;
   const n = group.faces.length;
   card.querySelector(".group-count").textContent = `${n} face${n === 1 ? "" : "s"}`;
   const thumbs = card.querySelector(".thumbs");
@@ -290,8 +290,8 @@ function groupCard(group) {
     figure.className = "thumb";
     figure.dataset.face = face.id;
     const img = document.createElement("img");
-    img.alt = `an unknown face, from ${face.source || "a photo"}`;
-    img.title = `${face.source || ""} (face ${face.id})`;
+    img.alt = `an unknown face, from ${face.image || "a photo"}`;
+    img.title = `${face.image || ""} (face ${face.id})`;
     imageUrl(face.thumbnail).then((url) => (img.src = url), () => img.classList.add("missing"));
     const out = document.createElement("button");
     out.type = "button";
@@ -305,7 +305,7 @@ function groupCard(group) {
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ name: null }),
         });
-        say(`Took face ${face.id} out of group ${group.id}; it will not be grouped with these faces again.`, "ok");
+        say(`Took face ${face.id} out of group ${group.cluster}; it will not be grouped with these faces again.`, "ok");
         await loadGroups();
       } catch (e) {
         say(e.message);
@@ -320,14 +320,14 @@ function groupCard(group) {
     const name = card.querySelector(".name-input").value.trim();
     try {
       personUrl(name); // a name no URL can reach is refused here, as the API would
-      const named = await json(`/v1/clusters/${group.id}/name`, {
+      const named = await json(`/v1/clusters/${group.cluster}/name`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ name }),
       });
       const k = named.faces.length;
       const out = named.kept_out.length ? ` (${named.kept_out.length} left unknown: moved out of ${named.person} before)` : "";
-      say(`Named group ${group.id}: ${k} face${k === 1 ? "" : "s"} of ${named.person}${named.new_person ? ", newly enrolled" : ""}${out}.`, "ok");
+      say(`Named group ${group.cluster}: ${k} face${k === 1 ? "" : "s"} of ${named.person}${named.new_person ? ", newly enrolled" : ""}${out}.`, "ok");
       await loadGroups();
     } catch (e) {
       say(e.message);

@@ -1,6 +1,6 @@
 """The LFW grouping protocol: every LFW face kept as unknown, grouped, scored against the true people.
 
-One face per image (the detection nearest the centre, as in :mod:`faceid.evaluate`); images
+One face per image (the detection nearest the centre, as in :mod:`faceid.eval.lfw`); images
 where MTCNN finds no face are left out (one image of LFW), so all 13,232 faces of 5,749 people
 are grouped. Baselines run on the same embeddings in the same call: average link on the full
 matrix (scikit-learn) at cosine distances 0.30, 0.35, 0.45, HDBSCAN (min cluster size 3) and
@@ -71,7 +71,7 @@ def lfw_faces(
     progress: Callable[[object], None] | None = None,
 ) -> LfwFaces:
     """Embed LFW (or only ``people``) with faceid's pipeline and the embedding cache."""
-    from faceid.evaluate import embed_lfw_images, lfw_people
+    from faceid.eval.lfw import embed_lfw_images, lfw_people
     from faceid.pipeline import Pipeline
 
     everyone = lfw_people(Path(root))
@@ -222,7 +222,7 @@ class LfwDetections:
 def lfw_detections(root: Path, pipeline=None, *, cache=None, progress=None) -> LfwDetections:
     """All faces of all LFW images (the central one and background ones), through the cache."""
     from faceid.batch import process
-    from faceid.evaluate import lfw_people
+    from faceid.eval.lfw import lfw_people
     from faceid.pipeline import Pipeline
 
     pipeline = pipeline or Pipeline()

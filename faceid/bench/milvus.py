@@ -54,10 +54,11 @@ def milvus_figures(
     ``synthetic_faces``, ``noisy`` and ``figure`` are :mod:`faceid.bench`'s (handed in, so the two
     modules do not import each other): the identities, the queries, and one figure with the load.
     """
-    from faceid.gallery.milvus import _quiet_pymilvus, require_milvus
+    from faceid.gallery.milvus import require_milvus
 
     require_milvus("milvus-lite:")
-    _quiet_pymilvus()
+    for name in ("pymilvus", "milvus_lite"):  # their tracebacks of failed calls: only critical ones here
+        logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.CRITICAL))
     # milvus-lite's gRPC server logs each call pymilvus makes that it does not implement
     # (AllocTimestamp, on index changes) with a traceback; the calls fall back and succeed
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)

@@ -1,0 +1,145 @@
+"""``faceid serve`` and ``faceid keys``: the REST server and its API keys."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from faceid.cli._common import (
+    GalleryOpt,
+    JsonOpt,
+    app,
+    cli_errors,
+    err,
+    keys_app,
+    opened_gallery,
+    options,
+    say,
+)
+from faceid.errors import FaceIDError
+from faceid.server.settings import Settings
+
+# -- the server and its keys --------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="What the key is for (phone-app, dashboard...).")],
+    read_only: Annotated[bool, typer.Option("--read-only", help="May identify and list, not change anything.")] = False,
+    gallery: GalleryOpt = None,
+) -> None:
+    """Make an API key; it is printed once, on its own last line (only its hash is kept)."""
+    from faceid.apikeys import ADMIN, READ_ONLY, ApiKeys
+
+    with cli_errors(), opened_gallery(gallery) as g:
+        key, token = ApiKeys(g).create(name, READ_ONLY if read_only else ADMIN)
+    err(f"created {key.scope} key {key.name!r}; it is shown once, keep it now:")
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(gallery: GalleryOpt = None, as_json: JsonOpt = False) -> None:
+    """List the API keys: name, scope, created, last used (never the keys themselves)."""
+    from faceid.apikeys import ApiKeys
+
+    with cli_errors(), opened_gallery(gallery, create=False) as g:
+        keys = ApiKeys(g).list()
+    for k in keys:
+        if as_json:
+            typer.echo(json.dumps(k.to_json(), ensure_ascii=False))
+        else:
+            say(f"{k.name}\t{k.scope}\tcreated {k.created_at}\tlast used {k.last_used or 'never'}")
+    if not as_json and not keys:
+        err("no keys: `faceid keys create NAME` makes one")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")], gallery: GalleryOpt = None) -> None:
+    """Revoke an API key; a running server refuses it from the next request."""
+    from faceid.apikeys import ApiKeys
+
+    with cli_errors(), opened_gallery(gallery, create=False) as g:
+        ApiKeys(g).revoke(name)
+    say(f"revoked {name}")
+
+
+_SERVE = Settings()  # the server's defaults, shown by `faceid serve --help`
+_SERVE_BODY_MB = _SERVE.max_body_bytes / 2**20
+
+
+@app.command()
+def serve(
+    gallery: GalleryOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Answer without API keys, even on a network address.")
+    ] = False,
+    max_body_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body, in MB.")] = _SERVE_BODY_MB,
+    max_megapixels: Annotated[
+        float, typer.Option(min=0.01, help="Largest image decoded, in megapixels.")
+    ] = _SERVE.max_pixels / 1e6,
+    max_files: Annotated[int, typer.Option(min=1, help="Most photos in one enrolment request.")] = _SERVE.max_files,
+    request_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request may take, upload included.")
+    ] = _SERVE.request_timeout,
+    max_uploads: Annotated[
+        int, typer.Option(min=1, help="Requests with a body handled at once; more get 503.")
+    ] = _SERVE.max_uploads,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0, help="Milliseconds to wait for other identify requests to batch with.")
+    ] = _SERVE.batch_wait_ms,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Most images detected and embedded together.")
+    ] = _SERVE.max_batch,
+    batch_workers: Annotated[
+        int, typer.Option(min=1, max=16, help="Batches detected and embedded at once, over the same models.")
+    ] = _SERVE.batch_workers,
+    model: Annotated[
+        Optional[str], typer.Option(help="Embedding model, for a new gallery [default: faceid's].")
+    ] = None,
+) -> None:
+    """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
+    from faceid.apikeys import ApiKeys
+    from faceid.enroll import enrolment_key
+    from faceid.gallery import open_gallery
+    from faceid.server import require_server_packages
+    from faceid.server import serve as run_server
+    from faceid.server.settings import is_loopback
+
+    with cli_errors():
+        require_server_packages()
+        path = gallery if gallery is not None else None
+        with open_gallery(path, timeout=options["timeout"]) as g:
+            keys = ApiKeys(g).count()
+            where = g.path
+            enrolment_key(g, model=model)  # an unknown model, or not the gallery's: refused before serving
+        loopback = is_loopback(host)
+        if not loopback and keys == 0 and not insecure_no_auth:
+            raise FaceIDError(
+                f"refusing to serve on {host} without API keys: make one with `faceid keys create NAME`, "
+                "or pass --insecure-no-auth to answer anyone who can reach this address"
+            )
+        settings = Settings(
+            auth=not insecure_no_auth,
+            loopback=loopback,
+            max_body_bytes=int(max_body_mb * 2**20),
+            max_pixels=int(max_megapixels * 1_000_000),
+            max_files=max_files,
+            request_timeout=request_timeout,
+            max_uploads=max_uploads,
+            batch_wait_ms=batch_wait_ms,
+            max_batch=max_batch,
+            batch_workers=batch_workers,
+        )
+        if insecure_no_auth:
+            access = "no keys needed (--insecure-no-auth)"
+        elif keys:
+            access = f"API key needed ({keys} key{'s' if keys != 1 else ''})"
+        else:
+            access = "no keys yet: open to this machine only; `faceid keys create NAME` to require one"
+        shown = f"[{host}]" if ":" in host else host
+        err(f"faceid: serving {where} at http://{shown}:{port}/ ({access}); loading the models...")
+        run_server(where, host=host, port=port, settings=settings, model=model)
