@@ -150,6 +150,7 @@ class UnknownFaces:
         b = self._b
         with self._gallery.guard():
             b.require_unknown("keeping unknown faces")
+            self._gallery.check_embedding_key(embedding_key)  # another model's faces: refused before its filters
         vectors = unit_vectors(faces, embedding_key.dimension)
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         min_size, min_confidence = keep_filters(embedding_key, min_size, min_confidence)
