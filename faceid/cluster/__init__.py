@@ -7,14 +7,18 @@ Scores are cosine similarities of unit embedding rows (higher is closer). The me
    joined cell by cell by matrix products), so no ``N x N`` matrix is ever formed;
 2. average-link agglomeration over that graph (the average link of two groups is the inner
    product of their mean vectors, so it is exact, not estimated from the graph), merging
-   reciprocal best pairs in rounds while their average similarity is high enough: 0.68 for two
-   single faces, falling towards 0.60 for big groups (an average over many pairs is steadier);
+   reciprocal best pairs in rounds while their average similarity is high enough: the model's
+   bar for two single faces (SFace 0.49, FaceNet 0.67: :func:`params_for`, from its impostor
+   similarities, :mod:`faceid.cluster.calibration`), falling towards its floor for big groups
+   (an average over many pairs is steadier); :class:`GroupingParams`' defaults are FaceNet's;
    never across a cannot-link pair (two faces of one photo, a face the user moved out of a group);
 3. groups of fewer than :attr:`GroupingParams.min_group` faces are left ungrouped (``-1``).
 
 Everything is deterministic: the same faces and constraints give the same groups, numbered
-biggest first, ties by smallest member index. New faces join existing groups with
-:func:`attach` (same average link, plus a margin over the runner-up group) without re-grouping.
+biggest first, ties by smallest member index. A gallery goes on from its groups as photos arrive
+with :func:`faceid.cluster.incremental.settle` (the same agglomeration, from groups: faces join,
+groups merge); :func:`attach` (same average link, plus a margin over the runner-up group) is
+the older attach-only step, kept for the LFW attach protocol.
 Faces already named are not passed in: the caller groups only unknown faces.
 """
 
@@ -55,6 +59,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The keep filters measured with FaceNet: the defaults of :func:`keep_for_grouping` for arrays;
+#: a gallery uses its model's (:func:`keep_filters`, :data:`faceid.thresholds.GROUPING`).
 #: Faces whose detection box's shorter side is below this many pixels are not kept for grouping.
 #: Measured on every face MTCNN finds in LFW (``faceid eval cluster --filters``): background
 #: faces smaller than 20 px ended in a group 100% of the time, 20-30 px 89%, 30-40 px 66%, and
