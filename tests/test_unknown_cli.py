@@ -203,3 +203,49 @@ def test_clusters_list_the_faces_in_no_group(tmp_path, backend):
     sheets = tmp_path / "sheets"
     assert fake_cli("clusters", "--sheet", sheets, "-g", g).exit_code == 0
     assert "no-group.png" in {p.name for p in sheets.iterdir()}
+
+
+def test_suggest_offers_a_person_their_stragglers_and_remembers_answers(tmp_path, gallery_spec):
+    """Rosa is enrolled; two kept faces look like her (cosine about 0.6, above SFace's suggest bar,
+    a stranger does not): they are offered ("Is this Rosa?"); a rejection is remembered like a move
+    out, an acceptance moves the face. Both backends."""
+    import numpy as np
+    from conftest import KEY
+
+    from faceid.gallery import NewFace, open_gallery
+    from faceid.thresholds import GROUPING
+
+    rng = np.random.default_rng(5)
+    rosa = rng.normal(size=KEY.dimension)
+    rosa /= np.linalg.norm(rosa)
+
+    def like(similarity: float, seed: int) -> np.ndarray:
+        other = np.random.default_rng(seed).normal(size=KEY.dimension)
+        other -= other @ rosa * rosa
+        other /= np.linalg.norm(other)
+        return (similarity * rosa + np.sqrt(1 - similarity**2) * other).astype(np.float32)
+
+    def new(vector, photo):
+        return NewFace(vector, photo.ljust(64, "0"), (0, 0, 90, 90), 0.99, f"/photos/{photo}.jpg")
+
+    bar = GROUPING[KEY].suggest
+    with open_gallery(gallery_spec) as g:
+        g.add_faces("Rosa", [new(rosa.astype(np.float32), "a")], embedding_key=KEY)
+        kept = g.unknown.keep(
+            [new(like(bar + 0.2, 1), "b"), new(like(bar + 0.1, 2), "c"), new(like(bar - 0.2, 3), "d")],
+            embedding_key=KEY,
+        )
+    b, c, d = kept.ids
+    offers = lines(fake_cli("suggest", "--json", "-g", gallery_spec))
+    assert [(o["face"], o["person"]) for o in offers] == [(b, "Rosa"), (c, "Rosa")]  # best first; d is below the bar
+    assert offers[0]["similarity"] == pytest.approx(bar + 0.2, abs=1e-3)
+    text = fake_cli("suggest", "Rosa", "-g", gallery_spec)
+    assert text.exit_code == 0 and f"face {b}\tis this Rosa?" in text.stdout
+    rejected = fake_cli("suggest", "Rosa", "--reject", str(b), "-g", gallery_spec)
+    assert rejected.exit_code == 0 and "remembered" in rejected.stdout
+    accepted = fake_cli("suggest", "Rosa", "--accept", str(c), "-g", gallery_spec)
+    assert accepted.exit_code == 0 and "moved 1 faces to Rosa" in accepted.stdout
+    assert lines(fake_cli("suggest", "--json", "-g", gallery_spec)) == []  # one rejected, one accepted
+    assert sorted(f["id"] for f in lines(fake_cli("faces", "Rosa", "--json", "-g", gallery_spec)))[-1] == c
+    nobody = fake_cli("suggest", "Nobody", "-g", gallery_spec)
+    assert nobody.exit_code != 0 and nobody.stderr.count("\n") == 1

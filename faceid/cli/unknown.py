@@ -206,3 +206,59 @@ def audit_log(gallery: GalleryOpt = None, as_json: JsonOpt = False) -> None:
             )
         else:
             say(f"{e.at}  {e.user:10} {e.action:8} {e.person or '-'}  {json.dumps(e.detail, ensure_ascii=False)}")
+
+
+@app.command()
+def suggest(
+    name: Annotated[Optional[str], typer.Argument(help="Only faces offered to this person [default: anyone].")] = None,
+    accept: Annotated[
+        Optional[str], typer.Option("--accept", help="Comma-separated face ids that are NAME: moved to them.")
+    ] = None,
+    reject: Annotated[
+        Optional[str], typer.Option("--reject", help="Comma-separated face ids that are not NAME: never offered again.")
+    ] = None,
+    gallery: GalleryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Kept unknown faces whose best match is an enrolled person above the model's suggest bar ("Is this NAME?")."""
+    answers = {}
+    for option, text in (("--accept", accept), ("--reject", reject)):
+        if text is None:
+            continue
+        try:
+            answers[option] = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            err(f"faceid: error: {option} takes comma-separated face ids, got {text!r}")
+            raise typer.Exit(2) from None
+        if name is None:
+            err(f"faceid: error: {option} needs the person's NAME")
+            raise typer.Exit(2)
+        if any(not 0 < i < 2**63 for i in answers[option]):
+            err(f"faceid: error: face ids are from 1 to {2**63 - 1}, got {text!r}")
+            raise typer.Exit(1)
+    with cli_errors(), opened_gallery(gallery, create=False) as g:
+        if answers:
+            assert name is not None
+            if answers.get("--accept"):
+                moved = g.unknown.move(answers["--accept"], name)
+                say(f"accepted: moved {len(moved)} faces to {name}")
+            if answers.get("--reject"):
+                rejected = g.unknown.reject(answers["--reject"], name)
+                say(f"rejected: faces {' '.join(map(str, rejected))} are not {name} (remembered)")
+            return
+        offers = g.unknown.suggestions(name)
+    for o in offers:
+        if as_json:
+            row = {
+                "face": o.face.id,
+                "person": o.person,
+                "similarity": round(o.similarity, 4),
+                "image": o.face.image_path,
+                "box": list(o.face.box),
+                "cluster": o.face.group,
+            }
+            typer.echo(json.dumps(row, ensure_ascii=False))
+        else:
+            say(f"face {o.face.id}\tis this {o.person}?\tsimilarity {o.similarity:.3f}\t{o.face.image_path or '-'}")
+    if not as_json and not offers:
+        err("no suggestions: no kept face looks enough like an enrolled person")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -46,6 +47,7 @@ __all__ = [
     "Kept",
     "Named",
     "UnknownFace",
+    "Suggestion",
     "UnknownFaces",
     "barred_from",
 ]
@@ -68,6 +70,16 @@ class Rules(Protocol):
     def embedding_key(self) -> EmbeddingKey | None: ...
 
     def not_found(self, name: str) -> PersonNotFoundError: ...
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A kept unknown face whose best match is an enrolled ``person`` at ``similarity`` (cosine),
+    above the model's suggest bar (:data:`faceid.thresholds.GROUPING`)."""
+
+    face: UnknownFace
+    person: str
+    similarity: float
 
 
 class UnknownFaces:
@@ -332,6 +344,63 @@ class UnknownFaces:
             b.move_exclusions(src, dst)  # who was moved out of either stays out of the merged person
             b.delete_people([src], erase=False)  # no face of theirs is left to erase
         return len(faces)
+
+    def suggestions(self, name: str | None = None) -> list[Suggestion]:
+        """Kept unknown faces whose best match among the enrolled faces is a person (``name``, or
+        anyone) at or above the model's suggest bar, best first; faces barred from that person
+        (moved out of them, rejected, or from a photo of theirs) are not offered.
+
+        Raises:
+            PersonNotFoundError: ``name`` is nobody in the gallery.
+            UncalibratedError: the gallery's model has no measured suggest bar.
+        """
+        from faceid.grouping_thresholds import grouping_numbers
+
+        key = self._gallery.embedding_key
+        with self._gallery.guard():
+            if name is not None and self._b.person_id(normalise_name(name)) is None:
+                raise self._gallery.not_found(name)
+            faces = self._b.unknown_faces() if key is not None else []
+            if not faces or key is None:
+                return []
+            bar = grouping_numbers(key).suggest
+            scores, ids = self._b.search(self._b.unknown_embeddings(key.dimension), 1)
+            hit = np.flatnonzero((ids[:, 0] >= 0) & (scores[:, 0] >= bar))
+            owners = self._b.face_owners([int(ids[i, 0]) for i in hit])
+            wanted = normalise_name(name).casefold() if name is not None else None
+            offers: dict[str, list[Suggestion]] = {}
+            for i in hit.tolist():
+                person = owners.get(int(ids[i, 0]))
+                if person is not None and (wanted is None or person.casefold() == wanted):
+                    offers.setdefault(person, []).append(Suggestion(faces[i], person, float(scores[i, 0])))
+            out = []
+            for person, offered in offers.items():
+                pid = self._b.person_id(person)
+                barred = barred_from(self._b, pid, [o.face.id for o in offered]) if pid is not None else set()
+                out += [o for o in offered if o.face.id not in barred]
+        return sorted(out, key=lambda o: (-o.similarity, o.face.id))
+
+    def reject(self, face_ids: Sequence[int], name: str) -> list[int]:
+        """Say kept faces are not ``name``: remembered as a move out of them is (never offered or
+        named as them again). Returns the ids.
+
+        Raises:
+            PersonNotFoundError: ``name`` is nobody in the gallery.
+            FaceNotFoundError: a face id is not a kept unknown face.
+        """
+        wanted = sorted({int(i) for i in face_ids})
+        with self._gallery.guard():
+            pid = self._b.person_id(normalise_name(name))
+            if pid is None:
+                raise self._gallery.not_found(name)
+            with self._b.change():
+                kept = {f.id for f in self._b.unknown_faces()}
+                missing = [f for f in wanted if f not in kept]
+                if missing:
+                    raise FaceNotFoundError(f"no kept unknown face with id {missing[0]} in {self._gallery.path}")
+                self._b.exclude([(f, 0, pid) for f in wanted])
+                self._b.audit("reject", normalise_name(name), faces=wanted)
+        return wanted
 
     def forget(self, older_than: timedelta | None = None, *, face_ids: Sequence[int] | None = None) -> int:
         """Delete kept unknown faces (all, those kept longer ago than ``older_than``, or those of
