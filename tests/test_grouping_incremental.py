@@ -159,3 +159,31 @@ def test_lfw_remembered_in_four_shuffled_batches_groups_as_one_run(lfw_sample, s
     parts = cluster_scores(who, remember_in_batches(x, np.array_split(order, 4), params))
     assert one.bcubed_precision >= 0.95 and one.bcubed_f >= 0.9  # the sample groups well at all
     assert abs(parts.bcubed_f - one.bcubed_f) <= 0.01, (parts, one)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_gallery_remembering_in_four_shuffled_batches_groups_as_one_run(any_gallery, seed):
+    """Through the gallery (local: cached sums and the leftovers' cadence; Milvus: plan_groups),
+    with SFace's measured numbers: 4 shuffled batches, then the same faces regrouped at once."""
+    from conftest import KEY
+
+    from faceid.gallery import NewFace
+
+    x, who = people(40, 5, 21, noise=0.9, dim=KEY.dimension)
+    order = np.random.default_rng(seed).permutation(len(x))
+    faces = [NewFace(x[i], f"{i:064x}", (0, 0, 90, 90), 0.99, f"/photos/{i}.jpg") for i in range(len(x))]
+    ids = {}
+    for part in np.array_split(order, 4):
+        kept = any_gallery.unknown.keep([faces[i] for i in part], embedding_key=KEY)
+        ids.update(dict(zip(kept.ids, part.tolist())))
+
+    def labels() -> np.ndarray:
+        out = np.full(len(x), -1)
+        for grp in any_gallery.unknown.groups():
+            out[[ids[f.id] for f in grp.faces]] = grp.id
+        return out
+
+    parts = cluster_scores(who, labels())
+    any_gallery.unknown.regroup()
+    whole = cluster_scores(who, labels())
+    assert whole.bcubed_f >= 0.9 and abs(parts.bcubed_f - whole.bcubed_f) <= 0.01, (parts, whole)

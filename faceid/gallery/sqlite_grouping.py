@@ -203,25 +203,34 @@ def _plan(db: sqlite3.Connection, dimension: int, full: bool, leftovers: bool | 
     tried = max(tried_before, int(largest))
     (ungrouped,) = db.execute("SELECT COUNT(*) FROM faces WHERE group_id IS NULL AND person_id IS NULL").fetchone()
     left_before = _meta_int(db, "grouping:left")
-    if leftovers is None:
-        grew = ungrouped - left_before
-        leftovers = ungrouped <= LEFTOVERS_ALWAYS or grew >= max(LEFTOVERS_ALWAYS, left_before // 4)
+
+    def due(unplaced: int) -> bool:  # the leftovers are grouped while few, or when they grew by a quarter
+        return unplaced <= LEFTOVERS_ALWAYS or unplaced - left_before >= max(LEFTOVERS_ALWAYS, left_before // 4)
+
     sums: dict[int, tuple[np.ndarray, int]] = {}
     merges: dict[int, int] = {}
     ids, groups = np.zeros(0, np.int64), np.zeros(0, np.int64)
     attached = new_groups = newly = 0
     left: int | None = None
-    everyone = bool(leftovers) and ungrouped <= SETTLE_LEFTOVERS_UP_TO
+    everyone = False
     if db.execute("SELECT 1 FROM faces WHERE group_id IS NOT NULL LIMIT 1").fetchone():
-        # go on from the groups (faceid.cluster.incremental): the new faces, or every face in no group
+        # go on from the groups (faceid.cluster.incremental): first the new faces; then, when the
+        # leftovers are due, every face in no group (the new ones with them) in one settle instead
+        settled = None
+        if not leftovers and tried > tried_before:
+            new_ids, new_shas, new_vectors = _read(db, "group_id IS NULL AND id > ?", (tried_before,), dimension)
+            if len(new_ids):
+                settled = settle_faces(
+                    db, new_ids, new_shas, new_vectors, dimension, params, _exclusion_pairs(db, new_ids)
+                )
+        placed = settled.attached + settled.newly_grouped if settled else 0
+        if leftovers is None:
+            leftovers = due(ungrouped - placed)
+        everyone = bool(leftovers) and ungrouped <= SETTLE_LEFTOVERS_UP_TO
         if everyone:
             face_ids, shas, vectors = _read(db, "group_id IS NULL", (), dimension)
-        elif tried > tried_before:
-            face_ids, shas, vectors = _read(db, "group_id IS NULL AND id > ?", (tried_before,), dimension)
-        else:
-            face_ids, shas, vectors = np.zeros(0, np.int64), [], np.zeros((0, dimension), np.float32)
-        if len(face_ids):
             settled = settle_faces(db, face_ids, shas, vectors, dimension, params, _exclusion_pairs(db, face_ids))
+        if settled is not None:
             ids, groups, sums, merges = settled.ids, settled.groups, dict(settled.sums), settled.merges
             attached, new_groups, newly = settled.attached, settled.new_groups, settled.newly_grouped
         if everyone:
@@ -239,14 +248,14 @@ def _plan(db: sqlite3.Connection, dimension: int, full: bool, leftovers: bool | 
             groups = np.concatenate([groups, rest_groups[grouped] - offset])
             new_groups, newly = new_groups + grouping.new_groups, newly + grouping.newly_grouped
             left = grouping.ungrouped
-    elif leftovers and ungrouped >= 2:
+    elif (due(ungrouped) if leftovers is None else leftovers) and ungrouped >= 2:
         rest_ids, rest_shas, rest_vectors = _read(db, "group_id IS NULL", (), dimension)
         rest_groups, grouping, sums = _group_new(db, rest_ids, rest_shas, rest_vectors, params)
         grouped = rest_groups != 0
         ids, groups = rest_ids[grouped], rest_groups[grouped]
         new_groups, newly = grouping.new_groups, grouping.newly_grouped
         left = grouping.ungrouped
-    elif leftovers:
+    elif leftovers or (leftovers is None and due(ungrouped)):
         left = ungrouped
     if not len(ids) and not merges and tried == tried_before and not sums and (left is None or left == left_before):
         return None
