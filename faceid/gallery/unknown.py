@@ -36,7 +36,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
-from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameError, PersonNotFoundError
+from faceid.errors import (
+    FaceNotFoundError,
+    GroupNotFoundError,
+    InvalidNameError,
+    PersonNotFoundError,
+    UncalibratedError,
+)
 from faceid.gallery.backend import GalleryBackend, Unchanged
 from faceid.gallery.people import unit_vectors
 from faceid.gallery.records import Group, GroupingUpdate, Kept, Named, NewFace, UnknownFace, n_faces, normalise_name
@@ -94,6 +100,7 @@ class UnknownFaces:
         self._gallery = gallery
         self._b = backend
         self.params = params  # a faceid.cluster.GroupingParams, or None for the gallery's model's
+        self._key: EmbeddingKey | None = None
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -162,10 +169,14 @@ class UnknownFaces:
         b = self._b
         with self._gallery.guard():
             b.require_unknown("keeping unknown faces")
-            self._gallery.check_embedding_key(embedding_key)  # another model's faces: refused before its filters
         vectors = unit_vectors(faces, embedding_key.dimension)
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-        min_size, min_confidence = keep_filters(embedding_key, min_size, min_confidence)
+        try:
+            min_size, min_confidence = keep_filters(embedding_key, min_size, min_confidence)
+        except UncalibratedError:
+            with self._gallery.guard():
+                self._gallery.check_embedding_key(embedding_key)  # another model's faces: that error first
+            raise
         boxes_conf = (boxes, np.array([f.confidence for f in faces], dtype=np.float64))
         keep = keep_for_grouping(*boxes_conf, min_size=min_size, min_confidence=min_confidence)
         reasons = tuple(not_kept_reasons(*boxes_conf, min_size=min_size, min_confidence=min_confidence))
@@ -199,6 +210,8 @@ class UnknownFaces:
             todo = []
         if group and todo:
             self.update_groups()
+        if todo or duplicates:
+            self._key = embedding_key  # the gallery's, now (checked in the change)
         return Kept(tuple(ids), len(todo), int(len(faces) - keep.sum()), duplicates, reasons, tuple(before))
 
     # -- grouping -------------------------------------------------------------------------------
@@ -234,8 +247,9 @@ class UnknownFaces:
 
         if self.params is not None:
             return self.params
-        key = self._gallery.embedding_key
-        return params_for(key) if key is not None else None
+        if self._key is None:  # a gallery's key never changes once it has one: read it once
+            self._key = self._gallery.embedding_key
+        return params_for(self._key) if self._key is not None else None
 
     # -- naming and correcting ------------------------------------------------------------------
 
