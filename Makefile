@@ -6,8 +6,9 @@ DATA ?= ../shared/data
 MODEL := models/facenet-20170512-110547.safetensors
 GRAPH := models/facenet-20170512-110547.graph.pb
 SFACE := models/sface-2021dec-float32.onnx
+YUNET := models/yunet-2023mar-float32.onnx
 
-.PHONY: help setup demo test stress lint eval-lfw bench bench-setup bench-tiny clean
+.PHONY: help setup compat-clients demo test stress lint eval-lfw bench bench-setup bench-tiny clean
 
 help:
 	@echo "make demo      set up (venv, packages, verified model) and run the demo"
@@ -33,9 +34,22 @@ $(GRAPH): $(MODEL)
 $(SFACE): | $(BIN)/faceid
 	$(BIN)/faceid models pull sface
 
-setup: $(BIN)/faceid $(MODEL) $(GRAPH) $(SFACE)
+$(YUNET): | $(BIN)/faceid
+	$(BIN)/faceid models pull yunet
+
+# compreface-sdk 0.6 pins urllib3<2, which the rest of faceid's environment does not take: it gets a
+# virtualenv of its own, driven by tests/test_compat_clients.py through a small script
+COMPREFACE := .venv-compreface/bin/python
+$(COMPREFACE):
+	$(PYTHON) -m venv .venv-compreface
+	.venv-compreface/bin/python -m pip install --quiet 'compreface-sdk==0.6.0' 'urllib3<2'
+
+compat-clients: $(COMPREFACE)
+
+setup: $(BIN)/faceid $(MODEL) $(GRAPH) $(SFACE) $(YUNET) $(COMPREFACE)
 	$(BIN)/faceid models verify
 	$(BIN)/faceid models verify sface
+	$(BIN)/faceid models verify yunet
 
 demo: setup
 	$(BIN)/faceid demo --out out/demo

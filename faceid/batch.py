@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +44,10 @@ class Processed:
         return self.image is not None and self.error is not None
 
 
-def iter_image_files(inputs: Iterable[str | os.PathLike], *, recursive: bool = True) -> Iterator[str]:
-    """Expand files and folders into image file paths, in sorted order.
+def iter_image_files(
+    inputs: Iterable[str | os.PathLike], *, recursive: bool = True, suffixes: Collection[str] = IMAGE_SUFFIXES
+) -> Iterator[str]:
+    """Expand files and folders into image file paths (names ending in one of ``suffixes``), in sorted order.
 
     Folders are walked depth first without recursion (any depth) and without following symbolic
     links to folders, so a link loop cannot hang it; a folder that cannot be listed is logged and
@@ -59,12 +61,12 @@ def iter_image_files(inputs: Iterable[str | os.PathLike], *, recursive: bool = T
         except (OSError, ValueError):  # a name too long, say: reading it will report why
             is_dir = False
         if is_dir:
-            yield from _walk(str(path), recursive)
+            yield from _walk(str(path), recursive, suffixes)
         else:
             yield str(path)
 
 
-def _walk(top: str, recursive: bool) -> Iterator[str]:
+def _walk(top: str, recursive: bool, suffixes: Collection[str] = IMAGE_SUFFIXES) -> Iterator[str]:
     """Image files under ``top``: a folder's files (sorted), then each subfolder's (sorted), like ``os.walk``."""
     stack = [top]
     while stack:
@@ -85,7 +87,7 @@ def _walk(top: str, recursive: bool) -> Iterator[str]:
                     continue
             except OSError:  # a link loop or a vanished entry: reading it reports why
                 pass
-            if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith("."):
+            if Path(entry.name).suffix.lower() in suffixes and not entry.name.startswith("."):
                 yield entry.path
         if recursive:
             stack.extend(reversed(subfolders))

@@ -16,6 +16,7 @@ to (:func:`faceid.server.errors.status_of`), never by its words. The tree::
     │   ├── ImageTooLargeError
     │   └── UnsupportedImageError
     ├── OptionError (also a ValueError)
+    ├── VideoError (also a ValueError)
     ├── PipelineError
     ├── FaceCountError
     ├── InvalidNameError (also a ValueError)
@@ -65,6 +66,7 @@ __all__ = [
     "RayUnavailableError",
     "UncalibratedError",
     "UnsupportedImageError",
+    "VideoError",
 ]
 
 
@@ -168,6 +170,10 @@ class GroupNotFoundError(FaceIDError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class VideoError(FaceIDError, ValueError):
+    """A video or stream cannot be read: missing, empty, corrupt, not a video, or it stopped."""
 
 
 class KeyExistsError(FaceIDError):

@@ -248,6 +248,10 @@ def test_keys_scopes_revocation_and_audit(gallery_dir):
         assert "read-only" in error_of(c.post("/v1/people/Alice/faces", files=body, headers=reader), 403)
         assert c.post("/v1/people/Alice/faces", files=body, headers=admin).status_code == 200
         assert c.get("/v1/people", headers=reader).status_code == 200
+        # the page asks which key it holds, to offer only what that key may do
+        assert c.get("/v1/key", headers=reader).json() == {"key": "dash", "scope": "read-only"}
+        assert c.get("/v1/key", headers=admin).json() == {"key": "phone-app", "scope": "admin"}
+        error_of(c.get("/v1/key"), 401)
         assert c.post("/v1/identify", files=body, headers=reader).status_code == 200
         error_of(c.delete("/v1/people/Alice", headers=reader), 403)
         error_of(c.patch("/v1/people/Alice", json={"name": "B"}, headers=reader), 403)
@@ -265,6 +269,10 @@ def test_keys_scopes_revocation_and_audit(gallery_dir):
     with open_gallery(gallery_dir, create=False) as g:
         used = {k.name: k.last_used for k in ApiKeys(g).list()}
     assert set(used) == {"phone-app"} and used["phone-app"] is not None
+
+
+def test_without_keys_the_page_is_told_it_may_do_everything(client):
+    assert client.get("/v1/key").json() == {"key": None, "scope": "admin"}
 
 
 def _gallery_files(gallery) -> list[Path]:

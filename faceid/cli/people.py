@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from faceid.cli._common import (
+    DetectorOpt,
     GalleryOpt,
     JsonOpt,
     QuietOpt,
@@ -17,6 +18,7 @@ from faceid.cli._common import (
     RayOpt,
     RayWorkersOpt,
     app,
+    check_detector,
     cli_errors,
     err,
     new_pipeline,
@@ -49,6 +51,7 @@ def enroll(
             "--mirror", help="For a new gallery: also embed each face's mirror image (more accurate, slower)."
         ),
     ] = False,
+    detector: DetectorOpt = None,
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -73,7 +76,8 @@ def enroll(
         with cli_errors():  # before a gallery is created for nothing
             normalise_name(name)
     with cli_errors(), opened_gallery(gallery) as g:
-        pipeline = new_pipeline(ctx, enrolment_key(g, model=model, mirror=mirror or None))
+        key = enrolment_key(g, model=model, mirror=mirror or None, detector=check_detector(detector))
+        pipeline = new_pipeline(ctx, key)
         with ray_runner(ctx, ray, ray_address, ray_workers, keep_pixels=True) as runner:
             if folders is not None:
                 total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
@@ -102,10 +106,18 @@ def enroll(
 @app.command()
 def identify(
     ctx: typer.Context,
-    inputs: Annotated[list[Path], typer.Argument(help="Photos and folders of photos.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Photos, videos, and folders of them.")],
     annotate: Annotated[
         Optional[Path],
-        typer.Option("--annotate", help="Write a copy of each photo with every face boxed and named into DIR."),
+        typer.Option(
+            "--annotate", help="Write a copy of each photo or video with every face boxed and named into DIR."
+        ),
+    ] = None,
+    fps: Annotated[
+        Optional[float],
+        typer.Option(
+            "--fps", min=0.1, max=120, help="Video frames looked at per second [default: 3].", show_default=False
+        ),
     ] = None,
     threshold: Annotated[
         Optional[float],
@@ -120,6 +132,7 @@ def identify(
             "Creates the gallery if there is none.",
         ),
     ] = False,
+    detector: DetectorOpt = None,
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -127,15 +140,19 @@ def identify(
     ray_address: RayAddressOpt = None,
     ray_workers: RayWorkersOpt = None,
 ) -> None:
-    """Find every face and name it, or say unknown / ambiguous."""
-    from faceid.batch import iter_image_files
+    """Find every face and name it, or say unknown / ambiguous; in a video, name each person once per track."""
+    from faceid.cli.video import identify_videos
+    from faceid.enroll import enrolment_key
     from faceid.identify import identify as run
+    from faceid.video.reader import split_media
 
     with cli_errors(), opened_gallery(gallery, create=remember) as g:
-        sources = list(iter_image_files(inputs))
-        if not sources:
-            raise FaceIDError("no photos found (folders are searched for .jpg, .png, .webp, ... files)")
-        pipeline = new_pipeline(ctx, g.embedding_key)
+        sources, videos = split_media(inputs)
+        if not sources and not videos:
+            raise FaceIDError("no photos or videos found (folders are searched for .jpg, .png, .mp4, ... files)")
+        # the gallery's detector; a --detector that contradicts it is refused
+        key = g.embedding_key if detector is None else enrolment_key(g, detector=check_detector(detector))
+        pipeline = new_pipeline(ctx, key)
         failed = kept = again = 0
         not_kept: list[str] = []
         with (
@@ -161,6 +178,18 @@ def identify(
                     typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
                 else:
                     print_identification(result)
+        if videos:
+            failed += identify_videos(
+                ctx,
+                g,
+                videos,
+                fps=fps,
+                threshold=threshold,
+                margin=margin,
+                annotate=annotate,
+                remember=remember,
+                as_json=as_json,
+            )
         if remember and not as_json:
             groups = len(g.unknown.groups())
             err(
@@ -168,7 +197,8 @@ def identify(
                 f"{why_not_kept(not_kept)}; {groups} groups of unknown faces (see `faceid clusters`)"
             )
     if failed:
-        err(f"faceid: {failed} of {len(sources)} inputs failed (unreadable, or the face pipeline failed on them)")
+        total = len(sources) + len(videos)
+        err(f"faceid: {failed} of {total} inputs failed (unreadable, or the face pipeline failed on them)")
         raise typer.Exit(1)
 
 

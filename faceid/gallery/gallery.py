@@ -178,7 +178,10 @@ class Gallery:
         try:
             return EmbeddingKey.from_json(value)
         except EmbeddingKeyError as exc:
-            raise GalleryCorruptError(f"{self.path}: the stored {exc}; restore the gallery from a backup") from None
+            raise GalleryCorruptError(
+                f"{self.path}: the stored {exc}; restore the gallery from a backup (`faceid gallery restore`, "
+                "docs/backup.md)"
+            ) from None
 
     @_guarded
     def check_embedding_key(self, key: EmbeddingKey) -> EmbeddingKey | None:

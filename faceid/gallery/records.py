@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 MAX_NAME_LENGTH = 200
+_JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner: format characters names need
 
 
 def default_gallery_dir() -> Path:
@@ -55,8 +56,11 @@ def normalise_name(name: str) -> str:
     """A person's name as stored: NFC, surrounding white space removed.
 
     Names are free text (spaces, accents, any script) and live only inside SQLite, never in a
-    file path. Raises :class:`InvalidNameError` for empty names, names over
-    ``MAX_NAME_LENGTH`` characters, and names with control characters (NUL, newlines, ...).
+    file path. Letters of any script, combining marks and the joiners U+200C/U+200D (which
+    Persian and Indic names need, as do emoji sequences) are allowed. Raises
+    :class:`InvalidNameError` for empty names, names over ``MAX_NAME_LENGTH`` characters, and
+    names with other control or format characters (NUL, newlines, bidi overrides such as U+202E,
+    ...), surrogates, private-use or unassigned code points.
     """
     if not isinstance(name, str):
         raise InvalidNameError(f"a name must be text, got {type(name).__name__}")
@@ -65,9 +69,12 @@ def normalise_name(name: str) -> str:
         raise InvalidNameError("a name cannot be empty")
     if len(cleaned) > MAX_NAME_LENGTH:
         raise InvalidNameError(f"a name can have at most {MAX_NAME_LENGTH} characters, this one has {len(cleaned)}")
-    bad = [c for c in cleaned if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") and c != "\u200d"]
+    bad = [c for c in cleaned if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") and c not in _JOINERS]
     if bad:
-        raise InvalidNameError(f"a name cannot hold control characters (found {', '.join(repr(c) for c in bad[:3])})")
+        found = ", ".join(f"U+{ord(c):04X}" for c in bad[:3])
+        raise InvalidNameError(
+            f"a name cannot hold control characters or format characters other than joiners ({found})"
+        )
     return cleaned
 
 
