@@ -242,7 +242,24 @@ def print_identification(result) -> None:
         if face.status != "known" and face.candidates:
             hint = f", closest {face.candidates[0].name}"
         kept = f"  kept as face {face.kept_as}" if face.kept_as is not None else ""
+        if face.kept_before:
+            kept += " (already kept)"
+        if face.not_kept:
+            kept = f"  not kept: {face.not_kept}"
         say(
             f"  {who:20} similarity {face.similarity:.3f} score {face.score:.3f}{hint}  "
             f"box {list(face.detection.box)}{kept}"
         )
+
+
+def why_not_kept(reasons: list[str]) -> str:
+    """`` (3 confidence below 0.90, 1 face below 40 px)`` from the not-kept reasons, or ``""``."""
+    import re
+    from collections import Counter
+
+    counts = Counter(
+        re.sub(r"(confidence|face) [0-9.]+( px)?,? below", r"\1 below", part)
+        for why in reasons
+        for part in why.split("; ")
+    )
+    return f" ({', '.join(f'{n} {what}' for what, n in sorted(counts.items()))})" if counts else ""

@@ -278,18 +278,22 @@ def eval_cluster(
             "--filters", help="Instead: measure minimum face size and confidence for keeping (one line per row)."
         ),
     ] = False,
+    model: ModelOpt = None,
     detector: DetectorOpt = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """LFW grouping: every face kept as unknown and grouped with the defaults; pairwise and BCubed
-    precision, recall, F, groups, faces left ungrouped, seconds (one JSON line), plus baselines."""
+    """LFW grouping: every face kept as unknown and grouped with the model's numbers; pairwise and
+    BCubed precision, recall, F, groups, faces left ungrouped, seconds (one JSON line), plus
+    baselines, and the numbers the impostor-rate rule derives for the model on LFW A-M (what
+    faceid.thresholds.GROUPING stores) and on N-Z (the check)."""
     from faceid.cache import EmbeddingCache
     from faceid.eval.grouping import (
         BASELINES,
         evaluate_attach,
         evaluate_grouping,
         filter_table,
+        grouping_settings,
         lfw_detections,
         lfw_faces,
     )
@@ -302,28 +306,34 @@ def eval_cluster(
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         if subset.lower() != "all" and subset.upper() not in ("A-M", "N-Z"):
             raise FaceIDError(f"--subset takes all, A-M or N-Z, got {subset!r}")
+        pipeline = _eval_pipeline(ctx, None, None, None, model, detector)
         if filters:
             with progress_bar(total, "embedding LFW", not quiet) as tick:
-                detections = lfw_detections(
-                    data,
-                    _eval_pipeline(ctx, None, None, None, None, detector),
-                    cache=EmbeddingCache(cache),
-                    progress=tick,
-                )
-            for row in filter_table(detections):
+                detections = lfw_detections(data, pipeline, cache=EmbeddingCache(cache), progress=tick)
+            for row in filter_table(detections, _filter_params(pipeline.key)):
                 typer.echo(json.dumps(row))
             _cluster_errors(detections.errors)
             return
         with progress_bar(total, "embedding LFW", not quiet) as tick:
-            faces = lfw_faces(
-                data, _eval_pipeline(ctx, None, None, None, None, detector), cache=EmbeddingCache(cache), progress=tick
-            )
-        reports = evaluate_grouping(faces, baselines=BASELINES if baselines else (), subset=subset)
-        incremental = evaluate_attach(faces) if subset.lower() == "all" else None
+            faces = lfw_faces(data, pipeline, cache=EmbeddingCache(cache), progress=tick)
+        settings = grouping_settings(faces, pipeline.key)
+        reports = evaluate_grouping(
+            faces, params=settings.params, baselines=BASELINES if baselines else (), subset=subset
+        )
+        incremental = evaluate_attach(faces, params=settings.params) if subset.lower() == "all" else None
     first, *rest = [r.to_json() for r in reports]
     line = {
         **first,
         "subset": subset,
+        "model": pipeline.key.model,
+        "params": {
+            "threshold": settings.params.threshold,
+            "floor": settings.params.floor,
+            "margin": settings.params.margin,
+            "source": settings.source,
+        },
+        "derived_on_a_m": settings.derived.to_json(),
+        "derived_on_n_z": settings.check.to_json(),
         "left_out_no_face": faces.left_out,
         "errors": len(faces.errors),
         "attach": incremental,
@@ -331,6 +341,17 @@ def eval_cluster(
     }
     typer.echo(json.dumps(line))
     _cluster_errors(faces.errors)
+
+
+def _filter_params(key):
+    """The grouping settings of ``key`` for the keep-filter table (the old defaults if none are measured)."""
+    from faceid.cluster import GroupingParams, params_for
+    from faceid.errors import UncalibratedError
+
+    try:
+        return params_for(key)
+    except UncalibratedError:
+        return GroupingParams()
 
 
 def _cluster_errors(errors: dict[str, str]) -> None:
