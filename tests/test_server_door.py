@@ -323,12 +323,15 @@ def test_the_memory_budget_queues_in_order_and_refuses_only_past_the_deadline():
 
 def test_form_key_routes_pass_the_door_to_read_their_own_key(gallery_dir):
     """DeepStack's clients send the key as a form field: without a header key, a request under
-    /v1/vision/ goes on to its route (here none: 404), any other keyless request is a 401."""
+    /v1/vision/ goes on to its route, which reads the key from the form; any other keyless request
+    is a 401 at the door."""
     from fastapi.testclient import TestClient
 
     app, key = keyed_app(gallery_dir)
     with TestClient(app, raise_server_exceptions=False) as c:
         photo = files(("x.png", png(tile_image([RED]))))
-        assert c.post("/v1/vision/face/recognize", files=photo).status_code == 404
+        image = {"image": ("x.png", png(tile_image([RED])))}  # DeepStack's field
+        assert c.post("/v1/vision/face/recognize", files=image, data={"api_key": key}).status_code == 200
+        assert c.post("/v1/vision/face/recognize", files=photo).status_code == 401  # the route's own refusal
         assert c.post("/v1/identify", files=photo).status_code == 401
         assert c.post("/v1/vision/face/recognize", files=photo, headers={"x-api-key": "fid_wrong"}).status_code == 401
