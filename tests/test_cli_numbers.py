@@ -15,6 +15,8 @@ def run_cli(capsys, monkeypatch, *args: str) -> tuple[int, str]:
     from faceid.cli import run
 
     monkeypatch.setattr(sys, "argv", ["faceid", *args])
+    # in this process TensorFlow may be loaded by an earlier test: run() would then end the process
+    monkeypatch.setattr("faceid.cli.FAST_EXIT", False)
     with pytest.raises(SystemExit) as exited:
         run(prog_name="faceid")
     code = exited.value.code

@@ -26,7 +26,12 @@ from faceid.cli import video  # noqa: F401  (watch; videos in identify; eval vid
 from faceid.cli import demo  # noqa: F401  (demo)
 # isort: on
 
-__all__ = ["app", "printable", "run"]
+__all__ = ["FAST_EXIT", "app", "printable", "run"]
+
+
+#: End the process with ``os._exit`` once TensorFlow is loaded (see :func:`run`). A caller that runs
+#: the command inside a longer-lived process (a test calling :func:`run`) sets it False.
+FAST_EXIT = True
 
 
 def run(prog_name: str | None = None) -> None:  # console-script entry point
@@ -58,7 +63,7 @@ def run(prog_name: str | None = None) -> None:  # console-script entry point
         code = 1
     except SystemExit as exc:
         code = exc.code
-    if "tensorflow" not in sys.modules:
+    if not FAST_EXIT or "tensorflow" not in sys.modules:
         sys.exit(code)
     import atexit
     import os
