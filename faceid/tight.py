@@ -17,10 +17,16 @@ import numpy as np
 
 from faceid.detect import Detection
 
-__all__ = ["PADDED_SIDE", "detect_padded", "map_back", "pad_for_detection"]
+__all__ = ["PADDED_SIDE", "TIGHT_SHARE", "detect_padded", "map_back", "pad_for_detection"]
 
 #: Longer side of the padded image detection runs on.
 PADDED_SIDE = 320
+
+#: A face found on the padded image is kept only if it fills at least this share of the photo's
+#: width and height, as a tight crop's face does: the retry is for tight crops, and a small "face"
+#: it finds in a photo where the first pass found none is a false one (a flower in
+#: ../shared/data/awkward was one, with MTCNN).
+TIGHT_SHARE = 0.4
 
 
 class _Detects(Protocol):
@@ -54,6 +60,10 @@ def map_back(d: Detection, scale: float, px: int, py: int, width: int, height: i
     return Detection((cx0, cy0, cx1 - cx0, cy1 - cy0), d.confidence, landmarks)
 
 
+def _fills(d: Detection, width: int, height: int) -> bool:
+    return d.box[2] >= TIGHT_SHARE * width and d.box[3] >= TIGHT_SHARE * height
+
+
 def detect_padded(detector: _Detects, images: Sequence[np.ndarray]) -> list[list[Detection]]:
     """``detector.detect_many(images)``, then for each image with no face, the faces found on it
     padded (see the module docstring), in the image's own pixels."""
@@ -66,5 +76,5 @@ def detect_padded(detector: _Detects, images: Sequence[np.ndarray]) -> list[list
     for i, (_, scale, px, py), faces in zip(empty, padded, again):
         h, w = images[i].shape[:2]
         mapped = [map_back(d, scale, px, py, w, h) for d in faces]
-        found[i] = [d for d in mapped if d is not None]
+        found[i] = [d for d in mapped if d is not None and _fills(d, w, h)]
     return found
