@@ -28,10 +28,8 @@ writes is ordered so that a crash between any two leaves the gallery usable:
   ``skip_known_images``), and :meth:`MilvusGallery.check` reports the faces the audit log
   records but the gallery lacks.
 
-Removed rows are tombstones in Milvus until compaction, so every removal asks for one
-(``compact``) and waits for it (up to ``timeout``). milvus-lite's compaction rewrites the
-segment files without the removed rows; a Milvus server keeps old segments in its object store
-until its garbage collector drops them (``gc.dropTolerance``), which faceid cannot hasten.
+Removed rows are tombstones until compaction (``milvus_compaction``): a delete takes effect at once;
+milvus-lite's removal waits for the compaction, a server compacts in the background (``pending``).
 
 There is one writer at a time: milvus-lite lets one process open a ``.db`` folder (another gets
 :class:`~faceid.errors.GalleryBusyError` after ``timeout``); on a Milvus server faceid takes no
@@ -45,7 +43,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -67,6 +64,7 @@ from faceid.errors import (
     PersonNotFoundError,
 )
 from faceid.gallery import audit
+from faceid.gallery import milvus_compaction as compaction
 from faceid.gallery.audit import AuditEntry
 from faceid.gallery.chips import FaceChip
 from faceid.gallery.location import MilvusLocation
@@ -83,6 +81,7 @@ from faceid.gallery.milvus_common import (
     _name_key,
     _strs,
 )
+from faceid.gallery.milvus_timeout import TimedClient
 from faceid.gallery.people import unit_vectors, vector_problems
 from faceid.gallery.records import FaceRecord, NewFace, Person, n_faces, normalise_name, utc_now
 
@@ -166,7 +165,7 @@ class MilvusGallery:
         loc = self.location
         if not loc.lite:
             try:
-                return MilvusClient(uri=loc.uri, token=os.environ.get("FACEID_MILVUS_TOKEN", ""), timeout=self.timeout)
+                return TimedClient.connect(loc.uri, self.timeout, self.path)
             except Exception as exc:
                 raise GalleryError(f"{self.path}: cannot reach Milvus at {loc.uri} ({_reason(exc)})") from None
         folder = Path(loc.uri)
@@ -425,24 +424,24 @@ class MilvusGallery:
         self._bump()
 
     def _compact(self) -> None:
-        """Ask Milvus to drop deleted rows from its segments, and wait for it (up to ``timeout``)."""
-        for what in ("faces", "people"):
-            if what == "faces" and not self._faces_exist():
-                continue
-            self._client.flush(self._name(what))  # rows still in the write-ahead log go to segments first
-            job = self._client.compact(self._name(what))
-            deadline = time.monotonic() + self.timeout
-            while job and time.monotonic() < deadline:
-                state = str(self._client.get_compaction_state(job)).lower()
-                if "complet" in state or "undefined" in state:
-                    break
-                time.sleep(0.2)
-            else:
-                if job:
-                    self._report(
-                        f"{self.path}: Milvus had not finished compacting after {self.timeout:g} s; removed "
-                        "rows stay in its segments until it has"
-                    )
+        """Erase deleted rows: milvus-lite waits (up to ``timeout``); a server compacts in the background."""
+        names = [self._name(w) for w in ("faces", "people") if w == "people" or self._faces_exist()]
+        jobs = compaction.start(self._client, names)
+        if self.location.lite:
+            compaction.wait(self._client, jobs, self.timeout, self._report, self.path)
+        elif jobs:
+            self._set_meta("compacting", json.dumps(sorted({*jobs, *json.loads(self._meta("compacting") or "[]")})))
+
+    @_guarded
+    def pending(self) -> list[str]:
+        """Erasures still under way (not problems): a server's compactions, kept in ``meta('compacting')``."""
+        jobs = json.loads(self._meta("compacting") or "[]")
+        left = compaction.unfinished(self._client, jobs)
+        if left != jobs:
+            self._set_meta("compacting", json.dumps(left) if left else None)
+        if not left:
+            return []
+        return [f"{self.path}: {compaction.PENDING.format(n=len(left))}"]
 
     def _report(self, problem: str) -> None:
         if problem not in self.problems:
@@ -841,8 +840,7 @@ class MilvusGallery:
 
         Checks the stored embedding key, that every embedding is a finite unit vector of its
         dimension, that no face lacks its person (an interrupted removal), and that the faces
-        agree with the audit log.
-        """
+        agree with the audit log. Erasures still under way are not problems: see :meth:`pending`."""
         where = self.path
         problems: list[str] = []
         try:
