@@ -31,16 +31,19 @@ from faceid.errors import (
     GalleryCorruptError,
     GalleryError,
     ImageError,
+    ImageTooLargeError,
     InvalidNameError,
     ModelError,
     ModelIntegrityError,
     ModelLicenceError,
     ModelMismatchError,
     ModelNotFoundError,
+    NameTakenError,
     OptionError,
     PersonNotFoundError,
     PipelineError,
     UncalibratedError,
+    UnsupportedImageError,
 )
 
 __version__ = "0.1.0"
@@ -63,20 +66,24 @@ __all__ = [
     "GalleryError",
     "Identification",
     "ImageError",
+    "ImageTooLargeError",
     "InvalidNameError",
     "ModelError",
     "ModelIntegrityError",
     "ModelLicenceError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "NameTakenError",
     "OptionError",
     "PersonNotFoundError",
     "Pipeline",
     "PipelineError",
     "UncalibratedError",
+    "UnsupportedImageError",
     "enroll",
     "enroll_folders",
     "identify",
+    "identify_image",
     "load_image",
 ]
 
@@ -96,6 +103,7 @@ _LAZY = {
     "enroll": "faceid.enroll",
     "enroll_folders": "faceid.enroll",
     "identify": "faceid.identify",
+    "identify_image": "faceid.identify",
     "load_image": "faceid.images",
 }
 
@@ -119,7 +127,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from faceid.embedding_key import EmbeddingKey
     from faceid.enroll import EnrollResult, enroll, enroll_folders
     from faceid.gallery import Gallery
-    from faceid.identify import identify
+    from faceid.identify import identify, identify_image
     from faceid.images import load_image
     from faceid.pipeline import Face, Pipeline
     from faceid.results import Candidate, FaceMatch, Identification

@@ -14,7 +14,7 @@ _lock = threading.Lock()
 
 
 @contextmanager
-def _stderr_silenced() -> Iterator[None]:
+def stderr_silenced() -> Iterator[None]:
     """Point file descriptor 2 at /dev/null for a moment: TensorFlow's C++ start-up messages
     (absl's "All log messages before absl::InitializeLog()", oneDNN notices) ignore
     TF_CPP_MIN_LOG_LEVEL. Python exceptions are unaffected: they are raised, not printed here."""
@@ -65,7 +65,7 @@ def quiet_tensorflow(*modules: str) -> None:
         if not todo:
             return
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with _stderr_silenced(), _without_sklearn():
+        with stderr_silenced(), _without_sklearn():
             for name in todo:
                 module = importlib.import_module(name)
                 if name == "tensorflow":

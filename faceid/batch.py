@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from faceid.errors import ImageError, PipelineError
 from faceid.images import IMAGE_SUFFIXES, LoadedImage, read_image
 from faceid.pipeline import Face, Pipeline
 
-__all__ = ["Processed", "iter_image_files", "process"]
+__all__ = ["Processed", "describe_failure", "image_failures", "iter_image_files", "load_source", "process", "run_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,10 @@ class Processed:
         return self.image is not None and self.error is not None
 
 
-def iter_image_files(inputs: Iterable[str | os.PathLike], *, recursive: bool = True) -> Iterator[str]:
-    """Expand files and folders into image file paths, in sorted order.
+def iter_image_files(
+    inputs: Iterable[str | os.PathLike], *, recursive: bool = True, suffixes: Collection[str] = IMAGE_SUFFIXES
+) -> Iterator[str]:
+    """Expand files and folders into image file paths (names ending in one of ``suffixes``), in sorted order.
 
     Folders are walked depth first without recursion (any depth) and without following symbolic
     links to folders, so a link loop cannot hang it; a folder that cannot be listed is logged and
@@ -59,12 +61,12 @@ def iter_image_files(inputs: Iterable[str | os.PathLike], *, recursive: bool = T
         except (OSError, ValueError):  # a name too long, say: reading it will report why
             is_dir = False
         if is_dir:
-            yield from _walk(str(path), recursive)
+            yield from _walk(str(path), recursive, suffixes)
         else:
             yield str(path)
 
 
-def _walk(top: str, recursive: bool) -> Iterator[str]:
+def _walk(top: str, recursive: bool, suffixes: Collection[str] = IMAGE_SUFFIXES) -> Iterator[str]:
     """Image files under ``top``: a folder's files (sorted), then each subfolder's (sorted), like ``os.walk``."""
     stack = [top]
     while stack:
@@ -85,7 +87,7 @@ def _walk(top: str, recursive: bool) -> Iterator[str]:
                     continue
             except OSError:  # a link loop or a vanished entry: reading it reports why
                 pass
-            if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith("."):
+            if Path(entry.name).suffix.lower() in suffixes and not entry.name.startswith("."):
                 yield entry.path
         if recursive:
             stack.extend(reversed(subfolders))
@@ -119,7 +121,7 @@ def process(
     after the other (the equality tests compare the two).
 
     A file that cannot be read, or that the pipeline fails on, gets an ``error`` (one line naming
-    it and the reason) and the run goes on; a bug in the pipeline propagates (see :func:`_image_failures`).
+    it and the reason) and the run goes on; a bug in the pipeline propagates (see :func:`image_failures`).
     """
     batch_size = _check.integer("process", "batch_size", batch_size, low=1)
     overlap = _check.boolean("process", "overlap", overlap)
@@ -150,7 +152,7 @@ def process(
 
         def load(b: int) -> None:
             if b < len(batches) and b not in loads:
-                loads[b] = [decoders.submit(_load, n) for n in batches[b]]
+                loads[b] = [decoders.submit(load_source, n) for n in batches[b]]
 
         load(0)
         load(1)
@@ -177,24 +179,19 @@ def process(
         decoders.shutdown(wait=True, cancel_futures=True)
 
 
-def _load(name: str) -> Processed:
+def load_source(name: str) -> Processed:
+    """One image file decoded, or its :class:`~faceid.errors.ImageError` as the ``error``."""
     try:
         return Processed(name, read_image(name))
     except ImageError as exc:
         return Processed(name, None, error=str(exc))
 
 
-def _run_batch(
-    loaded: list[Processed],
-    pipeline: Pipeline,
-    cache: EmbeddingCache | None,
-    key: str,
-    detector_key: str = "",
-    prepare: Callable[[], None] | None = None,
-) -> list[Processed]:
-    """One decoded batch through detection and embedding in this thread, as :func:`process` runs
-    each batch (for callers that make their own batches: :mod:`faceid.distributed`'s Ray workers)."""
-    stage = _Stages(pipeline, cache, key, detector_key, prepare or (lambda: None), threading.Lock())
+def run_batch(loaded: list[Processed], pipeline: Pipeline) -> list[Processed]:
+    """One decoded batch (from :func:`load_source`) through detection and embedding in this thread,
+    as :func:`process` runs each batch, without a cache (for callers that make their own batches:
+    :mod:`faceid.distributed`'s Ray workers)."""
+    stage = _Stages(pipeline, None, "", "", lambda: None, threading.Lock())
     return stage.embed(stage.detect(loaded))
 
 
@@ -240,7 +237,7 @@ class _Stages:
         self.prepare()
         try:
             detections = self._detections([image for _, image in todo])
-        except _image_failures() as exc:  # which image? run them one by one, so that only it is reported
+        except image_failures() as exc:  # which image? run them one by one, so that only it is reported
             _log_batch_failure(len(todo), exc)
             return _Detected(out, todo, None)
         return _Detected(out, todo, detections)
@@ -267,7 +264,7 @@ class _Stages:
         if detected.detections is not None:
             try:
                 found = list(self.pipeline.embed_many([image.pixels for _, image in todo], detected.detections))
-            except _image_failures() as exc:
+            except image_failures() as exc:
                 _log_batch_failure(len(todo), exc)
         if found is None:
             with self.detector_lock:  # pipeline.faces detects too: not beside the detection thread
@@ -288,7 +285,7 @@ def _log_batch_failure(images: int, exc: BaseException) -> None:
     log.warning("a batch of %d images failed (%s: %s); running them one by one", images, type(exc).__name__, exc)
 
 
-def _image_failures() -> tuple[type[BaseException], ...]:
+def image_failures() -> tuple[type[BaseException], ...]:
     """What the pipeline raises because of one image: faceid's :class:`PipelineError`, running out
     of memory, and the numerical libraries' errors about their input (OpenCV's, TensorFlow's op
     errors), for those already loaded.
@@ -311,9 +308,17 @@ def _faces_or_error(pipeline: Pipeline, image: LoadedImage, source: str) -> list
     """The faces of one image, or one line saying why the pipeline failed on it (logged with its traceback)."""
     try:
         return pipeline.faces(image.pixels)
-    except _image_failures() as exc:
+    except image_failures() as exc:
         log.error("the face pipeline failed on %s", source, exc_info=True)
-        reason = " ".join(str(exc).split())[:300]
-        if not isinstance(exc, PipelineError):
-            reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
-        return f"{source}: the face pipeline failed on it: {reason}"
+        return describe_failure(exc, source)
+
+
+def describe_failure(exc: BaseException, source: str) -> str:
+    """The one line that reports the face pipeline's failure on one image (one of
+    :func:`image_failures`): ``"<source>: the face pipeline failed on it: <reason>"``, the reason
+    prefixed with the exception's class unless it is faceid's own :class:`PipelineError`. The CLI,
+    the server and the Ray runner word it alike through this."""
+    reason = " ".join(str(exc).split())[:300]
+    if not isinstance(exc, PipelineError):
+        reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    return f"{source}: the face pipeline failed on it: {reason}"

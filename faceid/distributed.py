@@ -44,7 +44,7 @@ import numpy as np
 
 from faceid import _check
 from faceid.detect import Detection
-from faceid.errors import FaceIDError
+from faceid.errors import FaceIDError, RayUnavailableError
 from faceid.images import LoadedImage
 
 if TYPE_CHECKING:
@@ -64,10 +64,6 @@ TASK_RETRIES = 3
 #: Object store of a local cluster started by faceid, in bytes: enough for a few batches of
 #: decoded photos in flight, without Ray's default of 30% of the machine's memory.
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024 * 1024
-
-
-class RayUnavailableError(FaceIDError):
-    """Ray (with its data extra) is not installed."""
 
 
 def import_ray() -> Any:
@@ -114,13 +110,13 @@ def ray_cluster(address: str | None = None, *, cpus: int | None = None) -> Itera
             "include_dashboard": False,
             "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}},
         }
-    from faceid._tf import _stderr_silenced
+    from faceid._tf import stderr_silenced
 
     # Ray's C++ start-up line ("Set ray log level ...") ignores the level it reports; errors still raise.
     where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
     for attempt in (1, 2):
         try:
-            with _stderr_silenced() if quiet else contextlib.nullcontext():
+            with stderr_silenced() if quiet else contextlib.nullcontext():
                 ray.init(logging_level=level, log_to_driver=not quiet, **options)
             break
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
@@ -293,14 +289,14 @@ class _Worker:
         self.keep_pixels = keep_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from faceid.batch import Processed, _load, _run_batch
+        from faceid.batch import Processed, load_source, run_batch
 
         cpu = time.process_time()
         first = int(batch["first"][0])
         sources = json.loads(str(batch["sources"][0]))
         try:
-            loaded = [_load(source) for source in sources]
-            done = _run_batch(loaded, self.pipeline, None, "")
+            loaded = [load_source(source) for source in sources]
+            done = run_batch(loaded, self.pipeline)
         except Exception:  # a bug: its traceback goes back to the driver, which stops the run with it
             import traceback
 

@@ -21,13 +21,14 @@ __all__ = ["COLOURS", "Label", "annotate", "face_thumbnail", "layout_labels", "p
 COLOURS = {KNOWN: (40, 200, 80), AMBIGUOUS: (255, 170, 0), "unknown": (230, 40, 40)}
 
 
-def _label(face: FaceMatch) -> str:
+def _label(face: FaceMatch) -> tuple[str, str]:
+    """A face's label as ``(text that may be shortened, ending kept whole)``."""
     if face.status == KNOWN:
-        return f"{face.name} ({face.similarity:.2f})"
+        return face.name or "?", f" ({face.similarity:.2f})"
     if face.status == AMBIGUOUS:
         best = face.candidates[0].name if face.candidates else "?"
-        return f"ambiguous: {best}? ({face.similarity:.2f})"
-    return f"unknown ({face.similarity:.2f})" if face.similarity > -1 else "unknown"
+        return f"ambiguous: {best}", f"? ({face.similarity:.2f})"
+    return ("unknown", f" ({face.similarity:.2f})") if face.similarity > -1 else ("unknown", "")
 
 
 Rect = tuple[int, int, int, int]  # left, top, right, bottom
@@ -89,53 +90,65 @@ class Label:
     offset: tuple[int, int]  # the font's own offset of the text's ink inside its box
 
 
+#: A label may be as wide as its face's box, and at least this many times the font size (a few
+#: characters and the similarity); longer names end in an ellipsis.
+MIN_LABEL_EMS = 6
+
+
 def plan_labels(size: tuple[int, int], result: Identification) -> tuple[Any, int, list[Label]]:
-    """The font, line width and label of each face of ``result`` on an image of ``size`` (:func:`layout_labels`)."""
-    from PIL import Image, ImageDraw, ImageFont
+    """The fonts, line width and label of each face of ``result`` on an image of ``size`` (:func:`layout_labels`).
+
+    Names in any script are drawn with the bundled fonts (:mod:`faceid.fonts`); a label is at most
+    as wide as its face's box (at least ``MIN_LABEL_EMS`` font sizes, at most the image), a longer
+    name is cut and ended with an ellipsis, so no label runs across other faces.
+    """
+    from faceid.fonts import text_fonts
 
     width, height = size
-    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line = max(2, round(max(size) / 400))
     font_size = max(12, round(max(size) / 55))
-    texts = [_label(face) for face in result.faces]
-    widest = max((draw.textbbox((0, 0), t, font=ImageFont.load_default(size=font_size))[2] for t in texts), default=0)
-    if widest + 2 * line > width:  # a label wider than the photo: a smaller font, down to 8 px
-        font_size = max(8, int(font_size * width / (widest + 2 * line)))
-    font = ImageFont.load_default(size=font_size)
+    if MIN_LABEL_EMS * font_size + 2 * line > width:  # a tiny image: a smaller font, down to 8 px
+        font_size = max(8, (width - 2 * line) // MIN_LABEL_EMS)
+    fonts = text_fonts(font_size)
     boxes: list[Rect] = []
     sizes: list[tuple[int, int]] = []
     offsets: list[tuple[int, int]] = []
-    for face, text in zip(result.faces, texts):
+    texts: list[str] = []
+    for face in result.faces:
         x, y, w, h = (int(v) for v in face.detection.box)
         boxes.append((x, y, x + w, y + h))
-        left, top, right, bottom = (int(v) for v in draw.textbbox((0, 0), text, font=font))
+        room = min(width, max(w, MIN_LABEL_EMS * font_size)) - 2 * line
+        name, ending = _label(face)
+        text = fonts.fit(name, room, keep=ending)
+        texts.append(text)
+        left, top, right, bottom = fonts.bbox(text)
         offsets.append((left, top))
         sizes.append((right - left + 2 * line, bottom - top + 2 * line))
     places = layout_labels(boxes, sizes, width, height)
     labels = [
         Label(text, (x, y, x + w, y + h), offset) for text, (x, y), (w, h), offset in zip(texts, places, sizes, offsets)
     ]
-    return font, line, labels
+    return fonts, line, labels
 
 
 def annotate(pixels: np.ndarray, result: Identification) -> Image.Image:  # noqa: F821
-    """A PIL image of ``pixels`` with every face of ``result`` boxed and labelled (see :func:`layout_labels`)."""
+    """A PIL image of ``pixels`` with every face of ``result`` boxed and labelled (see :func:`plan_labels`)."""
     from PIL import Image, ImageDraw
 
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
-    font, line, labels = plan_labels(image.size, result)
+    fonts, line, labels = plan_labels(image.size, result)
     for face in result.faces:
         x, y, w, h = (int(v) for v in face.detection.box)
         draw.rectangle([x, y, x + w, y + h], outline=COLOURS.get(face.status, COLOURS["unknown"]), width=line)
     for face, label in zip(result.faces, labels):
         x0, y0, x1, y1 = label.rect
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=COLOURS.get(face.status, COLOURS["unknown"]))
-        draw.text(
+        fonts.draw(
+            draw,
             (x0 + line - label.offset[0], y0 + line - label.offset[1]),
             label.text,
             fill=(0, 0, 0) if face.status != "unknown" else (255, 255, 255),
-            font=font,
         )
     return image
 

@@ -1,7 +1,9 @@
 """Exceptions raised by faceid.
 
-Every error faceid raises on purpose is a :class:`FaceIDError`; the CLI turns one into a
-single line on stderr and a non-zero exit status. The tree::
+Every error faceid raises on purpose is a :class:`FaceIDError`, and every class of them is
+defined here (the modules that raise them re-export theirs). The CLI turns one into a single line
+on stderr and a non-zero exit status; the server answers it with the HTTP status its class maps
+to (:func:`faceid.server.errors.status_of`), never by its words. The tree::
 
     FaceIDError
     ├── ModelError
@@ -11,20 +13,31 @@ single line on stderr and a non-zero exit status. The tree::
     ├── EmbeddingKeyError (also a ValueError)
     ├── UncalibratedError
     ├── ImageError (also a ValueError)
+    │   ├── ImageTooLargeError
+    │   └── UnsupportedImageError
     ├── OptionError (also a ValueError)
+    ├── VideoError (also a ValueError)
     ├── PipelineError
     ├── FaceCountError
     ├── InvalidNameError (also a ValueError)
+    │   └── NameTakenError
     ├── PersonNotFoundError (also a KeyError)
     ├── FaceNotFoundError (also a KeyError)
     ├── GroupNotFoundError (also a KeyError)
+    ├── KeyExistsError
+    ├── KeyNotFoundError (also a KeyError)
+    ├── RayUnavailableError
     └── GalleryError
         ├── GalleryCorruptError
         ├── GalleryBusyError
-        └── ModelMismatchError
+        ├── ModelMismatchError
+        └── MigrationError
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "FaceCountError",
@@ -36,16 +49,24 @@ __all__ = [
     "GalleryError",
     "GroupNotFoundError",
     "ImageError",
+    "ImageTooLargeError",
     "InvalidNameError",
+    "KeyExistsError",
+    "KeyNotFoundError",
+    "MigrationError",
     "ModelError",
     "ModelIntegrityError",
     "ModelLicenceError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "NameTakenError",
     "OptionError",
     "PersonNotFoundError",
     "PipelineError",
+    "RayUnavailableError",
     "UncalibratedError",
+    "UnsupportedImageError",
+    "VideoError",
 ]
 
 
@@ -81,6 +102,14 @@ class ImageError(FaceIDError, ValueError):
     """An image cannot be read: unreadable, truncated, unsupported, or too large."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image file, or the pixels it declares, exceed what faceid reads (a decompression bomb too)."""
+
+
+class UnsupportedImageError(ImageError):
+    """The bytes are not an image, or in a format faceid cannot decode."""
+
+
 class OptionError(FaceIDError, ValueError):
     """An option (of a pipeline, detector, embedder...) is unknown or out of range; raised when it is given."""
 
@@ -100,6 +129,10 @@ class FaceCountError(FaceIDError):
 
 class InvalidNameError(FaceIDError, ValueError):
     """A person's name is empty, too long, or holds control characters."""
+
+
+class NameTakenError(InvalidNameError):
+    """The name belongs to another enrolled person (renaming or naming onto it would merge two people)."""
 
 
 class PersonNotFoundError(FaceIDError, KeyError):
@@ -137,3 +170,31 @@ class GroupNotFoundError(FaceIDError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class VideoError(FaceIDError, ValueError):
+    """A video or stream cannot be read: missing, empty, corrupt, not a video, or it stopped."""
+
+
+class KeyExistsError(FaceIDError):
+    """An API key of that name exists already."""
+
+
+class KeyNotFoundError(FaceIDError, KeyError):
+    """No API key of that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class MigrationError(GalleryError):
+    """A migration stopped without changing the gallery; ``unmigrated`` lists the faces that stopped it
+    (:class:`faceid.migrate.Unmigrated` records)."""
+
+    def __init__(self, message: str, unmigrated: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.unmigrated = list(unmigrated)
+
+
+class RayUnavailableError(FaceIDError):
+    """Ray (with its data extra) is not installed."""

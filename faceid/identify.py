@@ -34,18 +34,20 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceid.detect import Detection
+from faceid.errors import OptionError
 from faceid.gallery import AnyGallery
-from faceid.results import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, FaceMatch, Identification
+from faceid.results import AMBIGUOUS, KNOWN, UNKNOWN, Candidate, Face, FaceMatch, Identification
 from faceid.thresholds import DecisionParams
 
 if TYPE_CHECKING:
     from faceid.batch import Processed
     from faceid.cache import EmbeddingCache
+    from faceid.images import LoadedImage
     from faceid.pipeline import Pipeline
 
 __all__ = [
@@ -60,6 +62,8 @@ __all__ = [
     "decide",
     "decision_score",
     "identify",
+    "identify_image",
+    "identify_images",
     "match_faces",
     "naming_thresholds",
     "photo_namings",
@@ -211,6 +215,94 @@ def match_faces(
     )
 
 
+def identify_image(
+    image: LoadedImage,
+    gallery: AnyGallery,
+    pipeline: Pipeline,
+    params: DecisionParams | None = None,
+    *,
+    faces: Sequence[Face] | None = None,
+    source: str | None = None,
+    remember: bool = False,
+    image_path: str | None = None,
+    threshold: float | None = None,
+    margin: float | None = None,
+) -> Identification:
+    """Identify every face of one decoded image: the one place that goes from an image's faces to
+    its :class:`Identification` (for :func:`identify`, every HTTP route, and the Ray runs).
+
+    Args:
+        image: the decoded image (:func:`faceid.images.read_image`).
+        gallery: whom to name; its embedding key must be ``pipeline``'s (else :class:`ModelMismatchError`).
+        pipeline: detects and embeds the faces, unless ``faces`` are given.
+        params: the decision's threshold, margin and beta [default: :func:`faceid.thresholds.decision_params`
+            of the gallery with ``threshold`` and ``margin``: calibrated, else the model's measured
+            default for its size].
+        faces: the image's faces, already detected and embedded by ``pipeline`` (by
+            :func:`faceid.batch.process`, or the server's micro-batcher); ``None``: found here.
+        source: the image as the caller names it, which ``Identification.image`` holds: the path as
+            given, or an upload's file name [default: ``image.name``].
+        remember: keep the faces called unknown in the gallery (one transaction; see :func:`identify`),
+            without grouping them (:meth:`~faceid.gallery.unknown.UnknownFaces.update_groups` does).
+        image_path: the photo's path recorded with the kept faces (``None``: none is recorded).
+        threshold, margin: override the gallery's, when ``params`` is not given.
+
+    Faces are listed left to right (by box). When the pipeline fails on the image (one of
+    :func:`faceid.batch.image_failures`), the result has no faces and an ``error`` in the words
+    :func:`faceid.batch.describe_failure` gives it; a bug propagates.
+    """
+    from faceid.batch import Processed, run_batch
+
+    name = image.name if source is None else source
+    gallery.check_embedding_key(pipeline.key)
+    if params is None:
+        from faceid.thresholds import decision_params
+
+        params = decision_params(gallery, threshold=threshold, margin=margin)
+    elif threshold is not None or margin is not None:
+        raise OptionError("identify_image: give params, or threshold and margin, not both")
+    if faces is None:
+        (done,) = run_batch([Processed(name, image)], pipeline)
+        if done.error is not None:
+            return Identification(name, (), params, error=done.error)
+        faces = done.faces
+    vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
+    matches = match_faces(gallery, [f.detection for f in faces], vectors, params)
+    matches = tuple(sorted(matches, key=lambda m: (m.detection.box[0], m.detection.box[1])))
+    if remember:
+        matches = _keep_unknown(gallery, pipeline, image, faces, matches, image_path)
+    return Identification(name, matches, params, width=image.width, height=image.height)
+
+
+def identify_images(
+    images: Sequence[LoadedImage],
+    gallery: AnyGallery,
+    pipeline: Pipeline,
+    params: DecisionParams | None = None,
+    *,
+    sources: Sequence[str] | None = None,
+) -> list[Identification]:
+    """:func:`identify_image` of several decoded images, their faces detected and embedded in one batch
+    (:func:`faceid.batch.run_batch`: an image the pipeline fails on gets its ``error``, the others go on)."""
+    from faceid.batch import Processed, run_batch
+
+    names = [im.name for im in images] if sources is None else list(sources)
+    if len(names) != len(images):
+        raise ValueError(f"identify_images: {len(images)} images but {len(names)} sources")
+    gallery.check_embedding_key(pipeline.key)
+    if params is None:
+        from faceid.thresholds import decision_params
+
+        params = decision_params(gallery)
+    done = run_batch([Processed(n, im) for n, im in zip(names, images)], pipeline)
+    return [
+        identify_image(im, gallery, pipeline, params, faces=item.faces, source=n)
+        if item.error is None
+        else Identification(n, (), params, error=item.error)
+        for n, im, item in zip(names, images, done)
+    ]
+
+
 def identify(
     sources: Sequence[str | os.PathLike[str]],
     gallery: AnyGallery,
@@ -250,13 +342,16 @@ def identify(
         if item.error is not None or item.image is None:
             result = Identification(item.source, (), params, error=item.error)
         else:
-            detections = [f.detection for f in item.faces]
-            vectors = np.stack([f.embedding for f in item.faces]) if item.faces else np.zeros((0, 1), np.float32)
-            faces = match_faces(gallery, detections, vectors, params)
-            faces = tuple(sorted(faces, key=lambda m: (m.detection.box[0], m.detection.box[1])))
-            if remember:
-                faces = _keep_unknown(gallery, pipeline, item, faces)
-            result = Identification(item.source, faces, params, width=item.image.width, height=item.image.height)
+            result = identify_image(
+                item.image,
+                gallery,
+                pipeline,
+                params,
+                faces=item.faces,
+                source=item.source,
+                remember=remember,
+                image_path=os.path.abspath(item.source),
+            )
             if annotate_dir is not None:
                 from faceid.draw import save_annotated
 
@@ -270,26 +365,31 @@ def identify(
 
 
 def _keep_unknown(
-    gallery: AnyGallery, pipeline: Pipeline, item: Any, faces: tuple[FaceMatch, ...]
+    gallery: AnyGallery,
+    pipeline: Pipeline,
+    image: LoadedImage,
+    found: Sequence[Face],
+    faces: tuple[FaceMatch, ...],
+    image_path: str | None,
 ) -> tuple[FaceMatch, ...]:
-    """Keep the unknown faces of one processed photo; the matches with ``kept_as`` set."""
+    """Keep the unknown faces of one photo; the matches with ``kept_as`` set."""
     from faceid.chips import make_chip
     from faceid.draw import face_thumbnail
     from faceid.gallery import NewFace
 
-    embedding_of = {f.detection: f.embedding for f in item.faces}
+    embedding_of = {f.detection: f.embedding for f in found}
     unknown = [i for i, m in enumerate(faces) if m.status == UNKNOWN]
     if not unknown:
         return faces
     new = [
         NewFace(
             embedding=embedding_of[faces[i].detection],
-            image_sha256=item.image.sha256,
+            image_sha256=image.sha256,
             box=faces[i].detection.box,
             confidence=faces[i].detection.confidence,
-            image_path=os.path.abspath(item.source),
-            thumbnail=face_thumbnail(item.image.pixels, faces[i].detection.box),
-            chip=make_chip(item.image.pixels, faces[i].detection),  # what another model needs of it
+            image_path=image_path,
+            thumbnail=face_thumbnail(image.pixels, faces[i].detection.box),
+            chip=make_chip(image.pixels, faces[i].detection),  # what another model needs of it
         )
         for i in unknown
     ]

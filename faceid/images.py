@@ -3,7 +3,8 @@
 Paths, bytes, PIL images and numpy arrays are accepted. EXIF orientation is applied, so pixel
 coordinates everywhere in faceid are those of the image as a viewer shows it. Grayscale, 16-bit,
 1-bit, palette, CMYK and images with alpha (composited over white) are converted; truncated
-files, non-images and decompression bombs raise :class:`~faceid.errors.ImageError` naming the
+files, non-images (:class:`~faceid.errors.UnsupportedImageError`) and decompression bombs
+(:class:`~faceid.errors.ImageTooLargeError`) raise an :class:`~faceid.errors.ImageError` naming the
 file and the reason, before anything large is decoded.
 """
 
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from faceid.errors import ImageError
+from faceid.errors import ImageError, ImageTooLargeError, UnsupportedImageError
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_FILE_BYTES", "MAX_PIXELS", "LoadedImage", "load_image", "read_image"]
 
@@ -101,7 +102,7 @@ def _read_file(path: Path) -> bytes:
         if not path.is_file():
             raise ImageError(f"{path}: not a regular file")
         if size > MAX_FILE_BYTES:
-            raise ImageError(f"{path}: file is {size} bytes, more than the {MAX_FILE_BYTES} faceid reads")
+            raise ImageTooLargeError(f"{path}: file is {size} bytes, more than the {MAX_FILE_BYTES} faceid reads")
         return path.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
@@ -130,10 +131,11 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         except ImageError:
             raise
         except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            reason = "not an image, or a format Pillow cannot read"
-            if not isinstance(exc, UnidentifiedImageError):
-                reason = "declares more pixels than faceid decodes (decompression bomb?)"
-            raise ImageError(f"{name}: {reason}") from None
+            if isinstance(exc, UnidentifiedImageError):
+                raise UnsupportedImageError(f"{name}: not an image, or a format Pillow cannot read") from None
+            raise ImageTooLargeError(
+                f"{name}: declares more pixels than faceid decodes (decompression bomb?)"
+            ) from None
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
             raise ImageError(f"{name}: cannot decode ({exc})") from None
 
@@ -145,7 +147,7 @@ def _pil_to_rgb(image: Image.Image, name: str, max_pixels: int) -> np.ndarray:  
     if width < 1 or height < 1:
         raise ImageError(f"{name}: image is empty ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{name}: image is {width}x{height} = {width * height} pixels, more than the {max_pixels} faceid decodes"
         )
     image.load()  # decode now: a truncated file fails here, not half-read later

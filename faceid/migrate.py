@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
-from faceid.errors import GalleryError
+from faceid.errors import MigrationError
 from faceid.gallery import FaceChip, FaceRecord, Gallery
-from faceid.gallery.location import MilvusLocation
 from faceid.pipeline import Pipeline
 
 __all__ = ["MigrationError", "MigrationReport", "Unmigrated", "migrate_gallery"]
@@ -90,14 +89,6 @@ class MigrationReport:
         }
 
 
-class MigrationError(GalleryError):
-    """The migration stopped without changing the gallery; ``unmigrated`` lists the faces that stopped it."""
-
-    def __init__(self, message: str, unmigrated: Sequence[Unmigrated] = ()) -> None:
-        super().__init__(message)
-        self.unmigrated = list(unmigrated)
-
-
 def migrate_gallery(
     path: str | os.PathLike[str],
     pipeline: Pipeline,
@@ -116,58 +107,50 @@ def migrate_gallery(
             already uses ``pipeline.key``, has no embeddings, or changed while it was migrated.
         GalleryError: no gallery at ``path``; ``to`` exists.
     """
-    from faceid.gallery.location import parse_location
-
     target = Path(to) if to is not None else None
-    where = parse_location(path)
-    if isinstance(where, MilvusLocation):
-        if target is None:
-            raise MigrationError(f"{where.spec}: a milvus gallery is migrated into a new folder: pass --to DIR")
-        if target.exists() or target.is_symlink():
-            raise MigrationError(f"{target}: already exists; --to takes a new folder")
-        if not target.parent.is_dir():
-            raise MigrationError(f"{target.parent}: no such folder")
-        try:
-            return _migrate_milvus(where, pipeline, target, drop_unmigrated, timeout, progress)
-        except OSError as exc:
-            raise MigrationError(
-                f"{exc.filename or target}: {exc.strerror or exc}; the gallery was not changed"
-            ) from None
-    source = Path(path)
     if target is not None and (target.exists() or target.is_symlink()):
         raise MigrationError(f"{target}: already exists; --to takes a new folder")
     if target is not None and not target.parent.is_dir():
         raise MigrationError(f"{target.parent}: no such folder")
     try:
-        return _migrate(source, pipeline, target, drop_unmigrated, timeout, progress)
+        return _migrate(path, pipeline, target, drop_unmigrated, timeout, progress)
     except OSError as exc:  # a full disk, a read-only folder: the old gallery is as it was
-        where = exc.filename or target or source
+        where = exc.filename or target or path
         raise MigrationError(f"{where}: {exc.strerror or exc}; the gallery was not changed") from None
 
 
 def _migrate(
-    source: Path,
+    path: str | os.PathLike[str],
     pipeline: Pipeline,
     target: Path | None,
     drop_unmigrated: bool,
     timeout: float,
     progress: Callable[[int], None] | None,
 ) -> MigrationReport:
+    """Copy the gallery into a build folder as a local gallery (:meth:`Gallery.copy_to`), re-embed it
+    there, then move it to ``target``, or exchange it with the gallery's own folder."""
     new_key = pipeline.key
-    _sweep(source.parent, source.name)
-    with Gallery(source, create=False, timeout=timeout) as old:
-        old_key = _old_key(str(source), old.embedding_key, new_key)
+    with Gallery(path, create=False, timeout=timeout) as old:
+        source = old.folder  # None: a gallery that is not a folder (Milvus), migrated into a new one only
+        if target is None and source is None:
+            raise MigrationError(
+                f"{old.path}: a gallery that is not a folder is migrated into a new folder: pass --to DIR"
+            )
+        home = target if target is not None else source
+        assert home is not None
+        for place in {p for p in (source, target) if p is not None}:
+            _sweep(place.parent, place.name)
+        old_key = _old_key(str(old.path), old.embedding_key, new_key)
         threshold = old.get_setting("threshold") is not None
-        build = (target or source).parent / f".{(target or source).name}.migrating-{os.getpid()}"
-        if target is not None:
-            _sweep(target.parent, target.name)
-        generation = old.copy_to(build)
+        build = home.parent / f".{home.name}.migrating-{os.getpid()}"
         try:
+            generation = old.copy_to(build)
             report = _rebuild(build, pipeline, old_key, new_key, drop_unmigrated, timeout, progress)
             if target is not None:
                 os.rename(build, target)
                 destination = target
             else:
+                assert source is not None
                 with old.exclusive() as now:
                     if now != generation:
                         raise MigrationError(
@@ -177,50 +160,15 @@ def _migrate(
                     _exchange(build, source)
                 destination = source
         except BaseException:
-            _remove(build)
+            if build.exists():
+                _remove(build)
             raise
     if target is None:
         try:
             _remove(build)  # the old gallery, now under the build folder's name
         except OSError as exc:  # the migration stands; the old copy must not be forgotten
             log.warning("%s: the old gallery could not be deleted (%s); delete this folder", build, exc)
-    return _report(str(source), str(destination), old_key, new_key, report, threshold)
-
-
-def _migrate_milvus(
-    source: MilvusLocation,
-    pipeline: Pipeline,
-    target: Path,
-    drop_unmigrated: bool,
-    timeout: float,
-    progress: Callable[[int], None] | None,
-) -> MigrationReport:
-    """A Milvus gallery into a new local folder: written out as a local gallery beside ``target``,
-    re-embedded there, then moved into place; the Milvus gallery is not changed."""
-    from faceid.gallery.milvus import MilvusGallery
-    from faceid.gallery.milvus_export import export_to_folder
-
-    new_key = pipeline.key
-    _sweep(target.parent, target.name)
-    build = target.parent / f".{target.name}.migrating-{os.getpid()}"
-    with MilvusGallery(source, create=False, timeout=timeout) as old:
-        old_key = _old_key(source.spec, old.embedding_key, new_key)
-        threshold = old.get_setting("threshold") is not None
-        generation = old.generation
-        try:
-            export_to_folder(old, build)
-            if old.generation != generation:
-                raise MigrationError(
-                    f"{source.spec}: the gallery changed while it was being copied; nothing was changed, "
-                    "run the migration again (stop `faceid serve` and enrolments first)"
-                )
-            report = _rebuild(build, pipeline, old_key, new_key, drop_unmigrated, timeout, progress)
-            os.rename(build, target)
-        except BaseException:
-            if build.exists():
-                _remove(build)
-            raise
-    return _report(source.spec, str(target), old_key, new_key, report, threshold)
+    return _report(str(old.path), str(destination), old_key, new_key, report, threshold)
 
 
 def _old_key(where: str, old_key: EmbeddingKey | None, new_key: EmbeddingKey) -> EmbeddingKey:

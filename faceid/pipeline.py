@@ -103,7 +103,11 @@ class Pipeline:
             expect(images)
 
     def detect_many(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        return self.detector.detect_many(images)
+        """Faces in each image; an image where none is found is tried again padded (a tight face
+        crop: :mod:`faceid.tight`)."""
+        from faceid.tight import detect_padded
+
+        return detect_padded(self.detector, images)
 
     def embed(self, image: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
         """``(len(detections), D)`` float32 embeddings of the given faces of one image."""

@@ -27,11 +27,14 @@ def contact_sheet(title: str, faces: Sequence[tuple[int, bytes | None]]) -> byte
     """A PNG of ``faces`` (``(face id, JPEG thumbnail or None)``) in rows of 8, each labelled with its id."""
     from PIL import Image, ImageDraw
 
+    from faceid.fonts import text_fonts
+
     columns = max(1, min(_COLUMNS, len(faces)))
     rows = max(1, -(-len(faces) // columns))
     sheet = Image.new("RGB", (columns * TILE, _LABEL + rows * (TILE + _LABEL)), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((4, 3), title, fill="black")
+    fonts = text_fonts(13)
+    fonts.draw(draw, (4, 3 - fonts.bbox("Ag")[1]), fonts.fit(title, sheet.width - 8), fill="black")
     for n, (face_id, jpeg) in enumerate(faces):
         x, y = (n % columns) * TILE, _LABEL + (n // columns) * (TILE + _LABEL)
         if jpeg:
@@ -44,7 +47,7 @@ def contact_sheet(title: str, faces: Sequence[tuple[int, bytes | None]]) -> byte
                 draw.rectangle((x + 1, y + 1, x + TILE - 2, y + TILE - 2), fill="#ccc")
         else:
             draw.rectangle((x + 1, y + 1, x + TILE - 2, y + TILE - 2), fill="#ccc")
-        draw.text((x + 4, y + TILE + 3), str(face_id), fill="black")
+        fonts.draw(draw, (x + 4, y + TILE + 3 - fonts.bbox("Ag")[1]), str(face_id), fill="black")
     out = io.BytesIO()
     sheet.save(out, format="PNG")
     return out.getvalue()

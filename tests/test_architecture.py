@@ -20,56 +20,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "faceid"
 MAX_LINES = 600
 
-#: Files over MAX_LINES today, each with the most lines it may have until it is split (issue 17:
-#: the gallery contract splits these).
-TOO_LONG_TODAY = {
-    "gallery/__init__.py": 686,
-    "gallery/milvus.py": 893,
-    "gallery/unknown.py": 824,
-}
+#: Files over MAX_LINES today, each with the most lines it may have until it is split.
+TOO_LONG_TODAY: dict[str, int] = {}
 
 #: ``file: name`` pairs of a module reading another module's private name, left today: the gallery
 #: contract (issue 17 b) and the one identify call (issue 17 c) remove them.
-PRIVATE_READS_TODAY = {
-    # Ray's workers repeat the batch's steps (issue 17 c: one identify call)
-    "distributed.py: _load",
-    "distributed.py: _run_batch",
-    "distributed.py: _stderr_silenced",
-    # the server repeats the batch's failure wording (issue 17 c)
-    "server/uploads.py: _image_failures",
-    # the Milvus modules share the local gallery's and each other's helpers (issue 17 b: the contract)
-    "gallery/milvus.py: _ASCII_LOWER",
-    "gallery/milvus.py: _CHIP_FIELDS",
-    "gallery/milvus.py: _TEXT",
-    "gallery/milvus.py: _chip_of",
-    "gallery/milvus.py: _create",
-    "gallery/milvus.py: _face_row",
-    "gallery/milvus.py: _guarded",
-    "gallery/milvus.py: _image_key",
-    "gallery/milvus.py: _ints",
-    "gallery/milvus.py: _name_key",
-    "gallery/milvus.py: _strs",
-    "gallery/milvus_export.py: _CHIP_FIELDS",
-    "gallery/milvus_export.py: _TABLE",
-    "gallery/milvus_export.py: _chip_of",
-    "gallery/milvus_export.py: _guarded",
-    "gallery/milvus_keys.py: _guarded",
-    "gallery/milvus_keys.py: _name_key",
-    "gallery/milvus_unknown.py: _CHIP_FIELDS",
-    "gallery/milvus_unknown.py: _create",
-    "gallery/milvus_unknown.py: _face_row",
-    "gallery/milvus_unknown.py: _guarded",
-    "gallery/milvus_unknown.py: _image_key",
-    "gallery/milvus_unknown.py: _ints",
-    "gallery/milvus_unknown.py: _name_key",
-    "gallery/milvus_unknown.py: _strs",
-}
+PRIVATE_READS_TODAY: set[str] = set()
 
 #: Lines naming both gallery classes (or ``isinstance(..., Gallery)``) outside faceid/gallery/,
-#: today: ``file: the code``. The gallery contract (issue 17 b) removes them.
-GALLERY_UNIONS_TODAY = {
-    "apikeys.py: if not isinstance(gallery, Gallery):",  # the local key store vs Milvus's (issue 17 b)
-}
+#: today: ``file: the code``. None since the gallery contract (issue 17 b).
+GALLERY_UNIONS_TODAY: set[str] = set()
 
 
 def _modules() -> dict[str, Path]:

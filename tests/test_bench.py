@@ -80,6 +80,10 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
         "ray_local",
         "ray_cluster",
     }
+    if optional_data is not None and (optional_data / "video").is_dir():  # the video part needs the sample clip
+        assert names >= {"video_realtime", "video_sampling", "video_watch_memory"}
+        (sampling,) = [f for f in figures if f["figure"] == "video_sampling"]
+        assert sampling["wrong_names"] == 0 and sampling["named_tracks"].get("Barack Obama")
     assert {f["batch"] for f in figures if f["figure"] == "embedding"} == {1, 8}
     onnx = [f for f in figures if f["figure"] == "embedding_model" and f.get("runtime") == "opencv-dnn"]
     assert onnx and all(f["max_difference_from_onnxruntime"] < 1e-5 for f in onnx)  # the same embeddings

@@ -152,8 +152,8 @@ def test_the_page_enrols_identifies_renames_and_removes(server, browser):
     page.set_input_files(
         "#identify-file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a photo"}]
     )
-    page.wait_for_selector("#message.error")
-    assert "notes.jpg: not an image" in page.inner_text("#message")
+    page.wait_for_selector("#identify-message.error")
+    assert "notes.jpg: not an image" in page.inner_text("#identify-message")
     shot(page, "4-error")
 
     # A photo with several faces: the page asks which face is the person's.
@@ -176,13 +176,13 @@ def test_the_page_enrols_identifies_renames_and_removes(server, browser):
     card.locator(".rename-input").fill("Grace Hopper")
     card.locator(".rename-form button[type=submit]").click()
     page.wait_for_selector('.person[data-name="Grace Hopper"]')
-    assert "Renamed grace_hopper to Grace Hopper." in page.inner_text("#message")
+    assert "Renamed grace_hopper to Grace Hopper." in page.inner_text('.person[data-name="Grace Hopper"] .message')
     page.locator('.person[data-name="Grace Hopper"] button.remove').click()
     page.wait_for_selector("dialog#confirm[open]")
     shot(page, "6-confirm-remove")
     page.click("#confirm-ok")
     page.wait_for_selector('.person[data-name="Grace Hopper"]', state="detached")
-    assert "Removed Grace Hopper" in page.inner_text("#message")
+    assert "Removed Grace Hopper" in page.inner_text("#people-message")
     shot(page, "7-removed")
     with urllib.request.urlopen(server.url + "/v1/people") as r:
         assert [p["name"] for p in json.load(r)] == ["barack_obama", "joe_biden"]
@@ -204,12 +204,12 @@ def test_the_page_enrols_identifies_renames_and_removes(server, browser):
     page.wait_for_selector("dialog#confirm[open]")
     page.click("#confirm-ok")
     page.wait_for_selector('.person[data-name="a/../b"]', state="detached")
-    assert "Removed a/../b (1 face)" in page.inner_text("#message")
+    assert "Removed a/../b (1 face)" in page.inner_text("#people-message")
     page.fill("#enrol-name", "..")
     page.set_input_files("#enrol-files", str(SAMPLES / "photos" / "astronaut.jpg"))
     page.click("#enrol button[type=submit]")
-    page.wait_for_selector("#message.error")
-    assert "cannot be used in a URL path" in page.inner_text("#message")
+    page.wait_for_selector("#enrol-message.error")
+    assert "cannot be used in a URL path" in page.inner_text("#enrol-message")
     with urllib.request.urlopen(server.url + "/v1/people") as r:
         assert [p["name"] for p in json.load(r)] == ["barack_obama", "joe_biden"]
     assert problems == []
@@ -232,8 +232,8 @@ def test_the_page_asks_for_a_key_when_one_is_needed(server, browser):
     page.fill("#key-input", "fid_wrong")
     page.click("#key button[type=submit]")
     # the page's first request (no key) already said "needs an API key": wait for the answer to this one
-    page.wait_for_function("document.querySelector('#message.error')?.textContent.includes('unknown or revoked')")
-    assert "unknown or revoked API key" in page.inner_text("#message")
+    page.wait_for_function("document.querySelector('#key-message.error')?.textContent.includes('unknown or revoked')")
+    assert "unknown or revoked API key" in page.inner_text("#key-message")
     page.fill("#key-input", key)
     page.click("#key button[type=submit]")
     page.wait_for_selector('.person[data-name="joe_biden"]')
@@ -299,13 +299,13 @@ def test_the_page_reviews_unknown_faces_names_a_group_and_takes_a_face_out(serve
     page.locator(".group .thumb").nth(1).locator("button.take-out").click()
     page.wait_for_selector(f'.group .thumb[data-face="{wrong}"]', state="detached")
     assert page.locator(".group .thumb").count() == grouped - 1
-    assert f"Took face {wrong} out of group" in page.inner_text("#message")
+    assert f"Took face {wrong} out of group" in page.inner_text(".group .message")
 
     # Name the group: its faces are Grace Hopper's, and identify names her at once.
     page.fill(".group .name-input", "Grace Hopper")
     page.click(".group .name-form button[type=submit]")
     page.wait_for_selector("#review-empty:not([hidden])")
-    assert f"{grouped - 1} faces of Grace Hopper, newly enrolled" in page.inner_text("#message")
+    assert f"{grouped - 1} faces of Grace Hopper, newly enrolled" in page.inner_text("#review-message")
     shot(page, "11-review-named")
     with urllib.request.urlopen(server.url + "/v1/people") as r:
         assert {p["name"]: p["faces"] for p in json.load(r)}["Grace Hopper"] == grouped - 1
@@ -315,6 +315,143 @@ def test_the_page_reviews_unknown_faces_names_a_group_and_takes_a_face_out(serve
     assert page.locator("#identify-faces li.face.known strong").all_inner_texts() == ["Grace Hopper"]
     assert problems == []
     page.close()
+
+
+#: The policy the server sends (faceid.server.headers): no inline script or style may run.
+STRICT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def strict_page(browser, server, width: int, height: int):
+    """A page at ``width`` x ``height`` (a phone's touch screen below 800 px) under :data:`STRICT_CSP`;
+    page errors and policy violations go to the list returned with it."""
+    phone = width < 800
+    page = browser.new_page(viewport={"width": width, "height": height}, is_mobile=phone, has_touch=phone)
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+
+    def with_csp(route):
+        response = route.fetch()
+        route.fulfill(response=response, headers={**response.headers, "content-security-policy": STRICT_CSP})
+
+    page.route(server.url + "/", with_csp)
+    return page, problems
+
+
+def no_sideways_scroll(page, width: int) -> None:
+    scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert scroll <= inner and scroll <= width, f"scrolls sideways: {scroll} px of content in {inner} px"
+
+
+@pytest.mark.parametrize("width, height", [(360, 740), (390, 844), (1280, 900)])
+def test_the_page_on_a_phone_numbers_faces_enlarges_one_and_never_scrolls_sideways(server, browser, width, height):
+    page, problems = strict_page(browser, server, width, height)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#identify")
+    assert page.evaluate("fetch(document.querySelector('link[rel=icon]').href).then((r) => r.status)") == 200
+    no_sideways_scroll(page, width)
+
+    page.set_input_files("#identify-file", str(SAMPLES / "photos" / "obama_and_biden.jpg"))
+    page.wait_for_selector("#identify-boxes .box >> nth=1", timeout=120_000)
+    page.wait_for_function("document.getElementById('identify-image').naturalWidth > 0")
+    # the list and the boxes carry the same numbers, in the same order, with the same status
+    listed = page.eval_on_selector_all("#identify-faces li.face", "l => l.map((e) => [e.dataset.face, e.className])")
+    boxed = page.eval_on_selector_all("#identify-boxes .box", "b => b.map((e) => [e.dataset.face, e.className])")
+    assert [n for n, _ in listed] == [n for n, _ in boxed] == ["1", "2"]
+    assert [c.split()[-1] for _, c in listed] == [c.split()[-1] for _, c in boxed] == ["known", "known"]
+    # numbers on the photo are sized for the screen, not scaled down with the photo
+    assert float(page.eval_on_selector(".box .number", "e => parseFloat(getComputedStyle(e).fontSize)")) >= 14
+    no_sideways_scroll(page, width)
+    shot(page, f"12-identify-{width}")
+
+    # tap a face on the photo: it is shown enlarged, with its number and name
+    page.locator("#identify-boxes .box").nth(1).click()
+    page.wait_for_selector("dialog#face-zoom[open]")
+    assert page.inner_text("#face-zoom-text").startswith("2. ")
+    inked = "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; return new Set(d).size }"
+    assert page.eval_on_selector("#face-zoom-canvas", inked) > 50, "the enlarged face is drawn"
+    shot(page, f"13-face-enlarged-{width}")
+    page.click("#face-zoom-close")
+    page.locator("#identify-faces li.face").nth(0).locator("button").click()  # or tap it in the list
+    page.wait_for_selector("dialog#face-zoom[open]")
+    assert page.inner_text("#face-zoom-text").startswith("1. ")
+    page.click("#face-zoom-close")
+
+    for view in ("people", "review"):
+        page.click(f"#tab-{view}")
+        page.wait_for_selector(f"#{view}:not([hidden])")
+        # drawn: the people enrolled above, and the review list (empty or not)
+        page.wait_for_selector(".person .thumb img[src^='blob:']" if view == "people" else "#review-empty, .group")
+        page.wait_for_load_state("networkidle")
+        no_sideways_scroll(page, width)
+        shot(page, f"14-{view}-{width}")
+    assert problems == []
+    page.close()
+
+
+def test_the_page_waits_while_the_server_loads_its_models(server, browser):
+    page, problems = strict_page(browser, server, 390, 844)
+    answers = ['{"status": "loading"}']  # the first /healthz, as a server still loading says it
+
+    def healthz(route):
+        if answers:
+            route.fulfill(status=503, body=answers.pop(), content_type="application/json")
+        else:
+            route.continue_()
+
+    page.route(server.url + "/healthz", healthz)
+    page.goto(server.url + "/")
+    page.wait_for_function("document.getElementById('identify-message').textContent.includes('loading')")
+    page.wait_for_selector("#identify-message", state="hidden", timeout=30_000)  # asked again: ready
+    assert not answers and problems == []
+    page.close()
+
+
+def test_a_read_only_key_is_not_offered_changes_and_the_key_can_be_changed_or_forgotten(server, browser):
+    gallery = Path(server.log).parent / "gallery"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def key(name: str, *flags: str) -> str:
+        args = [sys.executable, "-m", "faceid", "keys", "create", name, *flags, "--gallery", str(gallery)]
+        return subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1]
+
+    viewer, owner = key("viewer", "--read-only"), key("owner")
+    try:
+        page, problems = strict_page(browser, server, 390, 844)
+        page.goto(server.url + "/#people")
+        page.wait_for_selector("#key-form:not([hidden])")
+        page.fill("#key-input", viewer)
+        page.click("#key button[type=submit]")
+        page.wait_for_selector('.person[data-name="joe_biden"] .thumb img[src^="blob:"]')
+        assert page.inner_text("#key-button") == "Key: viewer (read-only)"
+        assert page.is_hidden("#people-message"), "no stale message from before the key was given"
+        assert not page.is_visible("#enrol")
+        assert page.locator(".person button.rename:visible, .person button.remove:visible").count() == 0
+        assert page.locator(".remove-face:visible").count() == 0
+        no_sideways_scroll(page, 390)
+        shot(page, "15-read-only-key")
+
+        # change the key without a new tab: forget it, then enter another
+        page.click("#key-button")
+        page.click("#key-forget")
+        assert "forgotten" in page.inner_text("#key-message")
+        assert page.evaluate("sessionStorage.getItem('faceid-key')") is None
+        page.fill("#key-input", owner)
+        page.click("#key button[type=submit]")
+        page.wait_for_selector("#key-form", state="hidden")
+        assert page.inner_text("#key-button") == "Key: owner"
+        page.wait_for_selector("#enrol", state="visible")
+        assert page.locator(".person button.rename:visible").count() >= 2
+        shot(page, "16-admin-key")
+        assert problems == []
+        page.close()
+    finally:
+        for name in ("viewer", "owner"):
+            args = [sys.executable, "-m", "faceid", "keys", "revoke", name, "--gallery", str(gallery)]
+            subprocess.run(args, env=env, check=True, capture_output=True)
 
 
 def test_sigterm_finishes_requests_in_flight_and_exits_0(server):

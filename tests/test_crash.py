@@ -177,7 +177,7 @@ def verify(gallery_dir: Path, before: Model, ops: list, got: list) -> Model:
 
         assert g.check() == []
         ids, _, vectors = g.embeddings()
-        index = g._search.current()
+        index = g.backend.search_index.current()
         import faiss
 
         held = faiss.vector_to_array(index.id_map)

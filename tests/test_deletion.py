@@ -125,8 +125,8 @@ def test_audit_log_keeps_who_when_what_but_nothing_of_the_photos(gallery_with_ma
 
 
 def test_freed_pages_are_overwritten(gallery):
-    assert gallery._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
-    assert gallery._db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # no WAL keeping old pages
+    assert gallery.backend.db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert gallery.backend.db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # no WAL keeping old pages
 
 
 def test_repeated_enrol_and_remove_leaves_no_trace_of_any_removed(tmp_path):
@@ -234,16 +234,16 @@ def test_no_stale_copy_of_a_moved_row_survives_its_removal(tmp_path):
 def test_a_removal_whose_compaction_was_cut_short_is_compacted_on_open(tmp_path, monkeypatch):
     folder = tmp_path / "g"
     with Gallery(folder) as g:
-        monkeypatch.setattr(Gallery, "_compact", lambda self, wait: True)  # as if killed before each VACUUM
+        monkeypatch.setattr(type(g.backend), "compact", lambda self, wait: True)  # as if killed before each VACUUM
         enrolled, removed = replay(g, STALE_COPY_OPS)
         g.remove("r662")
         removed += enrolled.pop("r662")
         monkeypatch.undo()
-        assert g._compaction_pending()
+        assert g.compaction_pending
         stale = (folder / "gallery.db").read_bytes()
         print(f"stale copies before the next open: {sum(t in stale for t in traces(removed)[::4])}")
     with Gallery(folder) as g:
-        assert not g._compaction_pending()
+        assert not g.compaction_pending
     assert_gone(folder, removed)
 
 
@@ -253,21 +253,21 @@ def test_a_compaction_kept_busy_by_a_reader_is_noted_and_done_later(tmp_path, mo
 
     folder = tmp_path / "g"
     with Gallery(folder, timeout=0.2) as g:
-        monkeypatch.setattr(Gallery, "_compact", lambda self, wait: True)
+        monkeypatch.setattr(type(g.backend), "compact", lambda self, wait: True)
         enrolled, removed = replay(g, STALE_COPY_OPS)
         monkeypatch.undo()
         reader = sqlite3.connect(folder / "gallery.db", isolation_level=None)
-        compact = g._compact
+        compact = g.backend.compact
 
         def with_a_reader_in_between(wait):  # another process starts reading right after the commit
             reader.execute("BEGIN")
             reader.execute("SELECT COUNT(*) FROM faces").fetchall()
             return compact(wait=wait)
 
-        g._compact = with_a_reader_in_between  # type: ignore[method-assign]
+        g.backend.compact = with_a_reader_in_between  # type: ignore[method-assign]
         assert g.remove("r662") == 6  # the removal stands
         assert len(g.problems) == 1 and "'r662' is removed" in g.problems[0] and "busy" in g.problems[0]
-        assert g._compaction_pending() and "r662" not in g
+        assert g.compaction_pending and "r662" not in g
         reader.execute("COMMIT")
         reader.close()
         removed += enrolled.pop("r662")

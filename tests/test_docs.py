@@ -21,9 +21,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PENDING_PAGES = {
     "docs/compat.md",
     "docs/detectors.md",
-    "docs/errors.md",
     "docs/gallery-backends.md",
-    "docs/identify-image.md",
     "docs/milvus-server.md",
     "docs/serving-securely.md",
     "docs/verify.md",

@@ -180,7 +180,7 @@ def test_audit_log_records_changes_without_embeddings(gallery):
     assert [(e.action, e.person) for e in log] == [("enroll", "a"), ("rename", "b"), ("remove", "b")]
     assert all(e.user and e.at for e in log)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        gallery._db.execute("DELETE FROM audit")
+        gallery.backend.db.execute("DELETE FROM audit")
     raw = (gallery.path / "gallery.db").read_bytes()
     assert v[0].tobytes() not in raw
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import KEY, unit_vectors
 from test_unknown import faces_of, looks_like, partition
 
-from faceid.gallery import Gallery, groupsums, unknown
+from faceid.gallery import Gallery, groupsums, sqlite_grouping
 
 DIM = KEY.dimension
 
@@ -31,11 +31,11 @@ def people5():
 
 def cached(g: Gallery) -> dict[int, int]:
     """Group id -> cached size."""
-    return dict(g._db.execute("SELECT group_id, size FROM group_sums").fetchall())
+    return dict(g.backend.db.execute("SELECT group_id, size FROM group_sums").fetchall())
 
 
 def assert_true(g: Gallery) -> None:
-    assert groupsums.wrong_rows(g._db, DIM) == []
+    assert groupsums.wrong_rows(g.backend.db, DIM) == []
 
 
 def test_grouping_fills_the_cache_and_attach_uses_it(gallery, people5):
@@ -59,9 +59,9 @@ def test_a_missing_or_damaged_row_is_summed_again_and_the_result_is_the_same(tmp
         with Gallery(tmp_path / how) as g:
             g.unknown.keep(first, embedding_key=KEY)
             if how == "dropped":
-                g._db.execute("DELETE FROM group_sums")
+                g.backend.db.execute("DELETE FROM group_sums")
             elif how == "damaged":  # a row of the wrong length is not trusted
-                g._db.execute("UPDATE group_sums SET sum = x'00'")
+                g.backend.db.execute("UPDATE group_sums SET sum = x'00'")
             g.unknown.keep(later, embedding_key=KEY)
             results.append(partition(g))
             assert sorted(cached(g).values()) == [6] * 5  # summed from the faces and written back
@@ -119,7 +119,7 @@ def test_a_rolled_back_change_leaves_the_cache_as_it_was(gallery, people5, monke
     centres, first, later = people5
     gallery.unknown.keep(first, embedding_key=KEY)
     group = gallery.unknown.groups()[0]
-    before = gallery._db.execute("SELECT * FROM group_sums ORDER BY group_id").fetchall()
+    before = gallery.backend.db.execute("SELECT * FROM group_sums ORDER BY group_id").fetchall()
     from faceid.gallery import audit
 
     def boom(*args, **kwargs):
@@ -129,7 +129,7 @@ def test_a_rolled_back_change_leaves_the_cache_as_it_was(gallery, people5, monke
     with pytest.raises(RuntimeError):
         gallery.unknown.name(group.id, "Ann")
     monkeypatch.undo()
-    assert gallery._db.execute("SELECT * FROM group_sums ORDER BY group_id").fetchall() == before
+    assert gallery.backend.db.execute("SELECT * FROM group_sums ORDER BY group_id").fetchall() == before
     assert gallery.unknown.group(group.id).size == 4
     assert_true(gallery)
 
@@ -145,25 +145,25 @@ def test_triggers_lost_with_a_rebuilt_faces_table_empty_the_cache_when_recreated
     db.execute("UPDATE faces SET group_id = NULL WHERE id = 1")  # unseen by the cache
     db.close()
     with Gallery(folder) as g:
-        assert groupsums.exists(g._db) and cached(g) == {}
+        assert groupsums.exists(g.backend.db) and cached(g) == {}
         g.unknown.keep(later, embedding_key=KEY)
         assert_true(g)
 
 
 def test_attach_reads_only_the_new_faces_and_leftovers_wait_until_enough(gallery, people5, monkeypatch):
     centres, first, later = people5
-    monkeypatch.setattr(unknown, "LEFTOVERS_ALWAYS", 2)
+    monkeypatch.setattr(sqlite_grouping, "LEFTOVERS_ALWAYS", 2)
     gallery.unknown.keep(first, embedding_key=KEY)
-    assert gallery._store.meta("grouping:left") == "0"
+    assert gallery.backend.store.meta("grouping:left") == "0"
     reads = []
-    real = unknown._read
+    real = sqlite_grouping._read
 
     def counting(db, where, args, dimension):
         out = real(db, where, args, dimension)
         reads.append(len(out[0]))
         return out
 
-    monkeypatch.setattr(unknown, "_read", counting)
+    monkeypatch.setattr(sqlite_grouping, "_read", counting)
     # three strangers (one photo each): they attach nowhere; 3 ungrouped > 2, grew 3 >= max(2, 0): grouped
     strangers = unit_vectors(12, 3)
     gallery.unknown.keep(faces_of("s", strangers), embedding_key=KEY)
@@ -181,5 +181,5 @@ def test_attach_reads_only_the_new_faces_and_leftovers_wait_until_enough(gallery
     reads.clear()
     # ... unless asked
     gallery.unknown.update_groups(leftovers=True)
-    assert reads == [4] and gallery._store.meta("grouping:left") == "4"
+    assert reads == [4] and gallery.backend.store.meta("grouping:left") == "4"
     assert_true(gallery)

@@ -420,7 +420,7 @@ def test_an_index_older_than_the_log_of_removals_is_rebuilt_and_its_file_deleted
         for p in range(4):  # 12 faces removed: the log keeps the last 6
             removed += [f.id for f in writer.faces(f"p {p}")]
             writer.remove(f"p {p}")
-        assert len(writer._db.execute("SELECT face_id FROM removed_faces").fetchall()) <= 6
+        assert len(writer.backend.db.execute("SELECT face_id FROM removed_faces").fetchall()) <= 6
         check_against_oracle(reader, rng, removed)  # too far behind: rebuilt, not updated
         assert builds == [30, 18]
         assert not written.exists()  # replaced by the rebuilt index's file, and overwritten
@@ -439,7 +439,9 @@ def test_opening_deletes_an_index_file_older_than_the_log_of_removals(gallery_di
         enrol(g, rng, 10, 3, "p")
         g.search(unit(rng.standard_normal((1, D))), 1)
         (written,) = gallery_dir.glob("index-*.faiss")
-    monkeypatch.setattr(Gallery, "_recover", lambda self: None)  # as if the removing process never opened it
+    from faceid.gallery.sqlite import SqliteBackend
+
+    monkeypatch.setattr(SqliteBackend, "_recover", lambda self: None)  # as if the removing process never opened it
     with Gallery(gallery_dir) as g:
         for p in range(4):
             g.remove(f"p {p}")

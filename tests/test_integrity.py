@@ -233,8 +233,8 @@ def test_files_are_owner_only_whatever_the_umask_including_journals_and_temp_fil
     try:
         with Gallery(tmp_path / "g") as g:
             g.add_faces("a", [NewFace(unit_vectors(1, 1)[0], "a", (0, 0, 1, 1), 0.9)], embedding_key=KEY)
-            with g._store.write():  # a write in progress: SQLite's journal exists now
-                g._db.execute("INSERT INTO people (name, created_at) VALUES ('b', 'now')")
+            with g.backend.store.write():  # a write in progress: SQLite's journal exists now
+                g.backend.db.execute("INSERT INTO people (name, created_at) VALUES ('b', 'now')")
                 journal = tmp_path / "g" / "gallery.db-journal"
                 seen[journal.name] = stat.S_IMODE(journal.stat().st_mode)
             g.search(unit_vectors(2, 1), 1)

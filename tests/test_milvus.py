@@ -111,7 +111,7 @@ def lite(tmp_path):
 
 def _raw_faces(g) -> set[int]:
     """Face ids in the faces collection, orphans included (what search filters)."""
-    return {int(r["id"]) for r in g._scan("faces", ["id"])}
+    return {int(r["id"]) for r in g.backend.rows.scan("faces", ["id"])}
 
 
 @needs_milvus
@@ -121,17 +121,17 @@ def test_a_removal_interrupted_between_its_deletes_leaves_orphans_no_search_retu
     with open_gallery(lite) as g:
         ann_ids = g.add_faces("ann", faces(ann, "a"), embedding_key=KEY)
         bob_ids = g.add_faces("bob", faces(bob, "b"), embedding_key=KEY)
-        real_delete = g._client.delete
+        real_delete = g.backend.rows.client.delete
 
         def crash_at_the_faces(collection, **kwargs):
             if collection.endswith("_faces"):
                 raise KeyboardInterrupt  # the process dies between the person's row and their faces
             return real_delete(collection, **kwargs)
 
-        monkeypatch.setattr(g._client, "delete", crash_at_the_faces)
+        monkeypatch.setattr(g.backend.rows.client, "delete", crash_at_the_faces)
         with pytest.raises(KeyboardInterrupt):
             g.remove("ann")
-        monkeypatch.setattr(g._client, "delete", real_delete)
+        monkeypatch.setattr(g.backend.rows.client, "delete", real_delete)
         assert set(ann_ids) <= _raw_faces(g)  # the orphans are still stored...
         scores, found = g.search(ann, k=5)  # ...but no search returns them
         assert set(found.ravel()) - {-1} == set(bob_ids)
@@ -153,17 +153,17 @@ def test_an_interrupted_enrolment_is_reported_and_enrolling_again_completes_it(l
     rng = np.random.default_rng(2)
     vectors = unit_vectors(rng, 3)
     with open_gallery(lite) as g:
-        real_insert = g._client.insert
+        real_insert = g.backend.rows.client.insert
 
         def crash_at_the_faces(collection, rows, **kwargs):
             if collection.endswith("_faces"):
                 raise KeyboardInterrupt
             return real_insert(collection, rows, **kwargs)
 
-        monkeypatch.setattr(g._client, "insert", crash_at_the_faces)
+        monkeypatch.setattr(g.backend.rows.client, "insert", crash_at_the_faces)
         with pytest.raises(KeyboardInterrupt):
             g.add_faces("ann", faces(vectors), embedding_key=KEY)
-        monkeypatch.setattr(g._client, "insert", real_insert)
+        monkeypatch.setattr(g.backend.rows.client, "insert", real_insert)
     with open_gallery(lite) as g:
         assert [(p.name, p.faces) for p in g.people()] == [("ann", 0)]
         (problem,) = g.check()
@@ -182,13 +182,13 @@ def test_a_rename_is_one_write_and_touches_no_face(lite, monkeypatch):
         g.add_faces("ann", faces(unit_vectors(rng, 4)), embedding_key=KEY)
         writes = []
         for method in ("insert", "upsert", "delete"):
-            real = getattr(g._client, method)
+            real = getattr(g.backend.rows.client, method)
 
             def record(collection, *args, _real=real, _method=method, **kwargs):
                 writes.append((_method, collection.rsplit("_", 1)[-1]))
                 return _real(collection, *args, **kwargs)
 
-            monkeypatch.setattr(g._client, method, record)
+            monkeypatch.setattr(g.backend.rows.client, method, record)
         g.rename("ann", "Ann B.")
         assert [w for w in writes if w[1] in ("people", "faces")] == [("upsert", "people")]
         assert [f.person for f in g.faces()] == ["Ann B."] * 4
@@ -206,7 +206,7 @@ def test_removed_faces_are_compacted_out_of_the_files(lite):
         g.add_faces("bob", faces(kept, "b"), embedding_key=KEY)
         g.search(gone, 1)
         g.remove("ann")
-        folder = Path(g.location.uri)
+        folder = Path(g.backend.location.uri)
         files = [p for p in folder.rglob("*") if p.is_file()]
         for path in files:
             raw = path.read_bytes()
@@ -334,14 +334,16 @@ def test_bench_part_measures_recall_against_exact(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the milvus-lite folder is gone
 
 
-def test_the_folder_gallery_refuses_a_milvus_address(monkeypatch):
+@needs_milvus
+def test_gallery_opens_every_kind_of_address(tmp_path, monkeypatch):
+    """One class, whatever holds the gallery: ``Gallery(spec)`` is ``open_gallery(spec)``."""
     from faceid.gallery import Gallery
+    from faceid.gallery.milvus import MilvusBackend
 
-    with pytest.raises(GalleryError, match="open_gallery"):
-        Gallery("milvus-lite:faces.db")
-    monkeypatch.setenv("FACEID_GALLERY", "milvus://localhost:19530/faces")
-    with pytest.raises(GalleryError, match="open_gallery"):
-        Gallery()
+    monkeypatch.setenv("FACEID_GALLERY", f"milvus-lite:{tmp_path / 'env.db'}")
+    with Gallery(f"milvus-lite:{tmp_path / 'faces.db'}") as g, Gallery() as h:
+        assert isinstance(g.backend, MilvusBackend) and isinstance(h.backend, MilvusBackend)
+        assert g.folder is None and str(g.path).endswith("faces.db") and str(h.path).endswith("env.db")
 
 
 @needs_milvus
@@ -373,7 +375,7 @@ def test_api_keys_are_kept_hashed_named_once_and_revoked(lite):
         assert keys.check(token).name == "phone" and keys.check(reader).scope == "read-only"
         keys.touch("phone")
         assert {k.name: k.last_used is not None for k in keys.list()} == {"dash": False, "phone": True}
-        stored = " ".join(str(r["value"]) for r in g._query("meta", 'key like "apikey%"', ["value"]))
+        stored = " ".join(str(r["value"]) for r in g.backend.rows.query("meta", 'key like "apikey%"', ["value"]))
         assert hashlib.sha256(token.encode()).hexdigest() in stored and token not in stored  # the hash, not the key
     assert fake_cli("keys", "revoke", "Phone", "--gallery", lite).stdout.strip() == "revoked Phone"
     missing = fake_cli("keys", "revoke", "phone", "--gallery", lite)
@@ -398,7 +400,7 @@ def test_forgotten_unknown_faces_are_compacted_out_of_the_files(lite):
         ]
         assert g.unknown.keep(photos, embedding_key=KEY).added == 3
         assert g.unknown.forget() == 3 and g.unknown.count() == 0
-        for path in (p for p in Path(g.location.uri).rglob("*") if p.is_file()):
+        for path in (p for p in Path(g.backend.location.uri).rglob("*") if p.is_file()):
             raw = path.read_bytes()
             assert not any(v.tobytes() in raw for v in kept) and b"/photos/kept" not in raw, path
         assert g.check() == []
@@ -459,7 +461,8 @@ def test_face_chips_are_kept_in_the_face_row_and_go_with_it(lite):
     its photo to move to another model); kept unknown faces moved to a person keep theirs; removal takes it."""
     from faceid.chips import make_chip
     from faceid.detect import Detection
-    from faceid.gallery.milvus_common import _CHIP_FIELDS, _TEXT
+    from faceid.gallery.milvus_common import CHIP_FIELDS as _CHIP_FIELDS
+    from faceid.gallery.milvus_common import TEXT as _TEXT
 
     rng = np.random.default_rng(3)
     face = Detection(

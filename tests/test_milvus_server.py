@@ -49,16 +49,14 @@ def test_a_removal_takes_effect_at_once_and_its_erasure_is_pending_not_a_problem
         _, found = g.search(ann, k=5)
         assert set(found.ravel()) - {-1} <= set(bob_ids)
         assert g.check() == []
-        first = g.pending()
+        first = g.compaction_pending
     result = fake_cli("gallery", "check", "--gallery", address)
     assert result.exit_code == 0, result.output
     assert "gallery is sound" in result.stdout and "problem" not in result.output
     assert all(note.startswith("pending: ") for note in result.stdout.splitlines()[:-1])
-    deadline = time.monotonic() + 120  # the server finishes the compaction in its own time
-    with open_gallery(address) as g:
-        while g.pending() and time.monotonic() < deadline:
-            time.sleep(1)
-        assert g.pending() == [], f"still compacting after 120 s (first said: {first})"
+    with open_gallery(address, timeout=120) as g:  # the server finishes the compaction in its own time
+        assert g.compact(wait=True), f"still compacting after 120 s (pending at first: {first})"
+        assert not g.compaction_pending
 
 
 def test_nothing_is_lost_when_the_server_restarts_in_the_middle_of_a_run(tmp_path):

@@ -129,7 +129,7 @@ def test_people_person_thumbnail_rename_remove(client):
     client.post("/v1/people/Alice/faces", files=files(("second.jpg", jpeg(tile_image([(204, 4, 4)])))))
     assert client.get("/v1/people").json() == [{"name": "Alice", "faces": 2}]
     person = client.get("/v1/people/Alice").json()
-    assert [f["source"] for f in person["faces"]] == ["a.png", "second.jpg"]
+    assert [f["image"] for f in person["faces"]] == ["a.png", "second.jpg"]
     thumb = client.get(person["faces"][0]["thumbnail"])
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     from PIL import Image
@@ -248,6 +248,10 @@ def test_keys_scopes_revocation_and_audit(gallery_dir):
         assert "read-only" in error_of(c.post("/v1/people/Alice/faces", files=body, headers=reader), 403)
         assert c.post("/v1/people/Alice/faces", files=body, headers=admin).status_code == 200
         assert c.get("/v1/people", headers=reader).status_code == 200
+        # the page asks which key it holds, to offer only what that key may do
+        assert c.get("/v1/key", headers=reader).json() == {"key": "dash", "scope": "read-only"}
+        assert c.get("/v1/key", headers=admin).json() == {"key": "phone-app", "scope": "admin"}
+        error_of(c.get("/v1/key"), 401)
         assert c.post("/v1/identify", files=body, headers=reader).status_code == 200
         error_of(c.delete("/v1/people/Alice", headers=reader), 403)
         error_of(c.patch("/v1/people/Alice", json={"name": "B"}, headers=reader), 403)
@@ -265,6 +269,10 @@ def test_keys_scopes_revocation_and_audit(gallery_dir):
     with open_gallery(gallery_dir, create=False) as g:
         used = {k.name: k.last_used for k in ApiKeys(g).list()}
     assert set(used) == {"phone-app"} and used["phone-app"] is not None
+
+
+def test_without_keys_the_page_is_told_it_may_do_everything(client):
+    assert client.get("/v1/key").json() == {"key": None, "scope": "admin"}
 
 
 def _gallery_files(gallery) -> list[Path]:
@@ -590,7 +598,9 @@ def test_a_removal_answers_before_the_database_rewrite_which_follows_in_the_back
         faces = person_faces("gone", unit_vectors(7, 3, g.dimension))
         g.add_faces("Gone", faces, embedding_key=g.embedding_key)
     rewrites = state.compactor.rewrites
-    compact = Gallery._compact
+    from faceid.gallery.sqlite import SqliteBackend
+
+    compact = SqliteBackend.compact
     started, release = threading.Event(), threading.Event()
 
     def slow_compact(self, *, wait):  # the background rewrite, held until the answer is in
@@ -599,7 +609,7 @@ def test_a_removal_answers_before_the_database_rewrite_which_follows_in_the_back
             release.wait(30)
         return compact(self, wait=wait)
 
-    Gallery._compact = slow_compact  # type: ignore[method-assign]
+    SqliteBackend.compact = slow_compact  # type: ignore[method-assign]
     try:
         r = client.delete("/v1/people/Gone")
         assert r.status_code == 200 and r.json() == {"removed": "Gone", "faces": 3}
@@ -608,7 +618,7 @@ def test_a_removal_answers_before_the_database_rewrite_which_follows_in_the_back
             assert "Gone" not in g and g.compaction_pending  # the removal is in effect; the rewrite due
     finally:
         release.set()
-        Gallery._compact = compact  # type: ignore[method-assign]
+        SqliteBackend.compact = compact  # type: ignore[method-assign]
     assert state.compactor.wait_idle(30) and state.compactor.rewrites == rewrites + 1
     with Gallery(gallery_dir) as g:
         assert not g.compaction_pending
@@ -628,6 +638,7 @@ def test_review_kept_unknown_faces_name_a_group_and_take_a_wrong_face_out(client
         g.unknown.keep(a + b, embedding_key=KEY)
     groups = client.get("/v1/clusters").json()
     assert sorted(len(g["faces"]) for g in groups) == [3, 4]
+    assert all(g["size"] == len(g["faces"]) for g in groups)  # the fields of `faceid clusters --json`
     big = max(groups, key=lambda g: len(g["faces"]))
     wrong = big["faces"][0]
     thumb = client.get(wrong["thumbnail"])  # a kept face's thumbnail, as an enrolled one's
@@ -638,18 +649,19 @@ def test_review_kept_unknown_faces_name_a_group_and_take_a_wrong_face_out(client
         "moved": [wrong["id"]],
         "person": None,
     }
-    regrouped = {g["id"]: [f["id"] for f in g["faces"]] for g in client.get("/v1/clusters").json()}
-    assert wrong["id"] not in regrouped[big["id"]] and len(regrouped[big["id"]]) == 3
+    regrouped = {g["cluster"]: [f["id"] for f in g["faces"]] for g in client.get("/v1/clusters").json()}
+    assert wrong["id"] not in regrouped[big["cluster"]] and len(regrouped[big["cluster"]]) == 3
 
     # name the group (a name with a '/' too): its faces are the person's, and identify uses them
-    r = client.post(f"/v1/clusters/{big['id']}/name", json={"name": "AC/DC"})
+    r = client.post(f"/v1/clusters/{big['cluster']}/name", json={"name": "AC/DC"})
     assert r.status_code == 200, r.text
-    assert r.json() == {"person": "AC/DC", "faces": sorted(regrouped[big["id"]]), "kept_out": [], "new_person": True}
+    named = sorted(regrouped[big["cluster"]])
+    assert r.json() == {"person": "AC/DC", "faces": named, "kept_out": [], "new_person": True}
     assert len(client.get("/v1/people/AC%2FDC").json()["faces"]) == 3
     assert [len(g["faces"]) for g in client.get("/v1/clusters").json()] == [3]
 
     # the errors, in the API's words
-    assert "no group" in error_of(client.post(f"/v1/clusters/{big['id']}/name", json={"name": "X"}), 404).lower()
+    assert "no group" in error_of(client.post(f"/v1/clusters/{big['cluster']}/name", json={"name": "X"}), 404).lower()
     error_of(client.post("/v1/faces/999999/move", json={"name": None}), 404)
     assert "cannot be used in a URL path" in error_of(
         client.post(f"/v1/faces/{wrong['id']}/move", json={"name": ".."}), 400

@@ -298,13 +298,16 @@ def test_a_v1_gallery_is_upgraded_in_place_keeping_everything(tmp_path, three_pe
     thumbs = before.execute("SELECT * FROM face_thumbnails ORDER BY face_id").fetchall()
     before.close()
     with Gallery(folder) as g:
-        assert g._store.schema == 2
+        assert g.backend.store.schema == 2
         assert g.check() == [] and g.problems == []  # the index file is still valid: no face changed
-        after = g._db.execute(
+        after = g.backend.db.execute(
             "SELECT id, person_id, embedding, image_path, image_sha256, box, confidence, model, created_at "
             "FROM faces ORDER BY id"
         ).fetchall()
-        assert after == rows and g._db.execute("SELECT * FROM face_thumbnails ORDER BY face_id").fetchall() == thumbs
+        assert (
+            after == rows
+            and g.backend.db.execute("SELECT * FROM face_thumbnails ORDER BY face_id").fetchall() == thumbs
+        )
         assert g.audit_log()[-1].action == "upgrade"
         g.unknown.keep(a[3:], embedding_key=KEY)  # and it takes unknown faces now
         assert g.unknown.count() == 3 and g.person("A").faces == 3
@@ -331,7 +334,7 @@ def test_a_failed_upgrade_leaves_the_v1_gallery_as_it_was(tmp_path, three_people
     db.close()
     assert len((folder / "gallery.db").read_bytes()) == len(original)
     with Gallery(folder) as g:  # the next open upgrades it
-        assert g._store.schema == 2 and g.person("A").faces == 2 and g.check() == []
+        assert g.backend.store.schema == 2 and g.person("A").faces == 2 and g.check() == []
 
 
 # -- the real models on real photos ------------------------------------------------------------------------
@@ -406,7 +409,7 @@ def test_a_v1_gallery_that_cannot_be_upgraded_still_reads(tmp_path, three_people
 
     monkeypatch.setattr(store, "migrate", readonly)
     with Gallery(folder) as g:
-        assert g._store.schema == 1 and g.person("A").faces == 2 and g.check() == []
+        assert g.backend.store.schema == 1 and g.person("A").faces == 2 and g.check() == []
         _, ids = g.search(np.stack([a[0].embedding]), 1)
         assert g.face_owners(ids) == {int(ids[0, 0]): "A"}
         assert g.unknown.groups() == [] and g.unknown.count() == 0

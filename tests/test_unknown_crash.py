@@ -34,7 +34,7 @@ KILLS = int(os.environ.get("FACEID_UNKNOWN_KILLS", "20"))
 def state(folder: Path) -> tuple:
     """Everything the operations change: faces (owner, group, photo, vector), exclusions, people, audit."""
     with Gallery(folder) as g:
-        db = g._db
+        db = g.backend.db
         faces = db.execute(
             "SELECT f.id, p.name, f.group_id, f.image_sha256, f.embedding FROM faces f "
             "LEFT JOIN people p ON p.id = f.person_id ORDER BY f.id"
@@ -102,18 +102,18 @@ def check_sound(folder: Path, gone: list[bytes]) -> None:
         assert not [n for n in names if n.endswith(("-journal", "-wal", ".tmp"))], names
         assert g.check() == [] and g.problems == []
         ids, _, vectors = g.embeddings()
-        index = g._search.current()
+        index = g.backend.search_index.current()
         from faceid import index as gi
 
         held, stored = gi.view(index)
         order = np.argsort(held)
         assert np.array_equal(held[order], ids) and np.array_equal(np.asarray(stored)[order], vectors)
         # a named face is in no group; every kept face is in the faces table once
-        assert g._db.execute(
+        assert g.backend.db.execute(
             "SELECT COUNT(*) FROM faces WHERE person_id IS NOT NULL AND group_id IS NOT NULL"
         ).fetchone() == (0,)
         # the cached group sums are those of the groups' faces as they are
-        assert groupsums.wrong_rows(g._db, g.embedding_key.dimension if g.embedding_key else 0) == []
+        assert groupsums.wrong_rows(g.backend.db, g.embedding_key.dimension if g.embedding_key else 0) == []
     blobs = [(folder / n).read_bytes() for n in os.listdir(folder)]
     for secret in gone:
         assert not any(secret in blob for blob in blobs), "a forgotten face is still in the gallery's files"
@@ -186,11 +186,13 @@ def test_two_processes_run_the_loop_at_once(tmp_path):
     assert errors == [[], []]
     with Gallery(folder) as g:
         assert g.check() == [] and g.problems == []
-        rows = g._db.execute("SELECT id, image_sha256, box FROM faces").fetchall()
+        rows = g.backend.db.execute("SELECT id, image_sha256, box FROM faces").fetchall()
         assert len({r[0] for r in rows}) == len(rows) and len({(r[1], r[2]) for r in rows}) == len(rows)
         ids, _, _ = g.embeddings()
         from faceid import index as gi
 
-        assert np.array_equal(np.sort(gi.ids(g._search.current())), ids)  # the index: exactly the enrolled faces
+        assert np.array_equal(
+            np.sort(gi.ids(g.backend.search_index.current())), ids
+        )  # the index: exactly the enrolled faces
         kept = [e for e in g.audit_log() if e.action == "keep"]
         assert len(kept) == 4  # every keep committed, none lost

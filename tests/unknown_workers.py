@@ -100,7 +100,7 @@ def crash_child(gallery_dir: str, ops: list, conn, release, kill_at: int | None,
 
     searchindex.REBASE_SHARE = rebase
     g = Gallery(gallery_dir)
-    g._db.set_trace_callback(event)
+    g.backend.db.set_trace_callback(event)
     for op in ops:
         conn.send(("plan", op))
         run_op(g, op)

@@ -107,7 +107,7 @@ def crash_child(
     searchindex.REBASE_SHARE = rebase
     conn.send(("go",))
     g = Gallery(gallery_dir)
-    g._db.set_trace_callback(event)
+    g.backend.db.set_trace_callback(event)
     for op in ops:
         conn.send(("plan", op))
         kind = op[0]
@@ -217,7 +217,7 @@ def reader(gallery_dir: str, stable: dict, batches: list, shared: list, vector_t
                 listed = [f.image_sha256 for f in g.faces()]
                 counts["faces"] += 1
                 violations += _half_written("faces()", listed, batches, shared)
-                index = g._search.current()
+                index = g.backend.search_index.current()
                 held = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
                 tags = [vector_tags.get(row.tobytes(), "?") for row in held]
                 counts["index"] += 1

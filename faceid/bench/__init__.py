@@ -85,6 +85,7 @@ PARTS = (
     "serve",
     "milvus",
     "ray",
+    "video",
 )
 
 
@@ -163,6 +164,10 @@ def run(
                 figure=common.figure,
                 work=work,
             )
+        if "video" in parts:  # real-time factor, sampling rates, watch's memory: faceid/bench/video.py
+            from faceid.bench.video import figures as video_figures
+
+            yield from video_figures(work, data_path, tiny=tiny)
         if "ray" in parts:  # the same photos with and without Ray: faceid/bench/ray.py
             from faceid.bench.ray import ray_figures
 

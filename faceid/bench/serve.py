@@ -265,13 +265,11 @@ def _two_processes(photo: Path, seconds: float, env: dict[str, str]) -> float:
 
 
 def _server_path(photo: Path, gallery, pipeline) -> None:
-    from faceid.identify import match_faces
-    from faceid.thresholds import decision_params
+    from faceid.identify import identify_image
 
     image = read_image(photo.read_bytes(), name=photo.name)
-    faces = pipeline.faces_many([image.pixels])[0]
-    vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
-    match_faces(gallery, [f.detection for f in faces], vectors, decision_params(gallery))
+    faces = pipeline.faces_many([image.pixels])[0]  # as the server's batcher finds them
+    identify_image(image, gallery, pipeline, faces=faces)
 
 
 def serve_figures(

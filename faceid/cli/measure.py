@@ -315,7 +315,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, unknown, serve, milvus, ray [default: all]."
+            "cluster, unknown, serve, milvus, ray, video [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

@@ -14,7 +14,7 @@ from faceid.cli._common import (
     models_app,
     say,
 )
-from faceid.errors import FaceIDError
+from faceid.errors import FaceIDError, ModelNotFoundError
 
 # -- models ----------------------------------------------------------------------------------------
 
@@ -57,7 +57,7 @@ def models_list(as_json: JsonOpt = False) -> None:
         try:
             path, state = str(models.locate(name)), "verified"
         except FaceIDError as exc:
-            path, state = None, f"missing: {exc}" if "not found" in str(exc) else f"bad: {exc}"
+            path, state = None, f"missing: {exc}" if isinstance(exc, ModelNotFoundError) else f"bad: {exc}"
         if as_json:
             typer.echo(
                 json.dumps(

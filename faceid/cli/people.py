@@ -101,10 +101,18 @@ def enroll(
 @app.command()
 def identify(
     ctx: typer.Context,
-    inputs: Annotated[list[Path], typer.Argument(help="Photos and folders of photos.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Photos, videos, and folders of them.")],
     annotate: Annotated[
         Optional[Path],
-        typer.Option("--annotate", help="Write a copy of each photo with every face boxed and named into DIR."),
+        typer.Option(
+            "--annotate", help="Write a copy of each photo or video with every face boxed and named into DIR."
+        ),
+    ] = None,
+    fps: Annotated[
+        Optional[float],
+        typer.Option(
+            "--fps", min=0.1, max=120, help="Video frames looked at per second [default: 3].", show_default=False
+        ),
     ] = None,
     threshold: Annotated[
         Optional[float],
@@ -126,14 +134,15 @@ def identify(
     ray_address: RayAddressOpt = None,
     ray_workers: RayWorkersOpt = None,
 ) -> None:
-    """Find every face and name it, or say unknown / ambiguous."""
-    from faceid.batch import iter_image_files
+    """Find every face and name it, or say unknown / ambiguous; in a video, name each person once per track."""
+    from faceid.cli.video import identify_videos
     from faceid.identify import identify as run
+    from faceid.video.reader import split_media
 
     with cli_errors(), opened_gallery(gallery, create=remember) as g:
-        sources = list(iter_image_files(inputs))
-        if not sources:
-            raise FaceIDError("no photos found (folders are searched for .jpg, .png, .webp, ... files)")
+        sources, videos = split_media(inputs)
+        if not sources and not videos:
+            raise FaceIDError("no photos or videos found (folders are searched for .jpg, .png, .mp4, ... files)")
         pipeline = new_pipeline(ctx, g.embedding_key)
         failed = kept = 0
         with (
@@ -157,11 +166,24 @@ def identify(
                     typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
                 else:
                     print_identification(result)
+        if videos:
+            failed += identify_videos(
+                ctx,
+                g,
+                videos,
+                fps=fps,
+                threshold=threshold,
+                margin=margin,
+                annotate=annotate,
+                remember=remember,
+                as_json=as_json,
+            )
         if remember and not as_json:
             groups = len(g.unknown.groups())
             err(f"faceid: {kept} unknown faces kept; {groups} groups of unknown faces (see `faceid clusters`)")
     if failed:
-        err(f"faceid: {failed} of {len(sources)} inputs failed (unreadable, or the face pipeline failed on them)")
+        total = len(sources) + len(videos)
+        err(f"faceid: {failed} of {total} inputs failed (unreadable, or the face pipeline failed on them)")
         raise typer.Exit(1)
 
 

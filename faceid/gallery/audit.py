@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from faceid.gallery.records import n_faces, utc_now
+from faceid.gallery.records import n_faces, name_key, utc_now
 
 __all__ = ["SCHEMA", "AuditEntry", "entries", "problems", "record", "replay_problems"]
 
@@ -39,8 +39,6 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]],
     (any gallery backend: :mod:`faceid.gallery.milvus` uses it too)."""
     expected: dict[str, set[int]] = {}
     for entry in log:
-        person = (entry.person or "").translate(_ASCII_LOWER)  # names are unique regardless of ASCII case
+        person = name_key(entry.person or "")  # names are unique regardless of ASCII case
         if entry.action in ("enroll", "name"):  # "name": a group of kept unknown faces became the person's
             expected.setdefault(person, set()).update(int(i) for i in entry.detail.get("faces", []))
         elif entry.action == "move":  # faces moved to the person, or (no person) back to unknown
@@ -104,10 +102,10 @@ def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]],
             if entry.person is not None:
                 expected.setdefault(person, set()).update(moved)
         elif entry.action == "merge":
-            moved = expected.pop(str(entry.detail.get("source", "")).translate(_ASCII_LOWER), set())
+            moved = expected.pop(name_key(str(entry.detail.get("source", ""))), set())
             expected[person] = expected.get(person, set()) | moved
         elif entry.action == "rename":
-            moved = expected.pop(str(entry.detail.get("old", "")).translate(_ASCII_LOWER), set())
+            moved = expected.pop(name_key(str(entry.detail.get("old", ""))), set())
             expected[person] = expected.get(person, set()) | moved
         elif entry.action == "remove":
             expected.pop(person, None)
@@ -115,18 +113,18 @@ def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]],
             expected.get(person, set()).difference_update(int(i) for i in entry.detail.get("faces", []))
     actual: dict[str, set[int]] = {}
     for fid, name in faces:
-        actual.setdefault(name.translate(_ASCII_LOWER), set()).add(int(fid))
+        actual.setdefault(name_key(name), set()).add(int(fid))
     missing = sum(len(ids - actual.get(person, set())) for person, ids in expected.items())
     extra = sum(len(ids - expected.get(person, set())) for person, ids in actual.items())
     found = []
     if missing:
         found.append(
             f"{where}: {n_faces(missing)} the audit log records as enrolled missing (deleted outside faceid?); "
-            "restore gallery.db from a backup"
+            "restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
         )
     if extra:
         found.append(
             f"{where}: {n_faces(extra)} with no enrolment in the audit log (added or moved outside faceid?); "
-            "restore gallery.db from a backup"
+            "restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
         )
     return found

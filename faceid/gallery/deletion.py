@@ -22,7 +22,7 @@ from pathlib import Path
 
 from faceid.gallery.store import DB_NAME, Store, sqlite_kind
 
-__all__ = ["clear_stale_journal", "compact", "compaction_pending", "note_removal", "shred"]
+__all__ = ["clear_stale_journal", "compact", "compaction_pending", "discard_copy", "note_removal", "shred"]
 
 
 def shred(path: Path) -> None:
@@ -39,6 +39,13 @@ def shred(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def discard_copy(folder: Path) -> None:
+    """Shred the files of a copy that failed half-way (:meth:`faceid.gallery.Gallery.copy_to`) and its folder."""
+    for leftover in folder.iterdir():
+        shred(leftover)
+    folder.rmdir()
 
 
 def clear_stale_journal(store: Store) -> None:

@@ -1,5 +1,5 @@
 """What the Milvus gallery's modules share: expressions built only from numbers and hex digits,
-and making a collection (:mod:`faceid.gallery.milvus`, :mod:`faceid.gallery.milvus_unknown`)."""
+making a collection, a face's row (:mod:`faceid.gallery.milvus_rows` and the modules over it)."""
 
 from __future__ import annotations
 
@@ -14,57 +14,56 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from faceid.errors import FaceIDError
+from faceid.gallery import records
 from faceid.gallery.records import NewFace, utc_now
 
 if TYPE_CHECKING:
     from faceid.gallery.chips import FaceChip
 
 __all__ = [
-    "_CHIP_FIELDS",
-    "_TEXT",
-    "_chip_of",
-    "_create",
-    "_face_row",
-    "_guarded",
-    "_image_key",
-    "_ints",
-    "_name_key",
-    "_strs",
+    "CHIP_FIELDS",
+    "TEXT",
+    "chip_of",
+    "create_collection",
+    "face_row",
+    "guarded",
+    "image_key",
+    "ints",
+    "name_key",
+    "strs",
 ]
 
 log = logging.getLogger(__name__)
 
-_TEXT = 65535  # the longest VARCHAR Milvus stores
+TEXT = 65535  # the longest VARCHAR Milvus stores
 
 #: a face's chip (base64 PNG) in up to this many VARCHAR fields of its row, removed with it; a chip
 #: larger than they hold is not kept (``faceid gallery migrate`` then needs the face's photo)
-_CHIP_FIELDS = tuple(f"chip_{i}" for i in range(4))
+CHIP_FIELDS = tuple(f"chip_{i}" for i in range(4))
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+def name_key(name: str) -> str:
+    """What makes two names the same person (:func:`faceid.gallery.records.name_key`), hashed: only hex
+    digits ever go into a Milvus expression, whatever a name holds."""
+    return hashlib.sha256(records.name_key(name).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _name_key(name: str) -> str:
-    """What makes two names the same person (ASCII case ignored, as the local gallery's ``NOCASE``),
-    hashed: only hex digits ever go into a Milvus expression, whatever a name holds."""
-    return hashlib.sha256(name.translate(_ASCII_LOWER).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _image_key(sha256: str) -> str:
+def image_key(sha256: str) -> str:
     return hashlib.sha256(sha256.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _ints(values: Iterable[int]) -> str:
+def ints(values: Iterable[int]) -> str:
     return "[" + ", ".join(str(int(v)) for v in values) + "]"
 
 
-def _strs(values: Iterable[str]) -> str:
-    """A list of hex strings for an expression (callers pass only :func:`_name_key` / :func:`_image_key` output)."""
+def strs(values: Iterable[str]) -> str:
+    """A list of hex strings for an expression (callers pass only :func:`name_key` / :func:`image_key` output)."""
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
 
-def _create(client: Any, name: str, schema: Any, index: Any) -> None:
+def create_collection(client: Any, name: str, schema: Any, index: Any) -> None:
     """Create a collection with its index and load it. The index is asked for without waiting:
     pymilvus's wait polls every half second, which made opening a new gallery take 2 s."""
     client.create_collection(name, schema=schema, consistency_level="Strong")
@@ -72,9 +71,9 @@ def _create(client: Any, name: str, schema: Any, index: Any) -> None:
     client.load_collection(name)
 
 
-def _guarded(method: _F) -> _F:
+def guarded(method: _F) -> _F:
     """Turn pymilvus's errors into :class:`GalleryError`, one line naming the gallery. For methods of
-    the gallery and of objects that reach it as ``self._g`` (its unknown faces)."""
+    :class:`~faceid.gallery.milvus_rows.MilvusRows` and of objects that reach it as ``self.rows``."""
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -83,7 +82,7 @@ def _guarded(method: _F) -> _F:
         except FaceIDError:
             raise
         except Exception as exc:
-            translated = getattr(self, "_g", self)._translate(exc)
+            translated = getattr(self, "rows", self).translate(exc)
             if translated is None:
                 raise
             raise translated from exc
@@ -91,7 +90,7 @@ def _guarded(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def _face_row(face_id: int, person_id: int, face: NewFace, vector: np.ndarray, model: str) -> dict[str, Any]:
+def face_row(face_id: int, person_id: int, face: NewFace, vector: np.ndarray, model: str) -> dict[str, Any]:
     """The row of the faces collection for a new face (``person_id`` 0: a kept unknown face, in no group)."""
     info = {
         "image_path": face.image_path,
@@ -102,35 +101,35 @@ def _face_row(face_id: int, person_id: int, face: NewFace, vector: np.ndarray, m
         "created_at": utc_now(),
     }
     thumbnail = base64.b64encode(face.thumbnail).decode("ascii") if face.thumbnail else ""
-    if len(thumbnail) > _TEXT:
-        log.info("face %d: its thumbnail is over %d bytes; not kept", face_id, _TEXT)
+    if len(thumbnail) > TEXT:
+        log.info("face %d: its thumbnail is over %d bytes; not kept", face_id, TEXT)
         thumbnail = ""
-    parts = [""] * len(_CHIP_FIELDS)
+    parts = [""] * len(CHIP_FIELDS)
     if face.chip is not None:
         chip = base64.b64encode(face.chip.png).decode("ascii")
-        if len(chip) > _TEXT * len(_CHIP_FIELDS):
-            log.info("face %d: its chip is over %d bytes; not kept", face_id, _TEXT * len(_CHIP_FIELDS) * 3 // 4)
+        if len(chip) > TEXT * len(CHIP_FIELDS):
+            log.info("face %d: its chip is over %d bytes; not kept", face_id, TEXT * len(CHIP_FIELDS) * 3 // 4)
         else:
-            parts = [chip[i * _TEXT : (i + 1) * _TEXT] for i in range(len(_CHIP_FIELDS))]
+            parts = [chip[i * TEXT : (i + 1) * TEXT] for i in range(len(CHIP_FIELDS))]
             info["chip"] = face.chip.geometry()
     return {
         "id": int(face_id),
         "person_id": int(person_id),
         "group_id": 0,
         "embedding": vector.tolist(),
-        "image_key": _image_key(face.image_sha256),
+        "image_key": image_key(face.image_sha256),
         "info": json.dumps(info),
         "thumbnail": thumbnail,
-        **dict(zip(_CHIP_FIELDS, parts)),
+        **dict(zip(CHIP_FIELDS, parts)),
     }
 
 
-def _chip_of(row: dict[str, Any]) -> FaceChip | None:
+def chip_of(row: dict[str, Any]) -> FaceChip | None:
     """The chip a face row holds (``info`` and the chip fields), or ``None``."""
     from faceid.gallery.chips import FaceChip
 
     geometry = json.loads(row["info"]).get("chip")
     if geometry is None:
         return None
-    png = base64.b64decode("".join(str(row[f]) for f in _CHIP_FIELDS))
+    png = base64.b64decode("".join(str(row[f]) for f in CHIP_FIELDS))
     return FaceChip.from_row(png, geometry)

@@ -1,4 +1,5 @@
-"""The API keys of a Milvus gallery (:mod:`faceid.apikeys` on :class:`~faceid.gallery.milvus.MilvusGallery`).
+"""The API keys of a Milvus gallery (:mod:`faceid.apikeys`), beside their local twin
+:mod:`faceid.gallery.keys`; both are :class:`~faceid.gallery.backend.KeyStore`.
 
 Each key is one row of the gallery's ``meta`` collection, ``apikey:<name key>``, holding its name,
 the SHA-256 of its token (never the token), its scope and when it was made; creating one is one
@@ -10,13 +11,12 @@ revoked meanwhile by another process (it would only leave a stray time, which no
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
 
-from faceid.gallery.milvus_common import _guarded, _name_key
-from faceid.gallery.records import utc_now
+from faceid.gallery.milvus_common import guarded, name_key
+from faceid.gallery.milvus_rows import MilvusRows
+from faceid.gallery.records import name_key as fold
 
-if TYPE_CHECKING:
-    from faceid.gallery.milvus import MilvusGallery
+__all__ = ["MilvusKeyStore"]
 
 _KEY, _USED = "apikey:", "apikey-used:"
 
@@ -24,47 +24,39 @@ _KEY, _USED = "apikey:", "apikey-used:"
 class MilvusKeyStore:
     """Rows of ``(name, hash, scope, created_at, last_used)``, as :class:`faceid.apikeys.ApiKeys` reads them."""
 
-    def __init__(self, gallery: MilvusGallery) -> None:
-        self._g = gallery
+    def __init__(self, rows: MilvusRows) -> None:
+        self.rows = rows
 
-    def _all(self, prefix: str) -> list[dict[str, Any]]:
-        return self._g._query("meta", f'key like "{prefix}%"', ["key", "value"])
-
-    @_guarded
-    def rows(self) -> list[tuple[str, str, str, str, str | None]]:
-        """Every key, by name (ASCII case ignored)."""
-        used = {str(r["key"])[len(_USED) :]: str(r["value"]) for r in self._all(_USED)}
+    @guarded
+    def entries(self) -> list[tuple[str, str, str, str, str | None]]:
+        used = {key[len(_USED) :]: value for key, value in self.rows.metas(_USED)}
         rows = []
-        for r in self._all(_KEY):
-            value = json.loads(r["value"])
-            key = str(r["key"])[len(_KEY) :]
-            rows.append((value["name"], value["hash"], value["scope"], value["created_at"], used.get(key)))
-        return sorted(rows, key=lambda row: row[0].lower())
+        for key, raw in self.rows.metas(_KEY):
+            value = json.loads(raw)
+            rows.append((value["name"], value["hash"], value["scope"], value["created_at"], used.get(key[len(_KEY) :])))
+        return sorted(rows, key=lambda row: fold(row[0]))
 
-    @_guarded
-    def exists(self, name: str) -> bool:
-        return self._g._meta(_KEY + _name_key(name)) is not None
-
-    @_guarded
-    def add(self, name: str, digest: str, scope: str, created_at: str) -> None:
-        """Store a new key (the caller checked the name is free) and audit it."""
-        key = _name_key(name)
-        self._g._record("key-create", None, key=name, scope=scope)
-        self._g._set_meta(_USED + key, None)  # a time a revoked key of that name left behind
-        value = {"name": name, "hash": digest, "scope": scope, "created_at": created_at}
-        self._g._set_meta(_KEY + key, json.dumps(value, sort_keys=True))
-
-    @_guarded
-    def remove(self, name: str) -> bool:
-        """Delete a key; ``False`` if there was none of that name."""
-        key = _name_key(name)
-        if self._g._meta(_KEY + key) is None:
+    @guarded
+    def add(self, name: str, digest: str, scope: str, created_at: str) -> bool:
+        key = name_key(name)
+        if self.rows.meta(_KEY + key) is not None:
             return False
-        self._g._record("key-revoke", None, key=name)
-        self._g._set_meta(_KEY + key, None)
-        self._g._set_meta(_USED + key, None)
+        self.rows.record("key-create", None, key=name, scope=scope)
+        self.rows.set_meta(_USED + key, None)  # a time a revoked key of that name left behind
+        value = {"name": name, "hash": digest, "scope": scope, "created_at": created_at}
+        self.rows.set_meta(_KEY + key, json.dumps(value, sort_keys=True))
         return True
 
-    @_guarded
-    def touch(self, name: str) -> None:
-        self._g._set_meta(_USED + _name_key(name), utc_now())
+    @guarded
+    def remove(self, name: str) -> bool:
+        key = name_key(name)
+        if self.rows.meta(_KEY + key) is None:
+            return False
+        self.rows.record("key-revoke", None, key=name)
+        self.rows.set_meta(_KEY + key, None)
+        self.rows.set_meta(_USED + key, None)
+        return True
+
+    @guarded
+    def touch(self, name: str, when: str) -> None:
+        self.rows.set_meta(_USED + name_key(name), when)

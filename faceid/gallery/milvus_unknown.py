@@ -1,114 +1,58 @@
-"""Kept unknown faces on a Milvus gallery: :class:`MilvusUnknownFaces`, the ``unknown`` attribute of
-:class:`~faceid.gallery.milvus.MilvusGallery`, with the behaviour of
-:class:`faceid.gallery.unknown.UnknownFaces` (keep, group, name, move, merge, forget).
+"""Kept unknown faces on a Milvus gallery: :class:`MilvusKept`, the kept-face operations of
+:class:`~faceid.gallery.milvus.MilvusBackend` (the rules are :mod:`faceid.gallery.unknown`'s).
 
 A kept face is a row of the faces collection with person id 0 (people's ids start at 1) and its
 group id (0: none); searches ask Milvus for ``person_id > 0`` only, so a kept face is never
 matched. What the user said about faces (moved out of a group or a person) is kept in the
-``NAME_exclusions`` collection, one row per rule. The grouping is the local gallery's own
-(:func:`faceid.gallery.unknown.plan_groups`). Each change is a few writes, ordered as the rest of
-the Milvus gallery's: the audit entry first; a changed face is rewritten whole (``upsert``).
+``NAME_exclusions`` collection, one row per rule. A grouping step reads every kept face and plans
+in memory (:func:`plan_groups`, the local gallery's rules of attaching and grouping); a changed
+face is rewritten whole (``upsert``), a batch of faces per write.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 
-from faceid.embedding_key import EmbeddingKey
-from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameError
-from faceid.gallery.milvus_common import _CHIP_FIELDS, _create, _face_row, _guarded, _image_key, _ints, _name_key, _strs
-from faceid.gallery.people import unit_vectors
-from faceid.gallery.records import NewFace, normalise_name, utc_now
-from faceid.gallery.unknown import Group, GroupingUpdate, Kept, Named, UnknownFace, plan_groups
+from faceid.gallery.backend import chunks
+from faceid.gallery.milvus_common import CHIP_FIELDS, image_key, ints, strs
+from faceid.gallery.milvus_rows import CHUNK, PLACEHOLDER, MilvusRows
+from faceid.gallery.records import GroupingUpdate, UnknownFace
 
-__all__ = ["MilvusUnknownFaces"]
+__all__ = ["FIELDS", "MilvusKept", "plan_groups"]
+
+#: every field of a face row (a row is rewritten whole)
+FIELDS = ["id", "person_id", "group_id", "embedding", "image_key", "info", "thumbnail", *CHIP_FIELDS]
+
+_UPSERT = 500  # rows per upsert
 
 
-_FIELDS = ["id", "person_id", "group_id", "embedding", "image_key", "info", "thumbnail", *_CHIP_FIELDS]
+class MilvusKept:
+    """The kept unknown faces and the exclusions of a Milvus gallery, over its :class:`MilvusRows`."""
 
+    def __init__(self, rows: MilvusRows) -> None:
+        self.rows = rows
 
-class MilvusUnknownFaces:
-    """The kept unknown faces of a Milvus gallery; see the module's docstring."""
-
-    def __init__(self, gallery: Any, params: Any = None) -> None:  # a MilvusGallery (not imported: no cycle)
-        self._g = gallery
-        self.params = params  # a faceid.cluster.GroupingParams, or None for the defaults
-
-    # -- rows -------------------------------------------------------------------------------------
-
-    def _rows(self, fields: list[str]) -> list[dict[str, Any]]:
-        """Every kept unknown face, by id."""
+    def _kept(self, fields: list[str], where: str = "") -> list[dict[str, Any]]:
+        """Every kept unknown face (``where`` it holds), by id."""
         wanted = sorted(set(fields) | {"id", "person_id"})
-        return [r for r in self._g._scan("faces", wanted) if int(r["person_id"]) == 0]
+        expr = "person_id == 0" + (f" and {where}" if where else "")
+        return list(self.rows.scan("faces", wanted, expr))
 
-    def _rewrite(self, face_ids: Iterable[int], **values: int) -> None:
-        """Set ``values`` (``person_id``, ``group_id``) on the faces ``face_ids`` (each row written whole)."""
-        rows = self._g._by_ids("faces", face_ids, _FIELDS)
+    def rewrite(self, face_ids: Iterable[int], **values: int) -> None:
+        """Set ``values`` (``person_id``, ``group_id``) on the faces ``face_ids``: one query per
+        :data:`~faceid.gallery.milvus_rows.CHUNK` faces, one upsert per 500."""
+        rows = self.rows.by_ids("faces", face_ids, FIELDS)
         for row in rows:
             row.update(values)
-        for start in range(0, len(rows), 500):
-            self._g._client.upsert(self._g._name("faces"), [dict(r) for r in rows[start : start + 500]])
-
-    def _exclusions(self) -> list[tuple[int, int, int]]:
-        """``(face, other, person)`` rules: a face kept apart from face ``other`` or from ``person`` (0: none)."""
-        if not self._g._client.has_collection(self._g._name("exclusions")):
-            return []
-        return [
-            (int(r["face_id"]), int(r["other_id"]), int(r["person_id"]))
-            for r in self._g._scan("exclusions", ["id", "face_id", "other_id", "person_id"])
-        ]
-
-    def _exclude(self, rules: list[tuple[int, int, int]]) -> None:
-        if not rules:
-            return
-        self._ensure_exclusions()
-        have = set(self._exclusions())
-        new = sorted({r for r in rules if r not in have})
-        if not new:
-            return
-        ids = self._g._new_ids("exclusions", len(new))
-        self._g._client.insert(
-            self._g._name("exclusions"),
-            [
-                {"id": i, "face_id": f, "other_id": o, "person_id": p, "placeholder": [0.0, 0.0]}
-                for i, (f, o, p) in zip(ids, new)
-            ],
-        )
-
-    def _ensure_exclusions(self) -> None:
-        from pymilvus import DataType
-
-        name = self._g._name("exclusions")
-        if self._g._client.has_collection(name):
-            return
-        client = self._g._client
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        for field in ("face_id", "other_id", "person_id"):
-            schema.add_field(field, DataType.INT64)
-        schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
-        index = client.prepare_index_params()
-        index.add_index(field_name="placeholder", index_type="FLAT", metric_type="L2")
-        _create(client, name, schema, index)
-
-    def _unexclude(self, expr: str) -> None:
-        if self._g._client.has_collection(self._g._name("exclusions")):
-            self._g._client.delete(self._g._name("exclusions"), filter=expr)
-
-    def drop_exclusions(self, person_ids: Sequence[int], face_ids: Sequence[int]) -> None:
-        """The rules about removed people and faces go with them (called by the gallery's removals)."""
-        if person_ids:
-            self._unexclude(f"person_id in {_ints(person_ids)}")
-        if face_ids:
-            self._unexclude(f"face_id in {_ints(face_ids)} or other_id in {_ints(face_ids)}")
+        for chunk in chunks(rows, _UPSERT):
+            self.rows.upsert("faces", [dict(r) for r in chunk])
 
     @staticmethod
-    def _face(row: dict[str, Any]) -> UnknownFace:
+    def face(row: dict[str, Any]) -> UnknownFace:
         info = json.loads(row["info"])
         x, y, w, h = (int(v) for v in info["box"])
         group = int(row["group_id"]) or None
@@ -122,137 +66,123 @@ class MilvusUnknownFaces:
             info["created_at"],
         )
 
-    def _no_group(self, group_id: int) -> GroupNotFoundError:
-        return GroupNotFoundError(
-            f"no group {int(group_id)} of unknown faces in {self._g.path} (see `faceid clusters`)"
-        )
-
     # -- reading ----------------------------------------------------------------------------------
 
-    @_guarded
     def count(self) -> int:
-        """How many kept unknown faces the gallery holds."""
-        return self._g._count("faces", "person_id == 0")
+        return self.rows.count("faces", "person_id == 0")
 
-    @_guarded
-    def groups(self) -> list[Group]:
-        """Every group of kept unknown faces, biggest first (ties: smaller id first)."""
-        by_group: dict[int, list[UnknownFace]] = {}
-        for row in self._rows(["group_id", "info"]):
-            if int(row["group_id"]):
-                by_group.setdefault(int(row["group_id"]), []).append(self._face(row))
-        return sorted((Group(g, tuple(f)) for g, f in by_group.items()), key=lambda g: (-g.size, g.id))
+    def faces(self, *, group: int | None = None, grouped: bool | None = None) -> list[UnknownFace]:
+        where = ""
+        if group is not None:
+            where = f"group_id == {int(group)}"
+        elif grouped is not None:
+            where = "group_id > 0" if grouped else "group_id == 0"
+        return [self.face(r) for r in self._kept(["group_id", "info"], where)]
 
-    @_guarded
-    def group(self, group_id: int) -> Group:
-        faces = [self._face(r) for r in self._rows(["group_id", "info"]) if int(r["group_id"]) == int(group_id)]
-        if not faces or not int(group_id):
-            raise self._no_group(group_id)
-        return Group(int(group_id), tuple(faces))
+    def embeddings(self, dimension: int) -> np.ndarray:
+        rows = self._kept(["embedding"])
+        return np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), dimension)
 
-    @_guarded
-    def ungrouped(self) -> list[UnknownFace]:
-        return [self._face(r) for r in self._rows(["group_id", "info"]) if not int(r["group_id"])]
-
-    # -- keeping ----------------------------------------------------------------------------------
-
-    @_guarded
-    def keep(
-        self,
-        faces: Sequence[NewFace],
-        *,
-        embedding_key: EmbeddingKey,
-        group: bool = True,
-        min_size: float | None = None,
-        min_confidence: float | None = None,
-    ) -> Kept:
-        """As :meth:`faceid.gallery.unknown.UnknownFaces.keep`."""
-
-        from faceid.cluster import MIN_CONFIDENCE, MIN_FACE_SIZE, keep_for_grouping
-
-        if not isinstance(embedding_key, EmbeddingKey):
-            raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
-        vectors = unit_vectors(faces, embedding_key.dimension)
-        boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-        keep = keep_for_grouping(
-            boxes,
-            np.array([f.confidence for f in faces], dtype=np.float64),
-            min_size=MIN_FACE_SIZE if min_size is None else min_size,
-            min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence,
-        )
-        g = self._g
-        g.check_embedding_key(embedding_key)
-        ids: list[int | None] = [None] * len(faces)
-        wanted = np.flatnonzero(keep).tolist()
-        known: dict[tuple[str, tuple[int, ...]], int] = {}
-        keys = sorted({_image_key(faces[i].image_sha256) for i in wanted})
-        for start in range(0, len(keys), 1000):
-            for r in g._query("faces", f"image_key in {_strs(keys[start : start + 1000])}", ["id", "info"]):
+    def kept_at(self, spots: Sequence[tuple[str, tuple[int, int, int, int]]]) -> dict[tuple[str, tuple[int, ...]], int]:
+        """Faces stored at these (photo, box) spots: one query per :data:`CHUNK` photos."""
+        wanted = {(sha, tuple(int(v) for v in box)) for sha, box in spots}
+        keys = sorted({image_key(sha) for sha, _ in wanted})
+        found: dict[tuple[str, tuple[int, ...]], int] = {}
+        for chunk in chunks(keys, CHUNK):
+            for r in self.rows.query("faces", f"image_key in {strs(chunk)}", ["id", "info"]):
                 info = json.loads(r["info"])
                 spot = (info["image_sha256"], tuple(int(v) for v in info["box"]))
-                known[spot] = min(known.get(spot, int(r["id"])), int(r["id"]))
-        todo, duplicates = [], 0
-        for i in wanted:
-            spot = (faces[i].image_sha256, tuple(int(v) for v in faces[i].box))
-            if spot in known:
-                ids[i] = known[spot]
-                duplicates += 1
-            else:
-                todo.append(i)
-        if todo:
-            if g.embedding_key is None:
-                g._set_meta("embedding_key", embedding_key.dumps())
-            g._create_faces(embedding_key.dimension)
-            new = g._new_ids("faces", len(todo))
-            g._record("keep", None, faces=new)
-            rows = []
-            for i, face_id in zip(todo, new):
-                ids[i] = face_id
-                rows.append(_face_row(face_id, 0, faces[i], vectors[i], embedding_key.model))
-            g._client.insert(g._name("faces"), rows)
-            g._bump()
-        if group and todo:
-            self.update_groups()
-        return Kept(tuple(ids), len(todo), int(len(faces) - keep.sum()), duplicates)
+                if spot in wanted:
+                    found[spot] = min(found.get(spot, int(r["id"])), int(r["id"]))
+        return found
+
+    def before(self, cutoff: str | None) -> list[int]:
+        rows = self._kept(["info"])
+        if cutoff is not None:
+            rows = [r for r in rows if json.loads(r["info"])["created_at"] < cutoff]
+        return sorted(int(r["id"]) for r in rows)
+
+    # -- exclusions -------------------------------------------------------------------------------
+
+    def exclusions(self, *, faces: Sequence[int] = (), person: int | None = None) -> list[tuple[int, int, int]]:
+        if not self.rows.client.has_collection(self.rows.name("exclusions")):
+            return []
+        rules = [
+            (int(r["face_id"]), int(r["other_id"]), int(r["person_id"]))
+            for r in self.rows.scan("exclusions", ["id", "face_id", "other_id", "person_id"])
+        ]
+        if person is None and not faces:
+            return rules
+        wanted = {int(f) for f in faces}
+        return [r for r in rules if (person is not None and r[2] == person) or r[0] in wanted or r[1] in wanted]
+
+    def exclude(self, rules: Sequence[tuple[int, int, int]]) -> None:
+        if not rules:
+            return
+        self._ensure_exclusions()
+        have = set(self.exclusions())
+        new = sorted({(int(f), int(o), int(p)) for f, o, p in rules} - have)
+        if not new:
+            return
+        ids = self.rows.new_ids("exclusions", len(new))
+        self.rows.insert(
+            "exclusions",
+            [
+                {"id": i, "face_id": f, "other_id": o, "person_id": p, "placeholder": PLACEHOLDER}
+                for i, (f, o, p) in zip(ids, new)
+            ],
+        )
+
+    def _ensure_exclusions(self) -> None:
+        from pymilvus import DataType
+
+        self.rows.plain_collection(
+            "exclusions",
+            [("id", DataType.INT64, {"is_primary": True})]
+            + [(field, DataType.INT64, {}) for field in ("face_id", "other_id", "person_id")],
+        )
+
+    def unexclude(self, expr: str) -> None:
+        if self.rows.client.has_collection(self.rows.name("exclusions")):
+            self.rows.delete("exclusions", expr)
+
+    def move_exclusions(self, source: int, target: int) -> None:
+        self.exclude([(f, o, int(target)) for f, o, p in self.exclusions(person=int(source)) if p == int(source)])
+        self.unexclude(f"person_id == {int(source)}")
+
+    def drop_exclusions(self, person_ids: Sequence[int], face_ids: Sequence[int]) -> None:
+        """The rules about removed people and faces go with them (the removals call it)."""
+        if person_ids:
+            self.unexclude(f"person_id in {ints(person_ids)}")
+        if face_ids:
+            self.unexclude(f"face_id in {ints(face_ids)} or other_id in {ints(face_ids)}")
 
     # -- grouping ---------------------------------------------------------------------------------
 
-    @_guarded
-    def update_groups(self, *, leftovers: bool | None = None) -> GroupingUpdate:
-        """As :meth:`faceid.gallery.unknown.UnknownFaces.update_groups`, except that every step here
-        reads every kept face and groups the leftovers too (``leftovers`` is accepted and has no
-        effect): a Milvus gallery keeps no cached group sums."""
-        del leftovers
-        return self._grouping(full=False)
-
-    @_guarded
-    def regroup(self) -> GroupingUpdate:
-        """As :meth:`faceid.gallery.unknown.UnknownFaces.regroup`."""
-        return self._grouping(full=True)
-
-    def _grouping(self, *, full: bool) -> GroupingUpdate:
-        key = self._g.embedding_key
-        rows = self._rows(["group_id", "info", "embedding"])
-        if key is None or not rows:
+    def group(self, dimension: int, *, full: bool, params: Any) -> GroupingUpdate:
+        """One grouping step over every kept face (``full``: from scratch), planned by :func:`plan_groups`."""
+        rows = self._kept(["group_id", "info", "embedding"])
+        if not dimension or not rows:
             return GroupingUpdate(0, 0, 0, 0)
-        rows.sort(key=lambda r: int(r["id"]))
         ids = np.array([int(r["id"]) for r in rows], np.int64)
         current = np.array([int(r["group_id"]) for r in rows], np.int64)
         photo_of: dict[str, int] = {}
         photos = np.array(
             [photo_of.setdefault(json.loads(r["info"])["image_sha256"], len(photo_of)) for r in rows], np.int64
         )
-        vectors = np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), key.dimension)
+        vectors = np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), dimension)
         unknown = set(ids.tolist())
         pairs = np.array(
-            [(f, o) for f, o, _ in self._exclusions() if o and f in unknown and o in unknown], np.int64
+            [(f, o) for f, o, _ in self.exclusions() if o and f in unknown and o in unknown], np.int64
         ).reshape(-1, 2)
-        plan = plan_groups(ids, current, photos, vectors, pairs, full, self.params)
+        plan = plan_groups(ids, current, photos, vectors, pairs, full, params)
         if plan is None:
             return GroupingUpdate(0, 0, 0, self.count())
         changed, groups, update = plan
         fresh = sorted({g for g in groups.tolist() if g < 0})  # placeholders for new groups: -1, -2, ...
-        numbers = dict(zip(sorted(fresh, reverse=True), self._new_group_ids(len(fresh), int(current.max()))))
+        numbers = dict(
+            zip(sorted(fresh, reverse=True), self.rows.new_ids("groups", len(fresh), above=int(current.max())))
+        )
         target = {int(i): numbers.get(int(g), int(g)) if g != 0 else 0 for i, g in zip(changed, groups)}
         if full:
             target = {int(i): target.get(int(i), 0) for i in ids}
@@ -261,143 +191,80 @@ class MilvusUnknownFaces:
             if value != int(current[np.searchsorted(ids, face)]):
                 by_value.setdefault(value, []).append(face)
         for value, faces in by_value.items():
-            self._rewrite(faces, group_id=value)
-        self._g._bump()
+            self.rewrite(faces, group_id=value)
+        self.rows.bump()
         return update
 
-    def _new_group_ids(self, count: int, largest: int) -> list[int]:
-        last = max(self._g._last_id("groups"), largest)
-        self._g._set_meta("last_id:groups", str(last + count))
-        return list(range(last + 1, last + count + 1))
 
-    # -- naming and correcting --------------------------------------------------------------------
+def plan_groups(
+    ids: np.ndarray,
+    current: np.ndarray,
+    photos: np.ndarray,
+    vectors: np.ndarray,
+    pairs: np.ndarray,
+    full: bool,
+    params: Any,
+) -> tuple[np.ndarray, np.ndarray, GroupingUpdate] | None:
+    """One grouping step in memory on kept faces read from any store (the Milvus gallery uses it):
+    attach the faces in no group to existing groups, then group the rest. ``ids`` (n,) ascending,
+    their ``current`` groups (0: none), ``photos`` (n,) a number per photo, ``vectors`` (n, D), and
+    the kept-apart ``pairs`` (m, 2) of face ids (both kept unknown faces). Returns ``(face ids,
+    groups, summary)`` as the local gallery's step plans them, or ``None`` if nothing changes."""
+    from faceid.cluster import GroupCentroids, attach, group_faces
 
-    @_guarded
-    def name(self, group_id: int, name: str) -> Named:
-        """As :meth:`faceid.gallery.unknown.UnknownFaces.name`."""
-        name = normalise_name(name)
-        gid = int(group_id)
-        g = self._g
-        members = [int(r["id"]) for r in self._rows(["group_id"]) if gid and int(r["group_id"]) == gid]
-        if not members:
-            raise self._no_group(gid)
-        row = g._person_row(name)
-        pid = int(row["id"]) if row is not None else None
-        out = sorted(self._barred_from(pid, members)) if pid is not None else []
-        named = sorted(set(members) - set(out))
-        created = pid is None and bool(named)
-        g._record("name", name, faces=named, group=gid, new_person=created)
-        if pid is None and named:
-            pid = self._add_person(name)
-        if named:
-            assert pid is not None
-            self._rewrite(named, person_id=pid, group_id=0)
-        self._rewrite(out, group_id=0)
-        g._bump()
-        return Named(name, tuple(named), tuple(out), created)
-
-    def _add_person(self, name: str) -> int:
-        (pid,) = self._g._new_ids("people")
-        self._g._client.insert(
-            self._g._name("people"),
-            [
-                {
-                    "id": pid,
-                    "name": name,
-                    "name_key": _name_key(name),
-                    "created_at": utc_now(),
-                    "placeholder": [0.0, 0.0],
-                }
-            ],
+    pairs = np.searchsorted(ids, pairs)  # face ids -> row indices
+    groups = np.zeros(len(ids), np.int64) if full else current.copy()
+    attached = 0
+    todo = np.flatnonzero(groups == 0)
+    if not len(todo):
+        return None
+    if not full and np.any(groups != 0):
+        existing, labels = np.unique(groups[groups != 0], return_inverse=True)
+        dense = np.full(len(ids), -1, np.int64)
+        dense[groups != 0] = labels.ravel()
+        centroids = GroupCentroids.from_labels(vectors, dense, photos)
+        position = {int(f): i for i, f in enumerate(todo.tolist())}
+        forbidden = [
+            (position[a], int(dense[b]))
+            for x, y in pairs.tolist()
+            for a, b in ((x, y), (y, x))
+            if a in position and dense[b] >= 0
+        ]
+        placed = attach(
+            vectors[todo],
+            centroids,
+            photos=photos[todo],
+            forbidden=np.array(forbidden, np.int64).reshape(-1, 2),
+            params=params,
         )
-        return pid
-
-    def _barred_from(self, person: int, faces: Sequence[int]) -> set[int]:
-        """Which of ``faces`` must not become ``person``'s: moved out of them (or out of a group with
-        one of their faces), or from a photo they already have a face in."""
-        g = self._g
-        theirs = g._query("faces", f"person_id == {int(person)}", ["id", "image_key"])
-        their_ids = {int(r["id"]) for r in theirs}
-        their_photos = {str(r["image_key"]) for r in theirs}
-        barred = set()
-        for face, other, who in self._exclusions():
-            if who == person or (other and other in their_ids):
-                barred.add(face)
-            if other and face in their_ids:
-                barred.add(other)
-        barred |= {int(r["id"]) for r in self._rows(["image_key"]) if str(r["image_key"]) in their_photos}
-        return barred & {int(f) for f in faces}
-
-    @_guarded
-    def move(self, face_ids: Sequence[int], name: str | None) -> list[int]:
-        """As :meth:`faceid.gallery.unknown.UnknownFaces.move`."""
-        g = self._g
-        wanted = sorted({int(i) for i in face_ids})
-        target = normalise_name(name) if name is not None else None
-        rows = g._by_ids("faces", wanted, ["id", "person_id", "group_id"])
-        missing = sorted(set(wanted) - {int(r["id"]) for r in rows})
-        if missing:
-            raise FaceNotFoundError(f"no face with id {missing[0]} in {g.path}")
-        row = g._person_row(target) if target is not None else None
-        pid = int(row["id"]) if row is not None else None
-        moved = [r for r in rows if not (pid is not None and int(r["person_id"]) == pid)]
-        if not moved:
-            return []
-        moving = sorted(int(r["id"]) for r in moved)
-        g._record("move", target, faces=moving)
-        if target is not None and pid is None:
-            pid = self._add_person(target)
-        rules = []
-        grouped: dict[int, list[int]] = {}
-        for r in self._rows(["group_id"]):
-            grouped.setdefault(int(r["group_id"]), []).append(int(r["id"]))
-        for r in moved:
-            face, person, group = int(r["id"]), int(r["person_id"]), int(r["group_id"])
-            if person:
-                rules.append((face, 0, person))
-            elif group:
-                rules += [(min(face, o), max(face, o), 0) for o in grouped.get(group, []) if o not in moving]
-        self._exclude(rules)
-        if pid is not None:
-            self._unexclude(f"face_id in [{', '.join(map(str, moving))}] and person_id == {pid}")
-        self._rewrite(moving, person_id=pid or 0, group_id=0)
-        g._bump()
-        return moving
-
-    @_guarded
-    def merge(self, source: str, target: str) -> int:
-        """As :meth:`faceid.gallery.unknown.UnknownFaces.merge`."""
-        g = self._g
-        src_name, dst_name = normalise_name(source), normalise_name(target)
-        src, dst = g._person_row(src_name), g._person_row(dst_name)
-        for row, who in ((src, src_name), (dst, dst_name)):
-            if row is None:
-                raise g._not_found(who)
-        assert src is not None and dst is not None
-        if int(src["id"]) == int(dst["id"]):
-            raise InvalidNameError(f"{src_name!r} and {dst_name!r} are the same person")
-        faces = sorted(int(r["id"]) for r in g._query("faces", f"person_id == {int(src['id'])}", ["id"]))
-        g._record("merge", dst_name, source=src_name, faces=faces)
-        self._rewrite(faces, person_id=int(dst["id"]))
-        moved_rules = [(f, o, int(dst["id"])) for f, o, p in self._exclusions() if p == int(src["id"])]
-        self._exclude(moved_rules)  # who was moved out of either stays out of the merged person
-        self._unexclude(f"person_id == {int(src['id'])}")
-        g._client.delete(g._name("people"), filter=f"id == {int(src['id'])}")
-        g._bump()
-        return len(faces)
-
-    @_guarded
-    def forget(self, older_than: timedelta | None = None, *, face_ids: Sequence[int] | None = None) -> int:
-        """As :meth:`faceid.gallery.unknown.UnknownFaces.forget`: deleted, then compacted out of Milvus's segments."""
-        rows = self._rows(["info"])
-        if older_than is not None:
-            cutoff = (datetime.now(timezone.utc) - older_than).isoformat(timespec="milliseconds")
-            rows = [r for r in rows if json.loads(r["info"])["created_at"] < cutoff]
-        ids = sorted(int(r["id"]) for r in rows)
-        if face_ids is not None:
-            ids = sorted(set(ids) & {int(i) for i in face_ids})
-        if not ids:
-            return 0
-        self._g._record("forget", None, faces=len(ids))
-        self._g._delete([], ids)
-        return len(ids)
+        chosen = placed.groups.copy()
+        # two new faces the user kept apart never join one group: the higher score keeps it
+        for x, y in pairs.tolist():
+            if x in position and y in position:
+                i, j = position[x], position[y]
+                if chosen[i] >= 0 and chosen[i] == chosen[j]:
+                    chosen[j if placed.scores[j] <= placed.scores[i] else i] = -1
+        ok = chosen >= 0
+        groups[todo[ok]] = existing[chosen[ok]]
+        attached = int(ok.sum())
+        todo = todo[~ok]
+    new_groups = newly = 0
+    if len(todo) >= 2:
+        position = {int(f): i for i, f in enumerate(todo.tolist())}
+        links = [(position[x], position[y]) for x, y in pairs.tolist() if x in position and y in position]
+        grouping = group_faces(
+            np.ascontiguousarray(vectors[todo]),
+            photos=photos[todo],
+            cannot_link=np.array(links, np.int64).reshape(-1, 2),
+            params=params,
+        )
+        grouped = grouping.labels >= 0
+        groups[todo[grouped]] = -(grouping.labels[grouped] + 1)
+        new_groups, newly = grouping.groups, int(grouped.sum())
+    if not full and attached == 0 and new_groups == 0:
+        return None
+    changed = groups != current
+    update = GroupingUpdate(attached, new_groups, newly, int(np.sum(groups == 0)))
+    if full:
+        return ids, groups, update
+    return ids[changed], groups[changed], update

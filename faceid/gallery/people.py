@@ -145,7 +145,7 @@ def embeddings(
     if len(blob) != 4 * dimension * len(rows):
         raise GalleryCorruptError(
             f"{where}: stored embeddings do not all have {dimension} float32 values; "
-            "run `faceid gallery check`, and restore gallery.db from a backup"
+            "run `faceid gallery check`, and restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
         )
     vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimension).copy()
     return ids, owners, vectors
@@ -245,7 +245,8 @@ def row_problems(db: sqlite3.Connection, dimension: int | None, where: Path) -> 
         bad = db.execute("SELECT COUNT(*) FROM faces WHERE length(embedding) != ?", (4 * dimension,)).fetchone()[0]
         if bad:
             problems.append(
-                f"{where}: {bad} embeddings do not have {dimension} float32 values; restore gallery.db from a backup"
+                f"{where}: {bad} embeddings do not have {dimension} float32 values; "
+                "restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
             )
             return problems, True
     return problems, False
@@ -260,5 +261,6 @@ def vector_problems(vectors: np.ndarray, where: Path | str, *, what: str = "embe
     if not odd:
         return []
     return [
-        f"{where}: {odd} {what} are not finite unit vectors (edited outside faceid?); restore gallery.db from a backup"
+        f"{where}: {odd} {what} are not finite unit vectors (edited outside faceid?); "
+        "restore the gallery from a backup (`faceid gallery restore BACKUP`, docs/backup.md)"
     ]

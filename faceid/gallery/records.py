@@ -1,7 +1,9 @@
 """What the gallery stores and hands out: people, faces, names, timestamps.
 
-Frozen dataclasses out (:class:`Person`, :class:`FaceRecord`), one in (:class:`NewFace`), and the
-rule for names (:func:`normalise_name`). Nothing here touches a file.
+Frozen dataclasses out (:class:`Person`, :class:`FaceRecord`; for kept unknown faces
+:class:`UnknownFace`, :class:`Group`, :class:`Kept`, :class:`GroupingUpdate`, :class:`Named`), one in
+(:class:`NewFace`), and the rules for names (:func:`normalise_name`, :func:`name_key`). Nothing here
+touches a file.
 """
 
 from __future__ import annotations
@@ -15,14 +17,29 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceid.errors import InvalidNameError
+from faceid.errors import InvalidNameError, NameTakenError
 
 if TYPE_CHECKING:
     from faceid.gallery.chips import FaceChip
 
-__all__ = ["MAX_NAME_LENGTH", "FaceRecord", "NewFace", "Person", "default_gallery_dir", "normalise_name"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "FaceRecord",
+    "Group",
+    "GroupingUpdate",
+    "Kept",
+    "Named",
+    "NewFace",
+    "Person",
+    "UnknownFace",
+    "default_gallery_dir",
+    "name_key",
+    "name_taken",
+    "normalise_name",
+]
 
 MAX_NAME_LENGTH = 200
+_JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner: format characters names need
 
 
 def default_gallery_dir() -> Path:
@@ -30,12 +47,20 @@ def default_gallery_dir() -> Path:
     return Path(os.environ.get("FACEID_GALLERY") or "gallery")
 
 
+def name_taken(name: str) -> NameTakenError:
+    """The error for renaming someone to ``name`` (already normalised), which is another person's."""
+    return NameTakenError(f"{name!r} is already enrolled; remove or rename them first")
+
+
 def normalise_name(name: str) -> str:
     """A person's name as stored: NFC, surrounding white space removed.
 
     Names are free text (spaces, accents, any script) and live only inside SQLite, never in a
-    file path. Raises :class:`InvalidNameError` for empty names, names over
-    ``MAX_NAME_LENGTH`` characters, and names with control characters (NUL, newlines, ...).
+    file path. Letters of any script, combining marks and the joiners U+200C/U+200D (which
+    Persian and Indic names need, as do emoji sequences) are allowed. Raises
+    :class:`InvalidNameError` for empty names, names over ``MAX_NAME_LENGTH`` characters, and
+    names with other control or format characters (NUL, newlines, bidi overrides such as U+202E,
+    ...), surrogates, private-use or unassigned code points.
     """
     if not isinstance(name, str):
         raise InvalidNameError(f"a name must be text, got {type(name).__name__}")
@@ -44,10 +69,22 @@ def normalise_name(name: str) -> str:
         raise InvalidNameError("a name cannot be empty")
     if len(cleaned) > MAX_NAME_LENGTH:
         raise InvalidNameError(f"a name can have at most {MAX_NAME_LENGTH} characters, this one has {len(cleaned)}")
-    bad = [c for c in cleaned if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") and c != "\u200d"]
+    bad = [c for c in cleaned if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") and c not in _JOINERS]
     if bad:
-        raise InvalidNameError(f"a name cannot hold control characters (found {', '.join(repr(c) for c in bad[:3])})")
+        found = ", ".join(f"U+{ord(c):04X}" for c in bad[:3])
+        raise InvalidNameError(
+            f"a name cannot hold control characters or format characters other than joiners ({found})"
+        )
     return cleaned
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def name_key(name: str) -> str:
+    """What makes two (normalised) names one person: equal ignoring ASCII case, as SQLite's ``NOCASE``.
+    People are listed in the order of this key."""
+    return name.translate(_ASCII_LOWER)
 
 
 @dataclass(frozen=True)
@@ -97,3 +134,66 @@ def utc_now() -> str:
 def n_faces(n: int) -> str:
     """``"1 face"``, ``"3 faces"``: for messages."""
     return f"{n} face{'s' if n != 1 else ''}"
+
+
+@dataclass(frozen=True)
+class UnknownFace:
+    """A kept unknown face, without its embedding; ``group`` is ``None`` while it is in no group."""
+
+    id: int
+    group: int | None
+    image_path: str | None
+    image_sha256: str
+    box: tuple[int, int, int, int]
+    confidence: float
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group of kept unknown faces that look like one person; ``faces`` by id."""
+
+    id: int
+    faces: tuple[UnknownFace, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.faces)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What :meth:`UnknownFaces.keep` did with each face handed in.
+
+    ``ids``: per face, in order, the id of the kept face (new, or the one already kept for the
+    same photo and box), ``None`` for a face too small or unsure to keep. ``added`` new faces,
+    ``filtered`` too small or unsure, ``duplicates`` already in the gallery.
+    """
+
+    ids: tuple[int | None, ...]
+    added: int
+    filtered: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class GroupingUpdate:
+    """What a grouping changed: faces ``attached`` to existing groups, ``new_groups`` formed (of
+    ``newly_grouped`` faces), and how many kept faces are left in no group."""
+
+    attached: int
+    new_groups: int
+    newly_grouped: int
+    ungrouped: int
+
+
+@dataclass(frozen=True)
+class Named:
+    """The result of naming a group: the ``person``, the ``faces`` that became theirs, the faces
+    ``kept_out`` (moved out of that person before, or from a photo of theirs: left unknown), and
+    whether the person is new."""
+
+    person: str
+    faces: tuple[int, ...]
+    kept_out: tuple[int, ...]
+    new_person: bool

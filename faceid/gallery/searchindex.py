@@ -178,7 +178,7 @@ class SearchIndex:
             return []
         return [
             f"{path}: {problem}; if the database is right, run `faceid gallery rebuild-index`, "
-            "else restore gallery.db from a backup"
+            "else restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
         ]
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

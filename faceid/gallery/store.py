@@ -151,8 +151,8 @@ class Store:
             if sqlite_kind(exc) == "busy":
                 raise self.busy_error() from None
             raise GalleryCorruptError(
-                f"{db}: not a readable SQLite database ({exc}); restore it from a backup, "
-                "or move it away to start a new gallery"
+                f"{db}: not a readable SQLite database ({exc}); restore it from a backup "
+                "(`faceid gallery restore BACKUP`), or move it away to start a new gallery"
             ) from None
         if schema not in {str(v) for v in READABLE}:
             self.db.close()
@@ -213,7 +213,7 @@ class Store:
         if kind == "corrupt":
             return GalleryCorruptError(
                 f"{self.file}: the database is damaged ({exc}); run `faceid gallery check`, "
-                "and restore gallery.db from a backup"
+                "and restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
             )
         return None
 
@@ -268,7 +268,7 @@ class Store:
             return []
         return [
             f"{self.file}: SQLite integrity check failed: {'; '.join(r[0] for r in result[:5])}; "
-            "restore gallery.db from a backup"
+            "restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
         ]
 
     def generation(self) -> int:
@@ -309,7 +309,7 @@ def migrate(db: sqlite3.Connection) -> int:
             if bad:
                 raise GalleryCorruptError(
                     f"gallery.db: {len(bad)} rows reference missing rows; not upgraded. "
-                    "Run `faceid gallery check`, and restore gallery.db from a backup"
+                    "Run `faceid gallery check`, and restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
                 )
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
             audit.record(db, "upgrade", None, schema=SCHEMA_VERSION)
@@ -329,8 +329,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def guarded(method: _F) -> _F:
     """Turn SQLite's busy and corruption errors into :class:`GalleryBusyError` and :class:`GalleryCorruptError`.
 
-    For methods of an object whose ``_store`` is a :class:`Store`; applied to every public
-    method of :class:`faceid.gallery.Gallery`, so ``database is locked`` never reaches a user.
+    For methods of an object whose ``store`` is a :class:`Store` (a folder's backend and its key
+    store; :class:`faceid.gallery.Gallery` translates every backend's errors itself), so ``database is
+    locked`` never reaches a user.
     """
 
     @functools.wraps(method)
@@ -338,7 +339,7 @@ def guarded(method: _F) -> _F:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
-            translated = self._store.translate(exc)
+            translated = self.store.translate(exc)
             if translated is None:
                 raise
             raise translated from exc

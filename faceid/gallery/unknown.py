@@ -1,46 +1,44 @@
 """Kept unknown faces: stored beside enrolled ones, grouped into likely people, named, corrected.
 
 ``faceid identify --remember`` keeps the faces it calls unknown (:meth:`UnknownFaces.keep`): a
-row of the ``faces`` table with no person, with its embedding, thumbnail, source path and
-SHA-256, box, detection confidence and time, so naming or moving a face keeps its id. A kept
-face is never matched: the search index holds enrolled faces only.
+face with no person, with its embedding, thumbnail, source path and SHA-256, box, detection
+confidence and time, so naming or moving a face keeps its id. A kept face is never matched: the
+search holds enrolled faces only.
 
 Kept faces are grouped (:mod:`faceid.cluster`): new ones attach to an existing group when they
 clearly belong, and faces left over form new groups when enough of them agree
 (:meth:`UnknownFaces.update_groups`), without grouping everything again; :meth:`~UnknownFaces.regroup`
-groups every kept face again, deterministically. Attaching reads only the faces kept since the
-last step and each group's cached embedding sum (:mod:`faceid.gallery.groupsums`), so its cost
-follows the new faces, not the gallery. What is known constrains the grouping:
+groups every kept face again, deterministically. How a step reads the faces is the backend's
+(:meth:`GalleryBackend.group_faces <faceid.gallery.backend.GalleryBackend.group_faces>`). What is
+known constrains the grouping:
 
 - two faces of one photo (one SHA-256) are never grouped together, nor named as one person;
 - a face the user moved out of a group is never grouped with that group's faces again, and a
-  face moved out of a person never named as them again (``face_exclusions``); naming a group
-  into that person leaves such a face unknown, and says so (:attr:`Named.kept_out`);
+  face moved out of a person never named as them again (the exclusions); naming a group into
+  that person leaves such a face unknown, and says so (:attr:`Named.kept_out`);
 - named faces are not grouped: only faces without a person are.
 
-Naming a group (:meth:`~UnknownFaces.name`) gives its faces a person in one transaction with its
-audit entry, as enrolment does; they enter the search index in place (the log of
-:mod:`faceid.gallery.changes`), so the next identification names them. Group ids come from a
-counter that only grows, so an id shown before a re-grouping never names another group.
+Every rule here is written once, over the :class:`~faceid.gallery.backend.GalleryBackend` of the
+gallery; each method is one change (:meth:`~faceid.gallery.backend.GalleryBackend.change`) with its
+audit entry. Group ids come from a counter that only grows, so an id shown before a re-grouping
+never names another group.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
-from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameError
-from faceid.gallery import audit, changes, deletion, groupsums, people
-from faceid.gallery.records import NewFace, n_faces, normalise_name
-from faceid.gallery.store import Unchanged, guarded
+from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameError, PersonNotFoundError
+from faceid.gallery.backend import GalleryBackend, Unchanged
+from faceid.gallery.people import unit_vectors
+from faceid.gallery.records import Group, GroupingUpdate, Kept, Named, NewFace, UnknownFace, n_faces, normalise_name
 
 __all__ = [
     "Group",
@@ -49,130 +47,68 @@ __all__ = [
     "Named",
     "UnknownFace",
     "UnknownFaces",
-    "plan_groups",
-    "unknown_embeddings",
+    "barred_from",
 ]
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = "id, group_id, image_path, image_sha256, box, confidence, created_at"
 
+class Rules(Protocol):
+    """What the kept faces' rules use of the gallery's own (:class:`faceid.gallery.Gallery`)."""
 
-@dataclass(frozen=True)
-class UnknownFace:
-    """A kept unknown face, without its embedding; ``group`` is ``None`` while it is in no group."""
+    path: Any
 
-    id: int
-    group: int | None
-    image_path: str | None
-    image_sha256: str
-    box: tuple[int, int, int, int]
-    confidence: float
-    created_at: str
+    def guard(self) -> AbstractContextManager[None]: ...
 
+    def check_embedding_key(self, key: EmbeddingKey) -> EmbeddingKey | None: ...
 
-@dataclass(frozen=True)
-class Group:
-    """A group of kept unknown faces that look like one person; ``faces`` by id."""
+    def adopt_embedding_key(self, key: EmbeddingKey) -> None: ...
 
-    id: int
-    faces: tuple[UnknownFace, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.faces)
-
-
-@dataclass(frozen=True)
-class Kept:
-    """What :meth:`UnknownFaces.keep` did with each face handed in.
-
-    ``ids``: per face, in order, the id of the kept face (new, or the one already kept for the
-    same photo and box), ``None`` for a face too small or unsure to keep. ``added`` new faces,
-    ``filtered`` too small or unsure, ``duplicates`` already in the gallery.
-    """
-
-    ids: tuple[int | None, ...]
-    added: int
-    filtered: int
-    duplicates: int
-
-
-@dataclass(frozen=True)
-class GroupingUpdate:
-    """What a grouping changed: faces ``attached`` to existing groups, ``new_groups`` formed (of
-    ``newly_grouped`` faces), and how many kept faces are left in no group."""
-
-    attached: int
-    new_groups: int
-    newly_grouped: int
-    ungrouped: int
-
-
-@dataclass(frozen=True)
-class Named:
-    """The result of naming a group: the ``person``, the ``faces`` that became theirs, the faces
-    ``kept_out`` (moved out of that person before, or from a photo of theirs: left unknown), and
-    whether the person is new."""
-
-    person: str
-    faces: tuple[int, ...]
-    kept_out: tuple[int, ...]
-    new_person: bool
+    def not_found(self, name: str) -> PersonNotFoundError: ...
 
 
 class UnknownFaces:
     """The kept unknown faces of a :class:`~faceid.gallery.Gallery` (its ``unknown`` attribute).
 
-    Every method is one transaction (reads: one snapshot); errors as the gallery's own. The
-    grouping settings are :class:`faceid.cluster.GroupingParams`' defaults unless ``params``.
+    Every method is one change (reads: one snapshot where the backend has them); errors as the
+    gallery's own. The grouping settings are :class:`faceid.cluster.GroupingParams`' defaults
+    unless ``params``.
     """
 
-    def __init__(self, gallery: Any, params: Any = None) -> None:  # a Gallery (not imported: it imports this)
+    def __init__(self, gallery: Rules, backend: GalleryBackend, params: Any = None) -> None:
         self._gallery = gallery
-        self._store = gallery._store
+        self._b = backend
         self.params = params  # a faceid.cluster.GroupingParams, or None for the defaults
 
     # -- reading --------------------------------------------------------------------------------
 
-    @guarded
     def count(self) -> int:
         """How many kept unknown faces the gallery holds."""
-        if self._store.schema < 2:
-            return 0
-        return int(self._store.db.execute("SELECT COUNT(*) FROM faces WHERE person_id IS NULL").fetchone()[0])
+        with self._gallery.guard():
+            return self._b.unknown_count()
 
-    @guarded
     def groups(self) -> list[Group]:
         """Every group of kept unknown faces, biggest first (ties: smaller id first)."""
-        if self._store.schema < 2:
-            return []
-        rows = self._store.db.execute(
-            f"SELECT {_COLUMNS} FROM faces WHERE person_id IS NULL AND group_id IS NOT NULL ORDER BY group_id, id"
-        ).fetchall()
+        with self._gallery.guard():
+            faces = self._b.unknown_faces(grouped=True)
         by_group: dict[int, list[UnknownFace]] = {}
-        for row in rows:
-            by_group.setdefault(int(row[1]), []).append(_face(row))
+        for face in faces:
+            assert face.group is not None
+            by_group.setdefault(face.group, []).append(face)
         return sorted((Group(g, tuple(f)) for g, f in by_group.items()), key=lambda g: (-g.size, g.id))
 
-    @guarded
     def group(self, group_id: int) -> Group:
         """One group; :class:`GroupNotFoundError` if there is none of that id."""
-        rows = self._faces_where("group_id = ?", (int(group_id),))
-        if not rows:
+        with self._gallery.guard():
+            faces = self._b.unknown_faces(group=int(group_id)) if int(group_id) else []
+        if not faces:
             raise self._no_group(group_id)
-        return Group(int(group_id), tuple(rows))
+        return Group(int(group_id), tuple(faces))
 
-    @guarded
     def ungrouped(self) -> list[UnknownFace]:
         """Kept unknown faces in no group (yet), by id."""
-        return self._faces_where("group_id IS NULL", ())
-
-    def _faces_where(self, where: str, args: tuple[Any, ...]) -> list[UnknownFace]:
-        if self._store.schema < 2:
-            return []
-        query = f"SELECT {_COLUMNS} FROM faces WHERE person_id IS NULL AND {where} ORDER BY id"
-        return [_face(r) for r in self._store.db.execute(query, args).fetchall()]
+        with self._gallery.guard():
+            return self._b.unknown_faces(grouped=False)
 
     def _no_group(self, group_id: int) -> GroupNotFoundError:
         return GroupNotFoundError(
@@ -181,7 +117,6 @@ class UnknownFaces:
 
     # -- keeping --------------------------------------------------------------------------------
 
-    @guarded
     def keep(
         self,
         faces: Sequence[NewFace],
@@ -191,7 +126,7 @@ class UnknownFaces:
         min_size: float | None = None,
         min_confidence: float | None = None,
     ) -> Kept:
-        """Keep unknown ``faces`` in one transaction (never matched as anyone); then, with ``group``,
+        """Keep unknown ``faces`` in one change (never matched as anyone); then, with ``group``,
         :meth:`update_groups`.
 
         Faces whose box's shorter side is under ``min_size`` pixels or whose detection confidence
@@ -208,8 +143,10 @@ class UnknownFaces:
 
         if not isinstance(embedding_key, EmbeddingKey):
             raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
-        self._store.require(2, "keeping unknown faces")
-        vectors = people.unit_vectors(faces, embedding_key.dimension)
+        b = self._b
+        with self._gallery.guard():
+            b.require_unknown("keeping unknown faces")
+        vectors = unit_vectors(faces, embedding_key.dimension)
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         keep = keep_for_grouping(
             boxes,
@@ -218,117 +155,65 @@ class UnknownFaces:
             min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence,
         )
         ids: list[int | None] = [None] * len(faces)
-        added = duplicates = 0
+        wanted = np.flatnonzero(keep).tolist()
+        todo: list[int] = []
+        duplicates = 0
         try:
-            with self._store.write() as db:
-                self._gallery.check_embedding_key(embedding_key)
-                todo = []
-                for i in np.flatnonzero(keep).tolist():
-                    known = db.execute(
-                        "SELECT id FROM faces WHERE image_sha256 = ? AND box = ? ORDER BY id LIMIT 1",
-                        (faces[i].image_sha256, _box_json(faces[i].box)),
-                    ).fetchone()
-                    if known is not None:
-                        ids[i] = int(known[0])
+            with self._gallery.guard(), b.change():
+                mine = self._gallery.check_embedding_key(embedding_key)
+                spots = [(faces[i].image_sha256, _box(faces[i].box)) for i in wanted]
+                known = b.kept_at(spots) if spots else {}
+                for i, spot in zip(wanted, spots):
+                    if spot in known:
+                        ids[i] = known[spot]
                         duplicates += 1
                     else:
                         todo.append(i)
                 if not todo:
                     raise Unchanged
-                if self._gallery.embedding_key is None:
-                    db.execute("INSERT INTO meta VALUES ('embedding_key', ?)", (embedding_key.dumps(),))
-                for i, face_id in zip(todo, people.new_ids(db, "faces", len(todo))):
-                    people.insert_face(db, face_id, None, vectors[i], faces[i], embedding_key.model)
+                if mine is None:
+                    self._gallery.adopt_embedding_key(embedding_key)
+                new = b.new_face_ids(len(todo))
+                for i, face_id in zip(todo, new):
                     ids[i] = face_id
-                added = len(todo)
-                audit.record(db, "keep", None, actor=self._gallery.actor, faces=[ids[i] for i in todo])
+                b.audit("keep", None, faces=new)
+                b.insert_faces(None, new, [vectors[i] for i in todo], [faces[i] for i in todo], embedding_key.model)
         except Unchanged:
-            pass
-        if group and added:
+            todo = []
+        if group and todo:
             self.update_groups()
-        return Kept(tuple(ids), added, int(len(faces) - keep.sum()), duplicates)
+        return Kept(tuple(ids), len(todo), int(len(faces) - keep.sum()), duplicates)
 
     # -- grouping -------------------------------------------------------------------------------
 
-    @guarded
     def update_groups(self, *, leftovers: bool | None = None) -> GroupingUpdate:
         """Place the kept faces that are in no group: each face kept since the last grouping joins an
         existing group when it clearly belongs (:func:`faceid.cluster.attach`); then the faces in no
         group form new groups when enough of them agree (:func:`faceid.cluster.group_faces` over the
         ungrouped faces only). Existing groups stay.
 
-        The cost of attaching follows the new faces, not the gallery: groups' embedding sums are
-        cached (:mod:`faceid.gallery.groupsums`). Grouping the faces left over reads them all, so
-        by default (``leftovers=None``) it runs while they are few (:data:`LEFTOVERS_ALWAYS`) or
-        when their number grew by a quarter (at least :data:`LEFTOVERS_ALWAYS`) since it last ran;
-        ``True``: now; ``False``: not."""
+        On a local gallery the cost of attaching follows the new faces, not the gallery (groups'
+        embedding sums are cached: :mod:`faceid.gallery.groupsums`), and the faces left over are
+        grouped, by default (``leftovers=None``), while they are few
+        (:data:`~faceid.gallery.sqlite_grouping.LEFTOVERS_ALWAYS`) or
+        when their number grew by a quarter since it last ran; ``True``: now; ``False``: not. A
+        Milvus gallery reads every kept face at each step and groups the leftovers every time."""
         return self._grouping(full=False, leftovers=leftovers)
 
-    @guarded
     def regroup(self) -> GroupingUpdate:
         """Group every kept unknown face again from scratch (deterministic: the same faces and
         constraints give the same groups; the groups get new ids, biggest first)."""
         return self._grouping(full=True, leftovers=True)
 
     def _grouping(self, *, full: bool, leftovers: bool | None) -> GroupingUpdate:
-        if self._store.schema < 2:
-            return GroupingUpdate(0, 0, 0, 0)
-        # computed outside the write lock (minutes for a million faces), written only if
-        # nothing changed meanwhile; else computed again under the lock
-        with self._store.snapshot():
-            generation = self._store.generation()
-            plan = _plan(self._store.db, self._dimension(), full, leftovers, self.params)
-        if plan is None:
-            return GroupingUpdate(0, 0, 0, self.count())
-        try:
-            return self._write_plan(plan, generation, leftovers)
-        except Unchanged:  # another process placed the faces meanwhile
-            return GroupingUpdate(0, 0, 0, self.count())
-
-    def _write_plan(self, plan: _Plan, generation: int, leftovers: bool | None) -> GroupingUpdate:
-        # a plan that changes no face (only the cache and the bookkeeping) makes no new generation
-        versioned = bool(len(plan.ids)) or plan.full
-        with self._store.write(versioned=versioned) as db:
-            if self._store.generation() != generation:
-                again = _plan(db, self._dimension(), plan.full, leftovers, self.params)
-                if again is None:
-                    raise Unchanged
-                plan = again
-                if not versioned and (len(plan.ids) or plan.full):
-                    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-            fresh = sorted({g for g in plan.groups.tolist() if g < 0})  # placeholders for new groups: -1, -2, ...
-            numbers = dict(zip(sorted(fresh, reverse=True), _new_group_ids(db, len(fresh))))
-            if plan.full:
-                db.execute("UPDATE faces SET group_id = NULL WHERE person_id IS NULL AND group_id IS NOT NULL")
-                if groupsums.exists(db):
-                    db.execute("DELETE FROM group_sums")
-            db.executemany(
-                "UPDATE faces SET group_id = ? WHERE id = ? AND person_id IS NULL",
-                [(numbers.get(g, g) if g != 0 else None, i) for i, g in zip(plan.ids.tolist(), plan.groups.tolist())],
-            )
-            if plan.sums and groupsums.exists(db):  # after the updates: their triggers dropped the old rows
-                gids = list(plan.sums)
-                groupsums.store(
-                    db,
-                    [numbers.get(g, g) for g in gids],
-                    [plan.sums[g][0] for g in gids],
-                    [plan.sums[g][1] for g in gids],
-                )
-            _set_meta(db, "grouping:tried", plan.tried)
-            if plan.left is not None:
-                _set_meta(db, "grouping:left", plan.left)
-        return plan.update
-
-    def _dimension(self) -> int:
-        key = self._gallery.embedding_key
-        return key.dimension if key else 0
+        with self._gallery.guard():
+            return self._b.group_faces(full=full, leftovers=leftovers, params=self.params)
 
     # -- naming and correcting ------------------------------------------------------------------
 
-    @guarded
     def name(self, group_id: int, name: str) -> Named:
         """Make a group's faces the enrolled faces of ``name`` (new, or an existing person), in one
-        transaction; no face is embedded again. The next identification names them.
+        change; no face is embedded again. The next identification names them.
 
         A face moved out of that person before, or from a photo the person already has a face
         in, stays unknown (out of the group): :attr:`Named.kept_out`.
@@ -339,24 +224,26 @@ class UnknownFaces:
         """
         name = normalise_name(name)
         gid = int(group_id)
-        self._store.require(2, "naming a group")
-        with self._store.write() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM faces WHERE group_id = ? AND person_id IS NULL", (gid,))]
-            if not ids:
-                raise self._no_group(gid)
-            pid = people.person_id(db, name)
-            out = sorted(_barred_from(db, pid, ids)) if pid is not None else []
-            named = sorted(set(ids) - set(out))
-            created = pid is None and bool(named)
-            if pid is None and named:
-                pid = people.add_person(db, name)
-            _set(db, "person_id = ?, group_id = NULL", named, pid)
-            _set(db, "group_id = NULL", out)
-            changes.note_removed_faces(db, named, self._store.generation() + 1)  # they enter the index
-            audit.record(db, "name", name, actor=self._gallery.actor, faces=named, group=gid, new_person=created)
+        b = self._b
+        with self._gallery.guard():
+            b.require_unknown("naming a group")
+            with b.change():
+                members = [f.id for f in b.unknown_faces(group=gid)] if gid else []
+                if not members:
+                    raise self._no_group(gid)
+                pid = b.person_id(name)
+                out = sorted(barred_from(b, pid, members)) if pid is not None else []
+                named = sorted(set(members) - set(out))
+                created = pid is None and bool(named)
+                b.audit("name", name, faces=named, group=gid, new_person=created)
+                if pid is None and named:
+                    pid = b.add_person(name)
+                if named:
+                    b.set_faces(named, person=pid, group=None)
+                if out:
+                    b.set_faces(out, group=None)
         return Named(name, tuple(named), tuple(out), created)
 
-    @guarded
     def move(self, face_ids: Sequence[int], name: str | None) -> list[int]:
         """Move faces (enrolled or kept unknown) to the person ``name`` (created if new), or with
         ``None`` back to unknown (in no group); return the ids moved.
@@ -364,7 +251,7 @@ class UnknownFaces:
         The move is remembered: a face moved out of a person is never named as them again by
         naming a group, and a face moved out of a group is never grouped with its faces again.
         Moving a face to a person explicitly lifts a former exclusion from them. A face leaving
-        the enrolled faces leaves the search index at once (and its index file, in place).
+        the enrolled faces leaves the search at once.
 
         Raises:
             FaceNotFoundError: a face id is not in the gallery.
@@ -372,48 +259,38 @@ class UnknownFaces:
         """
         wanted = sorted({int(i) for i in face_ids})
         target = normalise_name(name) if name is not None else None
-        self._store.require(2, "moving faces")
-        left: list[int] = []
-        try:
-            return self._move(wanted, target, left)
-        except Unchanged:  # nothing to move: rolled back, no new generation
-            return []
-        finally:
-            if left:
-                self._gallery._search.removed(np.array(left, np.int64))
+        b = self._b
+        with self._gallery.guard():
+            b.require_unknown("moving faces")
+            try:
+                with b.change():
+                    rows = b.face_rows(wanted)
+                    missing = sorted(set(wanted) - {r[0] for r in rows})
+                    if missing:
+                        raise FaceNotFoundError(f"no face with id {missing[0]} in {self._gallery.path}")
+                    pid = b.person_id(target) if target is not None else None
+                    moved = [r for r in rows if not (pid is not None and r[1] == pid)]
+                    if not moved:
+                        raise Unchanged
+                    moving = sorted(r[0] for r in moved)
+                    b.audit("move", target, faces=moving)
+                    if target is not None and pid is None:
+                        pid = b.add_person(target)
+                    rules: list[tuple[int, int, int]] = []
+                    for face, person, group in moved:
+                        if person is not None:
+                            rules.append((face, 0, person))
+                        elif group is not None:
+                            others = [f.id for f in b.unknown_faces(group=group)]
+                            rules += [(min(face, o), max(face, o), 0) for o in others if o not in moving]
+                    b.exclude(rules)
+                    if pid is not None:
+                        b.unexclude(moving, pid)
+                    b.set_faces(moving, person=pid, group=None)
+            except Unchanged:  # nothing to move: no new generation
+                return []
+        return moving
 
-    def _move(self, wanted: list[int], target: str | None, left: list[int]) -> list[int]:
-        with self._store.write() as db:
-            rows = _rows(db, "SELECT id, person_id, group_id FROM faces WHERE id IN ({})", wanted)
-            missing = sorted(set(wanted) - {r[0] for r in rows})
-            if missing:
-                raise FaceNotFoundError(f"no face with id {missing[0]} in {self._gallery.path}")
-            pid = people.person_id(db, target) if target is not None else None
-            if target is not None and pid is None:
-                pid = people.add_person(db, target)
-            moved = [r for r in rows if not (pid is not None and r[1] == pid)]
-            if not moved:
-                raise Unchanged
-            moving = {r[0] for r in moved}
-            for face, person, group in moved:
-                if person is not None:
-                    _exclude(db, face, person=person)
-                elif group is not None:
-                    others = [r[0] for r in db.execute("SELECT id FROM faces WHERE group_id = ?", (group,))]
-                    for other in others:
-                        if other not in moving:
-                            _exclude(db, face, other=other)
-                if pid is not None:
-                    db.execute("DELETE FROM face_exclusions WHERE face_id = ? AND person_id = ?", (face, pid))
-            _set(db, "person_id = ?, group_id = NULL", sorted(moving), pid)
-            # faces entering or leaving the search index
-            switched = [f for f, person, _ in moved if (person is None) != (pid is None)]
-            changes.note_removed_faces(db, switched, self._store.generation() + 1)
-            audit.record(db, "move", target, actor=self._gallery.actor, faces=sorted(moving))
-        left += [f for f, person, _ in moved if person is not None and pid is None]  # after the commit only
-        return sorted(moving)
-
-    @guarded
     def merge(self, source: str, target: str) -> int:
         """Merge person ``source`` into ``target`` (two names for one person): ``source``'s faces become
         ``target``'s and ``source`` is no more; return how many faces moved.
@@ -423,402 +300,65 @@ class UnknownFaces:
             InvalidNameError: they are the same person.
         """
         src_name, dst_name = normalise_name(source), normalise_name(target)
-        with self._store.write() as db:
-            src, dst = people.person_id(db, src_name), people.person_id(db, dst_name)
+        b = self._b
+        with self._gallery.guard(), b.change():
+            src, dst = b.person_id(src_name), b.person_id(dst_name)
             for pid, who in ((src, src_name), (dst, dst_name)):
                 if pid is None:
-                    raise self._gallery._not_found(who)
+                    raise self._gallery.not_found(who)
+            assert src is not None and dst is not None
             if src == dst:
                 raise InvalidNameError(f"{src_name!r} and {dst_name!r} are the same person")
-            faces = [r[0] for r in db.execute("SELECT id FROM faces WHERE person_id = ? ORDER BY id", (src,))]
-            db.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", (dst, src))
-            if self._store.schema >= 2:  # who was moved out of either stays out of the merged person
-                db.execute("UPDATE OR IGNORE face_exclusions SET person_id = ? WHERE person_id = ?", (dst, src))
-            db.execute("DELETE FROM people WHERE id = ?", (src,))
-            audit.record(db, "merge", dst_name, actor=self._gallery.actor, source=src_name, faces=faces)
+            faces = b.face_ids_of(src)
+            b.audit("merge", dst_name, source=src_name, faces=faces)
+            b.set_faces(faces, person=dst)
+            b.move_exclusions(src, dst)  # who was moved out of either stays out of the merged person
+            b.delete_people([src], erase=False)  # no face of theirs is left to erase
         return len(faces)
 
-    @guarded
     def forget(self, older_than: timedelta | None = None, *, face_ids: Sequence[int] | None = None) -> int:
         """Delete kept unknown faces (all, those kept longer ago than ``older_than``, or those of
         ``face_ids``) securely, as :meth:`Gallery.remove <faceid.gallery.Gallery.remove>` does: nothing
         of them (embedding, thumbnail, path, hash) stays in the gallery's files. Return how many went.
         Enrolled faces among ``face_ids`` are left alone (remove them with ``remove_face``)."""
-        if self._store.schema < 2:
-            return 0
-        where, args = "person_id IS NULL", []
+        cutoff = None
         if older_than is not None:
-            cutoff = datetime.now(timezone.utc) - older_than
-            where += " AND created_at < ?"
-            args.append(cutoff.isoformat(timespec="milliseconds"))
-        try:
-            with self._store.write() as db:
-                ids = [r[0] for r in db.execute(f"SELECT id FROM faces WHERE {where} ORDER BY id", args)]
-                if face_ids is not None:
-                    ids = sorted(set(ids) & {int(i) for i in face_ids})
-                if not ids:
-                    raise Unchanged
-                _set(db, "", ids)  # thumbnails and exclusions go with them (ON DELETE CASCADE)
-                audit.record(db, "forget", None, actor=self._gallery.actor, faces=len(ids))
-                deletion.note_removal(db)
-        except Unchanged:
-            return 0
-        if not self._gallery._compact(wait=True):
-            self._gallery._report(
-                f"{self._gallery.path}: {n_faces(len(ids))} forgotten, but other processes kept the gallery busy, "
-                "so old copies may stay in unused parts of gallery.db until faceid next opens it while no one "
-                "else uses it"
-            )
+            cutoff = (datetime.now(timezone.utc) - older_than).isoformat(timespec="milliseconds")
+        b = self._b
+        with self._gallery.guard():
+            try:
+                with b.change():
+                    ids = b.unknown_before(cutoff)
+                    if face_ids is not None:
+                        ids = sorted(set(ids) & {int(i) for i in face_ids})
+                    if not ids:
+                        raise Unchanged
+                    b.audit("forget", None, faces=len(ids))
+                    b.delete_faces(ids)
+            except Unchanged:
+                return 0
+            b.erased(
+                f"a batch of {n_faces(len(ids))} forgotten", np.zeros(0, np.int64), compact=True
+            )  # never in the search
         return len(ids)
 
 
-# -- helpers ------------------------------------------------------------------------------------------
+def _box(box: Sequence[int]) -> tuple[int, int, int, int]:
+    x, y, w, h = (int(v) for v in box)
+    return (x, y, w, h)
 
 
-def _box_json(box: Sequence[int]) -> str:
-    return json.dumps([int(v) for v in box])  # as people.add_face stores it
-
-
-def _face(row: Sequence[Any]) -> UnknownFace:
-    x, y, w, h = (int(v) for v in json.loads(row[4]))
-    group = None if row[1] is None else int(row[1])
-    return UnknownFace(int(row[0]), group, row[2], row[3], (x, y, w, h), float(row[5]), row[6])
-
-
-def _rows(db: sqlite3.Connection, query: str, ids: Sequence[int]) -> list[tuple[Any, ...]]:
-    """``query`` (with ``IN ({})``) over ``ids`` in chunks SQLite accepts."""
-    out: list[tuple[Any, ...]] = []
-    for start in range(0, len(ids), 900):
-        chunk = list(ids[start : start + 900])
-        out += db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall()
-    return out
-
-
-def _set(db: sqlite3.Connection, assignments: str, ids: Sequence[int], *values: Any) -> None:
-    """``UPDATE faces SET assignments`` (``""``: delete) for the faces ``ids``, in chunks."""
-    for start in range(0, len(ids), 900):
-        chunk = list(ids[start : start + 900])
-        marks = ",".join("?" * len(chunk))
-        if not assignments:
-            db.execute(f"DELETE FROM faces WHERE id IN ({marks})", chunk)
-        else:
-            db.execute(f"UPDATE faces SET {assignments} WHERE id IN ({marks})", [*values, *chunk])
-
-
-def _exclude(db: sqlite3.Connection, face: int, *, other: int | None = None, person: int | None = None) -> None:
-    if other is not None:
-        face, other = min(face, other), max(face, other)
-    db.execute(
-        "INSERT OR IGNORE INTO face_exclusions (face_id, other_id, person_id) VALUES (?, ?, ?)", (face, other, person)
-    )
-
-
-def _barred_from(db: sqlite3.Connection, person: int, faces: Sequence[int]) -> set[int]:
+def barred_from(b: GalleryBackend, person: int, faces: Sequence[int]) -> set[int]:
     """Which of ``faces`` must not become ``person``'s: moved out of them (or out of a group with one
     of their faces), or from a photo they already have a face in."""
-    barred = {
-        int(r[0])
-        for r in db.execute(
-            "SELECT face_id FROM face_exclusions WHERE person_id = :p "
-            "UNION SELECT e.face_id FROM face_exclusions e JOIN faces f ON f.id = e.other_id WHERE f.person_id = :p "
-            "UNION SELECT e.other_id FROM face_exclusions e JOIN faces f ON f.id = e.face_id "
-            "WHERE f.person_id = :p AND e.other_id IS NOT NULL "
-            "UNION SELECT u.id FROM faces u JOIN faces f ON f.image_sha256 = u.image_sha256 "
-            "WHERE f.person_id = :p AND u.person_id IS NULL",
-            {"p": person},
-        )
-    }
+    theirs = b.face_ids_of(person)
+    mine = set(theirs)
+    barred: set[int] = set()
+    for face, other, who in b.exclusions(faces=[*faces, *theirs], person=person):
+        if who == person or (other and other in mine):
+            barred.add(face)
+        if other and face in mine:
+            barred.add(other)
+    their_photos = set(b.photos_of(theirs).values())
+    barred |= {face for face, photo in b.photos_of(faces).items() if photo in their_photos}
     return barred & {int(f) for f in faces}
-
-
-def _new_group_ids(db: sqlite3.Connection, count: int) -> list[int]:
-    """``count`` group ids never given before (a counter in ``meta`` that only grows)."""
-    row = db.execute("SELECT value FROM meta WHERE key = 'last_id:groups'").fetchone()
-    largest = db.execute("SELECT COALESCE(MAX(group_id), 0) FROM faces").fetchone()[0]
-    last = max(int(row[0]) if row else 0, int(largest))
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id:groups', ?)", (str(last + count),))
-    return list(range(last + 1, last + count + 1))
-
-
-#: Faces in no group that are grouped among themselves at every grouping step while there are
-#: at most this many (a few seconds); above, when their number grew by a quarter of what was left
-#: last time (at least this many more). :meth:`UnknownFaces.update_groups`.
-LEFTOVERS_ALWAYS = 2_000
-
-#: Rows read from SQLite at a time when reading many faces' embeddings.
-_READ_BATCH = 10_000
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What a grouping step writes: ``groups`` per face of ``ids`` (an existing group id, ``0`` for
-    none, ``-1, -2, ...`` for new groups, biggest first); ``sums``: ``(sum, size)`` to cache per group
-    (id or placeholder); ``tried``: the largest face id attach has seen; ``left``: faces left in no
-    group when the leftovers were grouped (``None``: they were not)."""
-
-    ids: np.ndarray
-    groups: np.ndarray
-    update: GroupingUpdate
-    sums: dict[int, tuple[np.ndarray, int]]
-    tried: int
-    left: int | None
-    full: bool
-
-
-def _meta_int(db: sqlite3.Connection, key: str) -> int:
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _set_meta(db: sqlite3.Connection, key: str, value: int) -> None:
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(int(value))))
-
-
-def _read(
-    db: sqlite3.Connection, where: str, args: Sequence[Any], dimension: int
-) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """``(ids (N,) int64, photo hashes, embeddings (N, D) float32)`` of the kept unknown faces ``where``, by id;
-    read in batches into one array (no list of a million blobs)."""
-    where = f"person_id IS NULL AND {where}"
-    (n,) = db.execute(f"SELECT COUNT(*) FROM faces WHERE {where}", args).fetchone()
-    ids = np.zeros(n, np.int64)
-    vectors = np.zeros((n, dimension), np.float32)
-    shas: list[str] = []
-    cursor = db.execute(f"SELECT id, image_sha256, embedding FROM faces WHERE {where} ORDER BY id", args)
-    done = 0
-    while batch := cursor.fetchmany(_READ_BATCH):
-        end = min(done + len(batch), n)
-        batch = batch[: end - done]
-        ids[done:end] = [r[0] for r in batch]
-        shas += [r[1] for r in batch]
-        vectors[done:end] = np.frombuffer(b"".join(r[2] for r in batch), np.float32).reshape(-1, dimension)
-        done = end
-    return ids[:done], shas, vectors[:done]
-
-
-def unknown_embeddings(db: sqlite3.Connection, dimension: int) -> np.ndarray:
-    """``(N, D)`` float32 embeddings of every kept unknown face, by id (for ``gallery check``)."""
-    return _read(db, "1", (), dimension)[2]
-
-
-def _exclusion_pairs(db: sqlite3.Connection, ids: np.ndarray) -> list[tuple[int, int]]:
-    """Every face-face exclusion ``(face, other)`` that involves one of ``ids`` (either end)."""
-    query = "SELECT face_id, other_id FROM face_exclusions WHERE other_id IS NOT NULL AND {} IN ({})"
-    pairs: set[tuple[int, int]] = set()
-    values = ids.tolist()
-    for column in ("face_id", "other_id"):
-        for start in range(0, len(values), 900):
-            chunk = values[start : start + 900]
-            pairs.update(db.execute(query.format(column, ",".join("?" * len(chunk))), chunk).fetchall())
-    return sorted(pairs)
-
-
-def _plan(db: sqlite3.Connection, dimension: int, full: bool, leftovers: bool | None, params: Any) -> _Plan | None:
-    """What a grouping step would write, or ``None`` if it would change nothing."""
-    if dimension <= 0:
-        return None
-    if full:
-        ids, shas, vectors = _read(db, "1", (), dimension)
-        if not len(ids):
-            return None
-        groups, update, new_sums = _group_new(db, ids, shas, vectors, params)
-        grouped = groups != 0  # the others are in no group once the write has cleared every group
-        return _Plan(ids[grouped], groups[grouped], update, new_sums, int(ids.max()), update.ungrouped, True)
-    tried_before = _meta_int(db, "grouping:tried")
-    (largest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM faces").fetchone()  # ids only grow
-    tried = max(tried_before, int(largest))
-    sums: dict[int, tuple[np.ndarray, int]] = {}
-    placed_ids, placed_groups = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if tried > tried_before and db.execute("SELECT 1 FROM faces WHERE group_id IS NOT NULL LIMIT 1").fetchone():
-        new_ids, new_shas, new_vectors = _read(db, "group_id IS NULL AND id > ?", (tried_before,), dimension)
-        if len(new_ids):
-            placed_ids, placed_groups, sums = _attach_new(db, new_ids, new_shas, new_vectors, dimension, params)
-    attached = len(placed_ids)
-    (ungrouped,) = db.execute("SELECT COUNT(*) FROM faces WHERE group_id IS NULL AND person_id IS NULL").fetchone()
-    ungrouped -= attached
-    left_before = _meta_int(db, "grouping:left")
-    if leftovers is None:
-        grew = ungrouped - left_before
-        leftovers = ungrouped <= LEFTOVERS_ALWAYS or grew >= max(LEFTOVERS_ALWAYS, left_before // 4)
-    ids, groups = placed_ids, placed_groups
-    new_groups = newly = 0
-    left: int | None = None
-    if leftovers and ungrouped >= 2:
-        rest_ids, rest_shas, rest_vectors = _read(db, "group_id IS NULL", (), dimension)
-        rest = ~np.isin(rest_ids, placed_ids)
-        rest_ids, rest_vectors = rest_ids[rest], rest_vectors[rest]
-        rest_shas = [sha for sha, keep in zip(rest_shas, rest.tolist()) if keep]
-        rest_groups, grouping, new_sums = _group_new(db, rest_ids, rest_shas, rest_vectors, params)
-        sums.update(new_sums)
-        grouped = rest_groups != 0
-        ids, groups = np.concatenate([ids, rest_ids[grouped]]), np.concatenate([groups, rest_groups[grouped]])
-        new_groups, newly = grouping.new_groups, grouping.newly_grouped
-        left = grouping.ungrouped
-    elif leftovers:
-        left = ungrouped
-    if not len(ids) and tried == tried_before and not sums and (left is None or left == left_before):
-        return None
-    update = GroupingUpdate(attached, new_groups, newly, ungrouped - newly)
-    return _Plan(ids, groups, update, sums, tried, left, False)
-
-
-def _attach_new(
-    db: sqlite3.Connection, ids: np.ndarray, shas: list[str], vectors: np.ndarray, dimension: int, params: Any
-) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, int]]]:
-    """Attach the faces ``ids`` (in no group) to existing groups: ``(face ids placed, their groups,
-    sums to cache)``; the sums of the groups they join, and of groups that had no cached row."""
-    from faceid.cluster import GroupCentroids, attach
-
-    existing = np.array(
-        [r[0] for r in db.execute("SELECT DISTINCT group_id FROM faces WHERE group_id IS NOT NULL ORDER BY group_id")],
-        np.int64,
-    )
-    if not len(existing):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), {}
-    group_sums, sizes, summed = groupsums.load(db, existing, dimension, usable=groupsums.exists(db))
-    photo_of: dict[str, int] = {}
-    photos = np.array([photo_of.setdefault(sha, len(photo_of)) for sha in shas], np.int64)
-    photo_group = []  # (photo, dense group) of grouped faces from the new faces' photos
-    unique_shas = list(photo_of)
-    for start in range(0, len(unique_shas), 900):
-        chunk = unique_shas[start : start + 900]
-        rows = db.execute(
-            f"SELECT image_sha256, group_id FROM faces WHERE image_sha256 IN ({','.join('?' * len(chunk))}) "
-            "AND group_id IS NOT NULL AND person_id IS NULL",
-            chunk,
-        ).fetchall()
-        photo_group += [(photo_of[sha], int(np.searchsorted(existing, gid))) for sha, gid in rows]
-    position = {int(f): i for i, f in enumerate(ids.tolist())}
-    pairs = _exclusion_pairs(db, ids)
-    others = sorted({y for p in pairs for y in p if y not in position})
-    group_of = {
-        int(f): int(np.searchsorted(existing, g))
-        for f, g in _rows(db, "SELECT id, group_id FROM faces WHERE id IN ({}) AND group_id IS NOT NULL", others)
-    }
-    forbidden = [
-        (position[a], group_of[b]) for x, y in pairs for a, b in ((x, y), (y, x)) if a in position and b in group_of
-    ]
-    centroids = GroupCentroids(group_sums, sizes, np.array(sorted(set(photo_group)), np.int64).reshape(-1, 2))
-    placed = attach(
-        vectors, centroids, photos=photos, forbidden=np.array(forbidden, np.int64).reshape(-1, 2), params=params
-    )
-    chosen = placed.groups.copy()
-    # two new faces the user kept apart never join one group: the higher score keeps it
-    for x, y in pairs:
-        if x in position and y in position:
-            i, j = position[x], position[y]
-            if chosen[i] >= 0 and chosen[i] == chosen[j]:
-                chosen[j if placed.scores[j] <= placed.scores[i] else i] = -1
-    ok = chosen >= 0
-    for face, dense in zip(np.flatnonzero(ok).tolist(), chosen[ok].tolist()):
-        group_sums[dense] += vectors[face]
-        sizes[dense] += 1
-    touched = np.unique(np.concatenate([chosen[ok], np.flatnonzero(summed)]))
-    sums = {int(existing[d]): (group_sums[d], int(sizes[d])) for d in touched.tolist()}
-    return ids[ok], existing[chosen[ok]], sums
-
-
-def _group_new(
-    db: sqlite3.Connection, ids: np.ndarray, shas: list[str], vectors: np.ndarray, params: Any
-) -> tuple[np.ndarray, GroupingUpdate, dict[int, tuple[np.ndarray, int]]]:
-    """Group the faces ``ids`` among themselves: ``(group per face: -1, -2, ... new, 0 none; summary;
-    sums of the new groups by placeholder)``."""
-    from faceid.cluster import group_faces
-
-    groups = np.zeros(len(ids), np.int64)
-    if len(ids) < 2:
-        return groups, GroupingUpdate(0, 0, 0, len(ids)), {}
-    photo_of: dict[str, int] = {}
-    photos = np.array([photo_of.setdefault(sha, len(photo_of)) for sha in shas], np.int64)
-    pairs = np.array(
-        db.execute(
-            "SELECT e.face_id, e.other_id FROM face_exclusions e JOIN faces a ON a.id = e.face_id "
-            "JOIN faces b ON b.id = e.other_id WHERE a.person_id IS NULL AND b.person_id IS NULL"
-        ).fetchall(),
-        np.int64,
-    ).reshape(-1, 2)
-    inside = np.isin(pairs, ids).all(axis=1)
-    links = np.searchsorted(ids, pairs[inside])  # face ids -> row indices (ids are sorted)
-    grouping = group_faces(np.ascontiguousarray(vectors), photos=photos, cannot_link=links, params=params)
-    grouped = grouping.labels >= 0
-    groups[grouped] = -(grouping.labels[grouped] + 1)
-    from faceid.cluster import GroupCentroids
-
-    centroids = GroupCentroids.from_labels(vectors, grouping.labels)
-    sums = {-(g + 1): (centroids.sums[g], int(centroids.sizes[g])) for g in range(grouping.groups)}
-    newly = int(grouped.sum())
-    return groups, GroupingUpdate(0, grouping.groups, newly, len(ids) - newly), sums
-
-
-def plan_groups(
-    ids: np.ndarray,
-    current: np.ndarray,
-    photos: np.ndarray,
-    vectors: np.ndarray,
-    pairs: np.ndarray,
-    full: bool,
-    params: Any,
-) -> tuple[np.ndarray, np.ndarray, GroupingUpdate] | None:
-    """One grouping step in memory on kept faces read from any store (the Milvus gallery uses it):
-    attach the faces in no group to existing groups, then group the rest. ``ids`` (n,) ascending,
-    their ``current`` groups (0: none), ``photos`` (n,) a number per photo, ``vectors`` (n, D), and
-    the kept-apart ``pairs`` (m, 2) of face ids (both kept unknown faces). Returns ``(face ids,
-    groups, summary)`` as the local gallery's step plans them, or ``None`` if nothing changes."""
-    from faceid.cluster import GroupCentroids, attach, group_faces
-
-    pairs = np.searchsorted(ids, pairs)  # face ids -> row indices
-    groups = np.zeros(len(ids), np.int64) if full else current.copy()
-    attached = 0
-    todo = np.flatnonzero(groups == 0)
-    if not len(todo):
-        return None
-    if not full and np.any(groups != 0):
-        existing, labels = np.unique(groups[groups != 0], return_inverse=True)
-        dense = np.full(len(ids), -1, np.int64)
-        dense[groups != 0] = labels.ravel()
-        centroids = GroupCentroids.from_labels(vectors, dense, photos)
-        position = {int(f): i for i, f in enumerate(todo.tolist())}
-        forbidden = [
-            (position[a], int(dense[b]))
-            for x, y in pairs.tolist()
-            for a, b in ((x, y), (y, x))
-            if a in position and dense[b] >= 0
-        ]
-        placed = attach(
-            vectors[todo],
-            centroids,
-            photos=photos[todo],
-            forbidden=np.array(forbidden, np.int64).reshape(-1, 2),
-            params=params,
-        )
-        chosen = placed.groups.copy()
-        # two new faces the user kept apart never join one group: the higher score keeps it
-        for x, y in pairs.tolist():
-            if x in position and y in position:
-                i, j = position[x], position[y]
-                if chosen[i] >= 0 and chosen[i] == chosen[j]:
-                    chosen[j if placed.scores[j] <= placed.scores[i] else i] = -1
-        ok = chosen >= 0
-        groups[todo[ok]] = existing[chosen[ok]]
-        attached = int(ok.sum())
-        todo = todo[~ok]
-    new_groups = newly = 0
-    if len(todo) >= 2:
-        position = {int(f): i for i, f in enumerate(todo.tolist())}
-        links = [(position[x], position[y]) for x, y in pairs.tolist() if x in position and y in position]
-        grouping = group_faces(
-            np.ascontiguousarray(vectors[todo]),
-            photos=photos[todo],
-            cannot_link=np.array(links, np.int64).reshape(-1, 2),
-            params=params,
-        )
-        grouped = grouping.labels >= 0
-        groups[todo[grouped]] = -(grouping.labels[grouped] + 1)
-        new_groups, newly = grouping.groups, int(grouped.sum())
-    if not full and attached == 0 and new_groups == 0:
-        return None
-    changed = groups != current
-    update = GroupingUpdate(attached, new_groups, newly, int(np.sum(groups == 0)))
-    if full:
-        return ids, groups, update
-    return ids[changed], groups[changed], update

@@ -91,9 +91,12 @@ class PersonOut(BaseModel):
 
 
 class PersonFaceOut(BaseModel):
+    """A face as ``faceid faces --json`` lists it (``image``: the photo's file name only, never a
+    path on the server), with the URL of its thumbnail."""
+
     id: int
     box: list[int]
-    source: Optional[str] = Field(description="File name of the photo the face came from.")
+    image: Optional[str] = Field(description="File name of the photo the face came from.")
     created_at: str
     thumbnail: str = Field(description="URL of a small JPEG of the face.")
 
@@ -119,9 +122,11 @@ class RemovedFaceOut(BaseModel):
 
 
 class ClusterOut(BaseModel):
-    """A group of kept unknown faces that look like one person (`faceid clusters`)."""
+    """A group of kept unknown faces that look like one person: the object a line of
+    ``faceid clusters --json`` prints (``cluster``, ``size``, ``faces``)."""
 
-    id: int
+    cluster: int = Field(description="The group's id.")
+    size: int = Field(description="How many faces it holds.")
     faces: list[PersonFaceOut]
 
 

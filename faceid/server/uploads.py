@@ -29,16 +29,15 @@ def image_faces(state: State, images: list[np.ndarray], names: list[str]) -> lis
     """The faces of each image through the batcher (call from a worker thread), or for an image the
     pipeline failed on, one line saying so, worded as the command line words it. A bug (any other
     exception) propagates: a 500, logged with its traceback, not a bad photo."""
-    from faceid.batch import _image_failures
+    from faceid.batch import describe_failure, image_failures
     from faceid.server.batching import BatcherStopped
 
     try:
         return list(state.batcher.submit(images).result())
     except BatcherStopped as exc:
         raise ApiError(503, str(exc)) from None
-    except _image_failures() as exc:
+    except image_failures() as exc:
         if len(images) > 1:  # which one? each alone
             return [image_faces(state, [image], [name])[0] for image, name in zip(images, names)]
         log.error("the face pipeline failed on %s", names[0], exc_info=True)
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-        return [f"{names[0]}: the face pipeline failed on it: {reason}"]
+        return [describe_failure(exc, names[0])]

@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const KEY = "faceid-key";
 let needsKey = false;
+let scope = "admin"; // what the key in use may do: "admin" or "read-only" (GET /v1/key)
 
 // -- the API ---------------------------------------------------------------------------------------
 
@@ -27,7 +28,7 @@ async function api(path, options = {}) {
   }
   if (response.status === 401) {
     sessionStorage.removeItem(KEY);
-    showKeyForm();
+    showKeyForm("This server needs an API key.");
   }
   if (!response.ok) {
     let body = null;
@@ -51,29 +52,65 @@ async function imageUrl(path) {
 
 // -- messages and the key --------------------------------------------------------------------------
 
-function say(text, kind = "error") {
-  const box = $("message");
-  box.textContent = text;
-  box.className = kind;
-  box.hidden = !text;
+// Every message goes next to what caused it: a slot (a .message element) of the form, card or view.
+function say(slot, text, kind = "error") {
+  if (!slot) return;
+  slot.textContent = text;
+  slot.className = `message ${kind}`;
+  slot.hidden = !text;
 }
 
-function showKeyForm() {
+const slotIn = (element) => element && element.querySelector(":scope > .message");
+
+// After a list is drawn again: the message in the new card matching `selector`, else in `fallback`.
+function sayAfter(selector, fallback, text, kind = "ok") {
+  const card = document.querySelector(selector);
+  say(card ? slotIn(card) : fallback, text, kind);
+}
+
+function showKeyForm(why) {
   $("key-form").hidden = false;
+  $("key-forget").hidden = !sessionStorage.getItem(KEY);
+  $("key-close").hidden = needsKey && !sessionStorage.getItem(KEY);
+  if (why) say($("key-message"), why, "info");
   $("key-input").focus();
 }
+
+function showScope(who) {
+  scope = who.scope;
+  document.body.classList.toggle("read-only", scope !== "admin");
+  const button = $("key-button");
+  button.hidden = !needsKey;
+  button.textContent = who.key ? `Key: ${who.key}${scope === "admin" ? "" : ` (${scope})`}` : "Key";
+}
+
+async function learnScope() {
+  // which actions to offer: a read-only key is not shown Enrol, Rename or Remove
+  showScope(await json("/v1/key"));
+}
+
+$("key-button").addEventListener("click", () => {
+  if ($("key-form").hidden) showKeyForm("");
+  else $("key-form").hidden = true;
+});
+$("key-close").addEventListener("click", () => ($("key-form").hidden = true));
+$("key-forget").addEventListener("click", () => {
+  sessionStorage.removeItem(KEY);
+  showScope({ key: null, scope: needsKey ? "read-only" : "admin" });
+  showKeyForm("The key is forgotten: this tab sends none until you enter one.");
+});
 
 $("key").addEventListener("submit", async (event) => {
   event.preventDefault();
   sessionStorage.setItem(KEY, $("key-input").value.trim());
   $("key-input").value = "";
   try {
-    await json("/v1/people");
+    await learnScope();
     $("key-form").hidden = true;
-    say("");
+    say($("key-message"), "");
     route();
   } catch (e) {
-    say(e.message);
+    say($("key-message"), e.message);
   }
 });
 
@@ -88,8 +125,10 @@ function route() {
     $(name).hidden = name !== view;
     $(`tab-${name}`).classList.toggle("active", name === view);
   }
-  if (view === "people") loadPeople().catch((e) => say(e.message));
-  if (view === "review") loadGroups().catch((e) => say(e.message));
+  if (view !== "identify") say($(`${view}-message`), ""); // what an earlier visit said is stale now
+  if (needsKey && !sessionStorage.getItem(KEY)) return; // nothing to load until a key is given
+  if (view === "people") loadPeople().catch((e) => say($("people-message"), e.message));
+  if (view === "review") loadGroups().catch((e) => say($("review-message"), e.message));
 }
 
 window.addEventListener("hashchange", route);
@@ -102,43 +141,116 @@ function labelOf(face) {
   return "unknown";
 }
 
+let shown = null; // the photo on display and its faces, for enlarging one
+
 async function identify(file) {
-  say("");
-  $("identify-caption").textContent = `Looking at ${file.name}…`;
-  $("identify-result").hidden = false;
+  const slot = $("identify-message");
+  say(slot, `Looking at ${file.name}…`, "info");
+  $("identify-result").hidden = true;
   $("identify-faces").replaceChildren();
-  $("identify-image").removeAttribute("src");
+  $("identify-boxes").replaceChildren();
+  const image = $("identify-image");
+  image.removeAttribute("src");
+  // the photo itself where this browser can show it (boxes and numbers drawn over it, legible at
+  // any size); else (HEIC in most browsers) the server's annotated copy
+  const local = URL.createObjectURL(file);
+  const readable = await new Promise((resolve) => {
+    const probe = new Image();
+    probe.onload = () => resolve(true);
+    probe.onerror = () => resolve(false);
+    probe.src = local;
+  });
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const result = await json("/v1/identify?annotate=true", { method: "POST", body: form });
-    $("identify-image").src = await imageUrl(result.annotated);
+    const result = await json(`/v1/identify${readable ? "" : "?annotate=true"}`, { method: "POST", body: form });
+    image.src = readable ? local : await imageUrl(result.annotated);
+    await image.decode().catch(() => {});
+    shown = { result, width: result.width || image.naturalWidth, height: result.height || image.naturalHeight };
     const n = result.faces.length;
     $("identify-caption").textContent =
-      `${result.image}: ${n} face${n === 1 ? "" : "s"} (threshold ${result.threshold.toFixed(2)}, ${result.threshold_source})`;
+      `${result.image}: ${n} face${n === 1 ? "" : "s"} (threshold ${result.threshold.toFixed(2)}, ${result.threshold_source}). Tap a face to enlarge it.`;
     const list = $("identify-faces");
-    for (const face of result.faces) {
-      const item = document.createElement("li");
-      item.className = `face ${face.status}`;
-      const name = document.createElement("strong");
-      name.textContent = labelOf(face);
-      const detail = document.createElement("span");
-      detail.className = "muted";
-      const closest = face.status !== "known" && face.candidates.length ? `, closest ${face.candidates[0].name}` : "";
-      detail.textContent = ` similarity ${face.similarity.toFixed(2)}${closest}`;
-      item.append(name, detail);
-      list.append(item);
-    }
+    result.faces.forEach((face, i) => {
+      list.append(faceItem(face, i + 1));
+      $("identify-boxes").append(faceBox(face, i + 1));
+    });
     if (!n) {
       const item = document.createElement("li");
       item.className = "muted";
       item.textContent = "No face found in this photo.";
       list.append(item);
     }
+    $("identify-result").hidden = false;
+    say(slot, "");
   } catch (e) {
-    $("identify-result").hidden = true;
-    say(e.message);
+    say(slot, e.message);
   }
+}
+
+function faceItem(face, number) {
+  const item = document.createElement("li");
+  item.className = `face ${face.status}`;
+  item.dataset.face = number;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "face-open";
+  button.title = "Enlarge this face";
+  const badge = document.createElement("span");
+  badge.className = "number";
+  badge.textContent = number;
+  const name = document.createElement("strong");
+  name.textContent = labelOf(face);
+  const detail = document.createElement("span");
+  detail.className = "muted";
+  const closest = face.status !== "known" && face.candidates.length ? `, closest ${face.candidates[0].name}` : "";
+  detail.textContent = ` similarity ${face.similarity.toFixed(2)}${closest}`;
+  button.append(badge, " ", name, detail);
+  button.addEventListener("click", () => enlarge(face, number));
+  item.append(button);
+  return item;
+}
+
+function faceBox(face, number) {
+  const [x, y, w, h] = face.box;
+  const box = document.createElement("button");
+  box.type = "button";
+  box.className = `box ${face.status}`;
+  box.dataset.face = number;
+  box.setAttribute("aria-label", `face ${number}: ${labelOf(face)}`);
+  // placed through the style object (CSSOM), which a Content-Security-Policy without
+  // 'unsafe-inline' allows, unlike style attributes
+  box.style.left = `${(100 * x) / shown.width}%`;
+  box.style.top = `${(100 * y) / shown.height}%`;
+  box.style.width = `${(100 * w) / shown.width}%`;
+  box.style.height = `${(100 * h) / shown.height}%`;
+  const badge = document.createElement("span");
+  badge.className = "number";
+  badge.textContent = number;
+  box.append(badge);
+  box.addEventListener("click", () => enlarge(face, number));
+  return box;
+}
+
+function enlarge(face, number) {
+  // the face with a margin, drawn from the photo on display at up to 320 CSS pixels a side
+  const image = $("identify-image");
+  const sx = image.naturalWidth / shown.width;
+  const sy = image.naturalHeight / shown.height;
+  const [x, y, w, h] = face.box;
+  const side = Math.max(w, h) * 1.6;
+  const left = Math.max(0, x + w / 2 - side / 2);
+  const top = Math.max(0, y + h / 2 - side / 2);
+  const canvas = $("face-zoom-canvas");
+  const scale = window.devicePixelRatio || 1;
+  canvas.width = canvas.height = Math.round(320 * scale);
+  const context = canvas.getContext("2d");
+  context.fillStyle = "#fff";
+  context.fillRect(0, 0, canvas.width, canvas.height);
+  context.drawImage(image, left * sx, top * sy, side * sx, side * sy, 0, 0, canvas.width, canvas.height);
+  const detail = face.status === "known" ? ` (similarity ${face.similarity.toFixed(2)})` : "";
+  $("face-zoom-text").textContent = `${number}. ${labelOf(face)}${detail}`;
+  $("face-zoom").showModal();
 }
 
 $("identify-file").addEventListener("change", (event) => {
@@ -197,22 +309,22 @@ function personCard(person) {
     const figure = document.createElement("figure");
     figure.className = "thumb";
     const img = document.createElement("img");
-    img.alt = `${person.name}, from ${face.source || "a photo"}`;
-    img.title = `${face.source || ""} (face ${face.id})`;
+    img.alt = `${person.name}, from ${face.image || "a photo"}`;
+    img.title = `${face.image || ""} (face ${face.id})`;
     imageUrl(face.thumbnail).then((url) => (img.src = url), () => img.classList.add("missing"));
     const remove = document.createElement("button");
     remove.type = "button";
-    remove.className = "remove-face";
+    remove.className = "remove-face admin-only";
     remove.title = "Remove this face";
     remove.textContent = "×";
     remove.addEventListener("click", async () => {
       if (!(await confirmed(`Remove this face of ${person.name}? It is deleted from the gallery for good.`))) return;
       try {
         await json(`/v1/faces/${face.id}`, { method: "DELETE" });
-        say(`Removed a face of ${person.name}.`, "ok");
         await loadPeople();
+        sayAfter(cardOf(person.name), $("people-message"), `Removed a face of ${person.name}.`);
       } catch (e) {
-        say(e.message);
+        say(slotIn(card), e.message);
       }
     });
     figure.append(img, remove);
@@ -234,10 +346,10 @@ function personCard(person) {
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ name: input.value }),
       });
-      say(`Renamed ${person.name} to ${renamed.name}.`, "ok");
       await loadPeople();
+      sayAfter(cardOf(renamed.name), $("people-message"), `Renamed ${person.name} to ${renamed.name}.`);
     } catch (e) {
-      say(e.message);
+      say(slotIn(card), e.message);
     }
   });
   card.querySelector(".remove").addEventListener("click", async () => {
@@ -246,14 +358,16 @@ function personCard(person) {
     if (!(await confirmed(what))) return;
     try {
       const removed = await json(personUrl(person.name), { method: "DELETE" });
-      say(`Removed ${removed.removed} (${removed.faces} face${removed.faces === 1 ? "" : "s"}).`, "ok");
       await loadPeople();
+      say($("people-message"), `Removed ${removed.removed} (${removed.faces} face${removed.faces === 1 ? "" : "s"}).`, "ok");
     } catch (e) {
-      say(e.message);
+      say(slotIn(card), e.message);
     }
   });
   return card;
 }
+
+const cardOf = (name) => `.person[data-name="${CSS.escape(name)}"]`;
 
 function confirmed(text) {
   const dialog = $("confirm");
@@ -280,8 +394,8 @@ async function loadGroups() {
 
 function groupCard(group) {
   const card = $("group-card").content.firstElementChild.cloneNode(true);
-  card.dataset.group = group.id;
-  card.querySelector(".group-title").textContent = `Group ${group.id}`;
+  card.dataset.group = group.cluster;
+  card.querySelector(".group-title").textContent = `Group ${group.cluster}`;
   const n = group.faces.length;
   card.querySelector(".group-count").textContent = `${n} face${n === 1 ? "" : "s"}`;
   const thumbs = card.querySelector(".thumbs");
@@ -290,12 +404,12 @@ function groupCard(group) {
     figure.className = "thumb";
     figure.dataset.face = face.id;
     const img = document.createElement("img");
-    img.alt = `an unknown face, from ${face.source || "a photo"}`;
-    img.title = `${face.source || ""} (face ${face.id})`;
+    img.alt = `an unknown face, from ${face.image || "a photo"}`;
+    img.title = `${face.image || ""} (face ${face.id})`;
     imageUrl(face.thumbnail).then((url) => (img.src = url), () => img.classList.add("missing"));
     const out = document.createElement("button");
     out.type = "button";
-    out.className = "remove-face take-out";
+    out.className = "remove-face take-out admin-only";
     out.title = "Not the same person: take this face out of the group";
     out.textContent = "×";
     out.addEventListener("click", async () => {
@@ -305,10 +419,11 @@ function groupCard(group) {
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ name: null }),
         });
-        say(`Took face ${face.id} out of group ${group.id}; it will not be grouped with these faces again.`, "ok");
         await loadGroups();
+        const text = `Took face ${face.id} out of group ${group.cluster}; it will not be grouped with these faces again.`;
+        sayAfter(`.group[data-group="${group.cluster}"]`, $("review-message"), text);
       } catch (e) {
-        say(e.message);
+        say(slotIn(card), e.message);
       }
     });
     figure.append(img, out);
@@ -320,17 +435,18 @@ function groupCard(group) {
     const name = card.querySelector(".name-input").value.trim();
     try {
       personUrl(name); // a name no URL can reach is refused here, as the API would
-      const named = await json(`/v1/clusters/${group.id}/name`, {
+      const named = await json(`/v1/clusters/${group.cluster}/name`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ name }),
       });
       const k = named.faces.length;
       const out = named.kept_out.length ? ` (${named.kept_out.length} left unknown: moved out of ${named.person} before)` : "";
-      say(`Named group ${group.id}: ${k} face${k === 1 ? "" : "s"} of ${named.person}${named.new_person ? ", newly enrolled" : ""}${out}.`, "ok");
       await loadGroups();
+      const text = `Named group ${group.cluster}: ${k} face${k === 1 ? "" : "s"} of ${named.person}${named.new_person ? ", newly enrolled" : ""}${out}.`;
+      say($("review-message"), text, "ok");
     } catch (e) {
-      say(e.message);
+      say(slotIn(card), e.message);
     }
   });
   return card;
@@ -369,7 +485,7 @@ async function enrolFiles(name, files, params = "") {
 
 $("enrol").addEventListener("submit", async (event) => {
   event.preventDefault();
-  say("");
+  say($("enrol-message"), "");
   const name = $("enrol-name").value.trim();
   const files = [...$("enrol-files").files];
   $("enrol-results").replaceChildren();
@@ -389,7 +505,7 @@ $("enrol").addEventListener("submit", async (event) => {
     if (results.some((r) => r.status === "added")) $("enrol-name").value = "";
     await loadPeople();
   } catch (e) {
-    say(e.message);
+    say($("enrol-message"), e.message);
   }
 });
 
@@ -426,7 +542,7 @@ async function choose(name, file) {
         try {
           done(await enrolFiles(name, [file], `?box=${face.box.join(",")}`));
         } catch (e) {
-          say(e.message);
+          say($("enrol-message"), e.message);
           done(null);
         }
       });
@@ -441,12 +557,24 @@ async function choose(name, file) {
 async function start() {
   try {
     const health = await (await fetch("/healthz")).json();
+    if (health.status === "loading") {
+      // the server answers while its models load (503 "loading"): ask again shortly
+      say($("identify-message"), "The server is loading its models…", "info");
+      setTimeout(start, 2000);
+      return;
+    }
+    say($("identify-message"), "");
     needsKey = health.auth;
     $("who").textContent = health.model ? `model ${health.model}` : "";
   } catch (e) {
-    say(`cannot reach the server (${e.message})`);
+    say($("identify-message"), `cannot reach the server (${e.message})`);
   }
-  if (needsKey && !sessionStorage.getItem(KEY)) showKeyForm();
+  if (needsKey && !sessionStorage.getItem(KEY)) {
+    showScope({ key: null, scope: "read-only" });
+    showKeyForm("");
+  } else {
+    await learnScope().catch((e) => say($("key-message"), e.message));
+  }
   route();
 }
 

@@ -3,7 +3,6 @@
 from dataclasses import replace
 from typing import Annotated, Optional
 
-import numpy as np
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -81,14 +80,7 @@ def _identify_upload(state: State, data: bytes, name: str, threshold, margin):
 
 
 def _identify(state: State, image: LoadedImage, faces, threshold, margin):
-    from faceid.identify import match_faces
-    from faceid.results import Identification
-    from faceid.thresholds import decision_params
+    from faceid.identify import identify_image
 
     with state.use() as gallery:
-        gallery.check_embedding_key(state.pipeline.key)
-        params = decision_params(gallery, threshold=threshold, margin=margin)
-        vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 1), np.float32)
-        matches = match_faces(gallery, [f.detection for f in faces], vectors, params)
-    matches = tuple(sorted(matches, key=lambda m: (m.detection.box[0], m.detection.box[1])))
-    return Identification(image.name, matches, params, width=image.width, height=image.height)
+        return identify_image(image, gallery, state.pipeline, faces=faces, threshold=threshold, margin=margin)

@@ -16,15 +16,15 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from faceid.batch import Processed
-from faceid.errors import FaceIDError, ImageError
+from faceid.errors import FaceIDError, ImageError, NameTakenError
 from faceid.gallery import normalise_name
 from faceid.server.auth import Admin, Reader
-from faceid.server.errors import ApiError, image_status
+from faceid.server.errors import ApiError, status_of
 from faceid.server.schemas import EnrollOut, PersonDetailOut, PersonOut, RemovedFaceOut, RemovedOut, RenameIn
 from faceid.server.state import State, state_of
 from faceid.server.uploads import decode, image_faces, upload_name
 
-__all__ = ["FaceId", "PersonName", "addressable", "router"]
+__all__ = ["FaceId", "PersonName", "addressable", "face_out", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,18 @@ def addressable(name: str) -> str:
     if person.strip(".") == "" and len(person) <= 2:
         raise ApiError(400, f"the name {person!r} cannot be used in a URL path; choose another")
     return person
+
+
+def face_out(face) -> dict:
+    """A face as the API shows it (an enrolled :class:`FaceRecord` or a kept :class:`UnknownFace`):
+    the fields of ``faceid faces --json``, the photo's file name only, and its thumbnail's URL."""
+    return {
+        "id": face.id,
+        "box": list(face.box),
+        "image": os.path.basename(face.image_path) if face.image_path else None,
+        "created_at": face.created_at,
+        "thumbnail": f"/v1/faces/{face.id}/thumbnail",
+    }
 
 
 def _parse_box(box: Optional[str]) -> Optional[tuple[int, int, int, int]]:
@@ -89,12 +101,14 @@ async def enroll(
     if wanted is not None and len(file) != 1:
         raise ApiError(400, "box chooses a face in one photo; send one photo with it")
     items: list[Processed] = []
+    unreadable: dict[int, int] = {}  # photo -> the status of its decoding error
     for i, upload in enumerate(file):
         source = upload_name(upload, i)
         data = await upload.read()
         try:
             items.append(Processed(source, await run_in_threadpool(decode, data, source, state.settings)))
         except ImageError as exc:
+            unreadable[i] = status_of(exc)
             items.append(Processed(source, None, error=str(exc)))
     readable = [(i, item.image.pixels) for i, item in enumerate(items) if item.image is not None]
     pixels = [p for _, p in readable]
@@ -121,7 +135,7 @@ async def enroll(
     report = [r.to_json() for r in results]
     if results and all(not r.ok for r in results):
         first = results[0].message
-        status = image_status(first) if items[0].image is None else 422
+        status = unreadable.get(0, 422)
         more = f" (and {len(results) - 1} more photos failed)" if len(results) > 1 else ""
         raise ApiError(status, first + more, results=report)
     return {"person": person, "results": report}
@@ -151,16 +165,7 @@ async def person(request: Request, caller: Reader, name: PersonName):
         return {
             "name": p.name,
             "created_at": p.created_at,
-            "faces": [
-                {
-                    "id": f.id,
-                    "box": list(f.box),
-                    "source": os.path.basename(f.image_path) if f.image_path else None,
-                    "created_at": f.created_at,
-                    "thumbnail": f"/v1/faces/{f.id}/thumbnail",
-                }
-                for f in faces
-            ],
+            "faces": [face_out(f) for f in faces],
         }
 
     return await run_in_threadpool(read)
@@ -176,7 +181,7 @@ async def rename(request: Request, caller: Admin, name: PersonName, body: Rename
             old = gallery.person(name)
             new = addressable(body.name)
             if new in gallery and gallery.person(new).id != old.id:
-                raise ApiError(409, f"{new!r} is already enrolled; remove or rename them first")
+                raise NameTakenError(f"{new!r} is already enrolled; remove or rename them first")
             gallery.rename(old.name, new)
             return {"name": new, "faces": old.faces}
 

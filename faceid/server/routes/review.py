@@ -1,7 +1,6 @@
 """Review of kept unknown faces (``faceid identify --remember``): their groups, naming a group,
 and moving a face out of a group or a person (what `faceid clusters`, `name` and `move` do)."""
 
-import os
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -9,26 +8,15 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from faceid.server.auth import Admin, Reader
-from faceid.server.routes.people import FaceId, addressable
+from faceid.server.routes.people import FaceId, addressable, face_out
 from faceid.server.schemas import ClusterNameIn, ClusterOut, MovedOut, MoveIn, NamedOut
 from faceid.server.state import state_of
 
 __all__ = ["router"]
 
-GroupId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="A group's id, as `GET /v1/clusters` shows it.")]
+GroupId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="A group's id: `cluster` in `GET /v1/clusters`.")]
 
 router = APIRouter()
-
-
-def face_out(face) -> dict:
-    """A face as the API shows it (an enrolled :class:`FaceRecord` or a kept :class:`UnknownFace`)."""
-    return {
-        "id": face.id,
-        "box": list(face.box),
-        "source": os.path.basename(face.image_path) if face.image_path else None,
-        "created_at": face.created_at,
-        "thumbnail": f"/v1/faces/{face.id}/thumbnail",
-    }
 
 
 @router.get("/v1/clusters", response_model=list[ClusterOut], tags=["review"])
@@ -39,7 +27,7 @@ async def clusters(request: Request, caller: Reader):
     def read():
         with state.use() as gallery:
             groups = gallery.unknown.groups()
-        return [{"id": g.id, "faces": [face_out(f) for f in g.faces]} for g in groups]
+        return [{"cluster": g.id, "size": g.size, "faces": [face_out(f) for f in g.faces]} for g in groups]
 
     return await run_in_threadpool(read)
 

@@ -1,11 +1,14 @@
-"""The page (``/``, plain HTML/JS from :mod:`faceid.web`) and ``/healthz``."""
+"""The page (``/``, plain HTML/JS from :mod:`faceid.web`), ``/healthz`` and ``/v1/key`` (who is asking)."""
 
 from pathlib import Path
+from typing import Optional
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from faceid.server.auth import Reader
 from faceid.server.schemas import HealthOut
 from faceid.server.state import state_of
 
@@ -34,3 +37,14 @@ async def healthz(request: Request):
         return HealthOut(status="ok", auth=auth, model=model, batches=batcher.batches, batched_images=batcher.images)
 
     return await run_in_threadpool(look)
+
+
+class KeyOut(BaseModel):
+    key: Optional[str] = Field(description="The key's name; null when this server needs no key.")
+    scope: str = Field(description="What it may do: `admin` (change the gallery) or `read-only`.")
+
+
+@router.get("/v1/key", response_model=KeyOut, tags=["service"])
+async def key(caller: Reader):
+    """The key this request was sent with: its name and scope (the page offers only what the scope allows)."""
+    return KeyOut(key=caller.key, scope=caller.scope)

@@ -1,0 +1,201 @@
+"""``faceid bench --only video``: video speed, sampling rates and watch's memory.
+
+- ``video_realtime``: seconds of video per second of work (the real-time factor; above 1 is faster
+  than real time) for the 640x360 sample clip and a 1280x720 copy of it, at the default sampling,
+  with each detector given, and the seconds spent in each part (decoding is the rest of the wall time);
+- ``video_watch_memory``: ``watch`` on the clip looped for ``soak`` seconds, resident memory
+  sampled every few seconds, its slope after the first sample (MiB per minute; flat is ~0).
+
+Models are loaded (one warm-up run) before anything is timed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faceid.bench import _common as common
+
+if TYPE_CHECKING:
+    from faceid.pipeline import Pipeline
+
+__all__ = ["figures", "scaled_copy"]
+
+
+def scaled_copy(source: Path, target: Path, size: tuple[int, int]) -> Path:
+    """``source`` resized to ``size`` (width, height), written as MPEG-4 (``mp4v``, which every
+    OpenCV build encodes) at the same frame rate."""
+    import cv2
+
+    from faceid.video.reader import VideoReader
+
+    with VideoReader(source) as reader:
+        writer = cv2.VideoWriter(str(target), cv2.VideoWriter.fourcc(*"mp4v"), reader.info.fps or 25.0, size)
+        try:
+            for frame in reader.frames(None):
+                writer.write(cv2.resize(frame.pixels[:, :, ::-1], size, interpolation=cv2.INTER_LINEAR))
+        finally:
+            writer.release()
+    return target
+
+
+def _gallery(work: Path, data: Path, pipeline: Pipeline) -> Any:
+    from faceid.enroll import enroll
+    from faceid.gallery import Gallery
+
+    g = Gallery(work / f"video-gallery-{pipeline.key.model}")
+    if len(g) == 0:
+        enroll(g, "Lin-Manuel Miranda", [data / "video" / "lin-manuel-miranda.png"], pipeline)
+        enroll(g, "Alex Lacamoire", [data / "video" / "alex-lacamoire.png"], pipeline)
+        obama = data / "face_recognition_examples" / "examples" / "knn_examples" / "train" / "obama"
+        enroll(g, "Barack Obama", [obama], pipeline)
+    return g
+
+
+#: Who is on screen when in the sample clip (seconds; checked by eye, ../shared/data/video/SOURCE.md).
+CLIP_WINDOWS = {"Lin-Manuel Miranda": (0.0, 7.2), "Alex Lacamoire": (0.0, 2.9), "Barack Obama": (7.2, 9.2)}
+
+
+def _sampling(
+    clip: Path, work: Path, data: Path, pipeline: Pipeline, rates: Sequence[float] = (1, 2, 3, 5)
+) -> Iterator[dict]:
+    """The sample clip at several sampling rates: tracks named per person, names outside that person's
+    scenes (wrong), and the time: what the default rate was chosen from."""
+    from faceid.video import identify_video
+
+    gallery = _gallery(work, data, pipeline)
+    for rate in rates:
+        start = time.perf_counter()
+        result = identify_video(clip, gallery, pipeline, fps=rate)
+        wall = time.perf_counter() - start
+        named: dict[str, int] = {}
+        wrong = 0
+        for t in result.tracks:
+            if t.name is None:
+                continue
+            named[t.name] = named.get(t.name, 0) + 1
+            low, high = CLIP_WINDOWS.get(t.name, (0.0, -1.0))
+            wrong += not (low <= t.first and t.last <= high)
+        yield {
+            "figure": "video_sampling",
+            "sample_fps": rate,
+            "tracks": len(result.tracks),
+            "named_tracks": named,
+            "wrong_names": wrong,
+            "wall_s": round(wall, 2),
+            "realtime_factor": round(result.duration / wall, 2),
+            "load": common.load(),
+        }
+
+
+def figures(
+    work: Path,
+    data: Path | None,
+    *,
+    pipelines: Sequence[tuple[str, Callable[[], Pipeline]]] = (),
+    fps: float | None = None,
+    soak: float = 600.0,
+    tiny: bool = False,
+) -> Iterator[dict]:
+    """The figures (see the module docstring). ``pipelines``: (detector name, pipeline maker) pairs
+    [default: the default pipeline, MTCNN]. Needs the sample clip in ``data/video``. ``tiny``: the
+    640x360 clip only, one sampling rate, a 10 s soak (checks every figure is made)."""
+    from faceid.pipeline import Pipeline
+    from faceid.video import DEFAULT_FPS, identify_video
+    from faceid.video.watch import watch
+
+    clip = data / "video" / "short_hamilton_clip.mp4" if data is not None else None
+    if data is None or clip is None or not clip.is_file():
+        yield {"figure": "video_realtime", "skipped": "the sample clip (../shared/data/video) is not here"}
+        return
+    fps = fps or DEFAULT_FPS
+    work.mkdir(parents=True, exist_ok=True)
+    hd = work / "clip-1280x720.mp4"
+    if not tiny and not hd.exists():
+        scaled_copy(clip, hd, (1280, 720))
+    pipelines = pipelines or (("mtcnn", Pipeline),)
+    for detector, make in pipelines:
+        pipeline = make()
+        gallery = _gallery(work, data, pipeline)
+        identify_video(clip, gallery, pipeline, fps=fps)  # warm-up: models loaded
+        for size, path in (("640x360", clip),) if tiny else (("640x360", clip), ("1280x720", hd)):
+            timings: list = []
+            start = time.perf_counter()
+            result = identify_video(
+                path,
+                gallery,
+                pipeline,
+                fps=fps,
+                engine_hook=timings.append,
+            )
+            wall = time.perf_counter() - start
+            parts = timings[0].timings
+            work_s = parts.detect + parts.embed + parts.track + parts.decide
+            yield {
+                "figure": "video_realtime",
+                "size": size,
+                "detector": detector,
+                "model": pipeline.key.model,
+                "sample_fps": fps,
+                "video_s": round(result.duration, 2),
+                "frames_sampled": result.sampled,
+                "tracks": len(result.tracks),
+                "wall_s": round(wall, 2),
+                "realtime_factor": round(result.duration / wall, 2) if wall > 0 else None,
+                "parts_s": {
+                    "decode_and_rest": round(wall - work_s, 2),
+                    "detect": round(parts.detect, 2),
+                    "embed": round(parts.embed, 2),
+                    "track": round(parts.track, 3),
+                    "decide": round(parts.decide, 3),
+                },
+                "load": common.load(),
+            }
+    yield from _sampling(clip, work, data, pipelines[0][1](), rates=(3,) if tiny else (1, 2, 3, 5))
+    soak = min(soak, 10.0) if tiny else soak
+    if soak <= 0:
+        return
+    pipeline = pipelines[0][1]()
+    gallery = _gallery(work, data, pipeline)
+    stop = threading.Event()
+    samples: list[tuple[float, int]] = []
+    events = [0]
+
+    def sample() -> None:
+        begin = time.monotonic()
+        while not stop.wait(5.0):
+            samples.append((time.monotonic() - begin, common.rss()))
+            if time.monotonic() - begin >= soak:
+                stop.set()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stats = watch(
+        str(clip),
+        gallery,
+        pipeline,
+        on_event=lambda e: events.__setitem__(0, events[0] + 1),
+        stop=stop,
+        fps=fps,
+        loop=True,
+    )
+    sampler.join()
+    t = np.array([s for s, _ in samples[1:]], dtype=np.float64)
+    mib = np.array([r / 2**20 for _, r in samples[1:]], dtype=np.float64)
+    slope = float(np.polyfit(t / 60.0, mib, 1)[0]) if len(t) >= 3 else None
+    yield {
+        "figure": "video_watch_memory",
+        "seconds": round(soak, 1),
+        "loops": stats.connects,
+        "frames_sampled": stats.sampled,
+        "events": events[0],
+        "rss_mib_first": round(float(mib[0]), 1) if len(mib) else None,
+        "rss_mib_last": round(float(mib[-1]), 1) if len(mib) else None,
+        "rss_slope_mib_per_min": round(slope, 3) if slope is not None else None,
+        "load": common.load(),
+    }

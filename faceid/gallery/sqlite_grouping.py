@@ -1,0 +1,310 @@
+"""Grouping kept unknown faces in a local gallery: each step reads only what it must from SQLite.
+
+:func:`group_step` is :meth:`SqliteBackend.group_faces <faceid.gallery.sqlite.SqliteBackend.group_faces>`:
+new faces attach to existing groups through their cached embedding sums
+(:mod:`faceid.gallery.groupsums`), so its cost follows the new faces, not the gallery; the faces
+left over are grouped among themselves while they are few or when their number grew by a
+quarter (:data:`LEFTOVERS_ALWAYS`). The plan is computed in a read snapshot and written only if
+nothing changed meanwhile (else computed again under the write lock).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from faceid.gallery import groupsums
+from faceid.gallery.records import GroupingUpdate
+from faceid.gallery.store import Store, Unchanged
+
+__all__ = ["LEFTOVERS_ALWAYS", "group_step", "unknown_embeddings"]
+
+
+def group_step(store: Store, dimension: int, *, full: bool, leftovers: bool | None, params: Any) -> GroupingUpdate:
+    """One grouping step (``full``: every kept face grouped again from scratch)."""
+    if store.schema < 2:
+        return GroupingUpdate(0, 0, 0, 0)
+    # computed outside the write lock (minutes for a million faces), written only if
+    # nothing changed meanwhile; else computed again under the lock
+    with store.snapshot():
+        generation = store.generation()
+        plan = _plan(store.db, dimension, full, leftovers, params)
+    if plan is None:
+        return GroupingUpdate(0, 0, 0, _unknown_count(store.db))
+    try:
+        return _write_plan(store, plan, generation, dimension, leftovers, params)
+    except Unchanged:  # another process placed the faces meanwhile
+        return GroupingUpdate(0, 0, 0, _unknown_count(store.db))
+
+
+def _unknown_count(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM faces WHERE person_id IS NULL").fetchone()[0])
+
+
+def _write_plan(
+    store: Store, plan: _Plan, generation: int, dimension: int, leftovers: bool | None, params: Any
+) -> GroupingUpdate:
+    # a plan that changes no face (only the cache and the bookkeeping) makes no new generation
+    versioned = bool(len(plan.ids)) or plan.full
+    with store.write(versioned=versioned) as db:
+        if store.generation() != generation:
+            again = _plan(db, dimension, plan.full, leftovers, params)
+            if again is None:
+                raise Unchanged
+            plan = again
+            if not versioned and (len(plan.ids) or plan.full):
+                db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        fresh = sorted({g for g in plan.groups.tolist() if g < 0})  # placeholders for new groups: -1, -2, ...
+        numbers = dict(zip(sorted(fresh, reverse=True), _new_group_ids(db, len(fresh))))
+        if plan.full:
+            db.execute("UPDATE faces SET group_id = NULL WHERE person_id IS NULL AND group_id IS NOT NULL")
+            if groupsums.exists(db):
+                db.execute("DELETE FROM group_sums")
+        db.executemany(
+            "UPDATE faces SET group_id = ? WHERE id = ? AND person_id IS NULL",
+            [(numbers.get(g, g) if g != 0 else None, i) for i, g in zip(plan.ids.tolist(), plan.groups.tolist())],
+        )
+        if plan.sums and groupsums.exists(db):  # after the updates: their triggers dropped the old rows
+            gids = list(plan.sums)
+            groupsums.store(
+                db,
+                [numbers.get(g, g) for g in gids],
+                [plan.sums[g][0] for g in gids],
+                [plan.sums[g][1] for g in gids],
+            )
+        _set_meta(db, "grouping:tried", plan.tried)
+        if plan.left is not None:
+            _set_meta(db, "grouping:left", plan.left)
+    return plan.update
+
+
+def _rows(db: sqlite3.Connection, query: str, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    """``query`` (with ``IN ({})``) over ``ids`` in chunks SQLite accepts."""
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(ids), 900):
+        chunk = list(ids[start : start + 900])
+        out += db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall()
+    return out
+
+
+def _new_group_ids(db: sqlite3.Connection, count: int) -> list[int]:
+    """``count`` group ids never given before (a counter in ``meta`` that only grows)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'last_id:groups'").fetchone()
+    largest = db.execute("SELECT COALESCE(MAX(group_id), 0) FROM faces").fetchone()[0]
+    last = max(int(row[0]) if row else 0, int(largest))
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id:groups', ?)", (str(last + count),))
+    return list(range(last + 1, last + count + 1))
+
+
+#: Faces in no group that are grouped among themselves at every grouping step while there are
+#: at most this many (a few seconds); above, when their number grew by a quarter of what was left
+#: last time (at least this many more). :meth:`UnknownFaces.update_groups`.
+LEFTOVERS_ALWAYS = 2_000
+
+#: Rows read from SQLite at a time when reading many faces' embeddings.
+_READ_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a grouping step writes: ``groups`` per face of ``ids`` (an existing group id, ``0`` for
+    none, ``-1, -2, ...`` for new groups, biggest first); ``sums``: ``(sum, size)`` to cache per group
+    (id or placeholder); ``tried``: the largest face id attach has seen; ``left``: faces left in no
+    group when the leftovers were grouped (``None``: they were not)."""
+
+    ids: np.ndarray
+    groups: np.ndarray
+    update: GroupingUpdate
+    sums: dict[int, tuple[np.ndarray, int]]
+    tried: int
+    left: int | None
+    full: bool
+
+
+def _meta_int(db: sqlite3.Connection, key: str) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: int) -> None:
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(int(value))))
+
+
+def _read(
+    db: sqlite3.Connection, where: str, args: Sequence[Any], dimension: int
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """``(ids (N,) int64, photo hashes, embeddings (N, D) float32)`` of the kept unknown faces ``where``, by id;
+    read in batches into one array (no list of a million blobs)."""
+    where = f"person_id IS NULL AND {where}"
+    (n,) = db.execute(f"SELECT COUNT(*) FROM faces WHERE {where}", args).fetchone()
+    ids = np.zeros(n, np.int64)
+    vectors = np.zeros((n, dimension), np.float32)
+    shas: list[str] = []
+    cursor = db.execute(f"SELECT id, image_sha256, embedding FROM faces WHERE {where} ORDER BY id", args)
+    done = 0
+    while batch := cursor.fetchmany(_READ_BATCH):
+        end = min(done + len(batch), n)
+        batch = batch[: end - done]
+        ids[done:end] = [r[0] for r in batch]
+        shas += [r[1] for r in batch]
+        vectors[done:end] = np.frombuffer(b"".join(r[2] for r in batch), np.float32).reshape(-1, dimension)
+        done = end
+    return ids[:done], shas, vectors[:done]
+
+
+def unknown_embeddings(db: sqlite3.Connection, dimension: int) -> np.ndarray:
+    """``(N, D)`` float32 embeddings of every kept unknown face, by id (for ``gallery check``)."""
+    return _read(db, "1", (), dimension)[2]
+
+
+def _exclusion_pairs(db: sqlite3.Connection, ids: np.ndarray) -> list[tuple[int, int]]:
+    """Every face-face exclusion ``(face, other)`` that involves one of ``ids`` (either end)."""
+    query = "SELECT face_id, other_id FROM face_exclusions WHERE other_id IS NOT NULL AND {} IN ({})"
+    pairs: set[tuple[int, int]] = set()
+    values = ids.tolist()
+    for column in ("face_id", "other_id"):
+        for start in range(0, len(values), 900):
+            chunk = values[start : start + 900]
+            pairs.update(db.execute(query.format(column, ",".join("?" * len(chunk))), chunk).fetchall())
+    return sorted(pairs)
+
+
+def _plan(db: sqlite3.Connection, dimension: int, full: bool, leftovers: bool | None, params: Any) -> _Plan | None:
+    """What a grouping step would write, or ``None`` if it would change nothing."""
+    if dimension <= 0:
+        return None
+    if full:
+        ids, shas, vectors = _read(db, "1", (), dimension)
+        if not len(ids):
+            return None
+        groups, update, new_sums = _group_new(db, ids, shas, vectors, params)
+        grouped = groups != 0  # the others are in no group once the write has cleared every group
+        return _Plan(ids[grouped], groups[grouped], update, new_sums, int(ids.max()), update.ungrouped, True)
+    tried_before = _meta_int(db, "grouping:tried")
+    (largest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM faces").fetchone()  # ids only grow
+    tried = max(tried_before, int(largest))
+    sums: dict[int, tuple[np.ndarray, int]] = {}
+    placed_ids, placed_groups = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if tried > tried_before and db.execute("SELECT 1 FROM faces WHERE group_id IS NOT NULL LIMIT 1").fetchone():
+        new_ids, new_shas, new_vectors = _read(db, "group_id IS NULL AND id > ?", (tried_before,), dimension)
+        if len(new_ids):
+            placed_ids, placed_groups, sums = _attach_new(db, new_ids, new_shas, new_vectors, dimension, params)
+    attached = len(placed_ids)
+    (ungrouped,) = db.execute("SELECT COUNT(*) FROM faces WHERE group_id IS NULL AND person_id IS NULL").fetchone()
+    ungrouped -= attached
+    left_before = _meta_int(db, "grouping:left")
+    if leftovers is None:
+        grew = ungrouped - left_before
+        leftovers = ungrouped <= LEFTOVERS_ALWAYS or grew >= max(LEFTOVERS_ALWAYS, left_before // 4)
+    ids, groups = placed_ids, placed_groups
+    new_groups = newly = 0
+    left: int | None = None
+    if leftovers and ungrouped >= 2:
+        rest_ids, rest_shas, rest_vectors = _read(db, "group_id IS NULL", (), dimension)
+        rest = ~np.isin(rest_ids, placed_ids)
+        rest_ids, rest_vectors = rest_ids[rest], rest_vectors[rest]
+        rest_shas = [sha for sha, keep in zip(rest_shas, rest.tolist()) if keep]
+        rest_groups, grouping, new_sums = _group_new(db, rest_ids, rest_shas, rest_vectors, params)
+        sums.update(new_sums)
+        grouped = rest_groups != 0
+        ids, groups = np.concatenate([ids, rest_ids[grouped]]), np.concatenate([groups, rest_groups[grouped]])
+        new_groups, newly = grouping.new_groups, grouping.newly_grouped
+        left = grouping.ungrouped
+    elif leftovers:
+        left = ungrouped
+    if not len(ids) and tried == tried_before and not sums and (left is None or left == left_before):
+        return None
+    update = GroupingUpdate(attached, new_groups, newly, ungrouped - newly)
+    return _Plan(ids, groups, update, sums, tried, left, False)
+
+
+def _attach_new(
+    db: sqlite3.Connection, ids: np.ndarray, shas: list[str], vectors: np.ndarray, dimension: int, params: Any
+) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, int]]]:
+    """Attach the faces ``ids`` (in no group) to existing groups: ``(face ids placed, their groups,
+    sums to cache)``; the sums of the groups they join, and of groups that had no cached row."""
+    from faceid.cluster import GroupCentroids, attach
+
+    existing = np.array(
+        [r[0] for r in db.execute("SELECT DISTINCT group_id FROM faces WHERE group_id IS NOT NULL ORDER BY group_id")],
+        np.int64,
+    )
+    if not len(existing):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), {}
+    group_sums, sizes, summed = groupsums.load(db, existing, dimension, usable=groupsums.exists(db))
+    photo_of: dict[str, int] = {}
+    photos = np.array([photo_of.setdefault(sha, len(photo_of)) for sha in shas], np.int64)
+    photo_group = []  # (photo, dense group) of grouped faces from the new faces' photos
+    unique_shas = list(photo_of)
+    for start in range(0, len(unique_shas), 900):
+        chunk = unique_shas[start : start + 900]
+        rows = db.execute(
+            f"SELECT image_sha256, group_id FROM faces WHERE image_sha256 IN ({','.join('?' * len(chunk))}) "
+            "AND group_id IS NOT NULL AND person_id IS NULL",
+            chunk,
+        ).fetchall()
+        photo_group += [(photo_of[sha], int(np.searchsorted(existing, gid))) for sha, gid in rows]
+    position = {int(f): i for i, f in enumerate(ids.tolist())}
+    pairs = _exclusion_pairs(db, ids)
+    others = sorted({y for p in pairs for y in p if y not in position})
+    group_of = {
+        int(f): int(np.searchsorted(existing, g))
+        for f, g in _rows(db, "SELECT id, group_id FROM faces WHERE id IN ({}) AND group_id IS NOT NULL", others)
+    }
+    forbidden = [
+        (position[a], group_of[b]) for x, y in pairs for a, b in ((x, y), (y, x)) if a in position and b in group_of
+    ]
+    centroids = GroupCentroids(group_sums, sizes, np.array(sorted(set(photo_group)), np.int64).reshape(-1, 2))
+    placed = attach(
+        vectors, centroids, photos=photos, forbidden=np.array(forbidden, np.int64).reshape(-1, 2), params=params
+    )
+    chosen = placed.groups.copy()
+    # two new faces the user kept apart never join one group: the higher score keeps it
+    for x, y in pairs:
+        if x in position and y in position:
+            i, j = position[x], position[y]
+            if chosen[i] >= 0 and chosen[i] == chosen[j]:
+                chosen[j if placed.scores[j] <= placed.scores[i] else i] = -1
+    ok = chosen >= 0
+    for face, dense in zip(np.flatnonzero(ok).tolist(), chosen[ok].tolist()):
+        group_sums[dense] += vectors[face]
+        sizes[dense] += 1
+    touched = np.unique(np.concatenate([chosen[ok], np.flatnonzero(summed)]))
+    sums = {int(existing[d]): (group_sums[d], int(sizes[d])) for d in touched.tolist()}
+    return ids[ok], existing[chosen[ok]], sums
+
+
+def _group_new(
+    db: sqlite3.Connection, ids: np.ndarray, shas: list[str], vectors: np.ndarray, params: Any
+) -> tuple[np.ndarray, GroupingUpdate, dict[int, tuple[np.ndarray, int]]]:
+    """Group the faces ``ids`` among themselves: ``(group per face: -1, -2, ... new, 0 none; summary;
+    sums of the new groups by placeholder)``."""
+    from faceid.cluster import group_faces
+
+    groups = np.zeros(len(ids), np.int64)
+    if len(ids) < 2:
+        return groups, GroupingUpdate(0, 0, 0, len(ids)), {}
+    photo_of: dict[str, int] = {}
+    photos = np.array([photo_of.setdefault(sha, len(photo_of)) for sha in shas], np.int64)
+    pairs = np.array(
+        db.execute(
+            "SELECT e.face_id, e.other_id FROM face_exclusions e JOIN faces a ON a.id = e.face_id "
+            "JOIN faces b ON b.id = e.other_id WHERE a.person_id IS NULL AND b.person_id IS NULL"
+        ).fetchall(),
+        np.int64,
+    ).reshape(-1, 2)
+    inside = np.isin(pairs, ids).all(axis=1)
+    links = np.searchsorted(ids, pairs[inside])  # face ids -> row indices (ids are sorted)
+    grouping = group_faces(np.ascontiguousarray(vectors), photos=photos, cannot_link=links, params=params)
+    grouped = grouping.labels >= 0
+    groups[grouped] = -(grouping.labels[grouped] + 1)
+    from faceid.cluster import GroupCentroids
+
+    centroids = GroupCentroids.from_labels(vectors, grouping.labels)
+    sums = {-(g + 1): (centroids.sums[g], int(centroids.sizes[g])) for g in range(grouping.groups)}
+    newly = int(grouped.sum())
+    return groups, GroupingUpdate(0, grouping.groups, newly, len(ids) - newly), sums

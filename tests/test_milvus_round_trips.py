@@ -1,0 +1,114 @@
+"""A Milvus gallery's round trips: each operation on a batch of faces costs the same number of calls
+to Milvus whatever the batch's size (one insert or upsert per batch, one query per batch of ids),
+and no more than it costs today.
+
+The client of the open gallery (``gallery.backend.rows.client``) is wrapped to count every call.
+On a server a round trip costs about 0.2 s, so a count that grows with the faces, or a ceiling
+that rises, is a regression; lower a ceiling when an operation gets cheaper. To run this on a
+Milvus server too, add its address maker to :data:`ADDRESSES`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import needs_milvus
+from test_gallery_contract import KEY, face, near, unit
+
+from faceid.gallery import open_gallery
+
+#: Milvus galleries to count on: a new gallery's address inside a temporary folder
+ADDRESSES: list[Callable[[Path], str]] = [lambda folder: f"milvus-lite:{folder / 'gallery.db'}"]
+
+#: the most calls to Milvus each operation may make, whatever the number of faces it handles (at 9e114a1,
+#: with 60 faces: add_faces 15, add_faces of known photos 63 (a query per face), keep 13, move 25, remove 20)
+CEILINGS = {
+    "add_faces": 14,
+    "add_faces, photos known": 3,
+    "keep": 10,
+    "update_groups": 10,
+    "name": 13,
+    "move to unknown": 20,
+    "move back": 11,
+    "merge": 18,
+    "faces": 3,
+    "people": 4,
+    "search": 3,
+    "face_owners": 2,
+    "remove": 17,
+}
+
+
+class Counting:
+    """A stand-in for a ``MilvusClient`` that counts the calls made through it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def round_trips(address: str, n: int) -> dict[str, int]:
+    """Calls to Milvus of each operation, on batches of ``n`` faces."""
+    counted: dict[str, int] = {}
+    with open_gallery(address) as g:
+        g.add_faces("Someone", [face(unit(999), "seed")], embedding_key=KEY)  # the collections exist
+        client = Counting(g.backend.rows.client)
+        g.backend.rows.client = client
+
+        def count(label: str, operation: Callable[[], Any]) -> Any:
+            client.calls.clear()
+            out = operation()
+            counted[label] = sum(client.calls.values())
+            return out
+
+        ada = [face(unit(i), f"a{i}") for i in range(n)]
+        count("add_faces", lambda: g.add_faces("Ada", ada, embedding_key=KEY))
+        again = count(
+            "add_faces, photos known", lambda: g.add_faces("Ada", ada, embedding_key=KEY, skip_known_images=True)
+        )
+        assert again == [None] * n
+        strangers = [face(near(unit(5000), i), f"k{i}") for i in range(n)]
+        kept = count("keep", lambda: g.unknown.keep(strangers, embedding_key=KEY, group=False))
+        assert kept.added == n
+        count("update_groups", g.unknown.update_groups)
+        (group,) = g.unknown.groups()
+        assert group.size == n
+        count("name", lambda: g.unknown.name(group.id, "Kay"))
+        ids = [f.id for f in g.faces("Kay")]
+        assert count("move to unknown", lambda: g.unknown.move(ids, None)) == ids
+        assert count("move back", lambda: g.unknown.move(ids, "Kay")) == ids
+        assert count("merge", lambda: g.unknown.merge("Kay", "Ada")) == n
+        assert len(count("faces", lambda: g.faces("Ada"))) == 2 * n
+        count("people", g.people)
+        count("search", lambda: g.search(np.stack([unit(i) for i in range(n)]), k=5))
+        assert len(count("face_owners", lambda: g.face_owners(np.array(ids)))) == n
+        assert count("remove", lambda: g.remove("Ada")) == 2 * n
+        assert g.check() == []
+    return counted
+
+
+@needs_milvus
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_round_trips_do_not_grow_with_the_faces_nor_rise(address, tmp_path: Path) -> None:
+    few = round_trips(address(tmp_path / "few"), 3)
+    many = round_trips(address(tmp_path / "many"), 40)
+    assert few == many, {op: (few[op], many[op]) for op in few if few[op] != many[op]}
+    over = {op: (calls, CEILINGS[op]) for op, calls in many.items() if calls > CEILINGS[op]}
+    assert not over, over
+    assert set(many) == set(CEILINGS)
