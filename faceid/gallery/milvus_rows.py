@@ -152,15 +152,22 @@ class MilvusRows:
         if self.name("meta") not in have:
             if not create:
                 raise GalleryError(f"{self.path}: no gallery here; enrol someone to create one")
-            self._create_collections(have)
-        else:
-            for what in ("meta", "people", "audit"):
-                if self.name(what) not in have:
-                    raise GalleryCorruptError(f"{self.path}: the collection {self.name(what)} is missing")
-        have = set(c.list_collections())
+            self._create_collections(have)  # made and loaded
+            return self._check_schema()
+        for what in ("meta", "people", "audit"):
+            if self.name(what) not in have:
+                raise GalleryCorruptError(f"{self.path}: the collection {self.name(what)} is missing")
         for what in ("meta", "people", "audit", "faces", "exclusions"):
-            if self.name(what) in have:
-                c.load_collection(self.name(what))  # a collection another process made is not loaded here
+            # load what is not loaded (after a server restart, say): asking for a load polls until it is
+            # done, about 1.5 s a collection on a server even when it was loaded already
+            if (
+                self.name(what) in have
+                and getattr(c.get_load_state(self.name(what)).get("state"), "name", "") != "Loaded"
+            ):
+                c.load_collection(self.name(what))
+        self._check_schema()
+
+    def _check_schema(self) -> None:
         schema = self.meta("schema")
         if schema != SCHEMA:
             raise GalleryError(f"{self.path}: gallery schema {schema}, this faceid reads {SCHEMA}")
