@@ -23,7 +23,7 @@ from faceid.gallery import audit
 from faceid.gallery import milvus_compaction as compaction
 from faceid.gallery.backend import chunks
 from faceid.gallery.location import MilvusLocation
-from faceid.gallery.milvus_common import CHIP_FIELDS, TEXT, create_collection, guarded, ints, name_key
+from faceid.gallery.milvus_common import CHIP_FIELDS, TEXT, create_collection, guarded, ints, name_key, wait_loaded
 from faceid.gallery.milvus_timeout import TimedClient
 from faceid.gallery.records import n_faces, utc_now
 
@@ -178,8 +178,9 @@ class MilvusRows:
             self._faces_seen = bool(self.client.has_collection(self.name("faces")))
         return self._faces_seen
 
-    def plain_collection(self, what: str, fields: list[tuple[str, Any, dict[str, Any]]]) -> None:
-        """Make a collection of rows without a face vector (they get a placeholder vector), if missing."""
+    def plain_collection(self, what: str, fields: list[tuple[str, Any, dict[str, Any]]], *, wait: bool = True) -> None:
+        """Make a collection of rows without a face vector (they get a placeholder vector), if missing
+        (loaded, or with ``wait=False`` its load started: :func:`~faceid.gallery.milvus_common.wait_loaded`)."""
         from pymilvus import DataType
 
         name = self.name(what)
@@ -191,7 +192,7 @@ class MilvusRows:
         schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
         index = self.client.prepare_index_params()
         index.add_index(field_name="placeholder", index_type="FLAT", metric_type="L2")
-        create_collection(self.client, name, schema, index)
+        create_collection(self.client, name, schema, index, wait=wait)
 
     def _create_collections(self, have: set[str]) -> None:
         from pymilvus import DataType
@@ -199,6 +200,7 @@ class MilvusRows:
         self.plain_collection(
             "audit",
             [("id", DataType.INT64, {"is_primary": True}), ("entry", DataType.VARCHAR, {"max_length": TEXT})],
+            wait=False,
         )
         self.plain_collection(
             "people",
@@ -208,6 +210,7 @@ class MilvusRows:
                 ("name_key", DataType.VARCHAR, {"max_length": 64}),
                 ("created_at", DataType.VARCHAR, {"max_length": 64}),
             ],
+            wait=False,
         )
         # meta last: its schema row says the gallery is complete
         self.plain_collection(
@@ -216,7 +219,9 @@ class MilvusRows:
                 ("key", DataType.VARCHAR, {"is_primary": True, "max_length": 256}),
                 ("value", DataType.VARCHAR, {"max_length": TEXT}),
             ],
+            wait=False,
         )
+        wait_loaded(self.client, [self.name(w) for w in ("audit", "people", "meta")], self.timeout, self.path)
         self.set_meta("schema", SCHEMA)
 
     def create_faces(self, dimension: int) -> None:
