@@ -219,7 +219,23 @@ class StandaloneMilvus:
             raise GalleryError(f"{self.python}: preparing a Milvus server in {self.data_dir} failed: {last}")
         self.version = json.loads(done.stdout.strip().splitlines()[-1])["version"]
 
+    @staticmethod
+    def _remove_stale_namespaces() -> None:
+        """Delete the namespaces of test runs that were killed (their process gone, nothing inside):
+        deleting one deletes its veth pair too, freeing the /30 for a later run."""
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+        for line in listed.splitlines():
+            name = line.split()[0] if line.split() else ""
+            owner = name.removeprefix("faceid-milvus-")
+            if owner == name or not owner.isdigit() or Path(f"/proc/{owner}").exists():
+                continue
+            inside = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False)
+            if not inside.stdout.strip():
+                log.info("removing network namespace %s (its test run is gone)", name)
+                subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+
     def _make_namespace(self) -> None:
+        self._remove_stale_namespaces()
         # a /30 in 10.211.0.0/16 from this pid, so two test runs at once get different links
         n = os.getpid() & 0x3FFF
         base = (10 << 24) | (211 << 16) | (n << 2)
