@@ -6,8 +6,9 @@ DATA ?= ../shared/data
 MODEL := models/facenet-20170512-110547.safetensors
 GRAPH := models/facenet-20170512-110547.graph.pb
 SFACE := models/sface-2021dec-float32.onnx
+YUNET := models/yunet-2023mar-float32.onnx
 
-.PHONY: help setup milvus-server demo test stress lint eval-lfw bench bench-setup bench-tiny clean
+.PHONY: help setup milvus-server compat-clients demo test stress lint eval-lfw bench bench-setup bench-tiny clean
 
 help:
 	@echo "make demo      set up (venv, packages, verified model) and run the demo"
@@ -34,11 +35,24 @@ $(GRAPH): $(MODEL)
 $(SFACE): | $(BIN)/faceid
 	$(BIN)/faceid models pull sface
 
-setup: $(BIN)/faceid $(MODEL) $(GRAPH) $(SFACE) milvus-server
+$(YUNET): | $(BIN)/faceid
+	$(BIN)/faceid models pull yunet
+
+# compreface-sdk 0.6 pins urllib3<2, which the rest of faceid's environment does not take: it gets a
+# virtualenv of its own, driven by tests/test_compat_clients.py through a small script
+COMPREFACE := .venv-compreface/bin/python
+$(COMPREFACE):
+	$(PYTHON) -m venv .venv-compreface
+	.venv-compreface/bin/python -m pip install --quiet 'compreface-sdk==0.6.0' 'urllib3<2'
+
+compat-clients: $(COMPREFACE)
+
+setup: $(BIN)/faceid $(MODEL) $(GRAPH) $(SFACE) $(YUNET) $(COMPREFACE) milvus-server
 	$(BIN)/faceid models verify
 	$(BIN)/faceid models verify sface
+	$(BIN)/faceid models verify yunet
 
-# A real Milvus server for the tests and `faceid bench --only milvus`: the milvus wheel (Milvus
+# A real Milvus server for the tests (docs/milvus-server.md): the milvus wheel (Milvus
 # standalone's binary) in a virtualenv of its own, without its client extra (which pins an old pymilvus).
 MILVUS_VENV ?= .venv-milvus
 milvus-server: $(MILVUS_VENV)/bin/milvus-server

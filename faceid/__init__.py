@@ -80,6 +80,7 @@ __all__ = [
     "PipelineError",
     "UncalibratedError",
     "UnsupportedImageError",
+    "YuNetDetector",
     "enroll",
     "enroll_folders",
     "identify",
@@ -92,6 +93,7 @@ _LAZY = {
     "Candidate": "faceid.results",
     "Detection": "faceid.detect",
     "Detector": "faceid.detect",
+    "YuNetDetector": "faceid.detect_yunet",
     "EnrollResult": "faceid.enroll",
     "Embedder": "faceid.embed",
     "EmbeddingKey": "faceid.embedding_key",
@@ -123,6 +125,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceid.detect import Detection, Detector
+    from faceid.detect_yunet import YuNetDetector
     from faceid.embed import Embedder
     from faceid.embedding_key import EmbeddingKey
     from faceid.enroll import EnrollResult, enroll, enroll_folders

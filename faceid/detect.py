@@ -39,6 +39,8 @@ class Detector:
         thresholds: MTCNN's per-stage thresholds (PNet, RNet, ONet).
     """
 
+    name = "mtcnn"
+
     def __init__(
         self,
         *,

@@ -2,7 +2,9 @@
 
 Two embeddings can be compared only if the same network, with the same weights, saw the same kind
 of crop. :class:`EmbeddingKey` names all of it: the model id, its weights' SHA-256, the embedding
-dimension (from the model's spec), the crop method and crop margin, and mirror averaging. A gallery
+dimension (from the model's spec), the crop method and crop margin, mirror averaging, and the face
+detector whose landmarks and boxes place the crop (MTCNN or YuNet: the same face aligned from each
+gives embeddings that differ measurably, docs/detectors.md). A gallery
 stores the key of its first embedding and refuses any other; the default thresholds are measured
 per key (:mod:`faceid.thresholds`); the evaluation cache keys embeddings by it.
 
@@ -29,6 +31,12 @@ DEFAULT_ALIGN = "margin"
 DEFAULT_CROP_MARGIN = 0.1
 DEFAULT_MIRROR = False
 
+#: The detector of every key that names none: galleries, caches and tables made before keys
+#: recorded the detector were all made with MTCNN. A key with this detector writes no
+#: ``detector`` field, so its JSON text (and every hash of it) is what it was before.
+DEFAULT_KEY_DETECTOR = "mtcnn"
+KEY_DETECTORS = ("mtcnn", "yunet")
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -49,6 +57,7 @@ class EmbeddingKey:
         crop_margin: for ``"margin"``, how far the crop extends past the detected box, as a fraction
             of the box; ``None`` for ``"similarity"``, whose framing is fixed.
         mirror: each face's embedding is averaged with its mirror image's.
+        detector: ``"mtcnn"`` or ``"yunet"``, the detector whose landmarks and boxes align the crops.
     """
 
     model: str
@@ -57,6 +66,7 @@ class EmbeddingKey:
     align: str = DEFAULT_ALIGN
     crop_margin: float | None = DEFAULT_CROP_MARGIN
     mirror: bool = DEFAULT_MIRROR
+    detector: str = DEFAULT_KEY_DETECTOR
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -78,6 +88,10 @@ class EmbeddingKey:
             raise EmbeddingKeyError(f"embedding key: crop method {self.align!r} takes no crop margin")
         if not isinstance(self.mirror, bool):
             raise EmbeddingKeyError(f"embedding key: mirror must be true or false, got {self.mirror!r}")
+        if self.detector not in KEY_DETECTORS:
+            raise EmbeddingKeyError(
+                f"embedding key: unknown detector {self.detector!r}; choose one of {', '.join(KEY_DETECTORS)}"
+            )
         self._check_registry()
 
     def _check_registry(self) -> None:
@@ -86,6 +100,8 @@ class EmbeddingKey:
         spec = MODELS.get(self.model)
         if spec is None:  # a model this version does not know: the key is kept, nothing can embed with it
             return
+        if spec.kind != "embedding":
+            raise EmbeddingKeyError(f"embedding key: {self.model} is a face {spec.kind}, not an embedding model")
         if spec.sha256 != self.weights_sha256 or spec.dimension != self.dimension:
             raise EmbeddingKeyError(
                 f"embedding key: model {self.model} has {spec.dimension}-d embeddings from weights "
@@ -100,8 +116,10 @@ class EmbeddingKey:
         align: str | None = None,
         crop_margin: float | None = DEFAULT_CROP_MARGIN,
         mirror: bool = DEFAULT_MIRROR,
+        detector: str | None = None,
     ) -> EmbeddingKey:
-        """The key of a registered model (default: faceid's) with these crop settings.
+        """The key of a registered model (default: faceid's) with these crop settings and detector
+        (default: :data:`DEFAULT_KEY_DETECTOR`).
 
         ``align`` defaults to the model's own crop (``spec.alignment``); ``crop_margin`` is ignored
         for crop methods that have none.
@@ -109,6 +127,8 @@ class EmbeddingKey:
         from faceid.registry import DEFAULT_MODEL, get_spec
 
         spec = get_spec(model or DEFAULT_MODEL)
+        if spec.kind != "embedding":
+            raise EmbeddingKeyError(f"embedding key: {spec.name} is a face {spec.kind}, not an embedding model")
         align = align if align is not None else spec.alignment
         return cls(
             spec.name,
@@ -117,11 +137,13 @@ class EmbeddingKey:
             align,
             crop_margin if align == "margin" else None,
             bool(mirror),
+            detector or DEFAULT_KEY_DETECTOR,
         )
 
     def to_json(self) -> dict:
-        """A JSON-ready dict; :meth:`from_json` reads it back."""
-        return {
+        """A JSON-ready dict; :meth:`from_json` reads it back. The detector is written only where it
+        is not MTCNN, so an MTCNN key's JSON is the same as before keys named a detector."""
+        data = {
             "model": self.model,
             "weights_sha256": self.weights_sha256,
             "dimension": self.dimension,
@@ -129,6 +151,9 @@ class EmbeddingKey:
             "crop_margin": self.crop_margin,
             "mirror": self.mirror,
         }
+        if self.detector != DEFAULT_KEY_DETECTOR:
+            data["detector"] = self.detector
+        return data
 
     def dumps(self) -> str:
         """Canonical JSON text (sorted keys): what galleries and caches store and hash."""
@@ -163,21 +188,23 @@ class EmbeddingKey:
                 "mirror": data.get("mirror"),
             }
         fields = ("model", "weights_sha256", "dimension", "align", "crop_margin", "mirror")
-        unknown = sorted(set(data) - set(fields))
+        unknown = sorted(set(data) - set(fields) - {"detector"})
         missing = [f for f in fields if f not in data]
         if unknown or missing:
             raise EmbeddingKeyError(
                 f"embedding key: {'unknown fields ' + ', '.join(unknown) if unknown else ''}"
                 f"{'; ' if unknown and missing else ''}{'missing fields ' + ', '.join(missing) if missing else ''}"
             )
-        return cls(**{f: data[f] for f in fields})
+        return cls(**{f: data[f] for f in fields}, detector=data.get("detector", DEFAULT_KEY_DETECTOR))
 
     def describe(self) -> str:
         """One line for people: ``facenet-20170512-110547 (128-d), margin crop 0.1, mirror``."""
         crop = f"margin crop {self.crop_margin:g}" if self.align == "margin" else f"{self.align} alignment"
-        return f"{self.model} ({self.dimension}-d), {crop}{', mirror' if self.mirror else ''}"
+        found = ", YuNet detector" if self.detector == "yunet" else ""
+        return f"{self.model} ({self.dimension}-d), {crop}{', mirror' if self.mirror else ''}{found}"
 
     def differences(self, other: EmbeddingKey) -> list[str]:
         """Names of the fields in which ``other`` differs from this key."""
-        mine, theirs = self.to_json(), other.to_json()
+        mine = {**self.to_json(), "detector": self.detector}
+        theirs = {**other.to_json(), "detector": other.detector}
         return [name for name in mine if mine[name] != theirs[name]]

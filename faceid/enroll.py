@@ -7,6 +7,7 @@ ones of a person are added in one transaction, so a crash adds all of them or no
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "enroll_processed",
     "enrolment_key",
     "people_folders",
+    "stored_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,9 @@ class EnrollResult:
     message: str
     face_id: int | None = None
     box: tuple[int, int, int, int] | None = None
+    #: the person did not exist before this enrolment (``person`` is then the name as given;
+    #: otherwise it is the stored name, which may differ in case from the one given)
+    new_person: bool = False
 
     @property
     def ok(self) -> bool:
@@ -60,24 +65,28 @@ class EnrollResult:
             "message": self.message,
             "face_id": self.face_id,
             "box": list(self.box) if self.box else None,
+            "new_person": self.new_person,
         }
 
 
-def enrolment_key(gallery: AnyGallery, *, model: str | None = None, mirror: bool | None = None) -> EmbeddingKey:
+def enrolment_key(
+    gallery: AnyGallery, *, model: str | None = None, mirror: bool | None = None, detector: str | None = None
+) -> EmbeddingKey:
     """The embedding key to enrol into ``gallery`` with: the gallery's own, or for a new gallery faceid's
-    defaults with ``model`` and ``mirror`` where given.
+    defaults with ``model``, ``mirror`` and ``detector`` where given.
 
     Raises:
-        ModelMismatchError: ``model`` or ``mirror`` disagree with the gallery's embeddings.
+        ModelMismatchError: ``model``, ``mirror`` or ``detector`` disagree with the gallery's embeddings.
     """
     mine = gallery.embedding_key
     if mine is None:
-        return EmbeddingKey.for_model(model, mirror=bool(mirror))
+        return EmbeddingKey.for_model(model, mirror=bool(mirror), detector=detector)
     wanted = EmbeddingKey.for_model(
         model or mine.model,
         align=mine.align,
         crop_margin=mine.crop_margin,
         mirror=mine.mirror if mirror is None else mirror,
+        detector=detector or mine.detector,
     )
     gallery.check_embedding_key(wanted)
     return mine
@@ -123,7 +132,7 @@ def enroll_processed(
     The same rules, statuses and messages as :func:`enroll`. With ``paths=False`` the sources
     are names of uploaded files, kept as they are rather than as absolute paths.
     """
-    name = normalise_name(name)
+    name, new = stored_name(gallery, name)
     gallery.check_embedding_key(embedding_key)
     results: list[EnrollResult] = []
     staged: list[tuple[int, NewFace]] = []
@@ -145,7 +154,20 @@ def enroll_processed(
                 results[position] = EnrollResult(before.image, name, DUPLICATE, message)
             else:
                 results[position] = EnrollResult(before.image, name, ADDED, before.message, face_id, before.box)
-    return results
+    return [dataclasses.replace(r, new_person=new) for r in results]
+
+
+def stored_name(gallery: AnyGallery, name: str) -> tuple[str, bool]:
+    """``(the enrolled person name refers to, False)``, or ``(name, True)`` for a new person. The
+    gallery's own rule decides (names that differ only in case are one person), so ``sheldon``
+    enrolled when ``Sheldon`` exists goes to, and is reported as, ``Sheldon``."""
+    from faceid.errors import PersonNotFoundError
+
+    name = normalise_name(name)
+    try:
+        return gallery.person(name).name, False
+    except PersonNotFoundError:
+        return name, True
 
 
 def _judge(

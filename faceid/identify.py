@@ -361,7 +361,10 @@ def identify(
             on_done(result)
         yield result
     if remember:
+        from faceid.retention import enforce
+
         gallery.unknown.update_groups()
+        enforce(gallery)  # the gallery's bound on kept faces (faceid gallery retention)
 
 
 def _keep_unknown(

@@ -226,17 +226,21 @@ def _rebuild(
             else:
                 others.append(record)
         done = 0
+        redetect = old_key.detector != new_key.detector
         for start in range(0, len(chipped), _BATCH):
             batch = chipped[start : start + _BATCH]
             images, detections = [], []
             for record, chip in batch:
                 images.append(chip.pixels())
                 detections.append([chip.detection(record.confidence)])
+            if redetect:  # the new detector's landmarks align the new embeddings: find the face again
+                batch, images, detections = _redetect(pipeline, batch, images, new_chips, failed)
             for (record, _), faces in zip(batch, pipeline.embed_many(images, detections)):
                 vectors[record.id] = faces[0].embedding
             done += len(batch)
             if progress is not None:
                 progress(done)
+        from_chips = len(chipped) - len(failed)
         from_photos = 0
         for record in others:
             vector, chip, reason = _from_photo(record, pipeline)
@@ -264,7 +268,34 @@ def _rebuild(
             drop=[u.face_id for u in failed],
             reason=f"not migrated from {old_key.model} to {new_key.model}",
         )
-    return len(vectors), len(chipped), from_photos, failed
+    return len(vectors), from_chips, from_photos, failed
+
+
+def _redetect(
+    pipeline: Pipeline,
+    batch: list[tuple[FaceRecord, FaceChip]],
+    images: list[np.ndarray],
+    new_chips: dict[int, FaceChip],
+    failed: list[Unmigrated],
+) -> tuple[list[tuple[FaceRecord, FaceChip]], list[np.ndarray], list[list]]:
+    """For a move to another detector: each chip's face found again by ``pipeline``'s detector (the
+    detection overlapping the stored box most, at least half), its chip given the new box and
+    landmarks; a chip where it finds no such face goes to ``failed``."""
+    from dataclasses import replace
+
+    kept, kept_images, kept_detections = [], [], []
+    for (record, chip), image, found in zip(batch, images, pipeline.detect_many(images)):
+        best = max(found, key=lambda d: _overlap(d.box, chip.box), default=None)
+        if best is None or _overlap(best.box, chip.box) < 0.5:
+            reason = f"the {pipeline.detector_name} detector finds no face where its chip's face is"
+            failed.append(Unmigrated(record.id, record.person, reason))
+            continue
+        x, y, w, h = (float(v) for v in best.box)
+        new_chips[record.id] = replace(chip, box=(x, y, w, h), landmarks=best.landmarks)
+        kept.append((record, chip))
+        kept_images.append(image)
+        kept_detections.append([best])
+    return kept, kept_images, kept_detections
 
 
 def _from_photo(record: FaceRecord, pipeline: Pipeline) -> tuple[np.ndarray | None, FaceChip | None, str]:

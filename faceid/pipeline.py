@@ -9,12 +9,14 @@ that made a gallery's embeddings.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from faceid import _check
 from faceid.align import crop_faces
 from faceid.detect import Detection, Detector
+from faceid.detectors import FaceDetector, detector_name, make_detector
 from faceid.embed import Embedder
 from faceid.embed_onnx import ONNX_RUNTIMES, OnnxEmbedder
 from faceid.embedding_key import DEFAULT_ALIGN, DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
@@ -48,8 +50,10 @@ class Pipeline:
         mirror: average each face's embedding with its mirror image's.
         frozen: run FaceNet as a frozen graph from the start: a few seconds more to load, about
             25% faster per face; for long-lived processes (runs of 2,000+ photos switch to it anyway).
-        detector, embedder: replace the MTCNN detector or the FaceNet embedder (tests use fakes);
-            anything with the same methods will do (an embedder's ``dimension``, ``input_size``
+        detector: ``"mtcnn"`` (the default) or ``"yunet"`` (see :mod:`faceid.detectors`), or a
+            detector object (tests use fakes).
+        embedder: replace the model's embedder (tests use fakes); for both, anything with the
+            same methods will do (an embedder's ``dimension``, ``input_size``
             and ``mirror``, where it has them, must agree with ``model`` and ``mirror``).
 
     Raises:
@@ -69,7 +73,7 @@ class Pipeline:
         mirror: bool = DEFAULT_MIRROR,
         min_face_size: int = 20,
         frozen: bool = False,
-        detector: Detector | None = None,
+        detector: str | FaceDetector | Detector | None = None,
         embedder: Embedder | OnnxEmbedder | None = None,
     ) -> None:
         model = model or _default_model()
@@ -77,11 +81,17 @@ class Pipeline:
         _check.boolean("Pipeline", "mirror", mirror)  # before the key, which would take bool("no")
         _check.boolean("Pipeline", "frozen", frozen)
         _check.integer("Pipeline", "min_face_size", min_face_size, low=4)
-        self.key = EmbeddingKey.for_model(model, align=align, crop_margin=crop_margin, mirror=mirror)
+        if detector is None or isinstance(detector, str):
+            detector = make_detector(detector, min_face_size=min_face_size)
+        #: ``"mtcnn"`` or ``"yunet"``: the detector whose landmarks align this pipeline's faces.
+        self.detector_name = detector_name(detector)
+        self.detector = detector
+        self.key = EmbeddingKey.for_model(
+            model, align=align, crop_margin=crop_margin, mirror=mirror, detector=self.detector_name
+        )
         self.align = self.key.align
         self.crop_margin = self.key.crop_margin if self.key.crop_margin is not None else DEFAULT_CROP_MARGIN
         self.mirror = self.key.mirror
-        self.detector = detector if detector is not None else Detector(min_face_size=min_face_size)
         self.embedder = embedder if embedder is not None else make_embedder(model, mirror=self.mirror, frozen=frozen)
         _check_embedder(self.embedder, self.spec, self.mirror)
 
@@ -90,11 +100,33 @@ class Pipeline:
         """The pipeline that makes embeddings of ``key`` (faceid's defaults for ``None``, a new gallery).
 
         ``options`` are the other keyword arguments of :class:`Pipeline` (``frozen``, ``detector``, ...).
+        The detector is the key's; a detector object given in ``options`` (a test's fake) stands in
+        for it, and a detector name that contradicts the key is refused.
+
+        Raises:
+            OptionError: ``detector`` names another detector than the key's.
         """
         if key is None:
             return cls(**options)
         margin = key.crop_margin if key.crop_margin is not None else DEFAULT_CROP_MARGIN
-        return cls(key.model, align=key.align, crop_margin=margin, mirror=key.mirror, **options)
+        detector = options.pop("detector", None)
+        if isinstance(detector, str) and detector != key.detector:
+            raise OptionError(
+                f"these embeddings were aligned with {key.detector}'s landmarks; --detector {detector} contradicts "
+                f"them (leave --detector out, or use a new gallery)"
+            )
+        pipeline = cls(
+            key.model,
+            align=key.align,
+            crop_margin=margin,
+            mirror=key.mirror,
+            detector=key.detector if detector is None else detector,
+            **options,
+        )
+        if pipeline.key != key and pipeline.key.detector != key.detector and not isinstance(detector, str):
+            pipeline.key = replace(pipeline.key, detector=key.detector)  # a fake stands in for the key's detector
+            pipeline.detector_name = key.detector
+        return pipeline
 
     def expect(self, images: int) -> None:
         """Told that a run of ``images`` photos is coming, so the embedder can prepare for it."""

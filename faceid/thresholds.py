@@ -29,7 +29,17 @@ from faceid.results import BETA, DecisionParams  # re-exported: they live on the
 if TYPE_CHECKING:  # pragma: no cover
     from faceid.gallery import AnyGallery
 
-__all__ = ["BETA", "DECISION_MARGIN", "TABLES", "DecisionParams", "decision_params", "threshold_for"]
+__all__ = [
+    "BETA",
+    "DECISION_MARGIN",
+    "TABLES",
+    "VERIFY_FMR",
+    "VERIFY_TABLES",
+    "DecisionParams",
+    "decision_params",
+    "threshold_for",
+    "verify_threshold",
+]
 
 #: How far the named person's similarity must lead every other available person, else the face is
 #: "ambiguous": it catches near ties (twins, the same photo enrolled under two names). With the
@@ -80,6 +90,21 @@ TABLES: dict[EmbeddingKey, Sequence[tuple[int, float]]] = {
         (500, 0.2454),
         (1000, 0.2487),
         (1680, 0.2538),
+    ),
+    # `faceid eval lfw-openset --sizes --model sface --detector yunet`: within 0.016 of MTCNN's
+    # table above at every size (docs/detectors.md), measured all the same, as the key is another
+    EmbeddingKey.for_model("sface", detector="yunet"): (
+        (1, 0.2828),
+        (2, 0.269),
+        (5, 0.2468),
+        (10, 0.2396),
+        (20, 0.235),
+        (50, 0.2356),
+        (100, 0.2364),
+        (200, 0.2389),
+        (500, 0.244),
+        (1000, 0.2474),
+        (1680, 0.2544),
     ),
     # `faceid eval lfw-openset --sizes --model arcface-mbf`
     EmbeddingKey.for_model("arcface-mbf"): (
@@ -138,3 +163,50 @@ def decision_params(
         stored = gallery.get_setting("margin")
         margin = DECISION_MARGIN if stored is None else float(stored)  # type: ignore[arg-type]
     return DecisionParams(float(threshold), float(margin), BETA, source)
+
+
+# -- 1:1 verification (faceid.verify) -----------------------------------------------------------------
+
+#: The false-match rate ``faceid verify`` decides at unless told otherwise: 0.1% of different-person
+#: pairs called the same.
+VERIFY_FMR = 1e-3
+
+#: embedding key -> ((false-match rate, cosine threshold), ...), decreasing in rate. Measured by
+#: ``faceid eval verify --data ../shared/data/lfw [--model M]`` on impostor pairs of the LFW people
+#: outside ``pairs.txt`` (see :mod:`faceid.eval.verify`), and reported on ``pairs.txt`` (docs/verify.md).
+VERIFY_TABLES: dict[EmbeddingKey, Sequence[tuple[float, float]]] = {
+    # 1,198,786 impostor pairs of 1,549 images of 1,468 people
+    EmbeddingKey.for_model("sface"): ((1e-2, 0.3036), (1e-3, 0.3704), (1e-4, 0.4252)),
+    # the same pairs, `faceid eval verify --data ../shared/data/lfw --model facenet-20170512-110547`
+    EmbeddingKey.for_model("facenet-20170512-110547", crop_margin=0.1): (
+        (1e-2, 0.3628),
+        (1e-3, 0.4976),
+        (1e-4, 0.6144),
+    ),
+}
+
+
+def verify_threshold(key: EmbeddingKey, fmr: float = VERIFY_FMR) -> float:
+    """The cosine threshold at which ``fmr`` of different-person pairs pass, for embeddings of ``key``;
+    between measured rates, interpolated in log rate.
+
+    Raises:
+        UncalibratedError: no verification table was measured for ``key``.
+        OptionError: ``fmr`` is outside the measured range.
+    """
+    from faceid.errors import OptionError
+
+    table = VERIFY_TABLES.get(key)
+    if not table:
+        raise UncalibratedError(
+            f"no verification threshold is measured for embeddings of {key.describe()}: "
+            "pass --threshold, or measure one with `faceid eval verify`"
+        )
+    rates = [r for r, _ in table]
+    if not (min(rates) <= fmr <= max(rates)):
+        raise OptionError(f"--fmr must be between {min(rates):g} and {max(rates):g} (the measured range), got {fmr:g}")
+    for (r0, t0), (r1, t1) in zip(table, table[1:]):
+        if r1 <= fmr <= r0:
+            w = (math.log(fmr) - math.log(r0)) / (math.log(r1) - math.log(r0))
+            return t0 + w * (t1 - t0)
+    return table[0][1]

@@ -85,6 +85,10 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
         (sampling,) = [f for f in figures if f["figure"] == "video_sampling"]
         assert sampling["wrong_names"] == 0 and sampling["named_tracks"].get("Barack Obama")
     assert {f["batch"] for f in figures if f["figure"] == "embedding"} == {1, 8}
+    found = [f for f in figures if f["figure"] == "detector_found"]  # with ../shared/data and YuNet installed
+    skipped = [f for f in figures if f["figure"] == "detectors"]  # no ../shared/data or no YuNet: said why
+    assert [f["detector"] for f in found] == ["mtcnn", "yunet"] or (found == [] and skipped[0]["skipped"])
+    assert all(f["bigbang_group"] == 7 and f["awkward_false"] == 0 for f in found)
     onnx = [f for f in figures if f["figure"] == "embedding_model" and f.get("runtime") == "opencv-dnn"]
     assert onnx and all(f["max_difference_from_onnxruntime"] < 1e-5 for f in onnx)  # the same embeddings
     assert {f["size"] for f in figures if f["figure"] == "detection"} == {"250x250", "640x480", "1920x1080"}

@@ -147,6 +147,20 @@ def test_the_page_enrols_identifies_renames_and_removes(server, browser):
     page.set_input_files("#identify-file", str(SAMPLES / "photos" / "astronaut.jpg"))
     page.wait_for_selector("#identify-faces li.face.unknown", timeout=60_000)
     shot(page, "3-unknown")
+    # The page's switch keeps the unknown faces for review (POST /v1/identify?remember=true).
+    page.check("#identify-remember")
+    page.set_input_files("#identify-file", str(SAMPLES / "photos" / "astronaut.jpg"))
+    kept = "[...document.querySelectorAll('#identify-faces li.face.unknown')]"
+    page.wait_for_function(f"{kept}.some(li => li.textContent.includes('kept for review'))", timeout=60_000)
+    page.uncheck("#identify-remember")
+    gallery = Path(server.log).parent / "gallery"
+    forgot = subprocess.run(  # the review test below starts with no kept faces
+        [sys.executable, "-m", "faceid", "forget", "--unknown", "-g", str(gallery)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert "forgot 1 unknown faces" in forgot.stdout, forgot.stderr
 
     # Bad input: the API's words, on the page.
     page.set_input_files(

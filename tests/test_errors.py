@@ -79,6 +79,7 @@ STATUS = {
     "InvalidNameError": 400,
     "OptionError": 400,
     "GalleryBusyError": 503,
+    "UncalibratedError": 409,  # the gallery's model has no measured threshold (a 1:1 call on FaceNet without a table)
 }
 
 

@@ -28,6 +28,10 @@ Figures (``part`` names select them):
   ratio of photos per second; wall and CPU (user + system) seconds of each run.
 - ``coldstart``: ``faceid identify ONE_PHOTO`` in a new process, to its first line of output and
   to its exit, best of three, wall and CPU seconds; and ``faceid --help``.
+- ``detectors``: MTCNN and YuNet side by side: faces found and false faces on the evaluation
+  photos, the smallest face, CPU and wall time per 640x480 photo, and how the two detectors'
+  landmarks change the same faces' embeddings (:mod:`faceid.bench.detectors`). ``identify``,
+  ``cli`` and ``coldstart`` measure each detector given with ``--detector mtcnn,yunet``.
 - ``gallery``: enrolment (index build) time, memory per face, search latency (one query alone,
   and per query in a batch of 1,000) for the exact and the approximate index at each size, on
   clustered synthetic embeddings (identities with five noisy faces each, same-person cosine
@@ -68,6 +72,7 @@ from pathlib import Path
 
 from faceid.bench import _common as common
 from faceid.bench import cli, cluster, coldstart, detection, embedding, gallery, identify, machine, unknown
+from faceid.bench import detectors as detectors_part
 from faceid.bench._common import SAMPLES, figure, noisy, synthetic_faces
 
 __all__ = ["PARTS", "SAMPLES", "default_data", "figure", "noisy", "run", "synthetic_faces"]
@@ -79,6 +84,7 @@ PARTS = (
     "identify",
     "cli",
     "coldstart",
+    "detectors",
     "gallery",
     "cluster",
     "unknown",
@@ -105,6 +111,7 @@ def run(
     tiny: bool = False,
     workdir: str | os.PathLike | None = None,
     models: Sequence[str | None] = (None,),
+    detectors: Sequence[str | None] = (None,),
 ) -> Iterator[dict]:
     """Measure the chosen ``parts`` (see the module docstring) and yield one dict per figure.
 
@@ -118,6 +125,8 @@ def run(
         workdir: where temporary galleries and photo folders go (a new temporary folder by default).
         models: the embedding models that ``identify`` and ``cli`` measure (``None``: the default
             model); with several, ``cli`` runs them alternately in each round, beside face_recognition.
+        detectors: the face detectors that ``identify``, ``cli`` and ``coldstart`` measure, each with
+            each model (``None``: the default, MTCNN); ``detectors`` compares them all.
     """
     strange = [p for p in parts if p not in PARTS]
     if strange:
@@ -134,11 +143,15 @@ def run(
             yield from detection.figures(data_path, repeats=repeats)
         if "identify" in parts:
             for model in models:
-                yield from identify.figures(work, repeats=1 if tiny else 7, quick=tiny, model=model)
+                for detector in detectors:
+                    yield from identify.figures(work, 1 if tiny else 7, tiny, model=model, detector=detector)
         if "cli" in parts:
-            yield from cli.figures(work, data_path, images=images, compare=not tiny, models=models)
+            yield from cli.figures(work, data_path, images, not tiny, models=models, detectors=detectors)
         if "coldstart" in parts:
-            yield from coldstart.figures(work, data_path, repeats=repeats)
+            for detector in detectors:
+                yield from coldstart.figures(work, data_path, repeats=repeats, detector=detector)
+        if "detectors" in parts:
+            yield from detectors_part.figures(data_path, tiny=tiny)
         if "gallery" in parts:
             yield from gallery.figures(work, sizes, queries=100 if tiny else 1000, alone=20 if tiny else 200)
         if "cluster" in parts:

@@ -72,23 +72,37 @@ def _face_recognition_ready() -> str | None:
 
 
 def figures(
-    work: Path, data: Path | None, images: int, compare: bool, rounds: int = 2, models: Sequence[str | None] = (None,)
+    work: Path,
+    data: Path | None,
+    images: int,
+    compare: bool,
+    rounds: int = 2,
+    models: Sequence[str | None] = (None,),
+    detectors: Sequence[str | None] = (None,),
 ) -> Iterator[dict]:
-    """The command lines end to end. With ``compare``, faceid identify (each of ``models`` on its
-    own gallery of the same people) and face_recognition run ``rounds`` times, alternately, and
-    each keeps its best: on a shared machine all then get its quieter moments."""
+    """The command lines end to end. With ``compare``, faceid identify (each of ``models`` with
+    each of ``detectors`` on its own gallery of the same people) and face_recognition run
+    ``rounds`` times, alternately, and each keeps its best: on a shared machine all then get its
+    quieter moments."""
     from faceid.registry import DEFAULT_MODEL
 
     photos, known_faceid, known_fr, count, what = _cli_inputs(work, data, images)
     faceid = common.script("faceid")
     base = [str(faceid)] if faceid is not None else [sys.executable, "-m", "faceid"]
-    names = [m or DEFAULT_MODEL for m in models]
+    # one variant a model and detector: "sface", or "sface+yunet" where a detector is named
+    variants = {
+        f"{m or DEFAULT_MODEL}{'+' + d if d else ''}": (m or DEFAULT_MODEL, d) for m in models for d in detectors
+    }
+    names = list(variants)
     galleries = {name: work / f"cli-gallery-{name}" for name in names}
     enroll_s: dict[str, float] = {}
     for name, gallery in galleries.items():
+        model, detector = variants[name]
+        chosen = ["--detector", detector] if detector else []
         if compare:
             enroll_s[name], enrolled = common.timed(
-                [*base, "enroll", "--folders", str(known_faceid), "-g", str(gallery), "--model", name, "--json", "-q"]
+                [*base, "enroll", "--folders", str(known_faceid), "-g", str(gallery), "--model", model, *chosen]
+                + ["--json", "-q"]
             )
             if enrolled.returncode != 0:
                 raise RuntimeError(f"faceid enroll failed: {enrolled.stderr.strip()[-500:]}")
@@ -99,7 +113,7 @@ def figures(
 
             start = time.perf_counter()
             with Gallery(gallery) as g:
-                enroll_folders(g, known_faceid, Pipeline(name))
+                enroll_folders(g, known_faceid, Pipeline(model, detector=detector))
             enroll_s[name] = time.perf_counter() - start
     why = _face_recognition_ready() if compare else "not compared in the quick run"
     script = common.script("face_recognition")
@@ -128,11 +142,13 @@ def figures(
                 by_photo.setdefault(row[0], []).append(row[1])
     for name in names:
         identify_s = min(mine[name])
+        model, detector = variants[name]
         yield common.figure(
             "cli_faceid",
-            model=name,
-            command="faceid identify PHOTOS --json -q "
-            f"(gallery enrolled by faceid enroll --folders KNOWN --model {name})",
+            model=model,
+            detector=detector or "mtcnn",
+            command="faceid identify PHOTOS --json -q (gallery enrolled by faceid enroll --folders KNOWN "
+            f"--model {model}{' --detector ' + detector if detector else ''})",
             input=what,
             known_people=len(list(known_faceid.iterdir())),
             photos=count,
@@ -145,6 +161,18 @@ def figures(
             photos_without_face=sum(1 for r in lines[name] if not r["faces"]),
             faces=sum(len(r["faces"]) for r in lines[name]),
         )
+    for name, (model, detector) in variants.items():  # each detector against MTCNN, same model, same run
+        mtcnn = next((n for n, (m, d) in variants.items() if m == model and d in (None, "mtcnn")), None)
+        if detector not in (None, "mtcnn") and mtcnn is not None:
+            yield common.figure(
+                "cli_detector_ratio",
+                model=model,
+                detector=detector,
+                photos=count,
+                speedup_over_mtcnn=round(min(mine[mtcnn]) / min(mine[name]), 2),
+                cpu_ratio_mtcnn_over_this=round(min(mine_cpu[mtcnn]) / min(mine_cpu[name]), 2),
+                note=f"seconds (wall; CPU) of faceid identify PHOTOS with MTCNN over {detector}'s, best rounds",
+            )
     if not compare:  # the quick run: checks that the command line works, measures no more
         return
     if why is not None or not theirs:
@@ -165,7 +193,8 @@ def figures(
         identify_s = min(mine[name])
         yield common.figure(
             "cli_ratio",
-            model=name,
+            model=variants[name][0],
+            detector=variants[name][1] or "mtcnn",
             faceid_identify_over_face_recognition=round(fr_s / identify_s, 2),
             with_faceid_enroll_over_face_recognition=round(fr_s / (enroll_s[name] + identify_s), 2),
             note="photos/s of faceid identify (cold start included, gallery already enrolled) over "

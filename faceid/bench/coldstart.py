@@ -12,13 +12,15 @@ from pathlib import Path
 from faceid.bench import _common as common
 
 
-def figures(work: Path, data: Path | None, repeats: int) -> Iterator[dict]:
-    """``faceid identify ONE_PHOTO`` in a new process, as a user types it: best of ``repeats``."""
+def figures(work: Path, data: Path | None, repeats: int, detector: str | None = None) -> Iterator[dict]:
+    """``faceid identify ONE_PHOTO`` in a new process, as a user types it: best of ``repeats``;
+    the gallery enrolled with ``detector`` (``None``: the default), which identify then follows."""
     faceid = common.script("faceid")
     base = [str(faceid)] if faceid is not None else [sys.executable, "-m", "faceid"]
-    gallery = work / "coldstart-gallery"
+    gallery = work / f"coldstart-gallery-{detector or 'default'}"
+    chosen = ["--detector", detector] if detector else []
     enrolled = subprocess.run(
-        [*base, "enroll", "--folders", str(common.SAMPLES / "people"), "-g", str(gallery), "-q"],
+        [*base, "enroll", "--folders", str(common.SAMPLES / "people"), "-g", str(gallery), "-q", *chosen],
         capture_output=True,
         text=True,
     )
@@ -32,7 +34,9 @@ def figures(work: Path, data: Path | None, repeats: int) -> Iterator[dict]:
 
     yield common.figure(
         "cold_start",
-        command=f"faceid identify {photo.name} -g GALLERY (3 people)",
+        command=f"faceid identify {photo.name} -g GALLERY (3 people, enrolled with {detector or 'the default'} "
+        "detector)",
+        detector=detector or "mtcnn",
         first_line_s=round(min(r[0] for r in runs), 2),
         exit_s=round(min(r[1] for r in runs), 2),
         cpu_s=round(min(r[2] for r in runs), 2),

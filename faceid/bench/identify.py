@@ -12,16 +12,19 @@ from pathlib import Path
 from faceid.bench import _common as common
 
 
-def figures(work: Path, repeats: int, quick: bool, model: str | None = None) -> Iterator[dict]:
+def figures(
+    work: Path, repeats: int, quick: bool, model: str | None = None, detector: str | None = None
+) -> Iterator[dict]:
     from faceid import models
     from faceid.embed import Embedder
     from faceid.identify import candidates_for, identify
     from faceid.images import read_image
     from faceid.pipeline import Pipeline
 
-    pipeline = Pipeline(model)
+    pipeline = Pipeline(model, detector=detector)
     photo = common.one_face_640x480(work / "one-face-640x480.jpg")
-    with common.sample_gallery(work / f"identify-gallery-{pipeline.spec.name}", pipeline) as gallery:
+    folder = work / f"identify-gallery-{pipeline.spec.name}-{pipeline.detector_name}"
+    with common.sample_gallery(folder, pipeline) as gallery:
 
         def once():
             return list(identify([photo], gallery, pipeline))
@@ -54,6 +57,7 @@ def figures(work: Path, repeats: int, quick: bool, model: str | None = None) -> 
     yield common.figure(
         "identify_warm",
         model=pipeline.spec.name,
+        detector=pipeline.detector_name,
         image="640x480, one face",
         faces=len(result.faces),
         ms_median=round(statistics.median(times) * 1000, 1),

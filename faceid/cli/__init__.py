@@ -16,11 +16,12 @@ from faceid.cli._common import app, printable
 # isort: off
 from faceid.cli import models  # noqa: F401  (models pull/list/verify)
 from faceid.cli import people  # noqa: F401  (enroll, identify, people, rename, remove)
+from faceid.cli import verify  # noqa: F401  (verify)
 from faceid.cli import unknown  # noqa: F401  (clusters, name, faces, move, merge, forget, log)
-from faceid.cli import gallery  # noqa: F401  (gallery check/rebuild-index/migrate)
+from faceid.cli import gallery  # noqa: F401  (gallery check/rebuild-index/migrate/stats/retention)
 from faceid.cli import backup  # noqa: F401  (gallery backup/restore)
 from faceid.cli import serve  # noqa: F401  (keys create/list/revoke, serve)
-from faceid.cli import measure  # noqa: F401  (calibrate, eval lfw/lfw-openset/cluster, bench)
+from faceid.cli import measure  # noqa: F401  (calibrate, eval lfw/lfw-openset/cluster/verify, bench)
 from faceid.cli import video  # noqa: F401  (watch; videos in identify; eval video)
 from faceid.cli import demo  # noqa: F401  (demo)
 # isort: on

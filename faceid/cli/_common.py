@@ -55,6 +55,15 @@ RayAddressOpt = Annotated[
     Optional[str],
     typer.Option("--ray-address", metavar="ADDRESS", help="The Ray cluster to use (implies --ray), e.g. HOST:6379."),
 ]
+DetectorOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--detector",
+        help="Face detector: mtcnn or yunet (faster, no TensorFlow). A new gallery takes it [default: mtcnn]; "
+        "a gallery keeps its own, and another is refused.",
+        show_default=False,
+    ),
+]
 RayWorkersOpt = Annotated[
     Optional[int],
     typer.Option("--ray-workers", min=1, help="Ray worker actors, one CPU each [default: the cluster's CPUs]."),
@@ -102,6 +111,16 @@ def cli_errors():
 
 
 options = {"timeout": 30.0}  # set by the top-level options, for every command
+
+
+def check_detector(name: str | None) -> str | None:
+    """``--detector``'s value, checked (:class:`~faceid.errors.OptionError` naming the known ones);
+    ``None`` stays ``None``: the gallery's detector, or the default for a new one."""
+    if name is None:
+        return None
+    from faceid.detectors import check_name
+
+    return check_name(name)
 
 
 def new_pipeline(ctx: typer.Context, key: EmbeddingKey | None = None) -> Pipeline:

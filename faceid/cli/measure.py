@@ -9,10 +9,12 @@ from typing import Annotated, Optional
 import typer
 
 from faceid.cli._common import (
+    DetectorOpt,
     GalleryOpt,
     JsonOpt,
     QuietOpt,
     app,
+    check_detector,
     cli_errors,
     err,
     eval_app,
@@ -32,6 +34,7 @@ def calibrate(
     fpir: Annotated[float, typer.Option(help="Target share of strangers wrongly named.")] = 0.01,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the result, do not store the threshold.")] = False,
     model: Annotated[Optional[str], typer.Option(help="Embedding model, for a new gallery.")] = None,
+    detector: DetectorOpt = None,
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -43,7 +46,7 @@ def calibrate(
 
     with cli_errors(), opened_gallery(gallery) as g:
         total = len(list(iter_image_files([enrolled, probes, strangers])))
-        pipeline = new_pipeline(ctx, enrolment_key(g, model=model))
+        pipeline = new_pipeline(ctx, enrolment_key(g, model=model, detector=check_detector(detector)))
         with progress_bar(total, "calibrating", not quiet and not as_json) as tick:
             report = run(g, enrolled, probes, strangers, pipeline, target_fpir=fpir, store=not dry_run, progress=tick)
     for warning in report.warnings:
@@ -76,7 +79,12 @@ ModelOpt = Annotated[
 
 
 def _eval_pipeline(
-    ctx: typer.Context, align: str | None, crop_margin: float | None, mirror: bool | None, model: str | None = None
+    ctx: typer.Context,
+    align: str | None,
+    crop_margin: float | None,
+    mirror: bool | None,
+    model: str | None = None,
+    detector: str | None = None,
 ):
     from faceid.embedding_key import DEFAULT_CROP_MARGIN, DEFAULT_MIRROR, EmbeddingKey
 
@@ -85,6 +93,7 @@ def _eval_pipeline(
         align=align,
         crop_margin=DEFAULT_CROP_MARGIN if crop_margin is None else crop_margin,
         mirror=DEFAULT_MIRROR if mirror is None else mirror,
+        detector=check_detector(detector),
     )
     return new_pipeline(ctx, key)
 
@@ -104,6 +113,7 @@ def eval_lfw(
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to use (1-10) [default: all].")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write roc.png and similarities.png here.")] = None,
     model: ModelOpt = None,
+    detector: DetectorOpt = None,
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
@@ -118,11 +128,38 @@ def eval_lfw(
     with cli_errors():
         chosen = _folds(folds)
         store = None if no_cache else EmbeddingCache(cache)
-        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model)
+        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model, detector)
         with progress_bar(_lfw_image_count(data, chosen), "embedding LFW", not quiet) as tick:
             report = evaluate_lfw(data, pipeline, cache=store, folds=chosen, plots=plots, progress=tick)
     typer.echo(json.dumps(report.to_json()))
     _eval_failures(report)
+
+
+@eval_app.command("verify")
+def eval_verify(
+    ctx: typer.Context,
+    data: DataOpt,
+    model: ModelOpt = None,
+    cache: CacheOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The 1:1 thresholds at FMR 1e-2/1e-3/1e-4, measured on LFW people outside pairs.txt and
+    reported on pairs.txt: accuracy, FMR, FNMR (one JSON line)."""
+    from faceid.cache import EmbeddingCache
+    from faceid.eval.verify import evaluate_verify, image_count
+
+    with cli_errors():
+        total = image_count(data)
+        store = EmbeddingCache(cache)
+        pipeline = _eval_pipeline(ctx, None, None, None, model)
+        with progress_bar(total, "embedding LFW", not quiet) as tick:
+            report = evaluate_verify(data, pipeline, cache=store, progress=tick)
+    typer.echo(json.dumps(report.to_json()))
+    for message in report.errors:
+        err(f"faceid: error: {message}")
+    if report.errors:
+        err(f"faceid: {len(report.errors)} images unreadable or failed; the figures count them")
+        raise typer.Exit(1)
 
 
 def _folds(text: str | None) -> list[int] | None:
@@ -159,6 +196,7 @@ def eval_lfw_openset(
         bool, typer.Option("--sizes", help="Measure the 1%-FPIR threshold per gallery size instead.")
     ] = False,
     model: ModelOpt = None,
+    detector: DetectorOpt = None,
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
@@ -185,7 +223,7 @@ def eval_lfw_openset(
         except OSError as exc:
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         store = EmbeddingCache(cache)
-        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model)
+        pipeline = _eval_pipeline(ctx, align, crop_margin, mirror, model, detector)
         source = None
         if migrate_from is not None:
             if sizes:
@@ -229,6 +267,7 @@ def eval_cluster(
             "--filters", help="Instead: measure minimum face size and confidence for keeping (one line per row)."
         ),
     ] = False,
+    detector: DetectorOpt = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -255,14 +294,19 @@ def eval_cluster(
         if filters:
             with progress_bar(total, "embedding LFW", not quiet) as tick:
                 detections = lfw_detections(
-                    data, _eval_pipeline(ctx, None, None, None), cache=EmbeddingCache(cache), progress=tick
+                    data,
+                    _eval_pipeline(ctx, None, None, None, None, detector),
+                    cache=EmbeddingCache(cache),
+                    progress=tick,
                 )
             for row in filter_table(detections):
                 typer.echo(json.dumps(row))
             _cluster_errors(detections.errors)
             return
         with progress_bar(total, "embedding LFW", not quiet) as tick:
-            faces = lfw_faces(data, _eval_pipeline(ctx, None, None, None), cache=EmbeddingCache(cache), progress=tick)
+            faces = lfw_faces(
+                data, _eval_pipeline(ctx, None, None, None, None, detector), cache=EmbeddingCache(cache), progress=tick
+            )
         reports = evaluate_grouping(faces, baselines=BASELINES if baselines else (), subset=subset)
         incremental = evaluate_attach(faces) if subset.lower() == "all" else None
     first, *rest = [r.to_json() for r in reports]
@@ -314,8 +358,8 @@ def bench(
     only: Annotated[
         Optional[str],
         typer.Option(
-            help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, gallery, "
-            "cluster, unknown, serve, milvus, ray, video [default: all]."
+            help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, detectors, "
+            "gallery, cluster, unknown, serve, milvus, ray, video [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,
@@ -324,6 +368,14 @@ def bench(
         typer.Option(
             help="Embedding model(s) that the identify and cli parts measure, comma-separated; several run "
             "alternately in the cli part [default: the default model]."
+        ),
+    ] = None,
+    detector: Annotated[
+        Optional[str],
+        typer.Option(
+            "--detector",
+            help="Face detector(s) that the identify, cli and coldstart parts measure, comma-separated "
+            "(mtcnn,yunet: side by side in one run) [default: mtcnn].",
         ),
     ] = None,
 ) -> None:
@@ -344,6 +396,7 @@ def bench(
         for name in chosen:
             if name is not None:
                 models.get_spec(name)  # an unknown model: one line, before anything runs
+        finders = [check_detector(d.strip()) for d in detector.split(",") if d.strip()] if detector else [None]
         try:
             for figure in benchmark.run(
                 parts,
@@ -352,6 +405,7 @@ def bench(
                 sizes=counts,
                 tiny=tiny,
                 models=chosen,
+                detectors=finders,
             ):
                 typer.echo(json.dumps(figure))
         except ValueError as exc:

@@ -63,6 +63,7 @@ def models_list(as_json: JsonOpt = False) -> None:
                 json.dumps(
                     {
                         "name": name,
+                        "kind": spec.kind,
                         "dimension": spec.dimension,
                         "runtime": spec.runtime,
                         "licence": spec.licence,
@@ -74,7 +75,8 @@ def models_list(as_json: JsonOpt = False) -> None:
         else:
             default = " (default)" if name == registry.DEFAULT_MODEL else ""
             where = f" at {path}" if path else f"; get it with `{spec.pull_command}`" if spec.pull_command else ""
-            summary = f"{spec.dimension}-d, {spec.runtime}, licence: {spec.licence}"
+            kind = f"{spec.dimension}-d" if spec.kind == "embedding" else f"face {spec.kind}"
+            summary = f"{kind}, {spec.runtime}, licence: {spec.licence}"
             say(f"{name}{default}: {summary}; {state.split(':')[0]}{where}")
 
 

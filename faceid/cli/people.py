@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from faceid.cli._common import (
+    DetectorOpt,
     GalleryOpt,
     JsonOpt,
     QuietOpt,
@@ -17,6 +18,7 @@ from faceid.cli._common import (
     RayOpt,
     RayWorkersOpt,
     app,
+    check_detector,
     cli_errors,
     err,
     new_pipeline,
@@ -48,6 +50,7 @@ def enroll(
             "--mirror", help="For a new gallery: also embed each face's mirror image (more accurate, slower)."
         ),
     ] = False,
+    detector: DetectorOpt = None,
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -72,7 +75,8 @@ def enroll(
         with cli_errors():  # before a gallery is created for nothing
             normalise_name(name)
     with cli_errors(), opened_gallery(gallery) as g:
-        pipeline = new_pipeline(ctx, enrolment_key(g, model=model, mirror=mirror or None))
+        key = enrolment_key(g, model=model, mirror=mirror or None, detector=check_detector(detector))
+        pipeline = new_pipeline(ctx, key)
         with ray_runner(ctx, ray, ray_address, ray_workers, keep_pixels=True) as runner:
             if folders is not None:
                 total = sum(len(list(iter_image_files([f]))) for _, f in people_folders(folders))
@@ -127,6 +131,7 @@ def identify(
             "Creates the gallery if there is none.",
         ),
     ] = False,
+    detector: DetectorOpt = None,
     gallery: GalleryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -136,6 +141,7 @@ def identify(
 ) -> None:
     """Find every face and name it, or say unknown / ambiguous; in a video, name each person once per track."""
     from faceid.cli.video import identify_videos
+    from faceid.enroll import enrolment_key
     from faceid.identify import identify as run
     from faceid.video.reader import split_media
 
@@ -143,7 +149,9 @@ def identify(
         sources, videos = split_media(inputs)
         if not sources and not videos:
             raise FaceIDError("no photos or videos found (folders are searched for .jpg, .png, .mp4, ... files)")
-        pipeline = new_pipeline(ctx, g.embedding_key)
+        # the gallery's detector; a --detector that contradicts it is refused
+        key = g.embedding_key if detector is None else enrolment_key(g, detector=check_detector(detector))
+        pipeline = new_pipeline(ctx, key)
         failed = kept = 0
         with (
             ray_runner(ctx, ray, ray_address, ray_workers, keep_pixels=annotate is not None or remember) as runner,

@@ -8,9 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from faceid.cli._common import (
+    DetectorOpt,
     GalleryOpt,
     JsonOpt,
     app,
+    check_detector,
     cli_errors,
     err,
     keys_app,
@@ -100,6 +102,14 @@ def serve(
     model: Annotated[
         Optional[str], typer.Option(help="Embedding model, for a new gallery [default: faceid's].")
     ] = None,
+    detector: DetectorOpt = None,
+    compat: Annotated[
+        bool,
+        typer.Option("--compat/--no-compat", help="Also answer CompreFace and DeepStack clients (docs/compat.md)."),
+    ] = _SERVE.compat,
+    remember_unknown: Annotated[
+        bool, typer.Option("--remember-unknown", help="Keep every request's unknown faces for review.")
+    ] = _SERVE.remember_unknown,
 ) -> None:
     """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
     from faceid.apikeys import ApiKeys
@@ -115,7 +125,8 @@ def serve(
         with open_gallery(path, timeout=options["timeout"]) as g:
             keys = ApiKeys(g).count()
             where = g.path
-            enrolment_key(g, model=model)  # an unknown model, or not the gallery's: refused before serving
+            # an unknown model or detector, or not the gallery's: refused before serving
+            enrolment_key(g, model=model, detector=check_detector(detector))
         loopback = is_loopback(host)
         if not loopback and keys == 0 and not insecure_no_auth:
             raise FaceIDError(
@@ -133,6 +144,8 @@ def serve(
             batch_wait_ms=batch_wait_ms,
             max_batch=max_batch,
             batch_workers=batch_workers,
+            compat=compat,
+            remember_unknown=remember_unknown,
         )
         if insecure_no_auth:
             access = "no keys needed (--insecure-no-auth)"
@@ -142,4 +155,4 @@ def serve(
             access = "no keys yet: open to this machine only; `faceid keys create NAME` to require one"
         shown = f"[{host}]" if ":" in host else host
         err(f"faceid: serving {where} at http://{shown}:{port}/ ({access}); loading the models...")
-        run_server(where, host=host, port=port, settings=settings, model=model)
+        run_server(where, host=host, port=port, settings=settings, model=model, detector=detector)

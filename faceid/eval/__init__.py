@@ -19,6 +19,7 @@ the count is reported.
 One job a module: :mod:`~faceid.eval.lfw` (LFW's files and embeddings),
 :mod:`~faceid.eval.verification`, :mod:`~faceid.eval.plots`, :mod:`~faceid.eval.openset`,
 :mod:`~faceid.eval.fpir` (thresholds at a target FPIR), :mod:`~faceid.eval.sizes` (threshold per
-gallery size) and :mod:`~faceid.eval.grouping` (grouping unknown faces, measured on LFW).
+gallery size), :mod:`~faceid.eval.grouping` (grouping unknown faces, measured on LFW) and
+:mod:`~faceid.eval.detectors` (how two detectors' landmarks change the same faces' embeddings).
 No product module imports this package except :mod:`faceid.calibrate` (from :mod:`~faceid.eval.fpir`).
 """

@@ -43,6 +43,7 @@ def create_app(
     pipeline_factory: Optional[Callable[[AnyGallery], Any]] = None,
     settings: Settings = Settings(),
     model: Optional[str] = None,
+    detector: Optional[str] = None,
 ) -> FastAPI:
     """The ASGI app for one gallery.
 
@@ -54,11 +55,12 @@ def create_app(
         settings: limits and auth (:class:`Settings`).
         model: the embedding model of a new gallery (one that has no faces yet); a gallery with
             faces keeps its own, and another model here is refused (:class:`ModelMismatchError`).
+        detector: the face detector of a new gallery (``"mtcnn"`` or ``"yunet"``), the same way.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = await run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings, model)
+        state = await run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings, model, detector)
         app.state.faceid = state
         try:
             yield
@@ -77,12 +79,24 @@ def create_app(
     )
     app.add_middleware(Limits, settings=settings)
     add_error_handlers(app)
-    for module in (routes.service, routes.identify, routes.people, routes.review):
+    for module in (routes.service, routes.identify, routes.people, routes.review, routes.verify):
         app.include_router(module.router)
+    if settings.compat:
+        _add_compat(app, settings)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     if assets:
         _add_offline_docs(app, assets)
     return app
+
+
+def _add_compat(app: FastAPI, settings: Settings) -> None:
+    """CompreFace's and DeepStack's routes, and the DeepStack form-field key read before the upload."""
+    from faceid.server import compat
+    from faceid.server.compat.formkey import FormKey
+
+    app.add_middleware(FormKey, settings=settings)  # outside Limits: a keyless upload never takes its slots
+    for router in compat.routers():
+        app.include_router(router)
 
 
 def _swagger_ui_assets() -> Optional[Path]:
@@ -118,7 +132,14 @@ def _version() -> str:
     return __version__
 
 
-def _start(gallery_path, pipeline, pipeline_factory, settings: Settings, model: Optional[str] = None) -> State:
+def _start(
+    gallery_path,
+    pipeline,
+    pipeline_factory,
+    settings: Settings,
+    model: Optional[str] = None,
+    detector: Optional[str] = None,
+) -> State:
     from faceid.server.batching import Batcher
 
     gallery = open_gallery(gallery_path, create=True)
@@ -130,7 +151,7 @@ def _start(gallery_path, pipeline, pipeline_factory, settings: Settings, model: 
                 from faceid.enroll import enrolment_key
                 from faceid.pipeline import Pipeline
 
-                pipeline = Pipeline.from_key(enrolment_key(gallery, model=model), frozen=True)
+                pipeline = Pipeline.from_key(enrolment_key(gallery, model=model, detector=detector), frozen=True)
             _warm(pipeline, settings)  # a pipeline handed in ready (tests) is the caller's to warm
         log.info("models loaded; gallery %s", gallery.path)
         state = State(gallery, None, pipeline, settings)
@@ -180,6 +201,7 @@ def serve(
     log_level: str = "info",
     on_ready: Optional[Callable[[str], None]] = None,
     model: Optional[str] = None,
+    detector: Optional[str] = None,
 ) -> None:
     """Run the app with uvicorn until SIGINT or SIGTERM; requests in flight finish first."""
     import uvicorn
@@ -193,7 +215,7 @@ def serve(
                 yield
                 self._captured_signals.clear()
 
-    app = create_app(gallery_path, settings=settings, model=model)
+    app = create_app(gallery_path, settings=settings, model=model, detector=detector)
     config = uvicorn.Config(
         app,
         host=host,

@@ -7,6 +7,7 @@ traceback on the server and answered with a 500 and one line, never the tracebac
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Optional
 
 from fastapi.responses import JSONResponse
@@ -27,6 +28,7 @@ from faceid.errors import (
     OptionError,
     PersonNotFoundError,
     PipelineError,
+    UncalibratedError,
     UnsupportedImageError,
     VideoError,
 )
@@ -34,6 +36,7 @@ from faceid.server.schemas import ErrorOut
 
 __all__ = [
     "OPENAPI_ERRORS",
+    "SHAPES",
     "STATUSES",
     "ApiError",
     "add_error_handlers",
@@ -92,6 +95,7 @@ STATUSES: tuple[tuple[type[FaceIDError], int], ...] = (
     (InvalidNameError, 400),
     (OptionError, 400),
     (GalleryBusyError, 503),
+    (UncalibratedError, 409),  # no threshold measured for the gallery's model: the server's setup
 )
 
 
@@ -111,6 +115,21 @@ def error_response(status: int, message: str, headers: Optional[dict] = None, **
     return JSONResponse({"error": one_line(message), **extra}, status_code=status, headers=headers)
 
 
+#: URL path prefix -> ``shape(status, message, extra) -> (status, body)``: the error shape of a
+#: compatibility API (:mod:`faceid.server.compat`), used for every error under its prefix.
+SHAPES: dict[str, Callable[[int, str, dict], tuple[int, dict]]] = {}
+
+
+def _answer(request, status: int, message: str, headers: Optional[dict] = None, **extra) -> JSONResponse:
+    """The error response in the shape of the API the request's path belongs to."""
+    path = request.url.path
+    for prefix, shape in SHAPES.items():
+        if path.startswith(prefix):
+            status, body = shape(status, one_line(message), extra)
+            return JSONResponse(body, status_code=status, headers=headers)
+    return error_response(status, message, headers, **extra)
+
+
 def add_error_handlers(app) -> None:
     """Answer every exception with the one error shape (``app`` is the FastAPI app)."""
     from fastapi import Request
@@ -119,18 +138,18 @@ def add_error_handlers(app) -> None:
 
     @app.exception_handler(ApiError)
     async def apierror_response(request: Request, exc: ApiError):
-        return error_response(exc.status, exc.message, **exc.extra)
+        return _answer(request, exc.status, exc.message, **exc.extra)
 
     @app.exception_handler(FaceIDError)
     async def faceiderror_response(request: Request, exc: FaceIDError):
         status = status_of(exc)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc)
-        return error_response(status, str(exc))
+        return _answer(request, status, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def httperror_response(request: Request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return _answer(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -138,9 +157,9 @@ def add_error_handlers(app) -> None:
         for e in exc.errors()[:3]:
             where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
             problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
-        return error_response(400, "; ".join(problems) or "bad request")
+        return _answer(request, 400, "; ".join(problems) or "bad request")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("%s %s failed", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__}); the server's log has the details")
+        return _answer(request, 500, f"internal error ({type(exc).__name__}); the server's log has the details")

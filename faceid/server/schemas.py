@@ -52,6 +52,7 @@ class FaceOut(BaseModel):
     status: str = Field(description="known, unknown or ambiguous.")
     landmarks: list[list[float]]
     candidates: list[CandidateOut]
+    kept_as: Optional[int] = Field(None, description="With remember=true: the id of the kept unknown face.")
 
 
 class IdentifyOut(BaseModel):
@@ -78,10 +79,12 @@ class EnrollResultOut(BaseModel):
     message: str
     face_id: Optional[int]
     box: Optional[list[int]]
+    new_person: bool = Field(False, description="The person did not exist before (else person is the stored name).")
 
 
 class EnrollOut(BaseModel):
-    person: str
+    person: str = Field(description="The stored person the faces went to (a name differing only in case is them).")
+    new_person: bool = Field(False, description="The person was created by this enrolment.")
     results: list[EnrollResultOut]
 
 

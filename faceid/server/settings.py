@@ -28,6 +28,11 @@ class Settings:
             from 1.37-1.38x to 1.46-1.48x one client's (``faceid bench --only serve``, which
             compares the two in every round).
         annotated_kept: annotated images kept in memory for their URLs (oldest dropped first).
+        compat: serve the CompreFace- and DeepStack-compatible routes (:mod:`faceid.server.compat`).
+        remember_unknown: keep the unknown faces of every identify and compatible recognise
+            request for review, as ``identify --remember`` does (a request may also ask with ``remember``).
+        form_key_slots: DeepStack uploads read at once while their ``api_key`` form field is awaited.
+        form_key_timeout: seconds each read of such an upload may take before it is cut off (408).
     """
 
     auth: bool = True
@@ -41,6 +46,10 @@ class Settings:
     max_batch: int = 16
     batch_workers: int = 2
     annotated_kept: int = 64
+    compat: bool = True
+    remember_unknown: bool = False
+    form_key_slots: int = 2
+    form_key_timeout: float = 5.0
 
 
 def is_loopback(host: str) -> bool:

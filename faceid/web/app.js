@@ -163,7 +163,9 @@ async function identify(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const result = await json(`/v1/identify${readable ? "" : "?annotate=true"}`, { method: "POST", body: form });
+    const remember = $("identify-remember").checked;
+    const query = [readable ? "" : "annotate=true", remember ? "remember=true" : ""].filter(Boolean).join("&");
+    const result = await json(`/v1/identify${query ? `?${query}` : ""}`, { method: "POST", body: form });
     image.src = readable ? local : await imageUrl(result.annotated);
     await image.decode().catch(() => {});
     shown = { result, width: result.width || image.naturalWidth, height: result.height || image.naturalHeight };
@@ -204,7 +206,8 @@ function faceItem(face, number) {
   const detail = document.createElement("span");
   detail.className = "muted";
   const closest = face.status !== "known" && face.candidates.length ? `, closest ${face.candidates[0].name}` : "";
-  detail.textContent = ` similarity ${face.similarity.toFixed(2)}${closest}`;
+  const kept = face.kept_as != null ? ", kept for review" : "";
+  detail.textContent = ` similarity ${face.similarity.toFixed(2)}${closest}${kept}`;
   button.append(badge, " ", name, detail);
   button.addEventListener("click", () => enlarge(face, number));
   item.append(button);

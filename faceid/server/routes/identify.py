@@ -19,7 +19,7 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-@router.post("/v1/identify", response_model=IdentifyOut, tags=["identify"])
+@router.post("/v1/identify", response_model=IdentifyOut, response_model_exclude_unset=True, tags=["identify"])
 async def identify(
     request: Request,
     caller: Reader,
@@ -27,6 +27,9 @@ async def identify(
     threshold: Annotated[Optional[float], Query(ge=-1.0, le=1.0, description="Decision score a match needs.")] = None,
     margin: Annotated[Optional[float], Query(ge=0.0, le=2.0, description="How far the best must lead.")] = None,
     annotate: Annotated[bool, Query(description="Also make an annotated JPEG (URL in 'annotated').")] = False,
+    remember: Annotated[
+        bool, Query(description="Keep the unknown faces for review, as `identify --remember` (their ids in 'kept_as').")
+    ] = False,
 ):
     """Every face in the image, named, or unknown / ambiguous: what `faceid identify --json` prints."""
     state = state_of(request)
@@ -34,7 +37,8 @@ async def identify(
     data = await file.read()
     # decode, detect + embed (in the batcher's thread, with whatever else arrived) and decide,
     # all in one worker thread: each hand-over between threads costs on a busy machine
-    image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin)
+    remember = remember or state.settings.remember_unknown
+    image, result = await run_in_threadpool(_identify_upload, state, data, name, threshold, margin, remember)
     if annotate:
         from faceid.draw import annotate as draw
 
@@ -66,7 +70,7 @@ async def annotated(request: Request, caller: Reader, token: str):
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
 
 
-def _identify_upload(state: State, data: bytes, name: str, threshold, margin):
+def _identify_upload(state: State, data: bytes, name: str, threshold, margin, remember: bool = False):
     """``(image, Identification)`` of one uploaded image; runs in a worker thread."""
     state.arriving(+1)
     try:
@@ -76,11 +80,18 @@ def _identify_upload(state: State, data: bytes, name: str, threshold, margin):
     faces = image_faces(state, [image.pixels], [name])[0]
     if isinstance(faces, str):
         raise ApiError(422, faces)
-    return image, _identify(state, image, faces, threshold, margin)
+    return image, _identify(state, image, faces, threshold, margin, remember)
 
 
-def _identify(state: State, image: LoadedImage, faces, threshold, margin):
+def _identify(state: State, image: LoadedImage, faces, threshold, margin, remember: bool = False):
     from faceid.identify import identify_image
 
     with state.use() as gallery:
-        return identify_image(image, gallery, state.pipeline, faces=faces, threshold=threshold, margin=margin)
+        result = identify_image(
+            image, gallery, state.pipeline, faces=faces, threshold=threshold, margin=margin, remember=remember
+        )
+        if remember:
+            from faceid.server.compat.recognise import after_keeping
+
+            after_keeping(gallery, result.faces)
+    return result

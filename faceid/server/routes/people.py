@@ -23,6 +23,7 @@ from faceid.server.errors import ApiError, status_of
 from faceid.server.schemas import EnrollOut, PersonDetailOut, PersonOut, RemovedFaceOut, RemovedOut, RenameIn
 from faceid.server.state import State, state_of
 from faceid.server.uploads import decode, image_faces, upload_name
+from faceid.verify import box_overlap
 
 __all__ = ["FaceId", "PersonName", "addressable", "face_out", "router"]
 
@@ -58,24 +59,13 @@ def face_out(face) -> dict:
 
 
 def _parse_box(box: Optional[str]) -> Optional[tuple[int, int, int, int]]:
-    if box is None:
-        return None
+    from faceid.errors import OptionError
+    from faceid.verify import parse_box
+
     try:
-        values = tuple(int(round(float(v))) for v in box.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        raise ApiError(400, f"box must be x,y,width,height in pixels, got {box[:60]!r}")
-    return (values[0], values[1], values[2], values[3])
-
-
-def _iou(a, b) -> float:
-    ax0, ay0, aw, ah = a
-    bx0, by0, bw, bh = b
-    w = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    h = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    inter = w * h
-    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
+        return parse_box(box, "box")
+    except OptionError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 @router.post("/v1/people/{name:path}/faces", response_model=EnrollOut, tags=["people"])
@@ -119,7 +109,7 @@ async def enroll(
             items[i] = replace(items[i], error=faces)
             continue
         if wanted is not None:
-            scored = sorted(((_iou(f.detection.box, wanted), f) for f in faces), key=lambda t: -t[0])
+            scored = sorted(((box_overlap(f.detection.box, wanted), f) for f in faces), key=lambda t: -t[0])
             if not scored or scored[0][0] < 0.3:
                 raise ApiError(422, f"{items[i].source}: no face found at box {list(wanted)}")
             faces = [scored[0][1]]
@@ -138,7 +128,8 @@ async def enroll(
         status = unreadable.get(0, 422)
         more = f" (and {len(results) - 1} more photos failed)" if len(results) > 1 else ""
         raise ApiError(status, first + more, results=report)
-    return {"person": person, "results": report}
+    stored = results[0].person if results else person
+    return {"person": stored, "new_person": bool(results and results[0].new_person), "results": report}
 
 
 @router.get("/v1/people", response_model=list[PersonOut], tags=["people"])
