@@ -13,7 +13,7 @@ YUNET := models/yunet-2023mar-float32.onnx
 help:
 	@echo "make demo      set up (venv, packages, verified model) and run the demo"
 	@echo "make test      set up and run the test suite"
-	@echo "make stress    the heavier crash, concurrency and API fuzz tests (400 kills, 8 writers, ~3,600 API requests)"
+	@echo "make stress    the heavier crash, concurrency and fuzz tests (400 kills, 8 writers, ~104,400 API requests, 100,000 image byte strings)"
 	@echo "make lint      ruff and mypy"
 	@echo "make milvus-server  a real Milvus standalone (milvus==2.3.5) in .venv-milvus, for the tests (docs/milvus-server.md)"
 	@echo "make eval-lfw  LFW verification on $(DATA)/lfw"
@@ -69,7 +69,7 @@ test: setup
 
 stress: $(BIN)/faceid
 	FACEID_STRESS=1 $(BIN)/python -m pytest -m stress -s tests/test_crash.py tests/test_concurrency.py
-	FACEID_STRESS=1 $(BIN)/python -m pytest -s tests/test_api_fuzz.py
+	FACEID_STRESS=1 $(BIN)/python -m pytest -s tests/test_api_fuzz.py tests/test_api_hostile.py tests/test_decoder_fuzz.py
 
 lint: $(BIN)/faceid
 	$(BIN)/ruff check faceid tests

@@ -398,6 +398,8 @@ def _keep_unknown(
     ]
     kept = gallery.unknown.keep(new, embedding_key=pipeline.key, group=False)
     out = list(faces)
-    for i, face_id in zip(unknown, kept.ids):
-        out[i] = dataclasses.replace(out[i], kept_as=face_id)
+    reasons = kept.reasons or (None,) * len(unknown)
+    before = kept.before or (False,) * len(unknown)
+    for i, face_id, why, again in zip(unknown, kept.ids, reasons, before):
+        out[i] = dataclasses.replace(out[i], kept_as=face_id, not_kept=why, kept_before=again)
     return tuple(out)

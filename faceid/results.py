@@ -104,6 +104,9 @@ class FaceMatch:
         candidates: the best people for this face, best first.
         kept_as: with ``identify(..., remember=True)``, the id of the kept unknown face (``None``:
             not kept: known, ambiguous, or too small or unsure to keep).
+        not_kept: with ``remember``, why an unknown face was not kept (``"confidence 0.91 below
+            0.95"``); ``None`` otherwise.
+        kept_before: with ``remember``, the face was already kept (same photo and box).
     """
 
     detection: Detection
@@ -113,9 +116,15 @@ class FaceMatch:
     score: float
     candidates: tuple[Candidate, ...]
     kept_as: int | None = None
+    not_kept: str | None = None
+    kept_before: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        extra = {"kept_as": self.kept_as} if self.kept_as is not None else {}
+        extra: dict[str, Any] = {}
+        if self.kept_as is not None or self.not_kept is not None:
+            extra = {"kept_as": self.kept_as, "not_kept": self.not_kept}
+            if self.kept_before:
+                extra["kept_before"] = True
         return extra | {
             "box": list(self.detection.box),
             "confidence": round(self.detection.confidence, 4),

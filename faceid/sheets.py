@@ -54,11 +54,12 @@ def contact_sheet(title: str, faces: Sequence[tuple[int, bytes | None]]) -> byte
 
 
 def write_sheets(
-    groups: Sequence[tuple[int, Sequence[int]]],
+    groups: Sequence[tuple[int | None, Sequence[int]]],
     thumbnail: Callable[[int], bytes | None],
     folder: str | os.PathLike[str],
 ) -> list[Path]:
-    """Write ``cluster-<id>.png`` in ``folder`` (created) for each ``(group id, face ids)``; return the files.
+    """Write ``cluster-<id>.png`` in ``folder`` (created) for each ``(group id, face ids)``, and
+    ``no-group.png`` for group id ``None`` (the faces in no group); return the files.
 
     ``thumbnail(face_id)`` gives a face's JPEG (e.g. ``Gallery.face_thumbnail``).
 
@@ -71,8 +72,9 @@ def write_sheets(
         written = []
         for group_id, face_ids in groups:
             faces = [(int(i), thumbnail(int(i))) for i in face_ids]
-            path = folder / f"cluster-{int(group_id)}.png"
-            atomic_write_bytes(path, contact_sheet(f"group {group_id}: {len(faces)} faces", faces))
+            path = folder / ("no-group.png" if group_id is None else f"cluster-{int(group_id)}.png")
+            title = "in no group" if group_id is None else f"group {group_id}"
+            atomic_write_bytes(path, contact_sheet(f"{title}: {len(faces)} faces", faces))
             written.append(path)
     except OSError as exc:
         raise FaceIDError(f"{folder}: cannot write contact sheets ({exc.strerror or exc})") from None

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from faceid.embedding_key import EmbeddingKey
 from faceid.errors import UncalibratedError
+from faceid.grouping_thresholds import GROUPING, GroupingNumbers, grouping_numbers  # re-exported: beside TABLES
 from faceid.results import BETA, DecisionParams  # re-exported: they live on the ground floor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,11 +33,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "BETA",
     "DECISION_MARGIN",
+    "GROUPING",
     "TABLES",
     "VERIFY_FMR",
     "VERIFY_TABLES",
     "DecisionParams",
+    "GroupingNumbers",
     "decision_params",
+    "grouping_numbers",
     "threshold_for",
     "verify_threshold",
 ]

@@ -83,22 +83,34 @@ class Verification:
         }
 
 
+#: Largest coordinate a box may name (a photo's side is far smaller).
+MAX_COORDINATE = 1_000_000
+
+
 def parse_box(text: str | None, option: str) -> tuple[int, int, int, int] | None:
     """``"x,y,w,h"`` as four integers (pixels), or ``None`` for ``None``.
 
     Raises:
-        OptionError: not four numbers with a positive width and height (``option`` names it).
+        OptionError: not four finite numbers up to :data:`MAX_COORDINATE` with a positive width
+            and height (``option`` names it).
     """
+    import math
+
     from faceid.errors import OptionError
 
     if text is None:
         return None
     try:
-        values = tuple(int(round(float(v))) for v in text.split(","))
+        numbers = [float(v) for v in text.split(",")]
     except ValueError:
-        values = ()
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        raise OptionError(f"{option} must be x,y,width,height in pixels, got {text[:60]!r}")
+        numbers = []
+    if len(numbers) != 4 or not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in numbers):
+        raise OptionError(
+            f"{option} must be x,y,width,height: four numbers of pixels up to {MAX_COORDINATE}, got {text[:60]!r}"
+        )
+    values = tuple(int(round(v)) for v in numbers)
+    if values[2] <= 0 or values[3] <= 0:
+        raise OptionError(f"{option} must have a width and height above 0, got {text[:60]!r}")
     return (values[0], values[1], values[2], values[3])
 
 

@@ -38,7 +38,7 @@ def api_schema(tmp_path_factory):
     app = create_app(
         gallery,
         pipeline=Pipeline(detector=FakeDetector(), embedder=FakeEmbedder()),
-        settings=Settings(max_uploads=64, request_timeout=30),
+        settings=Settings(max_uploads=64, request_timeout=30, key_rate=1e6, key_burst=10**6, key_concurrency=64),
     )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

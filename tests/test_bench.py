@@ -109,6 +109,8 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
     assert load["server_rss_mb_idle"] > 0 and load["server_rss_mb_after"] > 0
     assert "server_rss_mb_growth_after_first_round" in load
     assert 0 < load["rounds"][0]["one_client"]["server_cores_busy"] <= 2.5  # 2 cores (and /proc's ticks)
+    (big,) = [f for f in figures if f["figure"] == "serve_big_photos"]
+    assert big["answered_200"] == big["photos"] == 2 and big["peak_rss_mb"] >= big["idle_rss_mb"] > 0
     json.dumps(figures)  # every figure is plain JSON
 
 

@@ -167,7 +167,13 @@ def test_graph_file_is_the_pinned_one(tmp_path, real_pipeline):  # real_pipeline
         pytest.skip(f"the graph is pinned for TensorFlow {spec.graph_tensorflow}, this is {tf.__version__}")
     (tmp_path / spec.filename).symlink_to(models.locate())
     path = models.write_graph(spec.name, tmp_path)
-    assert path is not None and models.sha256_file(path) == spec.graph_sha256
+    if path is None:
+        # The same TensorFlow with other packages under it (protobuf, numpy) can serialise other
+        # bytes: such a graph is refused, never used unverified (FaceNet is then built from the
+        # verified weights at each start).
+        assert not (tmp_path / spec.graph_filename).exists()
+        pytest.skip("this environment's packages make a graph other than the pinned one: refused, as it must be")
+    assert models.sha256_file(path) == spec.graph_sha256
 
 
 @pytest.mark.shared

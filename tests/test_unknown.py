@@ -14,6 +14,7 @@ import pytest
 from conftest import KEY, unit_vectors
 from test_deletion import assert_gone, raw_files, traces
 
+from faceid.cluster import keep_filters
 from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameError, PersonNotFoundError
 from faceid.gallery import Gallery, NewFace
 
@@ -87,10 +88,15 @@ def test_kept_faces_are_stored_grouped_and_never_matched(gallery, three_people):
 def test_small_and_unsure_faces_are_not_kept(gallery):
     vectors = unit_vectors(1, 3)
     faces = faces_of("s", vectors[:1], size=39) + faces_of("t", vectors[1:2]) + faces_of("u", vectors[2:])
-    faces[2] = NewFace(faces[2].embedding, faces[2].image_sha256, faces[2].box, 0.9, faces[2].image_path)
+    faces[2] = NewFace(faces[2].embedding, faces[2].image_sha256, faces[2].box, 0.8, faces[2].image_path)
     kept = gallery.unknown.keep(faces, embedding_key=KEY)
     assert kept.filtered == 2 and kept.added == 1 and kept.ids[0] is None and kept.ids[2] is None
     assert gallery.unknown.count() == 1
+    # each face not kept says why, in the model's own numbers
+    size, confidence = keep_filters(KEY)
+    assert kept.reasons == (f"face 39 px, below {size:.0f} px", None, f"confidence 0.80 below {confidence:.2f}")
+    again = gallery.unknown.keep(faces, embedding_key=KEY)
+    assert again.before == (False, True, False) and again.reasons == kept.reasons
 
 
 def test_faces_of_one_photo_are_never_grouped_together(gallery):

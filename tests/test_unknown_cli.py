@@ -4,6 +4,7 @@ gallery, ``clusters`` (text, JSON, contact sheets), ``name``, ``faces``, ``move`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -119,3 +120,132 @@ def test_errors_are_one_line(tmp_path, photos, args, code, says):
     result = fake_cli(*args, "-g", g)
     assert result.exit_code == code and says in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_every_face_is_kept_or_says_why_not(tmp_path, photos, backend):
+    """A detection under the model's confidence bar is reported in JSON and in the summary line,
+    never silently dropped; a second run counts the faces already kept."""
+    from conftest import FakeDetector, FakeEmbedder, cli
+
+    from faceid.cluster import keep_filters
+    from faceid.pipeline import Pipeline
+    from faceid.thresholds import GROUPING
+
+    class Unsure(FakeDetector):
+        def detect(self, image):  # the green face is found, but not surely
+            out = super().detect(image)
+            green = [image[d.box[1] + 5, d.box[0] + 5, 1] == 200 for d in out]
+            return [dataclasses.replace(d, confidence=0.5) if g else d for d, g in zip(out, green)]
+
+    def unsure_pipeline(key=None):
+        return Pipeline.from_key(key, detector=Unsure(), embedder=FakeEmbedder())
+
+    from faceid.embedding_key import EmbeddingKey
+
+    bar = keep_filters(EmbeddingKey.for_model())[1]
+    assert EmbeddingKey.for_model() in GROUPING and bar > 0.5
+    g = gallery_address(backend, tmp_path / "g")
+    result = cli("identify", photos, "--remember", "--json", "-g", g, models=unsure_pipeline)
+    assert result.exit_code == 0, result.output
+    faces = [f for r in lines(result) for f in r["faces"]]
+    green = [f for f in faces if f["confidence"] == 0.5]
+    assert len(green) == 2 and len(faces) == 7
+    for f in green:
+        assert f["kept_as"] is None and f["not_kept"] == f"confidence 0.50 below {bar:.2f}"
+    assert all(isinstance(f["kept_as"], int) and f["not_kept"] is None for f in faces if f not in green)
+
+    text = cli("identify", photos, "--remember", "-g", g, models=unsure_pipeline)
+    assert text.exit_code == 0
+    assert f"not kept: confidence 0.50 below {bar:.2f}" in text.stdout
+    assert "faceid: 0 unknown faces kept, 5 already kept, 2 not kept (2 confidence below" in text.stderr
+
+
+def test_corrections_say_what_they_did(tmp_path, photos, backend):
+    g = gallery_address(backend, tmp_path / "g")
+    faces = [f for r in lines(fake_cli("identify", photos, "--remember", "--json", "-g", g)) for f in r["faces"]]
+    red = lines(fake_cli("clusters", "--json", "-g", g))[0]
+    ids = [str(f["id"]) for f in red["faces"]]
+    # moving to a name that is nobody yet says it makes that person; to them again, it does not
+    first = fake_cli("move", *ids, "Rosa", "-g", g)
+    assert first.exit_code == 0 and "moved 3 faces to Rosa (a new person: Rosa was nobody yet)" in first.stdout
+    assert fake_cli("move", ids[0], "--unknown", "-g", g).exit_code == 0
+    again = fake_cli("move", ids[0], "rosa", "-g", g)
+    assert again.exit_code == 0 and "moved 1 faces to rosa" in again.stdout and "new person" not in again.stdout
+    # every red face moved out of Rosa: a group of them, named Rosa, stays as it is, and says why
+    assert fake_cli("move", *ids, "--unknown", "-g", g).exit_code == 0
+    regrouped = lines(fake_cli("clusters", "--regroup", "--json", "-g", g))
+    group = next(c for c in regrouped if c["cluster"] is not None and {str(f["id"]) for f in c["faces"]} == set(ids))
+    named = fake_cli("name", str(group["cluster"]), "Rosa", "-g", g)
+    assert named.exit_code == 1 and named.stderr.count("\n") == 1
+    assert f"group {group['cluster']} left as it is: each of its 3 faces was moved out of Rosa" in named.stderr
+    assert group in lines(fake_cli("clusters", "--json", "-g", g))
+    # ids too large for the database: one line each, no traceback
+    for args in (("move", str(2**70), "Rosa"), ("name", str(2**70), "Rosa"), ("move", "0", "Rosa")):
+        result = fake_cli(*args, "-g", g)
+        assert result.exit_code != 0 and result.stderr.count("\n") == 1 and "Traceback" not in result.output, args
+    assert len(faces) == 7
+
+
+def test_clusters_list_the_faces_in_no_group(tmp_path, backend):
+    """Faces in no group are first-class: a JSON line with "cluster": null, a text line, a sheet."""
+    folder = tmp_path / "archive"
+    save_png(folder / "a.png", tile_image([RED]))
+    save_png(folder / "b.png", tile_image([RED, (0, 0, 0)]))  # another photo (the black tile is no face)
+    save_png(folder / "c.png", tile_image([BLUE]))  # one blue face: in no group
+    g = gallery_address(backend, tmp_path / "g")
+    assert fake_cli("identify", folder, "--remember", "-g", g).exit_code == 0
+    out = lines(fake_cli("clusters", "--json", "-g", g))
+    assert [c["cluster"] is None for c in out] == [False, True]
+    loose = out[-1]
+    assert loose["size"] == 1 and loose["faces"][0]["image"].endswith("c.png") and len(loose["faces"][0]["box"]) == 4
+    text = fake_cli("clusters", "-g", g)
+    assert text.stdout.splitlines()[-1] == f"no group\t1 faces\t{loose['faces'][0]['id']}"
+    sheets = tmp_path / "sheets"
+    assert fake_cli("clusters", "--sheet", sheets, "-g", g).exit_code == 0
+    assert "no-group.png" in {p.name for p in sheets.iterdir()}
+
+
+def test_suggest_offers_a_person_their_stragglers_and_remembers_answers(tmp_path, gallery_spec):
+    """Rosa is enrolled; two kept faces look like her (cosine about 0.6, above SFace's suggest bar,
+    a stranger does not): they are offered ("Is this Rosa?"); a rejection is remembered like a move
+    out, an acceptance moves the face. Both backends."""
+    import numpy as np
+    from conftest import KEY
+
+    from faceid.gallery import NewFace, open_gallery
+    from faceid.thresholds import GROUPING
+
+    rng = np.random.default_rng(5)
+    rosa = rng.normal(size=KEY.dimension)
+    rosa /= np.linalg.norm(rosa)
+
+    def like(similarity: float, seed: int) -> np.ndarray:
+        other = np.random.default_rng(seed).normal(size=KEY.dimension)
+        other -= other @ rosa * rosa
+        other /= np.linalg.norm(other)
+        return (similarity * rosa + np.sqrt(1 - similarity**2) * other).astype(np.float32)
+
+    def new(vector, photo):
+        return NewFace(vector, photo.ljust(64, "0"), (0, 0, 90, 90), 0.99, f"/photos/{photo}.jpg")
+
+    bar = GROUPING[KEY].suggest
+    with open_gallery(gallery_spec) as g:
+        g.add_faces("Rosa", [new(rosa.astype(np.float32), "a")], embedding_key=KEY)
+        kept = g.unknown.keep(
+            [new(like(bar + 0.2, 1), "b"), new(like(bar + 0.1, 2), "c"), new(like(bar - 0.2, 3), "d")],
+            embedding_key=KEY,
+        )
+    b, c, d = kept.ids
+    offers = lines(fake_cli("suggest", "--json", "-g", gallery_spec))
+    assert [(o["face"], o["person"]) for o in offers] == [(b, "Rosa"), (c, "Rosa")]  # best first; d is below the bar
+    assert offers[0]["similarity"] == pytest.approx(bar + 0.2, abs=1e-3)
+    text = fake_cli("suggest", "Rosa", "-g", gallery_spec)
+    assert text.exit_code == 0 and f"face {b}\tis this Rosa?" in text.stdout
+    rejected = fake_cli("suggest", "Rosa", "--reject", str(b), "-g", gallery_spec)
+    assert rejected.exit_code == 0 and "remembered" in rejected.stdout
+    accepted = fake_cli("suggest", "Rosa", "--accept", str(c), "-g", gallery_spec)
+    assert accepted.exit_code == 0 and "moved 1 faces to Rosa" in accepted.stdout
+    assert lines(fake_cli("suggest", "--json", "-g", gallery_spec)) == []  # one rejected, one accepted
+    assert sorted(f["id"] for f in lines(fake_cli("faces", "Rosa", "--json", "-g", gallery_spec)))[-1] == c
+    nobody = fake_cli("suggest", "Nobody", "-g", gallery_spec)
+    assert nobody.exit_code != 0 and nobody.stderr.count("\n") == 1

@@ -53,6 +53,8 @@ Figures (``part`` names select them):
   search after it, a regroup (up to :data:`~faceid.bench.unknown.REGROUP_UP_TO` faces: above, it is the first grouping's
   work again).
 - ``serve``: ``faceid serve`` under load on loopback (:mod:`faceid.bench.serve`).
+- ``big-photos``: ``faceid serve`` answering 8 concurrent 35-megapixel photos from one key: the
+  answers, and the memory of its processes idle, at peak and 60 s later (:mod:`faceid.bench.big_photos`).
 - ``milvus``: the gallery's index in milvus-lite (the ``milvus`` extra), index kinds and search
   parameters, recall@1 against exact and latency, at the sizes up to 100,000 (:mod:`faceid.bench.milvus`).
 - ``ray``: photos/s of the first ``images`` LFW photos in this process and on a local Ray cluster
@@ -89,6 +91,7 @@ PARTS = (
     "cluster",
     "unknown",
     "serve",
+    "big-photos",
     "milvus",
     "ray",
     "video",
@@ -165,6 +168,12 @@ def run(
             require_server_packages()
             photo = common.one_face_640x480(work / "serve-one-face-640x480.jpg")
             yield from serve_figures(work, photo, common.sample_gallery, tiny=tiny)
+        if "big-photos" in parts:
+            from faceid.bench import big_photos
+            from faceid.server import require_server_packages
+
+            require_server_packages()
+            yield from big_photos.figures(work, SAMPLES / "photos" / "astronaut.jpg", tiny=tiny)
         if "milvus" in parts:
             from faceid.bench.milvus import milvus_figures
 

@@ -26,7 +26,12 @@ from faceid.cli import video  # noqa: F401  (watch; videos in identify; eval vid
 from faceid.cli import demo  # noqa: F401  (demo)
 # isort: on
 
-__all__ = ["app", "printable", "run"]
+__all__ = ["FAST_EXIT", "app", "printable", "run"]
+
+
+#: End the process with ``os._exit`` once TensorFlow is loaded (see :func:`run`). A caller that runs
+#: the command inside a longer-lived process (a test calling :func:`run`) sets it False.
+FAST_EXIT = True
 
 
 def run(prog_name: str | None = None) -> None:  # console-script entry point
@@ -34,12 +39,31 @@ def run(prog_name: str | None = None) -> None:  # console-script entry point
     tear-down of the interpreter: that took 2-4 s of a cold ``faceid identify`` (every module's
     namespace and TensorFlow's sessions freed one by one) after every result was printed and
     every file closed. The ``atexit`` handlers (logging's flush, temporary files) still run."""
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - older typer, on click itself
+        from click.exceptions import ClickException  # type: ignore[assignment]
+    import typer
+
+    from faceid.cli._common import err
+
     try:
-        app(prog_name=prog_name)
-        code: str | int | None = 0
+        # not standalone: a usage error (a value out of range, a missing argument) is one line
+        # here, as every other error is, instead of click's framed panel
+        returned = app(prog_name=prog_name, standalone_mode=False)
+        code: str | int | None = returned if isinstance(returned, int) else 0
+    except ClickException as exc:
+        where = getattr(getattr(exc, "ctx", None), "command_path", None) or "faceid"
+        message = " ".join(exc.format_message().split())
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has shown the help already
+            err(f"faceid: error: {message} (see `{where} --help`)")
+        code = exc.exit_code
+    except typer.Abort:
+        err("faceid: aborted")
+        code = 1
     except SystemExit as exc:
         code = exc.code
-    if "tensorflow" not in sys.modules:
+    if not FAST_EXIT or "tensorflow" not in sys.modules:
         sys.exit(code)
     import atexit
     import os

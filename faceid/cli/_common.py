@@ -4,6 +4,7 @@ helpers, and the one place pipelines, galleries and Ray runners are made."""
 from __future__ import annotations
 
 import logging
+import math
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,13 +194,28 @@ def progress_bar(total: int, label: str, enabled: bool):
         yield lambda *_: bar.advance(task)
 
 
+MAX_ID = 2**63 - 1  # the largest id SQLite stores
+
+
+def finite(value: float) -> float:
+    """An option's callback refusing ``nan`` (a range check lets it through: every comparison with
+    it is false)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a number in range")
+    return value
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what faceid does.")] = False,
     timeout: Annotated[
         float,
         typer.Option(
-            envvar="FACEID_TIMEOUT", min=0, help="Seconds to wait while another process holds the gallery's lock."
+            envvar="FACEID_TIMEOUT",
+            min=0,
+            max=86400,
+            callback=finite,
+            help="Seconds to wait while another process holds the gallery's lock.",
         ),
     ] = 30.0,
 ) -> None:
@@ -226,7 +242,24 @@ def print_identification(result) -> None:
         if face.status != "known" and face.candidates:
             hint = f", closest {face.candidates[0].name}"
         kept = f"  kept as face {face.kept_as}" if face.kept_as is not None else ""
+        if face.kept_before:
+            kept += " (already kept)"
+        if face.not_kept:
+            kept = f"  not kept: {face.not_kept}"
         say(
             f"  {who:20} similarity {face.similarity:.3f} score {face.score:.3f}{hint}  "
             f"box {list(face.detection.box)}{kept}"
         )
+
+
+def why_not_kept(reasons: list[str]) -> str:
+    """`` (3 confidence below 0.90, 1 face below 40 px)`` from the not-kept reasons, or ``""``."""
+    import re
+    from collections import Counter
+
+    counts = Counter(
+        re.sub(r"(confidence|face) [0-9.]+( px)?,? below", r"\1 below", part)
+        for why in reasons
+        for part in why.split("; ")
+    )
+    return f" ({', '.join(f'{n} {what}' for what, n in sorted(counts.items()))})" if counts else ""

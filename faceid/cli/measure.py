@@ -18,6 +18,7 @@ from faceid.cli._common import (
     cli_errors,
     err,
     eval_app,
+    finite,
     new_pipeline,
     opened_gallery,
     progress_bar,
@@ -31,7 +32,7 @@ def calibrate(
     enrolled: Annotated[Path, typer.Argument(help="Photos to enrol: one subfolder per person.")],
     probes: Annotated[Path, typer.Argument(help="Other photos of the same people, same layout.")],
     strangers: Annotated[Path, typer.Argument(help="Photos of people who are not enrolled.")],
-    fpir: Annotated[float, typer.Option(help="Target share of strangers wrongly named.")] = 0.01,
+    fpir: Annotated[float, typer.Option(callback=finite, help="Target share of strangers wrongly named.")] = 0.01,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the result, do not store the threshold.")] = False,
     model: Annotated[Optional[str], typer.Option(help="Embedding model, for a new gallery.")] = None,
     detector: DetectorOpt = None,
@@ -71,7 +72,9 @@ DataOpt = Annotated[
 AlignOpt = Annotated[
     Optional[str], typer.Option(help="Crop method: margin, similarity or arcface-112 [default: the model's].")
 ]
-MarginOpt = Annotated[Optional[float], typer.Option("--crop-margin", help="Crop margin, a fraction of the box.")]
+MarginOpt = Annotated[
+    Optional[float], typer.Option("--crop-margin", callback=finite, help="Crop margin, a fraction of the box.")
+]
 MirrorOpt = Annotated[Optional[bool], typer.Option("--mirror/--no-mirror", help="Average with the mirror image.")]
 ModelOpt = Annotated[
     Optional[str], typer.Option("--model", help="Embedding model (see `faceid models list`) [default: faceid's].")
@@ -189,9 +192,15 @@ def _eval_failures(report) -> None:
 def eval_lfw_openset(
     ctx: typer.Context,
     data: DataOpt,
-    enrol: Annotated[int, typer.Option(help="Enrol each known person with up to this many of their first images.")] = 1,
-    people: Annotated[Optional[int], typer.Option(help="Use a random subset of this many enrolled people.")] = None,
-    strangers: Annotated[Optional[int], typer.Option(help="Use a random subset of this many unknown people.")] = None,
+    enrol: Annotated[
+        int, typer.Option(min=1, max=10**6, help="Enrol each known person with up to this many of their first images.")
+    ] = 1,
+    people: Annotated[
+        Optional[int], typer.Option(min=1, max=10**9, help="Use a random subset of this many enrolled people.")
+    ] = None,
+    strangers: Annotated[
+        Optional[int], typer.Option(min=1, max=10**9, help="Use a random subset of this many unknown people.")
+    ] = None,
     sizes: Annotated[
         bool, typer.Option("--sizes", help="Measure the 1%-FPIR threshold per gallery size instead.")
     ] = False,
@@ -200,7 +209,9 @@ def eval_lfw_openset(
     align: AlignOpt = None,
     crop_margin: MarginOpt = None,
     mirror: MirrorOpt = None,
-    beta: Annotated[Optional[float], typer.Option(help="Weight of the runner-up in the decision score.")] = None,
+    beta: Annotated[
+        Optional[float], typer.Option(callback=finite, help="Weight of the runner-up in the decision score.")
+    ] = None,
     migrate_from: Annotated[
         Optional[str],
         typer.Option(
@@ -267,18 +278,22 @@ def eval_cluster(
             "--filters", help="Instead: measure minimum face size and confidence for keeping (one line per row)."
         ),
     ] = False,
+    model: ModelOpt = None,
     detector: DetectorOpt = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """LFW grouping: every face kept as unknown and grouped with the defaults; pairwise and BCubed
-    precision, recall, F, groups, faces left ungrouped, seconds (one JSON line), plus baselines."""
+    """LFW grouping: every face kept as unknown and grouped with the model's numbers; pairwise and
+    BCubed precision, recall, F, groups, faces left ungrouped, seconds (one JSON line), plus
+    baselines, and the numbers the impostor-rate rule derives for the model on LFW A-M (what
+    faceid.thresholds.GROUPING stores) and on N-Z (the check)."""
     from faceid.cache import EmbeddingCache
     from faceid.eval.grouping import (
         BASELINES,
         evaluate_attach,
         evaluate_grouping,
         filter_table,
+        grouping_settings,
         lfw_detections,
         lfw_faces,
     )
@@ -291,28 +306,34 @@ def eval_cluster(
             raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
         if subset.lower() != "all" and subset.upper() not in ("A-M", "N-Z"):
             raise FaceIDError(f"--subset takes all, A-M or N-Z, got {subset!r}")
+        pipeline = _eval_pipeline(ctx, None, None, None, model, detector)
         if filters:
             with progress_bar(total, "embedding LFW", not quiet) as tick:
-                detections = lfw_detections(
-                    data,
-                    _eval_pipeline(ctx, None, None, None, None, detector),
-                    cache=EmbeddingCache(cache),
-                    progress=tick,
-                )
-            for row in filter_table(detections):
+                detections = lfw_detections(data, pipeline, cache=EmbeddingCache(cache), progress=tick)
+            for row in filter_table(detections, _filter_params(pipeline.key)):
                 typer.echo(json.dumps(row))
             _cluster_errors(detections.errors)
             return
         with progress_bar(total, "embedding LFW", not quiet) as tick:
-            faces = lfw_faces(
-                data, _eval_pipeline(ctx, None, None, None, None, detector), cache=EmbeddingCache(cache), progress=tick
-            )
-        reports = evaluate_grouping(faces, baselines=BASELINES if baselines else (), subset=subset)
-        incremental = evaluate_attach(faces) if subset.lower() == "all" else None
+            faces = lfw_faces(data, pipeline, cache=EmbeddingCache(cache), progress=tick)
+        settings = grouping_settings(faces, pipeline.key)
+        reports = evaluate_grouping(
+            faces, params=settings.params, baselines=BASELINES if baselines else (), subset=subset
+        )
+        incremental = evaluate_attach(faces, params=settings.params) if subset.lower() == "all" else None
     first, *rest = [r.to_json() for r in reports]
     line = {
         **first,
         "subset": subset,
+        "model": pipeline.key.model,
+        "params": {
+            "threshold": settings.params.threshold,
+            "floor": settings.params.floor,
+            "margin": settings.params.margin,
+            "source": settings.source,
+        },
+        "derived_on_a_m": settings.derived.to_json(),
+        "derived_on_n_z": settings.check.to_json(),
         "left_out_no_face": faces.left_out,
         "errors": len(faces.errors),
         "attach": incremental,
@@ -320,6 +341,17 @@ def eval_cluster(
     }
     typer.echo(json.dumps(line))
     _cluster_errors(faces.errors)
+
+
+def _filter_params(key):
+    """The grouping settings of ``key`` for the keep-filter table (the old defaults if none are measured)."""
+    from faceid.cluster import GroupingParams, params_for
+    from faceid.errors import UncalibratedError
+
+    try:
+        return params_for(key)
+    except UncalibratedError:
+        return GroupingParams()
 
 
 def _cluster_errors(errors: dict[str, str]) -> None:
@@ -351,7 +383,9 @@ def bench(
         Optional[Path],
         typer.Option(help="Evaluation data folder with lfw/ and bigbang/ [default: $FACEID_DATA or ../shared/data]."),
     ] = None,
-    images: Annotated[int, typer.Option(help="LFW photos for the command-line comparison and the Ray figures.")] = 500,
+    images: Annotated[
+        int, typer.Option(min=1, max=10**9, help="LFW photos for the command-line comparison and the Ray figures.")
+    ] = 500,
     sizes: Annotated[str, typer.Option(help="Gallery sizes for the index figures, comma-separated.")] = (
         "10000,100000,1000000"
     ),
@@ -359,7 +393,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="Comma-separated parts: machine, embedding, detection, identify, cli, coldstart, detectors, "
-            "gallery, cluster, unknown, serve, milvus, ray, video [default: all]."
+            "gallery, cluster, unknown, serve, big-photos, milvus, ray, video [default: all]."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="A quick run that checks every part works.")] = False,

@@ -21,12 +21,14 @@ from faceid.cli._common import (
     check_detector,
     cli_errors,
     err,
+    finite,
     new_pipeline,
     opened_gallery,
     print_identification,
     progress_bar,
     ray_runner,
     say,
+    why_not_kept,
 )
 from faceid.errors import FaceIDError
 
@@ -120,9 +122,17 @@ def identify(
     ] = None,
     threshold: Annotated[
         Optional[float],
-        typer.Option(help="Decision score a match needs [default: the gallery's calibrated value, else measured]."),
+        typer.Option(
+            min=-1.0,
+            max=1.0,
+            callback=finite,
+            help="Decision score a match needs [default: the gallery's calibrated value, else measured].",
+        ),
     ] = None,
-    margin: Annotated[Optional[float], typer.Option(help="How far the best person must lead the next.")] = None,
+    margin: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=2.0, callback=finite, help="How far the best person must lead the next."),
+    ] = None,
     remember: Annotated[
         bool,
         typer.Option(
@@ -152,7 +162,8 @@ def identify(
         # the gallery's detector; a --detector that contradicts it is refused
         key = g.embedding_key if detector is None else enrolment_key(g, detector=check_detector(detector))
         pipeline = new_pipeline(ctx, key)
-        failed = kept = 0
+        failed = kept = again = 0
+        not_kept: list[str] = []
         with (
             ray_runner(ctx, ray, ray_address, ray_workers, keep_pixels=annotate is not None or remember) as runner,
             progress_bar(len(sources), "identifying", not quiet and not as_json) as tick,
@@ -169,7 +180,9 @@ def identify(
                 remember=remember,
             ):
                 failed += result.error is not None
-                kept += sum(f.kept_as is not None for f in result.faces)
+                kept += sum(f.kept_as is not None and not f.kept_before for f in result.faces)
+                again += sum(f.kept_before for f in result.faces)
+                not_kept += [f.not_kept for f in result.faces if f.not_kept]
                 if as_json:
                     typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
                 else:
@@ -188,7 +201,10 @@ def identify(
             )
         if remember and not as_json:
             groups = len(g.unknown.groups())
-            err(f"faceid: {kept} unknown faces kept; {groups} groups of unknown faces (see `faceid clusters`)")
+            err(
+                f"faceid: {kept} unknown faces kept, {again} already kept, {len(not_kept)} not kept"
+                f"{why_not_kept(not_kept)}; {groups} groups of unknown faces (see `faceid clusters`)"
+            )
     if failed:
         total = len(sources) + len(videos)
         err(f"faceid: {failed} of {total} inputs failed (unreadable, or the face pipeline failed on them)")

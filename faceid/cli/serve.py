@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -15,6 +16,7 @@ from faceid.cli._common import (
     check_detector,
     cli_errors,
     err,
+    finite,
     keys_app,
     opened_gallery,
     options,
@@ -79,22 +81,57 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Answer without API keys, even on a network address.")
     ] = False,
-    max_body_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body, in MB.")] = _SERVE_BODY_MB,
+    max_body_mb: Annotated[
+        float, typer.Option(min=0.01, max=4096, callback=finite, help="Largest request body, in MB.")
+    ] = _SERVE_BODY_MB,
     max_megapixels: Annotated[
-        float, typer.Option(min=0.01, help="Largest image decoded, in megapixels.")
+        float, typer.Option(min=0.01, max=1000, callback=finite, help="Largest image decoded, in megapixels.")
     ] = _SERVE.max_pixels / 1e6,
-    max_files: Annotated[int, typer.Option(min=1, help="Most photos in one enrolment request.")] = _SERVE.max_files,
+    max_files: Annotated[
+        int, typer.Option(min=1, max=1000, help="Most photos in one enrolment request.")
+    ] = _SERVE.max_files,
     request_timeout: Annotated[
-        float, typer.Option(min=0.1, help="Seconds a request may take, upload included.")
+        float,
+        typer.Option(
+            min=0.1, max=86400, callback=finite, help="Seconds a request may take, waiting and upload included."
+        ),
     ] = _SERVE.request_timeout,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, max=3600, callback=finite, help="Seconds an upload may send nothing before it is cut off."
+        ),
+    ] = _SERVE.read_timeout,
     max_uploads: Annotated[
-        int, typer.Option(min=1, help="Requests with a body handled at once; more get 503.")
+        int, typer.Option(min=1, max=1024, help="Requests with a body handled at once; more wait their turn.")
     ] = _SERVE.max_uploads,
+    key_concurrency: Annotated[
+        int, typer.Option(min=1, max=1024, help="Requests of one API key handled at once; more wait their turn.")
+    ] = _SERVE.key_concurrency,
+    key_rate: Annotated[
+        float,
+        typer.Option(min=0.01, max=100000, callback=finite, help="Requests per second one API key may start."),
+    ] = _SERVE.key_rate,
+    key_burst: Annotated[
+        int, typer.Option(min=1, max=100000, help="Requests one API key may start at once after a pause.")
+    ] = _SERVE.key_burst,
+    memory_mb: Annotated[
+        int, typer.Option(min=64, max=1048576, help="Memory for decoded images, in MB; more work waits.")
+    ] = _SERVE.memory_mb,
+    ssl_certfile: Annotated[
+        Optional[Path], typer.Option(exists=True, dir_okay=False, help="TLS certificate (PEM): serve HTTPS.")
+    ] = None,
+    ssl_keyfile: Annotated[
+        Optional[Path], typer.Option(exists=True, dir_okay=False, help="TLS private key (PEM) of the certificate.")
+    ] = None,
     batch_wait_ms: Annotated[
-        float, typer.Option(min=0, help="Milliseconds to wait for other identify requests to batch with.")
+        float,
+        typer.Option(
+            min=0, max=10000, callback=finite, help="Milliseconds to wait for other identify requests to batch with."
+        ),
     ] = _SERVE.batch_wait_ms,
     max_batch: Annotated[
-        int, typer.Option(min=1, help="Most images detected and embedded together.")
+        int, typer.Option(min=1, max=1024, help="Most images detected and embedded together.")
     ] = _SERVE.max_batch,
     batch_workers: Annotated[
         int, typer.Option(min=1, max=16, help="Batches detected and embedded at once, over the same models.")
@@ -110,6 +147,12 @@ def serve(
     remember_unknown: Annotated[
         bool, typer.Option("--remember-unknown", help="Keep every request's unknown faces for review.")
     ] = _SERVE.remember_unknown,
+    max_video_mb: Annotated[
+        float, typer.Option(min=0.01, help="Largest video on POST /v1/identify, in MB.")
+    ] = _SERVE.max_video_bytes / 2**20,
+    max_video_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Longest video on POST /v1/identify, in seconds.")
+    ] = _SERVE.max_video_seconds,
 ) -> None:
     """Serve the REST API and the web page, with the models loaded once (Ctrl-C or SIGTERM stops it cleanly)."""
     from faceid.apikeys import ApiKeys
@@ -140,12 +183,19 @@ def serve(
             max_pixels=int(max_megapixels * 1_000_000),
             max_files=max_files,
             request_timeout=request_timeout,
+            read_timeout=read_timeout,
             max_uploads=max_uploads,
+            key_concurrency=key_concurrency,
+            key_rate=key_rate,
+            key_burst=key_burst,
+            memory_mb=memory_mb,
             batch_wait_ms=batch_wait_ms,
             max_batch=max_batch,
             batch_workers=batch_workers,
             compat=compat,
             remember_unknown=remember_unknown,
+            max_video_bytes=int(max_video_mb * 2**20),
+            max_video_seconds=max_video_seconds,
         )
         if insecure_no_auth:
             access = "no keys needed (--insecure-no-auth)"
@@ -154,5 +204,9 @@ def serve(
         else:
             access = "no keys yet: open to this machine only; `faceid keys create NAME` to require one"
         shown = f"[{host}]" if ":" in host else host
-        err(f"faceid: serving {where} at http://{shown}:{port}/ ({access}); loading the models...")
-        run_server(where, host=host, port=port, settings=settings, model=model, detector=detector)
+        if (ssl_certfile is None) != (ssl_keyfile is None):
+            raise FaceIDError("--ssl-certfile and --ssl-keyfile go together: give both, or neither")
+        tls = {"ssl_certfile": str(ssl_certfile), "ssl_keyfile": str(ssl_keyfile)} if ssl_certfile else {}
+        scheme = "https" if ssl_certfile else "http"
+        err(f"faceid: serving {where} at {scheme}://{shown}:{port}/ ({access}); loading the models...")
+        run_server(where, host=host, port=port, settings=settings, model=model, detector=detector, **tls)

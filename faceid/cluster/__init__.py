@@ -7,14 +7,18 @@ Scores are cosine similarities of unit embedding rows (higher is closer). The me
    joined cell by cell by matrix products), so no ``N x N`` matrix is ever formed;
 2. average-link agglomeration over that graph (the average link of two groups is the inner
    product of their mean vectors, so it is exact, not estimated from the graph), merging
-   reciprocal best pairs in rounds while their average similarity is high enough: 0.68 for two
-   single faces, falling towards 0.60 for big groups (an average over many pairs is steadier);
+   reciprocal best pairs in rounds while their average similarity is high enough: the model's
+   bar for two single faces (SFace 0.49, FaceNet 0.67: :func:`params_for`, from its impostor
+   similarities, :mod:`faceid.cluster.calibration`), falling towards its floor for big groups
+   (an average over many pairs is steadier); :class:`GroupingParams`' defaults are FaceNet's;
    never across a cannot-link pair (two faces of one photo, a face the user moved out of a group);
 3. groups of fewer than :attr:`GroupingParams.min_group` faces are left ungrouped (``-1``).
 
 Everything is deterministic: the same faces and constraints give the same groups, numbered
-biggest first, ties by smallest member index. New faces join existing groups with
-:func:`attach` (same average link, plus a margin over the runner-up group) without re-grouping.
+biggest first, ties by smallest member index. A gallery goes on from its groups as photos arrive
+with :func:`faceid.cluster.incremental.settle` (the same agglomeration, from groups: faces join,
+groups merge); :func:`attach` (same average link, plus a margin over the runner-up group) is
+the older attach-only step, kept for the LFW attach protocol.
 Faces already named are not passed in: the caller groups only unknown faces.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -47,10 +52,15 @@ __all__ = [
     "knn_brute_force",
     "knn_graph",
     "moved_out_pairs",
+    "not_kept_reasons",
+    "params_for",
+    "keep_filters",
 ]
 
 log = logging.getLogger(__name__)
 
+#: The keep filters measured with FaceNet: the defaults of :func:`keep_for_grouping` for arrays;
+#: a gallery uses its model's (:func:`keep_filters`, :data:`faceid.thresholds.GROUPING`).
 #: Faces whose detection box's shorter side is below this many pixels are not kept for grouping.
 #: Measured on every face MTCNN finds in LFW (``faceid eval cluster --filters``): background
 #: faces smaller than 20 px ended in a group 100% of the time, 20-30 px 89%, 30-40 px 66%, and
@@ -412,6 +422,37 @@ def attach(
     return Attachment(groups, best, scores, runner)
 
 
+def params_for(key: Any) -> GroupingParams:
+    """The grouping settings measured for embeddings of ``key`` (an
+    :class:`~faceid.embedding_key.EmbeddingKey`): :data:`faceid.thresholds.GROUPING`.
+
+    Raises:
+        UncalibratedError: no numbers were measured for ``key``.
+    """
+    from faceid.grouping_thresholds import grouping_numbers
+
+    numbers = grouping_numbers(key)
+    return GroupingParams(threshold=numbers.threshold, floor=numbers.floor, margin=numbers.margin)
+
+
+def keep_filters(key: Any, min_size: float | None = None, min_confidence: float | None = None) -> tuple[float, float]:
+    """``(min_size, min_confidence)`` for keeping faces: the values given, else those measured for
+    embeddings (and the detector) of ``key`` (:data:`faceid.thresholds.GROUPING`).
+
+    Raises:
+        UncalibratedError: a value is missing and no numbers were measured for ``key``.
+    """
+    if min_size is not None and min_confidence is not None:
+        return float(min_size), float(min_confidence)
+    from faceid.grouping_thresholds import grouping_numbers
+
+    numbers = grouping_numbers(key)
+    return (
+        float(numbers.min_face_size if min_size is None else min_size),
+        float(numbers.min_confidence if min_confidence is None else min_confidence),
+    )
+
+
 def keep_for_grouping(
     boxes: np.ndarray,
     confidences: np.ndarray,
@@ -430,3 +471,21 @@ def keep_for_grouping(
     if len(boxes) != len(confidences):
         raise ValueError(f"{len(boxes)} boxes but {len(confidences)} confidences")
     return (np.minimum(boxes[:, 2], boxes[:, 3]) >= min_size) & (confidences >= min_confidence)
+
+
+def not_kept_reasons(
+    boxes: np.ndarray, confidences: np.ndarray, *, min_size: float, min_confidence: float
+) -> list[str | None]:
+    """Per detection, why :func:`keep_for_grouping` does not keep it (``None``: it is kept), in
+    words: ``"confidence 0.91 below 0.95"``, ``"face 35 px, below 40 px"``, or both."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    confidences = np.asarray(confidences, dtype=np.float64).ravel()
+    out: list[str | None] = []
+    for side, conf in zip(np.minimum(boxes[:, 2], boxes[:, 3]).tolist(), confidences.tolist()):
+        why = []
+        if conf < min_confidence:
+            why.append(f"confidence {conf:.2f} below {min_confidence:.2f}")
+        if side < min_size:
+            why.append(f"face {side:.0f} px, below {min_size:.0f} px")
+        out.append("; ".join(why) or None)
+    return out

@@ -45,6 +45,7 @@ def agglomerate(
     cannot_link: np.ndarray | None = None,
     *,
     floor: float | None = None,
+    sizes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Group rows of ``x`` ``(N, D)`` (unit rows) by average link over the candidate ``edges``.
 
@@ -55,6 +56,8 @@ def agglomerate(
         cannot_link: ``(P, 2)`` int64 face index pairs that must never end up in one group.
         floor: the limit of the needed average link for big groups (see :func:`needed`);
             ``None`` (or ``threshold``) gives plain average link cut at ``threshold``.
+        sizes: ``(N,)`` to start from groups: then row ``i`` of ``x`` is the *sum* of the unit
+            embeddings of a group of ``sizes[i]`` faces (``None``: every row one face).
 
     Returns:
         ``(N,)`` int64: each face's group id, the smallest face index in its group.
@@ -62,7 +65,7 @@ def agglomerate(
     x = np.asarray(x)
     n = len(x)
     sums = x.astype(np.float64, copy=True)
-    sizes = np.ones(n, dtype=np.float64)
+    sizes = np.ones(n, dtype=np.float64) if sizes is None else np.asarray(sizes, dtype=np.float64).copy()
     root = np.arange(n, dtype=np.int64)
     a, b = _normalised(np.asarray(edges, dtype=np.int64).reshape(-1, 2), n)
     link = _links(sums, sizes, a, b)

@@ -18,16 +18,20 @@ from pathlib import Path
 import numpy as np
 
 from faceid.cluster import GroupingParams, group_faces, keep_for_grouping
+from faceid.cluster.calibration import DerivedNumbers, derive, impostor_tail
 from faceid.cluster.metrics import ClusterScores, cluster_scores
 
 __all__ = [
     "BASELINES",
     "GroupingReport",
+    "GroupingSettings",
     "LfwDetections",
     "LfwFaces",
     "evaluate_attach",
     "evaluate_grouping",
     "filter_table",
+    "grouping_settings",
+    "subset_mask",
     "lfw_detections",
     "lfw_faces",
 ]
@@ -132,6 +136,44 @@ def baseline_labels(name: str, x: np.ndarray) -> np.ndarray:
     return np.where(grouped & (counts[np.where(grouped, labels, 0)] >= 2), labels, -1)
 
 
+def subset_mask(faces: LfwFaces, subset: str) -> np.ndarray:
+    """``(N,)`` bool: the faces of the people whose name starts with ``subset``'s letters
+    (``"A-M"``, ``"N-Z"``), or every face (``"all"``)."""
+    if subset.lower() == "all":
+        return np.ones(len(faces.people), dtype=bool)
+    lo, hi = subset.upper().split("-")
+    first = np.array([n[:1].upper() for n in faces.names])
+    return ((first >= lo) & (first <= hi))[faces.people]
+
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    """The settings an evaluation groups with: the model's stored numbers (``source`` "table"),
+    else those the rule derives on LFW people A-M ("derived"); ``derived``: what the rule gives
+    on A-M (what the table should hold), and ``check``: what it gives on N-Z alone."""
+
+    params: GroupingParams
+    source: str
+    derived: DerivedNumbers
+    check: DerivedNumbers
+
+
+def grouping_settings(faces: LfwFaces, key: object) -> GroupingSettings:
+    """Derive the grouping numbers of ``key``'s model from its impostor pairs on LFW A-M
+    (:mod:`faceid.cluster.calibration`), and the settings to evaluate with."""
+    from faceid.cluster import params_for
+    from faceid.errors import UncalibratedError
+
+    tuning, check = subset_mask(faces, "A-M"), subset_mask(faces, "N-Z")
+    derived = derive(impostor_tail(faces.embeddings[tuning], faces.people[tuning]))
+    other = derive(impostor_tail(faces.embeddings[check], faces.people[check]))
+    try:
+        return GroupingSettings(params_for(key), "table", derived, other)
+    except UncalibratedError:
+        params = GroupingParams(threshold=derived.threshold, floor=derived.floor, margin=derived.margin)
+        return GroupingSettings(params, "derived", derived, other)
+
+
 def evaluate_grouping(
     faces: LfwFaces,
     *,
@@ -144,11 +186,7 @@ def evaluate_grouping(
     ``subset``: ``"all"``, or ``"A-M"`` / ``"N-Z"`` for the people whose name starts with those
     letters (the method's settings were chosen on A-M).
     """
-    mask = np.ones(len(faces.people), dtype=bool)
-    if subset != "all":
-        lo, hi = subset.upper().split("-")
-        first = np.array([n[:1].upper() for n in faces.names])
-        mask = ((first >= lo) & (first <= hi))[faces.people]
+    mask = subset_mask(faces, subset)
     x, truth = faces.embeddings[mask], faces.people[mask]
     people = len(np.unique(truth))
     reports = []

@@ -206,65 +206,74 @@ def plan_groups(
     params: Any,
 ) -> tuple[np.ndarray, np.ndarray, GroupingUpdate] | None:
     """One grouping step in memory on kept faces read from any store (the Milvus gallery uses it):
-    attach the faces in no group to existing groups, then group the rest. ``ids`` (n,) ascending,
+    with no groups yet, group the faces (:func:`faceid.cluster.group_faces`); else go on from the
+    groups (:func:`faceid.cluster.incremental.settle`: faces in no group join groups or form new
+    ones, and groups whose average link clears the bar merge). ``ids`` (n,) ascending,
     their ``current`` groups (0: none), ``photos`` (n,) a number per photo, ``vectors`` (n, D), and
     the kept-apart ``pairs`` (m, 2) of face ids (both kept unknown faces). Returns ``(face ids,
     groups, summary)`` as the local gallery's step plans them, or ``None`` if nothing changes."""
-    from faceid.cluster import GroupCentroids, attach, group_faces
+    from faceid.cluster import group_faces
+    from faceid.cluster.incremental import settle
 
     pairs = np.searchsorted(ids, pairs)  # face ids -> row indices
     groups = np.zeros(len(ids), np.int64) if full else current.copy()
-    attached = 0
+    attached = merged = new_groups = newly = 0
     todo = np.flatnonzero(groups == 0)
     if not len(todo):
         return None
-    if not full and np.any(groups != 0):
-        existing, labels = np.unique(groups[groups != 0], return_inverse=True)
+    grouped = np.flatnonzero(groups != 0)
+    if len(grouped) and len(todo):
+        # go on from the groups as one run would: faces join, groups merge (faceid.cluster.incremental)
+        existing, dense_of = np.unique(groups[grouped], return_inverse=True)
         dense = np.full(len(ids), -1, np.int64)
-        dense[groups != 0] = labels.ravel()
-        centroids = GroupCentroids.from_labels(vectors, dense, photos)
-        position = {int(f): i for i, f in enumerate(todo.tolist())}
-        forbidden = [
-            (position[a], int(dense[b]))
-            for x, y in pairs.tolist()
-            for a, b in ((x, y), (y, x))
-            if a in position and dense[b] >= 0
-        ]
-        placed = attach(
-            vectors[todo],
-            centroids,
-            photos=photos[todo],
-            forbidden=np.array(forbidden, np.int64).reshape(-1, 2),
+        dense[grouped] = dense_of.ravel()
+        sums = np.zeros((len(existing), vectors.shape[1]), np.float64)
+        np.add.at(sums, dense[grouped], vectors[grouped].astype(np.float64))
+        sizes = np.bincount(dense[grouped], minlength=len(existing))
+        position = np.full(len(ids), -1, np.int64)
+        position[todo] = np.arange(len(todo))
+        a, b = pairs[:, 0], pairs[:, 1]
+        both = (position[a] >= 0) & (position[b] >= 0)
+        one = (position[a] >= 0) & (dense[b] >= 0)
+        other = (position[b] >= 0) & (dense[a] >= 0)
+        apart = (dense[a] >= 0) & (dense[b] >= 0)
+        settled = settle(
+            sums,
+            sizes,
+            np.ascontiguousarray(vectors[todo]),
             params=params,
+            face_photos=photos[todo],
+            group_photos=np.stack([photos[grouped], dense[grouped]], axis=1),
+            forbidden=np.concatenate(
+                [np.stack([position[a[one]], dense[b[one]]], 1), np.stack([position[b[other]], dense[a[other]]], 1)]
+            ),
+            cannot_link=np.stack([position[a[both]], position[b[both]]], axis=1),
+            group_cannot_link=np.stack([dense[a[apart]], dense[b[apart]]], axis=1),
         )
-        chosen = placed.groups.copy()
-        # two new faces the user kept apart never join one group: the higher score keeps it
-        for x, y in pairs.tolist():
-            if x in position and y in position:
-                i, j = position[x], position[y]
-                if chosen[i] >= 0 and chosen[i] == chosen[j]:
-                    chosen[j if placed.scores[j] <= placed.scores[i] else i] = -1
-        ok = chosen >= 0
-        groups[todo[ok]] = existing[chosen[ok]]
-        attached = int(ok.sum())
-        todo = todo[~ok]
-    new_groups = newly = 0
-    if len(todo) >= 2:
-        position = {int(f): i for i, f in enumerate(todo.tolist())}
-        links = [(position[x], position[y]) for x, y in pairs.tolist() if x in position and y in position]
+        groups[grouped] = existing[settled.merged_into[dense[grouped]]]
+        g = len(existing)
+        to = settled.faces
+        joined, fresh = (to >= 0) & (to < g), to >= g
+        groups[todo[joined]] = existing[to[joined]]
+        groups[todo[fresh]] = -(to[fresh] - g + 1)
+        attached, merged = int(joined.sum()), settled.merges
+        new_groups, newly = settled.new_groups, int(fresh.sum())
+    elif len(todo) >= 2:
+        where = {int(f): i for i, f in enumerate(todo.tolist())}
+        links = [(where[x], where[y]) for x, y in pairs.tolist() if x in where and y in where]
         grouping = group_faces(
             np.ascontiguousarray(vectors[todo]),
             photos=photos[todo],
             cannot_link=np.array(links, np.int64).reshape(-1, 2),
             params=params,
         )
-        grouped = grouping.labels >= 0
-        groups[todo[grouped]] = -(grouping.labels[grouped] + 1)
-        new_groups, newly = grouping.groups, int(grouped.sum())
-    if not full and attached == 0 and new_groups == 0:
+        labelled = grouping.labels >= 0
+        groups[todo[labelled]] = -(grouping.labels[labelled] + 1)
+        new_groups, newly = grouping.groups, int(labelled.sum())
+    if not full and attached == 0 and new_groups == 0 and merged == 0:
         return None
     changed = groups != current
-    update = GroupingUpdate(attached, new_groups, newly, int(np.sum(groups == 0)))
+    update = GroupingUpdate(attached, new_groups, newly, int(np.sum(groups == 0)), merged)
     if full:
         return ids, groups, update
     return ids[changed], groups[changed], update

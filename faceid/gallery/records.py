@@ -167,24 +167,30 @@ class Kept:
 
     ``ids``: per face, in order, the id of the kept face (new, or the one already kept for the
     same photo and box), ``None`` for a face too small or unsure to keep. ``added`` new faces,
-    ``filtered`` too small or unsure, ``duplicates`` already in the gallery.
+    ``filtered`` too small or unsure, ``duplicates`` already in the gallery. ``reasons``: per
+    face, why it was not kept (``"confidence 0.81 below 0.90"``), ``None`` if it was;
+    ``before``: per face, whether it was already kept.
     """
 
     ids: tuple[int | None, ...]
     added: int
     filtered: int
     duplicates: int
+    reasons: tuple[str | None, ...] = ()
+    before: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
 class GroupingUpdate:
     """What a grouping changed: faces ``attached`` to existing groups, ``new_groups`` formed (of
-    ``newly_grouped`` faces), and how many kept faces are left in no group."""
+    ``newly_grouped`` faces), how many kept faces are left in no group, and how many existing
+    groups ``merged`` into another."""
 
     attached: int
     new_groups: int
     newly_grouped: int
     ungrouped: int
+    merged: int = 0
 
 
 @dataclass(frozen=True)

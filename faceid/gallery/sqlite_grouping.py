@@ -1,10 +1,12 @@
 """Grouping kept unknown faces in a local gallery: each step reads only what it must from SQLite.
 
 :func:`group_step` is :meth:`SqliteBackend.group_faces <faceid.gallery.sqlite.SqliteBackend.group_faces>`:
-new faces attach to existing groups through their cached embedding sums
-(:mod:`faceid.gallery.groupsums`), so its cost follows the new faces, not the gallery; the faces
-left over are grouped among themselves while they are few or when their number grew by a
-quarter (:data:`LEFTOVERS_ALWAYS`). The plan is computed in a read snapshot and written only if
+new faces are settled against the existing groups through their cached embedding sums
+(:mod:`faceid.gallery.groupsums`; :func:`faceid.cluster.incremental.settle`: they join groups,
+form new ones, and groups whose link clears the bar merge), so its cost follows the new faces,
+not the gallery; the faces left over are settled too while they are few or when their number
+grew by a quarter (:data:`LEFTOVERS_ALWAYS`), and grouped among themselves when they are very
+many (:data:`SETTLE_LEFTOVERS_UP_TO`). The plan is computed in a read snapshot and written only if
 nothing changed meanwhile (else computed again under the write lock).
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 from faceid.gallery import groupsums
 from faceid.gallery.records import GroupingUpdate
 from faceid.gallery.store import Store, Unchanged
+from faceid.gallery.unknown_settle import settle_faces
 
 __all__ = ["LEFTOVERS_ALWAYS", "group_step", "unknown_embeddings"]
 
@@ -49,14 +52,14 @@ def _write_plan(
     store: Store, plan: _Plan, generation: int, dimension: int, leftovers: bool | None, params: Any
 ) -> GroupingUpdate:
     # a plan that changes no face (only the cache and the bookkeeping) makes no new generation
-    versioned = bool(len(plan.ids)) or plan.full
+    versioned = bool(len(plan.ids)) or plan.full or bool(plan.merges)
     with store.write(versioned=versioned) as db:
         if store.generation() != generation:
             again = _plan(db, dimension, plan.full, leftovers, params)
             if again is None:
                 raise Unchanged
             plan = again
-            if not versioned and (len(plan.ids) or plan.full):
+            if not versioned and (len(plan.ids) or plan.full or plan.merges):
                 db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
         fresh = sorted({g for g in plan.groups.tolist() if g < 0})  # placeholders for new groups: -1, -2, ...
         numbers = dict(zip(sorted(fresh, reverse=True), _new_group_ids(db, len(fresh))))
@@ -67,6 +70,10 @@ def _write_plan(
         db.executemany(
             "UPDATE faces SET group_id = ? WHERE id = ? AND person_id IS NULL",
             [(numbers.get(g, g) if g != 0 else None, i) for i, g in zip(plan.ids.tolist(), plan.groups.tolist())],
+        )
+        db.executemany(
+            "UPDATE faces SET group_id = ? WHERE group_id = ? AND person_id IS NULL",
+            [(into, old) for old, into in plan.merges.items()],
         )
         if plan.sums and groupsums.exists(db):  # after the updates: their triggers dropped the old rows
             gids = list(plan.sums)
@@ -104,6 +111,11 @@ def _new_group_ids(db: sqlite3.Connection, count: int) -> list[int]:
 #: at most this many (a few seconds); above, when their number grew by a quarter of what was left
 #: last time (at least this many more). :meth:`UnknownFaces.update_groups`.
 LEFTOVERS_ALWAYS = 2_000
+#: Up to this many faces in no group, a step that looks at the leftovers settles them all against
+#: the groups (:func:`faceid.cluster.incremental.settle`: they may join groups and merge them, as
+#: in one run); above, they are grouped among themselves only (a search of every one against every
+#: group would take minutes).
+SETTLE_LEFTOVERS_UP_TO = 20_000
 
 #: Rows read from SQLite at a time when reading many faces' embeddings.
 _READ_BATCH = 10_000
@@ -114,7 +126,8 @@ class _Plan:
     """What a grouping step writes: ``groups`` per face of ``ids`` (an existing group id, ``0`` for
     none, ``-1, -2, ...`` for new groups, biggest first); ``sums``: ``(sum, size)`` to cache per group
     (id or placeholder); ``tried``: the largest face id attach has seen; ``left``: faces left in no
-    group when the leftovers were grouped (``None``: they were not)."""
+    group when the leftovers were grouped (``None``: they were not); ``merges``: old group id -> the
+    group it merged into."""
 
     ids: np.ndarray
     groups: np.ndarray
@@ -123,6 +136,7 @@ class _Plan:
     tried: int
     left: int | None
     full: bool
+    merges: dict[int, int] = field(default_factory=dict)
 
 
 def _meta_int(db: sqlite3.Connection, key: str) -> int:
@@ -187,95 +201,66 @@ def _plan(db: sqlite3.Connection, dimension: int, full: bool, leftovers: bool | 
     tried_before = _meta_int(db, "grouping:tried")
     (largest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM faces").fetchone()  # ids only grow
     tried = max(tried_before, int(largest))
-    sums: dict[int, tuple[np.ndarray, int]] = {}
-    placed_ids, placed_groups = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if tried > tried_before and db.execute("SELECT 1 FROM faces WHERE group_id IS NOT NULL LIMIT 1").fetchone():
-        new_ids, new_shas, new_vectors = _read(db, "group_id IS NULL AND id > ?", (tried_before,), dimension)
-        if len(new_ids):
-            placed_ids, placed_groups, sums = _attach_new(db, new_ids, new_shas, new_vectors, dimension, params)
-    attached = len(placed_ids)
     (ungrouped,) = db.execute("SELECT COUNT(*) FROM faces WHERE group_id IS NULL AND person_id IS NULL").fetchone()
-    ungrouped -= attached
     left_before = _meta_int(db, "grouping:left")
-    if leftovers is None:
-        grew = ungrouped - left_before
-        leftovers = ungrouped <= LEFTOVERS_ALWAYS or grew >= max(LEFTOVERS_ALWAYS, left_before // 4)
-    ids, groups = placed_ids, placed_groups
-    new_groups = newly = 0
+
+    def due(unplaced: int) -> bool:  # the leftovers are grouped while few, or when they grew by a quarter
+        return unplaced <= LEFTOVERS_ALWAYS or unplaced - left_before >= max(LEFTOVERS_ALWAYS, left_before // 4)
+
+    sums: dict[int, tuple[np.ndarray, int]] = {}
+    merges: dict[int, int] = {}
+    ids, groups = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    attached = new_groups = newly = 0
     left: int | None = None
-    if leftovers and ungrouped >= 2:
+    everyone = False
+    if db.execute("SELECT 1 FROM faces WHERE group_id IS NOT NULL LIMIT 1").fetchone():
+        # go on from the groups (faceid.cluster.incremental): first the new faces; then, when the
+        # leftovers are due, every face in no group (the new ones with them) in one settle instead
+        settled = None
+        if not leftovers and tried > tried_before:
+            new_ids, new_shas, new_vectors = _read(db, "group_id IS NULL AND id > ?", (tried_before,), dimension)
+            if len(new_ids):
+                settled = settle_faces(
+                    db, new_ids, new_shas, new_vectors, dimension, params, _exclusion_pairs(db, new_ids)
+                )
+        placed = settled.attached + settled.newly_grouped if settled else 0
+        if leftovers is None:
+            leftovers = due(ungrouped - placed)
+        everyone = bool(leftovers) and ungrouped <= SETTLE_LEFTOVERS_UP_TO
+        if everyone:
+            face_ids, shas, vectors = _read(db, "group_id IS NULL", (), dimension)
+            settled = settle_faces(db, face_ids, shas, vectors, dimension, params, _exclusion_pairs(db, face_ids))
+        if settled is not None:
+            ids, groups, sums, merges = settled.ids, settled.groups, dict(settled.sums), settled.merges
+            attached, new_groups, newly = settled.attached, settled.new_groups, settled.newly_grouped
+        if everyone:
+            left = ungrouped - attached - newly
+        elif leftovers:  # too many to settle at once: group them among themselves, as before
+            rest_ids, rest_shas, rest_vectors = _read(db, "group_id IS NULL", (), dimension)
+            rest = ~np.isin(rest_ids, ids)
+            rest_groups, grouping, new_sums = _group_new(
+                db, rest_ids[rest], [s for s, k in zip(rest_shas, rest.tolist()) if k], rest_vectors[rest], params
+            )
+            offset = new_groups  # placeholders after the settled ones
+            sums.update({g - offset: v for g, v in new_sums.items()})
+            grouped = rest_groups != 0
+            ids = np.concatenate([ids, rest_ids[rest][grouped]])
+            groups = np.concatenate([groups, rest_groups[grouped] - offset])
+            new_groups, newly = new_groups + grouping.new_groups, newly + grouping.newly_grouped
+            left = grouping.ungrouped
+    elif (due(ungrouped) if leftovers is None else leftovers) and ungrouped >= 2:
         rest_ids, rest_shas, rest_vectors = _read(db, "group_id IS NULL", (), dimension)
-        rest = ~np.isin(rest_ids, placed_ids)
-        rest_ids, rest_vectors = rest_ids[rest], rest_vectors[rest]
-        rest_shas = [sha for sha, keep in zip(rest_shas, rest.tolist()) if keep]
-        rest_groups, grouping, new_sums = _group_new(db, rest_ids, rest_shas, rest_vectors, params)
-        sums.update(new_sums)
+        rest_groups, grouping, sums = _group_new(db, rest_ids, rest_shas, rest_vectors, params)
         grouped = rest_groups != 0
-        ids, groups = np.concatenate([ids, rest_ids[grouped]]), np.concatenate([groups, rest_groups[grouped]])
+        ids, groups = rest_ids[grouped], rest_groups[grouped]
         new_groups, newly = grouping.new_groups, grouping.newly_grouped
         left = grouping.ungrouped
-    elif leftovers:
+    elif leftovers or (leftovers is None and due(ungrouped)):
         left = ungrouped
-    if not len(ids) and tried == tried_before and not sums and (left is None or left == left_before):
+    if not len(ids) and not merges and tried == tried_before and not sums and (left is None or left == left_before):
         return None
-    update = GroupingUpdate(attached, new_groups, newly, ungrouped - newly)
-    return _Plan(ids, groups, update, sums, tried, left, False)
-
-
-def _attach_new(
-    db: sqlite3.Connection, ids: np.ndarray, shas: list[str], vectors: np.ndarray, dimension: int, params: Any
-) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, int]]]:
-    """Attach the faces ``ids`` (in no group) to existing groups: ``(face ids placed, their groups,
-    sums to cache)``; the sums of the groups they join, and of groups that had no cached row."""
-    from faceid.cluster import GroupCentroids, attach
-
-    existing = np.array(
-        [r[0] for r in db.execute("SELECT DISTINCT group_id FROM faces WHERE group_id IS NOT NULL ORDER BY group_id")],
-        np.int64,
-    )
-    if not len(existing):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), {}
-    group_sums, sizes, summed = groupsums.load(db, existing, dimension, usable=groupsums.exists(db))
-    photo_of: dict[str, int] = {}
-    photos = np.array([photo_of.setdefault(sha, len(photo_of)) for sha in shas], np.int64)
-    photo_group = []  # (photo, dense group) of grouped faces from the new faces' photos
-    unique_shas = list(photo_of)
-    for start in range(0, len(unique_shas), 900):
-        chunk = unique_shas[start : start + 900]
-        rows = db.execute(
-            f"SELECT image_sha256, group_id FROM faces WHERE image_sha256 IN ({','.join('?' * len(chunk))}) "
-            "AND group_id IS NOT NULL AND person_id IS NULL",
-            chunk,
-        ).fetchall()
-        photo_group += [(photo_of[sha], int(np.searchsorted(existing, gid))) for sha, gid in rows]
-    position = {int(f): i for i, f in enumerate(ids.tolist())}
-    pairs = _exclusion_pairs(db, ids)
-    others = sorted({y for p in pairs for y in p if y not in position})
-    group_of = {
-        int(f): int(np.searchsorted(existing, g))
-        for f, g in _rows(db, "SELECT id, group_id FROM faces WHERE id IN ({}) AND group_id IS NOT NULL", others)
-    }
-    forbidden = [
-        (position[a], group_of[b]) for x, y in pairs for a, b in ((x, y), (y, x)) if a in position and b in group_of
-    ]
-    centroids = GroupCentroids(group_sums, sizes, np.array(sorted(set(photo_group)), np.int64).reshape(-1, 2))
-    placed = attach(
-        vectors, centroids, photos=photos, forbidden=np.array(forbidden, np.int64).reshape(-1, 2), params=params
-    )
-    chosen = placed.groups.copy()
-    # two new faces the user kept apart never join one group: the higher score keeps it
-    for x, y in pairs:
-        if x in position and y in position:
-            i, j = position[x], position[y]
-            if chosen[i] >= 0 and chosen[i] == chosen[j]:
-                chosen[j if placed.scores[j] <= placed.scores[i] else i] = -1
-    ok = chosen >= 0
-    for face, dense in zip(np.flatnonzero(ok).tolist(), chosen[ok].tolist()):
-        group_sums[dense] += vectors[face]
-        sizes[dense] += 1
-    touched = np.unique(np.concatenate([chosen[ok], np.flatnonzero(summed)]))
-    sums = {int(existing[d]): (group_sums[d], int(sizes[d])) for d in touched.tolist()}
-    return ids[ok], existing[chosen[ok]], sums
+    update = GroupingUpdate(attached, new_groups, newly, ungrouped - attached - newly, len(merges))
+    return _Plan(ids, groups, update, sums, tried, left, False, merges)
 
 
 def _group_new(

@@ -29,13 +29,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import numpy as np
 
 from faceid.embedding_key import EmbeddingKey
-from faceid.errors import FaceNotFoundError, GroupNotFoundError, InvalidNameError, PersonNotFoundError
+from faceid.errors import (
+    FaceNotFoundError,
+    GroupNotFoundError,
+    InvalidNameError,
+    PersonNotFoundError,
+    UncalibratedError,
+)
 from faceid.gallery.backend import GalleryBackend, Unchanged
 from faceid.gallery.people import unit_vectors
 from faceid.gallery.records import Group, GroupingUpdate, Kept, Named, NewFace, UnknownFace, n_faces, normalise_name
@@ -46,6 +53,7 @@ __all__ = [
     "Kept",
     "Named",
     "UnknownFace",
+    "Suggestion",
     "UnknownFaces",
     "barred_from",
 ]
@@ -64,21 +72,35 @@ class Rules(Protocol):
 
     def adopt_embedding_key(self, key: EmbeddingKey) -> None: ...
 
+    @property
+    def embedding_key(self) -> EmbeddingKey | None: ...
+
     def not_found(self, name: str) -> PersonNotFoundError: ...
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A kept unknown face whose best match is an enrolled ``person`` at ``similarity`` (cosine),
+    above the model's suggest bar (:data:`faceid.thresholds.GROUPING`)."""
+
+    face: UnknownFace
+    person: str
+    similarity: float
 
 
 class UnknownFaces:
     """The kept unknown faces of a :class:`~faceid.gallery.Gallery` (its ``unknown`` attribute).
 
     Every method is one change (reads: one snapshot where the backend has them); errors as the
-    gallery's own. The grouping settings are :class:`faceid.cluster.GroupingParams`' defaults
-    unless ``params``.
+    gallery's own. The grouping settings are those measured for the gallery's embedding key
+    (:func:`faceid.cluster.params_for`) unless ``params``.
     """
 
     def __init__(self, gallery: Rules, backend: GalleryBackend, params: Any = None) -> None:
         self._gallery = gallery
         self._b = backend
-        self.params = params  # a faceid.cluster.GroupingParams, or None for the defaults
+        self.params = params  # a faceid.cluster.GroupingParams, or None for the gallery's model's
+        self._key: EmbeddingKey | None = None
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -130,8 +152,9 @@ class UnknownFaces:
         :meth:`update_groups`.
 
         Faces whose box's shorter side is under ``min_size`` pixels or whose detection confidence
-        is under ``min_confidence`` are not kept (default :data:`faceid.cluster.MIN_FACE_SIZE`,
-        :data:`faceid.cluster.MIN_CONFIDENCE`: small, unsure faces make junk groups). A face
+        is under ``min_confidence`` are not kept (default: measured per model,
+        :func:`faceid.cluster.keep_filters`: small, unsure faces make junk groups), each with its
+        reason (:attr:`Kept.reasons`). A face
         already in the gallery (same photo SHA-256 and box) is not kept twice. An empty gallery
         takes ``embedding_key`` as its own.
 
@@ -139,7 +162,7 @@ class UnknownFaces:
             ModelMismatchError: the gallery's embeddings come from another model or preprocessing.
             ValueError: an embedding has the wrong shape or is not finite and unit-length.
         """
-        from faceid.cluster import MIN_CONFIDENCE, MIN_FACE_SIZE, keep_for_grouping
+        from faceid.cluster import keep_filters, keep_for_grouping, not_kept_reasons
 
         if not isinstance(embedding_key, EmbeddingKey):
             raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
@@ -148,13 +171,17 @@ class UnknownFaces:
             b.require_unknown("keeping unknown faces")
         vectors = unit_vectors(faces, embedding_key.dimension)
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-        keep = keep_for_grouping(
-            boxes,
-            np.array([f.confidence for f in faces], dtype=np.float64),
-            min_size=MIN_FACE_SIZE if min_size is None else min_size,
-            min_confidence=MIN_CONFIDENCE if min_confidence is None else min_confidence,
-        )
+        try:
+            min_size, min_confidence = keep_filters(embedding_key, min_size, min_confidence)
+        except UncalibratedError:
+            with self._gallery.guard():
+                self._gallery.check_embedding_key(embedding_key)  # another model's faces: that error first
+            raise
+        boxes_conf = (boxes, np.array([f.confidence for f in faces], dtype=np.float64))
+        keep = keep_for_grouping(*boxes_conf, min_size=min_size, min_confidence=min_confidence)
+        reasons = tuple(not_kept_reasons(*boxes_conf, min_size=min_size, min_confidence=min_confidence))
         ids: list[int | None] = [None] * len(faces)
+        before = [False] * len(faces)
         wanted = np.flatnonzero(keep).tolist()
         todo: list[int] = []
         duplicates = 0
@@ -166,6 +193,7 @@ class UnknownFaces:
                 for i, spot in zip(wanted, spots):
                     if spot in known:
                         ids[i] = known[spot]
+                        before[i] = True
                         duplicates += 1
                     else:
                         todo.append(i)
@@ -182,15 +210,18 @@ class UnknownFaces:
             todo = []
         if group and todo:
             self.update_groups()
-        return Kept(tuple(ids), len(todo), int(len(faces) - keep.sum()), duplicates)
+        if todo or duplicates:
+            self._key = embedding_key  # the gallery's, now (checked in the change)
+        return Kept(tuple(ids), len(todo), int(len(faces) - keep.sum()), duplicates, reasons, tuple(before))
 
     # -- grouping -------------------------------------------------------------------------------
 
     def update_groups(self, *, leftovers: bool | None = None) -> GroupingUpdate:
-        """Place the kept faces that are in no group: each face kept since the last grouping joins an
-        existing group when it clearly belongs (:func:`faceid.cluster.attach`); then the faces in no
-        group form new groups when enough of them agree (:func:`faceid.cluster.group_faces` over the
-        ungrouped faces only). Existing groups stay.
+        """Place the kept faces that are in no group, going on from the existing groups as one run
+        over every face would (:func:`faceid.cluster.incremental.settle`): a face joins a group
+        when they are each other's best candidate above the bar, faces form new groups, and groups
+        whose average link clears the bar merge (a face between two groups of one person helps
+        merge them).
 
         On a local gallery the cost of attaching follows the new faces, not the gallery (groups'
         embedding sums are cached: :mod:`faceid.gallery.groupsums`), and the faces left over are
@@ -207,7 +238,18 @@ class UnknownFaces:
 
     def _grouping(self, *, full: bool, leftovers: bool | None) -> GroupingUpdate:
         with self._gallery.guard():
-            return self._b.group_faces(full=full, leftovers=leftovers, params=self.params)
+            return self._b.group_faces(full=full, leftovers=leftovers, params=self._settings())
+
+    def _settings(self) -> Any:
+        """The grouping settings: ``params``, else those measured for the gallery's embedding key
+        (:func:`faceid.cluster.params_for`; ``None`` while the gallery has no key: nothing to group)."""
+        from faceid.cluster import params_for
+
+        if self.params is not None:
+            return self.params
+        if self._key is None:  # a gallery's key never changes once it has one: read it once
+            self._key = self._gallery.embedding_key
+        return params_for(self._key) if self._key is not None else None
 
     # -- naming and correcting ------------------------------------------------------------------
 
@@ -216,7 +258,8 @@ class UnknownFaces:
         change; no face is embedded again. The next identification names them.
 
         A face moved out of that person before, or from a photo the person already has a face
-        in, stays unknown (out of the group): :attr:`Named.kept_out`.
+        in, stays unknown (out of the group): :attr:`Named.kept_out`. When that is every face of
+        the group, the group stays as it is.
 
         Raises:
             GroupNotFoundError: there is no such group (named already, or grouped again).
@@ -240,7 +283,7 @@ class UnknownFaces:
                     pid = b.add_person(name)
                 if named:
                     b.set_faces(named, person=pid, group=None)
-                if out:
+                if out and named:  # every face barred: the group stays as it is
                     b.set_faces(out, group=None)
         return Named(name, tuple(named), tuple(out), created)
 
@@ -315,6 +358,63 @@ class UnknownFaces:
             b.move_exclusions(src, dst)  # who was moved out of either stays out of the merged person
             b.delete_people([src], erase=False)  # no face of theirs is left to erase
         return len(faces)
+
+    def suggestions(self, name: str | None = None) -> list[Suggestion]:
+        """Kept unknown faces whose best match among the enrolled faces is a person (``name``, or
+        anyone) at or above the model's suggest bar, best first; faces barred from that person
+        (moved out of them, rejected, or from a photo of theirs) are not offered.
+
+        Raises:
+            PersonNotFoundError: ``name`` is nobody in the gallery.
+            UncalibratedError: the gallery's model has no measured suggest bar.
+        """
+        from faceid.grouping_thresholds import grouping_numbers
+
+        key = self._gallery.embedding_key
+        with self._gallery.guard():
+            if name is not None and self._b.person_id(normalise_name(name)) is None:
+                raise self._gallery.not_found(name)
+            faces = self._b.unknown_faces() if key is not None else []
+            if not faces or key is None:
+                return []
+            bar = grouping_numbers(key).suggest
+            scores, ids = self._b.search(self._b.unknown_embeddings(key.dimension), 1)
+            hit = np.flatnonzero((ids[:, 0] >= 0) & (scores[:, 0] >= bar))
+            owners = self._b.face_owners([int(ids[i, 0]) for i in hit])
+            wanted = normalise_name(name).casefold() if name is not None else None
+            offers: dict[str, list[Suggestion]] = {}
+            for i in hit.tolist():
+                person = owners.get(int(ids[i, 0]))
+                if person is not None and (wanted is None or person.casefold() == wanted):
+                    offers.setdefault(person, []).append(Suggestion(faces[i], person, float(scores[i, 0])))
+            out = []
+            for person, offered in offers.items():
+                pid = self._b.person_id(person)
+                barred = barred_from(self._b, pid, [o.face.id for o in offered]) if pid is not None else set()
+                out += [o for o in offered if o.face.id not in barred]
+        return sorted(out, key=lambda o: (-o.similarity, o.face.id))
+
+    def reject(self, face_ids: Sequence[int], name: str) -> list[int]:
+        """Say kept faces are not ``name``: remembered as a move out of them is (never offered or
+        named as them again). Returns the ids.
+
+        Raises:
+            PersonNotFoundError: ``name`` is nobody in the gallery.
+            FaceNotFoundError: a face id is not a kept unknown face.
+        """
+        wanted = sorted({int(i) for i in face_ids})
+        with self._gallery.guard():
+            pid = self._b.person_id(normalise_name(name))
+            if pid is None:
+                raise self._gallery.not_found(name)
+            with self._b.change():
+                kept = {f.id for f in self._b.unknown_faces()}
+                missing = [f for f in wanted if f not in kept]
+                if missing:
+                    raise FaceNotFoundError(f"no kept unknown face with id {missing[0]} in {self._gallery.path}")
+                self._b.exclude([(f, 0, pid) for f in wanted])
+                self._b.audit("reject", normalise_name(name), faces=wanted)
+        return wanted
 
     def forget(self, older_than: timedelta | None = None, *, face_ids: Sequence[int] | None = None) -> int:
         """Delete kept unknown faces (all, those kept longer ago than ``older_than``, or those of

@@ -10,6 +10,7 @@ The parts, one job each:
 - :mod:`.routes`: the page and health, identify, people and faces, review of unknown faces
 """
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -26,7 +27,8 @@ from faceid.errors import FaceIDError
 from faceid.gallery import AnyGallery, open_gallery
 from faceid.server import routes
 from faceid.server.errors import OPENAPI_ERRORS, add_error_handlers
-from faceid.server.limits import Limits
+from faceid.server.headers import SecurityHeaders, csp_for_inline_scripts
+from faceid.server.limits import FORM_KEY_PATHS, Limits
 from faceid.server.routes.service import WEB
 from faceid.server.settings import Settings
 from faceid.server.state import State
@@ -44,6 +46,9 @@ def create_app(
     settings: Settings = Settings(),
     model: Optional[str] = None,
     detector: Optional[str] = None,
+    load_in_background: bool = False,
+    on_load_failure: Optional[Callable[[BaseException], None]] = None,
+    form_key_paths: tuple[str, ...] = FORM_KEY_PATHS,
 ) -> FastAPI:
     """The ASGI app for one gallery.
 
@@ -56,16 +61,40 @@ def create_app(
         model: the embedding model of a new gallery (one that has no faces yet); a gallery with
             faces keeps its own, and another model here is refused (:class:`ModelMismatchError`).
         detector: the face detector of a new gallery (``"mtcnn"`` or ``"yunet"``), the same way.
+        load_in_background: start answering at once (``/healthz`` says 503 ``loading``, the API
+            503 with Retry-After) while the models load, instead of only once they are loaded.
+        on_load_failure: called with the exception if loading in the background fails.
+        form_key_paths: path prefixes of routes that read their API key from a form field
+            (see :class:`~faceid.server.limits.Limits`).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = await run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings, model, detector)
-        app.state.faceid = state
+        app.state.faceid = None
+
+        def start():
+            return run_in_threadpool(_start, gallery_path, pipeline, pipeline_factory, settings, model, detector)
+
+        if not load_in_background:
+            app.state.faceid = await start()
+        else:
+
+            async def load() -> None:
+                try:
+                    app.state.faceid = await start()
+                except BaseException as exc:
+                    log.error("could not start: %s", exc, exc_info=not isinstance(exc, FaceIDError))
+                    if on_load_failure is not None:
+                        on_load_failure(exc)
+
+            loading = asyncio.ensure_future(load())
         try:
             yield
         finally:
-            await run_in_threadpool(_stop, state)
+            if load_in_background and not loading.done():
+                await asyncio.wait([loading])  # a thread cannot be stopped: let it finish, then close
+            if app.state.faceid is not None:
+                await run_in_threadpool(_stop, app.state.faceid)
 
     assets = _swagger_ui_assets()
     app = FastAPI(
@@ -77,7 +106,8 @@ def create_app(
         docs_url=None if assets else "/docs",  # else FastAPI's page, which fetches Swagger UI from a CDN
         redoc_url=None,
     )
-    app.add_middleware(Limits, settings=settings)
+    app.add_middleware(Limits, settings=settings, form_key_paths=form_key_paths)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, the door's own too
     add_error_handlers(app)
     for module in (routes.service, routes.identify, routes.people, routes.review, routes.verify):
         app.include_router(module.router)
@@ -117,13 +147,16 @@ def _add_offline_docs(app: FastAPI, assets: Path) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="faceid API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
+        # Swagger UI starts from one inline script: allowed by its hash, not by 'unsafe-inline'
+        page.headers["content-security-policy"] = csp_for_inline_scripts(bytes(page.body).decode())
+        return page
 
 
 def _version() -> str:
@@ -202,9 +235,22 @@ def serve(
     on_ready: Optional[Callable[[str], None]] = None,
     model: Optional[str] = None,
     detector: Optional[str] = None,
+    ssl_certfile: Optional[str] = None,
+    ssl_keyfile: Optional[str] = None,
 ) -> None:
-    """Run the app with uvicorn until SIGINT or SIGTERM; requests in flight finish first."""
+    """Run the app with uvicorn until SIGINT or SIGTERM; requests in flight finish first.
+
+    The socket is bound before the models load: ``/healthz`` answers 503 ``loading`` meanwhile.
+    With ``ssl_certfile`` and ``ssl_keyfile`` (PEM files) it speaks HTTPS (uvicorn's TLS).
+
+    Raises:
+        FaceIDError: (or any other error) the models or the gallery could not be loaded.
+    """
     import uvicorn
+
+    from faceid.server.budget import limit_arenas
+
+    limit_arenas()  # before the models' and the workers' threads exist: see budget.ARENAS
 
     class _Server(uvicorn.Server):
         @contextmanager
@@ -215,7 +261,15 @@ def serve(
                 yield
                 self._captured_signals.clear()
 
-    app = create_app(gallery_path, settings=settings, model=model, detector=detector)
+    failed: list[BaseException] = []
+
+    def stop(exc: BaseException) -> None:
+        failed.append(exc)
+        server.should_exit = True
+
+    app = create_app(
+        gallery_path, settings=settings, model=model, detector=detector, load_in_background=True, on_load_failure=stop
+    )
     config = uvicorn.Config(
         app,
         host=host,
@@ -226,5 +280,10 @@ def serve(
         limit_concurrency=max(64, 8 * settings.max_uploads),
         server_header=False,
         access_log=log_level == "debug",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
-    _Server(config).run()
+    server = _Server(config)
+    server.run()
+    if failed:
+        raise failed[0]

@@ -40,9 +40,11 @@ __all__ = [
     "STATUSES",
     "ApiError",
     "add_error_handlers",
+    "api_words",
     "error_response",
     "one_line",
     "status_of",
+    "without_paths",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,10 +71,11 @@ OPENAPI_ERRORS: dict[int | str, dict[str, Any]] = {
 class ApiError(Exception):
     """An error answer: ``status`` and a one-line ``message`` (plus optional extra fields)."""
 
-    def __init__(self, status: int, message: str, **extra) -> None:
+    def __init__(self, status: int, message: str, headers: Optional[dict] = None, **extra) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
         self.extra = extra
 
 
@@ -111,8 +114,46 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())[:500]
 
 
+#: The library's words for the command line, and the API's for the same thing.
+_API_WORDS = (("pass --largest", "pass largest=true"), ("--largest", "largest=true"), ("--box", "box"))
+
+
+def api_words(text: str) -> str:
+    """A library message worded for the API: its parameters instead of the command line's flags."""
+    for cli, api in _API_WORDS:
+        text = text.replace(cli, api)
+    return text
+
+
+def without_paths(text: str, request) -> str:
+    """``text`` without the server's gallery path (no client needs to know where it is kept)."""
+    state = getattr(request.app.state, "faceid", None)
+    path = str(getattr(getattr(state, "gallery", None), "path", "") or "")
+    if path:
+        text = text.replace(f" in {path}", "").replace(path, "the gallery")
+    return text
+
+
 def error_response(status: int, message: str, headers: Optional[dict] = None, **extra) -> JSONResponse:
-    return JSONResponse({"error": one_line(message), **extra}, status_code=status, headers=headers)
+    return JSONResponse({"error": one_line(api_words(message)), **extra}, status_code=status, headers=headers)
+
+
+def _validation_words(error: dict) -> str:
+    """One of pydantic's complaints in the API's words (no Python types, no parser internals)."""
+    kind, message = str(error.get("type", "")), str(error.get("msg", "invalid"))
+    where = ".".join(
+        str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path") and not isinstance(p, int)
+    )
+    if "UploadFile" in message:
+        message = "expected a file (a part of a multipart/form-data body with a filename)"
+    elif kind == "json_invalid" or "JSON decode" in message:
+        return "the body is not valid JSON"
+    elif kind in ("model_attributes_type", "dict_type", "model_type"):
+        message = "the body must be a JSON object"
+    elif kind == "missing":
+        message = "missing"
+    message = message.removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 #: URL path prefix -> ``shape(status, message, extra) -> (status, body)``: the error shape of a
@@ -138,25 +179,27 @@ def add_error_handlers(app) -> None:
 
     @app.exception_handler(ApiError)
     async def apierror_response(request: Request, exc: ApiError):
-        return _answer(request, exc.status, exc.message, **exc.extra)
+        return _answer(request, exc.status, without_paths(exc.message, request), headers=exc.headers, **exc.extra)
 
     @app.exception_handler(FaceIDError)
     async def faceiderror_response(request: Request, exc: FaceIDError):
         status = status_of(exc)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc)
-        return _answer(request, status, str(exc))
+        return _answer(request, status, without_paths(str(exc), request))
 
     @app.exception_handler(StarletteHTTPException)
     async def httperror_response(request: Request, exc: StarletteHTTPException):
-        return _answer(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such path in this API: {request.url.path[:200]} (the API is described at /docs)"
+        elif exc.status_code == 405:
+            detail = f"{request.method[:20]} is not a method {request.url.path[:200]} answers"
+        return _answer(request, exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        problems = []
-        for e in exc.errors()[:3]:
-            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
-            problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+        problems = list(dict.fromkeys(_validation_words(e) for e in exc.errors()[:3]))
         return _answer(request, 400, "; ".join(problems) or "bad request")
 
     @app.exception_handler(Exception)

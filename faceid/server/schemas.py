@@ -13,6 +13,7 @@ __all__ = [
     "ErrorOut",
     "FaceOut",
     "HealthOut",
+    "LoadingOut",
     "IdentifyOut",
     "PersonDetailOut",
     "PersonFaceOut",
@@ -28,6 +29,10 @@ class ErrorOut(BaseModel):
     results: Optional[list[EnrollResultOut]] = Field(
         None, description="Enrolment: the report, when every photo failed."
     )
+
+
+class LoadingOut(BaseModel):
+    status: str = Field("loading", description="The models are still loading.")
 
 
 class HealthOut(BaseModel):

@@ -22,7 +22,10 @@ from faceid.apikeys import ApiKeys
 from faceid.gallery import AnyGallery
 from faceid.server.settings import Settings
 
-__all__ = ["Caller", "State", "state_of"]
+__all__ = ["CALLER", "Caller", "State", "state_of"]
+
+#: Where the ASGI scope keeps the :class:`Caller` that the key in the headers named.
+CALLER = "faceid.caller"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class State:
     """What the app keeps between requests: the gallery behind its lock, the batcher, annotated images."""
 
     def __init__(self, gallery: AnyGallery, batcher, pipeline, settings: Settings) -> None:
+        from faceid.server.budget import Budget
         from faceid.server.compaction import Compactor
 
         self.gallery = gallery
@@ -46,6 +50,7 @@ class State:
         self.batcher = batcher
         self.pipeline = pipeline
         self.settings = settings
+        self.budget = Budget(settings.memory_mb * 2**20)
         self.annotated: OrderedDict[str, bytes] = OrderedDict()
         self.touched: dict[str, float] = {}
         self.coming = 0  # requests being decoded now, whose images the batcher will get soon

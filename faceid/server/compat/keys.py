@@ -14,8 +14,10 @@ from typing import Annotated, Optional
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials
 
-from faceid.server.auth import Credentials, admin, reader
-from faceid.server.state import Caller
+from faceid.apikeys import ADMIN
+from faceid.server.auth import Credentials, authenticate
+from faceid.server.errors import ApiError
+from faceid.server.state import CALLER, Caller, state_of
 
 __all__ = ["FORM_KEY", "CompatAdmin", "CompatReader"]
 
@@ -32,18 +34,29 @@ def _credentials(request: Request, bearer, header: Optional[str]) -> Optional[HT
     return HTTPAuthorizationCredentials(scheme="Bearer", credentials=key) if key else None
 
 
+def _caller(request: Request, bearer, header: Optional[str]) -> Caller:
+    known = request.scope.get(CALLER)  # a header key, checked before the body was read
+    if isinstance(known, Caller):
+        return known
+    credentials = _credentials(request, bearer, header)
+    return authenticate(state_of(request), credentials.credentials if credentials else None)
+
+
 def compat_reader(
     request: Request, bearer: Credentials, header: Annotated[Optional[str], Security(_x_api_key)]
 ) -> Caller:
     """Any valid key, from any of the three places (or none needed)."""
-    return reader(request, _credentials(request, bearer, header))
+    return _caller(request, bearer, header)
 
 
 def compat_admin(
     request: Request, bearer: Credentials, header: Annotated[Optional[str], Security(_x_api_key)]
 ) -> Caller:
     """A key that may change the gallery, from any of the three places."""
-    return admin(request, _credentials(request, bearer, header))
+    caller = _caller(request, bearer, header)
+    if caller.scope != ADMIN:
+        raise ApiError(403, f"key {caller.key!r} is read-only; this needs an admin key")
+    return caller
 
 
 CompatReader = Annotated[Caller, Depends(compat_reader)]

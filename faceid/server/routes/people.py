@@ -6,6 +6,7 @@ A name is free text, so in a URL it is percent-encoded whole; see :data:`PersonN
 import hashlib
 import logging
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,10 +20,10 @@ from faceid.batch import Processed
 from faceid.errors import FaceIDError, ImageError, NameTakenError
 from faceid.gallery import normalise_name
 from faceid.server.auth import Admin, Reader
-from faceid.server.errors import ApiError, status_of
+from faceid.server.errors import ApiError, api_words, status_of
 from faceid.server.schemas import EnrollOut, PersonDetailOut, PersonOut, RemovedFaceOut, RemovedOut, RenameIn
 from faceid.server.state import State, state_of
-from faceid.server.uploads import decode, image_faces, upload_name
+from faceid.server.uploads import decode, image_faces, memory_for, upload_name
 from faceid.verify import box_overlap
 
 __all__ = ["FaceId", "PersonName", "addressable", "face_out", "router"]
@@ -68,6 +69,13 @@ def _parse_box(box: Optional[str]) -> Optional[tuple[int, int, int, int]]:
         raise ApiError(400, str(exc)) from None
 
 
+def _onto(box: tuple[int, int, int, int], image) -> tuple[int, int, int, int]:
+    """A box in full-size pixels, in pixels of ``image`` as decoded (smaller for a large photo)."""
+    sx, sy = image.scale
+    x, y, w, h = box
+    return (round(x / sx), round(y / sy), max(1, round(w / sx)), max(1, round(h / sy)))
+
+
 @router.post("/v1/people/{name:path}/faces", response_model=EnrollOut, tags=["people"])
 async def enroll(
     request: Request,
@@ -92,37 +100,40 @@ async def enroll(
         raise ApiError(400, "box chooses a face in one photo; send one photo with it")
     items: list[Processed] = []
     unreadable: dict[int, int] = {}  # photo -> the status of its decoding error
-    for i, upload in enumerate(file):
-        source = upload_name(upload, i)
-        data = await upload.read()
-        try:
-            items.append(Processed(source, await run_in_threadpool(decode, data, source, state.settings)))
-        except ImageError as exc:
-            unreadable[i] = status_of(exc)
-            items.append(Processed(source, None, error=str(exc)))
-    readable = [(i, item.image.pixels) for i, item in enumerate(items) if item.image is not None]
-    pixels = [p for _, p in readable]
-    names = [items[i].source for i, _ in readable]
-    found = await run_in_threadpool(image_faces, state, pixels, names) if readable else []
-    for (i, _), faces in zip(readable, found):
-        if isinstance(faces, str):
-            items[i] = replace(items[i], error=faces)
-            continue
-        if wanted is not None:
-            scored = sorted(((box_overlap(f.detection.box, wanted), f) for f in faces), key=lambda t: -t[0])
-            if not scored or scored[0][0] < 0.3:
-                raise ApiError(422, f"{items[i].source}: no face found at box {list(wanted)}")
-            faces = [scored[0][1]]
-        items[i] = replace(items[i], faces=list(faces))
+    datas = [await upload.read() for upload in file]
+    deadline = time.monotonic() + state.settings.request_timeout
+    async with state.budget.hold(memory_for(datas, state.settings), deadline):
+        for i, (upload, data) in enumerate(zip(file, datas)):
+            source = upload_name(upload, i)
+            try:
+                items.append(Processed(source, await run_in_threadpool(decode, data, source, state.settings)))
+            except ImageError as exc:
+                unreadable[i] = status_of(exc)
+                items.append(Processed(source, None, error=str(exc)))
+        readable = [(i, item.image.pixels) for i, item in enumerate(items) if item.image is not None]
+        pixels = [p for _, p in readable]
+        names = [items[i].source for i, _ in readable]
+        found = await run_in_threadpool(image_faces, state, pixels, names) if readable else []
+        for (i, _), faces in zip(readable, found):
+            if isinstance(faces, str):
+                items[i] = replace(items[i], error=faces)
+                continue
+            if wanted is not None:
+                near = _onto(wanted, items[i].image)
+                scored = sorted(((box_overlap(f.detection.box, near), f) for f in faces), key=lambda t: -t[0])
+                if not scored or scored[0][0] < 0.3:
+                    raise ApiError(422, f"{items[i].source}: no face found at box {list(wanted)}")
+                faces = [scored[0][1]]
+            items[i] = replace(items[i], faces=list(faces))
 
-    def write():
-        from faceid.enroll import enroll_processed
+        def write():
+            from faceid.enroll import enroll_processed
 
-        with state.use(caller) as gallery:
-            return enroll_processed(gallery, person, items, state.pipeline.key, largest=largest, paths=False)
+            with state.use(caller) as gallery:
+                return enroll_processed(gallery, person, items, state.pipeline.key, largest=largest, paths=False)
 
-    results = await run_in_threadpool(write)
-    report = [r.to_json() for r in results]
+        results = await run_in_threadpool(write)
+    report = [{**r.to_json(), "message": api_words(r.message)} for r in results]
     if results and all(not r.ok for r in results):
         first = results[0].message
         status = unreadable.get(0, 422)

@@ -4,12 +4,12 @@ from pathlib import Path
 from typing import Optional
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from faceid.server.auth import Reader
-from faceid.server.schemas import HealthOut
+from faceid.server.schemas import HealthOut, LoadingOut
 from faceid.server.state import state_of
 
 __all__ = ["WEB", "router"]
@@ -24,9 +24,17 @@ async def page():
     return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/healthz", response_model=HealthOut, tags=["service"])
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    responses={503: {"model": LoadingOut, "description": "Still loading the models"}},
+    tags=["service"],
+)
 async def healthz(request: Request):
-    """200 once the models are loaded; says whether requests need a key. No key needed."""
+    """200 once the models are loaded, 503 ``{"status": "loading"}`` until then; says whether
+    requests need a key. No key needed."""
+    if getattr(request.app.state, "faceid", None) is None:
+        return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "2"})
     state = state_of(request)
 
     def look() -> HealthOut:

@@ -1,0 +1,75 @@
+"""Grouping numbers as a property of the embedding key: the impostor-rate rule against a numpy
+oracle, the per-model table, and the one-line error for a key without numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import KEY
+
+from faceid.cluster import GroupingParams, keep_filters, params_for
+from faceid.cluster.calibration import RULE, GroupingRule, derive, impostor_tail
+from faceid.embedding_key import EmbeddingKey
+from faceid.errors import UncalibratedError
+from faceid.thresholds import GROUPING, TABLES, grouping_numbers
+
+
+def clustered(people: int, per: int, seed: int, noise: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(people, 32))
+    x = np.repeat(centres, per, axis=0) + noise * rng.normal(size=(people * per, 32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), np.repeat(np.arange(people), per)
+
+
+def test_impostor_tail_matches_a_numpy_oracle():
+    x, who = clustered(40, 5, 1)
+    tail = impostor_tail(x, who)
+    s = x.astype(np.float64) @ x.T.astype(np.float64)
+    i, j = np.triu_indices(len(x), 1)
+    impostor = s[i, j][who[i] != who[j]]
+    assert tail.pairs == len(impostor)
+    for rate in (1e-3, 1e-2, 0.1, 0.5):
+        bar = tail.similarity_at(rate)
+        # at most `rate` of the pairs reach the bar, and one bin (1e-4) lower more than `rate` would
+        assert np.mean(impostor >= bar) <= rate + 1e-12
+        assert np.mean(impostor >= bar - 2e-4) > rate - 1.0 / len(impostor)
+        assert tail.rate_at(bar) == pytest.approx(np.mean(impostor >= bar), abs=2.0 / len(impostor))
+
+
+def test_the_rule_orders_its_numbers_and_follows_the_spread():
+    x, who = clustered(60, 4, 2)
+    tight = derive(impostor_tail(x, who))
+    assert tight.floor <= tight.threshold and tight.margin >= 0 and tight.suggest <= tight.floor
+    # a model whose strangers score higher (all similarities shifted up) gets higher bars
+    shifted = np.hstack([x, np.full((len(x), 1), 1.0, np.float32)])
+    shifted /= np.linalg.norm(shifted, axis=1, keepdims=True)
+    loose = derive(impostor_tail(shifted, who))
+    assert loose.threshold > tight.threshold and loose.impostor_median > tight.impostor_median
+    with pytest.raises(ValueError, match="floor_rate"):
+        GroupingRule(merge_rate=1e-3, floor_rate=1e-4, margin_share=0.1, suggest_rate=1e-2)
+
+
+def test_every_model_with_an_identify_table_and_weights_here_has_grouping_numbers():
+    assert KEY in GROUPING  # the default model
+    facenet = EmbeddingKey.for_model("facenet-20170512-110547", crop_margin=0.1)
+    assert facenet in GROUPING
+    for key, numbers in GROUPING.items():
+        assert key in TABLES, f"{key.describe()} has grouping numbers but no identify table"
+        assert -1 < numbers.floor <= numbers.threshold < 1 and 0 <= numbers.margin < 0.5
+        assert 0 < numbers.min_confidence < 1 and numbers.min_face_size > 0
+    assert params_for(KEY) == GroupingParams(
+        threshold=GROUPING[KEY].threshold, floor=GROUPING[KEY].floor, margin=GROUPING[KEY].margin
+    )
+    assert keep_filters(KEY) == (GROUPING[KEY].min_face_size, GROUPING[KEY].min_confidence)
+    assert RULE.merge_rate < RULE.floor_rate
+
+
+def test_a_key_without_numbers_is_one_uncalibrated_line():
+    other = EmbeddingKey.for_model("sface", mirror=True)
+    with pytest.raises(UncalibratedError) as err:
+        grouping_numbers(other)
+    message = str(err.value)
+    assert "\n" not in message and "mirror" in message and "faceid eval cluster" in message
+    with pytest.raises(UncalibratedError):
+        params_for(None)
