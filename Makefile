@@ -8,13 +8,14 @@ GRAPH := models/facenet-20170512-110547.graph.pb
 SFACE := models/sface-2021dec-float32.onnx
 YUNET := models/yunet-2023mar-float32.onnx
 
-.PHONY: help setup compat-clients demo test stress lint eval-lfw bench bench-setup bench-tiny clean
+.PHONY: help setup milvus-server compat-clients demo test stress lint eval-lfw bench bench-setup bench-tiny clean
 
 help:
 	@echo "make demo      set up (venv, packages, verified model) and run the demo"
 	@echo "make test      set up and run the test suite"
 	@echo "make stress    the heavier crash, concurrency and fuzz tests (400 kills, 8 writers, ~104,400 API requests, 100,000 image byte strings)"
 	@echo "make lint      ruff and mypy"
+	@echo "make milvus-server  a real Milvus standalone (milvus==2.3.5) in .venv-milvus, for the tests (docs/milvus-server.md)"
 	@echo "make eval-lfw  LFW verification on $(DATA)/lfw"
 	@echo "make bench     speed figures side by side with face_recognition (docs/speed.md)"
 
@@ -46,16 +47,25 @@ $(COMPREFACE):
 
 compat-clients: $(COMPREFACE)
 
-setup: $(BIN)/faceid $(MODEL) $(GRAPH) $(SFACE) $(YUNET) $(COMPREFACE)
+setup: $(BIN)/faceid $(MODEL) $(GRAPH) $(SFACE) $(YUNET) $(COMPREFACE) milvus-server
 	$(BIN)/faceid models verify
 	$(BIN)/faceid models verify sface
 	$(BIN)/faceid models verify yunet
+
+# A real Milvus server for the tests (docs/milvus-server.md): the milvus wheel (Milvus
+# standalone's binary) in a virtualenv of its own, without its client extra (which pins an old pymilvus).
+MILVUS_VENV ?= .venv-milvus
+milvus-server: $(MILVUS_VENV)/bin/milvus-server
+
+$(MILVUS_VENV)/bin/milvus-server:
+	$(PYTHON) -m venv $(MILVUS_VENV)
+	$(MILVUS_VENV)/bin/python -m pip install --quiet --no-cache-dir 'milvus==2.3.5'
 
 demo: setup
 	$(BIN)/faceid demo --out out/demo
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 stress: $(BIN)/faceid
 	FACEID_STRESS=1 $(BIN)/python -m pytest -m stress -s tests/test_crash.py tests/test_concurrency.py
@@ -86,4 +96,4 @@ bench-tiny: setup
 	$(BIN)/faceid bench --tiny --data $(DATA)
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(MILVUS_VENV) out .pytest_cache

@@ -66,12 +66,118 @@ needs_milvus = pytest.mark.skipif(
     not milvus_installed(), reason="the milvus extra is not installed: pip install 'faceid[milvus]'"
 )
 
+# -- a real Milvus server: the milvus==2.3.5 wheel's standalone binary, in .venv-milvus -------------
+
+
+def milvus_server_python() -> Path | None:
+    """The milvus virtualenv's Python (``make milvus-server`` makes it), or None."""
+    from faceid.milvus_standalone import milvus_python
+
+    return milvus_python(ROOT)
+
+
+#: for tests against a real Milvus server; deselect them with -m "not milvus_server"
+needs_milvus_server = [
+    pytest.mark.milvus_server,
+    pytest.mark.skipif(
+        not milvus_installed() or milvus_server_python() is None,
+        reason="no Milvus server here: `make milvus-server` installs milvus==2.3.5 in .venv-milvus",
+    ),
+]
+
+_server = None  # the session's server, started on first use, stopped by pytest_sessionfinish
+_server_names: list[str] = []  # galleries made on it by the running test, dropped after it
+
+
+def milvus_server():
+    """The session's Milvus server (a fresh data folder, a network namespace of its own where one
+    can be made), started the first time a test asks for it; its listening sockets go to the log."""
+    global _server
+    if _server is None:
+        import sys
+        import tempfile
+
+        from faceid.milvus_standalone import StandaloneMilvus
+
+        python = milvus_server_python()
+        if python is None:
+            pytest.skip("no Milvus server here: `make milvus-server` installs milvus==2.3.5 in .venv-milvus")
+        folder = Path(tempfile.mkdtemp(prefix="faceid-milvus-server-"))
+        server = StandaloneMilvus(folder, python)
+        try:
+            server.start()
+        except BaseException:
+            server.close()
+            raise
+        _server = server
+        print(f"\nMilvus {server.version} standalone at {server.uri}, data in {folder}", file=sys.__stderr__)
+        print(server.listening(), file=sys.__stderr__)
+    return _server
+
+
+#: Test files whose tests run on the real Milvus server by default; the other suites' server
+#: variants (gallery, CLI, unknown faces: about 10 more minutes) run with FACEID_MILVUS_SERVER_SUITES=all.
+SERVER_BY_DEFAULT = ("test_gallery_contract.py", "test_milvus_server.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if os.environ.get("FACEID_MILVUS_SERVER_SUITES") == "all":
+        return
+    later = pytest.mark.skip(
+        reason="this suite's Milvus-server variant runs with FACEID_MILVUS_SERVER_SUITES=all "
+        "(the contract and the server's own tests run on it by default)"
+    )
+    for item in items:
+        if item.get_closest_marker("milvus_server") and item.path.name not in SERVER_BY_DEFAULT:
+            item.add_marker(later)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    global _server
+    if _server is not None:
+        import shutil
+
+        server, _server = _server, None
+        server.close()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def server_gallery(folder: Path) -> str:
+    """A new gallery on the session's server, named after ``folder`` (dropped after the test)."""
+    name = "t" + hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    _server_names.append(name)
+    return milvus_server().gallery(name)
+
+
+@pytest.fixture(autouse=True)
+def _drop_server_galleries():
+    """Drop the collections of the galleries a test made on the server, so they do not pile up."""
+    yield
+    if _server_names and _server is not None and _server.pid is not None:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=_server.uri, timeout=30)
+        try:
+            for collection in client.list_collections():
+                if collection.split("_", 1)[0] in _server_names:
+                    client.drop_collection(collection)
+        finally:
+            client.close()
+    _server_names.clear()
+
+
 #: the gallery backends every behaviour test runs against
-BACKENDS = ["local", pytest.param("milvus-lite", marks=needs_milvus)]
+BACKENDS = [
+    "local",
+    pytest.param("milvus-lite", marks=needs_milvus),
+    pytest.param("milvus-server", marks=needs_milvus_server),
+]
 
 
 def gallery_address(backend: str, folder: Path) -> str:
     """Where a gallery of ``backend`` lives inside ``folder``: what ``--gallery`` and ``open_gallery`` take."""
+    if backend == "milvus-server":
+        return server_gallery(folder)
     return str(folder / "gallery") if backend == "local" else f"milvus-lite:{folder / 'gallery.db'}"
 
 

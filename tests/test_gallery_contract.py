@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import needs_milvus
+from conftest import needs_milvus, needs_milvus_server, server_gallery
 
 from faceid.apikeys import READ_ONLY, ApiKeys, KeyExistsError, KeyNotFoundError
 from faceid.embedding_key import EmbeddingKey
@@ -53,6 +53,8 @@ class Backend:
 BACKENDS: list[Backend] = [
     Backend("local", lambda folder: str(folder / "gallery")),
     Backend("milvus-lite", lambda folder: f"milvus-lite:{folder / 'gallery.db'}", (needs_milvus,)),
+    # a real Milvus server (milvus==2.3.5 standalone, started once per session: conftest.milvus_server)
+    Backend("milvus-server", server_gallery, tuple(needs_milvus_server)),
 ]
 
 

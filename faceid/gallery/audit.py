@@ -120,11 +120,11 @@ def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]],
     if missing:
         found.append(
             f"{where}: {n_faces(missing)} the audit log records as enrolled missing (deleted outside faceid?); "
-            "restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
+            "restore the gallery from a backup (`faceid gallery restore BACKUP`)"
         )
     if extra:
         found.append(
             f"{where}: {n_faces(extra)} with no enrolment in the audit log (added or moved outside faceid?); "
-            "restore gallery.db from a backup (`faceid gallery restore BACKUP`)"
+            "restore the gallery from a backup (`faceid gallery restore BACKUP`)"
         )
     return found

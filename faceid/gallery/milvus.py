@@ -33,9 +33,13 @@ usable:
   records but the gallery lacks.
 
 Removed rows are tombstones in Milvus until compaction, so every removal asks for one
-(``compact``) and waits for it (up to ``timeout``). milvus-lite's compaction rewrites the
-segment files without the removed rows; a Milvus server keeps old segments in its object store
-until its garbage collector drops them (``gc.dropTolerance``), which faceid cannot hasten.
+(``compact``); the delete itself takes effect at once (no search, listing or export returns the
+rows). On milvus-lite the removal waits for it (up to ``timeout``): its compaction rewrites the
+segment files without the removed rows. A server compacts in its own time (about 18 s a
+collection), so there the jobs are recorded and :meth:`MilvusBackend.compaction_pending` is true
+until the server has finished (``gallery check`` says so, exit 0). A Milvus server keeps old
+segments in its object store until its garbage collector drops them (``gc.dropTolerance``),
+which faceid cannot hasten.
 
 There is one writer at a time: milvus-lite lets one process open a ``.db`` folder (another gets
 :class:`~faceid.errors.GalleryBusyError` after ``timeout``); on a Milvus server faceid takes no
@@ -351,15 +355,16 @@ class MilvusBackend:
         self.rows.delete_rows([], sorted({int(i) for i in ids}), self.kept.drop_exclusions)
 
     def erased(self, what: str, gone: np.ndarray, *, compact: bool) -> None:
-        return None  # a removal here compacts before its change ends
+        return None  # a removal here starts its compactions before its change ends (MilvusRows.compact)
 
     def compaction_pending(self) -> bool:
-        """Always ``False``: a removal here compacts before it returns (the person is gone for every
-        reader as soon as their row is)."""
-        return False
+        """Whether a server is still compacting after a removal (milvus-lite: never, a removal waits).
+        The removal took effect at once: the person is gone for every reader as soon as their row is."""
+        return not self.rows.location.lite and bool(self.rows.compactions_left())
 
     def compact(self, *, wait: bool) -> bool:
-        return True
+        """Wait (if ``wait``, up to ``timeout`` a job) for the server's compactions; ``True`` when none is left."""
+        return self.rows.location.lite or not self.rows.compactions_left(wait=wait)
 
     # -- search -------------------------------------------------------------------------------------
 

@@ -8,12 +8,13 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from faceid.errors import FaceIDError
+from faceid.errors import FaceIDError, GalleryError
 from faceid.gallery import records
 from faceid.gallery.records import NewFace, utc_now
 
@@ -63,12 +64,29 @@ def strs(values: Iterable[str]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
 
-def create_collection(client: Any, name: str, schema: Any, index: Any) -> None:
+def create_collection(client: Any, name: str, schema: Any, index: Any, *, wait: bool = True) -> None:
     """Create a collection with its index and load it. The index is asked for without waiting:
-    pymilvus's wait polls every half second, which made opening a new gallery take 2 s."""
+    pymilvus's wait polls every half second, which made opening a new gallery take 2 s. With
+    ``wait=False`` the load is only started (see :func:`wait_loaded`): a server takes about 3 s to
+    load each new collection, so a new gallery's three load side by side."""
     client.create_collection(name, schema=schema, consistency_level="Strong")
     client.create_index(name, index, sync=False)
-    client.load_collection(name)
+    client.load_collection(name, _async=not wait)
+
+
+def wait_loaded(client: Any, names: Iterable[str], timeout: float, where: str) -> None:
+    """Wait until the server has loaded every collection of ``names``, up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    left = list(names)
+    while left:
+        states = {n: getattr(client.get_load_state(n).get("state"), "name", "") for n in left}
+        for n in (n for n, state in states.items() if state == "NotLoad"):  # made before, never loaded
+            client.load_collection(n, _async=True)
+        left = [n for n, state in states.items() if state != "Loaded"]
+        if left and time.monotonic() >= deadline:
+            raise GalleryError(f"{where}: Milvus had not loaded {', '.join(left)} after {timeout:g} s")
+        if left:
+            time.sleep(0.1)
 
 
 def guarded(method: _F) -> _F:

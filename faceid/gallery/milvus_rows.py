@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,9 +20,11 @@ from typing import Any
 
 from faceid.errors import GalleryBusyError, GalleryCorruptError, GalleryError
 from faceid.gallery import audit
+from faceid.gallery import milvus_compaction as compaction
 from faceid.gallery.backend import chunks
 from faceid.gallery.location import MilvusLocation
-from faceid.gallery.milvus_common import CHIP_FIELDS, TEXT, create_collection, guarded, ints, name_key
+from faceid.gallery.milvus_common import CHIP_FIELDS, TEXT, create_collection, guarded, ints, name_key, wait_loaded
+from faceid.gallery.milvus_timeout import TimedClient
 from faceid.gallery.records import n_faces, utc_now
 
 __all__ = ["CHUNK", "INDEX", "PLACEHOLDER", "SCHEMA", "SEARCH_PARAMS", "MilvusRows", "quiet_pymilvus", "reason"]
@@ -75,7 +76,7 @@ class MilvusRows:
         loc = self.location
         if not loc.lite:
             try:
-                return MilvusClient(uri=loc.uri, token=os.environ.get("FACEID_MILVUS_TOKEN", ""), timeout=self.timeout)
+                return TimedClient.connect(loc.uri, self.timeout, self.path)
             except Exception as exc:
                 raise GalleryError(f"{self.path}: cannot reach Milvus at {loc.uri} ({reason(exc)})") from None
         folder = Path(loc.uri)
@@ -151,15 +152,22 @@ class MilvusRows:
         if self.name("meta") not in have:
             if not create:
                 raise GalleryError(f"{self.path}: no gallery here; enrol someone to create one")
-            self._create_collections(have)
-        else:
-            for what in ("meta", "people", "audit"):
-                if self.name(what) not in have:
-                    raise GalleryCorruptError(f"{self.path}: the collection {self.name(what)} is missing")
-        have = set(c.list_collections())
+            self._create_collections(have)  # made and loaded
+            return self._check_schema()
+        for what in ("meta", "people", "audit"):
+            if self.name(what) not in have:
+                raise GalleryCorruptError(f"{self.path}: the collection {self.name(what)} is missing")
         for what in ("meta", "people", "audit", "faces", "exclusions"):
-            if self.name(what) in have:
-                c.load_collection(self.name(what))  # a collection another process made is not loaded here
+            # load what is not loaded (after a server restart, say): asking for a load polls until it is
+            # done, about 1.5 s a collection on a server even when it was loaded already
+            if (
+                self.name(what) in have
+                and getattr(c.get_load_state(self.name(what)).get("state"), "name", "") != "Loaded"
+            ):
+                c.load_collection(self.name(what))
+        self._check_schema()
+
+    def _check_schema(self) -> None:
         schema = self.meta("schema")
         if schema != SCHEMA:
             raise GalleryError(f"{self.path}: gallery schema {schema}, this faceid reads {SCHEMA}")
@@ -170,8 +178,9 @@ class MilvusRows:
             self._faces_seen = bool(self.client.has_collection(self.name("faces")))
         return self._faces_seen
 
-    def plain_collection(self, what: str, fields: list[tuple[str, Any, dict[str, Any]]]) -> None:
-        """Make a collection of rows without a face vector (they get a placeholder vector), if missing."""
+    def plain_collection(self, what: str, fields: list[tuple[str, Any, dict[str, Any]]], *, wait: bool = True) -> None:
+        """Make a collection of rows without a face vector (they get a placeholder vector), if missing
+        (loaded, or with ``wait=False`` its load started: :func:`~faceid.gallery.milvus_common.wait_loaded`)."""
         from pymilvus import DataType
 
         name = self.name(what)
@@ -183,7 +192,7 @@ class MilvusRows:
         schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
         index = self.client.prepare_index_params()
         index.add_index(field_name="placeholder", index_type="FLAT", metric_type="L2")
-        create_collection(self.client, name, schema, index)
+        create_collection(self.client, name, schema, index, wait=wait)
 
     def _create_collections(self, have: set[str]) -> None:
         from pymilvus import DataType
@@ -191,6 +200,7 @@ class MilvusRows:
         self.plain_collection(
             "audit",
             [("id", DataType.INT64, {"is_primary": True}), ("entry", DataType.VARCHAR, {"max_length": TEXT})],
+            wait=False,
         )
         self.plain_collection(
             "people",
@@ -200,6 +210,7 @@ class MilvusRows:
                 ("name_key", DataType.VARCHAR, {"max_length": 64}),
                 ("created_at", DataType.VARCHAR, {"max_length": 64}),
             ],
+            wait=False,
         )
         # meta last: its schema row says the gallery is complete
         self.plain_collection(
@@ -208,7 +219,9 @@ class MilvusRows:
                 ("key", DataType.VARCHAR, {"is_primary": True, "max_length": 256}),
                 ("value", DataType.VARCHAR, {"max_length": TEXT}),
             ],
+            wait=False,
         )
+        wait_loaded(self.client, [self.name(w) for w in ("audit", "people", "meta")], self.timeout, self.path)
         self.set_meta("schema", SCHEMA)
 
     def create_faces(self, dimension: int) -> None:
@@ -368,24 +381,31 @@ class MilvusRows:
         self.set_meta("removing", None)
 
     def compact(self) -> None:
-        """Ask Milvus to drop deleted rows from its segments, and wait for it (up to ``timeout``)."""
-        for what in ("faces", "people"):
-            if what == "faces" and not self.faces_exist():
-                continue
-            self.client.flush(self.name(what))  # rows still in the write-ahead log go to segments first
-            job = self.client.compact(self.name(what))
-            deadline = time.monotonic() + self.timeout
-            while job and time.monotonic() < deadline:
-                state = str(self.client.get_compaction_state(job)).lower()
-                if "complet" in state or "undefined" in state:
-                    break
-                time.sleep(0.2)
-            else:
-                if job:
-                    self.report(
-                        f"{self.path}: Milvus had not finished compacting after {self.timeout:g} s; removed "
-                        "rows stay in its segments until it has"
-                    )
+        """Start the compactions that erase deleted rows (a delete takes effect at once; this only erases).
+        milvus-lite waits for them (up to ``timeout``): its files must lose the rows before the removal
+        returns. A server compacts in its own time (about 18 s a collection): the jobs are recorded in
+        ``meta('compacting')`` and reported pending (:meth:`compactions_left`) until it has finished."""
+        names = [self.name(w) for w in ("faces", "people") if w == "people" or self.faces_exist()]
+        jobs = compaction.start(self.client, names)
+        if self.location.lite:
+            compaction.wait(self.client, jobs, self.timeout, self.report, self.path)
+        elif jobs:
+            self.set_meta("compacting", json.dumps(sorted({*jobs, *self.compacting()})))
+
+    def compacting(self) -> list[int]:
+        """The server's compaction jobs recorded and not yet seen finished."""
+        return [int(job) for job in json.loads(self.meta("compacting") or "[]")]
+
+    def compactions_left(self, *, wait: bool = False) -> list[int]:
+        """The recorded jobs the server has not finished (waiting up to ``timeout`` each if ``wait``);
+        forgets the finished ones."""
+        jobs = self.compacting()
+        if wait:
+            compaction.wait(self.client, jobs, self.timeout, self.report, self.path)
+        left = compaction.unfinished(self.client, jobs)
+        if left != jobs:
+            self.set_meta("compacting", json.dumps(left) if left else None)
+        return left
 
 
 def meta_key(key: str) -> str:
