@@ -252,6 +252,30 @@ def test_keys_from_every_place(gallery_dir):
         assert client.post(f"{DS}/list", headers={"x-api-key": key}).status_code == 200
 
 
+def test_a_read_only_key_may_not_keep_faces(gallery_dir):
+    """remember=true writes to the gallery: a read-only key is refused on every identify route, and
+    nothing is kept; the same request with an admin key keeps the face."""
+    admin = cli("keys", "create", "cam", "--gallery", gallery_dir).stdout.strip().splitlines()[-1]
+    reader = cli("keys", "create", "ro", "--read-only", "--gallery", gallery_dir).stdout.strip().splitlines()[-1]
+    with make_client(gallery_dir) as client:
+        ro = {"x-api-key": reader}
+        asks = [
+            client.post("/v1/identify", params={"remember": "true"}, files=upload([GREY], field="file"), headers=ro),
+            client.post(f"{CF}/recognize", params={"remember": "true"}, files=upload([GREY]), headers=ro),
+            client.post(f"{DS}/recognize", data={"api_key": reader, "remember": "true"}, files=ds_image([GREY])),
+        ]
+        for r in asks:
+            assert r.status_code == 403 and "read-only" in r.text and "remember" in r.text, r.text
+        plain = client.post(f"{CF}/recognize", files=upload([GREY]), headers=ro)  # not asking: allowed
+        assert plain.status_code == 200, plain.text
+        assert kept_count(gallery_dir) == 0
+        kept = client.post(
+            "/v1/identify", params={"remember": "true"}, files=upload([GREY]), headers={"x-api-key": admin}
+        )
+        assert kept.status_code == 200 and kept.json()["faces"][0]["kept_as"] is not None, kept.text
+    assert kept_count(gallery_dir) == 1
+
+
 def test_form_key_is_read_before_the_image():
     from faceid.server.compat.formkey import first_field
 

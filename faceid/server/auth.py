@@ -97,5 +97,14 @@ def admin(request: Request, credentials: Credentials, header: HeaderKey) -> Call
     return caller
 
 
+def keeps_unknown(caller: Caller, asked: bool, settings) -> bool:
+    """Whether a request keeps its unknown faces: when it asks (``remember=true``), which keeps faces
+    in the gallery and so needs an admin key, or when the server was started with ``--remember-unknown``
+    (the operator's choice, for cameras that cannot ask; it holds for every key)."""
+    if asked and caller.scope != ADMIN:
+        raise ApiError(403, f"key {caller.key!r} is read-only; remember=true keeps faces, which needs an admin key")
+    return asked or settings.remember_unknown
+
+
 Reader = Annotated[Caller, Depends(reader)]
 Admin = Annotated[Caller, Depends(admin)]

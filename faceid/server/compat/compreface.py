@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from faceid.errors import FaceIDError, FaceNotFoundError, PersonNotFoundError
+from faceid.server.auth import keeps_unknown
 from faceid.server.compat.keys import CompatAdmin, CompatReader
 from faceid.server.compat.recognise import NoFace, Recognised, recognise
 from faceid.server.errors import OPENAPI_ERRORS, SHAPES, ApiError
@@ -140,7 +141,7 @@ async def recognize(
     state = state_of(request)
     data, name = await image_of(request)
     started = time.perf_counter()
-    remember = remember or state.settings.remember_unknown
+    remember = keeps_unknown(caller, remember, state.settings)
     try:
         _, faces = await run_in_threadpool(
             recognise,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from faceid.errors import FaceIDError
+from faceid.server.auth import keeps_unknown
 from faceid.server.compat.keys import CompatAdmin, CompatReader
 from faceid.server.compat.recognise import NoFace, recognise
 from faceid.server.errors import OPENAPI_ERRORS, SHAPES, ApiError
@@ -99,7 +100,7 @@ async def recognize(request: Request, caller: CompatReader):
     form = await _form(request)
     data, name = await _image(form)
     least = _number(form, "min_confidence", 0.0)
-    remember = _flag(form, "remember") or state.settings.remember_unknown
+    remember = keeps_unknown(caller, _flag(form, "remember"), state.settings)
     try:
         _, faces = await run_in_threadpool(recognise, state, data, name, remember=remember)
     except NoFace:

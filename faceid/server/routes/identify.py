@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from faceid.images import LoadedImage
-from faceid.server.auth import Reader
+from faceid.server.auth import Reader, keeps_unknown
 from faceid.server.errors import ApiError
 from faceid.server.schemas import IdentifyOut
 from faceid.server.state import State, state_of
@@ -56,7 +56,7 @@ async def identify(
     await only_one_file(request)
     name = upload_name(file)
     data = await file.read()
-    remember = remember or state.settings.remember_unknown
+    remember = keeps_unknown(caller, remember, state.settings)
     if is_video_upload(data, file.content_type):  # holds the memory budget itself, one frame at a time
         return await identify_video_route(state, data, name, caller, fps, threshold, margin, remember)
     if len(data) > state.settings.max_body_bytes:  # the body limit of this route is the video one
