@@ -173,6 +173,21 @@ def test_http_verify(gallery_dir, photos):
         assert both.status_code == 400
 
 
+def test_http_verify_boxes_are_the_photos_own_pixels(gallery_dir, tmp_path):
+    """A photo the server decodes smaller (its working size) is still asked about and answered in
+    its own pixels: the box chosen and the box returned are full-size."""
+    pytest.importorskip("fastapi")
+    from test_server import make_client
+
+    a = save_png(tmp_path / "a.png", tile_image([RED], tile=40))
+    big = save_png(tmp_path / "big.png", tile_image([GREEN, RED], tile=80))  # decoded at half size
+    with make_client(gallery_dir, working_side=80) as client:
+        files = [("a", (a.name, a.read_bytes())), ("b", (big.name, big.read_bytes()))]
+        r = client.post("/v1/verify", files=files, params={"box_b": "80,0,80,80"})
+    assert r.status_code == 200, r.text
+    assert r.json()["same"] is True and r.json()["b"]["box"] == [80, 0, 80, 80]
+
+
 # -- the real model -----------------------------------------------------------------------------------
 
 

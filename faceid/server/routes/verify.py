@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from faceid.server.auth import Reader
 from faceid.server.errors import ApiError
 from faceid.server.state import State, state_of
-from faceid.server.uploads import decode, image_faces, upload_name
+from faceid.server.uploads import decode, image_faces, upload_name, upscaled
 
 __all__ = ["router"]
 
@@ -63,6 +63,8 @@ def _verify(state: State, uploads, boxes, fmr, threshold):
     for faces in found:
         if isinstance(faces, str):
             raise ApiError(422, faces)
+    # boxes asked for and answered are the photo's own pixels, whatever size it was decoded at
+    found = [upscaled(f, i) for f, i in zip(found, images)]
     chosen = [choose_face(f, i.name, box) for f, i, box in zip(found, images, boxes)]
     return verify_faces(
         chosen[0],
