@@ -472,3 +472,23 @@ def test_form_key_reader_has_its_own_slots():
 
     asyncio.run(middleware(scope, receive, send))
     assert sent[0]["status"] == 503 and (b"retry-after", b"1") in sent[0]["headers"]
+
+
+def test_boxes_are_the_photos_own_pixels(gallery_dir):
+    """A photo larger than the server's working size is decoded smaller; both compatibility APIs still
+    answer with boxes in the photo's own pixels (clients draw them on the photo they sent)."""
+    big = [("file", ("big.png", png(tile_image([GREEN, RED], tile=80)), "image/png"))]
+    with make_client(gallery_dir, working_side=80) as client:
+        enrol_three(client)
+        cf = client.post(f"{CF}/recognize", files=big)
+        assert cf.status_code == 200, cf.text
+        boxes = sorted(
+            (b["x_min"], b["y_min"], b["x_max"], b["y_max"]) for b in (r["box"] for r in cf.json()["result"])
+        )
+        assert boxes == [(0, 0, 80, 80), (80, 0, 160, 80)]
+        ds_big = [("image", big[0][1])]
+        for route in (f"{DS}/recognize", DS):  # DeepStack's face detection is the bare path
+            ds = client.post(route, files=ds_big)
+            assert ds.status_code == 200, ds.text
+            found = sorted((p["x_min"], p["y_min"], p["x_max"], p["y_max"]) for p in ds.json()["predictions"])
+            assert found == [(0, 0, 80, 80), (80, 0, 160, 80)], route

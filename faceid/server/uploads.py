@@ -11,7 +11,16 @@ from faceid.server.errors import ApiError, one_line
 from faceid.server.settings import Settings
 from faceid.server.state import State
 
-__all__ = ["decode", "downscaled", "image_faces", "memory_for", "only_one_file", "upload_name", "upscaled"]
+__all__ = [
+    "decode",
+    "downscaled",
+    "image_faces",
+    "memory_for",
+    "only_one_file",
+    "upload_name",
+    "uploaded_faces",
+    "upscaled",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +112,23 @@ def image_faces(state: State, images: list[np.ndarray], names: list[str]) -> lis
             return [image_faces(state, [image], [name])[0] for image, name in zip(images, names)]
         log.error("the face pipeline failed on %s", names[0], exc_info=True)
         return [describe_failure(exc, names[0])]
+
+
+def uploaded_faces(state: State, data: bytes, name: str) -> tuple[LoadedImage, list]:
+    """One upload decoded at the working size and its faces found (call from a worker thread). The
+    faces are in the decoded pixels, where they are cropped and kept; :func:`upscaled` moves them
+    to the photo's own pixels for an answer.
+
+    Raises:
+        ImageError: not a readable image within the limits (mapped by class).
+        ApiError: 422 when the face pipeline failed on it (the line says why).
+    """
+    state.arriving(+1)
+    try:
+        image = decode(data, name, state.settings)
+    finally:
+        state.arriving(-1)
+    faces = image_faces(state, [image.pixels], [name])[0]
+    if isinstance(faces, str):
+        raise ApiError(422, faces)
+    return image, faces

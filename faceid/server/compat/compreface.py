@@ -179,7 +179,7 @@ async def add_face(
     from faceid.batch import Processed
     from faceid.enroll import ADDED, DUPLICATE, enroll_processed
     from faceid.server.routes.people import addressable
-    from faceid.server.uploads import decode, image_faces
+    from faceid.server.uploads import uploaded_faces
 
     state = state_of(request)
     data, source = await image_of(request)
@@ -189,10 +189,7 @@ async def add_face(
         raise ApiError(400, str(exc), code=VALIDATION) from None
 
     def work():
-        image = decode(data, source, state.settings)
-        found = image_faces(state, [image.pixels], [source])[0]
-        if isinstance(found, str):
-            raise ApiError(422, found)
+        image, found = uploaded_faces(state, data, source)
         faces = [f for f in found if f.detection.confidence >= det_prob_threshold]
         if not faces:
             raise ApiError(400, "No face is found in the given image", code=NO_FACE)

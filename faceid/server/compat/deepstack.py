@@ -123,13 +123,10 @@ async def detect(request: Request, caller: CompatReader):
     least = _number(form, "min_confidence", 0.0)
 
     def work():
-        from faceid.server.uploads import decode, image_faces
+        from faceid.server.uploads import uploaded_faces, upscaled
 
-        image = decode(data, name, state.settings)
-        found = image_faces(state, [image.pixels], [name])[0]
-        if isinstance(found, str):
-            raise ApiError(422, found)
-        return found
+        image, found = uploaded_faces(state, data, name)
+        return upscaled(found, image)
 
     found = await run_in_threadpool(work)
     predictions = [

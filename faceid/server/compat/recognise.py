@@ -17,9 +17,8 @@ import numpy as np
 from faceid.images import LoadedImage
 from faceid.results import KNOWN, FaceMatch
 from faceid.server.compat.scale import to_scale
-from faceid.server.errors import ApiError
 from faceid.server.state import State
-from faceid.server.uploads import decode, image_faces
+from faceid.server.uploads import uploaded_faces, upscaled
 
 __all__ = ["Recognised", "Subject", "after_keeping", "recognise"]
 
@@ -71,14 +70,7 @@ def recognise(
     from faceid.identify import candidates_for, decision_score, identify_image
     from faceid.thresholds import decision_params
 
-    state.arriving(+1)
-    try:
-        image = decode(data, name, state.settings)
-    finally:
-        state.arriving(-1)
-    faces = image_faces(state, [image.pixels], [name])[0]
-    if isinstance(faces, str):
-        raise ApiError(422, faces)
+    image, faces = uploaded_faces(state, data, name)
     faces = [f for f in faces if f.detection.confidence >= det_prob_threshold]
     faces.sort(key=lambda f: -f.detection.area)
     if limit > 0:
@@ -93,7 +85,7 @@ def recognise(
         # the decision is identify_image's; more subjects than it lists (prediction_count > 5) from the same search
         ranked = candidates_for(gallery, np.stack([f.embedding for f in faces]), top=max(top, 5))
     decided = {m.detection: m for m in result.faces}
-    matches = [decided[f.detection] for f in faces]
+    matches = upscaled([decided[f.detection] for f in faces], image)  # the answer speaks of the photo as sent
     out = []
     for face, m, candidates in zip(faces, matches, ranked):
         sims = [c.similarity for c in candidates]

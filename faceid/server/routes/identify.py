@@ -13,15 +13,7 @@ from faceid.server.auth import Reader, keeps_unknown
 from faceid.server.errors import ApiError
 from faceid.server.schemas import IdentifyOut
 from faceid.server.state import State, state_of
-from faceid.server.uploads import (
-    decode,
-    downscaled,
-    image_faces,
-    memory_for,
-    only_one_file,
-    upload_name,
-    upscaled,
-)
+from faceid.server.uploads import downscaled, memory_for, only_one_file, upload_name, uploaded_faces, upscaled
 from faceid.server.video_schemas import VideoOut
 from faceid.server.video_upload import identify_video_route, is_video_upload
 
@@ -98,14 +90,7 @@ async def annotated(request: Request, caller: Reader, token: str):
 
 def _identify_upload(state: State, data: bytes, name: str, threshold, margin, remember: bool = False):
     """``(image, Identification)`` of one uploaded image; runs in a worker thread."""
-    state.arriving(+1)
-    try:
-        image = decode(data, name, state.settings)
-    finally:
-        state.arriving(-1)
-    faces = image_faces(state, [image.pixels], [name])[0]
-    if isinstance(faces, str):
-        raise ApiError(422, faces)
+    image, faces = uploaded_faces(state, data, name)
     return image, _identify(state, image, faces, threshold, margin, remember)
 
 
