@@ -107,6 +107,17 @@ def browser():
         b.close()
 
 
+def wait_until(page, expression: str, timeout_s: float = 60) -> None:
+    """Poll a JavaScript expression until it is truthy. ``page.wait_for_function`` compiles its
+    predicate with ``new Function`` inside the page, which the server's policy (no 'unsafe-eval')
+    may refuse; ``page.evaluate`` runs it through the debugger protocol, outside the policy."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout_s:g} s: {expression}")
+        time.sleep(0.1)
+
+
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -138,7 +149,7 @@ def test_the_page_enrols_identifies_renames_and_removes(server, browser):
     page.click("#tab-identify")
     page.set_input_files("#identify-file", str(SAMPLES / "photos" / "obama_and_biden.jpg"))
     page.wait_for_selector("#identify-faces li.face", timeout=120_000)
-    page.wait_for_function("document.getElementById('identify-image').naturalWidth > 0")
+    wait_until(page, "document.getElementById('identify-image').naturalWidth > 0")
     names = page.locator("#identify-faces li.face.known strong").all_inner_texts()
     assert sorted(names) == ["barack_obama", "joe_biden"], names
     shot(page, "2-identified")
@@ -232,33 +243,30 @@ def test_the_page_enrols_identifies_renames_and_removes(server, browser):
 
 def test_the_page_asks_for_a_key_when_one_is_needed(server, browser):
     gallery = Path(server.log).parent / "gallery"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    keys = [sys.executable, "-m", "faceid", "keys"]
     out = subprocess.run(
-        [sys.executable, "-m", "faceid", "keys", "create", "browser", "--gallery", str(gallery)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
+        [*keys, "create", "browser", "--gallery", str(gallery)], capture_output=True, text=True, env=env, check=True
     )
     key = out.stdout.strip().splitlines()[-1]
-    page = browser.new_page(viewport={"width": 1280, "height": 700})
-    page.goto(server.url + "/#people")
-    page.wait_for_selector("#key-form:not([hidden])")
-    page.fill("#key-input", "fid_wrong")
-    page.click("#key button[type=submit]")
-    # the page's first request (no key) already said "needs an API key": wait for the answer to this one
-    page.wait_for_function("document.querySelector('#key-message.error')?.textContent.includes('unknown or revoked')")
-    assert "unknown or revoked API key" in page.inner_text("#key-message")
-    page.fill("#key-input", key)
-    page.click("#key button[type=submit]")
-    page.wait_for_selector('.person[data-name="joe_biden"]')
-    shot(page, "8-with-key")
-    page.close()
-    subprocess.run(
-        [sys.executable, "-m", "faceid", "keys", "revoke", "browser", "--gallery", str(gallery)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=True,
-        capture_output=True,
-    )
+    try:  # the key is revoked whatever happens: the later tests talk to the server without one
+        page = browser.new_page(viewport={"width": 1280, "height": 700})
+        page.goto(server.url + "/#people")
+        page.wait_for_selector("#key-form:not([hidden])")
+        page.fill("#key-input", "fid_wrong")
+        page.click("#key button[type=submit]")
+        # the page's first request (no key) already said "needs an API key": wait for the answer to this one
+        wait_until(page, "document.querySelector('#key-message.error')?.textContent.includes('unknown or revoked')")
+        assert "unknown or revoked API key" in page.inner_text("#key-message")
+        page.fill("#key-input", key)
+        page.click("#key button[type=submit]")
+        page.wait_for_selector('.person[data-name="joe_biden"]')
+        shot(page, "8-with-key")
+        page.close()
+    finally:
+        subprocess.run(
+            [*keys, "revoke", "browser", "--gallery", str(gallery)], env=env, check=True, capture_output=True
+        )
 
 
 def test_the_api_docs_render_offline(server, browser):
@@ -305,7 +313,7 @@ def test_the_page_reviews_unknown_faces_names_a_group_and_takes_a_face_out(serve
     page.wait_for_selector('.group .thumb img[src^="blob:"]', timeout=60_000)
     grouped = page.locator(".group .thumb").count()
     assert page.locator(".group").count() == 1 and grouped >= 3, grouped  # they look alike
-    page.wait_for_function("[...document.querySelectorAll('.group .thumb img')].every((i) => i.naturalWidth > 0)")
+    wait_until(page, "[...document.querySelectorAll('.group .thumb img')].every((i) => i.naturalWidth > 0)")
     shot(page, "10-review-a-group")
 
     # A face that is not the group's person: take it out (it stays unknown, in no group).
@@ -370,7 +378,7 @@ def test_the_page_on_a_phone_numbers_faces_enlarges_one_and_never_scrolls_sidewa
 
     page.set_input_files("#identify-file", str(SAMPLES / "photos" / "obama_and_biden.jpg"))
     page.wait_for_selector("#identify-boxes .box >> nth=1", timeout=120_000)
-    page.wait_for_function("document.getElementById('identify-image').naturalWidth > 0")
+    wait_until(page, "document.getElementById('identify-image').naturalWidth > 0")
     # the list and the boxes carry the same numbers, in the same order, with the same status
     listed = page.eval_on_selector_all("#identify-faces li.face", "l => l.map((e) => [e.dataset.face, e.className])")
     boxed = page.eval_on_selector_all("#identify-boxes .box", "b => b.map((e) => [e.dataset.face, e.className])")
@@ -418,7 +426,7 @@ def test_the_page_waits_while_the_server_loads_its_models(server, browser):
 
     page.route(server.url + "/healthz", healthz)
     page.goto(server.url + "/")
-    page.wait_for_function("document.getElementById('identify-message').textContent.includes('loading')")
+    wait_until(page, "document.getElementById('identify-message').textContent.includes('loading')")
     page.wait_for_selector("#identify-message", state="hidden", timeout=30_000)  # asked again: ready
     assert not answers and problems == []
     page.close()
