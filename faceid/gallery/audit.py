@@ -109,7 +109,7 @@ def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]],
             expected[person] = expected.get(person, set()) | moved
         elif entry.action == "remove":
             expected.pop(person, None)
-        elif entry.action == "remove-face":
+        elif entry.action in ("remove-face", "rollback"):  # rollback: an interrupted change undone at an open
             expected.get(person, set()).difference_update(int(i) for i in entry.detail.get("faces", []))
     actual: dict[str, set[int]] = {}
     for fid, name in faces:
