@@ -1,0 +1,58 @@
+"""The child of tests/test_interrupted.py (not a test module): it opens a gallery, counts the writes
+of one enrolment or keep, and sends itself SIGKILL before its k-th write.
+
+A write is what the store makes durable on its own: on a local gallery each SQL statement (the
+change is one transaction, so any of them is a moment a kill can land), on Milvus each call that
+changes a collection (insert, upsert, delete, and making a collection, its index or loading it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import workers
+
+MILVUS_WRITES = ("insert", "upsert", "delete", "create_collection", "create_index", "load_collection", "compact")
+
+
+def hook_writes(gallery, event) -> None:
+    """Call ``event(what)`` before every write the gallery's store makes from now on."""
+    b = gallery.backend
+    if gallery.folder is not None:
+        b.db.set_trace_callback(lambda sql: event(sql.split(None, 1)[0] if sql else "sql"))
+        return
+    client = b.rows.client
+    for name in MILVUS_WRITES:
+        original = getattr(client, name)
+
+        def hooked(*args, _original=original, _name=name, **kwargs):
+            event(f"{_name} {args[0] if args else kwargs.get('collection_name', '')}")
+            return _original(*args, **kwargs)
+
+        setattr(client, name, hooked)
+
+
+def run(address: str, op: tuple, kill_at: int | None, conn) -> None:
+    """Run ``op`` (``("enroll", name, tag, seed, n)`` or ``("keep", tag, seed, n)``) on the gallery at
+    ``address``; with ``kill_at``, die before the ``kill_at``-th write. Sends ``("writes", [...])`` at the end."""
+    from faceid.gallery import open_gallery
+
+    seen: list[str] = []
+
+    def event(what: str) -> None:
+        seen.append(what)
+        if kill_at is not None and len(seen) >= kill_at:
+            conn.send(("dying", len(seen), what))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    with open_gallery(address) as g:
+        hook_writes(g, event)
+        if op[0] == "enroll":
+            _, name, tag, seed, n = op
+            g.add_faces(name, workers.new_faces(tag, seed, n), embedding_key=workers.KEY, skip_known_images=True)
+        else:
+            _, tag, seed, n = op
+            g.unknown.keep(workers.new_faces(tag, seed, n), embedding_key=workers.KEY, min_size=0, min_confidence=0)
+        seen.append("(closing)")
+    conn.send(("writes", seen))
