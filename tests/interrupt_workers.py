@@ -1,9 +1,10 @@
 """The child of tests/test_interrupted.py (not a test module): it opens a gallery, counts the writes
 of one enrolment or keep, and sends itself SIGKILL before its k-th write.
 
-A write is what the store makes durable on its own: on a local gallery each SQL statement (the
-change is one transaction, so any of them is a moment a kill can land), on Milvus each call that
-changes a collection (insert, upsert, delete, and making a collection, its index or loading it).
+A write is a step the store takes towards the change: on a local gallery each SQL statement that
+begins, writes or commits (the change is one transaction; a kill during a read is a kill before the
+next of these), on Milvus each call that changes a collection (insert, upsert, delete, and making
+a collection, its index or loading it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 
 import workers
 
+SQL_WRITES = {"BEGIN", "INSERT", "REPLACE", "UPDATE", "DELETE", "COMMIT", "SAVEPOINT", "RELEASE"}
 MILVUS_WRITES = ("insert", "upsert", "delete", "create_collection", "create_index", "load_collection", "compact")
 
 
@@ -20,7 +22,13 @@ def hook_writes(gallery, event) -> None:
     """Call ``event(what)`` before every write the gallery's store makes from now on."""
     b = gallery.backend
     if gallery.folder is not None:
-        b.db.set_trace_callback(lambda sql: event(sql.split(None, 1)[0] if sql else "sql"))
+
+        def statement(sql: str) -> None:
+            verb = sql.split(None, 1)[0].upper() if sql.strip() else ""
+            if verb in SQL_WRITES:
+                event(" ".join(sql.split()[:3]))
+
+        b.db.set_trace_callback(statement)
         return
     client = b.rows.client
     for name in MILVUS_WRITES:
