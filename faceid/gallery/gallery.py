@@ -550,6 +550,16 @@ class Gallery:
         """Rebuild the search index from the stored faces; return how many faces it holds."""
         return self._b.rebuild_index()
 
+    @property
+    def _repair(self) -> str:
+        """How to repair rows changed outside faceid on this backend (backups are restored into folders only)."""
+        if self._b.folder is not None:
+            return audit.RESTORE
+        return (
+            "a Milvus gallery is not restored in place: restore a backup into a folder "
+            "(`faceid gallery restore BACKUP --gallery DIR`) and use that gallery"
+        )
+
     @_guarded
     def check(self) -> list[str]:
         """Problems found in the gallery (empty when it is sound), each with how to repair it.
@@ -571,8 +581,8 @@ class Gallery:
             ids, _, vectors = b.embeddings(dimension or 0)
             kept = b.unknown_embeddings(dimension) if dimension is not None else vectors[:0]
             owners = b.face_owners(ids.tolist())
-            problems += audit.replay_problems(b.audit_entries(), sorted(owners.items()), b.source)
-        problems += vector_problems(vectors, b.source)
-        problems += vector_problems(kept, b.source, what="kept unknown faces' embeddings")
+            problems += audit.replay_problems(b.audit_entries(), sorted(owners.items()), b.source, repair=self._repair)
+        problems += vector_problems(vectors, b.source, repair=self._repair)
+        problems += vector_problems(kept, b.source, what="kept unknown faces' embeddings", repair=self._repair)
         problems += b.index_problems()
         return problems
