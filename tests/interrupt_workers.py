@@ -35,7 +35,9 @@ def hook_writes(gallery, event) -> None:
         original = getattr(client, name)
 
         def hooked(*args, _original=original, _name=name, **kwargs):
-            event(f"{_name} {args[0] if args else kwargs.get('collection_name', '')}")
+            said = repr((args[1:], kwargs))[:300]
+            intent = " intent" if "'intent'" in said or '"intent"' in said else ""  # the intent's own row
+            event(f"{_name} {args[0] if args else kwargs.get('collection_name', '')}{intent}")
             return _original(*args, **kwargs)
 
         setattr(client, name, hooked)

@@ -10,6 +10,8 @@ or new photos, at each k), so a leftover of one kill, or of a re-run, shows in e
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import workers
 from conftest import fake_cli
@@ -54,20 +56,27 @@ def _settled(g) -> str:
     return "rolled back" if found else ""
 
 
-def _writes(address: str, op: tuple) -> list[str]:
+def _kill_points(address: str, op: tuple, backend: str) -> range:
+    """Before which writes of ``op`` to kill: every one; on the server by default (its CI budget) those
+    from the one after the intent to the one after its clearing (the moments outside are no different
+    there from milvus-lite's, which has them all; FACEID_MILVUS_SERVER_SUITES=all runs them all)."""
     outcome, writes = run_child(address, op, None)
     assert outcome == "done"
-    return writes
+    if backend != "milvus-server" or os.environ.get("FACEID_MILVUS_SERVER_SUITES") == "all":
+        return range(1, len(writes) + 1)
+    marked = [i for i, w in enumerate(writes, 1) if w.endswith(" intent")]
+    assert len(marked) == 2, writes  # written, then cleared
+    return range(marked[0] + 1, marked[1] + 2)
 
 
 def test_an_enrolment_killed_at_every_write_is_completed_or_rolled_back(gallery_spec, backend):
     address = gallery_spec
     with open_gallery(address) as g:
         g.add_faces("base", new_faces("base", 1, 2), embedding_key=KEY)
-    writes = _writes(address, ("enroll", "probe", "probe", 2, N))
+    points = _kill_points(address, ("enroll", "probe", "probe", 2, N), backend)
     expected = {"base": 2, "probe": N}
     outcomes = []
-    for k in range(1, len(writes) + 1):
+    for k in points:
         name = f"p{k}"
         outcome, where = run_child(address, ("enroll", name, name, 100 + k, N), k)
         with open_gallery(address) as g:
@@ -83,7 +92,7 @@ def test_an_enrolment_killed_at_every_write_is_completed_or_rolled_back(gallery_
             expected[name] = N  # the next round's check (and the last one below) sees the re-run's result
     with open_gallery(address) as g:
         assert {p.name: p.faces for p in g.people()} == expected and not g.problems
-    print(f"\n{backend}: {len(writes)} writes in an enrolment; outcomes:", outcomes)
+    print(f"\n{backend}: kills before writes {points.start}-{points.stop - 1} of an enrolment:", outcomes)
     if backend == "local":  # one transaction: a kill leaves nothing to settle
         assert not any(settled for _, _, settled, _ in outcomes)
     else:  # every moment between the intent and its clearing was met, and rolled back
@@ -96,10 +105,10 @@ def test_a_keep_killed_at_every_write_is_completed_or_rolled_back(gallery_spec, 
     address = gallery_spec
     with open_gallery(address) as g:
         g.add_faces("base", new_faces("base", 1, 2), embedding_key=KEY)
-    writes = _writes(address, ("keep", "probe", 2, N))
+    points = _kill_points(address, ("keep", "probe", 2, N), backend)
     kept = N
     outcomes = []
-    for k in range(1, len(writes) + 1):
+    for k in points:
         tag = f"u{k}"
         outcome, where = run_child(address, ("keep", tag, 200 + k, N), k)
         with open_gallery(address) as g:
@@ -113,7 +122,7 @@ def test_a_keep_killed_at_every_write_is_completed_or_rolled_back(gallery_spec, 
             outcomes.append((outcome, where, settled, before == N))
             kept += N
             assert g.unknown.count() == kept, (k, where)
-    print(f"\n{backend}: {len(writes)} writes in a keep; outcomes:", outcomes)
+    print(f"\n{backend}: kills before writes {points.start}-{points.stop - 1} of a keep:", outcomes)
     if backend == "local":
         assert not any(settled for _, _, settled, _ in outcomes)
     else:
