@@ -115,20 +115,34 @@ def milvus_server():
     return _server
 
 
-#: Test files whose tests run on the real Milvus server by default; the other suites' server
-#: variants (gallery, CLI, unknown faces: about 10 more minutes) run with FACEID_MILVUS_SERVER_SUITES=all.
-SERVER_BY_DEFAULT = ("test_gallery_contract.py", "test_milvus_server.py")
+#: The tests that run on the real Milvus server by default, by file: ``None``, all of the file's server
+#: variants; a tuple, only those tests (a reduced form of the suite: what reaches the server the way a
+#: user does, each command once). The rest run with FACEID_MILVUS_SERVER_SUITES=all (about 10 minutes
+#: more on the 2-core machine). Chosen by `pytest --durations` under load: docs/milvus-server.md.
+SERVER_BY_DEFAULT: dict[str, tuple[str, ...] | None] = {
+    "test_gallery_contract.py": None,
+    "test_milvus_server.py": None,
+    "test_interrupted.py": (  # Milvus's crash suite: kills through an enrolment (a keep is the same code)
+        "test_an_enrolment_killed_at_every_write_is_completed_or_rolled_back",
+        "test_faces_of_a_half_written_enrolment_are_taken_out_with_the_person_it_made",
+    ),
+    "test_cli.py": ("test_people_rename_remove_log", "test_errors_are_one_line_and_exit_1"),
+    "test_unknown_cli.py": ("test_the_review_loop_from_an_empty_gallery",),
+}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     if os.environ.get("FACEID_MILVUS_SERVER_SUITES") == "all":
         return
     later = pytest.mark.skip(
-        reason="this suite's Milvus-server variant runs with FACEID_MILVUS_SERVER_SUITES=all "
-        "(the contract and the server's own tests run on it by default)"
+        reason="this test's Milvus-server variant runs with FACEID_MILVUS_SERVER_SUITES=all "
+        "(the contract, the crash suite, the server's own tests and a reduced CLI suite run on it by default)"
     )
     for item in items:
-        if item.get_closest_marker("milvus_server") and item.path.name not in SERVER_BY_DEFAULT:
+        if not item.get_closest_marker("milvus_server"):
+            continue
+        chosen = SERVER_BY_DEFAULT.get(item.path.name, ())
+        if chosen is not None and getattr(item, "originalname", item.name) not in chosen:
             item.add_marker(later)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from faceid.gallery.records import n_faces, name_key, utc_now
 
-__all__ = ["SCHEMA", "AuditEntry", "entries", "problems", "record", "replay_problems"]
+__all__ = ["RESTORE", "SCHEMA", "AuditEntry", "entries", "problems", "record", "replay_problems"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -87,9 +87,15 @@ def problems(db: sqlite3.Connection, where: Path) -> list[str]:
     return replay_problems(entries(db), actual, where)
 
 
-def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]], where: Path | str) -> list[str]:
+#: how to repair a local gallery whose rows were changed outside faceid
+RESTORE = "restore the gallery from a backup (`faceid gallery restore BACKUP`)"
+
+
+def replay_problems(
+    log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]], where: Path | str, *, repair: str = RESTORE
+) -> list[str]:
     """Replay the audit ``log`` and compare it with ``faces``, ``(face id, owner's name)`` pairs
-    (any gallery backend: :mod:`faceid.gallery.milvus` uses it too)."""
+    (any gallery backend); ``repair``: how to repair the gallery in use, for the messages."""
     expected: dict[str, set[int]] = {}
     for entry in log:
         person = name_key(entry.person or "")  # names are unique regardless of ASCII case
@@ -109,7 +115,7 @@ def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]],
             expected[person] = expected.get(person, set()) | moved
         elif entry.action == "remove":
             expected.pop(person, None)
-        elif entry.action == "remove-face":
+        elif entry.action in ("remove-face", "rollback"):  # rollback: an interrupted change undone at an open
             expected.get(person, set()).difference_update(int(i) for i in entry.detail.get("faces", []))
     actual: dict[str, set[int]] = {}
     for fid, name in faces:
@@ -119,12 +125,10 @@ def replay_problems(log: Iterable[AuditEntry], faces: Iterable[tuple[int, str]],
     found = []
     if missing:
         found.append(
-            f"{where}: {n_faces(missing)} the audit log records as enrolled missing (deleted outside faceid?); "
-            "restore the gallery from a backup (`faceid gallery restore BACKUP`)"
+            f"{where}: {n_faces(missing)} the audit log records as enrolled missing (deleted outside faceid?); {repair}"
         )
     if extra:
         found.append(
-            f"{where}: {n_faces(extra)} with no enrolment in the audit log (added or moved outside faceid?); "
-            "restore the gallery from a backup (`faceid gallery restore BACKUP`)"
+            f"{where}: {n_faces(extra)} with no enrolment in the audit log (added or moved outside faceid?); {repair}"
         )
     return found

@@ -13,7 +13,10 @@ Conventions:
   one transaction; Milvus has no multi-row transactions, so its writes land in the order the
   rules make them, which is chosen so that a crash between any two leaves a usable gallery (the
   audit entry first, then the person, then the faces; a removal records itself before it
-  deletes). Raising :class:`Unchanged` inside a change, before any write, ends it with nothing
+  deletes). An enrolment or keep also records its intent first and clears it last, and the next
+  open completes or rolls back one a kill interrupted (:mod:`faceid.gallery.intents`, above the
+  backends: it needs only :meth:`GalleryBackend.meta` and the row operations). Raising
+  :class:`Unchanged` inside a change, before any write, ends it with nothing
   written and no new generation.
 - Names handed to a backend are normalised (:func:`~faceid.gallery.records.normalise_name`); two
   names are one person when they are equal ignoring ASCII case.

@@ -33,7 +33,7 @@ from faceid.errors import (
     ModelMismatchError,
     PersonNotFoundError,
 )
-from faceid.gallery import audit
+from faceid.gallery import audit, intents
 from faceid.gallery.backend import GalleryBackend, KeyStore, Unchanged
 from faceid.gallery.location import MilvusLocation, gallery_location
 from faceid.gallery.people import unit_vectors, vector_problems
@@ -113,6 +113,16 @@ class Gallery:
         self.problems: list[str] = self._b.problems
         self.keys: KeyStore = self._b.keys
         self.unknown = UnknownFaces(self, self._b)  #: kept unknown faces: keep, group, name, move, merge, forget
+        try:
+            with self.guard():
+                settled = intents.settle(self._b)  # an enrolment or keep a killed process left half written
+        except BaseException:
+            if backend is None:
+                self._b.close()
+            raise
+        if settled is not None and settled not in self.problems:
+            self.problems.append(settled)
+            log.info("%s", settled)
 
     @property
     def actor(self) -> str | None:
@@ -297,7 +307,8 @@ class Gallery:
 
         With ``skip_known_images``, a face whose ``image_sha256`` is already enrolled is not
         added (its id is ``None``). On a local gallery the change is one transaction; on Milvus its
-        writes are ordered (the audit entry, the person, the faces: :mod:`faceid.gallery.milvus`).
+        writes are ordered (an intent, the audit entry, the person, the faces, the intent cleared), and
+        one a kill interrupted is completed or rolled back at the next open (:mod:`faceid.gallery.intents`).
         """
         if not isinstance(embedding_key, EmbeddingKey):
             raise TypeError(f"embedding_key must be an EmbeddingKey, not {type(embedding_key).__name__}")
@@ -324,10 +335,14 @@ class Gallery:
                     ids[i] = face_id
                 # who, when, what: face ids only. Image paths and hashes stay in the faces' rows, which
                 # `remove` erases, so the audit log keeps nothing of a removed person's photos.
+                # the intent first, cleared last: a store without transactions settles a killed change at
+                # the next open (faceid.gallery.intents); inside a local gallery's transaction it is invisible
+                intents.begin(b, "enroll", name, pid is None, new)
                 b.audit("enroll", name, new_person=pid is None, faces=new)
                 if pid is None:
                     pid = b.add_person(name)
                 b.insert_faces(pid, new, [vectors[i] for i in todo], [faces[i] for i in todo], embedding_key.model)
+                intents.end(b)
         except Unchanged:  # every photo was already enrolled: nothing written, no new generation
             pass
         return ids
@@ -535,6 +550,16 @@ class Gallery:
         """Rebuild the search index from the stored faces; return how many faces it holds."""
         return self._b.rebuild_index()
 
+    @property
+    def _repair(self) -> str:
+        """How to repair rows changed outside faceid on this backend (backups are restored into folders only)."""
+        if self._b.folder is not None:
+            return audit.RESTORE
+        return (
+            "a Milvus gallery is not restored in place: restore a backup into a folder "
+            "(`faceid gallery restore BACKUP --gallery DIR`) and use that gallery"
+        )
+
     @_guarded
     def check(self) -> list[str]:
         """Problems found in the gallery (empty when it is sound), each with how to repair it.
@@ -556,8 +581,8 @@ class Gallery:
             ids, _, vectors = b.embeddings(dimension or 0)
             kept = b.unknown_embeddings(dimension) if dimension is not None else vectors[:0]
             owners = b.face_owners(ids.tolist())
-            problems += audit.replay_problems(b.audit_entries(), sorted(owners.items()), b.source)
-        problems += vector_problems(vectors, b.source)
-        problems += vector_problems(kept, b.source, what="kept unknown faces' embeddings")
+            problems += audit.replay_problems(b.audit_entries(), sorted(owners.items()), b.source, repair=self._repair)
+        problems += vector_problems(vectors, b.source, repair=self._repair)
+        problems += vector_problems(kept, b.source, what="kept unknown faces' embeddings", repair=self._repair)
         problems += b.index_problems()
         return problems

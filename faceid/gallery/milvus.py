@@ -27,10 +27,9 @@ usable:
   clears the record. A crash after the person's row went leaves their faces as *orphans*:
   searches never return a face whose person row is missing, and the next open (for writing)
   finishes the removal;
-- an enrolment writes the audit entry, the person (if new), then the faces; a crash in between
-  leaves a person with fewer faces than asked for (running the enrolment again adds the rest:
-  ``skip_known_images``), and :meth:`Gallery.check <faceid.gallery.Gallery.check>` reports the faces the audit log
-  records but the gallery lacks.
+- an enrolment (or keep) writes its intent, the audit entry, the person (if new), the faces, then
+  clears the intent; the next open completes or rolls back one a crash interrupted
+  (:mod:`faceid.gallery.intents`), so the gallery never keeps a person short of faces or with none.
 
 Removed rows are tombstones in Milvus until compaction, so every removal asks for one
 (``compact``); the delete itself takes effect at once (no search, listing or export returns the

@@ -252,7 +252,13 @@ def row_problems(db: sqlite3.Connection, dimension: int | None, where: Path) -> 
     return problems, False
 
 
-def vector_problems(vectors: np.ndarray, where: Path | str, *, what: str = "embeddings") -> list[str]:
+def vector_problems(
+    vectors: np.ndarray,
+    where: Path | str,
+    *,
+    what: str = "embeddings",
+    repair: str = "restore the gallery from a backup (`faceid gallery restore BACKUP`, docs/backup.md)",
+) -> list[str]:
     """Stored embeddings that are not finite unit vectors (edited outside faceid)."""
     if not len(vectors):
         return []
@@ -260,7 +266,4 @@ def vector_problems(vectors: np.ndarray, where: Path | str, *, what: str = "embe
     odd = int(np.count_nonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3)))
     if not odd:
         return []
-    return [
-        f"{where}: {odd} {what} are not finite unit vectors (edited outside faceid?); "
-        "restore the gallery from a backup (`faceid gallery restore BACKUP`, docs/backup.md)"
-    ]
+    return [f"{where}: {odd} {what} are not finite unit vectors (edited outside faceid?); {repair}"]

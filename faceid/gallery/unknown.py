@@ -43,6 +43,7 @@ from faceid.errors import (
     PersonNotFoundError,
     UncalibratedError,
 )
+from faceid.gallery import intents
 from faceid.gallery.backend import GalleryBackend, Unchanged
 from faceid.gallery.people import unit_vectors
 from faceid.gallery.records import Group, GroupingUpdate, Kept, Named, NewFace, UnknownFace, n_faces, normalise_name
@@ -204,8 +205,10 @@ class UnknownFaces:
                 new = b.new_face_ids(len(todo))
                 for i, face_id in zip(todo, new):
                     ids[i] = face_id
+                intents.begin(b, "keep", None, False, new)  # settled at the next open if a kill stops the keep
                 b.audit("keep", None, faces=new)
                 b.insert_faces(None, new, [vectors[i] for i in todo], [faces[i] for i in todo], embedding_key.model)
+                intents.end(b)
         except Unchanged:
             todo = []
         if group and todo:
