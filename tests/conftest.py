@@ -117,7 +117,7 @@ def milvus_server():
 
 #: Test files whose tests run on the real Milvus server by default; the other suites' server
 #: variants (gallery, CLI, unknown faces: about 10 more minutes) run with FACEID_MILVUS_SERVER_SUITES=all.
-SERVER_BY_DEFAULT = ("test_gallery_contract.py", "test_milvus_server.py")
+SERVER_BY_DEFAULT = ("test_gallery_contract.py", "test_milvus_server.py", "test_milvus_round_trips.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -385,6 +385,7 @@ class MilvusBackend:
                 search_params=SEARCH_PARAMS,
                 filter="person_id > 0",  # kept unknown faces are never matched
                 output_fields=["person_id"],
+                **self.rows.reads.options(self.rows.name("faces")),
             )
             people = {int(h["entity"]["person_id"]) for row in hits for h in row}
             alive = set(self.rows.names(people))

@@ -29,12 +29,17 @@ def finished(state: object) -> bool:
     return "complet" in text or "undefined" in text
 
 
-def start(client: Any, collections: list[str]) -> list[int]:
-    """Flush each collection (rows still in the write-ahead log go to segments first) and ask for a
-    compaction; the job ids (a falsy job, nothing to compact, is left out)."""
+def start(client: Any, collections: list[str], timeout: float) -> list[int]:
+    """Flush the collections (rows still in the write-ahead log go to segments first) and ask for a
+    compaction of each; the job ids (a falsy job, nothing to compact, is left out).
+
+    The flush is one request for every collection (``MilvusClient.flush`` takes one name, its
+    connection a list): the server seals and writes them side by side, so a removal waits for one
+    flush, not one a collection (about 0.8 s each on Milvus 2.3.5 standalone)."""
+    if collections:
+        client._get_connection().flush(list(collections), timeout=timeout)
     jobs = []
     for name in collections:
-        client.flush(name)
         job = client.compact(name)
         if job:
             jobs.append(int(job))

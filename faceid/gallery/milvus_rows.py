@@ -24,6 +24,7 @@ from faceid.gallery import milvus_compaction as compaction
 from faceid.gallery.backend import chunks
 from faceid.gallery.location import MilvusLocation
 from faceid.gallery.milvus_common import CHIP_FIELDS, TEXT, create_collection, guarded, ints, name_key, wait_loaded
+from faceid.gallery.milvus_session import ReadPoint
 from faceid.gallery.milvus_timeout import TimedClient
 from faceid.gallery.records import n_faces, utc_now
 
@@ -63,9 +64,13 @@ class MilvusRows:
         self.actor: str | None = None
         self._prefix = location.name
         self._faces_seen = False
+        #: the ``meta`` values this process wrote (stored key -> value, ``None``: deleted), read from here:
+        #: see :meth:`meta`
+        self._mine: dict[str, str | None] = {}
         self._closed = True
         self.client = self._connect(create)
         self._closed = False
+        self.reads = ReadPoint(self.client, server=not location.lite, timeout=self.timeout)
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -149,6 +154,7 @@ class MilvusRows:
         """Check (or with ``create``, make) the collections, and load them."""
         c = self.client
         have = set(c.list_collections())
+        self.reads.open()
         if self.name("meta") not in have:
             if not create:
                 raise GalleryError(f"{self.path}: no gallery here; enrol someone to create one")
@@ -247,10 +253,15 @@ class MilvusRows:
 
     # -- rows -------------------------------------------------------------------------------------
 
-    def query(self, what: str, expr: str, fields: list[str], limit: int | None = None) -> list[dict[str, Any]]:
+    def query(
+        self, what: str, expr: str, fields: list[str], limit: int | None = None, *, own_writes: bool = True
+    ) -> list[dict[str, Any]]:
+        """The rows of ``what`` where ``expr`` holds, as fresh as :class:`~faceid.gallery.milvus_session.ReadPoint`
+        makes them (``own_writes=False``: the caller keeps this process's writes of these rows in memory)."""
         if what == "faces" and not self.faces_exist():
             return []
         options: dict[str, Any] = {"limit": limit} if limit is not None else {}
+        options.update(self.reads.options(self.name(what), own_writes=own_writes))
         return list(self.client.query(self.name(what), filter=expr, output_fields=fields, **options))
 
     def by_ids(self, what: str, ids: Iterable[int], fields: list[str], column: str = "id") -> list[dict[str, Any]]:
@@ -272,7 +283,8 @@ class MilvusRows:
     def count(self, what: str, expr: str = "") -> int:
         if what == "faces" and not self.faces_exist():
             return 0
-        rows = self.client.query(self.name(what), filter=expr, output_fields=["count(*)"])
+        options = self.reads.options(self.name(what))
+        rows = self.client.query(self.name(what), filter=expr, output_fields=["count(*)"], **options)
         return int(rows[0]["count(*)"]) if rows else 0
 
     def insert(self, what: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -288,7 +300,19 @@ class MilvusRows:
             self.client.delete(self.name(what), filter=expr)
 
     def meta(self, key: str) -> str | None:
-        rows = self.query("meta", f'key == "{meta_key(key)}"', ["value"])
+        """A ``meta`` value: from memory if this process wrote it, else one query.
+
+        What this process wrote is what is stored (its id counters, the generation, the removal and
+        compactions in progress, settings it set): a gallery has one writing process at a time
+        (milvus-lite's folder admits one process; on a server it is the rule faceid documents, as no
+        other process may move an id counter while this one hands out ids from it either). So an
+        enrolment reads each counter once per process, not once per change, and never waits for the
+        server to apply its own meta writes first. A value this process never wrote is read from
+        Milvus each time (a reader sees the writer's changes)."""
+        stored = meta_key(key)
+        if stored in self._mine:
+            return self._mine[stored]
+        rows = self.query("meta", f'key == "{stored}"', ["value"], own_writes=False)
         return str(rows[0]["value"]) if rows else None
 
     def metas(self, prefix: str) -> list[tuple[str, str]]:
@@ -301,6 +325,7 @@ class MilvusRows:
             self.client.delete(self.name("meta"), filter=f'key == "{key}"')
         else:
             self.client.upsert(self.name("meta"), [{"key": key, "value": value, "placeholder": PLACEHOLDER}])
+        self._mine[key] = value
 
     def last_id(self, what: str) -> int:
         return int(self.meta(f"last_id:{what}") or 0)
@@ -386,7 +411,7 @@ class MilvusRows:
         returns. A server compacts in its own time (about 18 s a collection): the jobs are recorded in
         ``meta('compacting')`` and reported pending (:meth:`compactions_left`) until it has finished."""
         names = [self.name(w) for w in ("faces", "people") if w == "people" or self.faces_exist()]
-        jobs = compaction.start(self.client, names)
+        jobs = compaction.start(self.client, names, self.timeout)
         if self.location.lite:
             compaction.wait(self.client, jobs, self.timeout, self.report, self.path)
         elif jobs:
