@@ -75,6 +75,7 @@ def round_trips(address: str, n: int) -> dict[str, int]:
     counted: dict[str, int] = {}
     with open_gallery(address) as g:
         g.add_faces("Someone", [face(unit(999), "seed")], embedding_key=KEY)  # the collections exist
+        assert g.face_count == 1  # and the faces are loaded (their load runs on while an enrolment goes on)
         client = Counting(g.backend.rows.client)
         g.backend.rows.client = client
 

@@ -121,6 +121,8 @@ class MilvusBackend:
         try:
             self.rows.open(create)
             self.rows.finish_removals(self.kept.drop_exclusions)
+            if not location.lite:  # start the compactions a removal left waiting for its flush
+                self.rows.compactions_left()
         except BaseException:
             self.close()
             raise
@@ -300,9 +302,13 @@ class MilvusBackend:
         """One query per batch of photos, and one for their people's names."""
         sha_of = {image_key(sha): sha for sha in shas}
         rows: list[dict[str, Any]] = []
+        own = self.rows.sees_own_faces(sha_of)
         for chunk in chunks(sorted(sha_of), CHUNK):
             rows += self.rows.query(
-                "faces", f"image_key in {strs(chunk)} and person_id > 0", ["id", "person_id", "image_key"]
+                "faces",
+                f"image_key in {strs(chunk)} and person_id > 0",
+                ["id", "person_id", "image_key"],
+                own_writes=own,
             )
         names = self.rows.names({int(r["person_id"]) for r in rows})
         out: dict[str, set[str]] = {}
@@ -385,7 +391,8 @@ class MilvusBackend:
                 search_params=SEARCH_PARAMS,
                 filter="person_id > 0",  # kept unknown faces are never matched
                 output_fields=["person_id"],
-                **self.rows.reads.options(self.rows.name("faces")),
+                # kept unknown faces are never returned: a search need not wait for their inserts
+                **self.rows.reads.options(self.rows.name("faces"), own_writes=self.rows.faces_changed),
             )
             people = {int(h["entity"]["person_id"]) for row in hits for h in row}
             alive = set(self.rows.names(people))

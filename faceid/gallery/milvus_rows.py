@@ -64,13 +64,18 @@ class MilvusRows:
         self.actor: str | None = None
         self._prefix = location.name
         self._faces_seen = False
+        self._faces_loading = False
+        #: whether this process changed or removed a face, or added an enrolled one (searches and reads
+        #: of the faces must then see its writes); adding kept unknown faces alone leaves it False
+        self.faces_changed = False
+        self._kept_photos: set[str] = set()  # image keys of the faces this process added
         #: the ``meta`` values this process wrote (stored key -> value, ``None``: deleted), read from here:
         #: see :meth:`meta`
         self._mine: dict[str, str | None] = {}
         self._closed = True
         self.client = self._connect(create)
         self._closed = False
-        self.reads = ReadPoint(self.client, server=not location.lite, timeout=self.timeout)
+        self.reads = ReadPoint(lambda: self.client, server=not location.lite, timeout=self.timeout)
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -182,6 +187,9 @@ class MilvusRows:
         """Whether the faces collection exists (made with the first face; once seen, not asked again)."""
         if not self._faces_seen:
             self._faces_seen = bool(self.client.has_collection(self.name("faces")))
+        if self._faces_loading:  # made by this process, its load started: reads wait for it here
+            wait_loaded(self.client, [self.name("faces")], self.timeout, self.path)
+            self._faces_loading = False
         return self._faces_seen
 
     def plain_collection(self, what: str, fields: list[tuple[str, Any, dict[str, Any]]], *, wait: bool = True) -> None:
@@ -235,7 +243,7 @@ class MilvusRows:
         from pymilvus import DataType
 
         name = self.name("faces")
-        if self.faces_exist():
+        if self._faces_seen or self.faces_exist():
             return
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
@@ -249,7 +257,10 @@ class MilvusRows:
             schema.add_field(field, DataType.VARCHAR, max_length=TEXT)
         index = self.client.prepare_index_params()
         index.add_index(field_name="embedding", **INDEX)
-        create_collection(self.client, name, schema, index)
+        # inserts need no load, reads do: the load (about 3 s on a server) runs while the enrolment
+        # goes on, and the first read of the faces waits for what is left of it (faces_exist)
+        create_collection(self.client, name, schema, index, wait=False)
+        self._faces_seen = self._faces_loading = True
 
     # -- rows -------------------------------------------------------------------------------------
 
@@ -290,14 +301,30 @@ class MilvusRows:
     def insert(self, what: str, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self.client.insert(self.name(what), list(rows))
+            self.reads.wrote(self.name(what))
+            if what == "faces":
+                self._kept_photos.update(str(r["image_key"]) for r in rows)
+                self.faces_changed |= any(int(r["person_id"]) != 0 for r in rows)
 
     def upsert(self, what: str, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self.client.upsert(self.name(what), list(rows))
+            self.reads.wrote(self.name(what))
+            self.faces_changed |= what == "faces"
 
     def delete(self, what: str, expr: str) -> None:
         if what != "faces" or self.faces_exist():
             self.client.delete(self.name(what), filter=expr)
+            self.reads.wrote(self.name(what))
+            self.faces_changed |= what == "faces"
+
+    def sees_own_faces(self, image_keys: Iterable[str]) -> bool:
+        """Whether a read of the faces of these photos (:func:`~faceid.gallery.milvus_common.image_key`)
+        must wait for this process's writes to the faces: only if it changed or removed a face, or
+        added one of these photos. Keeping unknown faces only adds rows of other photos (one photo at a
+        time), so ``identify --remember`` reads each new photo's faces without waiting for the server
+        to apply the previous photo's."""
+        return self.faces_changed or not self._kept_photos.isdisjoint(image_keys)
 
     def meta(self, key: str) -> str | None:
         """A ``meta`` value: from memory if this process wrote it, else one query.
@@ -325,6 +352,7 @@ class MilvusRows:
             self.client.delete(self.name("meta"), filter=f'key == "{key}"')
         else:
             self.client.upsert(self.name("meta"), [{"key": key, "value": value, "placeholder": PLACEHOLDER}])
+        self.reads.wrote(self.name("meta"))
         self._mine[key] = value
 
     def last_id(self, what: str) -> int:
@@ -396,40 +424,57 @@ class MilvusRows:
         self.set_meta("removing", json.dumps({"people": list(person_ids), "faces": list(face_ids)}))
         if person_ids:
             self.client.delete(self.name("people"), filter=f"id in {ints(person_ids)}")
+            self.reads.wrote(self.name("people"))
         if self.faces_exist():
             if person_ids:
                 self.client.delete(self.name("faces"), filter=f"person_id in {ints(person_ids)}")
+                self.reads.wrote(self.name("faces"))
+                self.faces_changed = True
             if face_ids:
                 self.client.delete(self.name("faces"), filter=f"id in {ints(face_ids)}")
+                self.reads.wrote(self.name("faces"))
+                self.faces_changed = True
         drop_exclusions(person_ids, face_ids)
         self.compact()
         self.set_meta("removing", None)
 
     def compact(self) -> None:
-        """Start the compactions that erase deleted rows (a delete takes effect at once; this only erases).
-        milvus-lite waits for them (up to ``timeout``): its files must lose the rows before the removal
-        returns. A server compacts in its own time (about 18 s a collection): the jobs are recorded in
-        ``meta('compacting')`` and reported pending (:meth:`compactions_left`) until it has finished."""
+        """Erase deleted rows from the segments (a delete takes effect at once; this only erases).
+        milvus-lite flushes and compacts, waiting (up to ``timeout``): its files must lose the rows
+        before the removal returns. On a server the removal only asks for the flush, records the
+        collections in ``meta('compacting')``, and the compactions follow (:mod:`~faceid.gallery.milvus_compaction`);
+        :meth:`compactions_left` reports them pending until the server has finished."""
         names = [self.name(w) for w in ("faces", "people") if w == "people" or self.faces_exist()]
-        jobs = compaction.start(self.client, names, self.timeout)
         if self.location.lite:
+            jobs = compaction.start(self.client, names, self.timeout)
             compaction.wait(self.client, jobs, self.timeout, self.report, self.path)
-        elif jobs:
-            self.set_meta("compacting", json.dumps(sorted({*jobs, *self.compacting()})))
+            return
+        compaction.flush(self.client, names, self.timeout, wait=False)
+        self._set_compacting([*self.compacting(), *(n for n in names if n not in self.compacting())])
 
-    def compacting(self) -> list[int]:
-        """The server's compaction jobs recorded and not yet seen finished."""
-        return [int(job) for job in json.loads(self.meta("compacting") or "[]")]
+    def compacting(self) -> list[int | str]:
+        """The server's erasures recorded and not yet seen finished: compaction job ids, and the names
+        of collections whose flush is awaited before their compaction can start."""
+        return [e if isinstance(e, str) else int(e) for e in json.loads(self.meta("compacting") or "[]")]
 
-    def compactions_left(self, *, wait: bool = False) -> list[int]:
-        """The recorded jobs the server has not finished (waiting up to ``timeout`` each if ``wait``);
-        forgets the finished ones."""
-        jobs = self.compacting()
+    def _set_compacting(self, entries: list[int | str]) -> None:
+        self.set_meta("compacting", json.dumps(entries) if entries else None)
+
+    def compactions_left(self, *, wait: bool = False) -> list[int | str]:
+        """The recorded erasures the server has not finished, after starting the compactions whose
+        flush has ended (waiting up to ``timeout`` for each flush and job if ``wait``); forgets the
+        finished ones."""
+        entries = self.compacting()
+        if not entries:
+            return []
+        left = compaction.advance(self.client, entries, self.timeout, wait=wait)
+        jobs = [e for e in left if isinstance(e, int)]
         if wait:
             compaction.wait(self.client, jobs, self.timeout, self.report, self.path)
-        left = compaction.unfinished(self.client, jobs)
-        if left != jobs:
-            self.set_meta("compacting", json.dumps(left) if left else None)
+        done = set(jobs) - set(compaction.unfinished(self.client, jobs))
+        left = [e for e in left if e not in done]
+        if left != entries:
+            self._set_compacting(left)
         return left
 
 

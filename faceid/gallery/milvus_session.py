@@ -11,8 +11,10 @@ a timestamp up to the ``guarantee_timestamp`` it is given, and then reads the ne
   round trip without a wait). The oracle's timestamps only grow and a write gets its own before it
   is acknowledged, so every write acknowledged before the open is below the floor: as Strong at
   the moment of the open;
-- this process's own writes to the collection read (pymilvus keeps the timestamp of the last write
-  to each collection through this connection): read-your-writes, as Session.
+- this process's own writes to the collection read: read-your-writes, as Session. After each
+  write :meth:`ReadPoint.wrote` notes its timestamp, as pymilvus records it from the server's
+  answer; Milvus 2.3.5 answers a delete by expression with no timestamp, so when none came a new
+  one is asked of the oracle (one round trip without a wait), which is above the write's.
 
 A write by another process after the open is seen as soon as the server has applied it (within a
 time tick), as with Bounded consistency; faceid has one writing process per gallery (see
@@ -27,6 +29,7 @@ the collections' default.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["ReadPoint"]
@@ -38,21 +41,22 @@ class ReadPoint:
     """The guarantee timestamps of one open gallery's reads (see the module's docstring).
 
     Args:
-        client: the gallery's ``MilvusClient`` (or its :class:`~faceid.gallery.milvus_timeout.TimedClient`).
+        client: gives the gallery's ``MilvusClient`` (or its :class:`~faceid.gallery.milvus_timeout.TimedClient`).
         server: ``False`` for milvus-lite: no options, the collections' default.
         timeout: seconds for the ``AllocTimestamp`` call.
     """
 
-    def __init__(self, client: Any, *, server: bool, timeout: float) -> None:
+    def __init__(self, client: Callable[[], Any], *, server: bool, timeout: float) -> None:
         self.client = client
         self.server = server
         self.timeout = timeout
         self.floor = 0
+        self._last: dict[str, int] = {}  # collection -> the timestamp of this process's last write to it
 
     def open(self) -> None:
         """Take the floor: a timestamp above every write acknowledged so far (one round trip, no wait)."""
         if self.server:
-            self.floor = int(self._handler().alloc_timestamp(timeout=self.timeout) or 0)
+            self.floor = self._now()
             if not self.floor:  # a server without AllocTimestamp: every read Strong, as before
                 log.info("Milvus gave no timestamp (AllocTimestamp): reads are Strong")
 
@@ -63,15 +67,22 @@ class ReadPoint:
             return {}
         guarantee = self.floor
         if own_writes:
-            guarantee = max(guarantee, self._last_write(collection))
+            guarantee = max(guarantee, self._last.get(collection, 0))
         return {"consistency_level": "Customized", "guarantee_timestamp": guarantee}
 
-    def _handler(self) -> Any:
-        client = getattr(self.client, "client", self.client)  # under a TimedClient
-        return client._get_connection()
-
-    def _last_write(self, collection: str) -> int:
-        """The timestamp of this process's last write to ``collection`` (0: none), as pymilvus records it."""
+    def wrote(self, collection: str) -> None:
+        """Note the timestamp of the write to ``collection`` that has just returned."""
+        if not self.server or not self.floor:
+            return
         from pymilvus.client import ts_utils
 
-        return int(ts_utils.get_collection_ts(collection, self._handler().server_address, "") or 0)
+        before = self._last.get(collection, self.floor)
+        ts = int(ts_utils.get_collection_ts(collection, self._handler().server_address, "") or 0)
+        self._last[collection] = ts if ts > before else max(self._now(), before)
+
+    def _now(self) -> int:
+        """A timestamp from the server's oracle: above that of every write acknowledged so far."""
+        return int(self._handler().alloc_timestamp(timeout=self.timeout) or 0)
+
+    def _handler(self) -> Any:
+        return self.client()._get_connection()
