@@ -47,8 +47,13 @@ CEILINGS = {
     "people": 2,
     "search": 2,
     "face_owners": 2,
-    "remove": 16,  # milvus-lite 14; a server records its compactions in meta (2 more)
+    "remove": 14,
 }
+
+#: what a server costs more: after each delete by expression one AllocTimestamp (a round trip without a
+#: wait: Milvus 2.3.5 answers such a delete with no timestamp, see faceid.gallery.milvus_session), and a
+#: removal records its pending compactions in meta
+ON_A_SERVER = {"move back": 1, "merge": 3, "remove": 6}
 
 
 class Counting:
@@ -117,6 +122,8 @@ def test_round_trips_do_not_grow_with_the_faces_nor_rise(address, tmp_path: Path
     few = round_trips(address(tmp_path / "few"), 3)
     many = round_trips(address(tmp_path / "many"), 40)
     assert few == many, {op: (few[op], many[op]) for op in few if few[op] != many[op]}
-    over = {op: (calls, CEILINGS[op]) for op, calls in many.items() if calls > CEILINGS[op]}
+    extra = ON_A_SERVER if address(tmp_path).startswith("milvus://") else {}
+    ceilings = {op: CEILINGS[op] + extra.get(op, 0) for op in CEILINGS}
+    over = {op: (calls, ceilings[op]) for op, calls in many.items() if calls > ceilings[op]}
     assert not over, over
     assert set(many) == set(CEILINGS)

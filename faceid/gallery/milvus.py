@@ -295,7 +295,8 @@ class MilvusBackend:
         """Counted by Milvus; by reading them all while a removal is unfinished."""
         pending = self.rows.removing()
         if not pending["people"] and not pending["faces"]:
-            return self.rows.count("faces", "person_id > 0")
+            # kept unknown faces are not counted: no wait for this process's inserts of them
+            return self.rows.count("faces", "person_id > 0", own_writes=self.rows.searches_own_faces)
         return len(self._live_faces(["id"]))
 
     def image_owners(self, shas: Sequence[str]) -> dict[str, list[str]]:
@@ -318,7 +319,8 @@ class MilvusBackend:
         return {sha: sorted(found) for sha, found in out.items()}
 
     def face_owners(self, ids: Sequence[int]) -> dict[int, str]:
-        rows = self.rows.by_ids("faces", ids, ["id", "person_id"])
+        """The owners of enrolled faces (a search's): no wait for this process's inserts of kept faces."""
+        rows = self.rows.by_ids("faces", ids, ["id", "person_id"], own_writes=self.rows.searches_own_faces)
         names = self.rows.names({int(r["person_id"]) for r in rows if int(r["person_id"]) > 0})
         return {int(r["id"]): names[int(r["person_id"])] for r in rows if int(r["person_id"]) in names}
 
@@ -392,7 +394,7 @@ class MilvusBackend:
                 filter="person_id > 0",  # kept unknown faces are never matched
                 output_fields=["person_id"],
                 # kept unknown faces are never returned: a search need not wait for their inserts
-                **self.rows.reads.options(self.rows.name("faces"), own_writes=self.rows.faces_changed),
+                **self.rows.reads.options(self.rows.name("faces"), own_writes=self.rows.searches_own_faces),
             )
             people = {int(h["entity"]["person_id"]) for row in hits for h in row}
             alive = set(self.rows.names(people))

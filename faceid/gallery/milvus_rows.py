@@ -65,10 +65,12 @@ class MilvusRows:
         self._prefix = location.name
         self._faces_seen = False
         self._faces_loading = False
-        #: whether this process changed or removed a face, or added an enrolled one (searches and reads
-        #: of the faces must then see its writes); adding kept unknown faces alone leaves it False
-        self.faces_changed = False
-        self._kept_photos: set[str] = set()  # image keys of the faces this process added
+        #: what this process wrote, so that a read waits for its own writes only when they can change
+        #: what it reads (:class:`~faceid.gallery.milvus_session.ReadPoint`): faces or people changed
+        #: or removed; enrolled faces added; the photos (image keys) and names (name keys) it added
+        self.faces_changed = self.faces_enrolled = self._people_changed = False
+        self._added_photos: set[str] = set()
+        self._added_names: set[str] = set()
         #: the ``meta`` values this process wrote (stored key -> value, ``None``: deleted), read from here:
         #: see :meth:`meta`
         self._mine: dict[str, str | None] = {}
@@ -275,12 +277,14 @@ class MilvusRows:
         options.update(self.reads.options(self.name(what), own_writes=own_writes))
         return list(self.client.query(self.name(what), filter=expr, output_fields=fields, **options))
 
-    def by_ids(self, what: str, ids: Iterable[int], fields: list[str], column: str = "id") -> list[dict[str, Any]]:
+    def by_ids(
+        self, what: str, ids: Iterable[int], fields: list[str], column: str = "id", *, own_writes: bool = True
+    ) -> list[dict[str, Any]]:
         """The rows whose ``column`` is one of ``ids``: one query per :data:`CHUNK` ids."""
         wanted = sorted({int(i) for i in ids})
         rows: list[dict[str, Any]] = []
         for chunk in chunks(wanted, CHUNK):
-            rows += self.query(what, f"{column} in {ints(chunk)}", fields)
+            rows += self.query(what, f"{column} in {ints(chunk)}", fields, own_writes=own_writes)
         return rows
 
     def scan(self, what: str, fields: list[str], where: str = "") -> Iterator[dict[str, Any]]:
@@ -291,10 +295,10 @@ class MilvusRows:
             rows = self.query(what, f"id >= {low} and id < {low + _WINDOW}{extra}", fields)
             yield from sorted(rows, key=lambda r: int(r["id"]))
 
-    def count(self, what: str, expr: str = "") -> int:
+    def count(self, what: str, expr: str = "", *, own_writes: bool = True) -> int:
         if what == "faces" and not self.faces_exist():
             return 0
-        options = self.reads.options(self.name(what))
+        options = self.reads.options(self.name(what), own_writes=own_writes)
         rows = self.client.query(self.name(what), filter=expr, output_fields=["count(*)"], **options)
         return int(rows[0]["count(*)"]) if rows else 0
 
@@ -303,28 +307,38 @@ class MilvusRows:
             self.client.insert(self.name(what), list(rows))
             self.reads.wrote(self.name(what))
             if what == "faces":
-                self._kept_photos.update(str(r["image_key"]) for r in rows)
-                self.faces_changed |= any(int(r["person_id"]) != 0 for r in rows)
+                self._added_photos.update(str(r["image_key"]) for r in rows)
+                self.faces_enrolled |= any(int(r["person_id"]) != 0 for r in rows)
+            elif what == "people":
+                self._added_names.update(str(r["name_key"]) for r in rows)
 
     def upsert(self, what: str, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self.client.upsert(self.name(what), list(rows))
             self.reads.wrote(self.name(what))
             self.faces_changed |= what == "faces"
+            self._people_changed |= what == "people"
 
     def delete(self, what: str, expr: str) -> None:
         if what != "faces" or self.faces_exist():
             self.client.delete(self.name(what), filter=expr)
             self.reads.wrote(self.name(what))
             self.faces_changed |= what == "faces"
+            self._people_changed |= what == "people"
 
     def sees_own_faces(self, image_keys: Iterable[str]) -> bool:
         """Whether a read of the faces of these photos (:func:`~faceid.gallery.milvus_common.image_key`)
         must wait for this process's writes to the faces: only if it changed or removed a face, or
-        added one of these photos. Keeping unknown faces only adds rows of other photos (one photo at a
-        time), so ``identify --remember`` reads each new photo's faces without waiting for the server
-        to apply the previous photo's."""
-        return self.faces_changed or not self._kept_photos.isdisjoint(image_keys)
+        added one of these photos. An enrolment or ``identify --remember`` adds the rows of other
+        photos, so it reads each new photo's faces without waiting for the server to apply the
+        previous photo's."""
+        return self.faces_changed or not self._added_photos.isdisjoint(image_keys)
+
+    @property
+    def searches_own_faces(self) -> bool:
+        """Whether a search must wait for this process's writes to the faces: not for kept unknown
+        faces alone (a search never returns them)."""
+        return self.faces_changed or self.faces_enrolled
 
     def meta(self, key: str) -> str | None:
         """A ``meta`` value: from memory if this process wrote it, else one query.
@@ -385,7 +399,11 @@ class MilvusRows:
         self.insert("audit", [{"id": entry_id, "entry": json.dumps(entry, sort_keys=True), "placeholder": PLACEHOLDER}])
 
     def person_row(self, name: str) -> dict[str, Any] | None:
-        rows = self.query("people", f'name_key == "{name_key(name)}"', ["id", "name", "created_at"])
+        """The person of that name (waiting for this process's writes to the people only if it renamed or
+        removed someone, or added this name: enrolling seven people reads without a wait)."""
+        key = name_key(name)
+        own = self._people_changed or key in self._added_names
+        rows = self.query("people", f'name_key == "{key}"', ["id", "name", "created_at"], own_writes=own)
         return min(rows, key=lambda r: int(r["id"])) if rows else None
 
     def names(self, person_ids: Iterable[int]) -> dict[int, str]:
@@ -425,6 +443,7 @@ class MilvusRows:
         if person_ids:
             self.client.delete(self.name("people"), filter=f"id in {ints(person_ids)}")
             self.reads.wrote(self.name("people"))
+            self._people_changed = True
         if self.faces_exist():
             if person_ids:
                 self.client.delete(self.name("faces"), filter=f"person_id in {ints(person_ids)}")

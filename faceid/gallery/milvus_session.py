@@ -52,10 +52,12 @@ class ReadPoint:
         self.timeout = timeout
         self.floor = 0
         self._last: dict[str, int] = {}  # collection -> the timestamp of this process's last write to it
+        self._address = ""  # the connection's, as pymilvus keys its session timestamps
 
     def open(self) -> None:
         """Take the floor: a timestamp above every write acknowledged so far (one round trip, no wait)."""
         if self.server:
+            self._address = self._handler().server_address
             self.floor = self._now()
             if not self.floor:  # a server without AllocTimestamp: every read Strong, as before
                 log.info("Milvus gave no timestamp (AllocTimestamp): reads are Strong")
@@ -77,7 +79,7 @@ class ReadPoint:
         from pymilvus.client import ts_utils
 
         before = self._last.get(collection, self.floor)
-        ts = int(ts_utils.get_collection_ts(collection, self._handler().server_address, "") or 0)
+        ts = int(ts_utils.get_collection_ts(collection, self._address, "") or 0)
         self._last[collection] = ts if ts > before else max(self._now(), before)
 
     def _now(self) -> int:
