@@ -35,15 +35,20 @@ usable:
 Removed rows are tombstones in Milvus until compaction, so every removal asks for one
 (``compact``); the delete itself takes effect at once (no search, listing or export returns the
 rows). On milvus-lite the removal waits for it (up to ``timeout``): its compaction rewrites the
-segment files without the removed rows. A server compacts in its own time (about 18 s a
-collection), so there the jobs are recorded and :meth:`MilvusBackend.compaction_pending` is true
-until the server has finished (``gallery check`` says so, exit 0). A Milvus server keeps old
+segment files without the removed rows. A server flushes and compacts in its own time (about 2.5 s
+and 10-18 s a collection), so there the removal only asks for the flush, the collections are
+recorded, their compactions start once flushed (:mod:`faceid.gallery.milvus_compaction`), and
+:meth:`MilvusBackend.compaction_pending` is true until the server has finished (``gallery check``
+says so, exit 0). A Milvus server keeps old
 segments in its object store until its garbage collector drops them (``gc.dropTolerance``),
 which faceid cannot hasten.
 
 There is one writer at a time: milvus-lite lets one process open a ``.db`` folder (another gets
 :class:`~faceid.errors.GalleryBusyError` after ``timeout``); on a Milvus server faceid takes no
 lock, so run one writing process per gallery (one ``faceid serve``, say) and any number of readers.
+The writer keeps the ``meta`` values it wrote (id counters, generation) in memory on that rule
+(:meth:`MilvusRows.meta <faceid.gallery.milvus_rows.MilvusRows.meta>`), and reads wait for the server
+only for what they must see (:mod:`faceid.gallery.milvus_session`).
 
 pymilvus is imported when a gallery is opened, never by ``import faceid``.
 """
