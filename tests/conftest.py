@@ -122,6 +122,7 @@ def milvus_server():
 SERVER_BY_DEFAULT: dict[str, tuple[str, ...] | None] = {
     "test_gallery_contract.py": None,
     "test_milvus_server.py": None,
+    "test_milvus_round_trips.py": None,
     "test_interrupted.py": (  # Milvus's crash suite: kills through an enrolment (a keep is the same code)
         "test_an_enrolment_killed_at_every_write_is_completed_or_rolled_back",
         "test_faces_of_a_half_written_enrolment_are_taken_out_with_the_person_it_made",

@@ -495,3 +495,17 @@ def test_face_chips_are_kept_in_the_face_row_and_go_with_it(lite):
         assert g.face_chip(kept) == small and g.faces("Ann")[-1].id == kept
         g.remove_face(ids[0])
         assert g.face_chip(ids[0]) is None and g.check() == []
+
+
+def test_bench_lite_vs_server_says_why_it_skips(tmp_path, monkeypatch):
+    """Without the milvus virtualenv, or without the Big Bang photos, the part is one figure saying why."""
+    from faceid import bench
+    from faceid.bench.milvus_server import server_figures
+
+    monkeypatch.setenv("FACEID_MILVUS_PYTHON", str(tmp_path / "no-python"))
+    (skipped,) = server_figures(tmp_path, tmp_path, tiny=True, figure=bench.figure)
+    assert skipped["figure"] == "milvus_lite_vs_server" and ".venv-milvus" in skipped["skipped"]
+    monkeypatch.setenv("FACEID_MILVUS_PYTHON", sys.executable)  # a Python, but no photos
+    (skipped,) = server_figures(tmp_path, None, tiny=True, figure=bench.figure)
+    assert "bigbang" in skipped["skipped"]
+    assert list(tmp_path.iterdir()) == []  # no server started, nothing written

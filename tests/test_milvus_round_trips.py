@@ -17,31 +17,43 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import needs_milvus
+from conftest import needs_milvus, needs_milvus_server, server_gallery
 from test_gallery_contract import KEY, face, near, unit
 
 from faceid.gallery import open_gallery
 
-#: Milvus galleries to count on: a new gallery's address inside a temporary folder
-ADDRESSES: list[Callable[[Path], str]] = [lambda folder: f"milvus-lite:{folder / 'gallery.db'}"]
+#: Milvus galleries to count on: a new gallery's address made from a temporary folder (milvus-lite, and
+#: the session's Milvus server: conftest.milvus_server)
+ADDRESSES = [
+    pytest.param(lambda folder: f"milvus-lite:{folder / 'gallery.db'}", id="milvus-lite"),
+    pytest.param(server_gallery, id="milvus-server", marks=needs_milvus_server),
+]
 
 #: the most calls to Milvus each operation may make, whatever the number of faces it handles (at 9e114a1,
-#: with 60 faces: add_faces 15, add_faces of known photos 63 (a query per face), keep 13, move 25, remove 20)
+#: with 60 faces: add_faces 15, add_faces of known photos 63 (a query per face), keep 13, move 25, remove 20;
+#: at afd2a0c: add_faces 14, keep 10, remove 17). Since then the id counters, the generation and the other
+#: ``meta`` values a process wrote are kept in memory (milvus_rows.MilvusRows.meta), and a removal flushes
+#: its collections in one request.
 CEILINGS = {
-    "add_faces": 14,
-    "add_faces, photos known": 3,
-    "keep": 10,
-    "update_groups": 10,
-    "name": 13,
-    "move to unknown": 20,
-    "move back": 11,
-    "merge": 18,
+    "add_faces": 9,
+    "add_faces, photos known": 2,
+    "keep": 6,
+    "update_groups": 7,
+    "name": 9,
+    "move to unknown": 18,
+    "move back": 9,
+    "merge": 15,
     "faces": 3,
-    "people": 4,
-    "search": 3,
+    "people": 2,
+    "search": 2,
     "face_owners": 2,
-    "remove": 17,
+    "remove": 14,
 }
+
+#: what a server costs more: after each delete by expression one AllocTimestamp (a round trip without a
+#: wait: Milvus 2.3.5 answers such a delete with no timestamp, see faceid.gallery.milvus_session), and a
+#: removal records its pending compactions in meta
+ON_A_SERVER = {"move back": 1, "merge": 3, "remove": 6}
 
 
 class Counting:
@@ -68,6 +80,7 @@ def round_trips(address: str, n: int) -> dict[str, int]:
     counted: dict[str, int] = {}
     with open_gallery(address) as g:
         g.add_faces("Someone", [face(unit(999), "seed")], embedding_key=KEY)  # the collections exist
+        assert g.face_count == 1  # and the faces are loaded (their load runs on while an enrolment goes on)
         client = Counting(g.backend.rows.client)
         g.backend.rows.client = client
 
@@ -109,6 +122,8 @@ def test_round_trips_do_not_grow_with_the_faces_nor_rise(address, tmp_path: Path
     few = round_trips(address(tmp_path / "few"), 3)
     many = round_trips(address(tmp_path / "many"), 40)
     assert few == many, {op: (few[op], many[op]) for op in few if few[op] != many[op]}
-    over = {op: (calls, CEILINGS[op]) for op, calls in many.items() if calls > CEILINGS[op]}
+    extra = ON_A_SERVER if address(tmp_path).startswith("milvus://") else {}
+    ceilings = {op: CEILINGS[op] + extra.get(op, 0) for op in CEILINGS}
+    over = {op: (calls, ceilings[op]) for op, calls in many.items() if calls > ceilings[op]}
     assert not over, over
     assert set(many) == set(CEILINGS)

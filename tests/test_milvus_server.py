@@ -43,6 +43,8 @@ def test_a_removal_takes_effect_at_once_and_its_erasure_is_pending_not_a_problem
         g.add_faces("ann", faces(ann, "a"), embedding_key=KEY)
         bob_ids = g.add_faces("bob", faces(bob, "b"), embedding_key=KEY)
         g.remove("ann")
+        # the removal waited for no flush: the collections await theirs, then their compactions start
+        assert set(g.backend.rows.compacting()) <= {g.backend.rows.name("faces"), g.backend.rows.name("people")}
         # gone at once from every listing, search and export, before any compaction has finished
         assert [p.name for p in g.people()] == ["bob"] and "ann" not in g
         assert [f.id for f in g.faces()] == bob_ids and g.face_count == 2
@@ -107,3 +109,29 @@ def test_a_server_that_stops_answering_is_one_line_after_the_timeout(tmp_path):
 def test_a_gallery_on_a_missing_server_is_not_reported_as_empty():
     with pytest.raises(GalleryError, match="cannot reach Milvus"):
         open_gallery(f"milvus://{milvus_server().host}:1/faces", timeout=2)
+
+
+def test_a_gallery_opened_after_another_process_wrote_sees_the_write_at_once(tmp_path):
+    """Reads wait for no time tick, yet see every write acknowledged before the open (the floor a new
+    gallery takes from the server: faceid.gallery.milvus_session), here another process's."""
+    import subprocess
+    import sys
+
+    address = server_gallery(tmp_path)
+    with open_gallery(address) as g:
+        g.add_faces("ann", faces(unit_vectors(np.random.default_rng(34), 1), "a"), embedding_key=KEY)
+    writer = (
+        "import sys, numpy as np\n"
+        "from faceid.gallery import NewFace, open_gallery\n"
+        "with open_gallery(sys.argv[1]) as g:\n"
+        "    key = g.embedding_key\n"
+        "    v = np.ones(key.dimension, np.float32) / np.sqrt(key.dimension)\n"
+        "    for name in ('bob', 'cy', 'dee'):\n"
+        "        face = NewFace(v, name.ljust(64, '0'), (1, 2, 3, 4), 0.99, '/p.jpg')\n"
+        "        g.add_faces(name, [face], embedding_key=key)\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, address], check=True, timeout=120)
+    with open_gallery(address) as g:  # straight after the writer's last acknowledged write
+        assert g.backend.rows.reads.floor > 0
+        assert [p.name for p in g.people()] == ["ann", "bob", "cy", "dee"]
+        assert g.face_count == 4

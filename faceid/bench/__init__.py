@@ -57,6 +57,9 @@ Figures (``part`` names select them):
   answers, and the memory of its processes idle, at peak and 60 s later (:mod:`faceid.bench.big_photos`).
 - ``milvus``: the gallery's index in milvus-lite (the ``milvus`` extra), index kinds and search
   parameters, recall@1 against exact and latency, at the sizes up to 100,000 (:mod:`faceid.bench.milvus`).
+  First milvus-lite and a fresh Milvus server side by side (enrol, identify, remove, check, identify
+  --remember; in this process and as fresh ``faceid`` processes), as ratios, with issue 21's goals
+  (:mod:`faceid.bench.milvus_server`; skipped, saying why, without ``.venv-milvus``).
 - ``ray``: photos/s of the first ``images`` LFW photos in this process and on a local Ray cluster
   with 1 and 2 worker actors: wall and CPU per photo (:mod:`faceid.bench.ray`; needs ``faceid[ray]``).
 
@@ -176,7 +179,9 @@ def run(
             yield from big_photos.figures(work, SAMPLES / "photos" / "astronaut.jpg", tiny=tiny)
         if "milvus" in parts:
             from faceid.bench.milvus import milvus_figures
+            from faceid.bench.milvus_server import server_figures
 
+            yield from server_figures(work, data_path, tiny=tiny, figure=common.figure)
             yield from milvus_figures(
                 sizes,
                 queries=100 if tiny else 1000,

@@ -34,15 +34,20 @@ usable:
 Removed rows are tombstones in Milvus until compaction, so every removal asks for one
 (``compact``); the delete itself takes effect at once (no search, listing or export returns the
 rows). On milvus-lite the removal waits for it (up to ``timeout``): its compaction rewrites the
-segment files without the removed rows. A server compacts in its own time (about 18 s a
-collection), so there the jobs are recorded and :meth:`MilvusBackend.compaction_pending` is true
-until the server has finished (``gallery check`` says so, exit 0). A Milvus server keeps old
+segment files without the removed rows. A server flushes and compacts in its own time (about 2.5 s
+and 10-18 s a collection), so there the removal only asks for the flush, the collections are
+recorded, their compactions start once flushed (:mod:`faceid.gallery.milvus_compaction`), and
+:meth:`MilvusBackend.compaction_pending` is true until the server has finished (``gallery check``
+says so, exit 0). A Milvus server keeps old
 segments in its object store until its garbage collector drops them (``gc.dropTolerance``),
 which faceid cannot hasten.
 
 There is one writer at a time: milvus-lite lets one process open a ``.db`` folder (another gets
 :class:`~faceid.errors.GalleryBusyError` after ``timeout``); on a Milvus server faceid takes no
 lock, so run one writing process per gallery (one ``faceid serve``, say) and any number of readers.
+The writer keeps the ``meta`` values it wrote (id counters, generation) in memory on that rule
+(:meth:`MilvusRows.meta <faceid.gallery.milvus_rows.MilvusRows.meta>`), and reads wait for the server
+only for what they must see (:mod:`faceid.gallery.milvus_session`).
 
 pymilvus is imported when a gallery is opened, never by ``import faceid``.
 """
@@ -120,6 +125,8 @@ class MilvusBackend:
         try:
             self.rows.open(create)
             self.rows.finish_removals(self.kept.drop_exclusions)
+            if not location.lite:  # start the compactions a removal left waiting for its flush
+                self.rows.compactions_left()
         except BaseException:
             self.close()
             raise
@@ -292,16 +299,21 @@ class MilvusBackend:
         """Counted by Milvus; by reading them all while a removal is unfinished."""
         pending = self.rows.removing()
         if not pending["people"] and not pending["faces"]:
-            return self.rows.count("faces", "person_id > 0")
+            # kept unknown faces are not counted: no wait for this process's inserts of them
+            return self.rows.count("faces", "person_id > 0", own_writes=self.rows.searches_own_faces)
         return len(self._live_faces(["id"]))
 
     def image_owners(self, shas: Sequence[str]) -> dict[str, list[str]]:
         """One query per batch of photos, and one for their people's names."""
         sha_of = {image_key(sha): sha for sha in shas}
         rows: list[dict[str, Any]] = []
+        own = self.rows.sees_own_faces(sha_of)
         for chunk in chunks(sorted(sha_of), CHUNK):
             rows += self.rows.query(
-                "faces", f"image_key in {strs(chunk)} and person_id > 0", ["id", "person_id", "image_key"]
+                "faces",
+                f"image_key in {strs(chunk)} and person_id > 0",
+                ["id", "person_id", "image_key"],
+                own_writes=own,
             )
         names = self.rows.names({int(r["person_id"]) for r in rows})
         out: dict[str, set[str]] = {}
@@ -311,7 +323,8 @@ class MilvusBackend:
         return {sha: sorted(found) for sha, found in out.items()}
 
     def face_owners(self, ids: Sequence[int]) -> dict[int, str]:
-        rows = self.rows.by_ids("faces", ids, ["id", "person_id"])
+        """The owners of enrolled faces (a search's): no wait for this process's inserts of kept faces."""
+        rows = self.rows.by_ids("faces", ids, ["id", "person_id"], own_writes=self.rows.searches_own_faces)
         names = self.rows.names({int(r["person_id"]) for r in rows if int(r["person_id"]) > 0})
         return {int(r["id"]): names[int(r["person_id"])] for r in rows if int(r["person_id"]) in names}
 
@@ -384,6 +397,8 @@ class MilvusBackend:
                 search_params=SEARCH_PARAMS,
                 filter="person_id > 0",  # kept unknown faces are never matched
                 output_fields=["person_id"],
+                # kept unknown faces are never returned: a search need not wait for their inserts
+                **self.rows.reads.options(self.rows.name("faces"), own_writes=self.rows.searches_own_faces),
             )
             people = {int(h["entity"]["person_id"]) for row in hits for h in row}
             alive = set(self.rows.names(people))

@@ -24,6 +24,7 @@ from faceid.gallery import milvus_compaction as compaction
 from faceid.gallery.backend import chunks
 from faceid.gallery.location import MilvusLocation
 from faceid.gallery.milvus_common import CHIP_FIELDS, TEXT, create_collection, guarded, ints, name_key, wait_loaded
+from faceid.gallery.milvus_session import ReadPoint
 from faceid.gallery.milvus_timeout import TimedClient
 from faceid.gallery.records import n_faces, utc_now
 
@@ -63,9 +64,20 @@ class MilvusRows:
         self.actor: str | None = None
         self._prefix = location.name
         self._faces_seen = False
+        self._faces_loading = False
+        #: what this process wrote, so that a read waits for its own writes only when they can change
+        #: what it reads (:class:`~faceid.gallery.milvus_session.ReadPoint`): faces or people changed
+        #: or removed; enrolled faces added; the photos (image keys) and names (name keys) it added
+        self.faces_changed = self.faces_enrolled = self._people_changed = False
+        self._added_photos: set[str] = set()
+        self._added_names: set[str] = set()
+        #: the ``meta`` values this process wrote (stored key -> value, ``None``: deleted), read from here:
+        #: see :meth:`meta`
+        self._mine: dict[str, str | None] = {}
         self._closed = True
         self.client = self._connect(create)
         self._closed = False
+        self.reads = ReadPoint(lambda: self.client, server=not location.lite, timeout=self.timeout)
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -149,6 +161,7 @@ class MilvusRows:
         """Check (or with ``create``, make) the collections, and load them."""
         c = self.client
         have = set(c.list_collections())
+        self.reads.open()
         if self.name("meta") not in have:
             if not create:
                 raise GalleryError(f"{self.path}: no gallery here; enrol someone to create one")
@@ -176,6 +189,9 @@ class MilvusRows:
         """Whether the faces collection exists (made with the first face; once seen, not asked again)."""
         if not self._faces_seen:
             self._faces_seen = bool(self.client.has_collection(self.name("faces")))
+        if self._faces_loading:  # made by this process, its load started: reads wait for it here
+            wait_loaded(self.client, [self.name("faces")], self.timeout, self.path)
+            self._faces_loading = False
         return self._faces_seen
 
     def plain_collection(self, what: str, fields: list[tuple[str, Any, dict[str, Any]]], *, wait: bool = True) -> None:
@@ -229,7 +245,7 @@ class MilvusRows:
         from pymilvus import DataType
 
         name = self.name("faces")
-        if self.faces_exist():
+        if self._faces_seen or self.faces_exist():
             return
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
@@ -243,22 +259,32 @@ class MilvusRows:
             schema.add_field(field, DataType.VARCHAR, max_length=TEXT)
         index = self.client.prepare_index_params()
         index.add_index(field_name="embedding", **INDEX)
-        create_collection(self.client, name, schema, index)
+        # inserts need no load, reads do: the load (about 3 s on a server) runs while the enrolment
+        # goes on, and the first read of the faces waits for what is left of it (faces_exist)
+        create_collection(self.client, name, schema, index, wait=False)
+        self._faces_seen = self._faces_loading = True
 
     # -- rows -------------------------------------------------------------------------------------
 
-    def query(self, what: str, expr: str, fields: list[str], limit: int | None = None) -> list[dict[str, Any]]:
+    def query(
+        self, what: str, expr: str, fields: list[str], limit: int | None = None, *, own_writes: bool = True
+    ) -> list[dict[str, Any]]:
+        """The rows of ``what`` where ``expr`` holds, as fresh as :class:`~faceid.gallery.milvus_session.ReadPoint`
+        makes them (``own_writes=False``: the caller keeps this process's writes of these rows in memory)."""
         if what == "faces" and not self.faces_exist():
             return []
         options: dict[str, Any] = {"limit": limit} if limit is not None else {}
+        options.update(self.reads.options(self.name(what), own_writes=own_writes))
         return list(self.client.query(self.name(what), filter=expr, output_fields=fields, **options))
 
-    def by_ids(self, what: str, ids: Iterable[int], fields: list[str], column: str = "id") -> list[dict[str, Any]]:
+    def by_ids(
+        self, what: str, ids: Iterable[int], fields: list[str], column: str = "id", *, own_writes: bool = True
+    ) -> list[dict[str, Any]]:
         """The rows whose ``column`` is one of ``ids``: one query per :data:`CHUNK` ids."""
         wanted = sorted({int(i) for i in ids})
         rows: list[dict[str, Any]] = []
         for chunk in chunks(wanted, CHUNK):
-            rows += self.query(what, f"{column} in {ints(chunk)}", fields)
+            rows += self.query(what, f"{column} in {ints(chunk)}", fields, own_writes=own_writes)
         return rows
 
     def scan(self, what: str, fields: list[str], where: str = "") -> Iterator[dict[str, Any]]:
@@ -269,26 +295,65 @@ class MilvusRows:
             rows = self.query(what, f"id >= {low} and id < {low + _WINDOW}{extra}", fields)
             yield from sorted(rows, key=lambda r: int(r["id"]))
 
-    def count(self, what: str, expr: str = "") -> int:
+    def count(self, what: str, expr: str = "", *, own_writes: bool = True) -> int:
         if what == "faces" and not self.faces_exist():
             return 0
-        rows = self.client.query(self.name(what), filter=expr, output_fields=["count(*)"])
+        options = self.reads.options(self.name(what), own_writes=own_writes)
+        rows = self.client.query(self.name(what), filter=expr, output_fields=["count(*)"], **options)
         return int(rows[0]["count(*)"]) if rows else 0
 
     def insert(self, what: str, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self.client.insert(self.name(what), list(rows))
+            self.reads.wrote(self.name(what))
+            if what == "faces":
+                self._added_photos.update(str(r["image_key"]) for r in rows)
+                self.faces_enrolled |= any(int(r["person_id"]) != 0 for r in rows)
+            elif what == "people":
+                self._added_names.update(str(r["name_key"]) for r in rows)
 
     def upsert(self, what: str, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self.client.upsert(self.name(what), list(rows))
+            self.reads.wrote(self.name(what))
+            self.faces_changed |= what == "faces"
+            self._people_changed |= what == "people"
 
     def delete(self, what: str, expr: str) -> None:
         if what != "faces" or self.faces_exist():
             self.client.delete(self.name(what), filter=expr)
+            self.reads.wrote(self.name(what))
+            self.faces_changed |= what == "faces"
+            self._people_changed |= what == "people"
+
+    def sees_own_faces(self, image_keys: Iterable[str]) -> bool:
+        """Whether a read of the faces of these photos (:func:`~faceid.gallery.milvus_common.image_key`)
+        must wait for this process's writes to the faces: only if it changed or removed a face, or
+        added one of these photos. An enrolment or ``identify --remember`` adds the rows of other
+        photos, so it reads each new photo's faces without waiting for the server to apply the
+        previous photo's."""
+        return self.faces_changed or not self._added_photos.isdisjoint(image_keys)
+
+    @property
+    def searches_own_faces(self) -> bool:
+        """Whether a search must wait for this process's writes to the faces: not for kept unknown
+        faces alone (a search never returns them)."""
+        return self.faces_changed or self.faces_enrolled
 
     def meta(self, key: str) -> str | None:
-        rows = self.query("meta", f'key == "{meta_key(key)}"', ["value"])
+        """A ``meta`` value: from memory if this process wrote it, else one query.
+
+        What this process wrote is what is stored (its id counters, the generation, the removal and
+        compactions in progress, settings it set): a gallery has one writing process at a time
+        (milvus-lite's folder admits one process; on a server it is the rule faceid documents, as no
+        other process may move an id counter while this one hands out ids from it either). So an
+        enrolment reads each counter once per process, not once per change, and never waits for the
+        server to apply its own meta writes first. A value this process never wrote is read from
+        Milvus each time (a reader sees the writer's changes)."""
+        stored = meta_key(key)
+        if stored in self._mine:
+            return self._mine[stored]
+        rows = self.query("meta", f'key == "{stored}"', ["value"], own_writes=False)
         return str(rows[0]["value"]) if rows else None
 
     def metas(self, prefix: str) -> list[tuple[str, str]]:
@@ -301,6 +366,8 @@ class MilvusRows:
             self.client.delete(self.name("meta"), filter=f'key == "{key}"')
         else:
             self.client.upsert(self.name("meta"), [{"key": key, "value": value, "placeholder": PLACEHOLDER}])
+        self.reads.wrote(self.name("meta"))
+        self._mine[key] = value
 
     def last_id(self, what: str) -> int:
         return int(self.meta(f"last_id:{what}") or 0)
@@ -332,7 +399,11 @@ class MilvusRows:
         self.insert("audit", [{"id": entry_id, "entry": json.dumps(entry, sort_keys=True), "placeholder": PLACEHOLDER}])
 
     def person_row(self, name: str) -> dict[str, Any] | None:
-        rows = self.query("people", f'name_key == "{name_key(name)}"', ["id", "name", "created_at"])
+        """The person of that name (waiting for this process's writes to the people only if it renamed or
+        removed someone, or added this name: enrolling seven people reads without a wait)."""
+        key = name_key(name)
+        own = self._people_changed or key in self._added_names
+        rows = self.query("people", f'name_key == "{key}"', ["id", "name", "created_at"], own_writes=own)
         return min(rows, key=lambda r: int(r["id"])) if rows else None
 
     def names(self, person_ids: Iterable[int]) -> dict[int, str]:
@@ -371,40 +442,58 @@ class MilvusRows:
         self.set_meta("removing", json.dumps({"people": list(person_ids), "faces": list(face_ids)}))
         if person_ids:
             self.client.delete(self.name("people"), filter=f"id in {ints(person_ids)}")
+            self.reads.wrote(self.name("people"))
+            self._people_changed = True
         if self.faces_exist():
             if person_ids:
                 self.client.delete(self.name("faces"), filter=f"person_id in {ints(person_ids)}")
+                self.reads.wrote(self.name("faces"))
+                self.faces_changed = True
             if face_ids:
                 self.client.delete(self.name("faces"), filter=f"id in {ints(face_ids)}")
+                self.reads.wrote(self.name("faces"))
+                self.faces_changed = True
         drop_exclusions(person_ids, face_ids)
         self.compact()
         self.set_meta("removing", None)
 
     def compact(self) -> None:
-        """Start the compactions that erase deleted rows (a delete takes effect at once; this only erases).
-        milvus-lite waits for them (up to ``timeout``): its files must lose the rows before the removal
-        returns. A server compacts in its own time (about 18 s a collection): the jobs are recorded in
-        ``meta('compacting')`` and reported pending (:meth:`compactions_left`) until it has finished."""
+        """Erase deleted rows from the segments (a delete takes effect at once; this only erases).
+        milvus-lite flushes and compacts, waiting (up to ``timeout``): its files must lose the rows
+        before the removal returns. On a server the removal only asks for the flush, records the
+        collections in ``meta('compacting')``, and the compactions follow (:mod:`~faceid.gallery.milvus_compaction`);
+        :meth:`compactions_left` reports them pending until the server has finished."""
         names = [self.name(w) for w in ("faces", "people") if w == "people" or self.faces_exist()]
-        jobs = compaction.start(self.client, names)
         if self.location.lite:
+            jobs = compaction.start(self.client, names, self.timeout)
             compaction.wait(self.client, jobs, self.timeout, self.report, self.path)
-        elif jobs:
-            self.set_meta("compacting", json.dumps(sorted({*jobs, *self.compacting()})))
+            return
+        compaction.flush(self.client, names, self.timeout, wait=False)
+        self._set_compacting([*self.compacting(), *(n for n in names if n not in self.compacting())])
 
-    def compacting(self) -> list[int]:
-        """The server's compaction jobs recorded and not yet seen finished."""
-        return [int(job) for job in json.loads(self.meta("compacting") or "[]")]
+    def compacting(self) -> list[int | str]:
+        """The server's erasures recorded and not yet seen finished: compaction job ids, and the names
+        of collections whose flush is awaited before their compaction can start."""
+        return [e if isinstance(e, str) else int(e) for e in json.loads(self.meta("compacting") or "[]")]
 
-    def compactions_left(self, *, wait: bool = False) -> list[int]:
-        """The recorded jobs the server has not finished (waiting up to ``timeout`` each if ``wait``);
-        forgets the finished ones."""
-        jobs = self.compacting()
+    def _set_compacting(self, entries: list[int | str]) -> None:
+        self.set_meta("compacting", json.dumps(entries) if entries else None)
+
+    def compactions_left(self, *, wait: bool = False) -> list[int | str]:
+        """The recorded erasures the server has not finished, after starting the compactions whose
+        flush has ended (waiting up to ``timeout`` for each flush and job if ``wait``); forgets the
+        finished ones."""
+        entries = self.compacting()
+        if not entries:
+            return []
+        left = compaction.advance(self.client, entries, self.timeout, wait=wait)
+        jobs = [e for e in left if isinstance(e, int)]
         if wait:
             compaction.wait(self.client, jobs, self.timeout, self.report, self.path)
-        left = compaction.unfinished(self.client, jobs)
-        if left != jobs:
-            self.set_meta("compacting", json.dumps(left) if left else None)
+        done = set(jobs) - set(compaction.unfinished(self.client, jobs))
+        left = [e for e in left if e not in done]
+        if left != entries:
+            self._set_compacting(left)
         return left
 
 

@@ -88,8 +88,9 @@ class MilvusKept:
         wanted = {(sha, tuple(int(v) for v in box)) for sha, box in spots}
         keys = sorted({image_key(sha) for sha, _ in wanted})
         found: dict[tuple[str, tuple[int, ...]], int] = {}
+        own = self.rows.sees_own_faces(keys)
         for chunk in chunks(keys, CHUNK):
-            for r in self.rows.query("faces", f"image_key in {strs(chunk)}", ["id", "info"]):
+            for r in self.rows.query("faces", f"image_key in {strs(chunk)}", ["id", "info"], own_writes=own):
                 info = json.loads(r["info"])
                 spot = (info["image_sha256"], tuple(int(v) for v in info["box"]))
                 if spot in wanted:
