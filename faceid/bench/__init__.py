@@ -38,7 +38,9 @@ Figures (``part`` names select them):
   about 0.7), with recall@1 of the approximate index against the exact one for queries of
   enrolled people ("known") and of strangers ("unknown"); and the whole gallery (SQLite and
   index file: enrolment, first search, search, then in place: enrolling a person and searching,
-  removing one, a new process's first search, a full rebuild) at the smallest and largest size.
+  removing one, a new process's opening, first search (``new_process_first_search_s``: from the
+  index file memory-mapped from 50,000 faces, files in the page cache) and the wait until its
+  index is loaded and checked, a full rebuild) at the smallest and largest size.
 - ``cluster``: grouping unknown faces (:func:`faceid.cluster.group_faces`) at each size, on the
   same synthetic identities (five faces each, with photo ids: three faces per photo, so the
   cannot-link rule is exercised): seconds for the neighbour graph and the agglomeration, peak
