@@ -136,3 +136,33 @@ def test_a_face_the_damaged_file_misses_is_reported_once_the_check_is_done(big, 
         assert found[0, 0] == ids[3]
         assert any("may have missed enrolled faces" in p for p in g.problems)
         assert any("differ from the database" in p for p in g.problems)
+
+
+def test_a_small_gallery_answers_a_new_process_first_search_without_faiss(gallery_dir):
+    import json
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(14)
+    with Gallery(gallery_dir) as g:
+        enrol(g, rng, 3, 2, "p")
+        g.search(unit(rng.standard_normal((1, D))), 1)  # writes the index file
+        enrol(g, rng, 1, 2, "q")  # one person more than the file holds
+        ids, _, vectors = g.embeddings()
+    want_scores, want_ids = oracle(ids, vectors, vectors[-1:], 3)
+    script = (
+        "import json, sys, numpy as np\n"
+        "from faceid.gallery import Gallery\n"
+        f"g = Gallery({str(gallery_dir)!r})\n"
+        f"q = np.frombuffer(bytes.fromhex({vectors[-1].tobytes().hex()!r}), np.float32)[None]\n"
+        "first = g.search(q, 3)\n"
+        "faiss_first = 'faiss' in sys.modules\n"
+        "second = g.search(q, 3)\n"
+        "print(json.dumps([faiss_first, first[1][0].tolist(), first[0][0].tolist(), 'faiss' in sys.modules,"
+        " second[1][0].tolist()]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    faiss_first, first_ids, first_scores, faiss_second, second_ids = json.loads(out)
+    assert not faiss_first and first_ids == want_ids[0].tolist()  # answered from the file, FAISS not imported
+    np.testing.assert_allclose(first_scores, want_scores[0], atol=1e-5)
+    assert faiss_second and second_ids == want_ids[0].tolist()  # the second search loaded the index

@@ -241,8 +241,9 @@ class SearchIndex:
                 held, vectors = gi.mapped(self._files.file(base))
             except (OSError, ValueError):
                 return None
-            if len(held) < firstsearch.PROVISIONAL_FACES:
-                return None
+            big = len(held) >= firstsearch.PROVISIONAL_FACES
+            if not big and self._early:
+                return None  # a small file answers the first search alone; then it is loaded (quickly)
             now = self._changes(base, int(held.max()))
             if now.removed_ids is None or vectors.shape[1] != now.dimension or queries.shape[1] != now.dimension:
                 return None
@@ -250,7 +251,7 @@ class SearchIndex:
             if len(held) - len(skip) + len(now.added_ids) != now.count:
                 return None  # the file and the database disagree: the checked load says how
             scores, found = firstsearch.search(held, vectors, skip, now.added_ids, now.added_vectors, queries, k)
-            if self._loader is None:  # started once the first answer is found: it has the cores to itself
+            if big and self._loader is None:  # started once the first answer is found: it has the cores to itself
                 self._loader = firstsearch.Loader(lambda: self._load_apart(base))
         if not firstsearch.check(queries, scores, found, self._lookup):
             log.info("a search of the index file before it was checked found faces that differ from the database")
