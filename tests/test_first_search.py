@@ -147,7 +147,8 @@ def test_a_small_gallery_answers_a_new_process_first_search_without_faiss(galler
     with Gallery(gallery_dir) as g:
         enrol(g, rng, 3, 2, "p")
         g.search(unit(rng.standard_normal((1, D))), 1)  # writes the index file
-        enrol(g, rng, 1, 2, "q")  # one person more than the file holds
+        enrol(g, rng, 1, 2, "q")
+        g.search(unit(rng.standard_normal((1, D))), 1)  # and brings it up to date
         ids, _, vectors = g.embeddings()
     want_scores, want_ids = oracle(ids, vectors, vectors[-1:], 3)
     script = (

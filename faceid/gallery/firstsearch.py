@@ -17,9 +17,10 @@ many searches were answered from the file, and the index is built from the datab
 
 :class:`Loader` does the load and the check in a background thread, with a connection of its
 own to the database; the index it returns is installed by the thread that next needs it. A
-small gallery's file (under :data:`PROVISIONAL_FACES`) answers the first search only, and is
-loaded by the second, in a fraction of a second: a command that searches once (``faceid
-identify PHOTO``) then never imports FAISS nor decodes the index.
+small gallery's file (under :data:`PROVISIONAL_FACES`) that holds every change answers the first
+search only, and is loaded by the second, in a fraction of a second: a command that searches
+once (``faceid identify PHOTO``) then never imports FAISS nor decodes the index. One that is
+behind the database is loaded, brought up to date and written again, as before.
 """
 
 from __future__ import annotations

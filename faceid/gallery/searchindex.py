@@ -243,10 +243,12 @@ class SearchIndex:
                 return None
             big = len(held) >= firstsearch.PROVISIONAL_FACES
             if not big and self._early:
-                return None  # a small file answers the first search alone; then it is loaded (quickly)
+                return None  # a small, current file answers the first search alone; then it is loaded (quickly)
             now = self._changes(base, int(held.max()))
             if now.removed_ids is None or vectors.shape[1] != now.dimension or queries.shape[1] != now.dimension:
                 return None
+            if not big and (len(now.added_ids) or len(now.removed_ids)):
+                return None  # loaded, brought up to date, and written again as before
             skip = np.flatnonzero(np.isin(held, np.append(now.removed_ids, gi.ERASED)))
             if len(held) - len(skip) + len(now.added_ids) != now.count:
                 return None  # the file and the database disagree: the checked load says how
