@@ -40,7 +40,7 @@ from faceid._files import fsync_dir
 from faceid.errors import ModelMismatchError
 from faceid.gallery import firstsearch
 from faceid.gallery.deletion import shred
-from faceid.gallery.indexfiles import IndexFiles, build, compare, parse
+from faceid.gallery.indexfiles import IndexFiles, build, compare, compare_arrays, parse
 
 __all__ = ["REBASE_SHARE", "Changes", "SearchIndex"]
 
@@ -241,25 +241,36 @@ class SearchIndex:
                 held, vectors = gi.mapped(self._files.file(base))
             except (OSError, ValueError):
                 return None
-            big = len(held) >= firstsearch.PROVISIONAL_FACES
-            if not big and self._early:
-                return None  # a small, current file answers the first search alone; then it is loaded (quickly)
+            if len(held) < firstsearch.PROVISIONAL_FACES:
+                return None if self._early else self._first_small(held, vectors, queries, k)
             now = self._changes(base, int(held.max()))
             if now.removed_ids is None or vectors.shape[1] != now.dimension or queries.shape[1] != now.dimension:
                 return None
-            if not big and (len(now.added_ids) or len(now.removed_ids)):
-                return None  # loaded, brought up to date, and written again as before
             skip = np.flatnonzero(np.isin(held, np.append(now.removed_ids, gi.ERASED)))
             if len(held) - len(skip) + len(now.added_ids) != now.count:
                 return None  # the file and the database disagree: the checked load says how
             scores, found = firstsearch.search(held, vectors, skip, now.added_ids, now.added_vectors, queries, k)
-            if big and self._loader is None:  # started once the first answer is found: it has the cores to itself
+            if self._loader is None:  # started once the first answer is found: it has the cores to itself
                 self._loader = firstsearch.Loader(lambda: self._load_apart(base))
         if not firstsearch.check(queries, scores, found, self._lookup):
             log.info("a search of the index file before it was checked found faces that differ from the database")
             return None
         self._early += 1
         return scores, found
+
+    def _first_small(
+        self, held: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A small file's first search: checked whole against the database, as a load checks it, and
+        answered from the database's embeddings, without FAISS; ``None`` if the file is behind or
+        differs (then it is loaded, brought up to date or reported, and written again, as always)."""
+        now = self._changes(None, _NO_ID)  # every enrolled face; a damaged row raises as a load does
+        if queries.shape[1] != now.dimension or compare_arrays(held, vectors, now.added_ids, now.added_vectors):
+            return None
+        self._early += 1
+        return firstsearch.search(
+            now.added_ids, now.added_vectors, np.zeros(0, np.int64), held[:0], vectors[:0], queries, k
+        )
 
     def _load_apart(self, base: int) -> tuple[Any, Changes, int, int] | str | None:
         """In the background: the index file of ``base`` loaded and checked, ``(index, changes, applied, base)``;
