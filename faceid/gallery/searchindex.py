@@ -238,11 +238,12 @@ class SearchIndex:
             if base is None or base in self._damaged:
                 return None
             try:
-                held, vectors = gi.mapped(self._files.file(base))
+                with self._files.lock(exclusive=False):  # as any read of index files (erasing writes in place)
+                    held, vectors = gi.mapped(self._files.file(base))
+                    if len(held) < firstsearch.PROVISIONAL_FACES:
+                        return None if self._early else self._first_small(held, vectors, queries, k)
             except (OSError, ValueError):
                 return None
-            if len(held) < firstsearch.PROVISIONAL_FACES:
-                return None if self._early else self._first_small(held, vectors, queries, k)
             now = self._changes(base, int(held.max()))
             if now.removed_ids is None or vectors.shape[1] != now.dimension or queries.shape[1] != now.dimension:
                 return None
