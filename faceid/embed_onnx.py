@@ -101,6 +101,7 @@ class OnnxEmbedder:
         self.mirror = bool(mirror)
         self.threads = int(threads) if threads is not None else default_threads()
         self._forward: Callable[[np.ndarray], np.ndarray] | None = None
+        self._preload: threading.Thread | None = None
 
     @property
     def dimension(self) -> int:
@@ -126,6 +127,22 @@ class OnnxEmbedder:
                 self._forward = _OpenCvForward(self.spec, path, (str(path), stat.st_size, stat.st_mtime_ns))
         return self._forward
 
+    def expect(self, faces: int) -> None:
+        """Told that faces are coming: load the network in a background thread now, while the first
+        photos are decoded and detected (OpenCV and onnxruntime release the GIL while they parse
+        it); :meth:`embed` waits for it. A failure there is raised by :meth:`embed`, which loads again."""
+        if self._forward is not None or self._preload is not None:
+            return
+
+        def load() -> None:
+            try:
+                self._load()
+            except Exception as exc:  # reported by embed(), which loads again in its own thread
+                log.debug("loading %s in the background failed: %s", self.spec.name, exc)
+
+        self._preload = threading.Thread(target=load, name="faceid-embedder-load", daemon=True)
+        self._preload.start()
+
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """Embeddings of ``(N, S, S, 3)`` uint8 crops as ``(N, D)`` float32 unit rows."""
         crops = np.asarray(crops)
@@ -134,6 +151,9 @@ class OnnxEmbedder:
             raise ValueError(f"expected crops of shape (N, {size}, {size}, 3), got {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self._preload is not None:
+            self._preload.join()
+            self._preload = None
         forward = self._load()
         rows = []
         for start in range(0, len(crops), self.batch_size):
@@ -161,22 +181,32 @@ _NETS = threading.local()
 
 class _OpenCvForward:
     """``spec``'s network on OpenCV's DNN module: one net per (file version, thread), loaded on the
-    thread's first call, so the server's batch workers can embed at the same time."""
+    thread's first call, so the server's batch workers can embed at the same time. The net loaded
+    on construction (perhaps in a loading thread, :meth:`OnnxEmbedder.expect`) goes to the first
+    thread that calls."""
 
     def __init__(self, spec, path, key: tuple) -> None:
         self.spec, self.path, self.key = spec, path, key
-        self._load_net()  # a file OpenCV cannot parse fails here, on the caller's first embed
+        held = self.key in _NETS.__dict__.get("nets", {})  # this thread has one from another embedder
+        self._spare = None if held else self._read()  # a file OpenCV cannot parse fails here, on the first embed
+        self._spare_lock = threading.Lock()
+
+    def _read(self):
+        import cv2
+
+        try:
+            net = cv2.dnn.readNetFromONNX(str(self.path))
+        except cv2.error as exc:
+            raise ModelError(f"{self.path}: OpenCV's DNN module cannot load it ({_cv2_reason(exc)})") from None
+        log.info("loaded %s with OpenCV %s's DNN module", self.spec.name, cv2.__version__)
+        return net
 
     def _load_net(self):
         nets = _NETS.__dict__.setdefault("nets", {})
         if self.key not in nets:
-            import cv2
-
-            try:
-                nets[self.key] = cv2.dnn.readNetFromONNX(str(self.path))
-            except cv2.error as exc:
-                raise ModelError(f"{self.path}: OpenCV's DNN module cannot load it ({_cv2_reason(exc)})") from None
-            log.info("loaded %s with OpenCV %s's DNN module", self.spec.name, cv2.__version__)
+            with self._spare_lock:
+                spare, self._spare = self._spare, None
+            nets[self.key] = spare if spare is not None else self._read()
         return nets[self.key]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -47,6 +47,7 @@ __all__ = [
     "contents",
     "erase",
     "file_ids",
+    "mapped",
     "ids",
     "remove",
     "reserve",
@@ -418,3 +419,36 @@ def file_ids(path: Any) -> np.ndarray:
     if struct.unpack_from("<q", data, 0)[0] != n:
         raise ValueError("not laid out as expected")
     return np.frombuffer(data, dtype=np.int64, offset=8).copy()
+
+
+def mapped(path: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids (n,) int64, vectors (n, D) float32)`` of the index file ``path``, memory-mapped read-only.
+
+    Nothing is copied or decoded: the pages are read as a search touches them (from the page
+    cache when the file was read lately). An erased face's id is :data:`ERASED`. ``ValueError``
+    if the file is not laid out as a gallery index (then load it with FAISS, which checks it).
+    """
+    import mmap
+    import os
+    import struct
+
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        head = handle.read(1 << 16)
+        if len(head) < 16:
+            raise ValueError("too short")
+        n = int(struct.unpack_from("<q", head, 8)[0])
+        where = _layout(head, size, n)
+        for offset, expected in where["checks"]:
+            handle.seek(offset)
+            if handle.read(len(expected)) != expected:
+                raise ValueError("not laid out as expected")
+    d = int(where["d"])
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, d), np.float32)
+    with open(path, "rb") as handle:
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # map every page now: cheaper than a fault each
+        data = mmap.mmap(handle.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+    ids = np.frombuffer(data, dtype=np.int64, count=n, offset=where["ids"])
+    vectors = np.frombuffer(data, dtype=np.float32, count=n * d, offset=where["xb"]).reshape(n, d)
+    return ids, vectors

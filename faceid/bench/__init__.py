@@ -31,14 +31,16 @@ Figures (``part`` names select them):
 - ``detectors``: MTCNN and YuNet side by side: faces found and false faces on the evaluation
   photos, the smallest face, CPU and wall time per 640x480 photo, and how the two detectors'
   landmarks change the same faces' embeddings (:mod:`faceid.bench.detectors`). ``identify``,
-  ``cli`` and ``coldstart`` measure each detector given with ``--detector mtcnn,yunet``.
+  ``cli``, ``coldstart`` and ``serve`` measure each detector given with ``--detector mtcnn,yunet``.
 - ``gallery``: enrolment (index build) time, memory per face, search latency (one query alone,
   and per query in a batch of 1,000) for the exact and the approximate index at each size, on
   clustered synthetic embeddings (identities with five noisy faces each, same-person cosine
   about 0.7), with recall@1 of the approximate index against the exact one for queries of
   enrolled people ("known") and of strangers ("unknown"); and the whole gallery (SQLite and
   index file: enrolment, first search, search, then in place: enrolling a person and searching,
-  removing one, a new process's first search, a full rebuild) at the smallest and largest size.
+  removing one, a new process's opening, first search (``new_process_first_search_s``: from the
+  index file memory-mapped from 50,000 faces, files in the page cache) and the wait until its
+  index is loaded and checked, a full rebuild) at the smallest and largest size.
 - ``cluster``: grouping unknown faces (:func:`faceid.cluster.group_faces`) at each size, on the
   same synthetic identities (five faces each, with photo ids: three faces per photo, so the
   cannot-link rule is exercised): seconds for the neighbour graph and the agglomeration, peak
@@ -131,7 +133,7 @@ def run(
         workdir: where temporary galleries and photo folders go (a new temporary folder by default).
         models: the embedding models that ``identify`` and ``cli`` measure (``None``: the default
             model); with several, ``cli`` runs them alternately in each round, beside face_recognition.
-        detectors: the face detectors that ``identify``, ``cli`` and ``coldstart`` measure, each with
+        detectors: the face detectors that ``identify``, ``cli``, ``coldstart`` and ``serve`` measure, each with
             each model (``None``: the default, MTCNN); ``detectors`` compares them all.
     """
     strange = [p for p in parts if p not in PARTS]
@@ -170,7 +172,8 @@ def run(
 
             require_server_packages()
             photo = common.one_face_640x480(work / "serve-one-face-640x480.jpg")
-            yield from serve_figures(work, photo, common.sample_gallery, tiny=tiny)
+            for detector in detectors:
+                yield from serve_figures(work, photo, common.sample_gallery, tiny=tiny, detector=detector)
         if "big-photos" in parts:
             from faceid.bench import big_photos
             from faceid.server import require_server_packages

@@ -214,7 +214,7 @@ _ONE_PROCESS = """
 import json, sys, time
 from faceid.images import read_image
 from faceid.pipeline import Pipeline
-pipeline = Pipeline(frozen=True)
+pipeline = Pipeline(frozen=True, detector=sys.argv[3] if len(sys.argv) > 3 else None)
 pixels = read_image(sys.argv[1]).pixels
 for _ in range(3):
     pipeline.faces_many([pixels] * 8)
@@ -228,12 +228,12 @@ print(json.dumps({"photos": done, "seconds": time.perf_counter() - start}), flus
 """
 
 
-def _two_processes(photo: Path, seconds: float, env: dict[str, str]) -> float:
+def _two_processes(photo: Path, seconds: float, env: dict[str, str], detector: str | None = None) -> float:
     """Photos/s of two separate processes (no GIL shared), each running the pipeline on batches of
     8 for ``seconds``, started together once both have loaded their models."""
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _ONE_PROCESS, str(photo), str(seconds)],
+            [sys.executable, "-c", _ONE_PROCESS, str(photo), str(seconds), *([detector] if detector else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -282,9 +282,11 @@ def serve_figures(
     tiny: bool = False,
     limit_s: float = 300.0,
     other_workers: int | None = 1,
+    detector: str | None = None,
 ) -> Iterator[dict]:
     """Measure the server (see the module docstring) on ``photo`` (one face, 640x480) against the
-    gallery ``make_gallery(path, pipeline)`` enrols.
+    gallery ``make_gallery(path, pipeline)`` enrols with ``detector`` (``None``: the default), which
+    the server then follows (``faceid serve --detector`` is that gallery's).
 
     On a shared machine the load moves from minute to minute, so what is compared is measured
     side by side, in ``rounds`` rounds: each round times the in-process work, then
@@ -299,8 +301,8 @@ def serve_figures(
     if tiny:
         requests, rounds = min(requests, 8), 1
     per_round = max(1, requests // rounds)
-    gallery_dir = work / "serve-gallery"
-    pipeline = Pipeline(frozen=True)  # what the server runs
+    gallery_dir = work / f"serve-gallery-{detector or 'default'}"
+    pipeline = Pipeline(frozen=True, detector=detector)  # what the server runs
     gallery = make_gallery(gallery_dir, pipeline)
     try:
         pixels = read_image(photo).pixels
@@ -310,7 +312,7 @@ def serve_figures(
         here = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
         if not tiny:
-            processes = _two_processes(photo, 8.0, env)
+            processes = _two_processes(photo, 8.0, env, detector)
             ceiling["batches_of_8_two_processes_per_s"] = round(processes, 1)
             ceiling["two_processes_ratio"] = round(processes / ceiling["one_at_a_time_per_s"], 2)
         gallery.close()  # the server and the CLI open it; this process reopens it per round
@@ -416,6 +418,7 @@ def serve_figures(
 
     yield _figure(
         "serve_cold_vs_warm",
+        detector=detector or "mtcnn",
         cli_cold_s=round(cold_s, 2),
         server_startup_s=round(startup_s, 2),
         server_warm_ms=first["ms_p50"],
@@ -423,6 +426,7 @@ def serve_figures(
     )
     yield _figure(
         "serve_load",
+        detector=detector or "mtcnn",
         image="640x480, one face",
         requests_per_round=per_round,
         rounds=rounds_out,

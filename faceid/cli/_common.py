@@ -174,10 +174,13 @@ def opened_gallery(path: str | Path | None, *, create: bool = True):
 @contextmanager
 def progress_bar(total: int, label: str, enabled: bool):
     """A rich progress bar on stderr; yields the function to call once per finished item."""
+    if not enabled or total <= 1:  # before rich's import: a one-photo command's cold start does not pay it
+        yield lambda *_: None
+        return
     from rich.console import Console
 
     console = Console(stderr=True)
-    if not enabled or total <= 1 or not console.is_terminal:  # no bar, and no stray line, in a pipe or a log
+    if not console.is_terminal:  # no bar, and no stray line, in a pipe or a log
         yield lambda *_: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

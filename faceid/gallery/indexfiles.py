@@ -33,7 +33,7 @@ from faceid._files import atomic_write_bytes, fsync_dir
 from faceid.gallery.deletion import shred
 from faceid.gallery.records import n_faces
 
-__all__ = ["IndexFiles", "compare", "parse"]
+__all__ = ["IndexFiles", "compare", "compare_arrays", "parse"]
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,11 @@ def compare(index: Any, ids: np.ndarray, vectors: np.ndarray) -> str | None:
     from faceid import index as search_index
 
     held, stored = search_index.view(index)
+    return compare_arrays(held, stored, ids, vectors)
+
+
+def compare_arrays(held: np.ndarray, stored: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> str | None:
+    """:func:`compare` of what an index holds, ``held`` ids ``(n,)`` and ``stored`` vectors ``(n, D)`` in its order."""
     other = f"holds other faces than the database ({len(held)} in the index, {len(ids)} in the database)"
     if len(held) != len(ids):
         return other

@@ -17,8 +17,13 @@ written when the changes since ``B`` reach :data:`REBASE_SHARE` of the gallery, 
 removed, their vectors and codes are overwritten in that file in place (:meth:`SearchIndex.removed`,
 and again on every open in case a process was killed before), so no index file keeps them.
 
+A big gallery's first searches in a new process do not wait for the file to load: they are
+answered exactly from the file memory-mapped, each reported face checked against the database,
+while it loads and is checked in a background thread (:mod:`faceid.gallery.firstsearch`).
+
 This is the seam between the truth store and the search index: it sees the store only through
-``changes``, a callable returning one consistent snapshot of what changed (:class:`Changes`).
+``changes``, a callable returning one consistent snapshot of what changed (:class:`Changes`),
+and for the background load ``apart`` (the same, on a connection of its own) and ``lookup``.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ import numpy as np
 
 from faceid._files import fsync_dir
 from faceid.errors import ModelMismatchError
+from faceid.gallery import firstsearch
 from faceid.gallery.deletion import shred
-from faceid.gallery.indexfiles import IndexFiles, build, compare, parse
+from faceid.gallery.indexfiles import IndexFiles, build, compare, compare_arrays, parse
 
 __all__ = ["REBASE_SHARE", "Changes", "SearchIndex"]
 
@@ -91,6 +97,10 @@ class SearchIndex:
             ``after`` and those removed after generation ``since`` (``None``: none asked for).
         generation: returns the store's current generation.
         report: records damage found (once per message); see :attr:`faceid.gallery.Gallery.problems`.
+        apart: as ``changes``, read on a connection of its own (callable from another thread), or
+            ``None``: then a new process's first search waits for the index to load.
+        lookup: ``lookup(ids)`` returns ``(ids (m,), embeddings (m, D))`` of those of ``ids`` that
+            are enrolled (the check of a search answered before the index is loaded).
     """
 
     def __init__(
@@ -100,6 +110,8 @@ class SearchIndex:
         changes: Callable[[int | None, int], Changes],
         generation: Callable[[], int],
         report: Callable[[str], None],
+        apart: Callable[[int | None, int], Changes] | None = None,
+        lookup: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self._files = files
         self._changes = changes
@@ -112,12 +124,18 @@ class SearchIndex:
         self._base: int | None = None  # generation of the index file the index was loaded from or saved as
         self._since_base = 0  # faces added and removed since that file
         self._damaged: set[int] = set()  # generations whose index file was found damaged
+        self._apart = apart
+        self._lookup = lookup
+        self._loader: firstsearch.Loader | None = None  # loading the index file in the background
+        self._early = 0  # searches answered from the file before it was checked
 
     # -- the seam ---------------------------------------------------------------------------------
 
     def current(self) -> Any:
         """The index of the store's current generation (updated, loaded or built if needed)."""
         with self._lock:
+            if self._index is None and self._loader is not None:
+                self._take_loaded()
             if self._index is None or self._generation != self._generation_now():
                 hint = self._spec()
                 if not self._update():
@@ -184,6 +202,10 @@ class SearchIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, face_ids)``, both ``(n, k)``, for ``(n, D)`` float32 unit ``queries``; see Gallery.search."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if self._index is None and self._apart is not None and self._lookup is not None:
+            answer = self._first(queries, k)
+            if answer is not None:
+                return answer
         index = self.current()
         n = len(queries)
         if index is None or index.ntotal == 0:
@@ -201,6 +223,88 @@ class SearchIndex:
         from faceid.index import spec_of
 
         return spec_of(self.current())
+
+    # -- before the index is loaded ---------------------------------------------------------------
+
+    def _first(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Search a big index file memory-mapped while it loads in the background; ``None``: wait for it."""
+        from faceid import index as gi
+
+        assert self._apart is not None and self._lookup is not None
+        with self._lock:
+            if self._index is not None or (self._loader is not None and self._loader.done()):
+                return None
+            base = self._files.newest()
+            if base is None or base in self._damaged:
+                return None
+            try:
+                with self._files.lock(exclusive=False):  # as any read of index files (erasing writes in place)
+                    held, vectors = gi.mapped(self._files.file(base))
+                    if len(held) < firstsearch.PROVISIONAL_FACES:
+                        return None if self._early else self._first_small(held, vectors, queries, k)
+            except (OSError, ValueError):
+                return None
+            now = self._changes(base, int(held.max()))
+            if now.removed_ids is None or vectors.shape[1] != now.dimension or queries.shape[1] != now.dimension:
+                return None
+            skip = np.flatnonzero(np.isin(held, np.append(now.removed_ids, gi.ERASED)))
+            if len(held) - len(skip) + len(now.added_ids) != now.count:
+                return None  # the file and the database disagree: the checked load says how
+            scores, found = firstsearch.search(held, vectors, skip, now.added_ids, now.added_vectors, queries, k)
+            if self._loader is None:  # started once the first answer is found: it has the cores to itself
+                self._loader = firstsearch.Loader(lambda: self._load_apart(base))
+        if not firstsearch.check(queries, scores, found, self._lookup):
+            log.info("a search of the index file before it was checked found faces that differ from the database")
+            return None
+        self._early += 1
+        return scores, found
+
+    def _first_small(
+        self, held: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A small file's first search: checked whole against the database, as a load checks it, and
+        answered from the database's embeddings, without FAISS; ``None`` if the file is behind or
+        differs (then it is loaded, brought up to date or reported, and written again, as always)."""
+        now = self._changes(None, _NO_ID)  # every enrolled face; a damaged row raises as a load does
+        if queries.shape[1] != now.dimension or compare_arrays(held, vectors, now.added_ids, now.added_vectors):
+            return None
+        self._early += 1
+        return firstsearch.search(
+            now.added_ids, now.added_vectors, np.zeros(0, np.int64), held[:0], vectors[:0], queries, k
+        )
+
+    def _load_apart(self, base: int) -> tuple[Any, Changes, int, int] | str | None:
+        """In the background: the index file of ``base`` loaded and checked, ``(index, changes, applied, base)``;
+        else what is wrong with it, or ``None``."""
+        from faceid import index as gi
+
+        assert self._apart is not None
+        data = self._files.read(base)
+        if data is None:
+            return None
+        now = self._apart(base, _NO_ID)
+        if now.removed_ids is None:
+            return None
+        index, problem, applied = self._from_file(data, now)
+        if index is None:
+            return problem
+        if gi.choose(int(index.ntotal), int(index.d), gi.spec_of(index)) != gi.spec_of(index):
+            return None  # the kind changes: built again in the foreground
+        return index, now, applied, base
+
+    def _take_loaded(self) -> None:
+        """Install the index the background load made (waiting for it); hold the lock."""
+        loader, self._loader = self._loader, None
+        loaded = loader.result() if loader is not None else None
+        if isinstance(loaded, tuple):
+            index, now, applied, base = loaded
+            self._install(index, now, base=base, since=applied)
+        elif isinstance(loaded, str) and self._early:
+            # the foreground load reports the damage; say what it means for the answers already given
+            self._report(
+                f"{self._files.folder}: {self._early} search(es) answered while the index file was being checked "
+                f"used it, and it then proved damaged ({loaded}): they may have missed enrolled faces; repeat them"
+            )
 
     # -- keeping the index current ----------------------------------------------------------------
 

@@ -72,7 +72,12 @@ class SqliteBackend:
         self.keys = SqliteKeyStore(self.store, lambda: self.actor)
         files = IndexFiles(folder, generation=self.store.generation, timeout=self.timeout, busy=self.store.busy_error)
         self.search_index = SearchIndex(
-            files, changes=self._changes, generation=self.store.generation, report=self.report
+            files,
+            changes=self._changes,
+            generation=self.store.generation,
+            report=self.report,
+            apart=self._changes_apart,
+            lookup=self._enrolled_vectors,
         )
         try:
             self._recover()
@@ -322,12 +327,31 @@ class SqliteBackend:
     def _changes(self, since: int | None, after: int) -> Changes:
         """The faces with ids above ``after`` and those removed after generation ``since``, in one snapshot."""
         with self.store.snapshot():
-            generation = self.store.generation()
-            dimension = self._dimension()
-            removed = changes.removed_since(self.db, since) if since is not None else np.zeros(0, np.int64)
-            ids, _, vectors = people.embeddings(self.db, dimension, self.store.file, after=after, also=removed)
-            count = people.enrolled_count(self.db)
-        return Changes(generation, max(1, dimension), ids, vectors, removed, count)
+            return _changes_on(self.db, self.store.file, since, after)
+
+    def _changes_apart(self, since: int | None, after: int) -> Changes:
+        """:meth:`_changes` on a read-only connection of its own (for a background thread)."""
+        db = sqlite3.connect(f"{self.store.file.as_uri()}?mode=ro", uri=True, timeout=self.timeout)
+        try:
+            db.execute("BEGIN")
+            return _changes_on(db, self.store.file, since, after)
+        finally:
+            db.close()
+
+    @guarded
+    def _enrolled_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids (m,), embeddings (m, D))`` of the faces of ``ids`` that are enrolled (other sizes left out)."""
+        dimension = self._dimension()
+        rows = [
+            r
+            for r in self._in(
+                "SELECT id, embedding FROM faces WHERE person_id IS NOT NULL AND id IN ({})", ids.tolist()
+            )
+            if len(r[1]) == 4 * dimension
+        ]
+        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dimension)
+        return found, vectors
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.search_index.search(queries, k)
@@ -456,3 +480,15 @@ class SqliteBackend:
             if chip is not None:
                 chips.store(self.db, int(face_id), chip)
         deletion.note_removal(self.db)  # the old embeddings: erased by the compaction that follows
+
+
+def _changes_on(db: sqlite3.Connection, where: Path, since: int | None, after: int) -> Changes:
+    """:class:`Changes` read on ``db``, inside a read transaction."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    generation = int(row[0] or 0) if row else 0
+    key = db.execute("SELECT value FROM meta WHERE key = 'embedding_key'").fetchone()
+    dimension = EmbeddingKey.from_json(key[0]).dimension if key and key[0] else 0
+    removed = changes.removed_since(db, since) if since is not None else np.zeros(0, np.int64)
+    ids, _, vectors = people.embeddings(db, dimension, where, after=after, also=removed)
+    count = people.enrolled_count(db)
+    return Changes(generation, max(1, dimension), ids, vectors, removed, count)

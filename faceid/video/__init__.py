@@ -16,8 +16,33 @@ Nothing here is imported by ``import faceid``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from faceid.video.reader import VIDEO_SUFFIXES, is_video
-from faceid.video.results import Track, VideoResult
-from faceid.video.run import DEFAULT_FPS, identify_video, identify_videos
+
+if TYPE_CHECKING:
+    from faceid.video.results import Track, VideoResult
+    from faceid.video.run import DEFAULT_FPS, identify_video, identify_videos
+
+# Imported when first asked for: `faceid identify PHOTO` only asks the reader whether its
+# arguments are videos, and the rest (tracking, the pipeline's video paths) costs its cold start.
+_LAZY = {
+    "Track": "faceid.video.results",
+    "VideoResult": "faceid.video.results",
+    "DEFAULT_FPS": "faceid.video.run",
+    "identify_video": "faceid.video.run",
+    "identify_videos": "faceid.video.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["DEFAULT_FPS", "VIDEO_SUFFIXES", "Track", "VideoResult", "identify_video", "identify_videos", "is_video"]
