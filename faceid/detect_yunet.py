@@ -5,12 +5,14 @@ The same contract as :class:`faceid.detect.Detector` (MTCNN): ``(H, W, 3)`` uint
 MTCNN's order (left eye, right eye, nose, left and right mouth corner, left and right as seen in
 the image; YuNet's own order is the same). No TensorFlow is imported: YuNet runs on OpenCV alone.
 
-The network's input size is set per image (``setInputSize``), so a photo is detected at its own
-size: downscaled only when its longer side exceeds ``max_side``, enlarged only when faces smaller
-than YuNet finds at a photo's own size (15 px) are asked for (``min_face_size``), as MTCNN's
-detector enlarges photos for faces under its 20 px. OpenCV's detector keeps per-call
-state, so each thread has its own (one per verified file version and settings), as SFace's OpenCV
-embedder does; the server's batch workers can detect at the same time.
+The network's input size is set per image (``setInputSize``), so a photo is detected at about its
+own size: downscaled only when its longer side exceeds ``max_side``; enlarged when it is smaller
+than ``min_side`` (640 px, YuNet's training input size: on a small photo's faces, such as LFW's
+250 px ones, its five points are markedly less precise, which cost open-set accuracy;
+docs/detectors.md), and when faces smaller than YuNet finds at a photo's own size (15 px) are
+asked for (``min_face_size``), as MTCNN's detector enlarges photos for faces under its 20 px.
+OpenCV's detector keeps per-call state, so each thread has its own (one per verified file version
+and settings), as SFace's OpenCV embedder does; the server's batch workers can detect at the same time.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ _MIN_SIDE = 16  # below this (after resizing) YuNet's first stride-8 features ho
 #: The smallest face side (px) YuNet finds in a photo at its own size (``faceid bench --only
 #: detectors``, ``smallest_face_px``); photos are enlarged when smaller faces are asked for.
 _YUNET_FACE = 15
+#: Photos with a shorter longer side are enlarged to it before detection: YuNet was trained on
+#: 640x640 inputs, and on LFW's 250x250 photos (faces about 100 px) its points sit 0.102 eye
+#: distances from MTCNN's on average, 0.072 when the photo is enlarged to 640 px first (600 LFW
+#: photos; docs/detectors.md, "YuNet's landmarks").
+MIN_SIDE = 640
 _NETS = threading.local()
 
 
@@ -49,6 +56,8 @@ class YuNetDetector:
             no false face, which 0.7 does not: the highest non-face scores 0.74); checked on other
             photos by ``faceid bench --only detectors`` (docs/detectors.md).
         max_side: longer side of the image that detection runs on; larger photos are downscaled.
+        min_side: photos whose longer side is shorter are enlarged to it first (landmark
+            precision on small photos; :data:`MIN_SIDE`); ``max_side`` wins where they disagree.
         nms_threshold: boxes overlapping a better one by more than this IoU are suppressed.
         top_k: candidates kept before non-maximum suppression.
 
@@ -64,6 +73,7 @@ class YuNetDetector:
         min_face_size: int = 20,
         min_confidence: float = 0.8,
         max_side: int = 1600,
+        min_side: int = MIN_SIDE,
         nms_threshold: float = 0.3,
         top_k: int = 5000,
     ) -> None:
@@ -71,6 +81,7 @@ class YuNetDetector:
         self.min_face_size = _check.integer(owner, "min_face_size", min_face_size, low=4)
         self.min_confidence = _check.number(owner, "min_confidence", min_confidence, low=0.0, high=1.0)
         self.max_side = _check.integer(owner, "max_side", max_side, low=_MIN_SIDE)
+        self.min_side = _check.integer(owner, "min_side", min_side, low=1)
         self.nms_threshold = _check.number(owner, "nms_threshold", nms_threshold, low=0.0, high=1.0)
         self.top_k = _check.integer(owner, "top_k", top_k, low=1)
 
@@ -81,6 +92,7 @@ class YuNetDetector:
             "min_face_size": self.min_face_size,
             "min_confidence": self.min_confidence,
             "max_side": self.max_side,
+            "min_side": self.min_side,
             "nms_threshold": self.nms_threshold,
             "top_k": self.top_k,
         }
@@ -88,7 +100,8 @@ class YuNetDetector:
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in one ``(H, W, 3)`` uint8 RGB image, most confident first."""
         height, width = image.shape[:2]
-        scale = min(max(1.0, _YUNET_FACE / self.min_face_size), self.max_side / max(height, width))
+        longer = max(height, width)
+        scale = min(max(1.0, _YUNET_FACE / self.min_face_size, self.min_side / longer), self.max_side / longer)
         small = _resize(image, scale)
         if min(small.shape[:2]) < _MIN_SIDE:
             return []
