@@ -24,7 +24,7 @@ from faceid.bench import _common as common
 if TYPE_CHECKING:
     from faceid.pipeline import Pipeline
 
-__all__ = ["figures", "scaled_copy"]
+__all__ = ["CLIP_WINDOWS", "clip_gallery", "figures", "scaled_copy"]
 
 
 def scaled_copy(source: Path, target: Path, size: tuple[int, int]) -> Path:
@@ -44,7 +44,7 @@ def scaled_copy(source: Path, target: Path, size: tuple[int, int]) -> Path:
     return target
 
 
-def _gallery(work: Path, data: Path, pipeline: Pipeline) -> Any:
+def clip_gallery(work: Path, data: Path, pipeline: Pipeline) -> Any:
     from faceid.enroll import enroll
     from faceid.gallery import Gallery
 
@@ -68,7 +68,7 @@ def _sampling(
     scenes (wrong), and the time: what the default rate was chosen from."""
     from faceid.video import identify_video
 
-    gallery = _gallery(work, data, pipeline)
+    gallery = clip_gallery(work, data, pipeline)
     for rate in rates:
         start = time.perf_counter()
         result = identify_video(clip, gallery, pipeline, fps=rate)
@@ -121,7 +121,7 @@ def figures(
     pipelines = pipelines or (("mtcnn", Pipeline),)
     for detector, make in pipelines:
         pipeline = make()
-        gallery = _gallery(work, data, pipeline)
+        gallery = clip_gallery(work, data, pipeline)
         identify_video(clip, gallery, pipeline, fps=fps)  # warm-up: models loaded
         for size, path in (("640x360", clip),) if tiny else (("640x360", clip), ("1280x720", hd)):
             timings: list = []
@@ -161,7 +161,7 @@ def figures(
     if soak <= 0:
         return
     pipeline = pipelines[0][1]()
-    gallery = _gallery(work, data, pipeline)
+    gallery = clip_gallery(work, data, pipeline)
     stop = threading.Event()
     samples: list[tuple[float, int]] = []
     events = [0]
