@@ -24,7 +24,7 @@ import numpy as np
 
 from faceid.detect import Detection
 
-__all__ = ["Observation", "Tracker", "TrackState", "quality"]
+__all__ = ["Observation", "Tracker", "TrackState", "box_iou", "quality"]
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class Tracker:
             for b, obs in enumerate(observations):
                 if sim[a, b] < self.link or not self._near(track, obs, time):
                     continue
-                gain[a, b] = sim[a, b] + _iou(track.last_box, obs.detection.box)
+                gain[a, b] = sim[a, b] + box_iou(track.last_box, obs.detection.box)
         rows, cols = linear_sum_assignment(-gain)
         return {int(b): self.active[a] for a, b in zip(rows, cols) if gain[a, b] > -1e5}
 
@@ -167,7 +167,7 @@ class Tracker:
         return shift <= allowed
 
 
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = ix * iy
