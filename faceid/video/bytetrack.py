@@ -71,8 +71,9 @@ class ByteTrackTracker:
         self._pending: dict[int, tuple[object, list[Observation]]] = {}
         self._next = 1
 
-    def update(self, time: float, observations: Sequence[Observation]) -> list[TrackState]:
-        """Add one frame's faces; return the tracks that ended (unseen for ``max_gap`` before ``time``)."""
+    def update(self, time: float, observations: Sequence[Observation], *, start: bool = True) -> list[TrackState]:
+        """Add one frame's faces; return the tracks that ended (unseen for ``max_gap`` before ``time``).
+        ``start`` is ignored: ByteTrack decides itself which detections start tracks."""
         import supervision as sv
 
         ended = [t for t in self.active if time - t.last > self.max_gap]

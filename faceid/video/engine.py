@@ -114,7 +114,7 @@ class TrackEngine:
         t0 = time.perf_counter()
         cut = self.shots.is_cut(frame.pixels)
         try:
-            detections = self._find(frame.pixels, cut)
+            detections, whole = self._find(frame.pixels, cut)
             t1 = time.perf_counter()
             vectors = self.pipeline.embed(frame.pixels, detections) if detections else np.zeros((0, 1), np.float32)
         except image_failures():
@@ -124,7 +124,7 @@ class TrackEngine:
         t2 = time.perf_counter()
         obs = [Observation(frame.index, frame.time, d, v, quality(d)) for d, v in zip(detections, vectors)]
         ended = self.tracker.finish() if cut else []
-        ended += self.tracker.update(frame.time, obs)
+        ended += self.tracker.update(frame.time, obs, start=whole)
         if self.keep_best or self.on_frame is not None or self.on_start is not None:
             self._after_update(frame, obs)
         t3 = time.perf_counter()
@@ -136,17 +136,18 @@ class TrackEngine:
         timings.decide += time.perf_counter() - t3
         return out
 
-    def _find(self, pixels: np.ndarray, cut: bool) -> list:
-        """The whole frame searched (every ``full_every`` samples, after a cut, or with no track
-        open), else only the regions around the tracked faces."""
+    def _find(self, pixels: np.ndarray, cut: bool) -> tuple[list, bool]:
+        """``(faces, whole)``: the whole frame searched (every ``full_every`` samples, after a cut,
+        or with no track open), else only the regions around the tracked faces, whose faces may
+        only continue tracks (a region's face too unlike its track is left to the next whole search)."""
         boxes = [t.last_box for t in self.tracker.active]
         if cut or not boxes or self._since_full + 1 >= self.full_every:
             self._since_full = 0
-            return self._detect(pixels)
+            return self._detect(pixels), True
         from faceid.video.regions import detect_near
 
         self._since_full += 1
-        return detect_near(self.pipeline.detector, pixels, boxes)
+        return detect_near(self.pipeline.detector, pixels, boxes), False
 
     def _detect(self, pixels: np.ndarray) -> list:
         """The pipeline's detector on the frame, shrunk first if larger than ``detect_short_side``."""

@@ -123,15 +123,19 @@ class Tracker:
         self.active: list[TrackState] = []
         self._next = 1
 
-    def update(self, time: float, observations: Sequence[Observation]) -> list[TrackState]:
-        """Add one frame's faces; return the tracks that ended (unseen for ``max_gap`` before ``time``)."""
+    def update(self, time: float, observations: Sequence[Observation], *, start: bool = True) -> list[TrackState]:
+        """Add one frame's faces; return the tracks that ended (unseen for ``max_gap`` before ``time``).
+
+        With ``start`` false, a face that continues no track is dropped instead of starting one (the
+        faces of a frame searched only around the tracked ones: a new face is left to the next
+        whole search)."""
         ended = [t for t in self.active if time - t.last > self.max_gap]
         self.active = [t for t in self.active if time - t.last <= self.max_gap]
         pairs = self._assign(time, observations)
         for i, obs in enumerate(observations):
             if i in pairs:
                 pairs[i].add(obs, self.keep)
-            else:
+            elif start:
                 self.active.append(TrackState.start(self._next, obs))
                 self._next += 1
         return ended
