@@ -84,6 +84,8 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
         assert names >= {"video_realtime", "video_sampling", "video_watch_memory"}
         (sampling,) = [f for f in figures if f["figure"] == "video_sampling"]
         assert sampling["wrong_names"] == 0 and sampling["named_tracks"].get("Barack Obama")
+        timed = [f for f in figures if f["figure"] == "video_realtime" and "skipped" not in f]
+        assert timed and all(f["vs_whole_frames"]["full_every"] == 1 for f in timed)  # side by side
     assert {f["batch"] for f in figures if f["figure"] == "embedding"} == {1, 8}
     found = [f for f in figures if f["figure"] == "detector_found"]  # with ../shared/data and YuNet installed
     skipped = [f for f in figures if f["figure"] == "detectors"]  # no ../shared/data or no YuNet: said why

@@ -196,8 +196,10 @@ def run(
             )
         if "video" in parts:  # real-time factor, sampling rates, watch's memory: faceid/bench/video.py
             from faceid.bench.video import figures as video_figures
+            from faceid.pipeline import Pipeline
 
-            yield from video_figures(work, data_path, tiny=tiny)
+            video_pipelines = [("mtcnn", Pipeline), ("yunet", lambda: Pipeline(detector="yunet"))]
+            yield from video_figures(work, data_path, tiny=tiny, pipelines=video_pipelines)
         if "ray" in parts:  # the same photos with and without Ray: faceid/bench/ray.py
             from faceid.bench.ray import ray_figures
 

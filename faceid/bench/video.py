@@ -2,7 +2,10 @@
 
 - ``video_realtime``: seconds of video per second of work (the real-time factor; above 1 is faster
   than real time) for the 640x360 sample clip and a 1280x720 copy of it, at the default sampling,
-  with each detector given, and the seconds spent in each part (decoding is the rest of the wall time);
+  with each detector given (MTCNN and YuNet), and the seconds spent in each part (decoding is the
+  rest of the wall time); each row beside the same run with every sample searched whole
+  (``vs_whole_frames``: its real-time factor, CPU seconds and the ratios), what the region search
+  between whole-frame searches (:data:`faceid.video.engine.FULL_DETECT_EVERY`) saves;
 - ``video_watch_memory``: ``watch`` on the clip looped for ``soak`` seconds, resident memory
   sampled every few seconds, its slope after the first sample (MiB per minute; flat is ~0).
 
@@ -24,7 +27,7 @@ from faceid.bench import _common as common
 if TYPE_CHECKING:
     from faceid.pipeline import Pipeline
 
-__all__ = ["figures", "scaled_copy"]
+__all__ = ["CLIP_WINDOWS", "clip_gallery", "figures", "scaled_copy"]
 
 
 def scaled_copy(source: Path, target: Path, size: tuple[int, int]) -> Path:
@@ -44,11 +47,11 @@ def scaled_copy(source: Path, target: Path, size: tuple[int, int]) -> Path:
     return target
 
 
-def _gallery(work: Path, data: Path, pipeline: Pipeline) -> Any:
+def clip_gallery(work: Path, data: Path, pipeline: Pipeline) -> Any:
     from faceid.enroll import enroll
     from faceid.gallery import Gallery
 
-    g = Gallery(work / f"video-gallery-{pipeline.key.model}")
+    g = Gallery(work / f"video-gallery-{pipeline.key.model}-{pipeline.detector_name}")
     if len(g) == 0:
         enroll(g, "Lin-Manuel Miranda", [data / "video" / "lin-manuel-miranda.png"], pipeline)
         enroll(g, "Alex Lacamoire", [data / "video" / "alex-lacamoire.png"], pipeline)
@@ -68,7 +71,7 @@ def _sampling(
     scenes (wrong), and the time: what the default rate was chosen from."""
     from faceid.video import identify_video
 
-    gallery = _gallery(work, data, pipeline)
+    gallery = clip_gallery(work, data, pipeline)
     for rate in rates:
         start = time.perf_counter()
         result = identify_video(clip, gallery, pipeline, fps=rate)
@@ -93,6 +96,44 @@ def _sampling(
         }
 
 
+def _realtime(path: Path, gallery: Any, pipeline: Pipeline, fps: float, full_every: int) -> dict:
+    """One timed run of ``identify_video`` with whole-frame searches every ``full_every`` samples."""
+    from faceid.video import identify_video
+
+    timings: list = []
+
+    def hook(engine: Any) -> None:
+        engine.full_every = full_every
+        timings.append(engine)
+
+    cpu, start = time.process_time(), time.perf_counter()
+    result = identify_video(path, gallery, pipeline, fps=fps, engine_hook=hook)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    parts = timings[0].timings
+    work_s = parts.detect + parts.embed + parts.track + parts.decide
+    return {
+        "figure": "video_realtime",
+        "model": pipeline.key.model,
+        "sample_fps": fps,
+        "full_every": full_every,
+        "video_s": round(result.duration, 2),
+        "frames_sampled": result.sampled,
+        "tracks": len(result.tracks),
+        "named_tracks": sorted(t.name for t in result.tracks if t.name is not None),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "realtime_factor": round(result.duration / wall, 2) if wall > 0 else None,
+        "parts_s": {
+            "decode_and_rest": round(wall - work_s, 2),
+            "detect": round(parts.detect, 2),
+            "embed": round(parts.embed, 2),
+            "track": round(parts.track, 3),
+            "decide": round(parts.decide, 3),
+        },
+        "load": common.load(),
+    }
+
+
 def figures(
     work: Path,
     data: Path | None,
@@ -105,8 +146,10 @@ def figures(
     """The figures (see the module docstring). ``pipelines``: (detector name, pipeline maker) pairs
     [default: the default pipeline, MTCNN]. Needs the sample clip in ``data/video``. ``tiny``: the
     640x360 clip only, one sampling rate, a 10 s soak (checks every figure is made)."""
+    from faceid.errors import FaceIDError
     from faceid.pipeline import Pipeline
     from faceid.video import DEFAULT_FPS, identify_video
+    from faceid.video.engine import FULL_DETECT_EVERY
     from faceid.video.watch import watch
 
     clip = data / "video" / "short_hamilton_clip.mp4" if data is not None else None
@@ -120,48 +163,36 @@ def figures(
         scaled_copy(clip, hd, (1280, 720))
     pipelines = pipelines or (("mtcnn", Pipeline),)
     for detector, make in pipelines:
-        pipeline = make()
-        gallery = _gallery(work, data, pipeline)
+        try:
+            pipeline = make()
+            gallery = clip_gallery(work, data, pipeline)
+        except FaceIDError as exc:
+            yield {"figure": "video_realtime", "detector": detector, "skipped": str(exc)}
+            continue
         identify_video(clip, gallery, pipeline, fps=fps)  # warm-up: models loaded
         for size, path in (("640x360", clip),) if tiny else (("640x360", clip), ("1280x720", hd)):
-            timings: list = []
-            start = time.perf_counter()
-            result = identify_video(
-                path,
-                gallery,
-                pipeline,
-                fps=fps,
-                engine_hook=timings.append,
-            )
-            wall = time.perf_counter() - start
-            parts = timings[0].timings
-            work_s = parts.detect + parts.embed + parts.track + parts.decide
-            yield {
-                "figure": "video_realtime",
-                "size": size,
-                "detector": detector,
-                "model": pipeline.key.model,
-                "sample_fps": fps,
-                "video_s": round(result.duration, 2),
-                "frames_sampled": result.sampled,
-                "tracks": len(result.tracks),
-                "wall_s": round(wall, 2),
-                "realtime_factor": round(result.duration / wall, 2) if wall > 0 else None,
-                "parts_s": {
-                    "decode_and_rest": round(wall - work_s, 2),
-                    "detect": round(parts.detect, 2),
-                    "embed": round(parts.embed, 2),
-                    "track": round(parts.track, 3),
-                    "decide": round(parts.decide, 3),
-                },
-                "load": common.load(),
-            }
+            whole = None
+            for full_every in (1, FULL_DETECT_EVERY):  # whole frames every sample, then the default
+                row = _realtime(path, gallery, pipeline, fps, full_every)
+                row.update(size=size, detector=detector)
+                if whole is None:
+                    whole = row
+                    continue
+                row["vs_whole_frames"] = {
+                    "full_every": 1,
+                    "realtime_factor": whole["realtime_factor"],
+                    "cpu_s": whole["cpu_s"],
+                    "cpu_ratio": round(row["cpu_s"] / whole["cpu_s"], 2) if whole["cpu_s"] else None,
+                    "wall_ratio": round(row["wall_s"] / whole["wall_s"], 2) if whole["wall_s"] else None,
+                    "tracks": whole["tracks"],
+                }
+                yield row
     yield from _sampling(clip, work, data, pipelines[0][1](), rates=(3,) if tiny else (1, 2, 3, 5))
     soak = min(soak, 10.0) if tiny else soak
     if soak <= 0:
         return
     pipeline = pipelines[0][1]()
-    gallery = _gallery(work, data, pipeline)
+    gallery = clip_gallery(work, data, pipeline)
     stop = threading.Event()
     samples: list[tuple[float, int]] = []
     events = [0]

@@ -187,3 +187,52 @@ def eval_video(
             except OSError as exc:
                 raise FaceIDError(f"{data}: not an LFW folder ({exc})") from None
             typer.echo(json.dumps(report.to_json()))
+
+
+@eval_app.command("trackers")
+def eval_trackers(
+    ctx: typer.Context,
+    data: Annotated[
+        Path, typer.Option("--data", help="The shared data folder (holding lfw/ and video/).", show_default=False)
+    ],
+    scenes: Annotated[int, typer.Option(help="Synthetic scenes per speed.")] = 100,
+    people: Annotated[int, typer.Option(help="LFW people to draw the synthetic walkers from.")] = 150,
+    clips: Annotated[bool, typer.Option(help="Also run the sample clips (real models, slower).")] = True,
+    tracker: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Trackers to compare (faceid, bytetrack, bytetrack-per-sample); repeatable. Default: both."),
+    ] = None,
+    model: ModelOpt = None,
+    cache: CacheOpt = None,
+) -> None:
+    """Our tracker against ByteTrack: ID switches and fragments on LFW people as synthetic walkers,
+    names and wrong names on the sample clips (one JSON line per tracker and condition; docs/video.md)."""
+    import tempfile
+
+    from faceid.bench import _common as common
+    from faceid.cache import EmbeddingCache
+    from faceid.embedding_key import EmbeddingKey
+    from faceid.eval.trackers import TRACKERS, clip_figures, lfw_faces, synthetic_figures
+    from faceid.video.bytetrack import bytetrack_available
+    from faceid.video.decision import link_threshold
+
+    names = list(tracker or TRACKERS)
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        err(f"faceid: error: --tracker takes {', '.join(TRACKERS)}, got {', '.join(unknown)}")
+        raise typer.Exit(2)
+    if not bytetrack_available() and any(n.startswith("bytetrack") for n in names):
+        err("faceid: ByteTrack left out: the 'trackers' package is not installed (see faceid/video/bytetrack.py)")
+        names = [n for n in names if not n.startswith("bytetrack")]
+    with cli_errors():
+        pipeline = new_pipeline(ctx, EmbeddingKey.for_model(model))
+        try:
+            faces = lfw_faces(data / "lfw", pipeline, people=people, cache=EmbeddingCache(cache))
+        except OSError as exc:
+            raise FaceIDError(f"{data}: no LFW folder in it ({exc})") from None
+        for figure in synthetic_figures(faces, link_threshold(pipeline.key), trackers=names, scenes=scenes):
+            typer.echo(json.dumps({**figure, "model": pipeline.key.model, "load": common.load()}))
+        if clips:
+            with tempfile.TemporaryDirectory() as work:
+                for figure in clip_figures(data, Path(work), pipeline, trackers=names, load=common.load):
+                    typer.echo(json.dumps(figure))

@@ -27,7 +27,7 @@ from faceid.video.results import Track
 from faceid.video.shots import ShotDetector
 from faceid.video.tracker import Observation, Tracker, TrackState, quality
 
-__all__ = ["DETECT_SHORT_SIDE", "Best", "TrackEngine", "Timings"]
+__all__ = ["DETECT_SHORT_SIDE", "FULL_DETECT_EVERY", "Best", "TrackEngine", "Timings"]
 
 #: Frames whose shorter side is longer are shrunk to it for detection (boxes mapped back; faces are
 #: embedded from the full frame): the smallest face found is then a fixed share of the frame
@@ -35,6 +35,11 @@ __all__ = ["DETECT_SHORT_SIDE", "Best", "TrackEngine", "Timings"]
 #: frame costs about what a 480p one does. Faces below that share score under 0.4 in quality
 #: (:func:`faceid.video.tracker.quality`) and name no one reliably. ``None``: detect at full size.
 DETECT_SHORT_SIDE = 480
+
+#: One sampled frame in this many is searched whole for faces; on the others, only the regions around
+#: the faces being tracked (:mod:`faceid.video.regions`), a fraction of the cost. A face new to the
+#: picture is found up to ``FULL_DETECT_EVERY - 1`` samples late. 1: every frame searched whole.
+FULL_DETECT_EVERY = 2
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class TrackEngine:
         keep_best: hold each track's best face thumbnail (for remembering or snapshots).
         max_gap: seconds a track may go unseen before it ends.
         detect_short_side: see :data:`DETECT_SHORT_SIDE`.
+        full_every: see :data:`FULL_DETECT_EVERY`.
     """
 
     def __init__(
@@ -82,8 +88,10 @@ class TrackEngine:
         keep_best: bool = False,
         max_gap: float = 1.0,
         detect_short_side: int | None = DETECT_SHORT_SIDE,
+        full_every: int = FULL_DETECT_EVERY,
     ) -> None:
-        self.detect_short_side = detect_short_side
+        self.detect_short_side, self.full_every = detect_short_side, full_every
+        self._since_full = 0
         self.gallery, self.pipeline, self.params, self.pooling = gallery, pipeline, params, pooling
         self.remember = remember
         self.keep_best = keep_best or remember
@@ -104,8 +112,9 @@ class TrackEngine:
         from faceid.batch import image_failures
 
         t0 = time.perf_counter()
+        cut = self.shots.is_cut(frame.pixels)
         try:
-            detections = self._detect(frame.pixels)
+            detections, whole = self._find(frame.pixels, cut)
             t1 = time.perf_counter()
             vectors = self.pipeline.embed(frame.pixels, detections) if detections else np.zeros((0, 1), np.float32)
         except image_failures():
@@ -114,8 +123,8 @@ class TrackEngine:
             return []
         t2 = time.perf_counter()
         obs = [Observation(frame.index, frame.time, d, v, quality(d)) for d, v in zip(detections, vectors)]
-        ended = self.tracker.finish() if self.shots.is_cut(frame.pixels) else []
-        ended += self.tracker.update(frame.time, obs)
+        ended = self.tracker.finish() if cut else []
+        ended += self.tracker.update(frame.time, obs, start=whole)
         if self.keep_best or self.on_frame is not None or self.on_start is not None:
             self._after_update(frame, obs)
         t3 = time.perf_counter()
@@ -126,6 +135,19 @@ class TrackEngine:
         timings.track += t3 - t2
         timings.decide += time.perf_counter() - t3
         return out
+
+    def _find(self, pixels: np.ndarray, cut: bool) -> tuple[list, bool]:
+        """``(faces, whole)``: the whole frame searched (every ``full_every`` samples, after a cut,
+        or with no track open), else only the regions around the tracked faces, whose faces may
+        only continue tracks (a region's face too unlike its track is left to the next whole search)."""
+        boxes = [t.last_box for t in self.tracker.active]
+        if cut or not boxes or self._since_full + 1 >= self.full_every:
+            self._since_full = 0
+            return self._detect(pixels), True
+        from faceid.video.regions import detect_near
+
+        self._since_full += 1
+        return detect_near(self.pipeline.detector, pixels, boxes), False
 
     def _detect(self, pixels: np.ndarray) -> list:
         """The pipeline's detector on the frame, shrunk first if larger than ``detect_short_side``."""

@@ -6,13 +6,13 @@ it resembles (cosine similarity at least ``link``) and whose last box is near en
 assignment maximising similarity plus box overlap (Hungarian, scipy's ``linear_sum_assignment``).
 A track not seen for ``max_gap`` seconds ends.
 
-Why not ByteTrack (supervision): its association is by box overlap alone with a Kalman motion
-model, made for every frame at 25-30 fps; here frames are sampled a few times a second, so a
-face moves by more than its own width between samples when a head turns or the camera pans, and
-overlap alone breaks or swaps tracks, while the face embedding, computed anyway, tells people
-apart across any gap. (supervision 0.31 has also moved ByteTrack to the ``trackers`` package,
-which requires ``opencv-python``: a second OpenCV beside the pinned ``opencv-python-headless``,
-both writing the same ``cv2`` module.)
+Why not ByteTrack: measured against it on the same faces (``faceid eval trackers``,
+:mod:`faceid.eval.trackers`; docs/video.md), it split and swapped people far more often. Its
+association is by box overlap alone with a Kalman motion model, made for every frame at 25-30 fps;
+here frames are sampled a few times a second, so a face moves by up to its own width between
+samples, and overlap alone breaks or swaps tracks, while the face embedding, computed anyway,
+tells people apart across any gap. (Its package, ``trackers``, also requires ``opencv-python``: a
+second OpenCV beside the pinned ``opencv-python-headless``, both writing the same ``cv2`` module.)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from faceid.detect import Detection
 
-__all__ = ["Observation", "Tracker", "TrackState", "quality"]
+__all__ = ["Observation", "Tracker", "TrackState", "box_iou", "quality"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,22 @@ class TrackState:
     frames: int = 1
     observations: list[Observation] = field(default_factory=list, repr=False)
 
+    @classmethod
+    def start(cls, id: int, obs: Observation) -> TrackState:
+        """A new track holding one observation."""
+        weight = max(obs.quality, 1e-3)
+        return cls(
+            id=id,
+            first=obs.time,
+            last=obs.time,
+            last_box=obs.detection.box,
+            recent=obs.embedding,
+            weighted=weight * obs.embedding,
+            weight=weight,
+            best=obs,
+            observations=[obs],
+        )
+
     def add(self, obs: Observation, keep: int) -> None:
         self.last, self.last_box, self.frames = obs.time, obs.detection.box, self.frames + 1
         self.recent = obs.embedding
@@ -107,28 +123,21 @@ class Tracker:
         self.active: list[TrackState] = []
         self._next = 1
 
-    def update(self, time: float, observations: Sequence[Observation]) -> list[TrackState]:
-        """Add one frame's faces; return the tracks that ended (unseen for ``max_gap`` before ``time``)."""
+    def update(self, time: float, observations: Sequence[Observation], *, start: bool = True) -> list[TrackState]:
+        """Add one frame's faces; return the tracks that ended (unseen for ``max_gap`` before ``time``).
+
+        With ``start`` false, a face that continues no track is dropped instead of starting one (the
+        faces of a frame searched only around the tracked ones: a new face is left to the next
+        whole search)."""
         ended = [t for t in self.active if time - t.last > self.max_gap]
         self.active = [t for t in self.active if time - t.last <= self.max_gap]
         pairs = self._assign(time, observations)
         for i, obs in enumerate(observations):
             if i in pairs:
                 pairs[i].add(obs, self.keep)
-            else:
-                track = TrackState(
-                    id=self._next,
-                    first=obs.time,
-                    last=obs.time,
-                    last_box=obs.detection.box,
-                    recent=obs.embedding,
-                    weighted=max(obs.quality, 1e-3) * obs.embedding,
-                    weight=max(obs.quality, 1e-3),
-                    best=obs,
-                    observations=[obs],
-                )
+            elif start:
+                self.active.append(TrackState.start(self._next, obs))
                 self._next += 1
-                self.active.append(track)
         return ended
 
     def finish(self) -> list[TrackState]:
@@ -150,7 +159,7 @@ class Tracker:
             for b, obs in enumerate(observations):
                 if sim[a, b] < self.link or not self._near(track, obs, time):
                     continue
-                gain[a, b] = sim[a, b] + _iou(track.last_box, obs.detection.box)
+                gain[a, b] = sim[a, b] + box_iou(track.last_box, obs.detection.box)
         rows, cols = linear_sum_assignment(-gain)
         return {int(b): self.active[a] for a, b in zip(rows, cols) if gain[a, b] > -1e5}
 
@@ -162,7 +171,7 @@ class Tracker:
         return shift <= allowed
 
 
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = ix * iy
