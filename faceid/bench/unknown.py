@@ -13,6 +13,46 @@ import numpy as np
 from faceid.bench import _common as common
 
 REGROUP_UP_TO = 200_000
+#: How many shuffled batches the "unknown_batches" figure keeps the faces in (the issue's 4).
+BATCHES = 4
+
+
+def batched_scores(folder: Path, faces: np.ndarray, per: int, key, *, batches: int) -> dict:
+    """Keep ``faces`` ``(N, D)`` (identity ``i // per``) in ``batches`` shuffled batches, grouping
+    after each as ``identify --remember`` does, in a new gallery at ``folder``; BCubed scores of
+    the groups it ends with, the seconds of each grouping step and the faces left in no group."""
+    import shutil
+
+    from faceid.cluster import cluster_scores
+    from faceid.gallery import Gallery, NewFace
+
+    order = np.random.default_rng(10).permutation(len(faces))
+    steps = []
+    labels = np.full(len(faces), -1, np.int64)
+    with Gallery(folder) as g:
+        for part in np.array_split(order, batches):
+            for first in range(0, len(part), 1000):
+                chunk = part[first : first + 1000].tolist()
+                kept = [
+                    NewFace(faces[i], f"{i:064x}", (0, 0, 80, 80), 0.99, f"/photos/{i}.jpg", thumbnail=b"\xff" * 4000)
+                    for i in chunk
+                ]
+                g.unknown.keep(kept, embedding_key=key, group=False)
+            start = time.perf_counter()
+            g.unknown.update_groups()
+            steps.append(round(time.perf_counter() - start, 2))
+        for number, grp in enumerate(g.unknown.groups()):  # a face's photo name is its index in ``faces``
+            labels[[int(f.image_sha256, 16) for f in grp.faces]] = number
+        ungrouped = len(g.unknown.ungrouped())
+    shutil.rmtree(folder)
+    s = cluster_scores(np.arange(len(faces)) // per, labels)
+    return {
+        "f": s.bcubed_f,
+        "precision": s.bcubed_precision,
+        "recall": s.bcubed_recall,
+        "steps_s": steps,
+        "ungrouped": ungrouped,
+    }
 
 
 def figures(work: Path, sizes: Sequence[int], new: int) -> Iterator[dict]:
@@ -76,6 +116,7 @@ def figures(work: Path, sizes: Sequence[int], new: int) -> Iterator[dict]:
                 g.unknown.regroup()
                 regroup_s = round(time.perf_counter() - start, 2)
         shutil.rmtree(folder)
+        batched = batched_scores(work / f"unknown-batched-{n}", faces, per, key, batches=BATCHES)
         yield common.figure(
             "unknown_loop",
             data="clustered synthetic, 5 faces per identity, one face per photo",
@@ -96,6 +137,20 @@ def figures(work: Path, sizes: Sequence[int], new: int) -> Iterator[dict]:
             name_biggest_group_s=round(named_s, 3),
             name_and_first_search_s=round(named_search_s, 3),
             regroup_s=regroup_s,
+            threads=common.threads(),
+        )
+        yield common.figure(
+            "unknown_batches",
+            data="the same faces, kept in shuffled batches, grouped after each (as identify --remember runs)",
+            faces=len(faces),
+            batches=BATCHES,
+            one_run_bcubed_f=round(scores.bcubed_f, 4),
+            batched_bcubed_f=round(batched["f"], 4),
+            batched_bcubed_precision=round(batched["precision"], 4),
+            batched_bcubed_recall=round(batched["recall"], 4),
+            f_difference=round(batched["f"] - scores.bcubed_f, 4),
+            batched_group_steps_s=batched["steps_s"],
+            batched_ungrouped=batched["ungrouped"],
             threads=common.threads(),
         )
         del faces
