@@ -73,3 +73,29 @@ def test_a_key_without_numbers_is_one_uncalibrated_line():
     assert "\n" not in message and "mirror" in message and "faceid eval cluster" in message
     with pytest.raises(UncalibratedError):
         params_for(None)
+
+
+def test_the_keep_rule_takes_the_highest_confidence_that_loses_at_most_a_tenth_of_a_percent():
+    """The rows of `faceid eval cluster --filters` for YuNet with SFace (LFW, 13,233 central faces):
+    0.85 loses none, 0.88 loses 15 (0.11%), so the rule keeps from 0.85; rows at other sizes do
+    not count, and a table where every bar loses too many is an error."""
+    from faceid.eval.grouping import chosen_filter
+
+    buckets = [{"row": "bucket", "central": 13_024}, {"row": "bucket", "central": 209}]
+
+    def keep(size, confidence, lost):
+        return {
+            "row": "keep",
+            "min_size": size,
+            "min_confidence": confidence,
+            "central_lost": lost,
+            "bcubed_precision": 0.96,
+            "bcubed_f": 0.97,
+        }
+
+    rows = buckets + [keep(40, 0.0, 0), keep(40, 0.85, 0), keep(40, 0.88, 15), keep(40, 0.9, 168), keep(30, 0.92, 0)]
+    chosen = chosen_filter(rows, 40)
+    assert chosen["min_confidence"] == 0.85 and chosen["central"] == 13_233 and chosen["central_lost"] == 0
+    assert chosen_filter(rows, 40, max_lost=0.002)["min_confidence"] == 0.88
+    with pytest.raises(ValueError, match="40 px"):
+        chosen_filter(buckets + [keep(40, 0.9, 168)], 40)

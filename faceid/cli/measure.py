@@ -290,6 +290,8 @@ def eval_cluster(
     from faceid.cache import EmbeddingCache
     from faceid.eval.grouping import (
         BASELINES,
+        KEEP_RULE_SIZE,
+        chosen_filter,
         evaluate_attach,
         evaluate_grouping,
         filter_table,
@@ -310,7 +312,8 @@ def eval_cluster(
         if filters:
             with progress_bar(total, "embedding LFW", not quiet) as tick:
                 detections = lfw_detections(data, pipeline, cache=EmbeddingCache(cache), progress=tick)
-            for row in filter_table(detections, _filter_params(pipeline.key)):
+            rows = filter_table(detections, _filter_params(pipeline.key))
+            for row in [*rows, chosen_filter(rows, KEEP_RULE_SIZE)]:
                 typer.echo(json.dumps(row))
             _cluster_errors(detections.errors)
             return
