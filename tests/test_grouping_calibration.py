@@ -99,3 +99,26 @@ def test_the_keep_rule_takes_the_highest_confidence_that_loses_at_most_a_tenth_o
     assert chosen_filter(rows, 40, max_lost=0.002)["min_confidence"] == 0.88
     with pytest.raises(ValueError, match="40 px"):
         chosen_filter(buckets + [keep(40, 0.9, 168)], 40)
+
+
+def test_the_sweep_derives_each_rule_on_a_m_and_scores_it_on_a_m_n_z_and_all():
+    """`faceid eval cluster --sweep` rows: every (merge, floor) pair with floor >= merge, the numbers
+    derived on the A-M people's impostor pairs only, and grouping with exactly those numbers."""
+    from faceid.cluster import group_faces
+    from faceid.cluster.metrics import cluster_scores
+    from faceid.eval.grouping import LfwFaces, subset_mask, sweep_rules
+
+    x, who = clustered(60, 4, seed=3)
+    names = [f"{'AN'[i % 2]}person{i:03d}" for i in range(60)]  # half A-M, half N-Z
+    faces = LfwFaces(x, who, names, [f"{i}.jpg" for i in range(len(x))], 0, {})
+    rows = sweep_rules(faces, merge_rates=(1e-3, 1e-2), floor_rates=(5e-3, 2e-2))
+    assert [(r["merge_rate"], r["floor_rate"]) for r in rows] == [(1e-3, 5e-3), (1e-3, 2e-2), (1e-2, 2e-2)]
+    am = subset_mask(faces, "A-M")
+    for row in rows:
+        tail = impostor_tail(x[am], who[am])
+        d = derive(tail, GroupingRule(row["merge_rate"], row["floor_rate"], RULE.margin_share, RULE.suggest_rate))
+        assert (row["threshold"], row["floor"], row["margin"]) == (d.threshold, d.floor, d.margin)
+        params = GroupingParams(threshold=d.threshold, floor=d.floor, margin=d.margin)
+        s = cluster_scores(who, group_faces(x, params=params).labels)
+        assert row["all"] == [round(v, 4) for v in (s.bcubed_precision, s.bcubed_recall, s.bcubed_f)]
+        assert len(row["a_m"]) == len(row["n_z"]) == 3

@@ -278,6 +278,12 @@ def eval_cluster(
             "--filters", help="Instead: measure minimum face size and confidence for keeping (one line per row)."
         ),
     ] = False,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep", help="Instead: each impostor-rate rule of a grid on A-M, N-Z and all (one line per rule)."
+        ),
+    ] = False,
     model: ModelOpt = None,
     detector: DetectorOpt = None,
     cache: CacheOpt = None,
@@ -298,6 +304,7 @@ def eval_cluster(
         grouping_settings,
         lfw_detections,
         lfw_faces,
+        sweep_rules,
     )
     from faceid.eval.lfw import lfw_people
 
@@ -319,6 +326,11 @@ def eval_cluster(
             return
         with progress_bar(total, "embedding LFW", not quiet) as tick:
             faces = lfw_faces(data, pipeline, cache=EmbeddingCache(cache), progress=tick)
+        if sweep:
+            for row in sweep_rules(faces):
+                typer.echo(json.dumps({**row, "model": pipeline.key.model}))
+            _cluster_errors(faces.errors)
+            return
         settings = grouping_settings(faces, pipeline.key)
         reports = evaluate_grouping(
             faces, params=settings.params, baselines=BASELINES if baselines else (), subset=subset

@@ -34,6 +34,7 @@ __all__ = [
     "filter_table",
     "grouping_settings",
     "subset_mask",
+    "sweep_rules",
     "lfw_detections",
     "lfw_faces",
 ]
@@ -318,6 +319,49 @@ def filter_table(faces: LfwDetections, params: GroupingParams | None = None) -> 
                     "bcubed_precision": round(s.bcubed_precision, 4),
                     "bcubed_recall": round(s.bcubed_recall, 4),
                     "bcubed_f": round(s.bcubed_f, 4),
+                }
+            )
+    return rows
+
+
+#: The impostor rates ``faceid eval cluster --sweep`` tries (merge x floor; docs/grouping.md).
+SWEEP_MERGE_RATES = (1e-5, 1.5e-5, 2e-5, 2.5e-5, 3e-5, 4e-5)
+SWEEP_FLOOR_RATES = (5e-5, 7e-5, 1e-4, 1.5e-4, 2e-4, 3e-4)
+
+
+def sweep_rules(
+    faces: LfwFaces,
+    merge_rates: Sequence[float] = SWEEP_MERGE_RATES,
+    floor_rates: Sequence[float] = SWEEP_FLOOR_RATES,
+) -> list[dict]:
+    """For each rule (merge rate x floor rate, the other rates as :data:`RULE`): the numbers it
+    derives from the impostor pairs of LFW people A-M, and BCubed precision, recall, F of grouping
+    with them on A-M (where a rule is chosen), N-Z (the check) and all; one JSON-able row each."""
+    from faceid.cluster.calibration import RULE, GroupingRule
+
+    am, nz = subset_mask(faces, "A-M"), subset_mask(faces, "N-Z")
+    tail = impostor_tail(faces.embeddings[am], faces.people[am])
+    rows: list[dict] = []
+    seen: dict[tuple[float, float, float], dict] = {}
+    for merge_rate in merge_rates:
+        for floor_rate in (r for r in floor_rates if r >= merge_rate):
+            d = derive(tail, GroupingRule(merge_rate, floor_rate, RULE.margin_share, RULE.suggest_rate))
+            numbers = (d.threshold, d.floor, d.margin)
+            if numbers not in seen:  # rates that round to the same numbers group the same
+                params = GroupingParams(threshold=d.threshold, floor=d.floor, margin=d.margin)
+                seen[numbers] = {}
+                for name, mask in (("a_m", am), ("n_z", nz), ("all", np.ones_like(am))):
+                    s = cluster_scores(faces.people[mask], group_faces(faces.embeddings[mask], params=params).labels)
+                    seen[numbers][name] = [round(v, 4) for v in (s.bcubed_precision, s.bcubed_recall, s.bcubed_f)]
+            rows.append(
+                {
+                    "row": "rule",
+                    "merge_rate": merge_rate,
+                    "floor_rate": floor_rate,
+                    "threshold": d.threshold,
+                    "floor": d.floor,
+                    "margin": d.margin,
+                    **seen[numbers],
                 }
             )
     return rows
