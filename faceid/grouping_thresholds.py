@@ -40,16 +40,16 @@ class GroupingNumbers:
 GROUPING: dict[EmbeddingKey, GroupingNumbers] = {
     # the keep filters measured with FaceNet before the rule (README, "Grouping unknown faces")
     EmbeddingKey.for_model("facenet-20170512-110547", crop_margin=0.1): GroupingNumbers(
-        threshold=0.67, floor=0.61, margin=0.10, suggest=0.50, min_confidence=0.95, min_face_size=40
+        threshold=0.68, floor=0.60, margin=0.10, suggest=0.50, min_confidence=0.95, min_face_size=40
     ),
     # `faceid eval cluster --model sface --detector yunet --no-baselines`: the rule on A-M; keep
-    # filters not measured with --filters for YuNet: its own score bar (0.8, faceid.detect_yunet)
-    # and the 40 px of the crop
+    # filters from `faceid eval cluster --filters --model sface --detector yunet` ("chosen" row:
+    # YuNet scores faces lower than MTCNN, 0.88 already loses 15 central faces, 0.92 loses 2,493)
     EmbeddingKey.for_model("sface", detector="yunet"): GroupingNumbers(
-        threshold=0.47, floor=0.43, margin=0.06, suggest=0.37, min_confidence=0.80, min_face_size=40
+        threshold=0.48, floor=0.42, margin=0.06, suggest=0.37, min_confidence=0.85, min_face_size=40
     ),
     EmbeddingKey.for_model("sface"): GroupingNumbers(
-        threshold=0.49, floor=0.45, margin=0.06, suggest=0.38, min_confidence=0.90, min_face_size=40
+        threshold=0.50, floor=0.44, margin=0.06, suggest=0.38, min_confidence=0.90, min_face_size=40
     ),
 }
 

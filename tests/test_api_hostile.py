@@ -74,7 +74,9 @@ def multipart(draw) -> tuple[str, bytes]:
 @st.composite
 def hostile(draw, key: str):
     """``(method, path, params, headers, body)`` of one hostile request."""
-    route = draw(st.sampled_from(["identify", "enrol", "person", "rename", "face", "cluster", "annotated", "other"]))
+    route = draw(
+        st.sampled_from(["identify", "enrol", "person", "rename", "face", "cluster", "suggest", "annotated", "other"])
+    )
     params: dict = {}
     body = b""
     content_type = ""
@@ -110,6 +112,27 @@ def hostile(draw, key: str):
     elif route == "cluster":
         method = draw(st.sampled_from(["GET", "POST"]))
         path = f"/v1/clusters/{quoted(draw(numbers))}"
+    elif route == "suggest":
+        import json
+
+        method, path = draw(
+            st.sampled_from(
+                [("GET", "/v1/suggestions"), ("POST", "/v1/suggestions/accept"), ("POST", "/v1/suggestions/reject")]
+            )
+        )
+        if method == "GET":
+            params = {"name": draw(names)} if draw(st.booleans()) else {}
+        else:
+            content_type = "application/json"
+            ids = st.lists(st.one_of(numbers, st.integers(-(2**64), 2**64).map(str)), max_size=3)
+            body = draw(
+                st.one_of(
+                    st.tuples(names, ids).map(
+                        lambda t: ('{"name": ' + json.dumps(t[0]) + ', "faces": [' + ", ".join(t[1]) + "]}").encode()
+                    ),
+                    st.binary(max_size=40),
+                )
+            )
     elif route == "annotated":
         path = f"/v1/annotated/{quoted(draw(names))}.jpg"
     else:

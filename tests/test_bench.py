@@ -118,7 +118,13 @@ def test_tiny_benchmark_runs_every_part(tmp_path, optional_data):
 
 @pytest.mark.slow
 def test_unknown_part_runs_the_loop_in_a_real_gallery(tmp_path):
-    (figure,) = bench.run(["unknown"], sizes=[1000], tiny=True, workdir=tmp_path)
+    figure, batches = bench.run(["unknown"], sizes=[1000], tiny=True, workdir=tmp_path)
     assert figure["figure"] == "unknown_loop" and figure["faces"] == 1000 and figure["new_faces"] == 100
     assert figure["bcubed_precision"] >= 0.95 and figure["groups"] > 100
     assert 0 < figure["name_biggest_group_s"] <= figure["name_and_first_search_s"] < 60
+    # the same faces kept in 4 shuffled batches, grouped after each: within 0.01 of the one run
+    assert batches["figure"] == "unknown_batches" and batches["faces"] == 1000 and batches["batches"] == 4
+    p, r = figure["bcubed_precision"], figure["bcubed_recall"]
+    assert batches["one_run_bcubed_f"] == pytest.approx(2 * p * r / (p + r), abs=2e-4)  # the loop's own one run
+    assert abs(batches["f_difference"]) <= 0.01 and batches["batched_bcubed_precision"] >= 0.95
+    assert len(batches["batched_group_steps_s"]) == 4

@@ -339,6 +339,91 @@ def test_the_page_reviews_unknown_faces_names_a_group_and_takes_a_face_out(serve
     page.close()
 
 
+def test_the_page_asks_is_this_x_accepts_one_rejects_another_and_shows_faces_in_no_group(server, browser, tmp_path):
+    """Photos of the astronaut are kept while nobody knows her; then she is enrolled from another
+    photo: the page asks "Is this Eileen Collins?" of the kept faces; Accept makes one hers, Reject
+    keeps the other unknown and is remembered (the gallery, read by the API, agrees)."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    astronaut = Image.open(SAMPLES / "photos" / "astronaut.jpg").convert("RGB")
+    kept_photos = [tmp_path / "eileen-kept-0.jpg", tmp_path / "eileen-kept-1.jpg"]
+    astronaut.save(kept_photos[0], quality=90)
+    ImageOps.mirror(astronaut).save(kept_photos[1], quality=90)
+    enrol_photo = tmp_path / "eileen-enrol.jpg"
+    smaller = astronaut.resize((astronaut.width * 8 // 10, astronaut.height * 8 // 10))
+    ImageEnhance.Brightness(smaller).enhance(1.15).save(enrol_photo, quality=90)
+    gallery = Path(server.log).parent / "gallery"
+    out = subprocess.run(  # kept while nobody is her, by the command line in another process
+        [
+            sys.executable,
+            "-m",
+            "faceid",
+            "identify",
+            *map(str, kept_photos),
+            "--remember",
+            "--json",
+            "-g",
+            str(gallery),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    kept = [json.loads(line)["faces"][0]["kept_as"] for line in out.stdout.splitlines()]
+    assert all(isinstance(k, int) for k in kept), out.stdout
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(server.url + "/#people")
+    page.wait_for_selector("#people-list .person")
+    page.fill("#enrol-name", "Eileen Collins")
+    page.set_input_files("#enrol-files", str(enrol_photo))
+    page.click("#enrol button[type=submit]")
+    page.wait_for_selector('.person[data-name="Eileen Collins"] .thumb img[src^="blob:"]', timeout=120_000)
+
+    page.click("#tab-review")
+    offers = '.suggestion[data-person="Eileen Collins"]'
+    page.wait_for_selector(f'{offers} .thumb img[src^="blob:"]', timeout=60_000)
+    assert sorted(int(f) for f in page.locator(offers).evaluate_all("(cards) => cards.map((c) => c.dataset.face)")) == (
+        sorted(kept)
+    )
+    assert page.locator(offers).first.locator(".suggest-question").inner_text() == "Is this Eileen Collins?"
+    shot(page, "12-review-is-this-x")
+
+    accepted, rejected = kept
+    page.locator(f'{offers}[data-face="{accepted}"] button.accept').click()
+    page.wait_for_selector(f'{offers}[data-face="{accepted}"]', state="detached")
+    assert f"Face {accepted} is now Eileen Collins's." in page.inner_text("#review-message")
+    page.locator(f'{offers}[data-face="{rejected}"] button.reject').click()
+    page.wait_for_selector(offers, state="detached")
+    assert "will not be offered as them again" in page.inner_text("#review-message")
+    shot(page, "13-review-answered")
+
+    # the gallery agrees, through the API: one face more for her, the other unknown and not offered
+    with urllib.request.urlopen(server.url + "/v1/people/Eileen%20Collins") as r:
+        assert accepted in [f["id"] for f in json.load(r)["faces"]]
+    with urllib.request.urlopen(server.url + "/v1/suggestions") as r:
+        assert [o for o in json.load(r) if o["person"] == "Eileen Collins"] == []
+    with urllib.request.urlopen(server.url + "/v1/clusters") as r:
+        listed = json.load(r)
+    still_kept = {f["id"]: g["cluster"] for g in listed for f in g["faces"]}
+    assert rejected in still_kept and accepted not in still_kept
+    # a face in no group is on the page too: in the "In no group" card, with the API's count
+    loose = [g for g in listed if g["cluster"] is None]
+    page.reload()
+    page.wait_for_selector("#review-list")
+    if loose:
+        page.wait_for_selector(f'.loose .thumb[data-face="{loose[0]["faces"][0]["id"]}"] img[src^="blob:"]')
+        assert page.locator(".loose .thumb").count() == loose[0]["size"]
+    assert still_kept[rejected] is not None or page.locator(f'.loose .thumb[data-face="{rejected}"]').count() == 1
+    page.wait_for_timeout(500)
+    assert page.locator(offers).count() == 0  # remembered across a reload
+    assert problems == []
+    page.close()
+
+
 #: The policy the server sends (faceid.server.headers): no inline script or style may run.
 STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "

@@ -73,3 +73,52 @@ def test_a_key_without_numbers_is_one_uncalibrated_line():
     assert "\n" not in message and "mirror" in message and "faceid eval cluster" in message
     with pytest.raises(UncalibratedError):
         params_for(None)
+
+
+def test_the_keep_rule_takes_the_highest_confidence_that_loses_at_most_a_tenth_of_a_percent():
+    """The rows of `faceid eval cluster --filters` for YuNet with SFace (LFW, 13,233 central faces):
+    0.85 loses none, 0.88 loses 15 (0.11%), so the rule keeps from 0.85; rows at other sizes do
+    not count, and a table where every bar loses too many is an error."""
+    from faceid.eval.grouping import chosen_filter
+
+    buckets = [{"row": "bucket", "central": 13_024}, {"row": "bucket", "central": 209}]
+
+    def keep(size, confidence, lost):
+        return {
+            "row": "keep",
+            "min_size": size,
+            "min_confidence": confidence,
+            "central_lost": lost,
+            "bcubed_precision": 0.96,
+            "bcubed_f": 0.97,
+        }
+
+    rows = buckets + [keep(40, 0.0, 0), keep(40, 0.85, 0), keep(40, 0.88, 15), keep(40, 0.9, 168), keep(30, 0.92, 0)]
+    chosen = chosen_filter(rows, 40)
+    assert chosen["min_confidence"] == 0.85 and chosen["central"] == 13_233 and chosen["central_lost"] == 0
+    assert chosen_filter(rows, 40, max_lost=0.002)["min_confidence"] == 0.88
+    with pytest.raises(ValueError, match="40 px"):
+        chosen_filter(buckets + [keep(40, 0.9, 168)], 40)
+
+
+def test_the_sweep_derives_each_rule_on_a_m_and_scores_it_on_a_m_n_z_and_all():
+    """`faceid eval cluster --sweep` rows: every (merge, floor) pair with floor >= merge, the numbers
+    derived on the A-M people's impostor pairs only, and grouping with exactly those numbers."""
+    from faceid.cluster import group_faces
+    from faceid.cluster.metrics import cluster_scores
+    from faceid.eval.grouping import LfwFaces, subset_mask, sweep_rules
+
+    x, who = clustered(60, 4, seed=3)
+    names = [f"{'AN'[i % 2]}person{i:03d}" for i in range(60)]  # half A-M, half N-Z
+    faces = LfwFaces(x, who, names, [f"{i}.jpg" for i in range(len(x))], 0, {})
+    rows = sweep_rules(faces, merge_rates=(1e-3, 1e-2), floor_rates=(5e-3, 2e-2))
+    assert [(r["merge_rate"], r["floor_rate"]) for r in rows] == [(1e-3, 5e-3), (1e-3, 2e-2), (1e-2, 2e-2)]
+    am = subset_mask(faces, "A-M")
+    for row in rows:
+        tail = impostor_tail(x[am], who[am])
+        d = derive(tail, GroupingRule(row["merge_rate"], row["floor_rate"], RULE.margin_share, RULE.suggest_rate))
+        assert (row["threshold"], row["floor"], row["margin"]) == (d.threshold, d.floor, d.margin)
+        params = GroupingParams(threshold=d.threshold, floor=d.floor, margin=d.margin)
+        s = cluster_scores(who, group_faces(x, params=params).labels)
+        assert row["all"] == [round(v, 4) for v in (s.bcubed_precision, s.bcubed_recall, s.bcubed_f)]
+        assert len(row["a_m"]) == len(row["n_z"]) == 3

@@ -252,3 +252,40 @@ def test_suggest_offers_a_person_their_stragglers_and_remembers_answers(tmp_path
     assert sorted(f["id"] for f in lines(fake_cli("faces", "Rosa", "--json", "-g", gallery_spec)))[-1] == c
     nobody = fake_cli("suggest", "Nobody", "-g", gallery_spec)
     assert nobody.exit_code != 0 and nobody.stderr.count("\n") == 1
+
+
+def test_accepting_one_face_of_a_group_does_not_bar_the_rest_of_it(gallery_spec):
+    """b and c look like Rosa and like each other (one group): accepting b as Rosa keeps c offered
+    to her (a yes about one face says nothing against its group; a `move` out of the group would
+    bar c). Accept takes kept unknown faces and an enrolled person only. Both backends."""
+    import numpy as np
+    from conftest import KEY
+
+    from faceid.errors import FaceNotFoundError, PersonNotFoundError
+    from faceid.gallery import NewFace, open_gallery
+    from faceid.thresholds import GROUPING
+
+    rng = np.random.default_rng(7)
+    rosa = rng.normal(size=KEY.dimension)
+    rosa /= np.linalg.norm(rosa)
+    other = rng.normal(size=KEY.dimension)
+    other -= other @ rosa * rosa
+    other /= np.linalg.norm(other)
+    bar = GROUPING[KEY].suggest
+
+    def new(similarity: float, photo: str, vector=None):
+        v = vector if vector is not None else similarity * rosa + np.sqrt(1 - similarity**2) * other
+        return NewFace(v.astype(np.float32), photo.ljust(64, "0"), (0, 0, 90, 90), 0.99, f"/photos/{photo}.jpg")
+
+    with open_gallery(gallery_spec) as g:
+        [a] = g.add_faces("Rosa", [new(1.0, "a", rosa)], embedding_key=KEY)
+        b, c = g.unknown.keep([new(bar + 0.15, "b"), new(bar + 0.1, "c")], embedding_key=KEY).ids
+        g.unknown.update_groups(leftovers=True)
+        assert [sorted(f.id for f in grp.faces) for grp in g.unknown.groups()] == [[b, c]]  # one group
+        with pytest.raises(PersonNotFoundError):
+            g.unknown.accept([b], "Nobody")
+        with pytest.raises(FaceNotFoundError, match="kept unknown face"):
+            g.unknown.accept([a], "Rosa")  # an enrolled face is no suggestion
+        assert g.unknown.accept([b], "Rosa") == [b]
+        assert [(o.face.id, o.person) for o in g.unknown.suggestions()] == [(c, "Rosa")]
+        assert g.check() == []  # the audit log replays the accept as the move it is

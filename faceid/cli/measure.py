@@ -278,6 +278,12 @@ def eval_cluster(
             "--filters", help="Instead: measure minimum face size and confidence for keeping (one line per row)."
         ),
     ] = False,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep", help="Instead: each impostor-rate rule of a grid on A-M, N-Z and all (one line per rule)."
+        ),
+    ] = False,
     model: ModelOpt = None,
     detector: DetectorOpt = None,
     cache: CacheOpt = None,
@@ -290,12 +296,15 @@ def eval_cluster(
     from faceid.cache import EmbeddingCache
     from faceid.eval.grouping import (
         BASELINES,
+        KEEP_RULE_SIZE,
+        chosen_filter,
         evaluate_attach,
         evaluate_grouping,
         filter_table,
         grouping_settings,
         lfw_detections,
         lfw_faces,
+        sweep_rules,
     )
     from faceid.eval.lfw import lfw_people
 
@@ -310,12 +319,18 @@ def eval_cluster(
         if filters:
             with progress_bar(total, "embedding LFW", not quiet) as tick:
                 detections = lfw_detections(data, pipeline, cache=EmbeddingCache(cache), progress=tick)
-            for row in filter_table(detections, _filter_params(pipeline.key)):
+            rows = filter_table(detections, _filter_params(pipeline.key))
+            for row in [*rows, chosen_filter(rows, KEEP_RULE_SIZE)]:
                 typer.echo(json.dumps(row))
             _cluster_errors(detections.errors)
             return
         with progress_bar(total, "embedding LFW", not quiet) as tick:
             faces = lfw_faces(data, pipeline, cache=EmbeddingCache(cache), progress=tick)
+        if sweep:
+            for row in sweep_rules(faces):
+                typer.echo(json.dumps({**row, "model": pipeline.key.model}))
+            _cluster_errors(faces.errors)
+            return
         settings = grouping_settings(faces, pipeline.key)
         reports = evaluate_grouping(
             faces, params=settings.params, baselines=BASELINES if baselines else (), subset=subset

@@ -244,7 +244,7 @@ def suggest(
         if answers:
             assert name is not None
             if answers.get("--accept"):
-                moved = g.unknown.move(answers["--accept"], name)
+                moved = g.unknown.accept(answers["--accept"], name)
                 say(f"accepted: moved {len(moved)} faces to {name}")
             if answers.get("--reject"):
                 rejected = g.unknown.reject(answers["--reject"], name)

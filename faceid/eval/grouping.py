@@ -29,9 +29,12 @@ __all__ = [
     "LfwFaces",
     "evaluate_attach",
     "evaluate_grouping",
+    "KEEP_RULE_SIZE",
+    "chosen_filter",
     "filter_table",
     "grouping_settings",
     "subset_mask",
+    "sweep_rules",
     "lfw_detections",
     "lfw_faces",
 ]
@@ -265,7 +268,7 @@ def lfw_detections(root: Path, pipeline=None, *, cache=None, progress=None) -> L
 
 #: Face sizes (shorter box side, pixels) and confidences :func:`filter_table` tries.
 FILTER_SIZES = (0, 20, 30, 40, 50, 60)
-FILTER_CONFIDENCES = (0.0, 0.9, 0.95, 0.99)
+FILTER_CONFIDENCES = (0.0, 0.85, 0.88, 0.9, 0.92, 0.95, 0.99)
 SIZE_BUCKETS = (0, 20, 30, 40, 50, 60, 80, 10_000)
 
 
@@ -319,6 +322,80 @@ def filter_table(faces: LfwDetections, params: GroupingParams | None = None) -> 
                 }
             )
     return rows
+
+
+#: The impostor rates ``faceid eval cluster --sweep`` tries (merge x floor; docs/grouping.md).
+SWEEP_MERGE_RATES = (1e-5, 1.5e-5, 2e-5, 2.5e-5, 3e-5, 4e-5)
+SWEEP_FLOOR_RATES = (5e-5, 7e-5, 1e-4, 1.5e-4, 2e-4, 3e-4)
+
+
+def sweep_rules(
+    faces: LfwFaces,
+    merge_rates: Sequence[float] = SWEEP_MERGE_RATES,
+    floor_rates: Sequence[float] = SWEEP_FLOOR_RATES,
+) -> list[dict]:
+    """For each rule (merge rate x floor rate, the other rates as :data:`RULE`): the numbers it
+    derives from the impostor pairs of LFW people A-M, and BCubed precision, recall, F of grouping
+    with them on A-M (where a rule is chosen), N-Z (the check) and all; one JSON-able row each."""
+    from faceid.cluster.calibration import RULE, GroupingRule
+
+    am, nz = subset_mask(faces, "A-M"), subset_mask(faces, "N-Z")
+    tail = impostor_tail(faces.embeddings[am], faces.people[am])
+    rows: list[dict] = []
+    seen: dict[tuple[float, float, float], dict] = {}
+    for merge_rate in merge_rates:
+        for floor_rate in (r for r in floor_rates if r >= merge_rate):
+            d = derive(tail, GroupingRule(merge_rate, floor_rate, RULE.margin_share, RULE.suggest_rate))
+            numbers = (d.threshold, d.floor, d.margin)
+            if numbers not in seen:  # rates that round to the same numbers group the same
+                params = GroupingParams(threshold=d.threshold, floor=d.floor, margin=d.margin)
+                seen[numbers] = {}
+                for name, mask in (("a_m", am), ("n_z", nz), ("all", np.ones_like(am))):
+                    s = cluster_scores(faces.people[mask], group_faces(faces.embeddings[mask], params=params).labels)
+                    seen[numbers][name] = [round(v, 4) for v in (s.bcubed_precision, s.bcubed_recall, s.bcubed_f)]
+            rows.append(
+                {
+                    "row": "rule",
+                    "merge_rate": merge_rate,
+                    "floor_rate": floor_rate,
+                    "threshold": d.threshold,
+                    "floor": d.floor,
+                    "margin": d.margin,
+                    **seen[numbers],
+                }
+            )
+    return rows
+
+
+#: The keep rule: the highest detection-confidence bar that loses at most this share of the
+#: central faces (the photo's subject) at the key's minimum face size. On MTCNN with SFace it gives
+#: 0.90 (10 of 13,232 lost; 0.95 loses 60), the bar chosen by hand before the rule.
+MAX_CENTRAL_LOST = 0.001
+#: The minimum face size the keep rule is applied at (40 px: below it background faces end in
+#: junk groups, measured with FaceNet and with SFace; docs/grouping.md).
+KEEP_RULE_SIZE = 40
+
+
+def chosen_filter(rows: list[dict], min_size: int, max_lost: float = MAX_CENTRAL_LOST) -> dict:
+    """The ``"chosen"`` row for :func:`filter_table`'s ``rows``: the highest ``min_confidence``
+    whose ``"keep"`` row at ``min_size`` loses at most ``max_lost`` of the central faces."""
+    central = sum(r["central"] for r in rows if r["row"] == "bucket")
+    ok = [
+        r for r in rows if r["row"] == "keep" and r["min_size"] == min_size and r["central_lost"] <= max_lost * central
+    ]
+    if not ok:
+        raise ValueError(f"no keep row at {min_size} px loses at most {max_lost:.1%} of the central faces")
+    best = max(ok, key=lambda r: r["min_confidence"])
+    return {
+        "row": "chosen",
+        "rule": f"highest confidence losing at most {max_lost:.1%} of central faces at {min_size} px",
+        "min_size": min_size,
+        "min_confidence": best["min_confidence"],
+        "central_lost": best["central_lost"],
+        "central": central,
+        "bcubed_precision": best["bcubed_precision"],
+        "bcubed_f": best["bcubed_f"],
+    }
 
 
 def evaluate_attach(faces: LfwFaces, *, params: GroupingParams | None = None) -> dict:

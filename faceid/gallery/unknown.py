@@ -303,30 +303,49 @@ class UnknownFaces:
             FaceNotFoundError: a face id is not in the gallery.
             InvalidNameError: the name is not acceptable.
         """
+        return self._move(face_ids, normalise_name(name) if name is not None else None, accepting=False)
+
+    def accept(self, face_ids: Sequence[int], name: str) -> list[int]:
+        """Say kept faces are ``name``, an enrolled person (the answer "yes" to a suggestion): they
+        become that person's enrolled faces, as :meth:`move` makes them, but their group's other
+        faces are not barred from them (a yes about one face says nothing against its group).
+
+        Raises:
+            PersonNotFoundError: ``name`` is nobody in the gallery.
+            FaceNotFoundError: a face id is not a kept unknown face.
+        """
+        return self._move(face_ids, normalise_name(name), accepting=True)
+
+    def _move(self, face_ids: Sequence[int], target: str | None, *, accepting: bool) -> list[int]:
         wanted = sorted({int(i) for i in face_ids})
-        target = normalise_name(name) if name is not None else None
         b = self._b
         with self._gallery.guard():
             b.require_unknown("moving faces")
             try:
                 with b.change():
                     rows = b.face_rows(wanted)
-                    missing = sorted(set(wanted) - {r[0] for r in rows})
+                    missing = sorted(set(wanted) - {r[0] for r in rows if not (accepting and r[1] is not None)})
                     if missing:
-                        raise FaceNotFoundError(f"no face with id {missing[0]} in {self._gallery.path}")
+                        what = "kept unknown face" if accepting else "face"
+                        raise FaceNotFoundError(f"no {what} with id {missing[0]} in {self._gallery.path}")
                     pid = b.person_id(target) if target is not None else None
+                    if accepting and pid is None:
+                        raise self._gallery.not_found(str(target))
                     moved = [r for r in rows if not (pid is not None and r[1] == pid)]
                     if not moved:
                         raise Unchanged
                     moving = sorted(r[0] for r in moved)
-                    b.audit("move", target, faces=moving)
+                    if accepting:  # a move (the log replays it as one), said to be the answer to a suggestion
+                        b.audit("move", target, faces=moving, accepted=True)
+                    else:
+                        b.audit("move", target, faces=moving)
                     if target is not None and pid is None:
                         pid = b.add_person(target)
                     rules: list[tuple[int, int, int]] = []
                     for face, person, group in moved:
                         if person is not None:
                             rules.append((face, 0, person))
-                        elif group is not None:
+                        elif group is not None and not accepting:
                             others = [f.id for f in b.unknown_faces(group=group)]
                             rules += [(min(face, o), max(face, o), 0) for o in others if o not in moving]
                     b.exclude(rules)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 from pydantic import BaseModel, Field
 
@@ -130,10 +130,11 @@ class RemovedFaceOut(BaseModel):
 
 
 class ClusterOut(BaseModel):
-    """A group of kept unknown faces that look like one person: the object a line of
-    ``faceid clusters --json`` prints (``cluster``, ``size``, ``faces``)."""
+    """A group of kept unknown faces that look like one person, or (``cluster`` null, listed last)
+    the kept faces in no group: the object a line of ``faceid clusters --json`` prints (``cluster``,
+    ``size``, ``faces``)."""
 
-    cluster: int = Field(description="The group's id.")
+    cluster: Optional[int] = Field(description="The group's id; null for the faces in no group.")
     size: int = Field(description="How many faces it holds.")
     faces: list[PersonFaceOut]
 
@@ -161,6 +162,30 @@ class MoveIn(BaseModel):
 class MovedOut(BaseModel):
     moved: list[int]
     person: Optional[str]
+
+
+class SuggestionOut(BaseModel):
+    """ "Is this ``person``?": a kept unknown face whose best match among the enrolled faces is
+    ``person``, at or above the model's suggest bar (what a line of ``faceid suggest --json`` says)."""
+
+    face: PersonFaceOut
+    person: str
+    similarity: float = Field(description="Cosine similarity of the face to its best match, the person's face.")
+    cluster: Optional[int] = Field(description="The face's group, null if it is in no group.")
+
+
+class AnswerIn(BaseModel):
+    name: str = Field(
+        description="The person offered: the faces are (accept) or are not (reject) them.", max_length=1000
+    )
+    faces: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
+        description="Ids of kept unknown faces.", min_length=1, max_length=10_000
+    )
+
+
+class RejectedOut(BaseModel):
+    rejected: list[int] = Field(description="The faces, never offered or named as the person again.")
+    person: str
 
 
 ErrorOut.model_rebuild()

@@ -383,7 +383,15 @@ function confirmed(text) {
 // -- review of unknown faces ----------------------------------------------------------------------
 
 async function loadGroups() {
-  const [groups, people] = await Promise.all([json("/v1/clusters"), json("/v1/people")]);
+  const [listed, people, offers] = await Promise.all([
+    json("/v1/clusters"),
+    json("/v1/people"),
+    json("/v1/suggestions").catch((e) => {
+      // a gallery whose model has no measured suggest bar (409) still shows its groups
+      if (e.status === 409) return [];
+      throw e;
+    }),
+  ]);
   $("people-names").replaceChildren(
     ...people.map((p) => {
       const option = document.createElement("option");
@@ -391,8 +399,99 @@ async function loadGroups() {
       return option;
     }),
   );
+  // the API lists the faces in no group last, as one entry with `cluster` null
+  const groups = listed.filter((g) => g.cluster !== null);
+  const loose = listed.find((g) => g.cluster === null);
   $("review-empty").hidden = groups.length > 0;
-  $("review-list").replaceChildren(...groups.map(groupCard));
+  $("review-list").replaceChildren(...groups.map(groupCard), ...(loose ? [looseCard(loose)] : []));
+  $("suggest").hidden = offers.length === 0;
+  $("suggest-list").replaceChildren(...offers.map(suggestCard));
+}
+
+function thumbOf(face, alt) {
+  const img = document.createElement("img");
+  img.alt = alt;
+  img.title = `${face.image || ""} (face ${face.id})`;
+  imageUrl(face.thumbnail).then((url) => (img.src = url), () => img.classList.add("missing"));
+  return img;
+}
+
+const post = (path, body) =>
+  json(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+// "Is this X?": a kept face whose best match is an enrolled person above the model's suggest bar.
+function suggestCard(offer) {
+  const card = $("suggest-card").content.firstElementChild.cloneNode(true);
+  const face = offer.face;
+  card.dataset.face = face.id;
+  card.dataset.person = offer.person;
+  card.querySelector(".thumb").replaceChildren(thumbOf(face, `a kept face that may be ${offer.person}`));
+  const question = card.querySelector(".suggest-question");
+  const who = document.createElement("strong");
+  who.textContent = offer.person;
+  question.append("Is this ", who, "?");
+  const where = offer.cluster === null ? "in no group" : `in group ${offer.cluster}`;
+  card.querySelector(".suggest-detail").textContent =
+    `face ${face.id} from ${face.image || "a photo"}, ${where}; similarity ${offer.similarity.toFixed(2)}`;
+  const answer = async (verb) => {
+    try {
+      const body = { name: offer.person, faces: [face.id] };
+      await post(`/v1/suggestions/${verb}`, body);
+      await loadGroups();
+      const text =
+        verb === "accept"
+          ? `Face ${face.id} is now ${offer.person}'s.`
+          : `Face ${face.id} is not ${offer.person}: it will not be offered as them again.`;
+      say($("review-message"), text, "ok");
+    } catch (e) {
+      say(slotIn(card), e.message);
+    }
+  };
+  card.querySelector(".accept").addEventListener("click", () => answer("accept"));
+  card.querySelector(".reject").addEventListener("click", () => answer("reject"));
+  return card;
+}
+
+// The kept faces in no group: shown, and named a few at a time (each one a move, as `faceid move`).
+function looseCard(loose) {
+  const card = $("loose-card").content.firstElementChild.cloneNode(true);
+  card.dataset.group = "none";
+  const n = loose.faces.length;
+  card.querySelector(".group-count").textContent = `${n} face${n === 1 ? "" : "s"}`;
+  const chosen = new Set();
+  for (const face of loose.faces) {
+    const figure = document.createElement("figure");
+    figure.className = "thumb";
+    figure.dataset.face = face.id;
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "choose";
+    toggle.setAttribute("aria-pressed", "false");
+    toggle.title = `Choose face ${face.id}`;
+    toggle.append(thumbOf(face, `an unknown face in no group, from ${face.image || "a photo"}`));
+    toggle.addEventListener("click", () => {
+      if (chosen.has(face.id)) chosen.delete(face.id);
+      else chosen.add(face.id);
+      toggle.setAttribute("aria-pressed", String(chosen.has(face.id)));
+    });
+    figure.append(toggle);
+    card.querySelector(".thumbs").append(figure);
+  }
+  card.querySelector(".name-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = card.querySelector(".name-input").value.trim();
+    try {
+      if (!chosen.size) throw new Error("choose the faces to name first (click them)");
+      personUrl(name); // a name no URL can reach is refused here, as the API would
+      let moved = 0;
+      for (const id of chosen) moved += (await post(`/v1/faces/${id}/move`, { name })).moved.length;
+      await loadGroups();
+      say($("review-message"), `Named ${moved} face${moved === 1 ? "" : "s"} in no group as ${name}.`, "ok");
+    } catch (e) {
+      say(slotIn(card), e.message);
+    }
+  });
+  return card;
 }
 
 function groupCard(group) {
