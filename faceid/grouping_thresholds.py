@@ -42,11 +42,12 @@ GROUPING: dict[EmbeddingKey, GroupingNumbers] = {
     EmbeddingKey.for_model("facenet-20170512-110547", crop_margin=0.1): GroupingNumbers(
         threshold=0.68, floor=0.60, margin=0.10, suggest=0.50, min_confidence=0.95, min_face_size=40
     ),
-    # `faceid eval cluster --model sface --detector yunet --no-baselines`: the rule on A-M; keep
-    # filters from `faceid eval cluster --filters --model sface --detector yunet` ("chosen" row:
-    # YuNet scores faces lower than MTCNN, 0.88 already loses 15 central faces, 0.92 loses 2,493)
+    # `faceid eval cluster --model sface --detector yunet`: the rule on A-M ("derived_on_a_m"; YuNet
+    # enlarging photos under 640 px moved it from 0.48 / 0.42); keep filters from `faceid eval
+    # cluster --filters --model sface --detector yunet` ("chosen" row: YuNet scores faces lower than
+    # MTCNN; 0.85 loses 7 of 13,233 central faces)
     EmbeddingKey.for_model("sface", detector="yunet"): GroupingNumbers(
-        threshold=0.48, floor=0.42, margin=0.06, suggest=0.37, min_confidence=0.85, min_face_size=40
+        threshold=0.49, floor=0.43, margin=0.06, suggest=0.37, min_confidence=0.85, min_face_size=40
     ),
     EmbeddingKey.for_model("sface"): GroupingNumbers(
         threshold=0.50, floor=0.44, margin=0.06, suggest=0.38, min_confidence=0.90, min_face_size=40

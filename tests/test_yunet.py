@@ -310,8 +310,10 @@ def test_faceid_identify_on_a_yunet_sface_gallery_never_imports_tensorflow(tmp_p
     photo = SAMPLES / "photos" / "obama_and_biden.jpg"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     outputs = {}
+    obama, biden = SAMPLES / "people" / "barack_obama" / "obama.jpg", SAMPLES / "people" / "joe_biden" / "biden.jpg"
     for command in (
         ["identify", str(photo), "-g", str(tmp_path / "g"), "--json"],
+        ["verify", str(obama), str(biden), "--detector", "yunet", "--json"],
         ["people", "-g", str(tmp_path / "g")],
         ["--help"],
     ):
@@ -324,13 +326,15 @@ def test_faceid_identify_on_a_yunet_sface_gallery_never_imports_tensorflow(tmp_p
         outputs[command[0]] = done.stdout
     (line,) = [x for x in outputs["identify"].splitlines() if x.startswith("{")]
     assert sorted(face["name"] for face in json.loads(line)["faces"]) == ["barack_obama", "joe_biden"]
+    verdict = json.loads(outputs["verify"].strip().splitlines()[-1])  # at YuNet + SFace's own 1:1 threshold
+    assert verdict["same"] is False and verdict["threshold"] == pytest.approx(0.3636, abs=1e-4)
 
 
 def test_thresholds_are_keyed_per_detector():
     from faceid.errors import UncalibratedError
     from faceid.thresholds import threshold_for
 
-    assert threshold_for(YUNET_KEY, 1680) == 0.2544 and threshold_for(KEY, 1680) == 0.2538
+    assert threshold_for(YUNET_KEY, 1680) == 0.2492 and threshold_for(KEY, 1680) == 0.2538
     with pytest.raises(UncalibratedError, match="YuNet detector"):
         threshold_for(EmbeddingKey.for_model("facenet-20170512-110547", detector="yunet"), 10)
 

@@ -143,6 +143,7 @@ def eval_verify(
     ctx: typer.Context,
     data: DataOpt,
     model: ModelOpt = None,
+    detector: DetectorOpt = None,
     cache: CacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -154,7 +155,7 @@ def eval_verify(
     with cli_errors():
         total = image_count(data)
         store = EmbeddingCache(cache)
-        pipeline = _eval_pipeline(ctx, None, None, None, model)
+        pipeline = _eval_pipeline(ctx, None, None, None, model, detector)
         with progress_bar(total, "embedding LFW", not quiet) as tick:
             report = evaluate_verify(data, pipeline, cache=store, progress=tick)
     typer.echo(json.dumps(report.to_json()))

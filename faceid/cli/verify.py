@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from faceid.cli._common import JsonOpt, app, cli_errors, new_pipeline, say
+from faceid.cli._common import DetectorOpt, JsonOpt, app, check_detector, cli_errors, new_pipeline, say
 from faceid.cli.measure import ModelOpt
 from faceid.errors import FaceIDError
 
@@ -30,6 +30,7 @@ def verify(
     box_a: Annotated[Optional[str], typer.Option("--box-a", help="x,y,w,h: the face to use in A.")] = None,
     box_b: Annotated[Optional[str], typer.Option("--box-b", help="x,y,w,h: the face to use in B.")] = None,
     model: ModelOpt = None,
+    detector: DetectorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Are the faces in two photos the same person? Each photo's largest face (or the one at --box-a/--box-b)."""
@@ -40,7 +41,8 @@ def verify(
         if fmr is not None and threshold is not None:
             raise FaceIDError("give --fmr or --threshold, not both")
         boxes = parse_box(box_a, "--box-a"), parse_box(box_b, "--box-b")
-        pipeline = new_pipeline(ctx, EmbeddingKey.for_model(model))  # the key the thresholds were measured for
+        key = EmbeddingKey.for_model(model, detector=check_detector(detector))  # the thresholds are the key's
+        pipeline = new_pipeline(ctx, key)
         result = verify_files(a, b, pipeline, box_a=boxes[0], box_b=boxes[1], fmr=fmr, threshold=threshold)
     if as_json:
         typer.echo(json.dumps(result.to_json()))
