@@ -25,13 +25,20 @@ def test_sface_loaded_in_the_background_is_the_net_the_embedding_thread_uses(mon
     crops = np.random.default_rng(0).integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)
     embedder = OnnxEmbedder("sface")
     embedder.expect(3)
-    early = embedder.embed(crops)
-    assert reads == ["faceid-embedder-load"]  # read once, in the loading thread, then used by this one
-    rows = [None]
-    worker = threading.Thread(target=lambda: rows.__setitem__(0, embedder.embed(crops)), name="other")
-    worker.start()
-    worker.join()
+
+    def embed_in(name: str) -> np.ndarray:
+        """Embed in a new thread: this one may hold a net of an earlier test's embedder already."""
+        rows = []
+        worker = threading.Thread(target=lambda: rows.append(embedder.embed(crops)), name=name)
+        worker.start()
+        worker.join()
+        assert len(rows) == 1, f"embedding in thread {name} failed"
+        return rows[0]
+
+    early = embed_in("first")
+    assert reads == ["faceid-embedder-load"]  # read once, in the loading thread, then used by the first caller
+    later = embed_in("other")
     assert reads == ["faceid-embedder-load", "other"]  # another thread reads its own (nets keep per-call state)
-    np.testing.assert_allclose(rows[0], early, atol=1e-6)
+    np.testing.assert_allclose(later, early, atol=1e-6)
     reference = OnnxEmbedder("sface", runtime="onnxruntime").embed(crops)
     np.testing.assert_allclose(early, reference, atol=1e-5)

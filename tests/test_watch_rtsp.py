@@ -156,6 +156,13 @@ def _collect(proc: subprocess.Popen) -> list[dict]:
     return events
 
 
+def _collect_lines(stream) -> list[str]:
+    """The lines of ``stream`` (a process's stderr), appended as they come (a reader thread)."""
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(stream), daemon=True).start()
+    return lines
+
+
 @pytest.mark.model
 @pytest.mark.slow
 def test_cli_watch_names_a_person_on_rtsp_across_a_drop(tmp_path):
@@ -182,8 +189,8 @@ def test_cli_watch_names_a_person_on_rtsp_across_a_drop(tmp_path):
         proc = _faceid("watch", server.url, "-g", str(tmp_path / "g"), "--fps", "2",
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         try:
-            events = _collect(proc)
-            assert _wait(lambda: any(e["event"] == "start" for e in events), 240), proc.stderr
+            events, log = _collect(proc), _collect_lines(proc.stderr)
+            assert _wait(lambda: any(e["event"] == "start" for e in events), 240), log
             first = events[0]
             assert (first["event"], first["name"], first["status"], first["source"]) == (
                 "start", "barack", "known", server.url
@@ -191,17 +198,22 @@ def test_cli_watch_names_a_person_on_rtsp_across_a_drop(tmp_path):
             server.stop()  # the drop: every open track ends (a slow machine may have split it in several)
             opened = lambda: {e["track"] for e in events if e["event"] == "start"}  # noqa: E731
             closed = lambda: {e["track"] for e in events if e["event"] == "end"}  # noqa: E731
-            assert _wait(lambda: opened() <= closed(), 120), events
+            # faceid may still read frames it had buffered; it says when the stream has stopped, after
+            # the last event of that connection
+            assert _wait(lambda: any("the stream stopped" in line for line in log), 120), log
+            assert opened() <= closed(), events
             before = len(events)
             server.start()  # back: faceid reconnects and starts a new track
-            assert _wait(lambda: any(e["event"] == "start" for e in events[before:]), 240), events
+            assert _wait(lambda: any(e["event"] == "start" for e in events[before:]), 240), (events, log)
             time.sleep(1)
             proc.send_signal(signal.SIGTERM)
-            _, errors = proc.communicate(timeout=120)
+            proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
+    _wait(lambda: any(line.startswith("faceid: watched") for line in log), 10)  # the reader takes the last lines
+    errors = "".join(log)
     assert proc.returncode == 0, errors
     assert all(e["name"] == "barack" and e["status"] == "known" for e in events), events
     assert max(e["track"] for e in events[:before]) < min(e["track"] for e in events[before:])
