@@ -103,6 +103,41 @@ def test_remember_keeps_the_unknown_faces(enrolled, fake_pipeline):
     assert [(f.id, f.image_path) for f in kept] == [(blue.kept_as, "/photos/x.png")]
 
 
+def test_remembering_a_run_keeps_a_batch_of_photos_in_one_change(enrolled, fake_pipeline, tmp_path, monkeypatch):
+    """identify(..., remember=True) keeps the unknown faces of up to batch_size photos in one change
+    (on a Milvus server a change costs round trips); results stay in order, a bad file goes by, and
+    a photo seen twice in one batch is kept once: its second copy says so, as it would a run later."""
+    from faceid.gallery import Gallery
+    from faceid.gallery.unknown import UnknownFaces
+
+    blue = save_png(tmp_path / "run" / "blue.png", tile_image([BLUE]))
+    photos = [
+        blue,
+        tmp_path / "run" / "missing.png",
+        save_png(tmp_path / "run" / "two.png", tile_image([BLUE, (90, 90, 0)])),
+        save_png(tmp_path / "run" / "blue-again.png", tile_image([BLUE])),  # the same bytes as blue.png
+        save_png(tmp_path / "run" / "alice.png", tile_image([RED])),
+    ]
+    changes: list[int] = []
+    real_keep = UnknownFaces.keep
+
+    def counting(self, faces, **kwargs):
+        changes.append(len(faces))
+        return real_keep(self, faces, **kwargs)
+
+    monkeypatch.setattr(UnknownFaces, "keep", counting)
+    with Gallery(enrolled) as g:
+        results = list(identify(photos, g, fake_pipeline, remember=True))
+    assert [r.image for r in results] == [str(p) for p in photos]
+    assert results[1].error is not None and results[1].faces == ()
+    assert changes == [3, 1]  # blue, two (2 faces); then from the second copy of blue, which came back to it
+    first, again = results[0].faces[0], results[3].faces[0]
+    assert first.kept_as is not None and not first.kept_before
+    assert again.kept_as == first.kept_as and again.kept_before
+    assert [f.status for f in results[4].faces] == ["known"] and results[4].faces[0].kept_as is None
+    assert len({first.kept_as, *(f.kept_as for f in results[2].faces)}) == 3  # three faces, three ids
+
+
 # -- the real models, on real photos ------------------------------------------------------------------
 
 
