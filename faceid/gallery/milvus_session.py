@@ -52,6 +52,7 @@ class ReadPoint:
         self.timeout = timeout
         self.floor = 0
         self._last: dict[str, int] = {}  # collection -> the timestamp of this process's last write to it
+        self.writes = 0  # this process's writes so far: what it read before is stale once this moves
         self._address = ""  # the connection's, as pymilvus keys its session timestamps
 
     def open(self) -> None:
@@ -74,6 +75,7 @@ class ReadPoint:
 
     def wrote(self, collection: str) -> None:
         """Note the timestamp of the write to ``collection`` that has just returned."""
+        self.writes += 1
         if not self.server or not self.floor:
             return
         from pymilvus.client import ts_utils
