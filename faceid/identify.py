@@ -165,8 +165,9 @@ def candidates_for(gallery: AnyGallery, embeddings: np.ndarray, *, top: int = 5,
     """The ``top`` best people for each ``(n, D)`` embedding row, from the gallery's nearest ``k`` faces."""
     if len(embeddings) == 0:
         return []
-    k = max(1, min(k, max(gallery.face_count, 1)))
-    scores, ids = gallery.search(embeddings, k)
+    # k is not bounded by the gallery's size: a search pads with -1 (asking for the count was two
+    # round trips a photo on a Milvus server)
+    scores, ids = gallery.search(embeddings, max(1, k))
     owners = gallery.face_owners(ids)
     out = []
     for row_scores, row_ids in zip(scores, ids):
