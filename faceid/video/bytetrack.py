@@ -6,8 +6,8 @@ beside the pinned ``opencv-python-headless`` (both write the same ``cv2`` module
 worse here (docs/video.md, "Our tracker against ByteTrack"). To measure it, install it beside faceid
 without its dependencies::
 
-    pip install --target /tmp/bytetrack --no-deps trackers==2.6.1 supervision==0.31.2 tqdm pydeprecate defusedxml
-    PYTHONPATH=/tmp/bytetrack:$PYTHONPATH faceid eval trackers --data ../shared/data
+    pip install --target .bytetrack --no-deps trackers==2.6.1 supervision==0.31.2 tqdm pydeprecate defusedxml
+    PYTHONPATH=.bytetrack:$PYTHONPATH faceid eval trackers --data ../shared/data
 
 ByteTrack links boxes by overlap with a Kalman prediction (two stages: confident detections, then
 the rest); it never looks at the embedding. Each of its track ids becomes a
