@@ -301,6 +301,25 @@ def remove(index: Any, ids: np.ndarray) -> int:
     return len(gone)
 
 
+def _checked_layout(handle: Any) -> tuple[int, dict]:
+    """``(faces, layout)`` of the index file open in ``handle``: :func:`_layout` of its header, every
+    fixed part checked. ``ValueError`` if it is not laid out as a gallery index."""
+    import os
+    import struct
+
+    size = os.fstat(handle.fileno()).st_size
+    head = handle.read(1 << 16)
+    if len(head) < 16:
+        raise ValueError("too short")
+    n = int(struct.unpack_from("<q", head, 8)[0])
+    where = _layout(head, size, n)
+    for offset, expected in where["checks"]:
+        handle.seek(offset)
+        if handle.read(len(expected)) != expected:
+            raise ValueError("not laid out as expected")
+    return n, where
+
+
 def _layout(head: bytes, size: int, n: int) -> dict[str, Any]:
     """Where an index file made by ``faiss.serialize_index`` of a gallery index keeps what :func:`erase` overwrites.
 
@@ -362,16 +381,7 @@ def erase(path: Any, ids: np.ndarray) -> int:
 
     ids = np.asarray(ids, dtype=np.int64)
     with open(path, "r+b") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        head = handle.read(1 << 16)
-        if len(head) < 16:
-            raise ValueError("too short")
-        n = int(struct.unpack_from("<q", head, 8)[0])
-        where = _layout(head, size, n)
-        for offset, expected in where["checks"]:
-            handle.seek(offset)
-            if handle.read(len(expected)) != expected:
-                raise ValueError("not laid out as expected")
+        n, where = _checked_layout(handle)
         handle.seek(where["ids"])
         places = np.flatnonzero(np.isin(np.frombuffer(handle.read(8 * n), dtype=np.int64), ids))
         if not len(places):
@@ -429,20 +439,9 @@ def mapped(path: Any) -> tuple[np.ndarray, np.ndarray]:
     if the file is not laid out as a gallery index (then load it with FAISS, which checks it).
     """
     import mmap
-    import os
-    import struct
 
     with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        head = handle.read(1 << 16)
-        if len(head) < 16:
-            raise ValueError("too short")
-        n = int(struct.unpack_from("<q", head, 8)[0])
-        where = _layout(head, size, n)
-        for offset, expected in where["checks"]:
-            handle.seek(offset)
-            if handle.read(len(expected)) != expected:
-                raise ValueError("not laid out as expected")
+        n, where = _checked_layout(handle)
     d = int(where["d"])
     if n == 0:
         return np.zeros(0, np.int64), np.zeros((0, d), np.float32)

@@ -64,6 +64,20 @@ def clip_gallery(work: Path, data: Path, pipeline: Pipeline) -> Any:
 CLIP_WINDOWS = {"Lin-Manuel Miranda": (0.0, 7.2), "Alex Lacamoire": (0.0, 2.9), "Barack Obama": (7.2, 9.2)}
 
 
+def named_tracks(tracks: Any, windows: dict[str, tuple[float, float]]) -> tuple[dict[str, int], int]:
+    """``(tracks named per person, tracks named outside that person's time window)`` of a clip's
+    tracks; a person without a window is never in the clip, so every track named them is wrong."""
+    named: dict[str, int] = {}
+    wrong = 0
+    for t in tracks:
+        if t.name is None:
+            continue
+        named[t.name] = named.get(t.name, 0) + 1
+        low, high = windows.get(t.name, (0.0, -1.0))
+        wrong += not (low <= t.first and t.last <= high)
+    return named, wrong
+
+
 def _sampling(
     clip: Path, work: Path, data: Path, pipeline: Pipeline, rates: Sequence[float] = (1, 2, 3, 5)
 ) -> Iterator[dict]:
@@ -76,14 +90,7 @@ def _sampling(
         start = time.perf_counter()
         result = identify_video(clip, gallery, pipeline, fps=rate)
         wall = time.perf_counter() - start
-        named: dict[str, int] = {}
-        wrong = 0
-        for t in result.tracks:
-            if t.name is None:
-                continue
-            named[t.name] = named.get(t.name, 0) + 1
-            low, high = CLIP_WINDOWS.get(t.name, (0.0, -1.0))
-            wrong += not (low <= t.first and t.last <= high)
+        named, wrong = named_tracks(result.tracks, CLIP_WINDOWS)
         yield {
             "figure": "video_sampling",
             "sample_fps": rate,

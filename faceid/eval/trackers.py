@@ -159,7 +159,7 @@ def clip_figures(
     load: Callable[[], Any] = lambda: None,
 ) -> Iterator[dict[str, Any]]:
     """One figure per tracker and sample clip (see the module docstring); ``data`` is ../shared/data."""
-    from faceid.bench.video import CLIP_WINDOWS, clip_gallery
+    from faceid.bench.video import CLIP_WINDOWS, clip_gallery, named_tracks
     from faceid.video import identify_video
     from faceid.video.decision import link_threshold
 
@@ -176,14 +176,7 @@ def clip_figures(
             start = time.process_time()
             result = identify_video(data / "video" / clip, gallery, pipeline, fps=fps, engine_hook=swap)
             cpu = time.process_time() - start
-            named: dict[str, int] = {}
-            wrong = 0
-            for t in result.tracks:
-                if t.name is None:
-                    continue
-                named[t.name] = named.get(t.name, 0) + 1
-                low, high = windows.get(t.name, (0.0, -1.0))
-                wrong += not (low <= t.first and t.last <= high)
+            named, wrong = named_tracks(result.tracks, windows)
             yield {
                 "figure": "tracker_clip",
                 "tracker": name,
