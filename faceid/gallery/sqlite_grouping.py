@@ -4,9 +4,9 @@
 new faces are settled against the existing groups through their cached embedding sums
 (:mod:`faceid.gallery.groupsums`; :func:`faceid.cluster.incremental.settle`: they join groups,
 form new ones, and groups whose link clears the bar merge), so its cost follows the new faces,
-not the gallery; the faces left over are settled too while they are few or when their number
-grew by a quarter (:data:`LEFTOVERS_ALWAYS`), and grouped among themselves when they are very
-many (:data:`SETTLE_LEFTOVERS_UP_TO`). The plan is computed in a read snapshot and written only if
+not the gallery; the faces left over are settled with them while they are few, when their number
+grew by a quarter, or when the step brings at least as many new faces (:data:`LEFTOVERS_ALWAYS`).
+The plan is computed in a read snapshot and written only if
 nothing changed meanwhile (else computed again under the write lock).
 """
 
@@ -107,17 +107,16 @@ def _new_group_ids(db: sqlite3.Connection, count: int) -> list[int]:
     return list(range(last + 1, last + count + 1))
 
 
-#: Up to this many faces in no group, a step that looks at the leftovers settles them all against
-#: the groups (:func:`faceid.cluster.incremental.settle`: they may join groups and merge them, as
-#: in one run); above, they are grouped among themselves only (a search of every one against every
-#: group would take minutes).
-SETTLE_LEFTOVERS_UP_TO = 20_000
 #: Faces in no group are settled at every grouping step while there are at most this many; above,
-#: when their number grew by a quarter of what was left last time (at least this many more).
-#: :meth:`UnknownFaces.update_groups`. It was 2,000: then 20,000 faces kept in 4 shuffled batches
-#: ended at BCubed F 0.88 against one run's 1.0, with 2,981 faces waiting in no group, while
-#: settling them took 0.37 s (`faceid bench --only unknown --sizes 20000`, ``unknown_batches``).
-LEFTOVERS_ALWAYS = SETTLE_LEFTOVERS_UP_TO
+#: when their number grew by a quarter of what was left last time (at least this many more), or when
+#: the step brings at least as many new faces as are waiting (settling them then costs at most about
+#: twice the step's own search). :meth:`UnknownFaces.update_groups`. It was 2,000: then 20,000 faces
+#: kept in 4 shuffled batches ended at BCubed F 0.88 against one run's 1.0, with 2,981 faces waiting
+#: in no group, while settling them took 0.37 s (`faceid bench --only unknown --sizes 20000`,
+#: ``unknown_batches``). Leftovers are always settled against the groups, never grouped among
+#: themselves only: above 20,000 they once were, and the groups they formed never met the groups
+#: of the same people (200,000 faces in 4 batches: BCubed F 0.899 after settling, one run 0.996).
+LEFTOVERS_ALWAYS = 20_000
 
 #: Rows read from SQLite at a time when reading many faces' embeddings.
 _READ_BATCH = 10_000
@@ -218,6 +217,12 @@ def _plan(db: sqlite3.Connection, dimension: int, full: bool, leftovers: bool | 
     if db.execute("SELECT 1 FROM faces WHERE group_id IS NOT NULL LIMIT 1").fetchone():
         # go on from the groups (faceid.cluster.incremental): first the new faces; then, when the
         # leftovers are due, every face in no group (the new ones with them) in one settle instead
+        if leftovers is None and tried > tried_before:
+            (arrived,) = db.execute(
+                "SELECT COUNT(*) FROM faces WHERE group_id IS NULL AND person_id IS NULL AND id > ?", (tried_before,)
+            ).fetchone()
+            if 0 < ungrouped - arrived <= arrived:  # as many new faces as waiting ones: settle them all together
+                leftovers = True
         settled = None
         if not leftovers and tried > tried_before:
             new_ids, new_shas, new_vectors = _read(db, "group_id IS NULL AND id > ?", (tried_before,), dimension)
@@ -228,7 +233,7 @@ def _plan(db: sqlite3.Connection, dimension: int, full: bool, leftovers: bool | 
         placed = settled.attached + settled.newly_grouped if settled else 0
         if leftovers is None:
             leftovers = due(ungrouped - placed)
-        everyone = bool(leftovers) and ungrouped <= SETTLE_LEFTOVERS_UP_TO
+        everyone = bool(leftovers)
         if everyone:
             face_ids, shas, vectors = _read(db, "group_id IS NULL", (), dimension)
             settled = settle_faces(db, face_ids, shas, vectors, dimension, params, _exclusion_pairs(db, face_ids))
@@ -237,19 +242,6 @@ def _plan(db: sqlite3.Connection, dimension: int, full: bool, leftovers: bool | 
             attached, new_groups, newly = settled.attached, settled.new_groups, settled.newly_grouped
         if everyone:
             left = ungrouped - attached - newly
-        elif leftovers:  # too many to settle at once: group them among themselves, as before
-            rest_ids, rest_shas, rest_vectors = _read(db, "group_id IS NULL", (), dimension)
-            rest = ~np.isin(rest_ids, ids)
-            rest_groups, grouping, new_sums = _group_new(
-                db, rest_ids[rest], [s for s, k in zip(rest_shas, rest.tolist()) if k], rest_vectors[rest], params
-            )
-            offset = new_groups  # placeholders after the settled ones
-            sums.update({g - offset: v for g, v in new_sums.items()})
-            grouped = rest_groups != 0
-            ids = np.concatenate([ids, rest_ids[rest][grouped]])
-            groups = np.concatenate([groups, rest_groups[grouped] - offset])
-            new_groups, newly = new_groups + grouping.new_groups, newly + grouping.newly_grouped
-            left = grouping.ungrouped
     elif (due(ungrouped) if leftovers is None else leftovers) and ungrouped >= 2:
         rest_ids, rest_shas, rest_vectors = _read(db, "group_id IS NULL", (), dimension)
         rest_groups, grouping, sums = _group_new(db, rest_ids, rest_shas, rest_vectors, params)

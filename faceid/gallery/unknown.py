@@ -230,7 +230,8 @@ class UnknownFaces:
         embedding sums are cached: :mod:`faceid.gallery.groupsums`), and the faces left over are
         grouped, by default (``leftovers=None``), while they are few
         (:data:`~faceid.gallery.sqlite_grouping.LEFTOVERS_ALWAYS`) or
-        when their number grew by a quarter since it last ran; ``True``: now; ``False``: not. A
+        when their number grew by a quarter since it last ran, or when the step brings at least as
+        many new faces as are waiting; ``True``: now; ``False``: not. A
         Milvus gallery reads every kept face at each step and groups the leftovers every time."""
         return self._grouping(full=False, leftovers=leftovers)
 
