@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 
-from conftest import FakeDetector, FakeEmbedder, cli, fake_cli, save_png, tile_image  # noqa: E402
+from conftest import FakeDetector, FakeEmbedder, cli, fake_cli, needs_milvus, save_png, tile_image  # noqa: E402
 from videos import BLUE, RED, tile_frame, two_people_clip, write_video  # noqa: E402
 
 JSON_KEYS = {"video", "duration", "fps", "frames_read", "tracks", "error"}
@@ -275,3 +275,29 @@ def test_the_sample_clip_on_the_route_matches_the_cli(tmp_path, data, uploads_di
     assert [t["similarity"] for t in body["tracks"]] == pytest.approx(similarities, abs=2e-3)
     assert "Barack Obama" in {t["name"] for t in body["tracks"]}
     assert list(uploads_dir.glob("faceid-upload-*")) == []
+
+
+@needs_milvus
+def test_a_video_kept_on_milvus_shares_the_servers_id_counters(tmp_path, uploads_dir):
+    """On Milvus a process has one writer per gallery (its id counters live in memory): a video that
+    keeps faces writes through the server's gallery, so faces kept before and after it by photos get
+    ids of their own (a second writer in the process once handed out an id twice)."""
+    spec = f"milvus-lite:{tmp_path / 'g.db'}"
+    save_png(tmp_path / "alice.png", tile_image([RED]))
+    assert fake_cli("enroll", "alice", tmp_path / "alice.png", "-g", spec).exit_code == 0
+    clip = two_people_clip(tmp_path / "two.mkv").read_bytes()
+    kept = []
+    with make_client(spec) as client:
+        for i, colour in enumerate([(20, 200, 20), None, (200, 200, 20)]):
+            if colour is None:
+                (_, stranger) = upload(client, "two.mkv", clip, remember="true").json()["tracks"]
+                kept.append(stranger["kept_as"])
+            else:
+                photo = save_png(tmp_path / f"s{i}.png", tile_image([colour])).read_bytes()
+                (face,) = upload(client, f"s{i}.png", photo, remember="true").json()["faces"]
+                kept.append(face["kept_as"])
+    assert all(isinstance(k, int) for k in kept) and len(set(kept)) == 3, kept
+    from faceid.gallery import open_gallery
+
+    with open_gallery(spec) as g:
+        assert g.unknown.count() == 3 and g.check() == []

@@ -163,10 +163,8 @@ def _identify_file(state, path, name, caller, fps, threshold, margin, remember, 
     from faceid.gallery import Gallery
     from faceid.video import identify_video
 
-    gallery = Gallery(state.gallery.path, create=False, timeout=state.gallery.timeout)
-    try:
-        gallery.actor = f"key:{caller.key}" if caller is not None and caller.key else None
-        result = identify_video(
+    def run(gallery):
+        return identify_video(
             path,
             gallery,
             state.pipeline,
@@ -176,8 +174,20 @@ def _identify_file(state, path, name, caller, fps, threshold, margin, remember, 
             remember=remember,
             engine_hook=lambda engine: _stop_after(engine, state, name, deadline),
         )
-    finally:
-        gallery.close()
+
+    if remember and state.gallery.folder is None:
+        # a Milvus gallery has one writer per process (its id counters and the rows it wrote are
+        # kept in memory: faceid.gallery.milvus_rows): a video that keeps faces writes through the
+        # server's own gallery, holding it, as every other writing request does
+        with state.use(caller) as gallery:
+            result = run(gallery)
+    else:  # SQLite takes writers from many connections; a reader needs no lock
+        gallery = Gallery(state.gallery.path, create=False, timeout=state.gallery.timeout)
+        try:
+            gallery.actor = f"key:{caller.key}" if caller is not None and caller.key else None
+            result = run(gallery)
+        finally:
+            gallery.close()
     if result.error is not None:
         raise ApiError(422, result.error.replace(path, name))
     if result.failed_frames:
