@@ -136,7 +136,9 @@ SERVER_REDUCED: dict[str, tuple[str, ...] | None] = {
 def pytest_collection_modifyitems(config, items) -> None:
     if os.environ.get("FACEID_MILVUS_SERVER_SUITES", "all") != "reduced":
         return
-    later = pytest.mark.skip(reason="FACEID_MILVUS_SERVER_SUITES=reduced: this test's Milvus-server variant is not in it")
+    later = pytest.mark.skip(
+        reason="FACEID_MILVUS_SERVER_SUITES=reduced: this test's Milvus-server variant is not in it"
+    )
     for item in items:
         if not item.get_closest_marker("milvus_server"):
             continue
