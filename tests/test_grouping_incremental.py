@@ -201,7 +201,7 @@ def test_many_waiting_faces_are_settled_against_the_groups_not_grouped_apart(tmp
     """The leftovers' rule where "few" is 1 face, so that a test reaches what a big gallery does: faces
     waiting in no group are settled against the groups with a step that brings as many new faces, and
     never grouped among themselves apart from the groups (200,000 faces in 4 batches once ended at
-    BCubed F 0.899 that way, one run 0.996: docs/grouping.md)."""
+    BCubed F 0.899 that way, one run 0.996: docs/grouping.md, "At a million faces")."""
     from faceid.gallery import Gallery, sqlite_grouping
 
     monkeypatch.setattr(sqlite_grouping, "LEFTOVERS_ALWAYS", 1)
