@@ -115,8 +115,7 @@ def milvus_server():
     return _server
 
 
-#: Every server variant runs by default (CI runs them all: 75 tests in about 10 minutes at load 2 since
-#: a process's own face rows are read back from memory, milvus_rows.MilvusRows.by_ids). With
+#: Every server variant runs by default (CI runs them all: 75 tests in about 10 minutes at load 2). With
 #: FACEID_MILVUS_SERVER_SUITES=reduced only these run on the server, by file (``None``: all of the file's
 #: server variants; a tuple, only those tests): what reaches the server the way a user does, each
 #: command once, in about half the time. Timed with `pytest --durations`: docs/milvus-server.md.
